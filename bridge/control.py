@@ -1,0 +1,95 @@
+"""A local control socket so CLI changes reach a running daemon at once.
+
+`patron-bridge pin set`, `patron block` and `lockout clear` change the store (or the throttle
+file) directly, then tell the daemon, if one is running, to drop its cached verification and
+in-memory throttle counters for that card. One JSON object per line over a Unix socket that only
+the bridge's user can open (mode 0600).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+from pathlib import Path
+
+import structlog
+
+from bridge.core.auth import Authenticator, valid_barcode
+
+log = structlog.get_logger("bridge.control")
+
+OPS = frozenset({"invalidate", "clear_lock", "ping"})
+
+
+class ControlServer:
+    def __init__(self, path: Path, authenticator: Authenticator) -> None:
+        self.path = path
+        self.authenticator = authenticator
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        old = os.umask(0o177)
+        try:
+            self._server = await asyncio.start_unix_server(self._handle, path=str(self.path))
+        finally:
+            os.umask(old)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), timeout=5)
+            reply = self.apply(line[:4096])
+            writer.write(json.dumps(reply).encode() + b"\n")
+            await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def apply(self, line: bytes) -> dict[str, object]:
+        try:
+            request = json.loads(line)
+            op, barcode = request["op"], request.get("barcode", "")
+        except (ValueError, KeyError, TypeError):
+            return {"ok": False, "error": "bad request"}
+        if op not in OPS:
+            return {"ok": False, "error": "unknown op"}
+        if op == "ping":
+            return {"ok": True}
+        if not isinstance(barcode, str) or not valid_barcode(barcode):
+            return {"ok": False, "error": "bad barcode"}
+        if op == "invalidate":
+            self.authenticator.invalidate(barcode)
+        elif op == "clear_lock":
+            self.authenticator.throttle.forget(f"card:{barcode}")
+            self.authenticator.invalidate(barcode)
+        log.info("control", op=op)
+        return {"ok": True}
+
+    async def aclose(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+def notify(path: Path, op: str, barcode: str) -> bool:
+    """Tell a running daemon; False when none is listening (then there is nothing to tell)."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5)
+            sock.connect(str(path))
+            sock.sendall(json.dumps({"op": op, "barcode": barcode}).encode() + b"\n")
+            reply = sock.makefile("rb").readline()
+    except OSError:
+        return False
+    try:
+        return bool(json.loads(reply).get("ok"))
+    except ValueError:
+        return False

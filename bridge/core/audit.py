@@ -1,0 +1,52 @@
+"""The audit event: one JSON line per authentication decision (and per PIN life event).
+
+Fields: time, protocol, client, source, barcode (masked, full or keyed hash per config), outcome,
+reason, latency. Never a PIN, hash, pepper or secret: the event is built from named fields only.
+Lines go through the one logging setup (`bridge.logs`), whose queue keeps disk writes off the
+event loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any, Literal
+
+import structlog
+
+from bridge.core.patron import Context, Decision
+
+BarcodeMode = Literal["masked", "full", "hash"]
+
+
+class Audit:
+    def __init__(self, barcode_mode: BarcodeMode = "masked", hash_key: bytes = b"") -> None:
+        self.barcode_mode: BarcodeMode = barcode_mode
+        self._hash_key = hash_key
+        self._log = structlog.get_logger("audit").bind(kind="audit")
+
+    def barcode(self, barcode: str) -> str:
+        if self.barcode_mode == "full":
+            return barcode
+        if self.barcode_mode == "hash":
+            return hmac.new(self._hash_key, barcode.encode(), hashlib.sha256).hexdigest()[:16]
+        keep = 4 if len(barcode) > 6 else 0
+        return "*" * (len(barcode) - keep) + barcode[len(barcode) - keep :]
+
+    def decision(self, barcode: str, ctx: Context, decision: Decision, latency: float) -> None:
+        self._log.info(
+            "auth",
+            protocol=ctx.protocol,
+            client=ctx.client,
+            source=ctx.source,
+            barcode=self.barcode(barcode),
+            outcome=decision.outcome.value,
+            reason=decision.reason,
+            latency_ms=round(latency * 1000, 3),
+        )
+
+    def event(self, event: str, *, barcode: str | None = None, **fields: Any) -> None:
+        """A PIN-life or admin event (pin_changed, reset_requested, patron_blocked, ...)."""
+        if barcode is not None:
+            fields["barcode"] = self.barcode(barcode)
+        self._log.info(event, **fields)

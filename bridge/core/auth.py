@@ -1,0 +1,253 @@
+"""The Authenticator: the one entry point every front end calls.
+
+    decision = await authenticator.authenticate(barcode, pin, Context(protocol, client, source))
+
+Order of work, cheapest first, so a guesser never gets the KDF for free:
+input checks → per-card lock/delay → verified-credential cache → per-source and global guards →
+store (KDF in the hasher's pool, or the ILS) → the client's policy on the patron's standing.
+Every decision is audited with its latency. PIN changes, resets, blocks and lock clearing also
+live here so that cache invalidation and auditing happen in one place whoever asks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from bridge.core.audit import Audit
+from bridge.core.cache import VerifiedCache
+from bridge.core.patron import ClientPolicy, Context, Decision, Outcome, Patron
+from bridge.core.pin import PinPolicy, PolicyResult
+from bridge.core.secret import Secret
+from bridge.core.store import (
+    Capability,
+    Health,
+    NotSupported,
+    SearchableStore,
+    Store,
+    StoreUnavailable,
+    WritableStore,
+)
+from bridge.core.throttle import Throttle
+
+MAX_BARCODE = 64
+MAX_PIN = 128
+
+log = structlog.get_logger("bridge.core")
+
+
+def valid_barcode(barcode: str) -> bool:
+    return (
+        0 < len(barcode) <= MAX_BARCODE
+        and barcode.isascii()
+        and barcode.isprintable()
+        and (" " not in barcode)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeResult:
+    """The answer to a PIN change or reset: ok, or the outcome/policy reason that refused it."""
+
+    ok: bool
+    outcome: Outcome | None = None
+    policy: PolicyResult | None = None
+    reason: str = ""
+
+
+class Authenticator:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        throttle: Throttle,
+        cache: VerifiedCache,
+        audit: Audit,
+        policy: PinPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+        today: Callable[[], dt.date] = dt.date.today,
+    ) -> None:
+        self.store = store
+        self.throttle = throttle
+        self.cache = cache
+        self.audit = audit
+        self.pin_policy = policy or PinPolicy()
+        self.clock = clock
+        self.today = today
+        self._background: set[asyncio.Task[None]] = set()
+        self.on_invalidate: list[Callable[[str], None]] = []  # e.g. portal ends sessions
+
+    # -- the question every front end asks --------------------------------------------------
+    async def authenticate(self, barcode: str, pin: Secret, ctx: Context) -> Decision:
+        started = time.perf_counter()
+        decision = await self._decide(barcode, pin, ctx)
+        self.audit.decision(barcode, ctx, decision, time.perf_counter() - started)
+        return decision
+
+    async def _decide(self, barcode: str, pin: Secret, ctx: Context) -> Decision:
+        if not valid_barcode(barcode):
+            return Decision(Outcome.BAD_INPUT, reason="malformed barcode")
+        if not pin or len(pin) > MAX_PIN or pin.text() is None:
+            return Decision(Outcome.BAD_INPUT, reason="missing or malformed PIN")
+        now = self.clock()
+        cached = self.cache.get(barcode, pin, now)
+        refusal = self.throttle.check(barcode, ctx.source, now)
+        if refusal is not None and (refusal.scope == "card" or cached is None):
+            return Decision(
+                Outcome.CARD_LOCKED, reason=refusal.reason, retry_after=refusal.retry_after
+            )
+        if cached is not None:
+            return self._standing(cached, ctx.policy, "verified (cached)")
+        try:
+            verification = await self.store.verify_pin(barcode, pin)
+        except StoreUnavailable as exc:
+            return Decision(Outcome.STORE_UNAVAILABLE, reason=str(exc) or "store unavailable")
+        now = self.clock()
+        if verification.patron is None:
+            self.throttle.record_failure(barcode, ctx.source, now)
+            return Decision(Outcome.UNKNOWN_CARD, reason="no such card")
+        patron = verification.patron
+        if not verification.pin_ok:
+            self.throttle.record_failure(barcode, ctx.source, now)
+            if self.throttle.card_locked(barcode, now):
+                self.invalidate(barcode)
+                self.audit.event("card_locked", barcode=barcode, source=ctx.source)
+            return Decision(Outcome.BAD_PIN, patron=patron, reason="wrong PIN")
+        self.throttle.record_success(barcode, now)
+        self.cache.put(barcode, pin, patron, now)
+        if verification.needs_rehash and Capability.CHANGE_PIN in self.store.capabilities:
+            self._spawn(self._rehash(patron, pin))
+        return self._standing(patron, ctx.policy, "verified")
+
+    def _standing(self, patron: Patron, policy: ClientPolicy, how: str) -> Decision:
+        """Right PIN; does this client accept the patron's standing?"""
+        if patron.blocked and not policy.allow_blocked:
+            return Decision(
+                Outcome.CARD_BLOCKED, patron, patron.blocked_reason or "card blocked", pin_ok=True
+            )
+        if patron.is_expired(self.today()) and not policy.allow_expired:
+            return Decision(Outcome.CARD_EXPIRED, patron, "card expired", pin_ok=True)
+        if policy.fines_limit is not None and patron.fines > policy.fines_limit:
+            return Decision(
+                Outcome.FINES_OVER_LIMIT,
+                patron,
+                f"fines {patron.fines} over limit {policy.fines_limit}",
+                pin_ok=True,
+            )
+        return Decision(Outcome.ACCEPTED, patron, how, pin_ok=True)
+
+    async def _rehash(self, patron: Patron, pin: Secret) -> None:
+        try:
+            await self.store.change_pin(patron, pin)
+        except (StoreUnavailable, NotSupported) as exc:
+            log.warning("rehash_failed", error=type(exc).__name__)
+            return
+        self.audit.event("pin_rehashed", barcode=patron.barcode)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- PIN life ---------------------------------------------------------------------------
+    async def change_pin(
+        self, barcode: str, old_pin: Secret, new_pin: Secret, new_again: Secret, ctx: Context
+    ) -> ChangeResult:
+        """Patron self-service: old PIN, new PIN twice. The old PIN check counts as a login
+        attempt (throttled, audited) so the change form cannot be used to guess."""
+        if not new_pin.matches(new_again):
+            return ChangeResult(False, reason="The two new PINs do not match.")
+        decision = await self.authenticate(barcode, old_pin, ctx)
+        if not decision.pin_ok or decision.patron is None:
+            return ChangeResult(False, outcome=decision.outcome, reason=decision.reason)
+        verdict = self.pin_policy.check(new_pin, old=old_pin)
+        if not verdict.ok:
+            return ChangeResult(False, policy=verdict, reason=verdict.reason)
+        return await self._apply(decision.patron, new_pin, "pin_changed", ctx.protocol)
+
+    async def set_pin(
+        self, barcode: str, new_pin: Secret, *, actor: str, enforce_policy: bool = True
+    ) -> ChangeResult:
+        """Staff reset at the desk, or a reset through an emailed link."""
+        if enforce_policy:
+            verdict = self.pin_policy.check(new_pin)
+            if not verdict.ok:
+                return ChangeResult(False, policy=verdict, reason=verdict.reason)
+        try:
+            patron = await self.store.lookup(barcode)
+        except StoreUnavailable as exc:
+            return ChangeResult(False, outcome=Outcome.STORE_UNAVAILABLE, reason=str(exc))
+        if patron is None:
+            return ChangeResult(False, outcome=Outcome.UNKNOWN_CARD, reason="no such card")
+        result = await self._apply(patron, new_pin, "pin_reset", actor)
+        if result.ok:
+            self.clear_lock(barcode, actor=actor)
+        return result
+
+    async def _apply(self, patron: Patron, new_pin: Secret, event: str, actor: str) -> ChangeResult:
+        if Capability.CHANGE_PIN not in self.store.capabilities:
+            return ChangeResult(False, reason="This library's PINs are changed in its catalogue.")
+        try:
+            await self.store.change_pin(patron, new_pin)
+        except StoreUnavailable as exc:
+            return ChangeResult(False, outcome=Outcome.STORE_UNAVAILABLE, reason=str(exc))
+        self.invalidate(patron.barcode)
+        self.audit.event(event, barcode=patron.barcode, actor=actor)
+        return ChangeResult(True)
+
+    async def block(self, barcode: str, reason: str, *, actor: str) -> Patron | None:
+        """Block a card in the store (SIP2 01, CLI). None when the card is unknown."""
+        store = self.store
+        if Capability.BLOCK not in store.capabilities or not isinstance(store, WritableStore):
+            raise NotSupported("this store cannot block cards")
+        try:
+            patron = await store.set_blocked(barcode, reason)
+        except LookupError:
+            return None
+        self.invalidate(barcode)
+        self.audit.event("patron_blocked", barcode=barcode, actor=actor, reason=reason)
+        return patron
+
+    def clear_lock(self, barcode: str, *, actor: str) -> bool:
+        cleared = self.throttle.clear(barcode)
+        self.audit.event("lock_cleared", barcode=barcode, actor=actor)
+        return cleared
+
+    def invalidate(self, barcode: str) -> None:
+        self.cache.invalidate(barcode)
+        for callback in self.on_invalidate:
+            callback(barcode)
+
+    # -- lookups for front ends (no front end talks to a store) -----------------------------
+    async def lookup(self, barcode: str) -> Patron | None:
+        if not valid_barcode(barcode):
+            return None
+        return await self.store.lookup(barcode)
+
+    async def lookup_by_email(self, email: str) -> list[Patron]:
+        store = self.store
+        if isinstance(store, SearchableStore) and Capability.BY_EMAIL in store.capabilities:
+            return await store.lookup_by_email(email)
+        return []
+
+    async def lookup_by_record_id(self, record_id: str) -> Patron | None:
+        store = self.store
+        if isinstance(store, SearchableStore) and Capability.BY_RECORD_ID in store.capabilities:
+            return await store.lookup_by_record_id(record_id)
+        return None
+
+    async def health(self) -> Health:
+        try:
+            return await self.store.health()
+        except StoreUnavailable as exc:
+            return Health(False, str(exc))
+
+    async def aclose(self) -> None:
+        for task in list(self._background):
+            await task

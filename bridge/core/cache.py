@@ -1,0 +1,70 @@
+"""A short-lived cache of recently verified credentials.
+
+A self-check re-checks the same patron several times within seconds (63, then 23, then a
+checkout); paying the KDF each time would cap the bridge at a few dozen patrons a second. The
+cache keeps, per barcode, a keyed HMAC of barcode and PIN under a random per-process key (never
+the PIN, never a hash an attacker could brute-force offline without that key) and the patron
+record. A PIN change, a block or a lock invalidates the barcode at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from bridge.core.patron import Patron
+from bridge.core.secret import Secret
+
+
+@dataclass(slots=True)
+class _Entry:
+    digest: bytes
+    patron: Patron
+    expires_at: float
+
+
+class VerifiedCache:
+    def __init__(self, ttl: float = 30.0, max_entries: int = 100_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._key = os.urandom(32)
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+
+    def _digest(self, barcode: str, pin: Secret) -> bytes:
+        return hmac.new(
+            self._key, barcode.encode() + b"\x00" + pin.reveal(), hashlib.sha256
+        ).digest()
+
+    def get(self, barcode: str, pin: Secret, now: float) -> Patron | None:
+        """The patron when this exact barcode/PIN was verified within the TTL, else None."""
+        if self.ttl <= 0:
+            return None
+        entry = self._entries.get(barcode)
+        if entry is None:
+            return None
+        if entry.expires_at <= now:
+            del self._entries[barcode]
+            return None
+        if not hmac.compare_digest(entry.digest, self._digest(barcode, pin)):
+            return None
+        return entry.patron
+
+    def put(self, barcode: str, pin: Secret, patron: Patron, now: float) -> None:
+        if self.ttl <= 0:
+            return
+        self._entries[barcode] = _Entry(self._digest(barcode, pin), patron, now + self.ttl)
+        self._entries.move_to_end(barcode)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def invalidate(self, barcode: str) -> None:
+        self._entries.pop(barcode, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -1,0 +1,98 @@
+"""The patron record, the closed set of outcomes and the decision the core returns."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Patron:
+    """What every store can say about a card holder. Never carries PIN material."""
+
+    barcode: str
+    record_id: str
+    name: str = ""
+    email: str | None = None
+    category: str = ""
+    expires: dt.date | None = None
+    blocked: bool = False
+    blocked_reason: str | None = None
+    fines: Decimal = Decimal("0.00")
+    home_library: str | None = None
+
+    def is_expired(self, today: dt.date) -> bool:
+        return self.expires is not None and self.expires < today
+
+    @property
+    def given_name(self) -> str:
+        """First word(s) of a "Surname, Given" or "Given Surname" name."""
+        if "," in self.name:
+            return self.name.split(",", 1)[1].strip()
+        parts = self.name.split()
+        return " ".join(parts[:-1]) if len(parts) > 1 else ""
+
+    @property
+    def surname(self) -> str:
+        if "," in self.name:
+            return self.name.split(",", 1)[0].strip()
+        parts = self.name.split()
+        return parts[-1] if parts else self.barcode
+
+
+class Outcome(enum.Enum):
+    """Every answer the authenticator can give; front ends map each one in their answers.py."""
+
+    ACCEPTED = "accepted"
+    BAD_PIN = "bad_pin"
+    UNKNOWN_CARD = "unknown_card"
+    CARD_LOCKED = "card_locked"
+    CARD_EXPIRED = "card_expired"
+    CARD_BLOCKED = "card_blocked"
+    FINES_OVER_LIMIT = "fines_over_limit"
+    STORE_UNAVAILABLE = "store_unavailable"
+    BAD_INPUT = "bad_input"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientPolicy:
+    """Which patron states still authenticate for one client (vendor account, NAS, SIP login).
+
+    A database vendor may accept a patron who owes fines; a self-check may not.
+    `fines_limit` None means fines never refuse.
+    """
+
+    allow_expired: bool = False
+    allow_blocked: bool = False
+    fines_limit: Decimal | None = Decimal("10.00")
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Who is asking: protocol, client (vendor account) and source address."""
+
+    protocol: str
+    client: str
+    source: str
+    policy: ClientPolicy = field(default_factory=ClientPolicy)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The one answer to "is this barcode/PIN good for this client?".
+
+    `pin_ok` says whether the PIN itself was right, apart from the patron's standing: SIP2 answers
+    CQY for a blocked patron with the right PIN.
+    """
+
+    outcome: Outcome
+    patron: Patron | None = None
+    reason: str = ""
+    retry_after: float | None = None
+    pin_ok: bool = False
+
+    @property
+    def accepted(self) -> bool:
+        return self.outcome is Outcome.ACCEPTED

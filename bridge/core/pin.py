@@ -1,0 +1,276 @@
+"""The library's PIN rules, and the one place PINs are hashed and verified.
+
+Hashing: the PIN is first keyed with the pepper (HMAC-SHA256, the pepper lives in a file outside
+the database), then run through a salted memory-hard KDF (Argon2id by default, scrypt as the
+alternative). The result is a self-describing PHC string, so costs can be raised later: a hash
+made with weaker parameters verifies and reports `needs_rehash`, and the core re-hashes it after
+the next successful login. Pre-hashed PINs imported from an ILS (bcrypt, Evergreen md5+bcrypt,
+PBKDF2) verify too and always need a rehash into our format.
+
+KDF work runs in a thread pool (cryptography releases the GIL), never on the event loop. An
+unknown card costs the same KDF as a known one (`dummy_verify`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from cryptography.exceptions import InvalidKey
+from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from bridge.core.secret import Secret
+
+# ---------------------------------------------------------------------------------------------
+# Policy
+# ---------------------------------------------------------------------------------------------
+
+ASCII_DIGITS: Final = re.compile(r"[0-9]+")
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyResult:
+    ok: bool
+    reason: str = ""
+    code: str = "ok"
+
+
+@dataclass(frozen=True, slots=True)
+class PinPolicy:
+    """Default is the library's published rule: exactly four ASCII digits, no letters or special
+    characters, no repeating numbers (all digits the same like 2222, or a repeated pair like
+    1212). 5961 is fine. Length and a blocklist are configurable."""
+
+    min_length: int = 4
+    max_length: int = 4
+    forbid_repeats: bool = True
+    blocklist: frozenset[str] = frozenset()
+
+    def check(self, pin: Secret | str, *, old: Secret | str | None = None) -> PolicyResult:
+        text = pin.text() if isinstance(pin, Secret) else pin
+        if text is None or text == "":
+            return PolicyResult(False, "Please enter a PIN.", "empty")
+        length = self._length_phrase()
+        if not ASCII_DIGITS.fullmatch(text):
+            return PolicyResult(
+                False,
+                f"Your PIN must be {length}: numbers 0-9 only, no letters, spaces or symbols.",
+                "not_digits",
+            )
+        if not self.min_length <= len(text) <= self.max_length:
+            return PolicyResult(False, f"Your PIN must be {length}.", "length")
+        if self.forbid_repeats and _is_repeating(text):
+            return PolicyResult(
+                False,
+                "Your PIN cannot be a repeating number such as 2222 or 1212. "
+                "Choose digits with no pattern, for example 5961.",
+                "repeating",
+            )
+        if text in self.blocklist:
+            return PolicyResult(
+                False, "That PIN is too common and easy to guess. Please choose another.", "common"
+            )
+        if old is not None:
+            old_text = old.text() if isinstance(old, Secret) else old
+            if old_text is not None and hmac.compare_digest(old_text, text):
+                return PolicyResult(
+                    False, "Your new PIN must be different from your current PIN.", "same_as_old"
+                )
+        return PolicyResult(True)
+
+    def _length_phrase(self) -> str:
+        if self.min_length == self.max_length:
+            return f"exactly {self.min_length} digits"
+        return f"{self.min_length} to {self.max_length} digits"
+
+
+def _is_repeating(text: str) -> bool:
+    """All digits the same (2222) or one short unit repeated (1212, 123123)."""
+    n = len(text)
+    return any(n % unit == 0 and text[:unit] * (n // unit) == text for unit in range(1, n // 2 + 1))
+
+
+def load_blocklist(path: Path) -> frozenset[str]:
+    """One PIN a line; blank lines and `#` comments ignored."""
+    entries = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            entries.add(line)
+    return frozenset(entries)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hashing
+# ---------------------------------------------------------------------------------------------
+
+PEPPER_BYTES: Final = 32
+_PEPPER_LABEL: Final = b"patron-bridge pin v1|"
+
+
+class HashFormatError(ValueError):
+    """A stored hash string this hasher does not understand (message never contains the hash)."""
+
+
+@dataclass(frozen=True, slots=True)
+class KdfParams:
+    algorithm: str = "argon2id"  # or "scrypt"
+    argon2_memory_kib: int = 19456
+    argon2_iterations: int = 2
+    argon2_lanes: int = 1
+    scrypt_log2_n: int = 14
+    scrypt_r: int = 8
+    scrypt_p: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class HashCheck:
+    ok: bool
+    needs_rehash: bool
+
+
+def read_or_create_pepper(path: Path) -> bytes:
+    """Read the pepper; on first start create it with mode 0600. Never logged."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = os.urandom(PEPPER_BYTES)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return data
+    if len(data) < 16:
+        raise HashFormatError(f"{path}: pepper file is shorter than 16 bytes")
+    return data
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii").rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text + "=" * (-len(text) % 4))
+
+
+class PinHasher:
+    """Pepper + KDF + worker pool. One per process; stores receive it when they open."""
+
+    def __init__(self, pepper: bytes, params: KdfParams | None = None, workers: int | None = None):
+        self._pepper = pepper
+        self.params = params or KdfParams()
+        self.workers = workers or os.cpu_count() or 1
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="kdf")
+        self._dummy = self.hash_sync(Secret(os.urandom(8).hex()))
+
+    def __repr__(self) -> str:
+        return f"PinHasher({self.params.algorithm}, workers={self.workers})"
+
+    def derived_key(self, label: str) -> bytes:
+        """A key for another purpose (audit barcode hashing, token MACs), derived from the
+        pepper so the pepper itself is used only for PINs."""
+        return hmac.new(self._pepper, b"derive|" + label.encode(), hashlib.sha256).digest()
+
+    # -- keyed pre-hash --------------------------------------------------------------------
+    def _keyed(self, pin: Secret) -> bytes:
+        return hmac.new(self._pepper, _PEPPER_LABEL + pin.reveal(), hashlib.sha256).digest()
+
+    # -- synchronous primitives (run in the pool) ------------------------------------------
+    def hash_sync(self, pin: Secret) -> str:
+        p = self.params
+        key = self._keyed(pin)
+        if p.algorithm == "argon2id":
+            kdf = Argon2id(
+                salt=os.urandom(16),
+                length=32,
+                iterations=p.argon2_iterations,
+                lanes=p.argon2_lanes,
+                memory_cost=p.argon2_memory_kib,
+            )
+            return kdf.derive_phc_encoded(key)
+        if p.algorithm == "scrypt":
+            salt = os.urandom(16)
+            digest = Scrypt(
+                salt=salt, length=32, n=1 << p.scrypt_log2_n, r=p.scrypt_r, p=p.scrypt_p
+            )
+            out = digest.derive(key)
+            params = f"ln={p.scrypt_log2_n},r={p.scrypt_r},p={p.scrypt_p}"
+            return f"$scrypt${params}${_b64(salt)}${_b64(out)}"
+        raise HashFormatError(f"unknown KDF algorithm {p.algorithm!r}")
+
+    def verify_sync(self, pin: Secret, stored: str) -> HashCheck:
+        if stored.startswith("$argon2id$"):
+            try:
+                Argon2id.verify_phc_encoded(self._keyed(pin), stored)
+                ok = True
+            except InvalidKey:
+                ok = False
+            except ValueError as exc:
+                raise HashFormatError("malformed argon2id hash") from exc
+            return HashCheck(ok, ok and self._argon_outdated(stored))
+        if stored.startswith("$scrypt$"):
+            return self._verify_scrypt(pin, stored)
+        from bridge.core import legacy_hashes  # imported ILS hashes: rare, never hot
+
+        ok = legacy_hashes.verify(pin, stored)
+        return HashCheck(ok, ok)
+
+    def _argon_outdated(self, stored: str) -> bool:
+        p = self.params
+        if p.algorithm != "argon2id":
+            return True
+        want = f"m={p.argon2_memory_kib},t={p.argon2_iterations},p={p.argon2_lanes}"
+        return stored.split("$")[3] != want
+
+    def _verify_scrypt(self, pin: Secret, stored: str) -> HashCheck:
+        try:
+            _, _, params, salt_b64, hash_b64 = stored.split("$")
+            fields = dict(item.split("=", 1) for item in params.split(","))
+            log2_n, r, p = int(fields["ln"]), int(fields["r"]), int(fields["p"])
+            salt, expected = _unb64(salt_b64), _unb64(hash_b64)
+        except (ValueError, KeyError) as exc:
+            raise HashFormatError("malformed scrypt hash") from exc
+        if not (1 <= log2_n <= 22 and 1 <= r <= 32 and 1 <= p <= 16):
+            raise HashFormatError("scrypt parameters out of range")
+        try:
+            Scrypt(salt=salt, length=len(expected), n=1 << log2_n, r=r, p=p).verify(
+                self._keyed(pin), expected
+            )
+            ok = True
+        except InvalidKey:
+            ok = False
+        cur = self.params
+        outdated = cur.algorithm != "scrypt" or (log2_n, r, p) != (
+            cur.scrypt_log2_n,
+            cur.scrypt_r,
+            cur.scrypt_p,
+        )
+        return HashCheck(ok, ok and outdated)
+
+    # -- async API --------------------------------------------------------------------------
+    async def hash(self, pin: Secret) -> str:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self.hash_sync, pin)
+
+    async def verify(self, pin: Secret, stored: str) -> HashCheck:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, self.verify_sync, pin, stored
+        )
+
+    async def dummy_verify(self, pin: Secret) -> None:
+        """Spend the same KDF work as a real verification (unknown cards: no timing oracle)."""
+        await self.verify(pin, self._dummy)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,195 @@
+"""The one logging setup: structlog rendering to lines that a background thread writes.
+
+Every event passes `redact` first: values of secret-named keys and any `Secret` become `***`,
+so a PIN, password or token cannot reach a line even if a caller passes one by mistake. Rendered
+lines go into a queue and a writer thread puts them on disk or the terminal in batches, so the
+event loop never waits on a write (and an audit line costs a few microseconds, not a stdlib
+logging round trip). JSON in production; readable key=value lines on a TTY. Records from the
+standard `logging` module (asyncio, uvicorn, libraries) are routed into the same queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sys
+import threading
+from collections.abc import MutableMapping
+from pathlib import Path
+from typing import Any, TextIO
+
+import msgspec
+import structlog
+
+from bridge.core.secret import Secret
+
+REDACT_KEYS = frozenset(
+    {
+        "pin",
+        "new_pin",
+        "old_pin",
+        "password",
+        "secret",
+        "pepper",
+        "token",
+        "hash",
+        "pin_hash",
+        "user_password",
+        "ad",
+        "ac",
+        "co",
+        "cookie",
+        "authorization",
+    }
+)
+
+# One queue for the life of the process, so loggers cached before a reconfigure stay valid.
+_QUEUE: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+_STOP = object()
+
+
+def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key, value in event.items():
+        if key.lower() in REDACT_KEYS or isinstance(value, Secret):
+            event[key] = "***"
+        elif isinstance(value, bytes | bytearray):
+            event[key] = f"<{len(value)} bytes>"
+    return event
+
+
+def _encode_default(value: Any) -> Any:
+    return str(value)
+
+
+_json = msgspec.json.Encoder(enc_hook=_encode_default)
+
+
+def render_json(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> str:
+    return _json.encode(event).decode("utf-8")
+
+
+class _Writer(threading.Thread):
+    """Drains the queue and writes lines to one or two streams (audit can go apart)."""
+
+    def __init__(self, main: TextIO, audit: TextIO | None) -> None:
+        super().__init__(name="log-writer", daemon=True)
+        self.queue = _QUEUE
+        self.main = main
+        self.audit = audit
+
+    def run(self) -> None:
+        while True:
+            item = self.queue.get()
+            batch = [item]
+            while True:
+                try:
+                    batch.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = False
+            for entry in batch:
+                if entry is _STOP:
+                    stop = True
+                    continue
+                is_audit, line = entry
+                stream = self.audit if (is_audit and self.audit is not None) else self.main
+                stream.write(line + "\n")
+            self.main.flush()
+            if self.audit is not None:
+                self.audit.flush()
+            if stop:
+                return
+
+
+class QueueLogger:
+    """A structlog logger whose every method enqueues the rendered line."""
+
+    def __init__(self, name: str) -> None:
+        self._put = _QUEUE.put
+        self._audit = name == "audit"
+
+    def msg(self, line: str) -> None:
+        self._put((self._audit, line))
+
+    debug = info = warning = warn = error = critical = exception = log = msg
+
+
+def _factory(*args: Any) -> QueueLogger:
+    return QueueLogger(args[0] if args else "")
+
+
+class _StdlibBridge(logging.Handler):
+    """Routes stdlib logging records through the same redaction and queue."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            message = str(record.msg)
+        fields: dict[str, Any] = {}
+        if record.exc_info and record.exc_info[1] is not None:
+            fields["error"] = type(record.exc_info[1]).__name__
+        structlog.get_logger(record.name).log(record.levelno, message, **fields)
+
+
+_writer: _Writer | None = None
+_files: list[TextIO] = []
+
+
+def _open(dest: str | Path) -> TextIO:
+    if dest == "stderr":
+        return sys.stderr
+    if dest == "stdout":
+        return sys.stdout
+    path = Path(dest)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = path.open("a", encoding="utf-8")
+    _files.append(handle)
+    return handle
+
+
+def configure(
+    level: str = "info",
+    fmt: str = "auto",
+    destination: str | Path = "stderr",
+    audit_destination: str | Path | None = None,
+) -> None:
+    """Set up logging once per process. Destinations: "stderr", "stdout" or a file path."""
+    global _writer
+    stop()
+    main = _open(destination)
+    audit = None if audit_destination in (None, destination) else _open(audit_destination)
+    _writer = _Writer(main, audit)
+    _writer.start()
+    console = fmt == "console" or (fmt == "auto" and main.isatty())
+    renderer: Any = structlog.dev.ConsoleRenderer(colors=False) if console else render_json
+    structlog.configure(
+        processors=[
+            structlog.stdlib.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=_factory,
+        cache_logger_on_first_use=True,
+    )
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.addHandler(_StdlibBridge())
+    root.setLevel(max(_LEVELS[level], logging.INFO))
+
+
+def stop() -> None:
+    """Write every queued line and stop the writer thread."""
+    global _writer
+    if _writer is not None:
+        _writer.queue.put(_STOP)
+        _writer.join(timeout=10)
+        _writer = None
+    while _files:
+        _files.pop().close()

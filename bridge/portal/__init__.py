@@ -1,0 +1,1 @@
+"""portal front end."""

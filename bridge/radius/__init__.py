@@ -1,0 +1,1 @@
+"""radius front end."""

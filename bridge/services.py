@@ -1,0 +1,33 @@
+"""What a front end receives from the app: the core and its config, nothing else.
+
+Front ends expose `async def start(settings, services) -> Listener` in their `server.py`; the
+app calls it for each configured section and closes the listeners on shutdown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from bridge.core.audit import Audit
+from bridge.core.auth import Authenticator
+
+if TYPE_CHECKING:
+    from bridge.config import Config
+
+
+class Listener(Protocol):
+    """A running front end: where it listens, and how to stop it."""
+
+    name: str
+    addresses: list[str]
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(slots=True)
+class Services:
+    config: Config
+    authenticator: Authenticator
+    audit: Audit
+    listeners: list[Listener] = field(default_factory=list)

@@ -1,0 +1,1 @@
+"""sip2 front end."""

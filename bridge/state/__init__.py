@@ -1,0 +1,1 @@
+"""Persistent backends for state the core keeps between restarts (throttle counters)."""

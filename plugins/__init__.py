@@ -1,0 +1,1 @@
+"""Store plugins shipped with Patron Bridge, each found through `patron_bridge.stores`."""

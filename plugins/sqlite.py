@@ -1,0 +1,442 @@
+"""The embedded store: patrons and PIN hashes in one SQLite file.
+
+WAL mode; reads run on a small thread pool with one connection per thread; a PIN change is one
+transaction committed with `synchronous=FULL`, so it is durable when the call returns and a
+crash at any instant leaves the old or the new hash, never neither. Lookups by barcode use the
+primary key, so they stay flat from a thousand to a million patrons. Schema changes are
+numbered migrations recorded in `PRAGMA user_version`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from bridge.core.patron import Patron
+from bridge.core.pin import PinHasher
+from bridge.core.secret import Secret
+from bridge.core.store import (
+    Capability,
+    Health,
+    NewPatron,
+    StorePlugin,
+    StoreServices,
+    StoreUnavailable,
+    UnknownPatron,
+    Verification,
+)
+from bridge.settings import Section
+
+T = TypeVar("T")
+
+
+class SqliteSettings(Section, frozen=True):
+    path: str = "var/patrons.db"
+    demo: bool = False
+    demo_file: str = "demo-patrons.csv"
+    readers: int = msgspec.field(default=4)
+    busy_timeout_ms: int = 5000
+
+
+MIGRATIONS: list[str] = [
+    # 1: patrons and reset tokens
+    """
+    CREATE TABLE patrons (
+        barcode        TEXT PRIMARY KEY,
+        record_id      TEXT NOT NULL UNIQUE,
+        name           TEXT NOT NULL DEFAULT '',
+        email          TEXT,
+        category       TEXT NOT NULL DEFAULT '',
+        expires        TEXT,
+        blocked        INTEGER NOT NULL DEFAULT 0,
+        blocked_reason TEXT,
+        fines          TEXT NOT NULL DEFAULT '0.00',
+        home_library   TEXT,
+        pin_hash       TEXT,
+        pin_changed_at TEXT,
+        updated_at     TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX patrons_email ON patrons (email COLLATE NOCASE);
+    CREATE TABLE reset_tokens (
+        token_hash BLOB PRIMARY KEY,
+        barcode    TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        used_at    TEXT
+    );
+    CREATE INDEX reset_tokens_barcode ON reset_tokens (barcode);
+    """,
+]
+
+_COLUMNS = (
+    "barcode, record_id, name, email, category, expires, blocked, blocked_reason, fines, "
+    "home_library"
+)
+# Every query is a constant; values are always bound parameters.
+_BY_BARCODE = f"SELECT {_COLUMNS}, pin_hash FROM patrons WHERE barcode = ?"  # noqa: S608
+_BY_EMAIL = f"SELECT {_COLUMNS} FROM patrons WHERE email = ? COLLATE NOCASE LIMIT 50"  # noqa: S608
+_BY_RECORD = f"SELECT {_COLUMNS} FROM patrons WHERE record_id = ?"  # noqa: S608
+_PAGE = f"SELECT {_COLUMNS} FROM patrons WHERE barcode > ? ORDER BY barcode LIMIT 500"  # noqa: S608
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _patron(row: tuple[Any, ...]) -> Patron:
+    return Patron(
+        barcode=row[0],
+        record_id=row[1],
+        name=row[2],
+        email=row[3],
+        category=row[4],
+        expires=dt.date.fromisoformat(row[5]) if row[5] else None,
+        blocked=bool(row[6]),
+        blocked_reason=row[7],
+        fines=Decimal(row[8]),
+        home_library=row[9],
+    )
+
+
+def _values(p: Patron) -> tuple[Any, ...]:
+    return (
+        p.barcode,
+        p.record_id,
+        p.name,
+        p.email,
+        p.category,
+        p.expires.isoformat() if p.expires else None,
+        int(p.blocked),
+        p.blocked_reason,
+        str(p.fines),
+        p.home_library,
+    )
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply pending migrations; return the schema version."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in script.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return len(MIGRATIONS)
+
+
+class SqliteStore:
+    capabilities = frozenset(
+        {
+            Capability.VERIFY,
+            Capability.CHANGE_PIN,
+            Capability.BLOCK,
+            Capability.BY_EMAIL,
+            Capability.BY_RECORD_ID,
+            Capability.ADMIN,
+            Capability.RESET_TOKENS,
+        }
+    )
+
+    def __init__(self, path: Path, hasher: PinHasher, readers: int = 4, busy_ms: int = 5000):
+        self.path = path
+        self.hasher = hasher
+        self._busy_ms = busy_ms
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(readers, thread_name_prefix="sqlite")
+
+    # -- connections ------------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_ms)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"sqlite: {exc}") from None
+
+    def open_sync(self) -> bool:
+        """Create or migrate the file; True when it was new (empty)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = self._conn()
+        migrate(conn)
+        return int(conn.execute("SELECT count(*) FROM patrons").fetchone()[0]) == 0
+
+    # -- Store ------------------------------------------------------------------------------
+    def _lookup_row(self, barcode: str) -> tuple[Patron, str | None] | None:
+        row = self._conn().execute(_BY_BARCODE, (barcode,)).fetchone()
+        return None if row is None else (_patron(row), row[10])
+
+    async def lookup(self, barcode: str) -> Patron | None:
+        found = await self._run(self._lookup_row, barcode)
+        return None if found is None else found[0]
+
+    async def verify_pin(self, barcode: str, pin: Secret) -> Verification:
+        found = await self._run(self._lookup_row, barcode)
+        if found is None:
+            await self.hasher.dummy_verify(pin)
+            return Verification(None, False)
+        patron, stored = found
+        if stored is None:  # a card with no PIN set: nothing can match
+            await self.hasher.dummy_verify(pin)
+            return Verification(patron, False)
+        check = await self.hasher.verify(pin, stored)
+        return Verification(patron, check.ok, check.needs_rehash)
+
+    def _set_hash(self, barcode: str, pin_hash: str) -> None:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            cur = conn.execute(
+                "UPDATE patrons SET pin_hash = ?, pin_changed_at = ?, updated_at = ? "
+                "WHERE barcode = ?",
+                (pin_hash, _now(), _now(), barcode),
+            )
+            if cur.rowcount != 1:
+                raise UnknownPatron(barcode)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    async def change_pin(self, patron: Patron, new_pin: Secret) -> None:
+        pin_hash = await self.hasher.hash(new_pin)
+        await self._run(self._set_hash, patron.barcode, pin_hash)
+
+    async def health(self) -> Health:
+        def probe() -> None:
+            self._conn().execute("SELECT 1 FROM patrons LIMIT 1").fetchall()
+
+        await self._run(probe)
+        return Health(True, "sqlite ok")
+
+    async def aclose(self) -> None:
+        def close_all() -> None:
+            with self._lock:
+                for conn in self._connections:
+                    conn.close()
+                self._connections.clear()
+
+        self._pool.shutdown(wait=True)
+        close_all()
+
+    # -- SearchableStore --------------------------------------------------------------------
+    async def lookup_by_email(self, email: str) -> list[Patron]:
+        def query() -> list[Patron]:
+            rows = (
+                self._conn()
+                .execute(
+                    _BY_EMAIL,
+                    (email,),
+                )
+                .fetchall()
+            )
+            return [_patron(r) for r in rows]
+
+        return await self._run(query)
+
+    async def lookup_by_record_id(self, record_id: str) -> Patron | None:
+        def query() -> Patron | None:
+            row = self._conn().execute(_BY_RECORD, (record_id,)).fetchone()
+            return None if row is None else _patron(row)
+
+        return await self._run(query)
+
+    # -- WritableStore ----------------------------------------------------------------------
+    async def _hash_of(self, new: NewPatron) -> str | None:
+        if new.pin is not None:
+            return await self.hasher.hash(new.pin)
+        return new.pin_hash
+
+    def _insert(self, rows: list[tuple[Any, ...]], replace: bool) -> int:
+        conn = self._conn()
+        verb = "INSERT OR REPLACE" if replace else "INSERT"
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(
+                f"{verb} INTO patrons ({_COLUMNS}, pin_hash, pin_changed_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return len(rows)
+
+    async def add_patron(self, new: NewPatron, *, replace: bool = False) -> None:
+        pin_hash = await self._hash_of(new)
+        now = _now()
+        row = (*_values(new.patron), pin_hash, now if pin_hash else None, now)
+        try:
+            await self._run(self._insert, [row], replace)
+        except sqlite3.IntegrityError:
+            raise ValueError(f"card {new.patron.barcode} already exists") from None
+
+    async def add_patrons(self, batch: Iterable[NewPatron]) -> int:
+        """Insert or replace a batch in one transaction (PINs hashed in parallel first)."""
+        items = list(batch)
+        hashes = await asyncio.gather(*(self._hash_of(n) for n in items))
+        now = _now()
+        rows = [
+            (*_values(n.patron), h, now if h else None, now)
+            for n, h in zip(items, hashes, strict=True)
+        ]
+        return await self._run(self._insert, rows, True)
+
+    async def set_blocked(self, barcode: str, reason: str | None) -> Patron:
+        def update() -> Patron:
+            conn = self._conn()
+            cur = conn.execute(
+                "UPDATE patrons SET blocked = ?, blocked_reason = ?, updated_at = ? "
+                "WHERE barcode = ?",
+                (int(reason is not None), reason, _now(), barcode),
+            )
+            if cur.rowcount != 1:
+                raise UnknownPatron(barcode)
+            found = self._lookup_row(barcode)
+            assert found is not None
+            return found[0]
+
+        try:
+            return await self._run(update)
+        except UnknownPatron:
+            raise LookupError(barcode) from None
+
+    async def count(self) -> int:
+        def query() -> int:
+            return int(self._conn().execute("SELECT count(*) FROM patrons").fetchone()[0])
+
+        return await self._run(query)
+
+    async def iter_patrons(self) -> AsyncIterator[Patron]:
+        last = ""
+        while True:
+
+            def page(after: str = last) -> list[Patron]:
+                rows = (
+                    self._conn()
+                    .execute(
+                        _PAGE,
+                        (after,),
+                    )
+                    .fetchall()
+                )
+                return [_patron(r) for r in rows]
+
+            batch = await self._run(page)
+            if not batch:
+                return
+            for patron in batch:
+                yield patron
+            last = batch[-1].barcode
+
+    # -- TokenStore -------------------------------------------------------------------------
+    async def put_token(self, token_hash: bytes, barcode: str, expires_at: dt.datetime) -> None:
+        def insert() -> None:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                # A new token voids the older ones for this card.
+                conn.execute("DELETE FROM reset_tokens WHERE barcode = ?", (barcode,))
+                conn.execute(
+                    "INSERT INTO reset_tokens (token_hash, barcode, expires_at) VALUES (?, ?, ?)",
+                    (token_hash, barcode, expires_at.isoformat()),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        await self._run(insert)
+
+    async def take_token(self, token_hash: bytes, now: dt.datetime) -> str | None:
+        def take() -> str | None:
+            conn = self._conn()
+            row = conn.execute(
+                "UPDATE reset_tokens SET used_at = ? WHERE token_hash = ? AND used_at IS NULL "
+                "AND expires_at > ? RETURNING barcode",
+                (now.isoformat(), token_hash, now.isoformat()),
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._run(take)
+
+    async def peek_token(self, token_hash: bytes, now: dt.datetime) -> str | None:
+        def peek() -> str | None:
+            row = (
+                self._conn()
+                .execute(
+                    "SELECT barcode FROM reset_tokens WHERE token_hash = ? AND used_at IS NULL "
+                    "AND expires_at > ?",
+                    (token_hash, now.isoformat()),
+                )
+                .fetchone()
+            )
+            return None if row is None else str(row[0])
+
+        return await self._run(peek)
+
+
+async def open_store(settings: SqliteSettings, services: StoreServices) -> SqliteStore:
+    base = Path(services.base_dir)
+    path = Path(settings.path)
+    store = SqliteStore(
+        path if path.is_absolute() else base / path,
+        services.hasher,
+        readers=settings.readers,
+        busy_ms=settings.busy_timeout_ms,
+    )
+    try:
+        is_new = await store._run(store.open_sync)
+    except sqlite3.DatabaseError as exc:
+        raise StoreUnavailable(f"sqlite: cannot open {store.path}: {exc}") from None
+    if is_new and settings.demo:
+        await load_demo(store, base / settings.demo_file)
+    return store
+
+
+async def load_demo(store: SqliteStore, csv_path: Path) -> int:
+    """Load the demo patrons into a new, empty store."""
+    from bridge.core.pin import PinPolicy
+    from bridge.records import BadRow, read_csv
+
+    with csv_path.open(encoding="utf-8", newline="") as handle:
+        rows = list(read_csv(handle, PinPolicy()))
+    bad = [r for r in rows if isinstance(r, BadRow)]
+    if bad:
+        raise StoreUnavailable(f"{csv_path}: line {bad[0].line}: {bad[0].message}")
+    return await store.add_patrons(r for r in rows if not isinstance(r, BadRow))
+
+
+PLUGIN = StorePlugin(
+    name="sqlite",
+    settings=SqliteSettings,
+    open=open_store,
+    description="embedded SQLite file (the default)",
+)
