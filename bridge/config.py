@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from bridge.core.patron import ClientPolicy
+
 from bridge.ldap.settings import LdapSettings
 from bridge.portal.settings import PortalSettings, SmtpSettings
 from bridge.radius.settings import RadiusSettings
@@ -112,6 +114,10 @@ class Config(Section, frozen=True):
         """A path from the config, relative to the config file's directory."""
         p = Path(value)
         return p if p.is_absolute() else Path(self.base_dir) / p
+
+    def client_policy(self, own: PolicySettings | None) -> ClientPolicy:
+        """A client's own policy, or the global `[policy]` when it sets none."""
+        return (own or self.policy).client_policy()
 
     @property
     def store_plugin(self) -> str:

@@ -39,13 +39,16 @@ argon2_iterations = 1
 
 
 def base_config(tmp: Path, *, store: str | None = None, throttle: str = "") -> str:
-    store = store or f"""
+    store = (
+        store
+        or f"""
 [store]
 plugin = "sqlite"
 path = "patrons.db"
 demo = true
 demo_file = "{DEMO_CSV}"
 """
+    )
     return (
         store
         + FAST_KDF
@@ -64,8 +67,15 @@ socket = "bridge.sock"
 
 
 class Daemon:
-    def __init__(self, tmp: Path, sections: str = "", *, store: str | None = None,
-                 throttle: str = "", env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        sections: str = "",
+        *,
+        store: str | None = None,
+        throttle: str = "",
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.dir = tmp
         self.config = tmp / "bridge.toml"
         self.config.write_text(base_config(tmp, store=store, throttle=throttle) + sections)
@@ -97,9 +107,7 @@ class Daemon:
             line = self.proc.stdout.readline()
             if not line:
                 code = self.proc.wait()
-                raise RuntimeError(
-                    f"daemon exited {code}: {self.stderr_path.read_text()[-2000:]}"
-                )
+                raise RuntimeError(f"daemon exited {code}: {self.stderr_path.read_text()[-2000:]}")
             info: dict[str, Any] = json.loads(line)
             if info.get("event") == "ready":
                 self.listeners = info["listeners"]

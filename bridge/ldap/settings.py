@@ -10,7 +10,7 @@ from bridge.settings import PolicySettings, Section
 class LdapServiceAccount(Section, frozen=True):
     dn: str
     password: str
-    policy: PolicySettings = PolicySettings()
+    policy: PolicySettings | None = None  # None: the global [policy]
 
 
 class LdapSettings(Section, frozen=True):

@@ -12,7 +12,7 @@ class RadiusClient(Section, frozen=True):
     network: str
     secret: str
     require_message_authenticator: bool = True
-    policy: PolicySettings = PolicySettings()
+    policy: PolicySettings | None = None  # None: the global [policy]
 
 
 class RadiusSettings(Section, frozen=True):

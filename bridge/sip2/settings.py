@@ -12,7 +12,7 @@ class Sip2Account(Section, frozen=True):
     password: str
     institution: str = ""
     networks: list[str] = msgspec.field(default_factory=lambda: ["0.0.0.0/0", "::/0"])
-    policy: PolicySettings = PolicySettings()
+    policy: PolicySettings | None = None  # None: the global [policy]
 
 
 class Sip2Settings(Section, frozen=True):

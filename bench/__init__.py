@@ -1,0 +1,1 @@
+"""Benchmarks: one per front end and store. `make bench` runs them all (`python -m bench`)."""

@@ -1,0 +1,101 @@
+"""What every benchmark shares: server CPU from /proc, latency percentiles, core pinning and a
+uniform report. Benchmarks measure; tests never assert on wall time."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its threads (from /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / CLK_TCK
+
+
+def pin_to_core(pid: int, core: int) -> None:
+    """Pin a process (all its threads) to one core so servers compare fairly."""
+    task_dir = Path(f"/proc/{pid}/task")
+    for tid in (int(t) for t in os.listdir(task_dir)):
+        try:
+            os.sched_setaffinity(tid, {core})
+        except OSError:
+            pass
+
+
+def percentile(samples: Sequence[float], pct: float) -> float:
+    if not samples:
+        return float("nan")
+    ordered = sorted(samples)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+@dataclass
+class Result:
+    name: str
+    server: str
+    requests: int
+    seconds: float
+    latencies: list[float]
+    server_cpu: float  # seconds of server CPU during the run
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_per_request_us(self) -> float:
+        return self.server_cpu / self.requests * 1e6 if self.requests else float("nan")
+
+    def row(self) -> str:
+        p50 = percentile(self.latencies, 50) * 1e3
+        p99 = percentile(self.latencies, 99) * 1e3
+        return (
+            f"{self.name:<38} {self.server:<14} {self.rate:>10.0f} {p50:>9.3f} {p99:>9.3f} "
+            f"{self.cpu_per_request_us:>12.1f}"
+        )
+
+
+HEADER = (
+    f"{'benchmark':<38} {'server':<14} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'CPU us/req':>12}"
+)
+
+
+def report(title: str, results: Sequence[Result], notes: Sequence[str] = ()) -> None:
+    print(f"\n## {title}")
+    print(HEADER)
+    print("-" * len(HEADER))
+    for result in results:
+        print(result.row())
+    for note in notes:
+        print(f"  {note}")
+
+
+class CpuMeter:
+    """Measure a server's CPU across a block: `with CpuMeter(pid) as m: ...; m.seconds`."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.seconds = 0.0
+        self.wall = 0.0
+
+    def __enter__(self) -> CpuMeter:
+        self._cpu = process_cpu_seconds(self.pid)
+        self._t = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = process_cpu_seconds(self.pid) - self._cpu
+        self.wall = time.perf_counter() - self._t
+
+
+def mean(values: Sequence[float]) -> float:
+    return statistics.fmean(values) if values else float("nan")
