@@ -3,6 +3,7 @@ uniform report. Benchmarks measure; tests never assert on wall time."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import time
@@ -24,10 +25,8 @@ def pin_to_core(pid: int, core: int) -> None:
     """Pin a process (all its threads) to one core so servers compare fairly."""
     task_dir = Path(f"/proc/{pid}/task")
     for tid in (int(t) for t in os.listdir(task_dir)):
-        try:
+        with contextlib.suppress(OSError):
             os.sched_setaffinity(tid, {core})
-        except OSError:
-            pass
 
 
 def percentile(samples: Sequence[float], pct: float) -> float:

@@ -17,7 +17,6 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from bridge.core.patron import ClientPolicy
-
 from bridge.ldap.settings import LdapSettings
 from bridge.portal.settings import PortalSettings, SmtpSettings
 from bridge.radius.settings import RadiusSettings
