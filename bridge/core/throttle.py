@@ -79,6 +79,7 @@ class Throttle:
         self.backend: ThrottleBackend = backend or MemoryBackend()
         self._counters: dict[str, Counter] = self.backend.load()
         self._global: deque[float] = deque()
+        self._since_sweep = 0
 
     # -- queries ----------------------------------------------------------------------------
     def check(self, barcode: str, source: str, now: float) -> Refusal | None:
@@ -136,6 +137,21 @@ class Throttle:
         self._store(skey, src)
         self._drain(now)
         self._global.append(now)
+        self._since_sweep += 1
+        if self._since_sweep >= self.SWEEP_EVERY:
+            self.sweep(now)
+
+    SWEEP_EVERY = 1000
+
+    def sweep(self, now: float) -> int:
+        """Forget every counter whose delay is over and whose last failure is old, so a spray
+        over a million barcodes cannot grow memory without bound. Returns how many went."""
+        self._since_sweep = 0
+        before = len(self._counters)
+        for key in list(self._counters):
+            quiet = self.rules.source_window if key.startswith("source:") else None
+            self._live(key, now, forget_after=quiet)
+        return before - len(self._counters)
 
     def record_success(self, barcode: str, now: float) -> None:
         """A right PIN resets the card's counter."""
