@@ -35,5 +35,8 @@ lint: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(BIN)/python -m bench
 
+fuzz: $(VENV)/.dev
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -k "property or hypothesis or fuzz" tests
+
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -13,9 +13,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from bridge import logs
 from tests import harness, pins
+
+# Property tests: no per-example deadline (CI machines are shared); `make fuzz` runs them long.
+settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "fuzz", deadline=None, max_examples=20_000, suppress_health_check=list(HealthCheck)
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 IN_PROCESS_LOG = ARTIFACTS / "in-process.log"
