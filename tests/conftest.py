@@ -19,7 +19,9 @@ from bridge import logs
 from tests import harness, pins
 
 # Property tests: no per-example deadline (CI machines are shared); `make fuzz` runs them long.
-settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "default", deadline=None, max_examples=200, suppress_health_check=[HealthCheck.too_slow]
+)
 settings.register_profile(
     "fuzz", deadline=None, max_examples=20_000, suppress_health_check=list(HealthCheck)
 )
