@@ -1,0 +1,609 @@
+"""The bridge's own store on PostgreSQL, so several bridge hosts can share one patron store.
+
+Same features as the embedded SQLite store (patrons, PIN hashes, reset tokens), with these
+PostgreSQL-specific choices:
+
+- psycopg 3 async with a `psycopg_pool` pool; the event loop never waits on a socket.
+- Every call is bounded by `query_timeout` on the caller's side: the database work runs as its
+  own task and the caller stops waiting at the deadline, raising `StoreUnavailable`. (Cancelling
+  psycopg in place is not enough: on cancellation it spends up to ten more seconds asking the
+  server to cancel.) The server also gets `statement_timeout`/`lock_timeout`, so abandoned work
+  stops there too. A connection that failed or timed out is closed, never reused; the pool
+  replaces it, so a restarted database is used again without restarting the bridge.
+- A PIN change is one UPDATE in one transaction: a backend killed at any instant leaves the old
+  or the new hash, never neither, and the tests prove it with `pg_terminate_backend`.
+- Schema changes are numbered migrations in `patron_bridge_migrations`, applied under an
+  advisory lock so two bridge hosts starting together do not race.
+- Barcodes and every other value are bound parameters; SQL text is constant.
+
+Stores never hash: the core's `PinHasher` arrives in `StoreServices`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+import msgspec
+import psycopg
+import psycopg.conninfo
+import psycopg_pool
+from psycopg import sql
+
+from bridge.core.patron import Patron
+from bridge.core.pin import PinHasher
+from bridge.core.secret import Secret
+from bridge.core.store import (
+    Capability,
+    Health,
+    NewPatron,
+    StoreError,
+    StorePlugin,
+    StoreServices,
+    StoreUnavailable,
+    UnknownPatron,
+    Verification,
+)
+from bridge.settings import Port, Section
+
+T = TypeVar("T")
+Conn = psycopg.AsyncConnection[tuple[Any, ...]]
+
+Seconds = Annotated[float, msgspec.Meta(gt=0, le=600)]
+
+
+class PgConnectSettings(Section, frozen=True):
+    """Connection keys shared by every PostgreSQL-backed plugin (`postgres`, `evergreen-sql`).
+
+    Either `dsn` (a libpq conninfo string or URI, without the password) or the separate keys.
+    The password comes from `password`, `password_file` or `password_env`.
+    """
+
+    dsn: str | None = None
+    host: str = "127.0.0.1"
+    port: Port = 5432
+    dbname: str = "patron_bridge"
+    user: str = "patron_bridge"
+    password: str | None = None
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    sslrootcert: str | None = None
+    application_name: str = "patron-bridge"
+    pool_min: Annotated[int, msgspec.Meta(ge=0, le=100)] = 1
+    pool_max: Annotated[int, msgspec.Meta(ge=1, le=200)] = 10
+    connect_timeout: Seconds = 5.0
+    query_timeout: Seconds = 5.0
+    # How long the pool keeps trying to re-open a lost connection slot before giving it up
+    # (a given-up slot is re-created on the next demand, so this never needs a restart).
+    reconnect_timeout: Seconds = 300.0
+
+
+def conninfo(s: PgConnectSettings, base_dir: str, *, read_only: bool = False) -> str:
+    """The libpq connection string: explicit keys override the DSN; server-side timeouts set.
+
+    `statement_timeout` and `lock_timeout` make the server stop work the bridge has stopped
+    waiting for; `read_only` makes every transaction read-only (the ILS connectors).
+    """
+    timeout_ms = int(s.query_timeout * 1000)
+    options = f"-c statement_timeout={timeout_ms} -c lock_timeout={timeout_ms}"
+    options += f" -c idle_in_transaction_session_timeout={max(timeout_ms * 2, 1000)}"
+    if read_only:
+        options += " -c default_transaction_read_only=on"
+    params: dict[str, Any] = {
+        "connect_timeout": max(1, round(s.connect_timeout)),
+        "application_name": s.application_name,
+        "options": options,
+    }
+    if s.dsn is None:
+        params.update(host=s.host, port=s.port, dbname=s.dbname, user=s.user, sslmode=s.sslmode)
+    if s.password is not None:
+        params["password"] = s.password
+    if s.sslrootcert is not None:
+        root = Path(s.sslrootcert)
+        params["sslrootcert"] = str(root if root.is_absolute() else Path(base_dir) / root)
+    return psycopg.conninfo.make_conninfo(s.dsn or "", **params)
+
+
+class PgPool:
+    """A psycopg pool with caller-side deadlines and no reuse of a connection in doubt.
+
+    `run(op)` hands `op` a connection and returns its result, or raises `StoreUnavailable`
+    within `query_timeout` (pool exhausted, server down, network stalled, query slow).
+    """
+
+    def __init__(self, name: str, settings: PgConnectSettings, dsn: str) -> None:
+        self.name = name
+        self.timeout = settings.query_timeout
+        self.connect_timeout = settings.connect_timeout
+        self.pool: psycopg_pool.AsyncConnectionPool[Conn] = psycopg_pool.AsyncConnectionPool(
+            dsn,
+            kwargs={"autocommit": True},
+            min_size=settings.pool_min,
+            max_size=max(settings.pool_max, settings.pool_min, 1),
+            timeout=settings.query_timeout,
+            reconnect_timeout=settings.reconnect_timeout,
+            name=f"patron-bridge-{name}",
+            open=False,
+        )
+        # Work abandoned at its deadline keeps running until psycopg lets go of it.
+        self._abandoned: set[asyncio.Task[Any]] = set()
+
+    async def open(self) -> None:
+        try:
+            await self.pool.open(wait=True, timeout=self.connect_timeout)
+        except (psycopg_pool.PoolTimeout, psycopg.OperationalError) as exc:
+            await self.pool.close()
+            raise StoreUnavailable(f"{self.name}: cannot connect: {_short(exc)}") from None
+
+    async def run(
+        self, op: Callable[[Conn], Awaitable[T]], what: str = "query", *, retry: bool = True
+    ) -> T:
+        """Run `op` on a pooled connection within the deadline.
+
+        `retry`: when the connection turns out to be dead (the server restarted, or an admin
+        ended the backend), check the pool and run `op` once more on a live connection. Only
+        for operations that are safe to repeat (reads, setting a value).
+        """
+        task = asyncio.ensure_future(self._attempts(op, retry))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self.timeout)
+        except asyncio.CancelledError:
+            self._abandon(task)
+            raise
+        if not done:
+            self._abandon(task)
+            raise StoreUnavailable(f"{self.name}: {what} timed out after {self.timeout:g}s")
+        return task.result()
+
+    def _abandon(self, task: asyncio.Task[Any]) -> None:
+        task.cancel()
+        self._abandoned.add(task)
+        task.add_done_callback(_reap(self._abandoned))
+
+    async def _attempts(self, op: Callable[[Conn], Awaitable[T]], retry: bool) -> T:
+        try:
+            return await self._with_conn(op)
+        except _Lost:
+            if not retry:
+                raise
+        await self.pool.check()  # drop every other dead idle connection too
+        return await self._with_conn(op)
+
+    async def _with_conn(self, op: Callable[[Conn], Awaitable[T]]) -> T:
+        try:
+            conn = await self.pool.getconn()
+        except psycopg_pool.PoolTimeout:
+            raise StoreUnavailable(f"{self.name}: no database connection available") from None
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"{self.name}: {_short(exc)}") from None
+        clean = False
+        try:
+            result = await op(conn)
+            clean = True
+            return result
+        except psycopg.OperationalError as exc:
+            lost = conn.broken or conn.closed
+            raise (_Lost if lost else StoreUnavailable)(f"{self.name}: {_short(exc)}") from None
+        except psycopg.Error:
+            # A constraint or data error: the transaction block already rolled back.
+            clean = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            raise
+        finally:
+            if not clean and not conn.closed:
+                # Timed out, cancelled or lost: its state is unknown, so it is never reused.
+                # close() only drops the socket; it does not wait on the network.
+                await conn.close()
+            await self.pool.putconn(conn)
+
+    async def health(self) -> Health:
+        async def probe(conn: Conn) -> None:
+            await conn.execute("SELECT 1")
+
+        await self.run(probe, "health check")
+        stats = self.pool.get_stats()
+        size, idle = stats.get("pool_size", 0), stats.get("pool_available", 0)
+        return Health(True, f"{self.name} ok (pool {size}, idle {idle})")
+
+    async def close(self) -> None:
+        for task in list(self._abandoned):
+            task.cancel()
+        if self._abandoned:
+            await asyncio.gather(*self._abandoned, return_exceptions=True)
+        await self.pool.close(timeout=self.connect_timeout)
+
+
+class _Lost(StoreUnavailable):
+    """The connection died under the operation (not a timeout): worth one retry."""
+
+
+def _reap(tasks: set[asyncio.Task[Any]]) -> Callable[[asyncio.Task[Any]], None]:
+    def done(task: asyncio.Task[Any]) -> None:
+        tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved, so asyncio does not log "never retrieved"
+
+    return done
+
+
+def _short(exc: BaseException) -> str:
+    """The first line of a driver error: enough to act on, no connection string."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+# ---------------------------------------------------------------------------------------------
+# The store
+# ---------------------------------------------------------------------------------------------
+
+
+class PostgresSettings(PgConnectSettings, frozen=True):
+    migrate: bool = True  # apply pending migrations at open (needs CREATE on the schema)
+    demo: bool = False
+    demo_file: str = "demo-patrons.csv"
+
+
+MIGRATIONS: list[str] = [
+    # 1: patrons and reset tokens
+    """
+    CREATE TABLE patrons (
+        barcode        text PRIMARY KEY,
+        record_id      text NOT NULL UNIQUE,
+        name           text NOT NULL DEFAULT '',
+        email          text,
+        category       text NOT NULL DEFAULT '',
+        expires        date,
+        blocked        boolean NOT NULL DEFAULT false,
+        blocked_reason text,
+        fines          numeric(12, 2) NOT NULL DEFAULT 0,
+        home_library   text,
+        pin_hash       text,
+        pin_changed_at timestamptz,
+        updated_at     timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX patrons_email ON patrons (lower(email));
+    CREATE TABLE reset_tokens (
+        token_hash bytea PRIMARY KEY,
+        barcode    text NOT NULL,
+        expires_at timestamptz NOT NULL,
+        used_at    timestamptz
+    );
+    CREATE INDEX reset_tokens_barcode ON reset_tokens (barcode);
+    """,
+]
+
+# Any fixed 64-bit number; every bridge host agrees on it.
+_MIGRATION_LOCK = 0x7061_7472_6F6E_0001
+
+_COLUMNS = (
+    "barcode, record_id, name, email, category, expires, blocked, blocked_reason, fines, "
+    "home_library"
+)
+# Every statement is a constant; values are always bound parameters.
+_BY_BARCODE = f"SELECT {_COLUMNS}, pin_hash FROM patrons WHERE barcode = %s"  # noqa: S608
+_BY_EMAIL = f"SELECT {_COLUMNS} FROM patrons WHERE lower(email) = lower(%s) LIMIT 50"  # noqa: S608
+_BY_RECORD = f"SELECT {_COLUMNS} FROM patrons WHERE record_id = %s"  # noqa: S608
+_PAGE = f"SELECT {_COLUMNS} FROM patrons WHERE barcode > %s ORDER BY barcode LIMIT 500"  # noqa: S608
+_SET_HASH = (
+    "UPDATE patrons SET pin_hash = %s, pin_changed_at = now(), updated_at = now() "
+    "WHERE barcode = %s"
+)
+_SET_BLOCKED = (
+    "UPDATE patrons SET blocked = %s, blocked_reason = %s, updated_at = now() "  # noqa: S608
+    f"WHERE barcode = %s RETURNING {_COLUMNS}"
+)
+_INSERT = (
+    f"INSERT INTO patrons ({_COLUMNS}, pin_hash, pin_changed_at, updated_at) "  # noqa: S608
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())"
+)
+_UPSERT = (
+    _INSERT + " ON CONFLICT (barcode) DO UPDATE SET record_id = EXCLUDED.record_id, "
+    "name = EXCLUDED.name, email = EXCLUDED.email, category = EXCLUDED.category, "
+    "expires = EXCLUDED.expires, blocked = EXCLUDED.blocked, "
+    "blocked_reason = EXCLUDED.blocked_reason, fines = EXCLUDED.fines, "
+    "home_library = EXCLUDED.home_library, pin_hash = EXCLUDED.pin_hash, "
+    "pin_changed_at = EXCLUDED.pin_changed_at, updated_at = now()"
+)
+
+
+def _patron(row: Sequence[Any]) -> Patron:
+    return Patron(
+        barcode=row[0],
+        record_id=row[1],
+        name=row[2],
+        email=row[3],
+        category=row[4],
+        expires=row[5],
+        blocked=bool(row[6]),
+        blocked_reason=row[7],
+        fines=Decimal(row[8]).quantize(Decimal("0.01")),
+        home_library=row[9],
+    )
+
+
+def _values(p: Patron) -> tuple[Any, ...]:
+    return (
+        p.barcode,
+        p.record_id,
+        p.name,
+        p.email,
+        p.category,
+        p.expires,
+        p.blocked,
+        p.blocked_reason,
+        p.fines,
+        p.home_library,
+    )
+
+
+async def migrate(conn: Conn) -> int:
+    """Apply pending migrations, each in its own transaction; return the schema version."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS patron_bridge_migrations ("
+            " version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        cur = await conn.execute("SELECT coalesce(max(version), 0) FROM patron_bridge_migrations")
+        row = await cur.fetchone()
+        version = int(row[0]) if row else 0
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            async with conn.transaction():  # a savepoint: one migration, all or nothing
+                for statement in script.split(";"):
+                    if statement.strip():
+                        await conn.execute(sql.SQL(statement.strip()))
+                await conn.execute(
+                    "INSERT INTO patron_bridge_migrations (version) VALUES (%s)", (number,)
+                )
+    return len(MIGRATIONS)
+
+
+class PostgresStore:
+    """Patrons, PIN hashes and reset tokens in PostgreSQL."""
+
+    capabilities = frozenset(
+        {
+            Capability.VERIFY,
+            Capability.CHANGE_PIN,
+            Capability.BLOCK,
+            Capability.BY_EMAIL,
+            Capability.BY_RECORD_ID,
+            Capability.ADMIN,
+            Capability.RESET_TOKENS,
+        }
+    )
+
+    def __init__(self, db: PgPool, hasher: PinHasher) -> None:
+        self.db = db
+        self.hasher = hasher
+
+    # -- Store ------------------------------------------------------------------------------
+    async def _lookup_row(self, barcode: str) -> tuple[Patron, str | None] | None:
+        async def query(conn: Conn) -> tuple[Patron, str | None] | None:
+            cur = await conn.execute(_BY_BARCODE, (barcode,))
+            row = await cur.fetchone()
+            return None if row is None else (_patron(row), row[10])
+
+        return await self.db.run(query, "lookup")
+
+    async def lookup(self, barcode: str) -> Patron | None:
+        found = await self._lookup_row(barcode)
+        return None if found is None else found[0]
+
+    async def verify_pin(self, barcode: str, pin: Secret) -> Verification:
+        found = await self._lookup_row(barcode)
+        if found is None:
+            await self.hasher.dummy_verify(pin)
+            return Verification(None, False)
+        patron, stored = found
+        if not stored:  # a card with no PIN set: nothing can match
+            await self.hasher.dummy_verify(pin)
+            return Verification(patron, False)
+        check = await self.hasher.verify(pin, stored)
+        return Verification(patron, check.ok, check.needs_rehash)
+
+    async def change_pin(self, patron: Patron, new_pin: Secret) -> None:
+        """Hash first (in the KDF pool), then one single-statement transaction."""
+        pin_hash = await self.hasher.hash(new_pin)
+
+        async def update(conn: Conn) -> None:
+            async with conn.transaction():
+                cur = await conn.execute(_SET_HASH, (pin_hash, patron.barcode))
+                if cur.rowcount != 1:
+                    raise UnknownPatron(patron.barcode)
+
+        await self.db.run(update, "PIN change")
+
+    async def health(self) -> Health:
+        return await self.db.health()
+
+    async def aclose(self) -> None:
+        await self.db.close()
+
+    # -- SearchableStore --------------------------------------------------------------------
+    async def lookup_by_email(self, email: str) -> list[Patron]:
+        async def query(conn: Conn) -> list[Patron]:
+            cur = await conn.execute(_BY_EMAIL, (email,))
+            return [_patron(r) for r in await cur.fetchall()]
+
+        return await self.db.run(query, "lookup by email")
+
+    async def lookup_by_record_id(self, record_id: str) -> Patron | None:
+        async def query(conn: Conn) -> Patron | None:
+            cur = await conn.execute(_BY_RECORD, (record_id,))
+            row = await cur.fetchone()
+            return None if row is None else _patron(row)
+
+        return await self.db.run(query, "lookup by record id")
+
+    # -- WritableStore ----------------------------------------------------------------------
+    async def _hash_of(self, new: NewPatron) -> str | None:
+        if new.pin is not None:
+            return await self.hasher.hash(new.pin)
+        return new.pin_hash
+
+    def _row(self, new: NewPatron, pin_hash: str | None, now: dt.datetime) -> tuple[Any, ...]:
+        return (*_values(new.patron), pin_hash, now if pin_hash else None)
+
+    async def add_patron(self, new: NewPatron, *, replace: bool = False) -> None:
+        row = self._row(new, await self._hash_of(new), dt.datetime.now(dt.UTC))
+
+        async def insert(conn: Conn) -> None:
+            async with conn.transaction():
+                await conn.execute(_UPSERT if replace else _INSERT, row)
+
+        try:
+            await self.db.run(insert, "add patron", retry=replace)
+        except psycopg.errors.UniqueViolation as exc:
+            which = exc.diag.constraint_name or ""
+            if "record_id" in which:
+                raise ValueError(f"record id {new.patron.record_id} is already used") from None
+            raise ValueError(f"card {new.patron.barcode} already exists") from None
+
+    async def add_patrons(self, batch: Iterable[NewPatron]) -> int:
+        """Insert or replace a batch in one transaction (PINs hashed in parallel first).
+
+        `patron import` calls this with 200 rows at a time, so a failed batch leaves the
+        earlier ones imported and none of its own rows.
+        """
+        items = list(batch)
+        if not items:
+            return 0
+        hashes = await asyncio.gather(*(self._hash_of(n) for n in items))
+        now = dt.datetime.now(dt.UTC)
+        rows = [self._row(n, h, now) for n, h in zip(items, hashes, strict=True)]
+
+        async def insert(conn: Conn) -> None:
+            async with conn.transaction(), conn.cursor() as cur:
+                await cur.executemany(_UPSERT, rows)
+
+        try:
+            await self.db.run(insert, "import batch")
+        except psycopg.errors.UniqueViolation as exc:
+            raise StoreError(
+                f"import batch refused: {_short(exc)} (a record_id used by two cards?)"
+            ) from None
+        return len(rows)
+
+    async def set_blocked(self, barcode: str, reason: str | None) -> Patron:
+        async def update(conn: Conn) -> Patron | None:
+            async with conn.transaction():
+                cur = await conn.execute(_SET_BLOCKED, (reason is not None, reason, barcode))
+                row = await cur.fetchone()
+            return None if row is None else _patron(row)
+
+        patron = await self.db.run(update, "block")
+        if patron is None:
+            raise LookupError(barcode)
+        return patron
+
+    async def count(self) -> int:
+        async def query(conn: Conn) -> int:
+            cur = await conn.execute("SELECT count(*) FROM patrons")
+            row = await cur.fetchone()
+            return int(row[0]) if row else 0
+
+        return await self.db.run(query, "count")
+
+    async def iter_patrons(self) -> AsyncIterator[Patron]:
+        """Keyset pages of 500, so no cursor or transaction stays open between pages."""
+        last = ""
+        while True:
+
+            async def page(conn: Conn, after: str = last) -> list[Patron]:
+                cur = await conn.execute(_PAGE, (after,))
+                return [_patron(r) for r in await cur.fetchall()]
+
+            batch = await self.db.run(page, "list patrons")
+            if not batch:
+                return
+            for patron in batch:
+                yield patron
+            last = batch[-1].barcode
+
+    # -- TokenStore -------------------------------------------------------------------------
+    async def put_token(self, token_hash: bytes, barcode: str, expires_at: dt.datetime) -> None:
+        async def insert(conn: Conn) -> None:
+            async with conn.transaction():
+                # A new token voids the older ones for this card.
+                await conn.execute("DELETE FROM reset_tokens WHERE barcode = %s", (barcode,))
+                await conn.execute(
+                    "INSERT INTO reset_tokens (token_hash, barcode, expires_at) "
+                    "VALUES (%s, %s, %s)",
+                    (token_hash, barcode, _aware(expires_at)),
+                )
+
+        await self.db.run(insert, "store token")
+
+    async def take_token(self, token_hash: bytes, now: dt.datetime) -> str | None:
+        """One UPDATE ... RETURNING: two hosts racing for one token cannot both win."""
+
+        async def take(conn: Conn) -> str | None:
+            cur = await conn.execute(
+                "UPDATE reset_tokens SET used_at = %s WHERE token_hash = %s "
+                "AND used_at IS NULL AND expires_at > %s RETURNING barcode",
+                (_aware(now), token_hash, _aware(now)),
+            )
+            row = await cur.fetchone()
+            return None if row is None else str(row[0])
+
+        return await self.db.run(take, "take token", retry=False)
+
+    async def peek_token(self, token_hash: bytes, now: dt.datetime) -> str | None:
+        async def peek(conn: Conn) -> str | None:
+            cur = await conn.execute(
+                "SELECT barcode FROM reset_tokens WHERE token_hash = %s AND used_at IS NULL "
+                "AND expires_at > %s",
+                (token_hash, _aware(now)),
+            )
+            row = await cur.fetchone()
+            return None if row is None else str(row[0])
+
+        return await self.db.run(peek, "peek token")
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    """Naive datetimes from callers are UTC (as the SQLite store stores them)."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+async def open_store(settings: PostgresSettings, services: StoreServices) -> PostgresStore:
+    db = PgPool("postgres", settings, conninfo(settings, services.base_dir))
+    await db.open()
+    store = PostgresStore(db, services.hasher)
+    try:
+        if settings.migrate:
+
+            async def run_migrations(conn: Conn) -> int:
+                return await migrate(conn)
+
+            await db.run(run_migrations, "migration")
+        if settings.demo and await store.count() == 0:
+            await load_demo(store, Path(services.base_dir) / settings.demo_file)
+    except BaseException:
+        await db.close()
+        raise
+    return store
+
+
+async def load_demo(store: PostgresStore, csv_path: Path) -> int:
+    """Load the demo patrons into a new, empty store."""
+    from bridge.core.pin import PinPolicy
+    from bridge.records import BadRow, read_csv
+
+    with csv_path.open(encoding="utf-8", newline="") as handle:
+        rows = list(read_csv(handle, PinPolicy()))
+    bad = [r for r in rows if isinstance(r, BadRow)]
+    if bad:
+        raise StoreUnavailable(f"{csv_path}: line {bad[0].line}: {bad[0].message}")
+    return await store.add_patrons(r for r in rows if not isinstance(r, BadRow))
+
+
+PLUGIN = StorePlugin(
+    name="postgres",
+    settings=PostgresSettings,
+    open=open_store,
+    description="the bridge's own store on PostgreSQL (shared by several bridge hosts)",
+)
