@@ -1,0 +1,564 @@
+"""SIP2 (3M Standard Interchange Protocol 2.00) wire format: pure bytes ⇄ messages, both ways.
+
+This module serves the bridge's SIP2 *server* (parse requests, build responses) and SIP2
+*clients* such as the upstream-ILS store plugin (build requests, parse responses): a message's
+two-digit code decides its fixed-field layout whichever side sends it. No I/O, no clock (dates
+are formatted from values passed in), its own `ProtocolError` family.
+
+Public API:
+
+    framer = Framer(max_length=4096)        # bytes from a socket → frames (terminator removed)
+    for frame in framer.feed(data): ...
+    msg = decode(frame, charset="cp850")    # frame → Message; verifies AZ when present
+    data = encode(msg, sequence=3, checksum=True, charset="cp850", terminator=b"\\r")
+    msg = build("63", {"language": "001", ...}, [("AO", "MAIN"), ("AA", barcode)])
+    msg.get("AA"), msg.get_all("AU"), msg.fixed["summary"]
+
+`bridge.sip2.messages` wraps the messages the bridge itself answers in typed dataclasses.
+
+Why it is lenient where it is: real clients terminate with CR, CRLF or bare LF and sometimes a
+stray leading LF; some omit the last `|`; some send empty or unknown fields in any order; the
+PyPI `sip2` client and others write checksums without zero-padding. Why it is strict where it
+is: the checksum is over the bytes actually on the wire (never code points), values we write
+never carry `|`, CR or LF, and control characters (NUL, ...) never reach the caller.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import unicodedata
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+Charset = Literal["cp850", "utf-8", "ascii"]
+
+#: The fields whose values are secrets (terminal password, patron PIN, login password).
+SECRET_TAGS: Final = frozenset({"AC", "AD", "CO"})
+
+#: The canonical "please resend" message: the spec's 96 always carries this checksum.
+RESEND: Final = b"96AZFEF6"
+#: A client's "please resend your last response".
+ACS_RESEND: Final = b"97AZFEF5"
+
+
+class ProtocolError(Exception):
+    """Bytes that are not a SIP2 message we can act on. Messages never quote the input."""
+
+
+class ChecksumError(ProtocolError):
+    """The AZ checksum does not match the bytes received."""
+
+
+class UnknownMessage(ProtocolError):
+    """A two-character command this codec does not know."""
+
+
+class FrameTooLong(ProtocolError):
+    """More bytes than the configured maximum without a terminator."""
+
+
+class TlsOnPlainPort(ProtocolError):
+    """The peer opened with a TLS ClientHello on a plain-text port."""
+
+
+# --- layouts --------------------------------------------------------------------------------
+
+#: Fixed-length fields of every message, in wire order: code → ((name, length), ...).
+LAYOUTS: Final[dict[str, tuple[tuple[str, int], ...]]] = {
+    # login
+    "93": (("uid_algorithm", 1), ("pwd_algorithm", 1)),
+    "94": (("ok", 1),),
+    # SC / ACS status
+    "99": (("status_code", 1), ("max_print_width", 3), ("protocol_version", 4)),
+    "98": (
+        ("online_status", 1),
+        ("checkin_ok", 1),
+        ("checkout_ok", 1),
+        ("acs_renewal_policy", 1),
+        ("status_update_ok", 1),
+        ("offline_ok", 1),
+        ("timeout_period", 3),
+        ("retries_allowed", 3),
+        ("date_time_sync", 18),
+        ("protocol_version", 4),
+    ),
+    # resends
+    "96": (),
+    "97": (),
+    # patron status / information
+    "23": (("language", 3), ("transaction_date", 18)),
+    "24": (("patron_status", 14), ("language", 3), ("transaction_date", 18)),
+    "63": (("language", 3), ("transaction_date", 18), ("summary", 10)),
+    "64": (
+        ("patron_status", 14),
+        ("language", 3),
+        ("transaction_date", 18),
+        ("hold_items_count", 4),
+        ("overdue_items_count", 4),
+        ("charged_items_count", 4),
+        ("fine_items_count", 4),
+        ("recall_items_count", 4),
+        ("unavailable_holds_count", 4),
+    ),
+    "35": (("transaction_date", 18),),
+    "36": (("end_session", 1), ("transaction_date", 18)),
+    "01": (("card_retained", 1), ("transaction_date", 18)),
+    # circulation
+    "11": (
+        ("sc_renewal_policy", 1),
+        ("no_block", 1),
+        ("transaction_date", 18),
+        ("nb_due_date", 18),
+    ),
+    "12": (
+        ("ok", 1),
+        ("renewal_ok", 1),
+        ("magnetic_media", 1),
+        ("desensitize", 1),
+        ("transaction_date", 18),
+    ),
+    "09": (("no_block", 1), ("transaction_date", 18), ("return_date", 18)),
+    "10": (
+        ("ok", 1),
+        ("resensitize", 1),
+        ("magnetic_media", 1),
+        ("alert", 1),
+        ("transaction_date", 18),
+    ),
+    "17": (("transaction_date", 18),),
+    "18": (
+        ("circulation_status", 2),
+        ("security_marker", 2),
+        ("fee_type", 2),
+        ("transaction_date", 18),
+    ),
+    "19": (("transaction_date", 18),),
+    "20": (("item_properties_ok", 1), ("transaction_date", 18)),
+    "25": (("transaction_date", 18),),
+    "26": (("patron_status", 14), ("language", 3), ("transaction_date", 18)),
+    "15": (("hold_mode", 1), ("transaction_date", 18)),
+    "16": (("ok", 1), ("available", 1), ("transaction_date", 18)),
+    "29": (
+        ("third_party_allowed", 1),
+        ("no_block", 1),
+        ("transaction_date", 18),
+        ("nb_due_date", 18),
+    ),
+    "30": (
+        ("ok", 1),
+        ("renewal_ok", 1),
+        ("magnetic_media", 1),
+        ("desensitize", 1),
+        ("transaction_date", 18),
+    ),
+    "37": (
+        ("transaction_date", 18),
+        ("fee_type", 2),
+        ("payment_type", 2),
+        ("currency_type", 3),
+    ),
+    "38": (("payment_accepted", 1), ("transaction_date", 18)),
+    "65": (("transaction_date", 18),),
+    "66": (
+        ("ok", 1),
+        ("renewed_count", 4),
+        ("unrenewed_count", 4),
+        ("transaction_date", 18),
+    ),
+}
+
+#: Length of each message's fixed part including the code (where variable fields start).
+FIXED_END: Final[dict[str, int]] = {
+    code: 2 + sum(length for _, length in layout) for code, layout in LAYOUTS.items()
+}
+
+#: Request code → response code, for every request a client can send.
+RESPONSE_CODE: Final[dict[str, str]] = {
+    "93": "94",
+    "99": "98",
+    "23": "24",
+    "63": "64",
+    "35": "36",
+    "01": "24",
+    "97": "",  # answered by replaying the last response
+    "11": "12",
+    "09": "10",
+    "17": "18",
+    "19": "20",
+    "25": "26",
+    "15": "16",
+    "29": "30",
+    "37": "38",
+    "65": "66",
+}
+
+#: Circulation requests: answered by an upstream ILS when one is configured.
+CIRCULATION_CODES: Final = frozenset({"11", "09", "17", "29", "37", "15", "19", "65", "25"})
+
+#: Position of each request in the 98 message's 16-character BX "supported messages" field.
+BX_ORDER: Final = (
+    "23",  # patron status request
+    "11",  # checkout
+    "09",  # checkin
+    "01",  # block patron
+    "99",  # SC/ACS status
+    "97",  # request SC/ACS resend
+    "93",  # login
+    "63",  # patron information
+    "35",  # end patron session
+    "37",  # fee paid
+    "17",  # item information
+    "19",  # item status update
+    "25",  # patron enable
+    "15",  # hold
+    "29",  # renew
+    "65",  # renew all
+)
+
+
+def supported_messages(codes: Iterable[str]) -> str:
+    """The BX value: `Y` where the request code is answered, `N` elsewhere."""
+    have = set(codes)
+    return "".join("Y" if code in have else "N" for code in BX_ORDER)
+
+
+# --- messages -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One SIP2 message, either direction.
+
+    `fixed` maps the layout's field names to their raw text (always the exact width when the
+    message came off the wire); `fields` are the variable fields in wire order, duplicates kept
+    (item lists repeat AU, AS, ...). `sequence` is the AY digit and `checksummed` says whether
+    an AZ trailer was present (and verified): a server mirrors both in its answer.
+    The repr masks AC, AD and CO so a message can be logged or shown in a failing test.
+    """
+
+    code: str
+    fixed: dict[str, str]
+    fields: list[tuple[str, str]] = field(default_factory=list)
+    sequence: int | None = None
+    checksummed: bool = False
+
+    def get(self, tag: str, default: str = "") -> str:
+        """The first value of a variable field, or `default` when absent."""
+        for name, value in self.fields:
+            if name == tag:
+                return value
+        return default
+
+    def get_all(self, tag: str) -> list[str]:
+        """Every value of a repeatable field (AU, AS, AF, ...), in wire order."""
+        return [value for name, value in self.fields if name == tag]
+
+    def has(self, tag: str) -> bool:
+        return any(name == tag for name, _ in self.fields)
+
+    def __repr__(self) -> str:
+        shown = [(t, "***" if t in SECRET_TAGS else v) for t, v in self.fields]
+        return (
+            f"Message(code={self.code!r}, fixed={self.fixed!r}, fields={shown!r}, "
+            f"sequence={self.sequence!r}, checksummed={self.checksummed!r})"
+        )
+
+
+def build(
+    code: str,
+    fixed: Mapping[str, str] | None = None,
+    fields: Iterable[tuple[str, str]] = (),
+) -> Message:
+    """A message to send. Fixed fields left out are blanks; unknown names are an error."""
+    layout = LAYOUTS.get(code)
+    if layout is None:
+        raise UnknownMessage("unknown message code")
+    given = fixed or {}
+    for name in given:
+        if not any(name == n for n, _ in layout):
+            raise ProtocolError(f"message {code} has no fixed field {name!r}")
+    values = {name: given.get(name, " " * length) for name, length in layout}
+    return Message(code, values, list(fields))
+
+
+# --- checksums and trailers ----------------------------------------------------------------
+
+
+def checksum(data: bytes) -> str:
+    """The AZ value for `data` (every byte from the first up to and including `AZ`):
+    the two's complement of the 16-bit byte sum, as 4 uppercase hex digits, zero-padded."""
+    return f"{(-sum(data)) & 0xFFFF:04X}"
+
+
+def checksum_ok(data: bytes, value: int) -> bool:
+    """Whether `value` (the AZ number) matches `data` (bytes up to and including `AZ`)."""
+    return (sum(data) + value) & 0xFFFF == 0
+
+
+_HEX: Final = frozenset(b"0123456789abcdefABCDEF")
+_DIGITS: Final = frozenset(b"0123456789")
+
+
+@dataclass(frozen=True, slots=True)
+class _Trailer:
+    body_end: int  # where the message body ends (start of AY or AZ)
+    sequence: int | None
+    checksummed: bool
+
+
+def _trailer(frame: bytes, fixed_end: int) -> _Trailer:
+    """Find and verify the `AYnAZxxxx` error-detection trailer at the end of a frame.
+
+    The AZ must sit where a field could start (after the fixed part, a `|` or an AY digit), so
+    a last field without its `|` that merely ends in "AZ12" is not mistaken for a checksum.
+    One to four hex digits are accepted: several clients forget to zero-pad.
+    """
+    n = len(frame)
+    for digits in (4, 3, 2, 1):
+        at = n - digits - 2
+        if at < fixed_end or frame[at : at + 2] != b"AZ":
+            continue
+        hexpart = frame[at + 2 :]
+        if not all(b in _HEX for b in hexpart):
+            continue
+        sequence: int | None = None
+        start = at
+        if at - 3 >= fixed_end and frame[at - 3 : at - 1] == b"AY" and frame[at - 1] in _DIGITS:
+            sequence = frame[at - 1] - 48
+            start = at - 3
+        if not (start == fixed_end or frame[start - 1] == 0x7C or sequence is not None):
+            continue
+        if not checksum_ok(frame[: at + 2], int(hexpart, 16)):
+            raise ChecksumError("checksum mismatch")
+        return _Trailer(start, sequence, True)
+    # No checksum; an AY alone (error detection half-on) is still read and echoed.
+    if n - 3 >= fixed_end and frame[n - 3 : n - 1] == b"AY" and frame[n - 1] in _DIGITS:
+        start = n - 3
+        if start == fixed_end or frame[start - 1] == 0x7C:
+            return _Trailer(start, frame[n - 1] - 48, False)
+    return _Trailer(n, None, False)
+
+
+# --- decoding -------------------------------------------------------------------------------
+
+
+def decode(frame: bytes, *, charset: Charset = "cp850") -> Message:
+    """Parse one frame (terminator already removed) into a `Message`.
+
+    Raises `ChecksumError` for a wrong AZ, `UnknownMessage` for an unknown code and
+    `ProtocolError` for anything else that cannot be read (short fixed part, undecodable bytes,
+    control characters). Unknown variable fields are kept (callers ignore what they do not
+    need); empty pieces between `|` are skipped; a missing final `|` is fine.
+    """
+    if len(frame) < 2:
+        raise ProtocolError("message too short")
+    try:
+        code = frame[:2].decode("ascii")
+    except UnicodeDecodeError:
+        raise UnknownMessage("unknown message code") from None
+    layout = LAYOUTS.get(code)
+    if layout is None:
+        raise UnknownMessage("unknown message code")
+    fixed_end = FIXED_END[code]
+    if len(frame) < fixed_end:
+        raise ProtocolError(f"message {code} shorter than its fixed part")
+    trailer = _trailer(frame, fixed_end)
+    try:
+        text = frame[: trailer.body_end].decode(charset)
+    except UnicodeDecodeError:
+        raise ProtocolError(f"message {code} is not valid {charset}") from None
+    if not text.isprintable():
+        raise ProtocolError(f"message {code} contains control characters")
+    if len(text) < fixed_end:  # a multi-byte charset can shorten the text
+        raise ProtocolError(f"message {code} shorter than its fixed part")
+    values: dict[str, str] = {}
+    pos = 2
+    for name, length in layout:
+        values[name] = text[pos : pos + length]
+        pos += length
+    fields: list[tuple[str, str]] = []
+    if pos < len(text):
+        for piece in text[pos:].split("|"):
+            if len(piece) >= 2:
+                fields.append((piece[:2], piece[2:]))
+    return Message(code, values, fields, trailer.sequence, trailer.checksummed)
+
+
+# --- encoding -------------------------------------------------------------------------------
+
+_CLEAN: Final = str.maketrans({"|": " ", "\r": " ", "\n": " "})
+
+
+def clean(value: str) -> str:
+    """A value that cannot break framing: `|`, CR and LF become spaces."""
+    if "|" in value or "\r" in value or "\n" in value:
+        return value.translate(_CLEAN)
+    return value
+
+
+def _to_bytes(text: str, charset: Charset) -> bytes:
+    if charset == "ascii" and not text.isascii():
+        # Transliterate (é → e) rather than drop letters from names.
+        text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    return text.encode(charset, errors="replace")
+
+
+def encode(
+    message: Message,
+    *,
+    sequence: int | None = None,
+    checksum: bool = False,
+    charset: Charset = "cp850",
+    terminator: bytes = b"\r",
+) -> bytes:
+    """Serialise a message: fixed fields padded or cut to width, every variable field followed
+    by `|`, then `AY<sequence>` when given and `AZ<checksum>` when asked, then the terminator.
+    The checksum is computed over the encoded bytes exactly as they are sent."""
+    layout = LAYOUTS.get(message.code)
+    if layout is None:
+        raise UnknownMessage("unknown message code")
+    parts = [message.code]
+    fixed = message.fixed
+    for name, length in layout:
+        value = fixed.get(name, "")
+        if len(value) != length:
+            value = value[:length].ljust(length)
+        parts.append(clean(value))
+    for tag, value in message.fields:
+        parts.append(tag)
+        parts.append(clean(value))
+        parts.append("|")
+    if sequence is not None:
+        parts.append(f"AY{sequence % 10}")
+    if checksum:
+        parts.append("AZ")
+    data = _to_bytes("".join(parts), charset)
+    if checksum:
+        data += _checksum_bytes(data)
+    return data + terminator
+
+
+def _checksum_bytes(data: bytes) -> bytes:
+    return (f"{(-sum(data)) & 0xFFFF:04X}").encode("ascii")
+
+
+# --- framing --------------------------------------------------------------------------------
+
+
+class Framer:
+    """Splits a byte stream into frames on CR, CRLF or LF.
+
+    A lone LF (the second half of a CRLF split across reads, or a stray leading LF) makes an
+    empty frame, which is dropped. `terminator` remembers what the peer last used, for servers
+    that mirror it. A stream that opens with a TLS record header raises `TlsOnPlainPort`;
+    more than `max_length` bytes without a terminator raises `FrameTooLong`.
+    """
+
+    __slots__ = ("_buf", "_started", "max_length", "terminator")
+
+    def __init__(self, max_length: int = 4096) -> None:
+        self.max_length = max_length
+        self._buf = b""
+        self._started = False
+        self.terminator = b"\r"
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if not self._started and data:
+            self._started = True
+            if data[:2] == b"\x16\x03":
+                raise TlsOnPlainPort("TLS ClientHello on a plain-text port")
+        buf = self._buf + data if self._buf else data
+        # Fast path: exactly one CR-terminated message and nothing else.
+        if buf[-1:] == b"\r" and buf.count(b"\r") == 1 and b"\n" not in buf:
+            self._buf = b""
+            if len(buf) - 1 > self.max_length:
+                raise FrameTooLong("message longer than the limit")
+            self.terminator = b"\r"
+            return [buf[:-1]] if len(buf) > 1 else []
+        frames: list[bytes] = []
+        start = 0
+        n = len(buf)
+        while start < n:
+            cr = buf.find(b"\r", start)
+            lf = buf.find(b"\n", start)
+            if cr < 0 and lf < 0:
+                break
+            end = lf if cr < 0 or (0 <= lf < cr) else cr
+            frame = buf[start:end]
+            if len(frame) > self.max_length:
+                raise FrameTooLong("message longer than the limit")
+            nxt = end + 1
+            if buf[end] == 0x0D:
+                if nxt < n and buf[nxt] == 0x0A:
+                    nxt += 1
+                    term = b"\r\n"
+                else:
+                    term = b"\r"
+            else:
+                term = b"\n"
+            if frame:
+                frames.append(frame)
+                self.terminator = term
+            start = nxt
+        rest = buf[start:]
+        if len(rest) > self.max_length:
+            raise FrameTooLong("message longer than the limit")
+        self._buf = rest
+        return frames
+
+    @property
+    def pending(self) -> int:
+        """Bytes received after the last terminator (half a message)."""
+        return len(self._buf)
+
+
+# --- dates ----------------------------------------------------------------------------------
+
+_last_date: tuple[int, str] = (-1, "")
+
+
+def sip_date(now: float) -> str:
+    """`YYYYMMDDZZZZHHMMSS` in local time with a blank zone (the spec's preferred form).
+
+    Cached per second: every response carries one and strftime is not free.
+    """
+    global _last_date
+    second = int(now)
+    if _last_date[0] == second:
+        return _last_date[1]
+    text = time.strftime("%Y%m%d    %H%M%S", time.localtime(second))
+    _last_date = (second, text)
+    return text
+
+
+def sip_date_utc(moment: dt.datetime) -> str:
+    """`YYYYMMDD   ZHHMMSS` for an aware datetime, in UTC."""
+    return moment.astimezone(dt.UTC).strftime("%Y%m%d   Z%H%M%S")
+
+
+def parse_date(text: str) -> dt.datetime | None:
+    """Read a SIP2 date leniently: blank zone = local (naive), `Z` = UTC, `0000` and other
+    zone letters are taken as local too; all blanks or garbage = None."""
+    if len(text) < 18 or not text[:8].isdigit() or not text[12:18].isdigit():
+        return None
+    try:
+        moment = dt.datetime(
+            int(text[0:4]),
+            int(text[4:6]),
+            int(text[6:8]),
+            int(text[12:14]),
+            int(text[14:16]),
+            int(text[16:18]),
+        )
+    except ValueError:
+        return None
+    if text[11] == "Z":
+        return moment.replace(tzinfo=dt.UTC)
+    return moment
+
+
+def sip_day(day: dt.date) -> str:
+    """A date-only value (PA expiry) as `YYYYMMDD`."""
+    return day.strftime("%Y%m%d")

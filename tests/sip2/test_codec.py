@@ -1,0 +1,225 @@
+"""The codec: framing, trailers, checksums, layouts, both directions; property tests."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bridge.sip2.codec import (
+    ACS_RESEND,
+    LAYOUTS,
+    RESEND,
+    ChecksumError,
+    Framer,
+    FrameTooLong,
+    Message,
+    ProtocolError,
+    TlsOnPlainPort,
+    UnknownMessage,
+    build,
+    checksum,
+    decode,
+    encode,
+    parse_date,
+    supported_messages,
+)
+
+
+def test_canonical_resend_checksums() -> None:
+    assert b"96AZ" + checksum(b"96AZ").encode() == RESEND
+    assert b"97AZ" + checksum(b"97AZ").encode() == ACS_RESEND
+    assert decode(RESEND).checksummed
+    assert decode(ACS_RESEND).code == "97"
+
+
+def test_checksum_is_zero_padded_uppercase_over_bytes() -> None:
+    # A sum whose complement is small needs padding: 0xFFFF - 0x0FFF etc.
+    data = bytes([0xFF] * 257)  # sum 65535 → complement 1
+    assert checksum(data) == "0001"
+    assert checksum("é".encode()) == f"{(-sum('é'.encode())) & 0xFFFF:04X}"
+
+
+def test_resend_form_az_without_ay() -> None:
+    # Palace's test_resend fixture: the spec's form of a resent request.
+    m = decode(b"9300CNuser_id|COpassword|AZF620")
+    assert m.code == "93" and m.checksummed and m.sequence is None
+    assert m.get("CN") == "user_id"
+    assert "password" not in repr(m)
+
+
+def test_bad_checksum_raises() -> None:
+    with pytest.raises(ChecksumError):
+        decode(b"9300CNuser_id|COpassword|AZF621")
+
+
+def test_unpadded_and_lowercase_checksums_are_accepted() -> None:
+    body = b"9300CNa|COb|AY1AZ"
+    value = (-sum(body)) & 0xFFFF
+    assert decode(body + f"{value:04x}".encode()).sequence == 1
+    short = b"9300CNab|COb|AY4AZ"
+    for extra in range(0, 300):
+        candidate = short[:-5] + b"x" * extra + short[-5:]
+        value = (-sum(candidate)) & 0xFFFF
+        if value < 0x1000:
+            assert decode(candidate + f"{value:X}".encode()).checksummed
+            break
+
+
+def test_no_final_pipe_empty_fields_unknown_fields_any_order() -> None:
+    m = decode(b"2300120240101    101010AA123|XIabc||AC|AOMAIN|ADpin")
+    assert m.get("AA") == "123" and m.get("AO") == "MAIN"
+    assert m.get("AC") == "" and m.has("AC")
+    assert m.get("AD") == "pin"
+    assert m.get("XI") == "abc"
+
+
+def test_trailing_pipes_and_sequence_without_checksum() -> None:
+    m = decode(b"3520240101    101010AOMAIN|AA1|||AY7")
+    assert m.sequence == 7 and not m.checksummed and m.get("AA") == "1"
+
+
+def test_value_ending_like_a_checksum_is_not_one() -> None:
+    # "AFxAZ12" has no | before AZ, so it is a field value, not a trailer.
+    m = decode(b"3520240101    101010AOMAIN|AFxAZ12")
+    assert m.get("AF") == "xAZ12" and not m.checksummed
+
+
+def test_errors() -> None:
+    with pytest.raises(UnknownMessage):
+        decode(b"XX")
+    with pytest.raises(ProtocolError):
+        decode(b"9")
+    with pytest.raises(ProtocolError):
+        decode(b"630")  # shorter than the fixed part
+    with pytest.raises(ProtocolError):
+        decode(b"9300CNa\x00b|COx|")
+    with pytest.raises(ProtocolError):
+        decode(b"9300CN\xff\xfe|CO|", charset="utf-8")
+    with pytest.raises(ProtocolError):
+        decode(b"9300CN\xe9|CO|", charset="ascii")
+    assert decode(b"9300CN\xe9|CO|", charset="cp850").get("CN") == "Ú"
+
+
+def test_framer_terminators() -> None:
+    f = Framer()
+    assert f.feed(b"9900802.00\r") == [b"9900802.00"]
+    assert f.terminator == b"\r"
+    assert f.feed(b"\n9900802.00\r\n99") == [b"9900802.00"]
+    assert f.terminator == b"\r\n"
+    assert f.feed(b"00802.00\n") == [b"9900802.00"]
+    assert f.terminator == b"\n"
+    assert f.feed(b"9900802.00\r") == [b"9900802.00"]
+    assert f.feed(b"\n") == []
+    assert f.feed(b"\r\r\n\n") == []
+
+
+def test_framer_limits_and_tls() -> None:
+    with pytest.raises(TlsOnPlainPort):
+        Framer().feed(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+    f = Framer(max_length=10)
+    with pytest.raises(FrameTooLong):
+        f.feed(b"x" * 11)
+    with pytest.raises(FrameTooLong):
+        Framer(max_length=10).feed(b"y" * 20 + b"\r")
+    with pytest.raises(FrameTooLong):
+        Framer(max_length=10).feed(b"a\r" + b"y" * 20 + b"\r")
+
+
+def test_encode_pads_cleans_and_mirrors() -> None:
+    m = build("36", {"end_session": "Y", "transaction_date": "20240101    101010"})
+    m.fields.extend([("AO", "MA|IN"), ("AF", "two\r\nlines")])
+    data = encode(m, sequence=5, checksum=True, terminator=b"\r\n")
+    assert data.endswith(b"\r\n")
+    assert b"MA IN|" in data and b"two  lines|" in data
+    again = decode(data[:-2])
+    assert again.sequence == 5 and again.checksummed
+    assert encode(build("94", {"ok": "1"})) == b"941\r"
+
+
+def test_ascii_transliterates() -> None:
+    m = build("94", {"ok": "1"}, [("AF", "Café")])
+    assert encode(m, charset="ascii") == b"941AFCafe|\r"
+
+
+def test_build_rejects_unknown_fixed_name() -> None:
+    with pytest.raises(ProtocolError):
+        build("94", {"okay": "1"})
+    with pytest.raises(UnknownMessage):
+        build("ZZ")
+
+
+def test_supported_messages_bx() -> None:
+    assert supported_messages({"23", "99"}) == "YNNNYNNNNNNNNNNN"
+
+
+def test_parse_date() -> None:
+    assert parse_date("20240102    030405") is not None
+    assert parse_date("20240102   Z030405").tzinfo is not None  # type: ignore[union-attr]
+    assert parse_date("20240102000003040 ") is None
+    assert parse_date("202401020000030405") is not None
+    assert parse_date(" " * 18) is None
+    assert parse_date("20241399    000000") is None
+
+
+# --- properties ------------------------------------------------------------------------------
+
+values = st.text(
+    alphabet=st.characters(codec="cp850", exclude_characters="|\r\n", min_codepoint=32),
+    max_size=30,
+).filter(str.isprintable)
+tags = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=2, max_size=2)
+
+
+@st.composite
+def messages(draw: st.DrawFn) -> Message:
+    code = draw(st.sampled_from(sorted(LAYOUTS)))
+    fixed = {
+        name: draw(st.text(alphabet="YN 0123456789", min_size=length, max_size=length))
+        for name, length in LAYOUTS[code]
+    }
+    fields = draw(st.lists(st.tuples(tags, values), max_size=8))
+    return Message(code, fixed, fields)
+
+
+@given(messages(), st.none() | st.integers(0, 9), st.booleans())
+def test_property_round_trip(message: Message, sequence: int | None, use_checksum: bool) -> None:
+    data = encode(message, sequence=sequence, checksum=use_checksum)
+    frames = Framer(max_length=1 << 16).feed(data)
+    assert len(frames) == 1
+    again = decode(frames[0])
+    assert again.code == message.code
+    assert again.fixed == message.fixed
+    # A value that looks like a trailer ("AY1") can only be lost when no real trailer follows.
+    if sequence is not None or use_checksum:
+        assert again.fields == message.fields
+        assert again.sequence == sequence
+        assert again.checksummed == use_checksum
+
+
+@given(st.binary(max_size=300), st.sampled_from(["cp850", "utf-8", "ascii"]))
+def test_property_decode_raises_only_protocol_error(data: bytes, charset: str) -> None:
+    with contextlib.suppress(ProtocolError):
+        decode(data, charset=charset)  # type: ignore[arg-type]
+
+
+@given(st.lists(st.binary(max_size=60), max_size=10))
+def test_property_framer_raises_only_protocol_error(chunks: list[bytes]) -> None:
+    framer = Framer(max_length=100)
+    try:
+        for chunk in chunks:
+            for frame in framer.feed(chunk):
+                assert b"\r" not in frame and b"\n" not in frame and frame
+    except ProtocolError:
+        pass
+
+
+@given(st.lists(st.sampled_from([b"\r", b"\r\n", b"\n"]), min_size=1, max_size=5), st.data())
+def test_property_framing_any_split(terms: list[bytes], data: st.DataObject) -> None:
+    stream = b"".join(b"9900802.00" + t for t in terms)
+    cut = data.draw(st.integers(0, len(stream)))
+    framer = Framer()
+    frames = framer.feed(stream[:cut]) + framer.feed(stream[cut:])
+    assert frames == [b"9900802.00"] * len(terms)
