@@ -1,0 +1,53 @@
+"""Every authenticator outcome as a RADIUS answer, in one place.
+
+Pure. One `match` over `Outcome` ending in `assert_never`, so a new outcome fails type checking
+until it is mapped here. Reply-Message texts are shown by some captive portals: they say what
+the patron can do, and never tell a guesser whether the card number exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, assert_never
+
+from bridge.core.patron import Decision, Outcome
+from bridge.radius.packet import ACCESS_ACCEPT, ACCESS_REJECT
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """`code` None means stay silent (the NAS retries, then fails over to another server)."""
+
+    code: int | None
+    message: str
+    patron_attributes: bool = False  # the client's per-category reply attributes (accept only)
+
+
+NOT_RECOGNISED = "Card number or PIN not recognised."
+
+
+def answer(decision: Decision, store_unavailable: Literal["silent", "reject"]) -> Answer:
+    match decision.outcome:
+        case Outcome.ACCEPTED:
+            return Answer(ACCESS_ACCEPT, "Welcome.", patron_attributes=True)
+        case Outcome.BAD_PIN | Outcome.UNKNOWN_CARD | Outcome.BAD_INPUT:
+            return Answer(ACCESS_REJECT, NOT_RECOGNISED)
+        case Outcome.CARD_LOCKED:
+            return Answer(ACCESS_REJECT, "Too many attempts. Try again later or ask staff.")
+        case Outcome.CARD_EXPIRED:
+            return Answer(ACCESS_REJECT, "Your library card has expired. Please ask staff.")
+        case Outcome.CARD_BLOCKED:
+            return Answer(ACCESS_REJECT, "Your library card is blocked. Please ask staff.")
+        case Outcome.FINES_OVER_LIMIT:
+            return Answer(ACCESS_REJECT, "Please see library staff about fines on your card.")
+        case Outcome.STORE_UNAVAILABLE:
+            if store_unavailable == "silent":
+                return Answer(None, "")
+            return Answer(ACCESS_REJECT, "Service unavailable. Please try again shortly.")
+        case _:
+            assert_never(decision.outcome)
+
+
+def refusal() -> Answer:
+    """A request the server will not check at all (CHAP, MS-CHAP, EAP, no password)."""
+    return Answer(ACCESS_REJECT, "This network accepts a library card number and PIN only.")

@@ -1,0 +1,285 @@
+"""Pure RADIUS codec: bytes in, typed packet out, and replies back to bytes.
+
+RFC 2865 (packet format, User-Password hiding, Response Authenticator), RFC 2866 (Accounting
+Request Authenticator), RFC 3579 (Message-Authenticator) and RFC 5997 (Status-Server). Nothing
+here does I/O or reads a clock: the server hands in bytes and secrets, and gets values or a
+`ProtocolError` whose message is safe to log (never a secret, never a PIN).
+
+Written on the standard library rather than `pyrad.packet` because every request passes through
+it: one decode per packet, no attribute name lookups, and the password kept as exact bytes
+(pyrad's `PwDecrypt` decodes with errors ignored, so `12 e9 34` would become "1234").
+MD5 and HMAC-MD5 are what the protocol mandates; they authenticate packets here, they never
+protect a stored PIN.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+# Packet codes.
+ACCESS_REQUEST: Final = 1
+ACCESS_ACCEPT: Final = 2
+ACCESS_REJECT: Final = 3
+ACCOUNTING_REQUEST: Final = 4
+ACCOUNTING_RESPONSE: Final = 5
+ACCESS_CHALLENGE: Final = 11
+STATUS_SERVER: Final = 12
+
+# Attribute types the codec and server read by number (the dictionary names the rest).
+USER_NAME: Final = 1
+USER_PASSWORD: Final = 2
+CHAP_PASSWORD: Final = 3
+REPLY_MESSAGE: Final = 18
+VENDOR_SPECIFIC: Final = 26
+PROXY_STATE: Final = 33
+CHAP_CHALLENGE: Final = 60
+EAP_MESSAGE: Final = 79
+MESSAGE_AUTHENTICATOR: Final = 80
+
+HEADER_LENGTH: Final = 20
+MAX_PACKET: Final = 4096  # RFC 2865 section 3: larger packets are malformed
+MAX_VALUE: Final = 253
+MAX_PASSWORD: Final = 128  # RFC 2865 section 5.2
+
+_HEADER = struct.Struct("!BBH")
+_ZERO_MAC: Final = bytes(16)
+_MD5 = hashlib.md5
+
+
+class ProtocolError(Exception):
+    """The bytes are not a well-formed RADIUS packet (or value); the message names why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    """One decoded packet. `raw` is exactly `Length` octets (RFC 2865: padding ignored);
+    `mac_offset` is where the Message-Authenticator value starts in `raw`, or -1."""
+
+    code: int
+    identifier: int
+    authenticator: bytes
+    attributes: tuple[tuple[int, bytes], ...]
+    raw: bytes
+    mac_offset: int = -1
+
+    def get(self, kind: int) -> bytes | None:
+        """The first value of an attribute type, or None."""
+        for code, value in self.attributes:
+            if code == kind:
+                return value
+        return None
+
+    def all(self, kind: int) -> list[bytes]:
+        """Every value of an attribute type, in packet order (Proxy-State must keep it)."""
+        return [value for code, value in self.attributes if code == kind]
+
+    def has(self, kind: int) -> bool:
+        return any(code == kind for code, _ in self.attributes)
+
+    def vendor_attributes(self, vendor: int) -> list[tuple[int, bytes]]:
+        """Sub-attributes of Vendor-Specific attributes for one vendor (RFC 2865 format)."""
+        found: list[tuple[int, bytes]] = []
+        for code, value in self.attributes:
+            if code != VENDOR_SPECIFIC or len(value) < 6:
+                continue
+            if int.from_bytes(value[:4], "big") != vendor:
+                continue
+            pos = 4
+            while pos + 2 <= len(value):
+                sub, length = value[pos], value[pos + 1]
+                if length < 2 or pos + length > len(value):
+                    break
+                found.append((sub, value[pos + 2 : pos + length]))
+                pos += length
+        return found
+
+    @property
+    def has_message_authenticator(self) -> bool:
+        return self.mac_offset >= 0
+
+
+def decode(data: bytes) -> Packet:
+    """Parse one datagram; raise ProtocolError for anything RFC 2865 calls malformed."""
+    size = len(data)
+    if size < HEADER_LENGTH:
+        raise ProtocolError(f"short packet ({size} octets)")
+    code, identifier, length = _HEADER.unpack_from(data)
+    if length < HEADER_LENGTH or length > MAX_PACKET:
+        raise ProtocolError(f"bad length field {length}")
+    if size < length:
+        raise ProtocolError(f"truncated packet ({size} of {length} octets)")
+    if size > length:
+        data = data[:length]
+    attributes: list[tuple[int, bytes]] = []
+    mac_offset = -1
+    pos = HEADER_LENGTH
+    while pos < length:
+        if pos + 2 > length:
+            raise ProtocolError("truncated attribute header")
+        kind = data[pos]
+        alen = data[pos + 1]
+        if alen < 2:
+            raise ProtocolError(f"attribute {kind} has length {alen}")
+        end = pos + alen
+        if end > length:
+            raise ProtocolError(f"attribute {kind} overruns the packet")
+        if kind == MESSAGE_AUTHENTICATOR:
+            if alen != 18:
+                raise ProtocolError("Message-Authenticator is not 16 octets")
+            if mac_offset >= 0:
+                raise ProtocolError("more than one Message-Authenticator")
+            mac_offset = pos + 2
+        attributes.append((kind, data[pos + 2 : end]))
+        pos = end
+    return Packet(code, identifier, data[4:20], tuple(attributes), bytes(data), mac_offset)
+
+
+# --- authenticity ------------------------------------------------------------------------------
+
+
+def message_authenticator_ok(packet: Packet, secret: bytes) -> bool:
+    """RFC 3579 section 3.2: HMAC-MD5 over the packet with the attribute's value zeroed.
+
+    For an Accounting-Request the Request Authenticator is itself a hash over the packet, so the
+    HMAC is taken with that field zeroed too (as FreeRADIUS and RFC 5080 do)."""
+    if packet.mac_offset < 0:
+        return False
+    raw = packet.raw
+    at = packet.mac_offset
+    received = raw[at : at + 16]
+    if packet.code == ACCOUNTING_REQUEST:
+        signed = raw[:4] + _ZERO_MAC + raw[20:at] + _ZERO_MAC + raw[at + 16 :]
+    else:
+        signed = raw[:at] + _ZERO_MAC + raw[at + 16 :]
+    expected = hmac.digest(secret, signed, "md5")
+    return hmac.compare_digest(expected, received)
+
+
+def accounting_authenticator_ok(packet: Packet, secret: bytes) -> bool:
+    """RFC 2866 section 3: MD5(Code+Identifier+Length+16 zero octets+Attributes+Secret)."""
+    raw = packet.raw
+    expected = _MD5(raw[:4] + _ZERO_MAC + raw[20:] + secret).digest()
+    return hmac.compare_digest(expected, packet.authenticator)
+
+
+# --- User-Password (RFC 2865 section 5.2) ------------------------------------------------------
+
+
+def _xor16(a: bytes, b: bytes) -> bytes:
+    return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(16, "big")
+
+
+def decrypt_password(hidden: bytes, secret: bytes, authenticator: bytes) -> bytes:
+    """The User-Password as the exact octets the user typed (trailing NUL padding removed).
+
+    Never decoded to text here: invalid UTF-8 is the authenticator's decision (it refuses it),
+    and dropping bytes would turn `59 e9 61` into something else."""
+    size = len(hidden)
+    if size < 16 or size > MAX_PASSWORD or size % 16:
+        raise ProtocolError(f"User-Password of {size} octets (want 16..128, a multiple of 16)")
+    plain = bytearray()
+    last = authenticator
+    for pos in range(0, size, 16):
+        chunk = hidden[pos : pos + 16]
+        plain += _xor16(chunk, _MD5(secret + last).digest())
+        last = chunk
+    return bytes(plain).rstrip(b"\x00")
+
+
+def encrypt_password(password: bytes, secret: bytes, authenticator: bytes) -> bytes:
+    """The inverse of `decrypt_password` (used by tests, the benchmark and any client code)."""
+    if len(password) > MAX_PASSWORD:
+        raise ProtocolError("password longer than 128 octets")
+    padded = password + bytes(-len(password) % 16 or (16 if not password else 0))
+    out = bytearray()
+    last = authenticator
+    for pos in range(0, len(padded), 16):
+        chunk = _xor16(padded[pos : pos + 16], _MD5(secret + last).digest())
+        out += chunk
+        last = chunk
+    return bytes(out)
+
+
+# --- encoding ----------------------------------------------------------------------------------
+
+
+def encode_attributes(attributes: Iterable[tuple[int, bytes]]) -> bytes:
+    """Type-length-value octets; a value longer than 253 octets is a ProtocolError."""
+    out = bytearray()
+    for kind, value in attributes:
+        if len(value) > MAX_VALUE:
+            raise ProtocolError(f"attribute {kind} value longer than {MAX_VALUE} octets")
+        out.append(kind)
+        out.append(len(value) + 2)
+        out += value
+    return bytes(out)
+
+
+def encode_reply(
+    code: int,
+    request: Packet,
+    attributes: bytes,
+    secret: bytes,
+    *,
+    message_authenticator: bool = True,
+) -> bytes:
+    """A reply to `request` with pre-encoded `attributes`.
+
+    The Message-Authenticator goes first (BlastRADIUS hardening, as FreeRADIUS 3.2.5+ does):
+    it is computed with the Request Authenticator in the header, then the Response
+    Authenticator MD5(Code+ID+Length+RequestAuth+Attributes+Secret) is computed over the result.
+    """
+    if message_authenticator:
+        body_len = HEADER_LENGTH + 18 + len(attributes)
+    else:
+        body_len = HEADER_LENGTH + len(attributes)
+    if body_len > MAX_PACKET:
+        raise ProtocolError("reply longer than 4096 octets")
+    head = _HEADER.pack(code, request.identifier, body_len)
+    if message_authenticator:
+        mac = hmac.digest(
+            secret, head + request.authenticator + b"\x50\x12" + _ZERO_MAC + attributes, "md5"
+        )
+        attributes = b"\x50\x12" + mac + attributes
+    response = _MD5(head + request.authenticator + attributes + secret).digest()
+    return head + response + attributes
+
+
+def encode_request(
+    code: int,
+    identifier: int,
+    authenticator: bytes,
+    attributes: Sequence[tuple[int, bytes]],
+    secret: bytes,
+    *,
+    message_authenticator: bool = True,
+) -> bytes:
+    """A request packet (for tests, the benchmark and client code; the server never sends one).
+
+    Access-Request and Status-Server carry the given random authenticator; an
+    Accounting-Request's authenticator is computed (RFC 2866) and `authenticator` is ignored."""
+    body = encode_attributes(attributes)
+    if message_authenticator:
+        body = b"\x50\x12" + _ZERO_MAC + body
+    length = HEADER_LENGTH + len(body)
+    head = _HEADER.pack(code, identifier, length)
+    auth = _ZERO_MAC if code == ACCOUNTING_REQUEST else authenticator
+    if message_authenticator:
+        mac = hmac.digest(secret, head + auth + body, "md5")
+        body = b"\x50\x12" + mac + body[18:]
+    if code == ACCOUNTING_REQUEST:
+        auth = _MD5(head + _ZERO_MAC + body + secret).digest()
+    return head + auth + body
+
+
+def reply_ok(reply: bytes, request_authenticator: bytes, secret: bytes) -> bool:
+    """A client's check of a reply's Response Authenticator (tests and the benchmark use it)."""
+    if len(reply) < HEADER_LENGTH:
+        return False
+    expected = _MD5(reply[:4] + request_authenticator + reply[20:] + secret).digest()
+    return hmac.compare_digest(expected, reply[4:20])

@@ -1,0 +1,429 @@
+"""The asyncio UDP adapter: datagrams in, the authenticator asked, replies out.
+
+Thin by design: decoding, authenticity checks, duplicate rules, outcome mapping and accounting
+fields live in the pure modules next to it. Per datagram: find the client by source address
+(unknown: drop, log once a minute), decode once, verify (Message-Authenticator or the accounting
+Request Authenticator) before the duplicate cache sees it, then
+
+- Access-Request: PAP only; the PIN is decrypted to exact bytes and checked in a task, and the
+  reply is sent from that task's completion. Rejects wait `reject_delay` on a timer
+  (`loop.call_later`), so the delay holds no KDF worker, no task and no socket;
+- Status-Server: Access-Accept while the store is healthy (cached `health_ttl`), silence while
+  it is not, so NASes fail over;
+- Accounting-Request: one audit line, written before the Accounting-Response is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import socket
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, cast
+
+import structlog
+
+from bridge.core.audit import Audit
+from bridge.core.auth import Authenticator
+from bridge.core.patron import Context, Decision
+from bridge.core.secret import Secret
+from bridge.radius import accounting
+from bridge.radius.answers import Answer, answer, refusal
+from bridge.radius.attributes import encode_table, merge
+from bridge.radius.clients import Client, ClientTable, HealthCache, LogLimiter
+from bridge.radius.dedup import DuplicateCache, Key, Verdict
+from bridge.radius.packet import (
+    ACCESS_ACCEPT,
+    ACCESS_REJECT,
+    ACCESS_REQUEST,
+    ACCOUNTING_REQUEST,
+    ACCOUNTING_RESPONSE,
+    CHAP_PASSWORD,
+    EAP_MESSAGE,
+    PROXY_STATE,
+    REPLY_MESSAGE,
+    STATUS_SERVER,
+    USER_NAME,
+    USER_PASSWORD,
+    Packet,
+    ProtocolError,
+    accounting_authenticator_ok,
+    decode,
+    decrypt_password,
+    encode_attributes,
+    encode_reply,
+    message_authenticator_ok,
+)
+from bridge.radius.settings import RadiusClient, RadiusSettings
+from bridge.services import Services
+from bridge.settings import parse_listen
+
+log = structlog.get_logger("bridge.radius")
+
+MICROSOFT = 311
+MS_CHAP_ATTRIBUTES = frozenset({1, 11, 25})  # MS-CHAP-Response, -Challenge, MS-CHAP2-Response
+RECEIVE_BUFFER = 4 * 1024 * 1024
+UNKNOWN_LOG_INTERVAL = 60.0
+DROP_LOG_INTERVAL = 1.0
+
+Address = tuple[Any, ...]
+
+
+def build_client(spec: RadiusClient, services: Services) -> Client:
+    base = encode_table(spec.reply)
+    return Client(
+        name=spec.name,
+        network=ipaddress.ip_network(spec.network, strict=False),
+        secret=spec.secret.encode("utf-8"),
+        require_message_authenticator=spec.require_message_authenticator,
+        limit_proxy_state=spec.limit_proxy_state,
+        policy=services.config.client_policy(spec.policy),
+        accept_attributes=encode_attributes(base),
+        category_attributes={
+            category: encode_attributes(merge(spec.reply, table))
+            for category, table in spec.categories.items()
+        },
+    )
+
+
+@dataclass(slots=True)
+class Endpoint(asyncio.DatagramProtocol):
+    """One bound socket; its own duplicate cache (RFC 5080 keys on the receiving socket)."""
+
+    server: RadiusServer
+    dedup: DuplicateCache
+    transport: asyncio.DatagramTransport | None = None
+    address: str = ""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's UDP transport does not subclass asyncio.DatagramTransport.
+        self.transport = cast(asyncio.DatagramTransport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        self.server.received(self, data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.warning("radius_socket_error", listener=self.address, error=type(exc).__name__)
+
+    def send(self, reply: bytes, addr: Address) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(reply, addr)
+
+
+@dataclass(slots=True)
+class Pending:
+    """One Access-Request between its decision and its reply."""
+
+    endpoint: Endpoint
+    client: Client
+    packet: Packet
+    addr: Address
+    key: Key
+
+
+@dataclass(slots=True)
+class RadiusServer:
+    settings: RadiusSettings
+    authenticator: Authenticator
+    audit: Audit
+    clients: ClientTable
+    loop: asyncio.AbstractEventLoop
+    health: HealthCache
+    unknown_log: LogLimiter = field(default_factory=lambda: LogLimiter(UNKNOWN_LOG_INTERVAL))
+    drop_log: LogLimiter = field(default_factory=lambda: LogLimiter(DROP_LOG_INTERVAL))
+    endpoints: list[Endpoint] = field(default_factory=list)
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    health_probe: asyncio.Task[bool] | None = None
+
+    # -- entry ----------------------------------------------------------------------------
+    def received(self, endpoint: Endpoint, data: bytes, addr: Address) -> None:
+        host = addr[0]
+        client = self.clients.match(host)
+        if client is None:
+            suppressed = self.unknown_log.allow(host, self.loop.time())
+            if suppressed is not None:
+                log.warning("radius_unknown_client", source=host, suppressed=suppressed)
+            return
+        try:
+            packet = decode(data)
+        except ProtocolError as exc:
+            self.drop(client, host, f"malformed: {exc}")
+            return
+        code = packet.code
+        if code == ACCESS_REQUEST:
+            self.access_request(endpoint, client, packet, addr)
+        elif code == ACCOUNTING_REQUEST:
+            self.accounting_request(endpoint, client, packet, addr)
+        elif code == STATUS_SERVER:
+            self.status_server(endpoint, client, packet, addr)
+        else:
+            self.drop(client, host, f"unsupported packet code {code}")
+
+    def drop(self, client: Client, host: str, reason: str) -> None:
+        suppressed = self.drop_log.allow((host, reason), self.loop.time())
+        if suppressed is not None:
+            log.warning(
+                "radius_dropped",
+                client=client.name,
+                source=host,
+                reason=reason,
+                suppressed=suppressed,
+            )
+
+    # -- Access-Request -------------------------------------------------------------------
+    def access_request(
+        self, endpoint: Endpoint, client: Client, packet: Packet, addr: Address
+    ) -> None:
+        host = addr[0]
+        secret = client.secret
+        if packet.mac_offset >= 0:
+            if not message_authenticator_ok(packet, secret):
+                self.drop(client, host, "bad Message-Authenticator (wrong secret?)")
+                return
+        elif client.require_message_authenticator:
+            self.drop(client, host, "no Message-Authenticator (required for this client)")
+            return
+        elif client.limit_proxy_state and packet.has(PROXY_STATE):
+            self.drop(client, host, "Proxy-State without Message-Authenticator")
+            return
+        key: Key = (host, addr[1], packet.identifier)
+        seen = endpoint.dedup.check(key, packet.authenticator, self.loop.time())
+        if seen.verdict is Verdict.IN_FLIGHT:
+            log.debug("radius_duplicate_absorbed", client=client.name, source=host)
+            return
+        if seen.verdict is Verdict.REPLAY:
+            assert seen.reply is not None
+            endpoint.send(seen.reply, addr)
+            log.debug("radius_duplicate_replayed", client=client.name, source=host)
+            return
+        pending = Pending(endpoint, client, packet, addr, key)
+        user = packet.get(USER_NAME)
+        hidden = packet.get(USER_PASSWORD)
+        why = self.unsupported_method(packet)
+        if why is None and (user is None or hidden is None):
+            why = "no User-Name or no User-Password"
+        if why is not None or user is None or hidden is None:
+            log.warning("radius_refused", client=client.name, source=host, reason=why)
+            self.reply(pending, refusal(), "")
+            return
+        try:
+            pin = Secret(decrypt_password(hidden, secret, packet.authenticator))
+        except ProtocolError as exc:
+            log.warning("radius_refused", client=client.name, source=host, reason=str(exc))
+            self.reply(pending, refusal(), "")
+            return
+        barcode = user.decode("utf-8", "replace")
+        ctx = Context("radius", client.name, host, client.policy)
+        task = self.loop.create_task(self.authenticator.authenticate(barcode, pin, ctx))
+        self.tasks.add(task)
+        task.add_done_callback(partial(self.decided, pending))
+
+    @staticmethod
+    def unsupported_method(packet: Packet) -> str | None:
+        """PINs are kept hashed (or only the ILS knows them), so only PAP can be checked."""
+        if packet.has(CHAP_PASSWORD):
+            return "CHAP is not supported: PINs are not stored in clear; use PAP"
+        if any(sub in MS_CHAP_ATTRIBUTES for sub, _ in packet.vendor_attributes(MICROSOFT)):
+            return "MS-CHAP is not supported: PINs are not stored in clear; use PAP"
+        if packet.has(EAP_MESSAGE):
+            return "EAP is not supported: terminate EAP-TTLS elsewhere and proxy inner PAP"
+        return None
+
+    def decided(self, pending: Pending, task: asyncio.Task[Decision]) -> None:
+        self.tasks.discard(task)
+        if task.cancelled():
+            pending.endpoint.dedup.forget(pending.key, pending.packet.authenticator)
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("radius_auth_failed", client=pending.client.name, error=type(exc).__name__)
+            pending.endpoint.dedup.forget(pending.key, pending.packet.authenticator)
+            return
+        decision = task.result()
+        category = decision.patron.category if decision.patron is not None else ""
+        self.reply(pending, answer(decision, self.settings.store_unavailable), category)
+
+    def reply(self, pending: Pending, result: Answer, category: str) -> None:
+        packet = pending.packet
+        if result.code is None:
+            pending.endpoint.dedup.forget(pending.key, packet.authenticator)
+            log.info("radius_silent", client=pending.client.name, reason="store unavailable")
+            return
+        attributes = encode_attributes([(REPLY_MESSAGE, result.message.encode("utf-8"))])
+        if result.patron_attributes:
+            attributes += pending.client.attributes_for(category)
+        proxy_states = packet.all(PROXY_STATE)
+        if proxy_states:
+            attributes += encode_attributes((PROXY_STATE, value) for value in proxy_states)
+        data = encode_reply(result.code, packet, attributes, pending.client.secret)
+        delay = self.settings.reject_delay
+        if result.code == ACCESS_REJECT and delay > 0:
+            # A timer, not a sleeping task: the delay holds no worker, task or socket. Timers
+            # that fire after shutdown find the transport closed and send nothing.
+            self.loop.call_later(delay, self.send, pending, data)
+        else:
+            self.send(pending, data)
+
+    def send(self, pending: Pending, data: bytes) -> None:
+        pending.endpoint.send(data, pending.addr)
+        pending.endpoint.dedup.complete(
+            pending.key, pending.packet.authenticator, data, self.loop.time()
+        )
+
+    # -- Status-Server (RFC 5997) -----------------------------------------------------------
+    def status_server(
+        self, endpoint: Endpoint, client: Client, packet: Packet, addr: Address
+    ) -> None:
+        if not message_authenticator_ok(packet, client.secret):
+            self.drop(client, addr[0], "Status-Server without a valid Message-Authenticator")
+            return
+        if not self.settings.status_server:
+            return
+        healthy = self.health.get(self.loop.time())
+        if healthy is None:
+            task = self.loop.create_task(self.probe_then_answer(endpoint, client, packet, addr))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+            return
+        self.answer_status(endpoint, client, packet, addr, healthy)
+
+    async def probe_then_answer(
+        self, endpoint: Endpoint, client: Client, packet: Packet, addr: Address
+    ) -> None:
+        if self.health_probe is None or self.health_probe.done():
+            self.health_probe = self.loop.create_task(self.probe())
+        healthy = await asyncio.shield(self.health_probe)
+        self.answer_status(endpoint, client, packet, addr, healthy)
+
+    async def probe(self) -> bool:
+        try:
+            async with asyncio.timeout(self.settings.health_timeout):
+                health = await self.authenticator.health()
+        except TimeoutError:
+            ok = False
+        else:
+            ok = health.ok
+        self.health.put(ok, self.loop.time())
+        return ok
+
+    def answer_status(
+        self, endpoint: Endpoint, client: Client, packet: Packet, addr: Address, healthy: bool
+    ) -> None:
+        if not healthy:
+            log.info("radius_status_silent", client=client.name, reason="store unhealthy")
+            return
+        message = encode_attributes([(REPLY_MESSAGE, b"Patron Bridge: store reachable")])
+        endpoint.send(encode_reply(ACCESS_ACCEPT, packet, message, client.secret), addr)
+
+    # -- Accounting-Request (RFC 2866) ------------------------------------------------------
+    def accounting_request(
+        self, endpoint: Endpoint, client: Client, packet: Packet, addr: Address
+    ) -> None:
+        host = addr[0]
+        if packet.mac_offset >= 0 and not message_authenticator_ok(packet, client.secret):
+            self.drop(client, host, "bad Message-Authenticator (wrong secret?)")
+            return
+        if not accounting_authenticator_ok(packet, client.secret):
+            self.drop(client, host, "bad accounting Request Authenticator (wrong secret?)")
+            return
+        # Accounting and access share the Identifier space per RFC, but keep them apart anyway.
+        key: Key = (host, addr[1], 0x100 | packet.identifier)
+        seen = endpoint.dedup.check(key, packet.authenticator, self.loop.time())
+        if seen.verdict is Verdict.REPLAY:
+            assert seen.reply is not None
+            endpoint.send(seen.reply, addr)
+            return
+        if seen.verdict is Verdict.IN_FLIGHT:
+            return
+        # The audit line is queued before the response leaves: once the NAS hears the answer
+        # it discards its copy, so the record must already be ours.
+        self.audit.event(
+            "accounting",
+            barcode=accounting.user_name(packet),
+            protocol="radius",
+            client=client.name,
+            source=host,
+            **accounting.summary(packet),
+        )
+        attributes = encode_attributes((PROXY_STATE, v) for v in packet.all(PROXY_STATE))
+        data = encode_reply(
+            ACCOUNTING_RESPONSE,
+            packet,
+            attributes,
+            client.secret,
+            message_authenticator=packet.mac_offset >= 0,
+        )
+        endpoint.send(data, addr)
+        endpoint.dedup.complete(key, packet.authenticator, data, self.loop.time())
+
+    # -- life -------------------------------------------------------------------------------
+    async def aclose(self) -> None:
+        for endpoint in self.endpoints:
+            if endpoint.transport is not None:
+                endpoint.transport.close()
+        tasks = list(self.tasks)
+        if self.health_probe is not None:
+            tasks.append(self.health_probe)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+@dataclass(slots=True)
+class RadiusListener:
+    server: RadiusServer
+    name: str = "radius"
+    addresses: list[str] = field(default_factory=list)
+
+    async def aclose(self) -> None:
+        await self.server.aclose()
+
+
+def _same(endpoint: Endpoint) -> Endpoint:
+    return endpoint
+
+
+def _format(sockname: Any) -> str:
+    host, port = sockname[0], sockname[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def start(settings: RadiusSettings, services: Services) -> RadiusListener:
+    loop = asyncio.get_running_loop()
+    server = RadiusServer(
+        settings=settings,
+        authenticator=services.authenticator,
+        audit=services.audit,
+        clients=ClientTable(build_client(spec, services) for spec in settings.clients),
+        loop=loop,
+        health=HealthCache(settings.health_ttl),
+    )
+    listener = RadiusListener(server)
+    if not settings.clients:
+        log.warning("radius_no_clients", detail="every packet will be dropped")
+    try:
+        for spec in settings.listen:
+            host, port = parse_listen(spec)
+            endpoint = Endpoint(
+                server, DuplicateCache(settings.duplicate_window, settings.duplicate_max_entries)
+            )
+            transport, _ = await loop.create_datagram_endpoint(
+                partial(_same, endpoint), local_addr=(host, port)
+            )
+            endpoint.transport = transport  # uvloop calls connection_made a little later
+            endpoint.address = _format(transport.get_extra_info("sockname"))
+            server.endpoints.append(endpoint)
+            listener.addresses.append(endpoint.address)
+    except BaseException:
+        await server.aclose()
+        raise
+    log.info("radius_listening", addresses=listener.addresses, clients=len(server.clients))
+    return listener
