@@ -4,8 +4,11 @@ without knowing anyone's PIN. Each is re-hashed into the peppered format on the 
 Formats (prefix selects):
 - `$2a$`/`$2b$`/`$2y$`: bcrypt of the PIN, as Koha stores `borrowers.password`.
 - `{MD5}<hex>`: Koha's legacy unsalted MD5 (base64 in Koha; hex accepted too).
-- `$evergreen$<salt>$<bcrypt>`: Evergreen's actor.passwd: bcrypt(md5(salt + md5(pin))).
-- `$pbkdf2-sha512$<iterations>$<salt b64>$<hash b64>`: FOLIO's PBKDF2-HMAC-SHA512.
+- `$evergreen$<salt>$<bcrypt>`: Evergreen's actor.passwd: bcrypt(md5(salt + md5(pin))). The
+  salt is itself a bcrypt salt (`$2a$10$` + 22 characters, from `gen_salt('bf', 10)`), so it
+  contains `$`: the crypt value is the last 60 characters, the salt everything before them.
+- `$pbkdf2-sha512$<iterations>$<salt b64>$<hash b64>`: FOLIO's PBKDF2-HMAC-SHA512 (FOLIO's salt
+  is the user's UUID as text, its hash 8 bytes); passlib's `.`-for-`+` base64 is accepted too.
 """
 
 from __future__ import annotations
@@ -18,9 +21,13 @@ import bcrypt
 
 from bridge.core.secret import Secret
 
+_BCRYPT_LEN = 60
+_MAX_PBKDF2_ITERATIONS = 10_000_000
+
 
 def _b64decode(text: str) -> bytes:
-    return base64.b64decode(text + "=" * (-len(text) % 4))
+    text = text.replace(".", "+")  # passlib's adapted base64
+    return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
 
 
 def verify(pin: Secret, stored: str) -> bool:
@@ -37,20 +44,22 @@ def verify(pin: Secret, stored: str) -> bool:
         candidates = (digest.hex(), base64.b64encode(digest).decode().rstrip("="))
         return any(hmac.compare_digest(c, want.rstrip("=")) for c in candidates)
     if stored.startswith("$evergreen$"):
-        try:
-            _, _, salt, crypted = stored.split("$", 3)
-        except ValueError:
+        body = stored[len("$evergreen$") :]
+        crypted, salt = body[-_BCRYPT_LEN:], body[: -_BCRYPT_LEN - 1]
+        if len(body) <= _BCRYPT_LEN or body[-_BCRYPT_LEN - 1] != "$" or not salt:
             return False
         inner = hashlib.md5(raw, usedforsecurity=False).hexdigest()
         outer = hashlib.md5((salt + inner).encode(), usedforsecurity=False).hexdigest()
         try:
-            return bcrypt.checkpw(outer.encode(), ("$" + crypted).encode("ascii"))
+            return bcrypt.checkpw(outer.encode(), crypted.encode("ascii"))
         except ValueError:
             return False
     if stored.startswith("$pbkdf2-sha512$"):
         try:
             _, _, iterations, salt_b64, hash_b64 = stored.split("$")
             expected = _b64decode(hash_b64)
+            if not expected or not 0 < int(iterations) <= _MAX_PBKDF2_ITERATIONS:
+                return False
             got = hashlib.pbkdf2_hmac(
                 "sha512", raw, _b64decode(salt_b64), int(iterations), len(expected)
             )

@@ -99,7 +99,9 @@ async def open_kind(
 ) -> AsyncIterator[Opened]:
     """Open one store of `kind` over a fresh database holding the seed patrons."""
     if kind == "sqlite":
-        store = await open_plugin("sqlite", {"path": str(tmp_path / "p.db"), **more}, hasher, tmp_path)
+        store = await open_plugin(
+            "sqlite", {"path": str(tmp_path / "p.db"), **more}, hasher, tmp_path
+        )
         try:
             if seed:
                 await store.add_patrons(seed_patrons())

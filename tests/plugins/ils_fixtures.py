@@ -73,7 +73,8 @@ KOHA_SCHEMA = [
   UNIQUE KEY `userid` (`userid`),
   KEY `categorycode` (`categorycode`),
   KEY `branchcode` (`branchcode`),
-  CONSTRAINT `borrowers_ibfk_1` FOREIGN KEY (`categorycode`) REFERENCES `categories` (`categorycode`),
+  CONSTRAINT `borrowers_ibfk_1` FOREIGN KEY (`categorycode`)
+    REFERENCES `categories` (`categorycode`),
   CONSTRAINT `borrowers_ibfk_2` FOREIGN KEY (`branchcode`) REFERENCES `branches` (`branchcode`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci""",
     """CREATE TABLE `borrower_debarments` (
@@ -87,7 +88,8 @@ KOHA_SCHEMA = [
   `updated` timestamp NULL DEFAULT NULL ON UPDATE current_timestamp(),
   PRIMARY KEY (`borrower_debarment_id`),
   KEY `borrowernumber` (`borrowernumber`),
-  CONSTRAINT `borrower_debarments_ibfk_1` FOREIGN KEY (`borrowernumber`) REFERENCES `borrowers` (`borrowernumber`) ON DELETE CASCADE ON UPDATE CASCADE
+  CONSTRAINT `borrower_debarments_ibfk_1` FOREIGN KEY (`borrowernumber`)
+    REFERENCES `borrowers` (`borrowernumber`) ON DELETE CASCADE ON UPDATE CASCADE
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci""",
     """CREATE TABLE `accountlines` (
   `accountlines_id` int(11) NOT NULL AUTO_INCREMENT,
@@ -106,7 +108,8 @@ KOHA_SCHEMA = [
   `branchcode` varchar(10) DEFAULT NULL,
   PRIMARY KEY (`accountlines_id`),
   KEY `acctsborridx` (`borrowernumber`),
-  CONSTRAINT `accountlines_ibfk_borrowers` FOREIGN KEY (`borrowernumber`) REFERENCES `borrowers` (`borrowernumber`) ON DELETE SET NULL ON UPDATE CASCADE
+  CONSTRAINT `accountlines_ibfk_borrowers` FOREIGN KEY (`borrowernumber`)
+    REFERENCES `borrowers` (`borrowernumber`) ON DELETE SET NULL ON UPDATE CASCADE
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci""",
     """CREATE TABLE `systempreferences` (
   `variable` varchar(50) NOT NULL DEFAULT '',
@@ -255,7 +258,8 @@ CREATE SCHEMA config;
 CREATE SCHEMA permission;
 CREATE SCHEMA money;
 CREATE TABLE permission.grp_tree (
-    id SERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE, parent INT, usergroup BOOL NOT NULL DEFAULT TRUE
+    id SERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE, parent INT,
+    usergroup BOOL NOT NULL DEFAULT TRUE
 );
 CREATE TABLE actor.org_unit (
     id SERIAL PRIMARY KEY, parent_ou INT, ou_type INT NOT NULL DEFAULT 1,
@@ -329,7 +333,7 @@ CREATE VIEW money.open_usr_summary AS
       FROM money.materialized_billable_xact_summary
      WHERE xact_finish IS NULL
      GROUP BY usr;
-INSERT INTO permission.grp_tree (id, name) VALUES (1, 'Users'), (2, 'Patrons');
+INSERT INTO permission.grp_tree (id, name) VALUES (1, 'Users'), (2, 'ADULT');
 INSERT INTO actor.org_unit (id, shortname, name) VALUES (1, 'CONS', 'Consortium'),
     (2, 'MAIN', 'Main Library');
 INSERT INTO actor.passwd_type (code, name, login, crypt_algo, iter_count)
@@ -436,8 +440,7 @@ def insert_evergreen_patron(
         )
         # The second transaction is closed: it does not count.
         admin.execute(
-            "UPDATE money.materialized_billable_xact_summary SET xact_finish = now() "
-            "WHERE id = %s",
+            "UPDATE money.materialized_billable_xact_summary SET xact_finish = now() WHERE id = %s",
             (usr * 10 + 1,),
         )
     return usr

@@ -36,9 +36,7 @@ def pg_database(prefix: str = "pb_test") -> Iterator[str]:
     try:
         yield name
     finally:
-        with psycopg.connect(
-            host=PG_HOST, port=PG_PORT, user="postgres", autocommit=True
-        ) as admin:
+        with psycopg.connect(host=PG_HOST, port=PG_PORT, user="postgres", autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

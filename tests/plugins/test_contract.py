@@ -24,7 +24,7 @@ from bridge.core.store import (
     WritableStore,
 )
 from tests.pins import DEMO_PIN, NEW_PIN, OTHER_PIN, WRONG_PIN
-from tests.plugins.conftest import CountingHasher, Opened, open_kind
+from tests.plugins.conftest import CountingHasher, Opened
 from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, NO_PIN, UNKNOWN
 
 # -- read-only contract: every store ------------------------------------------------------------
