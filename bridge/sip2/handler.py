@@ -1,0 +1,212 @@
+"""Answers the requests a session dispatches, by asking the core: the only SIP2 code that
+awaits anything besides the socket.
+
+One method per request type; every PIN goes through `authenticator.authenticate`, lookups and
+blocks through the authenticator too, and the wire answer comes from `answers` (pure). The 98's
+online status is the store's health, cached for `health_cache_seconds` so a fleet of
+self-checks sending 99 as a keep-alive does not hit the ILS on every one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import Callable
+
+import structlog
+
+from bridge.core.auth import valid_barcode
+from bridge.core.patron import Context, Patron
+from bridge.core.store import Capability, NotSupported, StoreUnavailable
+from bridge.services import Services
+from bridge.sip2 import answers
+from bridge.sip2.circulation import Circulation, CirculationContext, refusal
+from bridge.sip2.codec import CIRCULATION_CODES, Message, sip_date, supported_messages
+from bridge.sip2.messages import BlockPatron, EndSession, PatronRequest
+from bridge.sip2.session import Account, Session
+from bridge.sip2.settings import Sip2Settings
+
+log = structlog.get_logger("bridge.sip2")
+
+#: Requests the bridge itself always answers.
+OWN_CODES = frozenset({"23", "63", "99", "97", "93", "35"})
+HEALTH_TIMEOUT = 3.0
+
+
+class Handler:
+    def __init__(
+        self,
+        settings: Sip2Settings,
+        services: Services,
+        circulation: Circulation,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.authenticator = services.authenticator
+        self.audit = services.audit
+        self.circulation = circulation
+        self.clock = clock
+        self.monotonic = monotonic
+        codes = set(OWN_CODES) | (set(circulation.supported) & CIRCULATION_CODES)
+        if Capability.BLOCK in self.authenticator.store.capabilities:
+            codes.add("01")
+        self.codes = frozenset(codes)
+        self.bx = supported_messages(self.codes)
+        self._options: dict[str, answers.AnswerOptions] = {}
+        self._health_until = 0.0
+        self._online = True
+        self._health_lock = asyncio.Lock()
+
+    # -- helpers ----------------------------------------------------------------------------
+    def options(self, account: Account | None) -> answers.AnswerOptions:
+        if account is None:
+            return answers.AnswerOptions()
+        found = self._options.get(account.login)
+        if found is None:
+            s = account.settings
+            found = answers.AnswerOptions(
+                institution=s.institution,
+                currency=s.currency,
+                wrong_pin_as_unknown=s.wrong_pin_as_unknown,
+                policy_refusal_cqn=s.policy_refusal_cqn,
+                hold_limit=s.hold_items_limit,
+                overdue_limit=s.overdue_items_limit,
+                charged_limit=s.charged_items_limit,
+            )
+            self._options[account.login] = found
+        return found
+
+    async def online(self) -> bool:
+        """The store's health, reused for a few seconds; a hung store counts as down."""
+        if self.monotonic() < self._health_until:
+            return self._online
+        async with self._health_lock:
+            if self.monotonic() < self._health_until:
+                return self._online
+            try:
+                async with asyncio.timeout(HEALTH_TIMEOUT):
+                    health = await self.authenticator.health()
+                self._online = health.ok
+            except TimeoutError:
+                self._online = False
+            self._health_until = self.monotonic() + self.settings.health_cache_seconds
+            return self._online
+
+    # -- dispatch ---------------------------------------------------------------------------
+    async def dispatch(self, message: Message, session: Session) -> Message:
+        code = message.code
+        if code == "63" or code == "23":
+            return await self.patron(message, session)
+        if code == "99":
+            return await self.status(session)
+        if code == "35":
+            return self.end_session(message, session)
+        if code == "01":
+            return await self.block(message, session)
+        now = self.clock()
+        account = session.account
+        institution = account.settings.institution if account is not None else ""
+        if code in self.circulation.supported:
+            ctx = CirculationContext(
+                login=account.login if account is not None else "",
+                institution=institution,
+                source=session.source,
+                date=sip_date(now),
+            )
+            return await self.circulation.handle(message, ctx)
+        # A circulation request no upstream handles, or 01 on a store that cannot block.
+        return refusal(message, sip_date(now), institution)
+
+    async def patron(self, message: Message, session: Session) -> Message:
+        """23/63: the PIN check."""
+        request = PatronRequest.from_message(message)
+        account = session.account
+        assert account is not None  # the session dispatches these only after login
+        options = self.options(account)
+        now = self.clock()
+        date = sip_date(now)
+        today = dt.date.fromtimestamp(now)
+        pin = request.pin
+        if pin is None or not pin:
+            if options.wrong_pin_as_unknown:
+                patron = None
+            else:
+                try:
+                    patron = await self.authenticator.lookup(request.barcode)
+                except StoreUnavailable:
+                    return answers.unavailable(request, date, options).to_message()
+            return answers.lookup_answer(
+                request, patron, date=date, today=today, policy=account.policy, options=options
+            ).to_message()
+        ctx = Context("sip2", account.login, session.source, account.policy)
+        decision = await self.authenticator.authenticate(request.barcode, pin, ctx)
+        return answers.check_answer(
+            request, decision, date=date, today=today, policy=account.policy, options=options
+        ).to_message()
+
+    async def status(self, session: Session) -> Message:
+        """99 → 98."""
+        account = session.account
+        online = await self.online()
+        return answers.acs_status(
+            online=online,
+            date=sip_date(self.clock()),
+            institution=account.settings.institution if account is not None else "",
+            supported=self.bx,
+            circulation=self.circulation.supported,
+            library_name=account.settings.library_name if account is not None else "",
+        ).to_message()
+
+    def end_session(self, message: Message, session: Session) -> Message:
+        """35 → 36Y: the bridge holds no patron session, so ending one always succeeds."""
+        request = EndSession.from_message(message)
+        account = session.account
+        institution = (account.settings.institution if account else "") or request.institution
+        return answers.end_session(
+            request.barcode, institution, sip_date(self.clock())
+        ).to_message()
+
+    async def block(self, message: Message, session: Session) -> Message:
+        """01: block the card in the store (audited by the core), answer with a 24."""
+        block = BlockPatron.from_message(message)
+        account = session.account
+        assert account is not None
+        options = self.options(account)
+        now = self.clock()
+        date = sip_date(now)
+        today = dt.date.fromtimestamp(now)
+        request = PatronRequest("23", block.barcode, None, block.institution)
+        actor = f"sip2:{account.login}"
+        text = "This card is now blocked."
+        patron: Patron | None = None
+        try:
+            if valid_barcode(block.barcode):
+                patron = await self.authenticator.block(
+                    block.barcode, block.message or "blocked by a SIP2 terminal", actor=actor
+                )
+        except NotSupported:
+            self.audit.event(
+                "patron_block_refused", barcode=block.barcode, actor=actor, reason="not supported"
+            )
+            text = "This card cannot be blocked here. Please ask staff."
+            try:
+                patron = await self.authenticator.lookup(block.barcode)
+            except StoreUnavailable:
+                return answers.unavailable(request, date, options).to_message()
+        except StoreUnavailable:
+            return answers.unavailable(request, date, options).to_message()
+        if patron is None:
+            return answers.unknown(request, date, options, answers.CARD_UNKNOWN).to_message()
+        return answers.known(
+            request,
+            patron,
+            pin_ok=False,
+            text=text,
+            date=date,
+            today=today,
+            policy=account.policy,
+            options=options,
+        ).to_message()

@@ -1,0 +1,230 @@
+"""One SIP2 connection's protocol state, pure: login, error detection, resends, replays.
+
+    session = Session(accounts, source="10.1.2.3", options=SessionOptions(...))
+    action = session.receive(frame, client_terminator)
+    # Reply(data): write it (and close when `close`); Dispatch(message): ask the core, then
+    # data = session.answer(message, response); Close(reason): drop the connection.
+
+Everything a SIP2 conversation requires apart from the core's answer lives here, so the server
+stays a socket loop: which account is logged in (and with which wire dialect), whether this
+message carried AY/AZ (the answer mirrors it), the last response (97 replays it), the last
+checksummed request (an identical resend, e.g. after a lost reply, replays the answer instead of
+counting a second PIN failure), 96 for a bad checksum or an unreadable message, and the
+three-strikes rule for logins.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from dataclasses import dataclass
+
+from bridge.core.patron import ClientPolicy
+from bridge.core.secret import Secret
+from bridge.sip2.codec import (
+    RESEND,
+    RESPONSE_CODE,
+    Charset,
+    ChecksumError,
+    Message,
+    ProtocolError,
+    decode,
+    encode,
+)
+from bridge.sip2.messages import LoginRequest, LoginResponse
+from bridge.sip2.settings import Sip2Account
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A configured SIP login, ready for use: networks parsed, policy resolved."""
+
+    settings: Sip2Account
+    policy: ClientPolicy
+    networks: tuple[Network, ...]
+    terminator: bytes
+    charset: Charset
+    required: bool  # error_detection = "required"
+
+    @classmethod
+    def from_settings(cls, settings: Sip2Account, policy: ClientPolicy) -> Account:
+        return cls(
+            settings=settings,
+            policy=policy,
+            networks=tuple(ipaddress.ip_network(n, strict=False) for n in settings.networks),
+            terminator=b"\r\n" if settings.terminator == "CRLF" else b"\r",
+            charset=settings.charset,
+            required=settings.error_detection == "required",
+        )
+
+    @property
+    def login(self) -> str:
+        return self.settings.login
+
+    def allows(self, source: str) -> bool:
+        try:
+            address = ipaddress.ip_address(source.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in net for net in self.networks)
+
+
+class Accounts:
+    """The SIP login table. `check` compares every entry in constant time, so response timing
+    says nothing about which logins exist."""
+
+    def __init__(self, accounts: list[Account]) -> None:
+        self._accounts = [
+            (a, a.login.encode("utf-8"), a.settings.password.encode("utf-8")) for a in accounts
+        ]
+
+    def check(self, login: str, password: Secret, source: str) -> Account | None:
+        given_login = login.encode("utf-8")
+        given_password = password.reveal()
+        found: Account | None = None
+        for account, name, secret in self._accounts:
+            name_ok = hmac.compare_digest(name, given_login)
+            secret_ok = hmac.compare_digest(secret, given_password)
+            if name_ok and secret_ok and found is None:
+                found = account
+        if found is not None and not found.allows(source):
+            return None
+        return found
+
+    def __len__(self) -> int:
+        return len(self._accounts)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOptions:
+    sc_status_before_login: bool = False
+    login_attempts: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Bytes to write now. `event` names what happened for the log; `close` ends the
+    connection after writing."""
+
+    data: bytes
+    event: str = ""
+    close: bool = False
+    login: str = ""  # the CN a login event was for (never the CO)
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """A request only the core can answer; call `Session.answer` with the response."""
+
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    reason: str
+
+
+Action = Reply | Dispatch | Close | None
+
+
+class Session:
+    __slots__ = (
+        "_last_request",
+        "_last_response",
+        "_pending",
+        "account",
+        "accounts",
+        "login_failures",
+        "options",
+        "source",
+    )
+
+    def __init__(self, accounts: Accounts, source: str, options: SessionOptions) -> None:
+        self.accounts = accounts
+        self.source = source
+        self.options = options
+        self.account: Account | None = None
+        self.login_failures = 0
+        self._last_request = b""
+        self._last_response = b""
+        self._pending = b""
+
+    @property
+    def charset(self) -> Charset:
+        return self.account.charset if self.account is not None else "cp850"
+
+    def receive(self, frame: bytes, client_terminator: bytes = b"\r") -> Action:
+        """Decide what one frame means. Never raises for bad input."""
+        account = self.account
+        terminator = account.terminator if account is not None else client_terminator
+        try:
+            message = decode(frame, charset=self.charset)
+        except ChecksumError:
+            return Reply(RESEND + terminator, "bad_checksum")
+        except ProtocolError:
+            return Reply(RESEND + terminator, "unreadable_message")
+        code = message.code
+        if account is not None and account.required and not message.checksummed:
+            return Reply(RESEND + terminator, "unchecked_message")
+        if code in ("97", "96"):
+            if self._last_response:
+                return Reply(self._last_response, "resend")
+            return Reply(RESEND + terminator, "resend_nothing_sent")
+        if message.checksummed and frame == self._last_request and self._last_response:
+            return Reply(self._last_response, "duplicate_replayed")
+        if code not in RESPONSE_CODE:
+            return Reply(RESEND + terminator, "not_a_request")
+        if code == "93":
+            return self._login(message, frame, terminator)
+        if account is None and not (code == "99" and self.options.sc_status_before_login):
+            return Close("message before login")
+        self._pending = frame
+        return Dispatch(message)
+
+    def answer(self, request: Message, response: Message) -> bytes:
+        """Encode a response mirroring the request's error detection; remember it for 97 and
+        for duplicate replay."""
+        account = self.account
+        data = encode(
+            response,
+            sequence=request.sequence,
+            checksum=request.checksummed,
+            charset=self.charset,
+            terminator=account.terminator if account is not None else b"\r",
+        )
+        self._remember(request, data)
+        return data
+
+    def _remember(self, request: Message, data: bytes) -> None:
+        self._last_response = data
+        self._last_request = self._pending if request.checksummed else b""
+        self._pending = b""
+
+    def _login(self, message: Message, frame: bytes, terminator: bytes) -> Reply:
+        login = LoginRequest.from_message(message)
+        account = self.accounts.check(login.login, login.password, self.source)
+        plain = login.uid_algorithm in ("0", " ") and login.pwd_algorithm in ("0", " ")
+        if account is None or not plain:
+            self.login_failures += 1
+            data = encode(
+                LoginResponse(False).to_message(),
+                sequence=message.sequence,
+                checksum=message.checksummed,
+                terminator=terminator,
+            )
+            close = self.login_failures >= self.options.login_attempts
+            return Reply(data, "login_failed", close=close, login=login.login[:64])
+        self.account = account
+        self.login_failures = 0
+        self._pending = frame
+        data = self.answer(message, LoginResponse(True).to_message())
+        return Reply(data, "login", login=account.login)
+
+    def resend(self, client_terminator: bytes = b"\r") -> bytes:
+        """96 for a request that decoded but whose content could not be acted on."""
+        account = self.account
+        return RESEND + (account.terminator if account is not None else client_terminator)
