@@ -1,6 +1,8 @@
-"""`[ldap]` config: listeners, base DN and service accounts."""
+"""`[ldap]` config: listeners, TLS, the directory's names, service accounts and limits."""
 
 from __future__ import annotations
+
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -8,12 +10,72 @@ from bridge.settings import PolicySettings, Section
 
 
 class LdapServiceAccount(Section, frozen=True):
+    """A vendor's bind identity (EZproxy, OpenAthens, Apache...): what it may search and read."""
+
     dn: str
     password: str
     policy: PolicySettings | None = None  # None: the global [policy]
+    # The subtree it may search (a DN under base_dn); None: the whole base DN.
+    search_base: str | None = None
+    # Attributes it may read from patron entries (names, case-insensitive); None: all of them.
+    attributes: list[str] | None = None
+    # May reset a patron's PIN through Password Modify without the old PIN.
+    can_set_pin: bool = False
 
 
 class LdapSettings(Section, frozen=True):
     listen: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.1:3389"])
+    # LDAPS (TLS from the first byte) listeners; need tls_certificate/tls_key.
+    listen_tls: list[str] = msgspec.field(default_factory=list)
     base_dn: str = "dc=library,dc=example"
+    # `barcode@<domain>` binds (AD-style clients); None: not accepted.
+    bind_domain: str | None = None
+    # Accept a bare barcode as a bind name (Alexandria-style clients).
+    bind_barcode: bool = True
     service_accounts: list[LdapServiceAccount] = msgspec.field(default_factory=list)
+
+    # TLS: PEM paths, relative to the config file. StartTLS is offered when both are set.
+    tls_certificate: str | None = None
+    tls_key: str | None = None
+    tls_generate: bool = False  # write a self-signed pair at those paths when missing
+    # None: required on non-loopback listeners, not on loopback ones.
+    require_tls_for_bind: bool | None = None
+
+    allow_anonymous_bind: bool = True
+    anonymous_search: Literal["rootdse", "directory"] = "rootdse"
+    # A search that would enumerate patrons: sizeLimitExceeded (4) or unwillingToPerform (53).
+    enumeration: Literal["size_limit", "unwilling"] = "size_limit"
+    # Attribute holding the ILS record id (the stable id that survives a card replacement).
+    record_id_attribute: str = "uniqueIdentifier"
+    # Patron categories published as groups under ou=groups (compare works for any category).
+    groups: list[str] = msgspec.field(default_factory=list)
+    # diagnosticMessage for a locked card (e.g. "data 775" for AD-aware clients).
+    locked_message: str = "account locked"
+
+    size_limit: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
+    time_limit: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
+    max_connections: Annotated[int, msgspec.Meta(ge=1)] = 1024
+    max_pdu: Annotated[int, msgspec.Meta(ge=1024, le=16 * 1024 * 1024)] = 256 * 1024
+    max_pending: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 64
+    idle_timeout: Annotated[float, msgspec.Meta(gt=0)] = 300.0
+
+    def __post_init__(self) -> None:
+        """Cross-key rules, so `check-config` reports them with the key's path."""
+        from bridge.ldap.dn import DNError, parse
+        from bridge.settings import parse_listen
+
+        for addr in self.listen_tls:
+            parse_listen(addr)  # ValueError → reported at ldap
+        if (self.tls_certificate is None) != (self.tls_key is None):
+            raise ValueError("tls_certificate and tls_key go together")
+        if self.listen_tls and self.tls_certificate is None:
+            raise ValueError("listen_tls needs tls_certificate and tls_key")
+        try:
+            if not parse(self.base_dn):
+                raise ValueError("base_dn is empty")
+            for account in self.service_accounts:
+                parse(account.dn)
+                if account.search_base is not None:
+                    parse(account.search_base)
+        except DNError as exc:
+            raise ValueError(f"bad DN: {exc}") from None

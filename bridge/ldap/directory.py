@@ -1,0 +1,260 @@
+"""The directory the bridge pretends to be: names, entries and which lookups a search needs.
+
+    <base>                         dcObject + organization
+      ou=patrons                   one entry per card: uid=<barcode>
+      ou=groups                    cn=<patron category>, member of it = patron's category
+      ou=services                  vendor bind identities (configured)
+
+A patron entry is built from the `Patron` record on demand and never carries PIN material. Its
+`uniqueIdentifier` (configurable) holds the ILS record id, and `entryUUID` a UUID derived from
+it, so vendors that key statistics or targetedIDs on a stable id keep them when a card is
+replaced. Card standing is published (`patronStatus`, `patronExpired`, `patronBlocked`,
+`patronExpires`) so a vendor filter such as `(&(uid=X)(patronStatus=active))` can use it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from bridge.core.patron import Patron
+from bridge.ldap import dn as dnlib
+from bridge.ldap.filters import Kind
+from bridge.ldap.settings import LdapServiceAccount, LdapSettings
+
+PATRON_CLASSES: Final = (b"top", b"person", b"organizationalPerson", b"inetOrgPerson")
+OPERATIONAL: Final = frozenset(
+    {"entryuuid", "entrydn", "structuralobjectclass", "hassubordinates", "subschemasubentry"}
+)
+_UUID_NAMESPACE: Final = uuid.UUID("6f1d2c1e-3b7a-5c55-9a43-0c6a3a9b2e11")
+
+
+@dataclass(slots=True)
+class Entry:
+    """An entry as published: DN and attributes (display name → values), in a stable order."""
+
+    dn: str
+    attributes: list[tuple[str, list[bytes]]]
+    index: dict[str, list[bytes]] = field(default_factory=dict)  # lower name → values
+
+    def __post_init__(self) -> None:
+        self.index = {name.lower(): values for name, values in self.attributes}
+
+    def select(
+        self, requested: tuple[str, ...], allowed: frozenset[str] | None, types_only: bool
+    ) -> list[tuple[str, list[bytes]]]:
+        """RFC 4511 §4.5.1.8: `1.1` none, `*`/empty all user attributes, `+` operational."""
+        wanted = {a.lower() for a in requested}
+        everything = not wanted or "*" in wanted
+        operational = "+" in wanted
+        out = []
+        for name, values in self.attributes:
+            low = name.lower()
+            if allowed is not None and low not in allowed and low != "objectclass":
+                continue
+            is_op = low in OPERATIONAL
+            if (is_op and (operational or low in wanted)) or (
+                not is_op and (everything or low in wanted)
+            ):
+                out.append((name, [] if types_only else values))
+        return out
+
+
+# --- where a DN points ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RootDSE:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A fixed container: the base entry or one of the three organizational units."""
+
+    name: str  # "base", "patrons", "groups", "services"
+
+
+@dataclass(frozen=True, slots=True)
+class PatronName:
+    barcode: str
+
+
+@dataclass(frozen=True, slots=True)
+class GroupName:
+    category: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceName:
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Missing:
+    """Inside our naming context but no such entry; `matched` is the nearest existing DN."""
+
+    matched: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outside:
+    pass
+
+
+Location = RootDSE | Node | PatronName | GroupName | ServiceName | Missing | Outside
+
+
+class Directory:
+    def __init__(self, settings: LdapSettings) -> None:
+        self.settings = settings
+        self.base_dn = settings.base_dn
+        self.base = dnlib.parse(settings.base_dn)
+        self.patrons_dn = f"ou=patrons,{self.base_dn}"
+        self.groups_dn = f"ou=groups,{self.base_dn}"
+        self.services_dn = f"ou=services,{self.base_dn}"
+        self._ou = {("ou", name): name for name in ("patrons", "groups", "services")}
+        self.record_attr = settings.record_id_attribute
+        self.keys: Mapping[str, Kind] = {
+            "uid": "barcode",
+            "mail": "email",
+            settings.record_id_attribute.lower(): "record",
+        }
+        self.services: dict[tuple[dnlib.RDN, ...], int] = {
+            dnlib.parse(a.dn): i for i, a in enumerate(settings.service_accounts)
+        }
+        self.groups = {g.casefold(): g for g in settings.groups}
+        domain = settings.bind_domain
+        self._domain_suffix = None if domain is None else "@" + domain.casefold()
+
+    # -- names ------------------------------------------------------------------------------
+    def patron_dn(self, barcode: str) -> str:
+        return f"uid={dnlib.escape(barcode)},{self.patrons_dn}"
+
+    def group_dn(self, category: str) -> str:
+        return f"cn={dnlib.escape(category)},{self.groups_dn}"
+
+    def locate(self, name: str) -> Location:
+        """What a DN string names; raises dn.DNError when it is not a DN."""
+        raw = dnlib.parse(name, fold=False)
+        rdns = dnlib.fold(raw)
+        if not rdns:
+            return RootDSE()
+        if rdns in self.services:
+            return ServiceName(self.services[rdns])
+        k = len(self.base)
+        if not dnlib.is_within(rdns, self.base):
+            return Outside()
+        depth = len(rdns) - k
+        if depth == 0:
+            return Node("base")
+        ou_rdn = rdns[-k - 1]
+        ou = self._ou.get(ou_rdn[0]) if len(ou_rdn) == 1 else None
+        if ou is None:
+            return Missing(self.base_dn)
+        if depth == 1:
+            return Node(ou)
+        ou_dn = f"ou={ou},{self.base_dn}"
+        leaf = raw[0]
+        if depth > 2 or len(leaf) != 1:
+            return Missing(ou_dn)
+        attr, value = leaf[0]
+        if ou == "patrons" and attr == "uid":
+            return PatronName(value)
+        if ou == "groups" and attr == "cn":
+            return GroupName(value)
+        return Missing(ou_dn)
+
+    def bind_name(self, name: str) -> Location:
+        """A bind name: a DN, or (when enabled) a bare barcode or `barcode@domain`."""
+        if self._domain_suffix is not None and name.casefold().endswith(self._domain_suffix):
+            barcode = name[: -len(self._domain_suffix)]
+            return PatronName(barcode) if barcode else Missing("")
+        if "=" not in name:
+            return PatronName(name) if self.settings.bind_barcode else Missing("")
+        try:
+            return self.locate(name)
+        except dnlib.DNError:
+            return Missing("")
+
+    def service(self, index: int) -> LdapServiceAccount:
+        return self.settings.service_accounts[index]
+
+    # -- entries ----------------------------------------------------------------------------
+    def root_dse(self, extensions: list[str], controls: list[str]) -> Entry:
+        return Entry(
+            "",
+            [
+                ("objectClass", [b"top", b"extensibleObject"]),
+                ("namingContexts", [self.base_dn.encode()]),
+                ("defaultNamingContext", [self.base_dn.encode()]),
+                ("supportedLDAPVersion", [b"3"]),
+                ("supportedExtension", [e.encode() for e in extensions]),
+                ("supportedControl", [c.encode() for c in controls]),
+                ("supportedSASLMechanisms", []),
+                ("vendorName", [b"Patron Bridge"]),
+                ("vendorVersion", [b"patron-bridge"]),
+            ],
+        )
+
+    def node(self, name: str) -> Entry:
+        if name == "base":
+            first = self.base[0][0]
+            attrs: list[tuple[str, list[bytes]]] = [
+                ("objectClass", [b"top", b"dcObject", b"organization"]),
+                (first[0], [first[1].encode()]),
+                ("o", [first[1].encode()]),
+            ]
+            return Entry(self.base_dn, attrs)
+        return Entry(
+            f"ou={name},{self.base_dn}",
+            [("objectClass", [b"top", b"organizationalUnit"]), ("ou", [name.encode()])],
+        )
+
+    def group(self, category: str) -> Entry:
+        """A group entry without its member list (listing members would enumerate patrons)."""
+        name = self.groups.get(category.casefold(), category)
+        return Entry(
+            self.group_dn(name),
+            [("objectClass", [b"top", b"groupOfNames"]), ("cn", [name.encode()])],
+        )
+
+    def patron(self, p: Patron, today: dt.date) -> Entry:
+        dn = self.patron_dn(p.barcode)
+        expired = p.is_expired(today)
+        status = b"blocked" if p.blocked else b"expired" if expired else b"active"
+        attrs: list[tuple[str, list[bytes]]] = [
+            ("objectClass", list(PATRON_CLASSES)),
+            ("uid", [p.barcode.encode()]),
+            ("cn", [(p.name or p.barcode).encode()]),
+            ("sn", [p.surname.encode()]),
+        ]
+        if p.given_name:
+            attrs.append(("givenName", [p.given_name.encode()]))
+        if p.name:
+            attrs.append(("displayName", [p.name.encode()]))
+        if p.email:
+            attrs.append(("mail", [p.email.encode()]))
+        if p.category:
+            attrs.append(("employeeType", [p.category.encode()]))
+            attrs.append(("memberOf", [self.group_dn(p.category).encode()]))
+        if p.home_library:
+            attrs.append(("l", [p.home_library.encode()]))
+        attrs.append((self.record_attr, [p.record_id.encode()]))
+        attrs.append(("patronStatus", [status]))
+        attrs.append(("patronExpired", [b"TRUE" if expired else b"FALSE"]))
+        attrs.append(("patronBlocked", [b"TRUE" if p.blocked else b"FALSE"]))
+        if p.expires is not None:
+            attrs.append(("patronExpires", [p.expires.strftime("%Y%m%d000000Z").encode()]))
+        attrs.extend(
+            [
+                ("entryUUID", [str(uuid.uuid5(_UUID_NAMESPACE, p.record_id)).encode()]),
+                ("entryDN", [dn.encode()]),
+                ("structuralObjectClass", [b"inetOrgPerson"]),
+                ("hasSubordinates", [b"FALSE"]),
+            ]
+        )
+        return Entry(dn, attrs)
