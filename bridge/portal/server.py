@@ -1,0 +1,118 @@
+"""Serve the PIN pages inside the daemon's event loop with uvicorn.
+
+We bind the socket ourselves (so port 0 works and the bound port is reported) and drive
+uvicorn's `startup` / `main_loop` / `shutdown` directly rather than `serve()`, which would take
+over SIGINT/SIGTERM from the daemon. Uvicorn's access log is off: request lines can carry a
+reset token in the query string. HTTPS, when configured, uses the context from `bridge.tls`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+import uvicorn
+
+from bridge.config import ConfigError
+from bridge.portal.mail import Mailer, NoMailer, SmtpMailer
+from bridge.portal.settings import PortalSettings
+from bridge.portal.state import Portal, read_logo
+from bridge.portal.web import create_app
+from bridge.services import Services
+from bridge.settings import parse_listen
+from bridge.tls import server_context
+
+log = structlog.get_logger("bridge.portal")
+
+
+@dataclass(slots=True)
+class PortalListener:
+    name: str
+    addresses: list[str]
+    portal: Portal
+    server: uvicorn.Server
+    sock: socket.socket
+    task: asyncio.Task[None]
+
+    async def aclose(self) -> None:
+        self.server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        await self.server.shutdown(sockets=[self.sock])
+        await self.portal.aclose()
+
+
+def bind(listen: str) -> socket.socket:
+    host, port = parse_listen(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def _address(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _mailer(services: Services) -> Mailer:
+    smtp = services.config.smtp
+    if smtp is None:
+        log.warning("portal_no_smtp", detail="no [smtp] section: reset emails cannot be sent")
+        return NoMailer()
+    return SmtpMailer(smtp, Path(services.config.base_dir))
+
+
+async def start(settings: PortalSettings, services: Services) -> PortalListener:
+    config = services.config
+    for key, message in settings.problems():
+        raise ConfigError(f"{config.source}: portal.{key}: {message}")
+    try:
+        logo = read_logo(config.path(settings.logo_file) if settings.logo_file else None)
+    except OSError as exc:
+        raise ConfigError(f"{config.source}: portal.logo_file: {exc.strerror}") from None
+    portal = Portal.build(
+        settings,
+        services.authenticator,
+        _mailer(services),
+        sender=config.smtp.sender if config.smtp is not None else "",
+        logo=logo,
+        mail_enabled=config.smtp is not None,
+    )
+    uv_config = uvicorn.Config(
+        create_app(portal),
+        lifespan="off",
+        access_log=False,
+        log_config=None,
+        log_level="warning",
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies) or None,
+        server_header=False,
+    )
+    uv_config.load()
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        uv_config.ssl = server_context(
+            config.path(settings.tls_cert), config.path(settings.tls_key)
+        )
+    sock = bind(settings.listen)
+    server = uvicorn.Server(uv_config)
+    try:
+        await server.startup(sockets=[sock])
+    except BaseException:
+        sock.close()
+        raise
+    task = asyncio.get_running_loop().create_task(server.main_loop(), name="portal")
+    scheme = "https" if uv_config.ssl else "http"
+    log.info("portal_listening", address=_address(sock), scheme=scheme, base_url=settings.base_url)
+    return PortalListener("portal", [_address(sock)], portal, server, sock, task)
