@@ -145,7 +145,8 @@ class PgPool:
 
         `retry`: when the connection turns out to be dead (the server restarted, or an admin
         ended the backend), check the pool and run `op` once more on a live connection. Only
-        for operations that are safe to repeat (reads, setting a value).
+        for reads: a write whose connection died may or may not have committed, so the caller
+        is told "store unavailable" and decides (a PIN change is simply tried again).
         """
         task = asyncio.ensure_future(self._attempts(op, retry))
         try:
@@ -414,7 +415,7 @@ class PostgresStore:
                 if cur.rowcount != 1:
                     raise UnknownPatron(patron.barcode)
 
-        await self.db.run(update, "PIN change")
+        await self.db.run(update, "PIN change", retry=False)
 
     async def health(self) -> Health:
         return await self.db.health()
@@ -494,7 +495,7 @@ class PostgresStore:
                 row = await cur.fetchone()
             return None if row is None else _patron(row)
 
-        patron = await self.db.run(update, "block")
+        patron = await self.db.run(update, "block", retry=False)
         if patron is None:
             raise LookupError(barcode)
         return patron

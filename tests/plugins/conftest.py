@@ -169,3 +169,26 @@ async def any_store(
 ) -> AsyncIterator[Opened]:
     async with open_kind(request.param, hasher, tmp_path) as opened:
         yield opened
+
+
+def authenticator(store: Store) -> Any:
+    """The real core over a store: a short card lock (2 failures) and no credential cache, so
+    every call reaches the store."""
+    from bridge.core.audit import Audit
+    from bridge.core.auth import Authenticator
+    from bridge.core.cache import VerifiedCache
+    from bridge.core.throttle import Throttle, ThrottleRules
+
+    rules = ThrottleRules(card_free_failures=1, card_lock_after=2, source_max_failures=1000)
+    return Authenticator(
+        store, throttle=Throttle(rules), cache=VerifiedCache(ttl=0), audit=Audit("hash", b"k")
+    )
+
+
+def ctx(fines_limit: str | None = "10.00") -> Any:
+    from decimal import Decimal
+
+    from bridge.core.patron import ClientPolicy, Context
+
+    limit = None if fines_limit is None else Decimal(fines_limit)
+    return Context("test", "contract", "192.0.2.7", ClientPolicy(fines_limit=limit))

@@ -1,0 +1,123 @@
+"""evergreen-sql against a real PostgreSQL holding Evergreen's tables, with passwords written by
+pgcrypto exactly as Evergreen writes them: every authenticator outcome, the read-only role."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from bridge.core.patron import Outcome
+from bridge.core.secret import Secret
+from bridge.core.store import NotSupported
+from tests.pins import DEMO_PIN, NEW_PIN, WRONG_PIN
+from tests.plugins import servers
+from tests.plugins.conftest import CountingHasher, Opened, authenticator, ctx, open_kind
+from tests.plugins.ils_fixtures import (
+    EG_ALERT,
+    EG_CARD_INACTIVE,
+    EG_DELETED,
+    EG_INACTIVE,
+    EG_PENALTY,
+)
+from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, UNKNOWN
+
+
+@pytest.fixture
+async def evergreen(hasher: CountingHasher, tmp_path: Path) -> AsyncIterator[Opened]:
+    async with open_kind("evergreen-sql", hasher, tmp_path) as opened:
+        yield opened
+
+
+async def outcome(opened: Opened, barcode: str, pin: str, fines_limit: str = "10.00") -> Outcome:
+    decision = await authenticator(opened.store).authenticate(
+        barcode, Secret(pin), ctx(fines_limit)
+    )
+    return decision.outcome  # type: ignore[no-any-return]
+
+
+async def test_every_outcome(evergreen: Opened) -> None:
+    assert await outcome(evergreen, ACTIVE.barcode, DEMO_PIN) is Outcome.ACCEPTED
+    assert await outcome(evergreen, ACTIVE.barcode, WRONG_PIN) is Outcome.BAD_PIN
+    assert await outcome(evergreen, UNKNOWN, DEMO_PIN) is Outcome.UNKNOWN_CARD
+    assert await outcome(evergreen, EXPIRED.barcode, DEMO_PIN) is Outcome.CARD_EXPIRED
+    assert await outcome(evergreen, BLOCKED.barcode, DEMO_PIN) is Outcome.CARD_BLOCKED
+    assert await outcome(evergreen, FINES.barcode, DEMO_PIN) is Outcome.FINES_OVER_LIMIT
+    assert await outcome(evergreen, FINES.barcode, DEMO_PIN, "100.00") is Outcome.ACCEPTED
+    assert await outcome(evergreen, "", DEMO_PIN) is Outcome.BAD_INPUT
+    auth = authenticator(evergreen.store)
+    for pin in (WRONG_PIN, WRONG_PIN):
+        await auth.authenticate(ACTIVE.barcode, Secret(pin), ctx())
+    locked = await auth.authenticate(ACTIVE.barcode, Secret(DEMO_PIN), ctx())
+    assert locked.outcome is Outcome.CARD_LOCKED
+
+
+async def test_evergreen_standing_is_mapped(evergreen: Opened) -> None:
+    store = evergreen.store
+    expectations = {
+        BLOCKED.barcode: "barred",
+        EG_INACTIVE.barcode: "account inactive",
+        EG_CARD_INACTIVE.barcode: "card inactive",
+        EG_PENALTY.barcode: "Patron exceeds fine threshold",
+    }
+    for barcode, reason in expectations.items():
+        decision = await authenticator(store).authenticate(barcode, Secret(DEMO_PIN), ctx())
+        assert decision.outcome is Outcome.CARD_BLOCKED and decision.pin_ok, barcode
+        assert decision.patron is not None
+        assert reason in (decision.patron.blocked_reason or ""), decision.patron.blocked_reason
+    # An alert penalty (no block_list) and an ended penalty block nothing.
+    assert await outcome(evergreen, EG_ALERT.barcode, DEMO_PIN) is Outcome.ACCEPTED
+    # Deleted users do not exist for the bridge, as for Evergreen's own login.
+    assert await outcome(evergreen, EG_DELETED.barcode, DEMO_PIN) is Outcome.UNKNOWN_CARD
+    fines = await store.lookup(FINES.barcode)
+    assert fines is not None and str(fines.fines) == "25.00"  # the closed transaction is ignored
+    assert fines.category == "ADULT" and fines.home_library == "MAIN"
+
+
+async def test_pgcrypto_and_the_bridge_agree(evergreen: Opened) -> None:
+    """Evergreen's own in-database check (as actor.verify_passwd does it) and the bridge's
+    Python check give the same answers for the same stored row."""
+    with servers.pg_admin(evergreen.dbname) as admin:
+        row = admin.execute(
+            "SELECT p.passwd = crypt(md5(p.salt || md5(%s)), p.salt), "
+            "       p.passwd = crypt(md5(p.salt || md5(%s)), p.salt) "
+            "FROM actor.passwd p JOIN actor.card c ON c.usr = p.usr WHERE c.barcode = %s",
+            (DEMO_PIN, WRONG_PIN, ACTIVE.barcode),
+        ).fetchone()
+    assert row == (True, False)
+    store = evergreen.store
+    assert (await store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))).pin_ok
+    assert not (await store.verify_pin(ACTIVE.barcode, Secret(WRONG_PIN))).pin_ok
+
+
+async def test_read_only(evergreen: Opened) -> None:
+    store = evergreen.store
+    patron = await store.lookup(ACTIVE.barcode)
+    assert patron is not None
+    with pytest.raises(NotSupported):
+        await store.change_pin(patron, Secret(NEW_PIN))
+    conn = await psycopg.AsyncConnection.connect(
+        host=servers.PG_HOST,
+        port=servers.PG_PORT,
+        dbname=evergreen.dbname,
+        user=evergreen.extra["user"],
+        password=evergreen.extra["password"],
+        autocommit=True,
+    )
+    try:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            await conn.execute("UPDATE actor.usr SET barred = false WHERE id = 1")
+    finally:
+        await conn.close()
+    # And every session the plugin opens is read-only, whatever the role may do.
+    from plugins.evergreen_sql import EvergreenSqlStore
+
+    assert isinstance(store, EvergreenSqlStore)
+
+    async def write(c: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
+        await c.execute("CREATE TEMP TABLE scratch (x int)")
+
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        await store.db.run(write)
