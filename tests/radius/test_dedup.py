@@ -1,0 +1,104 @@
+"""RFC 5080 duplicate cache: absorb in flight, replay after, purge on a new authenticator."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bridge.radius.dedup import DuplicateCache, Verdict
+
+KEY = ("192.0.2.1", 40000, 7)
+A = b"a" * 16
+B = b"b" * 16
+
+
+def test_new_then_in_flight_then_replay() -> None:
+    cache = DuplicateCache(window=10)
+    assert cache.check(KEY, A, 0).verdict is Verdict.NEW
+    assert cache.check(KEY, A, 1).verdict is Verdict.IN_FLIGHT
+    cache.complete(KEY, A, b"reply", 2)
+    seen = cache.check(KEY, A, 3)
+    assert seen.verdict is Verdict.REPLAY and seen.reply == b"reply"
+
+
+def test_reply_expires_after_window() -> None:
+    cache = DuplicateCache(window=5)
+    cache.check(KEY, A, 0)
+    cache.complete(KEY, A, b"reply", 1)
+    assert cache.check(KEY, A, 5.9).verdict is Verdict.REPLAY
+    assert cache.check(KEY, A, 6.1).verdict is Verdict.NEW
+
+
+def test_new_authenticator_purges_and_late_reply_is_not_cached() -> None:
+    cache = DuplicateCache()
+    cache.check(KEY, A, 0)
+    assert cache.check(KEY, B, 1).verdict is Verdict.NEW
+    cache.complete(KEY, A, b"old", 2)  # the first request's reply arrives late
+    assert cache.check(KEY, B, 3).verdict is Verdict.IN_FLIGHT
+    cache.complete(KEY, B, b"new", 4)
+    assert cache.check(KEY, B, 5).reply == b"new"
+
+
+def test_forget_lets_retransmission_be_tried_again() -> None:
+    cache = DuplicateCache()
+    cache.check(KEY, A, 0)
+    cache.forget(KEY, A)
+    assert cache.check(KEY, A, 1).verdict is Verdict.NEW
+
+
+def test_keys_differ_by_port_and_identifier() -> None:
+    cache = DuplicateCache()
+    assert cache.check(("192.0.2.1", 1, 1), A, 0).verdict is Verdict.NEW
+    assert cache.check(("192.0.2.1", 2, 1), A, 0).verdict is Verdict.NEW
+    assert cache.check(("192.0.2.1", 1, 2), A, 0).verdict is Verdict.NEW
+
+
+def test_lost_in_flight_entry_stops_absorbing() -> None:
+    cache = DuplicateCache(in_flight_limit=30)
+    cache.check(KEY, A, 0)
+    assert cache.check(KEY, A, 31).verdict is Verdict.NEW
+
+
+def test_size_is_bounded() -> None:
+    cache = DuplicateCache(max_entries=16)
+    for i in range(1000):
+        cache.check(("192.0.2.1", i, 0), A, 0)
+    assert len(cache) <= 16
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["check", "complete", "forget"]),
+            st.integers(0, 3),  # identifier
+            st.sampled_from([A, B]),
+            st.floats(0, 5),  # time step
+        ),
+        max_size=60,
+    )
+)
+def test_property_never_two_checks_of_one_request_in_flight(
+    steps: list[tuple[str, int, bytes, float]],
+) -> None:
+    """A request (key + authenticator) is handed out as NEW at most once until its entry is
+    forgotten, replaced or expired: that is what keeps a retransmission from a second PIN check."""
+    cache = DuplicateCache(window=10, max_entries=64)
+    now = 0.0
+    live: dict[tuple[int, bytes], bool] = {}
+    for op, ident, auth, step in steps:
+        now += step
+        key = ("h", 1, ident)
+        if op == "check":
+            seen = cache.check(key, auth, now)
+            if seen.verdict is Verdict.NEW:
+                for other in (A, B):
+                    live.pop((ident, other), None)
+                live[(ident, auth)] = True
+            else:
+                assert live.get((ident, auth))
+        elif op == "complete":
+            cache.complete(key, auth, b"r", now)
+        else:
+            cache.forget(key, auth)
+            live.pop((ident, auth), None)
+        assert len(cache) <= 64
