@@ -138,7 +138,8 @@ def tlv(tag: int, content: bytes) -> bytes:
 
 
 def int_content(value: int) -> bytes:
-    return value.to_bytes(max(1, (value.bit_length() + 8) // 8), "big", signed=True)
+    magnitude = value if value >= 0 else ~value
+    return value.to_bytes(magnitude.bit_length() // 8 + 1, "big", signed=True)
 
 
 def integer(value: int, tag: int = INTEGER) -> bytes:

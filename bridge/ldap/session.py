@@ -555,6 +555,6 @@ class Session:
         if result.ok:
             return rc.SUCCESS, ""
         if result.policy is not None:
-            return rc.CONSTRAINT_VIOLATION, result.reason
+            return rc.CONSTRAINT_VIOLATION, result.policy.reason
         code = rc.change_code(result.outcome)
         return code, "" if code == rc.INVALID_CREDENTIALS else result.reason

@@ -1,0 +1,69 @@
+"""Filter evaluation (three-valued) and push-down: what lookups a filter implies, or None."""
+
+from __future__ import annotations
+
+from bridge.ldap import messages as m
+from bridge.ldap.filters import Lookup, evaluate, lookups, text
+
+KEYS = {"uid": "barcode", "mail": "email", "uniqueidentifier": "record"}
+ENTRY = {
+    "objectclass": [b"top", b"person", b"inetOrgPerson"],
+    "uid": [b"21234000000001"],
+    "mail": [b"Ana.Rivera@example.org"],
+    "cn": [b"Rivera, Ana"],
+    "employeetype": [b"ADULT"],
+}
+
+
+def eq(attr: str, value: str) -> m.Equality:
+    return m.Equality(attr, value.encode())
+
+
+def test_evaluate_basics() -> None:
+    assert evaluate(eq("UID", "21234000000001"), ENTRY) is True
+    assert evaluate(eq("mail", "ana.rivera@EXAMPLE.org"), ENTRY) is True  # case-insensitive
+    assert evaluate(eq("objectClass", "inetorgperson"), ENTRY) is True
+    assert evaluate(m.Present("objectclass"), ENTRY) is True
+    assert evaluate(m.Not(eq("employeeType", "JUVENILE")), ENTRY) is True
+    assert evaluate(m.Substrings("cn", b"riv", (b"a",), b"ana"), ENTRY) is True
+    assert evaluate(m.Substrings("cn", b"ana", (), None), ENTRY) is False
+    assert evaluate(m.GreaterOrEqual("uid", b"2"), ENTRY) is True
+    assert evaluate(m.And((eq("uid", "21234000000001"), eq("cn", "nobody"))), ENTRY) is False
+
+
+def test_unknown_matching_rules_are_undefined() -> None:
+    undefined = m.Extensible("1.2.3.4", "cn", b"x", False)
+    assert evaluate(undefined, ENTRY) is None
+    assert evaluate(m.Not(undefined), ENTRY) is None
+    assert evaluate(m.Or((undefined, eq("uid", "21234000000001"))), ENTRY) is True
+    assert evaluate(m.Extensible("caseIgnoreMatch", "uid", b"21234000000001", False), ENTRY)
+
+
+def test_equality_on_login_attributes_pushes_down() -> None:
+    assert lookups(eq("uid", "21234000000001"), KEYS) == {Lookup("barcode", "21234000000001")}
+    ezproxy = m.And((eq("objectClass", "person"), eq("mail", "a@b")))
+    assert lookups(ezproxy, KEYS) == {Lookup("email", "a@b")}
+    either = m.Or((eq("uid", "1"), eq("uniqueIdentifier", "r1")))
+    assert lookups(either, KEYS) == {Lookup("barcode", "1"), Lookup("record", "r1")}
+
+
+def test_enumerating_filters_have_no_plan() -> None:
+    for f in (
+        m.Present("uid"),  # Libki with a typed `*`
+        m.Substrings("uid", b"2123", (), None),
+        eq("objectClass", "person"),
+        m.Not(eq("uid", "1")),
+        m.Or((eq("uid", "1"), m.Present("uid"))),  # `)(` injection into an OR
+        m.Or(tuple(eq("uid", str(i)) for i in range(40))),  # too many lookups
+    ):
+        assert lookups(f, KEYS) is None, text(f)
+
+
+def test_injected_star_as_escaped_value_is_a_literal() -> None:
+    # `(uid=\2a)` is equality with the value "*", not presence.
+    assert lookups(eq("uid", "*"), KEYS) == {Lookup("barcode", "*")}
+
+
+def test_text_escapes() -> None:
+    f = m.And((m.Equality("cn", b"a*b(c)\\\x00"), m.Present("uid")))
+    assert text(f) == "(&(cn=a\\2ab\\28c\\29\\5c\\00)(uid=*))"
