@@ -107,6 +107,8 @@ async def start(settings: PortalSettings, services: Services) -> PortalListener:
         )
     sock = bind(settings.listen)
     server = uvicorn.Server(uv_config)
+    # What Server._serve does before startup(); lifespan is "off", so this is a no-op object.
+    server.lifespan = uv_config.lifespan_class(uv_config)
     try:
         await server.startup(sockets=[sock])
     except BaseException:

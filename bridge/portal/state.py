@@ -142,9 +142,13 @@ class Portal:
             return
         log.info("portal_mail_sent", kind=kind)
 
-    async def aclose(self) -> None:
-        """Finish background work and stop listening for invalidations."""
+    async def drain(self) -> None:
+        """Wait for the background work started so far (and what it starts)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def aclose(self) -> None:
+        """Finish background work and stop listening for invalidations."""
+        await self.drain()
         if self.sessions.end_patron in self.authenticator.on_invalidate:
             self.authenticator.on_invalidate.remove(self.sessions.end_patron)

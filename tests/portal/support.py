@@ -120,6 +120,12 @@ class Env:
         assert found, page.text
         return found.group(1)
 
+    def drain(self) -> None:
+        """Run the app's background tasks (reset lookups, mail) to completion."""
+        portal = self.client.portal
+        assert portal is not None
+        portal.call(self.portal.drain)
+
     def login(self, barcode: str, pin: str) -> Any:
         return self.client.post(
             "/login", data={"csrf": self.csrf(), "barcode": barcode, "pin": pin}
@@ -212,9 +218,7 @@ class SmtpServer:
                 "auth_required": True,
                 "auth_require_tls": True,
             }
-        self.controller = Controller(
-            self.inbox, hostname="127.0.0.1", port=self.port, **kwargs
-        )
+        self.controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port, **kwargs)
 
     def _authenticate(
         self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any

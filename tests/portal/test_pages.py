@@ -14,7 +14,7 @@ ACTIVE = DEMO["active"]
 
 def no_pin_in(text: str) -> None:
     for pin in (DEMO_PIN, NEW_PIN, OTHER_PIN, WRONG_PIN):
-        assert not re.search(rf"(?<![0-9]){pin}(?![0-9])", text.replace("5961.", "")), pin
+        assert not re.search(rf"(?<![0-9]){pin}(?![0-9])", text), pin
 
 
 def test_login_then_account_shows_name_and_expiry(env: Env) -> None:
@@ -104,7 +104,8 @@ def test_modify_pin_mismatch_and_wrong_old_pin(env: Env) -> None:
     env.login(ACTIVE, DEMO_PIN)
     token = env.csrf("/pin")
     mismatch = env.client.post(
-        "/pin", data={"csrf": token, "old_pin": DEMO_PIN, "new_pin": NEW_PIN, "new_again": OTHER_PIN}
+        "/pin",
+        data={"csrf": token, "old_pin": DEMO_PIN, "new_pin": NEW_PIN, "new_again": OTHER_PIN},
     )
     assert 'id="new_again-error"' in mismatch.text
     wrong = env.client.post(
