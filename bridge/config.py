@@ -229,6 +229,10 @@ def _check(config: Config) -> None:
                 parse_listen(addr)
             except ValueError as exc:
                 raise ConfigError(f"{src}: {name}.listen[{i}]: {exc}") from None
+    for name in ("portal", "smtp"):  # sections that check their own cross-key rules
+        section = getattr(config, name)
+        for key, message in section.problems() if section is not None else ():
+            raise ConfigError(f"{src}: {name}.{key}: {message}")
 
 
 def decode_section(config: Config, table: dict[str, Any], kind: type[Any], where: str) -> Any:
