@@ -1,0 +1,191 @@
+"""The real SIP2 server in-process, over real sockets, with stores the demo daemon cannot
+fake: one that is down, and one that offers circulation through the seam."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from bridge.config import loads
+from bridge.core.audit import Audit
+from bridge.core.auth import Authenticator
+from bridge.core.cache import VerifiedCache
+from bridge.core.patron import Patron
+from bridge.core.secret import Secret
+from bridge.core.store import Capability, Health, StoreUnavailable, Verification
+from bridge.core.throttle import Throttle, ThrottleRules
+from bridge.services import Services
+from bridge.sip2.circulation import Circulation, CirculationContext
+from bridge.sip2.codec import Message, build, decode
+from bridge.sip2.server import Sip2Listener, start
+from tests.harness import DEMO
+from tests.pins import DEMO_PIN
+from tests.sip2.wire import DATE, login_msg, patron_msg, trailer
+
+CONFIG = """
+[store]
+plugin = "sqlite"
+
+[sip2]
+listen = ["127.0.0.1:0"]
+health_cache_seconds = 600
+
+[[sip2.accounts]]
+login = "selfcheck"
+password = "sc-secret-1"
+institution = "MAIN"
+"""
+
+
+class DownStore:
+    """An ILS that is unreachable."""
+
+    capabilities = frozenset({Capability.VERIFY})
+
+    def __init__(self) -> None:
+        self.health_calls = 0
+
+    async def lookup(self, barcode: str) -> Patron | None:
+        raise StoreUnavailable("ils down")
+
+    async def verify_pin(self, barcode: str, pin: Secret) -> Verification:
+        raise StoreUnavailable("ils down")
+
+    async def change_pin(self, patron: Patron, new_pin: Secret) -> None:
+        raise StoreUnavailable("ils down")
+
+    async def health(self) -> Health:
+        self.health_calls += 1
+        return Health(False, "ils down")
+
+    async def aclose(self) -> None:
+        return None
+
+
+class ForwardingCirculation:
+    """Stands in for an upstream forwarder: answers checkouts, nothing else."""
+
+    supported = frozenset({"11"})
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, CirculationContext]] = []
+
+    async def handle(self, request: Message, ctx: CirculationContext) -> Message:
+        self.seen.append((request.code, ctx))
+        fixed = {"ok": "1", "renewal_ok": "N", "magnetic_media": "N", "desensitize": "Y"}
+        fixed["transaction_date"] = ctx.date
+        fields = [("AO", ctx.institution), ("AA", request.get("AA")), ("AB", request.get("AB"))]
+        return build("12", fixed, [*fields, ("AJ", "A title"), ("AH", "20300101")])
+
+
+class CirculatingStore(DownStore):
+    def __init__(self, circulation: Circulation) -> None:
+        super().__init__()
+        self.circulation = circulation
+
+    def sip2_circulation(self) -> Circulation:
+        return self.circulation
+
+
+Ask = Callable[[bytes], Any]
+
+
+async def serve(store: Any, **kwargs: Any) -> tuple[Sip2Listener, Services]:
+    config = loads(CONFIG)
+    authenticator = Authenticator(
+        store, throttle=Throttle(ThrottleRules()), cache=VerifiedCache(), audit=Audit()
+    )
+    services = Services(config, authenticator, authenticator.audit)
+    assert config.sip2 is not None
+    return await start(config.sip2, services, **kwargs), services
+
+
+async def conversation(listener: Sip2Listener) -> AsyncIterator[Ask]:
+    host, _, port = listener.addresses[0].rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+
+    async def ask(data: bytes) -> Message:
+        writer.write(data + b"\r")
+        reply = await reader.readuntil(b"\r")
+        return decode(reply[:-1])
+
+    try:
+        yield ask
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+@pytest.fixture
+async def down() -> AsyncIterator[tuple[DownStore, Ask]]:
+    store = DownStore()
+    listener, _ = await serve(store)
+    try:
+        async for ask in conversation(listener):
+            assert (await ask(login_msg())).fixed["ok"] == "1"
+            yield store, ask
+    finally:
+        await listener.aclose()
+
+
+async def test_store_down_answers(down: tuple[DownStore, Ask]) -> None:
+    store, ask = down
+    for pin in (DEMO_PIN, None):
+        m = await ask(patron_msg("63", DEMO["active"], pin))
+        assert m.get("BL") == "N" and m.get("CQ") == "N"
+        assert "not available" in m.get("AF")
+        assert m.fixed["patron_status"] == "YYYY" + " " * 10
+    for seq in range(3):
+        m = await ask(trailer(b"9900802.00", seq))
+        assert m.code == "98" and m.fixed["online_status"] == "N" and m.sequence == seq
+        assert m.get("AF")
+    assert store.health_calls == 1  # cached: keep-alive 99s do not hit the ILS
+    # A store that cannot block: 01 is refused in BX terms but still answered with a 24.
+    m = await ask(f"01N{DATE}AOMAIN|AA{DEMO['active']}|AC|".encode())
+    assert m.code == "24" and m.get("CQ") == "N"
+
+
+async def test_circulation_seam_via_start_argument() -> None:
+    forward = ForwardingCirculation()
+    listener, _ = await serve(DownStore(), circulation=forward)
+    try:
+        async for ask in conversation(listener):
+            await ask(login_msg())
+            acs = await ask(b"9900802.00")
+            assert acs.get("BX") == "YYNNYYYYYNNNNNNN"  # checkout Y, checkin N, block N
+            assert acs.fixed["checkout_ok"] == "Y" and acs.fixed["checkin_ok"] == "N"
+            out = await ask(trailer(f"11NN{DATE}{' ' * 18}AOMAIN|AA1|ABitem1|AC|".encode(), 4))
+            assert out.code == "12" and out.fixed["ok"] == "1" and out.sequence == 4
+            refused = await ask(f"09N{DATE}{DATE}APdesk|AOMAIN|ABitem1|".encode())
+            assert refused.code == "10" and refused.fixed["ok"] == "0"
+        assert [code for code, _ in forward.seen] == ["11"]
+        assert forward.seen[0][1].login == "selfcheck"
+        assert forward.seen[0][1].institution == "MAIN"
+    finally:
+        await listener.aclose()
+
+
+async def test_circulation_seam_via_store_provider() -> None:
+    forward = ForwardingCirculation()
+    listener, _ = await serve(CirculatingStore(forward))
+    try:
+        async for ask in conversation(listener):
+            await ask(login_msg())
+            out = await ask(f"11NN{DATE}{' ' * 18}AOMAIN|AA1|ABitem1|".encode())
+            assert out.code == "12" and out.fixed["ok"] == "1"
+    finally:
+        await listener.aclose()
+
+
+async def test_listener_closes_open_connections() -> None:
+    listener, _ = await serve(DownStore())
+    host, _, port = listener.addresses[0].rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(login_msg() + b"\r")
+    assert await reader.readuntil(b"\r") == b"941\r"
+    await listener.aclose()
+    assert await reader.read() == b""
+    writer.close()

@@ -1,0 +1,132 @@
+"""The pure session state machine: logins, error detection, resends, replays."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bridge.core.patron import ClientPolicy
+from bridge.sip2.codec import RESEND, build, decode
+from bridge.sip2.session import (
+    Account,
+    Accounts,
+    Close,
+    Dispatch,
+    Reply,
+    Session,
+    SessionOptions,
+)
+from bridge.sip2.settings import Sip2Account
+from tests.pins import DEMO_PIN
+from tests.sip2.wire import login_msg, patron_msg, trailer
+
+
+def accounts(**options: object) -> Accounts:
+    settings = [
+        Sip2Account(login="selfcheck", password="sc-secret-1", **options),  # type: ignore[arg-type]
+        Sip2Account(login="lan", password="lan-secret-1", networks=["192.168.0.0/16"]),
+    ]
+    return Accounts([Account.from_settings(s, ClientPolicy()) for s in settings])
+
+
+def session(before_login: bool = False, **options: object) -> Session:
+    return Session(accounts(**options), "127.0.0.1", SessionOptions(before_login, 3))
+
+
+def reply(action: object) -> bytes:
+    assert isinstance(action, Reply), action
+    return action.data
+
+
+def test_login_and_dispatch() -> None:
+    s = session()
+    assert reply(s.receive(login_msg())) == b"941\r"
+    assert s.account is not None and s.account.login == "selfcheck"
+    action = s.receive(patron_msg("63", "1", DEMO_PIN))
+    assert isinstance(action, Dispatch) and action.message.code == "63"
+
+
+def test_three_strikes_and_algorithms() -> None:
+    s = session()
+    first = s.receive(login_msg(password="nope"))
+    assert isinstance(first, Reply) and first.data == b"940\r" and not first.close
+    assert first.login == "selfcheck" and first.event == "login_failed"
+    assert reply(s.receive(login_msg(alg=b"01"))) == b"940\r"
+    third = s.receive(login_msg("lan", "lan-secret-1"))  # right password, wrong network
+    assert isinstance(third, Reply) and third.close
+    assert s.account is None
+
+
+def test_messages_before_login() -> None:
+    assert isinstance(session().receive(b"9900802.00"), Close)
+    assert isinstance(session().receive(patron_msg("23", "1", DEMO_PIN)), Close)
+    assert isinstance(session(before_login=True).receive(b"9900802.00"), Dispatch)
+    assert isinstance(session(before_login=True).receive(patron_msg("23", "1", "")), Close)
+
+
+def test_answer_mirrors_error_detection_and_account_dialect() -> None:
+    s = session(terminator="CRLF", charset="utf-8")
+    assert reply(s.receive(trailer(login_msg(), 4), b"\r")).endswith(b"\r\n")
+    request = trailer(b"9900802.00", 5)
+    action = s.receive(request)
+    assert isinstance(action, Dispatch)
+    response = build("98", {"online_status": "Y"}, [("AO", "Bücherei")])
+    data = s.answer(action.message, response)
+    assert data.endswith(b"\r\n") and "Bücherei".encode() in data
+    again = decode(data[:-2], charset="utf-8")
+    assert again.sequence == 5 and again.checksummed
+    # A duplicate (same bytes, with a checksum) replays without dispatching.
+    assert reply(s.receive(request)) == data
+    # 97 replays the last answer; 96 from a client too.
+    assert reply(s.receive(b"97AZFEF5")) == data
+    assert reply(s.receive(b"96AZFEF6")) == data
+    # Without a checksum, a repeat is a new request.
+    plain = s.receive(b"9900802.00")
+    assert isinstance(plain, Dispatch)
+    assert s.answer(plain.message, response).count(b"AZ") == 0
+
+
+def test_bad_input_gets_96() -> None:
+    s = session()
+    s.receive(login_msg())
+    for frame in (b"9900802.00AY1AZ0000", b"XX", b"6", b"63\x00", b"24" + b" " * 40):
+        action = s.receive(frame)
+        assert isinstance(action, Reply) and action.data == RESEND + b"\r"
+
+
+def test_required_error_detection() -> None:
+    s = session(error_detection="required")
+    s.receive(login_msg())
+    assert reply(s.receive(b"9900802.00")) == RESEND + b"\r"
+    assert isinstance(s.receive(trailer(b"9900802.00", 1)), Dispatch)
+    assert isinstance(s.receive(trailer(b"9900802.00")), Dispatch)  # the resend form
+
+
+def test_97_before_anything_is_96() -> None:
+    assert reply(session().receive(b"97AZFEF5")) == RESEND + b"\r"
+
+
+@pytest.mark.parametrize("login", ["selfcheck", "lan"])
+def test_accounts_check(login: str) -> None:
+    table = accounts()
+    from bridge.core.secret import Secret
+
+    found = table.check(
+        login, Secret(f"{'sc' if login == 'selfcheck' else 'lan'}-secret-1"), "127.0.0.1"
+    )
+    assert (found is not None) is (login == "selfcheck")
+    assert table.check("selfcheck", Secret("sc-secret-1"), "::ffff:127.0.0.1") is not None
+    assert table.check("selfcheck", Secret("sc-secret-1"), "not-an-ip") is None
+
+
+@given(st.lists(st.binary(max_size=80), max_size=12), st.booleans())
+def test_property_receive_never_raises(frames: list[bytes], before_login: bool) -> None:
+    s = session(before_login)
+    if before_login:
+        s.receive(login_msg())
+    for frame in frames:
+        action = s.receive(frame)
+        assert action is None or isinstance(action, Reply | Dispatch | Close)
+        if isinstance(action, Dispatch):
+            s.answer(action.message, build("96"))
