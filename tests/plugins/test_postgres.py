@@ -151,7 +151,7 @@ async def test_down_and_stalled_database(hasher: CountingHasher, tmp_path: Path)
             assert await pin_is(store, DEMO_PIN)
             proxy.stall()
             async with asyncio.timeout(30):  # a hang guard, not a timing assertion
-                with pytest.raises(StoreUnavailable, match="timed out|no database connection"):
+                with pytest.raises(StoreUnavailable, match=r"timed out|no database connection"):
                     await store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
                 decision = await authenticator(store).authenticate(
                     ACTIVE.barcode, Secret(DEMO_PIN), ctx()
@@ -210,7 +210,7 @@ async def test_migrations_are_shared_by_hosts(hasher: CountingHasher, tmp_path: 
 
 
 async def test_demo_patrons_load_once(hasher: CountingHasher, tmp_path: Path) -> None:
-    from tests.harness import DEMO_CSV, DEMO
+    from tests.harness import DEMO, DEMO_CSV
 
     with servers.pg_database() as dbname:
         settings = pg_settings(dbname, demo=True, demo_file=str(DEMO_CSV))
