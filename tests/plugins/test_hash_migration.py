@@ -8,6 +8,7 @@ format (the authenticator calls `change_pin` when `needs_rehash`).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -221,8 +222,8 @@ async def test_import_then_rehash_on_login(
 ) -> None:
     csv_text, barcode = exports[ils]
     (tmp_path / "export.csv").write_text(csv_text)
-    dbname = ""
-    with servers.pg_database() if kind == "postgres" else _nothing() as dbname:
+    databases = servers.pg_database() if kind == "postgres" else contextlib.nullcontext("")
+    with databases as dbname:
         config = tmp_path / "bridge.toml"
         config.write_text(
             harness.base_config(tmp_path, store=store_section(kind, tmp_path, dbname))
@@ -253,14 +254,6 @@ async def test_import_then_rehash_on_login(
         finally:
             await store.aclose()
             hasher.close()
-
-
-class _nothing:  # noqa: N801 - reads like the context manager it stands in for
-    def __enter__(self) -> str:
-        return ""
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def test_exports_carry_standing(exports: dict[str, tuple[str, str]]) -> None:
