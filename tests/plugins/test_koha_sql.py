@@ -178,6 +178,9 @@ async def test_config_keys(tmp_path: Path) -> None:
     bad = loads('[store]\nplugin = "koha-sql"\ndatabse = "koha"\n', source="b.toml")
     with pytest.raises(ConfigError, match=r"b.toml: store.databse: unknown key"):
         store_settings(bad)
+    bad = loads('[store]\nplugin = "koha-sql"\nemail_columns = ["phone"]\n', source="b.toml")
+    with pytest.raises(ConfigError, match=r"store.email_columns"):
+        store_settings(bad)
 
 
 def test_fixture_hashes_look_like_kohas() -> None:
