@@ -230,7 +230,7 @@ class SmtpServer:
         )
         if ok:
             self.inbox.logins.append(SMTP_USER)
-        return AuthResult(success=ok)
+        return AuthResult(success=ok, handled=False)  # False: aiosmtpd answers 535
 
     def __enter__(self) -> SmtpServer:
         self.controller.start()

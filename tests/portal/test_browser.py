@@ -3,8 +3,10 @@ whose reset emails go to a real SMTP server (aiosmtpd, STARTTLS and AUTH require
 
 One patron's whole story: sign in, fail the PIN policy, change the PIN, sign out, ask for a
 reset link, read the email, follow the link, set a new PIN, see the link refused the second
-time, sign in with the new PIN. A POST without its CSRF token is refused. Every page is kept as
-a screenshot under tests/artifacts/portal/.
+time, sign in with the new PIN, on the pages and over LDAP (a simple bind, with ldap3) against
+the same daemon: a PIN changed on the pages is at once the only PIN any protocol accepts.
+A POST without its CSRF token is refused. Every page is kept as a screenshot under
+tests/artifacts/portal/.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import ldap3
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
@@ -53,6 +56,9 @@ listen = "127.0.0.1:{port}"
 base_url = "{base}"
 library_name = "Riverside Public Library"
 
+[ldap]
+listen = ["127.0.0.1:0"]
+
 [smtp]
 host = "127.0.0.1"
 port = {smtp.port}
@@ -80,6 +86,16 @@ def browser() -> Iterator[Browser]:
             instance.close()
 
 
+def ldap_bind(daemon: Daemon, barcode: str, pin: str) -> bool:
+    host, port = daemon.address("ldap")
+    dn = f"uid={barcode},ou=patrons,dc=library,dc=example"
+    connection = ldap3.Connection(ldap3.Server(host, port=port), user=dn, password=pin)
+    try:
+        return bool(connection.bind())
+    finally:
+        connection.unbind()
+
+
 def shot(page: Page, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
@@ -95,6 +111,7 @@ def test_patron_changes_and_resets_pin_in_a_browser(
     daemon: tuple[Daemon, str], smtp: SmtpServer, browser: Browser
 ) -> None:
     bridge, base = daemon
+    assert ldap_bind(bridge, ACTIVE, DEMO_PIN)  # now in the verified cache too
     context = browser.new_context(locale="en-US")
     page = context.new_page()
 
@@ -132,6 +149,8 @@ def test_patron_changes_and_resets_pin_in_a_browser(
     page.get_by_role("button", name="Change PIN").click()
     expect(page.get_by_role("status")).to_contain_text("Your PIN has been changed")
     shot(page, "05-pin-changed")
+    assert ldap_bind(bridge, ACTIVE, NEW_PIN)
+    assert not ldap_bind(bridge, ACTIVE, DEMO_PIN)  # the cached old PIN was invalidated
     page.get_by_role("link", name="Continue").click()
     page.get_by_role("button", name="Sign out").click()
     expect(page).to_have_url(f"{base}/login?out=1")
@@ -181,6 +200,8 @@ def test_patron_changes_and_resets_pin_in_a_browser(
     page.get_by_role("button", name="Sign in").click()
     expect(page).to_have_url(f"{base}/account")
     context.close()
+    assert ldap_bind(bridge, ACTIVE, OTHER_PIN)
+    assert not ldap_bind(bridge, ACTIVE, NEW_PIN)
 
     events = [e["event"] for e in bridge.audit_events()]
     for name in ("auth", "pin_changed", "reset_requested", "pin_reset", "csrf_refused"):
