@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
+from bridge.core.store import Capability
 from bridge.portal.web import CSP
 from tests.harness import DEMO, UNKNOWN
 from tests.pins import DEMO_PIN, NEW_PIN, OTHER_PIN, WRONG_PIN
-from tests.portal.support import CSRF, Env
+from tests.portal.support import CSRF, PORTAL_SECTION, Env, make_config, open_env
 
 ACTIVE = DEMO["active"]
 
@@ -191,3 +193,32 @@ def test_library_name_and_labels(env: Env) -> None:
 def test_oversized_body_refused(env: Env) -> None:
     response = env.client.post("/login", content=b"x" * 20000)
     assert response.status_code == 413
+
+
+def test_https_base_url_sets_host_prefixed_secure_cookie_and_hsts(tmp_path: Path) -> None:
+    extra = PORTAL_SECTION.replace(
+        'base_url = "http://127.0.0.1:8080"', 'base_url = "https://pins.example.org"'
+    )
+    for env in open_env(tmp_path, make_config(tmp_path, extra)):
+        response = env.client.get("https://pins.example.org/login")
+        cookie = response.headers["set-cookie"]
+        assert cookie.startswith("__Host-session=") and "Secure" in cookie
+        assert response.headers["strict-transport-security"].startswith("max-age=")
+
+
+def test_store_that_cannot_change_pins(tmp_path: Path) -> None:
+    extra = PORTAL_SECTION.replace(
+        "[[portal.help_links]]",
+        'external_pin_url = "https://catalogue.example.org/pin"\n[[portal.help_links]]',
+        1,
+    )
+    for env in open_env(tmp_path, make_config(tmp_path, extra)):
+        store = env.core.store
+        store.capabilities = store.capabilities - {Capability.CHANGE_PIN, Capability.RESET_TOKENS}
+        account = env.login(ACTIVE, DEMO_PIN).text
+        assert 'href="/pin"' not in account
+        assert "changed in its catalogue" in account
+        assert "https://catalogue.example.org/pin" in account
+        assert "changed in its catalogue" in env.client.get("/pin").text
+        forgot = env.client.get("/forgot").text
+        assert "photo ID to any branch" in forgot and 'action="/forgot"' not in forgot
