@@ -175,7 +175,7 @@ def _escape(value: bytes) -> str:
     out = []
     for b in value:
         c = chr(b)
-        if c in "*()\\" or b < 0x20 or b > 0x7E:
+        if c in "*()\\ " or b < 0x20 or b > 0x7E:  # spaces too: string parsers strip them
             out.append(f"\\{b:02x}")
         else:
             out.append(c)
