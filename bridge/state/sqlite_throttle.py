@@ -91,6 +91,8 @@ class SqliteThrottleBackend:
         self._writer.submit(lambda: None).result()
 
     def close(self) -> None:
+        if self._conn is None:  # already closed (`lockout clear` closes early to flush)
+            return
         self.flush()
         if self._conn is not None:
             conn, self._conn = self._conn, None
