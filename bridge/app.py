@@ -67,9 +67,18 @@ def pin_policy(config: Config) -> PinPolicy:
     return PinPolicy(p.min_length, p.max_length, p.forbid_repeats, blocklist)
 
 
-def throttle_backend(config: Config) -> ThrottleBackend:
+def throttle_backend(config: Config, store: Store | None = None) -> ThrottleBackend:
     if config.throttle.state == "memory":
         return MemoryBackend()
+    if config.throttle.state == "store":  # shared by every host on that store (postgres)
+        make = getattr(store, "throttle_backend", None)
+        if make is None:
+            raise ConfigError(
+                f"{config.source}: throttle.state: the {config.store_plugin} store cannot keep "
+                "throttle counters"
+            )
+        backend: ThrottleBackend = make()
+        return backend
     from bridge.state.sqlite_throttle import SqliteThrottleBackend
 
     return SqliteThrottleBackend(config.path(config.throttle.path))
@@ -135,7 +144,7 @@ async def open_core(config: Config) -> Core:
         hasher.close()
         raise
     audit = Audit(config.audit.barcode, hash_key=hasher.derived_key("audit-barcode"))
-    throttle = Throttle(throttle_rules(config), throttle_backend(config))
+    throttle = Throttle(throttle_rules(config), throttle_backend(config, store))
     authenticator = Authenticator(
         store,
         throttle=throttle,

@@ -53,7 +53,7 @@ class PinSettings(Section, frozen=True):
 
 
 class ThrottleSettings(Section, frozen=True):
-    state: Literal["sqlite", "memory"] = "sqlite"
+    state: Literal["sqlite", "memory", "store"] = "sqlite"  # "store": the store's database
     path: str = "var/throttle.db"
     card_free_failures: Annotated[int, msgspec.Meta(ge=0)] = 5
     card_delay_base: Annotated[float, msgspec.Meta(ge=0)] = 1.0

@@ -22,8 +22,10 @@ Stores never hash: the core's `PinHasher` arrives in `StoreServices`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -32,6 +34,7 @@ import msgspec
 import psycopg
 import psycopg.conninfo
 import psycopg_pool
+import structlog
 from psycopg import sql
 
 from bridge.core.patron import Patron
@@ -48,9 +51,11 @@ from bridge.core.store import (
     UnknownPatron,
     Verification,
 )
+from bridge.core.throttle import Counter
 from bridge.settings import Port, Section
 
 T = TypeVar("T")
+log = structlog.get_logger("plugins.postgres")
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 
 Seconds = Annotated[float, msgspec.Meta(gt=0, le=600)]
@@ -273,6 +278,16 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX reset_tokens_barcode ON reset_tokens (barcode);
     """,
+    # 2: throttle counters, for `[throttle] state = "store"` (shared by every bridge host)
+    """
+    CREATE TABLE throttle_counters (
+        key           text PRIMARY KEY,
+        failures      integer NOT NULL,
+        last_failure  double precision NOT NULL,
+        blocked_until double precision NOT NULL,
+        locked        boolean NOT NULL
+    );
+    """,
 ]
 
 # Any fixed 64-bit number; every bridge host agrees on it.
@@ -376,9 +391,14 @@ class PostgresStore:
         }
     )
 
-    def __init__(self, db: PgPool, hasher: PinHasher) -> None:
+    def __init__(self, db: PgPool, hasher: PinHasher, dsn: str = "") -> None:
         self.db = db
         self.hasher = hasher
+        self._dsn = dsn
+
+    def throttle_backend(self) -> PostgresThrottleBackend:
+        """Throttle counters in this database (`[throttle] state = "store"`)."""
+        return PostgresThrottleBackend(self._dsn)
 
     # -- Store ------------------------------------------------------------------------------
     async def _lookup_row(self, barcode: str) -> tuple[Patron, str | None] | None:
@@ -565,15 +585,103 @@ class PostgresStore:
         return await self.db.run(peek, "peek token")
 
 
+class PostgresThrottleBackend:
+    """Throttle counters kept in the store's database, written behind on one thread.
+
+    The core keeps counters in memory (a check is a dict lookup) and hands every change to
+    `save`, which queues it for a single writer thread with its own blocking connection, so the
+    event loop never waits and writes stay ordered. `load` reads every counter once at start:
+    a card locked on any bridge host is still locked after a restart of any host. Counters are
+    not read live across hosts (each host's memory is authoritative between starts).
+
+    A write that fails (database down) is logged and dropped; the in-memory counter still
+    holds, and the next write reconnects.
+    """
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="throttle-pg")
+        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        self._closed = False
+
+    def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = psycopg.connect(self._dsn, autocommit=True)
+        return self._conn
+
+    def load(self) -> dict[str, Counter]:
+        def read() -> dict[str, Counter]:
+            rows = (
+                self._connection()
+                .execute(
+                    "SELECT key, failures, last_failure, blocked_until, locked "
+                    "FROM throttle_counters"
+                )
+                .fetchall()
+            )
+            return {r[0]: Counter(r[1], r[2], r[3], bool(r[4])) for r in rows}
+
+        try:
+            return self._writer.submit(read).result()
+        except psycopg.Error as exc:
+            raise StoreUnavailable(
+                f"postgres: cannot read throttle counters: {_short(exc)}"
+            ) from None
+
+    def save(self, key: str, counter: Counter | None) -> None:
+        if self._closed:
+            return
+        snapshot = None if counter is None else dataclasses.replace(counter)
+        self._writer.submit(self._save, key, snapshot)
+
+    def _save(self, key: str, counter: Counter | None) -> None:
+        try:
+            conn = self._connection()
+            if counter is None:
+                conn.execute("DELETE FROM throttle_counters WHERE key = %s", (key,))
+                return
+            conn.execute(
+                "INSERT INTO throttle_counters (key, failures, last_failure, blocked_until, "
+                "locked) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (key) DO UPDATE SET "
+                "failures = EXCLUDED.failures, last_failure = EXCLUDED.last_failure, "
+                "blocked_until = EXCLUDED.blocked_until, locked = EXCLUDED.locked",
+                (
+                    key,
+                    counter.failures,
+                    counter.last_failure,
+                    counter.blocked_until,
+                    counter.locked,
+                ),
+            )
+        except psycopg.Error as exc:
+            log.warning("throttle_write_failed", error=_short(exc))
+            if self._conn is not None and not self._conn.closed:
+                self._conn.close()
+
+    def flush(self) -> None:
+        """Wait until every queued write has been tried."""
+        self._writer.submit(lambda: None).result()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.flush()
+        if self._conn is not None:
+            self._writer.submit(self._conn.close).result()
+        self._writer.shutdown(wait=True)
+
+
 def _aware(value: dt.datetime) -> dt.datetime:
     """Naive datetimes from callers are UTC (as the SQLite store stores them)."""
     return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
 async def open_store(settings: PostgresSettings, services: StoreServices) -> PostgresStore:
-    db = PgPool("postgres", settings, conninfo(settings, services.base_dir))
+    dsn = conninfo(settings, services.base_dir)
+    db = PgPool("postgres", settings, dsn)
     await db.open()
-    store = PostgresStore(db, services.hasher)
+    store = PostgresStore(db, services.hasher, dsn)
     try:
         if settings.migrate:
 

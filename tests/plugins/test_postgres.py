@@ -257,3 +257,55 @@ def test_config_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bad = loads('[store]\nplugin = "postgres"\nsslmode = "sometimes"\n', source="b.toml")
     with pytest.raises(ConfigError, match=r"store.sslmode"):
         store_settings(bad)
+
+
+async def test_throttle_counters_in_the_store(
+    pg: Opened, hasher: CountingHasher, tmp_path: Path
+) -> None:
+    """`[throttle] state = "store"`: a lock set through one host survives into another."""
+    from bridge.core.throttle import Throttle, ThrottleRules
+
+    store = pg.store
+    assert isinstance(store, PostgresStore)
+    rules = ThrottleRules(card_free_failures=1, card_lock_after=3)
+    backend = store.throttle_backend()
+    throttle = Throttle(rules, backend)
+    for now in (1000.0, 1001.0, 1002.0):
+        throttle.record_failure(ACTIVE.barcode, "192.0.2.9", now)
+    assert throttle.card_locked(ACTIVE.barcode, 1003.0)
+    backend.flush()
+    other_host = await open_plugin("postgres", pg_settings(pg.dbname), hasher, tmp_path)
+    try:
+        other_backend = other_host.throttle_backend()
+        restored = Throttle(rules, other_backend)
+        assert restored.card_locked(ACTIVE.barcode, 1003.0)
+        restored.clear(ACTIVE.barcode)
+        other_backend.close()
+    finally:
+        await other_host.aclose()
+    throttle.close()
+    again = Throttle(rules, store.throttle_backend())
+    assert not again.card_locked(ACTIVE.barcode, 1003.0)
+    again.close()
+
+
+async def test_throttle_state_store_through_the_config(pg: Opened, tmp_path: Path) -> None:
+    from bridge.app import open_core
+    from plugins.postgres import PostgresThrottleBackend
+    from tests import harness
+
+    store = (
+        f'[store]\nplugin = "postgres"\nhost = "{servers.PG_HOST}"\nport = {servers.PG_PORT}\n'
+        f'dbname = "{pg.dbname}"\nuser = "postgres"\n'
+    )
+    text = harness.base_config(tmp_path, store=store).replace(
+        "[throttle]\n", '[throttle]\nstate = "store"\n'
+    )
+    core = await open_core(loads(text, base_dir=tmp_path))
+    try:
+        assert isinstance(core.throttle.backend, PostgresThrottleBackend)
+    finally:
+        await core.aclose()
+    sqlite = harness.base_config(tmp_path).replace("[throttle]\n", '[throttle]\nstate = "store"\n')
+    with pytest.raises(ConfigError, match=r"throttle\.state"):
+        await open_core(loads(sqlite, base_dir=tmp_path))
