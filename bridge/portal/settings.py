@@ -27,6 +27,16 @@ class HelpLink(Section, frozen=True):
     lang: Language | None = None
 
 
+class PortalPolicy(PolicySettings, frozen=True):
+    """Which patron states may still sign in to manage their PIN. An expired card or one with
+    fines can still change its PIN (the patron may need it at the desk to renew or pay); a
+    blocked card (e.g. reported lost) cannot. Keys left out keep these defaults."""
+
+    allow_expired: bool = True
+    allow_blocked: bool = False
+    fines_limit: Annotated[float, msgspec.Meta(ge=0)] | None = None
+
+
 class PortalSettings(Section, frozen=True):
     listen: str = "127.0.0.1:8080"
     base_url: str = "http://127.0.0.1:8080"
@@ -49,11 +59,7 @@ class PortalSettings(Section, frozen=True):
     trusted_proxies: list[str] = msgspec.field(default_factory=list)
     tls_cert: str | None = None  # serve HTTPS directly (else put a TLS proxy in front)
     tls_key: str | None = None
-    # Which patron states may still sign in to manage their PIN. An expired card or one with
-    # fines can still change its PIN; a blocked (e.g. lost) card cannot.
-    policy: PolicySettings = PolicySettings(
-        allow_expired=True, allow_blocked=False, fines_limit=None
-    )
+    policy: PortalPolicy = PortalPolicy()
 
     @property
     def secure(self) -> bool:

@@ -56,3 +56,10 @@ def test_errors_name_the_key(tmp_path: Path, extra: str, message: str) -> None:
 def test_https_base_url_makes_cookies_secure(tmp_path: Path) -> None:
     config = make_config(tmp_path, "[portal]\nbase_url = 'https://pins.library.example.org'\n")
     assert config.portal is not None and config.portal.secure
+
+
+def test_partial_portal_policy_keeps_portal_defaults(tmp_path: Path) -> None:
+    config = make_config(tmp_path, "[portal]\n[portal.policy]\nallow_blocked = true\n")
+    assert config.portal is not None
+    policy = config.portal.policy.client_policy()
+    assert policy.allow_blocked and policy.allow_expired and policy.fines_limit is None
