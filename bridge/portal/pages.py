@@ -15,7 +15,6 @@ from bridge.core.patron import Context
 from bridge.core.secret import Secret
 from bridge.core.store import StoreUnavailable
 from bridge.portal import answers
-from bridge.portal.mail import changed_message
 from bridge.portal.state import Portal
 from bridge.portal.visit import Visit
 
@@ -113,7 +112,7 @@ async def modify_pin(request: Request) -> Response:
         # The core ended every session of this patron (on_invalidate); this browser gets a new
         # one, so only the patron's other devices are signed out.
         visit.sign_in(barcode)
-        await _notify_changed(visit, barcode)
+        portal.notify_changed(barcode, visit.t, "pin_changed")
         return visit.render("done.html", title="pin.title", message="pin.changed", next="/account")
     if result.policy is not None:
         return visit.render("pin.html", errors={"new_pin": visit.policy_text(result.policy)})
@@ -125,23 +124,6 @@ async def modify_pin(request: Request) -> Response:
         visit.sign_out()
         return visit.render("login.html", barcode="", error="login.locked", notice=None)
     return visit.render("pin.html", errors={field: visit.t(key)})
-
-
-async def _notify_changed(visit: Visit, barcode: str) -> None:
-    try:
-        patron = await visit.portal.authenticator.lookup(barcode)
-    except StoreUnavailable:
-        return
-    if patron is None or not patron.email or not visit.portal.mail_enabled:
-        return
-    message = changed_message(
-        visit.t,
-        sender=visit.portal.sender,
-        to=patron.email,
-        name=patron.given_name or patron.name,
-        library=visit.portal.settings.library_name,
-    )
-    visit.portal.spawn(visit.portal.send_mail(message, "pin_changed"))
 
 
 async def logout(request: Request) -> Response:

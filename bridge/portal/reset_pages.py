@@ -18,7 +18,7 @@ from starlette.responses import Response
 from bridge.core.patron import Outcome
 from bridge.core.secret import Secret
 from bridge.portal.i18n import Translator
-from bridge.portal.mail import changed_message, reset_message
+from bridge.portal.mail import reset_message
 from bridge.portal.pages import portal_of, refused_form
 from bridge.portal.state import Portal, log
 from bridge.portal.visit import Visit
@@ -89,15 +89,8 @@ async def reset(request: Request) -> Response:
         )
     result, patron = await portal.reset.redeem(token, new, again, source=visit.source)
     if result.ok:
-        if patron is not None and patron.email and portal.mail_enabled:
-            notice = changed_message(
-                visit.t,
-                sender=portal.sender,
-                to=patron.email,
-                name=patron.given_name or patron.name,
-                library=portal.settings.library_name,
-            )
-            portal.spawn(portal.send_mail(notice, "pin_reset"))
+        if patron is not None:
+            portal.notify_changed(patron.barcode, visit.t, "pin_reset")
         visit.sign_out()  # a reset ends sessions; the patron signs in normally with the new PIN
         return visit.render("done.html", title="reset.title", message="reset.done", next="/login")
     if result.policy is not None:

@@ -24,10 +24,10 @@ import structlog
 from bridge.core.auth import Authenticator
 from bridge.core.patron import ClientPolicy
 from bridge.core.reset import ResetTokens
-from bridge.core.store import Capability
+from bridge.core.store import Capability, StoreUnavailable
 from bridge.portal.i18n import Translator, load_catalogs
 from bridge.portal.limits import WindowLimiter
-from bridge.portal.mail import Mailer, MailError
+from bridge.portal.mail import Mailer, MailError, changed_message
 from bridge.portal.sessions import SessionStore
 from bridge.portal.settings import Language, PortalSettings
 
@@ -133,6 +133,28 @@ class Portal:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def notify_changed(self, barcode: str, t: Translator, kind: str) -> None:
+        """Mail the patron that their PIN changed (someone else may have done it), after the
+        page has answered."""
+        if self.mail_enabled:
+            self.spawn(self._notify_changed(barcode, t, kind))
+
+    async def _notify_changed(self, barcode: str, t: Translator, kind: str) -> None:
+        try:
+            patron = await self.authenticator.lookup(barcode)
+        except StoreUnavailable:
+            return
+        if patron is None or not patron.email:
+            return
+        message = changed_message(
+            t,
+            sender=self.sender,
+            to=patron.email,
+            name=patron.given_name or patron.name,
+            library=self.settings.library_name,
+        )
+        await self.send_mail(message, kind)
 
     async def send_mail(self, message: EmailMessage, kind: str) -> None:
         try:
