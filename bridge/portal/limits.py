@@ -31,6 +31,15 @@ class WindowLimiter:
         hits.append(now)
         return True
 
+    def full(self, key: str, now: float) -> bool:
+        """Whether `key` is at its limit now (without counting a request)."""
+        hits = self._hits.get(key)
+        if hits is None:
+            return False
+        while hits and hits[0] <= now - self.window:
+            hits.popleft()
+        return len(hits) >= self.limit
+
     def sweep(self, now: float) -> None:
         horizon = now - self.window
         for key in [k for k, hits in self._hits.items() if not hits or hits[-1] <= horizon]:

@@ -73,6 +73,10 @@ async def _send_link(portal: Portal, barcode: str, t: Translator, source: str) -
 async def reset(request: Request) -> Response:
     portal = portal_of(request)
     visit = Visit.of(portal, request)
+    if portal.bad_links.full(visit.source, portal.clock()):
+        return visit.render(
+            "message.html", status=429, title="reset.title", message="forgot.too_many"
+        )
     if request.method == "GET":
         token = request.query_params.get("token", "")
         if not await portal.reset.check(token):
@@ -106,6 +110,7 @@ async def reset(request: Request) -> Response:
 
 
 def _invalid(visit: Visit) -> Response:
+    visit.portal.bad_links.allow(visit.source, visit.portal.clock())
     return visit.render(
         "message.html",
         status=400,

@@ -54,6 +54,9 @@ class PortalSettings(Section, frozen=True):
     reset_requests_per_card: Annotated[int, msgspec.Meta(ge=1)] = 3
     reset_requests_per_source: Annotated[int, msgspec.Meta(ge=1)] = 10
     reset_window_minutes: Annotated[int, msgspec.Meta(ge=1)] = 60
+    # Dead or unknown reset links one address may open per window before it gets HTTP 429
+    # (tokens have 256 bits; this keeps a scanner from costing store lookups).
+    bad_links_per_source: Annotated[int, msgspec.Meta(ge=1)] = 20
     # Proxies whose X-Forwarded-For is believed (else every patron would share the proxy's
     # address, and the per-source limits would lock everyone out together).
     trusted_proxies: list[str] = msgspec.field(default_factory=list)

@@ -68,6 +68,7 @@ class Portal:
     sessions: SessionStore
     per_card: WindowLimiter
     per_source: WindowLimiter
+    bad_links: WindowLimiter
     logo: Logo | None = None
     mail_enabled: bool = True  # False without an [smtp] section: no reset emails at all
     clock: Callable[[], float] = time.time
@@ -109,6 +110,7 @@ class Portal:
             ),
             per_card=WindowLimiter(settings.reset_requests_per_card, window),
             per_source=WindowLimiter(settings.reset_requests_per_source, window),
+            bad_links=WindowLimiter(settings.bad_links_per_source, window),
             logo=logo,
             mail_enabled=mail_enabled,
             clock=clock,

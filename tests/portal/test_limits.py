@@ -18,3 +18,11 @@ def test_memory_stays_bounded() -> None:
     for i in range(1000):
         limiter.allow(str(i), float(i))
     assert len(limiter) <= 100
+
+
+def test_full_does_not_count() -> None:
+    limiter = WindowLimiter(limit=1, window=10)
+    assert not limiter.full("a", 0)
+    assert not limiter.full("a", 0)
+    limiter.allow("a", 0)
+    assert limiter.full("a", 5) and not limiter.full("a", 10)

@@ -172,3 +172,11 @@ def test_demo_pin_never_on_a_page(env: Env) -> None:
     link = wait_link(env)
     page = env.client.get(link.replace("http://127.0.0.1:8080", "")).text
     assert DEMO_PIN not in page
+
+
+def test_scanning_reset_links_is_limited_per_source(env: Env) -> None:
+    for i in range(20):
+        assert env.client.get(f"/reset?token=guess{i:04d}").status_code == 400
+    assert env.client.get("/reset?token=guess-more").status_code == 429
+    env.clock.now += 3601
+    assert env.client.get("/reset?token=guess-again").status_code == 400
