@@ -174,6 +174,11 @@ FIXED_END: Final[dict[str, int]] = {
     code: 2 + sum(length for _, length in layout) for code, layout in LAYOUTS.items()
 }
 
+#: The fixed-field names of each message, for validating `build` cheaply.
+FIXED_NAMES: Final[dict[str, frozenset[str]]] = {
+    code: frozenset(name for name, _ in layout) for code, layout in LAYOUTS.items()
+}
+
 #: Request code → response code, for every request a client can send.
 RESPONSE_CODE: Final[dict[str, str]] = {
     "93": "94",
@@ -276,10 +281,9 @@ def build(
     if layout is None:
         raise UnknownMessage("unknown message code")
     given = fixed or {}
-    for name in given:
-        if not any(name == n for n, _ in layout):
-            raise ProtocolError(f"message {code} has no fixed field {name!r}")
-    values = {name: given.get(name, " " * length) for name, length in layout}
+    if not FIXED_NAMES[code].issuperset(given):
+        raise ProtocolError(f"message {code} has a fixed field it does not define")
+    values = {name: given.get(name) or " " * length for name, length in layout}
     return Message(code, values, list(fields))
 
 
@@ -301,11 +305,8 @@ _HEX: Final = frozenset(b"0123456789abcdefABCDEF")
 _DIGITS: Final = frozenset(b"0123456789")
 
 
-@dataclass(frozen=True, slots=True)
-class _Trailer:
-    body_end: int  # where the message body ends (start of AY or AZ)
-    sequence: int | None
-    checksummed: bool
+#: (where the body ends, the AY digit or None, whether an AZ was present and verified)
+_Trailer = tuple[int, int | None, bool]
 
 
 def _trailer(frame: bytes, fixed_end: int) -> _Trailer:
@@ -321,7 +322,7 @@ def _trailer(frame: bytes, fixed_end: int) -> _Trailer:
         if at < fixed_end or frame[at : at + 2] != b"AZ":
             continue
         hexpart = frame[at + 2 :]
-        if not all(b in _HEX for b in hexpart):
+        if not hexpart.isalnum() or not _HEX.issuperset(hexpart):
             continue
         sequence: int | None = None
         start = at
@@ -332,16 +333,26 @@ def _trailer(frame: bytes, fixed_end: int) -> _Trailer:
             continue
         if not checksum_ok(frame[: at + 2], int(hexpart, 16)):
             raise ChecksumError("checksum mismatch")
-        return _Trailer(start, sequence, True)
+        return (start, sequence, True)
     # No checksum; an AY alone (error detection half-on) is still read and echoed.
     if n - 3 >= fixed_end and frame[n - 3 : n - 1] == b"AY" and frame[n - 1] in _DIGITS:
         start = n - 3
         if start == fixed_end or frame[start - 1] == 0x7C:
-            return _Trailer(start, frame[n - 1] - 48, False)
-    return _Trailer(n, None, False)
+            return (start, frame[n - 1] - 48, False)
+    return (n, None, False)
 
 
 # --- decoding -------------------------------------------------------------------------------
+
+
+#: Wire code → (code, fixed-field spans (name, start, end), where variable fields start).
+_DECODE: Final[dict[bytes, tuple[str, tuple[tuple[str, int, int], ...], int]]] = {}
+for _code, _layout in LAYOUTS.items():
+    _spans, _pos = [], 2
+    for _name, _length in _layout:
+        _spans.append((_name, _pos, _pos + _length))
+        _pos += _length
+    _DECODE[_code.encode("ascii")] = (_code, tuple(_spans), _pos)
 
 
 def decode(frame: bytes, *, charset: Charset = "cp850") -> Message:
@@ -352,38 +363,28 @@ def decode(frame: bytes, *, charset: Charset = "cp850") -> Message:
     control characters). Unknown variable fields are kept (callers ignore what they do not
     need); empty pieces between `|` are skipped; a missing final `|` is fine.
     """
-    if len(frame) < 2:
-        raise ProtocolError("message too short")
-    try:
-        code = frame[:2].decode("ascii")
-    except UnicodeDecodeError:
-        raise UnknownMessage("unknown message code") from None
-    layout = LAYOUTS.get(code)
-    if layout is None:
+    spec = _DECODE.get(frame[:2])
+    if spec is None:
+        if len(frame) < 2:
+            raise ProtocolError("message too short")
         raise UnknownMessage("unknown message code")
-    fixed_end = FIXED_END[code]
+    code, spans, fixed_end = spec
     if len(frame) < fixed_end:
         raise ProtocolError(f"message {code} shorter than its fixed part")
-    trailer = _trailer(frame, fixed_end)
+    body_end, sequence, checksummed = _trailer(frame, fixed_end)
+    body = frame[:body_end]
     try:
-        text = frame[: trailer.body_end].decode(charset)
+        # ASCII is a subset of every charset we speak, and its codec is the fast one.
+        text = body.decode("ascii") if body.isascii() else body.decode(charset)
     except UnicodeDecodeError:
         raise ProtocolError(f"message {code} is not valid {charset}") from None
     if not text.isprintable():
         raise ProtocolError(f"message {code} contains control characters")
     if len(text) < fixed_end:  # a multi-byte charset can shorten the text
         raise ProtocolError(f"message {code} shorter than its fixed part")
-    values: dict[str, str] = {}
-    pos = 2
-    for name, length in layout:
-        values[name] = text[pos : pos + length]
-        pos += length
-    fields: list[tuple[str, str]] = []
-    if pos < len(text):
-        for piece in text[pos:].split("|"):
-            if len(piece) >= 2:
-                fields.append((piece[:2], piece[2:]))
-    return Message(code, values, fields, trailer.sequence, trailer.checksummed)
+    values = {name: text[a:b] for name, a, b in spans}
+    fields = [(p[:2], p[2:]) for p in text[fixed_end:].split("|") if len(p) >= 2]
+    return Message(code, values, fields, sequence, checksummed)
 
 
 # --- encoding -------------------------------------------------------------------------------
@@ -415,26 +416,88 @@ def encode(
 ) -> bytes:
     """Serialise a message: fixed fields padded or cut to width, every variable field followed
     by `|`, then `AY<sequence>` when given and `AZ<checksum>` when asked, then the terminator.
-    The checksum is computed over the encoded bytes exactly as they are sent."""
-    layout = LAYOUTS.get(message.code)
+    The checksum is computed over the encoded bytes exactly as they are sent.
+
+    Every response passes through here, so the common case (no value needs cleaning, ASCII
+    text) costs one join, one count and one ASCII encode.
+    """
+    code = message.code
+    layout = LAYOUTS.get(code)
     if layout is None:
         raise UnknownMessage("unknown message code")
-    parts = [message.code]
     fixed = message.fixed
+    head = [code]
     for name, length in layout:
         value = fixed.get(name, "")
         if len(value) != length:
             value = value[:length].ljust(length)
-        parts.append(clean(value))
-    for tag, value in message.fields:
-        parts.append(tag)
-        parts.append(clean(value))
-        parts.append("|")
+        head.append(value)
+    fields = message.fields
+    text = "".join(head) + "".join([tag + value + "|" for tag, value in fields])
+    if text.count("|") != len(fields) or "\r" in text or "\n" in text:
+        text = clean("".join(head)) + "".join([tag + clean(value) + "|" for tag, value in fields])
     if sequence is not None:
-        parts.append(f"AY{sequence % 10}")
+        text += f"AY{sequence % 10}"
     if checksum:
-        parts.append("AZ")
-    data = _to_bytes("".join(parts), charset)
+        text += "AZ"
+    data = text.encode("ascii") if text.isascii() else _to_bytes(text, charset)
+    if checksum:
+        data += _checksum_bytes(data)
+    return data + terminator
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A message with its variable fields already serialised (cleaned, `|`-terminated).
+
+    For answers that repeat with only a fixed field changing: the same patron's 64 every few
+    seconds differs only in its transaction date (and the mirrored AY/AZ), so a server can
+    keep the template and pay only for the fixed part, the trailer and the checksum.
+    """
+
+    code: str
+    fixed: dict[str, str]
+    variable: str
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A template plus this use's fixed-field values: what a server hands to its session to
+    encode (with the request's AY/AZ mirrored) instead of a whole `Message`."""
+
+    template: Template
+    changes: dict[str, str]
+
+
+def template(message: Message) -> Template:
+    """Freeze a message's variable part (`encode_template` fills the fixed part per use)."""
+    variable = "".join([tag + clean(value) + "|" for tag, value in message.fields])
+    return Template(message.code, dict(message.fixed), variable)
+
+
+def encode_template(
+    tpl: Template,
+    changes: Mapping[str, str],
+    *,
+    sequence: int | None = None,
+    checksum: bool = False,
+    charset: Charset = "cp850",
+    terminator: bytes = b"\r",
+) -> bytes:
+    """`encode` for a template, with `changes` overriding fixed fields (e.g. the date)."""
+    head = [tpl.code]
+    fixed = tpl.fixed
+    for name, length in LAYOUTS[tpl.code]:
+        value = changes.get(name) or fixed.get(name, "")
+        if len(value) != length:
+            value = value[:length].ljust(length)
+        head.append(value)
+    text = clean("".join(head)) + tpl.variable
+    if sequence is not None:
+        text += f"AY{sequence % 10}"
+    if checksum:
+        text += "AZ"
+    data = text.encode("ascii") if text.isascii() else _to_bytes(text, charset)
     if checksum:
         data += _checksum_bytes(data)
     return data + terminator
@@ -561,4 +624,4 @@ def parse_date(text: str) -> dt.datetime | None:
 
 def sip_day(day: dt.date) -> str:
     """A date-only value (PA expiry) as `YYYYMMDD`."""
-    return day.strftime("%Y%m%d")
+    return f"{day.year:04d}{day.month:02d}{day.day:02d}"

@@ -22,7 +22,15 @@ from bridge.core.store import Capability, NotSupported, StoreUnavailable
 from bridge.services import Services
 from bridge.sip2 import answers
 from bridge.sip2.circulation import Circulation, CirculationContext, refusal
-from bridge.sip2.codec import CIRCULATION_CODES, Message, sip_date, supported_messages
+from bridge.sip2.codec import (
+    CIRCULATION_CODES,
+    Message,
+    Prepared,
+    Template,
+    sip_date,
+    supported_messages,
+    template,
+)
 from bridge.sip2.messages import BlockPatron, EndSession, PatronRequest
 from bridge.sip2.session import Account, Session
 from bridge.sip2.settings import Sip2Settings
@@ -32,6 +40,8 @@ log = structlog.get_logger("bridge.sip2")
 #: Requests the bridge itself always answers.
 OWN_CODES = frozenset({"23", "63", "99", "97", "93", "35"})
 HEALTH_TIMEOUT = 3.0
+#: Serialised answers kept for repeat checks of the same patron (bounded; cleared when full).
+TEMPLATE_CACHE = 10_000
 
 
 class Handler:
@@ -59,6 +69,7 @@ class Handler:
         self._health_until = 0.0
         self._online = True
         self._health_lock = asyncio.Lock()
+        self._templates: dict[tuple[object, ...], Template] = {}
 
     # -- helpers ----------------------------------------------------------------------------
     def options(self, account: Account | None) -> answers.AnswerOptions:
@@ -96,7 +107,7 @@ class Handler:
             return self._online
 
     # -- dispatch ---------------------------------------------------------------------------
-    async def dispatch(self, message: Message, session: Session) -> Message:
+    async def dispatch(self, message: Message, session: Session) -> Message | Prepared:
         code = message.code
         if code == "63" or code == "23":
             return await self.patron(message, session)
@@ -120,8 +131,13 @@ class Handler:
         # A circulation request no upstream handles, or 01 on a store that cannot block.
         return refusal(message, sip_date(now), institution)
 
-    async def patron(self, message: Message, session: Session) -> Message:
-        """23/63: the PIN check."""
+    async def patron(self, message: Message, session: Session) -> Message | Prepared:
+        """23/63: the PIN check.
+
+        The serialised answer is cached by everything that shapes it (request code, echoed
+        AA/AO, account, outcome, the patron record, today's date): a self-check asks about
+        the same patron several times a minute, and only the transaction date changes.
+        """
         request = PatronRequest.from_message(message)
         account = session.account
         assert account is not None  # the session dispatches these only after login
@@ -143,9 +159,25 @@ class Handler:
             ).to_message()
         ctx = Context("sip2", account.login, session.source, account.policy)
         decision = await self.authenticator.authenticate(request.barcode, pin, ctx)
-        return answers.check_answer(
-            request, decision, date=date, today=today, policy=account.policy, options=options
-        ).to_message()
+        key = (
+            request.code,
+            request.barcode,
+            request.institution,
+            account.login,
+            decision.outcome,
+            decision.patron,
+            today,
+        )
+        tpl = self._templates.get(key)
+        if tpl is None:
+            answer = answers.check_answer(
+                request, decision, date=date, today=today, policy=account.policy, options=options
+            )
+            tpl = template(answer.to_message())
+            if len(self._templates) >= TEMPLATE_CACHE:
+                self._templates.clear()
+            self._templates[key] = tpl
+        return Prepared(tpl, {"transaction_date": date})
 
     async def status(self, session: Session) -> Message:
         """99 → 98."""

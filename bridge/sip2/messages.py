@@ -199,7 +199,7 @@ class AcsStatus:
 # --- 23 / 63 requests ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built for every PIN check, and frozen init is slow
 class PatronRequest:
     """23 (patron status) or 63 (patron information): the PIN check every vendor sends.
 
@@ -222,18 +222,24 @@ class PatronRequest:
     def from_message(cls, m: Message) -> PatronRequest:
         if m.code not in ("23", "63"):
             raise ProtocolError(f"expected message 23 or 63, got {m.code}")
+        first: dict[str, str] = {}  # one pass: this runs for every PIN check
+        for tag, value in m.fields:
+            if tag not in first:
+                first[tag] = value
         f = m.fixed
+        pin = first.get("AD")
+        terminal = first.get("AC")
         return cls(
             code=m.code,
-            barcode=m.get("AA"),
-            pin=_secret(m, "AD"),
-            institution=m.get("AO"),
-            terminal_password=_secret(m, "AC"),
+            barcode=first.get("AA", ""),
+            pin=None if pin is None else Secret(pin),
+            institution=first.get("AO", ""),
+            terminal_password=None if terminal is None else Secret(terminal),
             language=f["language"],
             date=f["transaction_date"],
             summary=f.get("summary", "          "),
-            start_item=m.get("BP"),
-            end_item=m.get("BQ"),
+            start_item=first.get("BP", ""),
+            end_item=first.get("BQ", ""),
         )
 
     @property
@@ -378,7 +384,7 @@ class PatronResponse:
         if self.category:
             fields.append(("PC", self.category))
         fields.extend(("AF", text) for text in self.screen_messages)
-        return build(self.code, fixed, fields)
+        return Message(self.code, fixed, fields)  # every fixed name is set above
 
 
 # --- 35 / 36, 01 -----------------------------------------------------------------------------

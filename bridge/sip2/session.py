@@ -27,9 +27,11 @@ from bridge.sip2.codec import (
     Charset,
     ChecksumError,
     Message,
+    Prepared,
     ProtocolError,
     decode,
     encode,
+    encode_template,
 )
 from bridge.sip2.messages import LoginRequest, LoginResponse
 from bridge.sip2.settings import Sip2Account
@@ -185,17 +187,29 @@ class Session:
         self._pending = frame
         return Dispatch(message)
 
-    def answer(self, request: Message, response: Message) -> bytes:
+    def answer(self, request: Message, response: Message | Prepared) -> bytes:
         """Encode a response mirroring the request's error detection; remember it for 97 and
         for duplicate replay."""
         account = self.account
-        data = encode(
-            response,
-            sequence=request.sequence,
-            checksum=request.checksummed,
-            charset=self.charset,
-            terminator=account.terminator if account is not None else b"\r",
-        )
+        terminator = account.terminator if account is not None else b"\r"
+        if type(response) is Prepared:
+            data = encode_template(
+                response.template,
+                response.changes,
+                sequence=request.sequence,
+                checksum=request.checksummed,
+                charset=self.charset,
+                terminator=terminator,
+            )
+        else:
+            assert isinstance(response, Message)
+            data = encode(
+                response,
+                sequence=request.sequence,
+                checksum=request.checksummed,
+                charset=self.charset,
+                terminator=terminator,
+            )
         self._remember(request, data)
         return data
 

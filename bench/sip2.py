@@ -1,0 +1,173 @@
+"""SIP2 benchmark: the two ways vendors use a SIP2 server, against the real daemon.
+
+1. Self-check pattern: a few persistent connections, each sending 63 (patron information with a
+   PIN) and waiting for the 64 before the next (no pipelining, as real clients do). The demo
+   patron's PIN is verified once, so this measures the cached path: framing, checksum, decode,
+   throttle and cache lookups, the audit line, the 64 and its checksum, the socket write.
+   Goal: under 40 µs of server CPU per 63.
+2. Discovery-layer pattern (Palace/NYPL): a new TCP connection per patron login: connect, 93,
+   63, 35, close. One "request" is one whole login.
+
+The server is pinned to core 0 and the load generator to core 1 when there are two cores;
+loopback only; bounded by REQUESTS and SECONDS per scenario. No reference SIP2 server is
+packaged for Debian (Koha's SIPServer needs a whole Koha), so the bridge runs alone; the report
+says so.
+
+    python -m bench sip2
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import CpuMeter, Result, pin_to_core, report
+from bridge.sip2.codec import checksum
+
+BARCODE = "21234000000001"
+PIN = "5961"  # the demo patrons' PIN (tests/pins.py DEMO_PIN); never printed
+REQUESTS = int(os.environ.get("BENCH_SIP2_REQUESTS", "40000"))
+LOGINS = int(os.environ.get("BENCH_SIP2_LOGINS", "4000"))
+SECONDS = float(os.environ.get("BENCH_SIP2_SECONDS", "15"))
+CONNECTIONS = 4
+SERVER_CORE, CLIENT_CORE = 0, 1
+
+SECTIONS = """
+[sip2]
+listen = ["127.0.0.1:0"]
+max_connections_per_source = 1000
+
+[[sip2.accounts]]
+login = "bench"
+password = "bench-secret-1"
+institution = "MAIN"
+
+[cache]
+ttl = 600
+"""
+
+
+def _with_trailer(body: str, sequence: int) -> bytes:
+    data = f"{body}AY{sequence}AZ".encode()
+    return data + checksum(data).encode() + b"\r"
+
+
+LOGIN = _with_trailer("9300CNbench|CObench-secret-1|CPbench|", 0)
+PATRON = [
+    _with_trailer(f"63001{time.strftime('%Y%m%d    %H%M%S')}          AOMAIN|AA{BARCODE}|AC|AD{PIN}|", s)
+    for s in range(10)
+]
+END = _with_trailer(f"35{time.strftime('%Y%m%d    %H%M%S')}AOMAIN|AA{BARCODE}|", 2)
+
+
+async def _persistent(address: tuple[str, int], count: int, deadline: float) -> list[float]:
+    reader, writer = await asyncio.open_connection(*address)
+    writer.write(LOGIN)
+    if not (await reader.readuntil(b"\r")).startswith(b"941"):
+        raise RuntimeError("bench login refused")
+    latencies: list[float] = []
+    for i in range(count):
+        started = time.perf_counter()
+        writer.write(PATRON[i % 10])
+        reply = await reader.readuntil(b"\r")
+        latencies.append(time.perf_counter() - started)
+        if b"|CQY|" not in reply:
+            raise RuntimeError("bench 63 not accepted")
+        if started > deadline:
+            break
+    writer.close()
+    return latencies
+
+
+async def _login_cycle(address: tuple[str, int], count: int, deadline: float) -> list[float]:
+    latencies: list[float] = []
+    for _ in range(count):
+        started = time.perf_counter()
+        reader, writer = await asyncio.open_connection(*address)
+        writer.write(LOGIN)
+        await reader.readuntil(b"\r")
+        writer.write(PATRON[1])
+        if b"|CQY|" not in await reader.readuntil(b"\r"):
+            raise RuntimeError("bench 63 not accepted")
+        writer.write(END)
+        await reader.readuntil(b"\r")
+        writer.close()
+        await writer.wait_closed()
+        latencies.append(time.perf_counter() - started)
+        if started > deadline:
+            break
+    return latencies
+
+
+async def _run(
+    address: tuple[str, int], pid: int, name: str, per_conn: int, cycle: bool
+) -> Result:
+    deadline = time.perf_counter() + SECONDS
+    worker = _login_cycle if cycle else _persistent
+    # Warm up: the first 63 pays the KDF once and fills the cache.
+    await _persistent(address, 2, deadline)
+    with CpuMeter(pid) as meter:
+        runs = await asyncio.gather(
+            *(worker(address, per_conn, deadline) for _ in range(CONNECTIONS))
+        )
+    latencies = [x for run in runs for x in run]
+    return Result(name, "patron-bridge", len(latencies), meter.wall, latencies, meter.seconds)
+
+
+def main() -> None:
+    from tests.harness import Daemon
+
+    with tempfile.TemporaryDirectory(prefix="bench-sip2-") as tmp:
+        daemon = Daemon(Path(tmp), SECTIONS).start()
+        try:
+            assert daemon.proc is not None
+            pid = daemon.proc.pid
+            cores = os.cpu_count() or 1
+            if cores > 1:
+                pin_to_core(pid, SERVER_CORE)
+                os.sched_setaffinity(0, {CLIENT_CORE})
+            address = daemon.address("sip2")
+            try:
+                import uvloop
+
+                runner = uvloop.run
+            except ImportError:
+                runner = asyncio.run
+            results = [
+                runner(
+                    _run(
+                        address,
+                        pid,
+                        f"63 cached, {CONNECTIONS} persistent conns",
+                        REQUESTS // CONNECTIONS,
+                        False,
+                    )
+                ),
+                runner(
+                    _run(
+                        address,
+                        pid,
+                        "connect/93/63/35/close (per login)",
+                        LOGINS // CONNECTIONS,
+                        True,
+                    )
+                ),
+            ]
+        finally:
+            daemon.stop()
+    report(
+        "SIP2",
+        results,
+        [
+            "server: the real daemon (uvloop, SQLite store, audit lines to a file), loopback",
+            "no reference SIP2 server is installable from Debian packages; bridge only",
+            "goal: < 40 us server CPU per cached 63",
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,244 @@
+"""One SIP2 client connection: an asyncio Protocol feeding one long-lived task.
+
+Why a Protocol and not streams: a self-check's cached 63 costs little in the core, so the
+per-message overhead of `StreamReader` (a future and several Python calls per read) was a
+large share of the server's CPU. Here `data_received` frames the bytes and wakes the
+connection's task only when it waits for input; the task lets the `Session` decide, awaits the
+`Handler` for what needs the core, and writes straight to the transport, one answer per request
+in request order (pipelined requests queue up; reading pauses when too many do, or when the
+peer stops reading our answers).
+
+Timeouts: until login, the listener's `login_timeout` counts from connect; after it, the
+account's `idle_timeout` counts from the last bytes received. One timer per connection,
+re-armed lazily, so a busy connection costs no timer work per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING, cast
+
+import structlog
+
+from bridge.sip2.codec import Framer, FrameTooLong, ProtocolError, TlsOnPlainPort
+from bridge.sip2.session import Close, Dispatch, Reply, Session
+
+if TYPE_CHECKING:
+    from bridge.sip2.server import Sip2Listener
+
+log = structlog.get_logger("bridge.sip2")
+
+MAX_QUEUED = 64  # pipelined requests waiting before we stop reading
+#: Session events worth an audit line (logins, and what could be probing).
+AUDITED = frozenset({"login", "login_failed", "bad_checksum"})
+
+
+class Connection(asyncio.Protocol):
+    def __init__(self, listener: Sip2Listener) -> None:
+        self.listener = listener
+        self.loop = asyncio.get_running_loop()
+        self.source = "unknown"
+        self.transport: asyncio.Transport | None = None
+        self.session: Session | None = None
+        self.framer = Framer(listener.settings.max_message_length)
+        self.frames: deque[bytes] = deque()
+        self.started = self.last = self.loop.time()
+        self.closed = False
+        self.eof = False
+        self.counted = False
+        self.task: asyncio.Task[None] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._reading_paused = False
+        self._writing_paused = False
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        peer = transport.get_extra_info("peername")
+        self.source = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+        if not self.listener.admit(self):
+            log.warning("sip2_connection_refused", source=self.source, reason="connection cap")
+            self.closed = True
+            transport.abort()
+            return
+        self.counted = True
+        self.session = Session(self.listener.accounts, self.source, self.listener.options)
+        self.task = self.loop.create_task(self._run())
+        self.task.add_done_callback(self._task_done)
+        self._arm()
+        log.debug("sip2_connected", source=self.source)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self.last = self.loop.time()
+        try:
+            frames = self.framer.feed(data)
+        except TlsOnPlainPort:
+            log.warning(
+                "sip2_tls_on_plain_port",
+                source=self.source,
+                detail="a TLS ClientHello arrived on the plain-text SIP2 port; closing",
+            )
+            self.close()
+            return
+        except FrameTooLong:
+            log.warning(
+                "sip2_message_too_long",
+                source=self.source,
+                limit=self.listener.settings.max_message_length,
+            )
+            self.close()
+            return
+        if frames:
+            self.frames.extend(frames)
+            if len(self.frames) >= MAX_QUEUED:
+                self._pause_reading()
+            self._wake()
+
+    def eof_received(self) -> bool:
+        if self.framer.pending:
+            log.info("sip2_partial_message", source=self.source, pending=self.framer.pending)
+        self.eof = True
+        self._wake()
+        return True  # keep the write side open until queued answers are written
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._cancel_timer()
+        self._wake()
+        if self.counted:
+            self.counted = False
+            self.listener.release(self)
+        log.debug("sip2_disconnected", source=self.source)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._resume_reading()
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and self.transport is not None and not self.closed:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if (
+            self._reading_paused
+            and not self._writing_paused
+            and len(self.frames) < MAX_QUEUED
+            and self.transport is not None
+            and not self.closed
+        ):
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        """Close after writing what is queued; the task ends when the transport is gone."""
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.close()
+        self._cancel_timer()
+        self._wake()
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            error = task.exception()
+            log.error("sip2_connection_failed", source=self.source, error=type(error).__name__)
+            self.close()
+
+    # -- timeouts ---------------------------------------------------------------------------
+    def _deadline(self) -> float | None:
+        session = self.session
+        account = session.account if session is not None else None
+        if account is None:
+            limit = self.listener.settings.login_timeout
+            return self.started + limit if limit else None
+        idle = account.settings.idle_timeout
+        return self.last + idle if idle else None
+
+    def _arm(self) -> None:
+        deadline = self._deadline()
+        when = deadline if deadline is not None else self.loop.time() + 60.0
+        self._timer = self.loop.call_at(when, self._check)
+
+    def _check(self) -> None:
+        self._timer = None
+        if self.closed:
+            return
+        deadline = self._deadline()
+        if deadline is not None and self.loop.time() >= deadline:
+            phase = "login" if self.session is None or self.session.account is None else "idle"
+            log.info("sip2_timeout", source=self.source, phase=phase)
+            self.close()
+            return
+        self._arm()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    # -- the task ---------------------------------------------------------------------------
+    async def _run(self) -> None:
+        session = self.session
+        transport = self.transport
+        assert session is not None and transport is not None
+        handler = self.listener.handler
+        framer = self.framer
+        frames = self.frames
+        while True:
+            if not frames:
+                if self.closed or self.eof:
+                    break
+                self._resume_reading()
+                self._waiter = self.loop.create_future()
+                await self._waiter
+                self._waiter = None
+                continue
+            action = session.receive(frames.popleft(), framer.terminator)
+            if type(action) is Dispatch:
+                request = action.message
+                try:
+                    response = await handler.dispatch(request, session)
+                except ProtocolError:
+                    log.info("sip2_unreadable_request", source=self.source, code=request.code)
+                    data = session.resend(framer.terminator)
+                else:
+                    data = session.answer(request, response)
+                if self.closed:
+                    break
+                transport.write(data)
+            elif type(action) is Reply:
+                if not self.closed:
+                    transport.write(action.data)
+                if action.event:
+                    self._event(action.event, action.login)
+                if action.close:
+                    log.info("sip2_login_attempts_exhausted", source=self.source)
+                    break
+            elif type(action) is Close:
+                log.info("sip2_closed", source=self.source, reason=action.reason)
+                break
+        self.close()
+
+    def _event(self, event: str, login: str) -> None:
+        session = self.session
+        account = session.account if session is not None else None
+        fields = {"source": self.source, "client": login or (account.login if account else "")}
+        if event in AUDITED:
+            self.listener.services.audit.event(f"sip2_{event}", **fields)
+        else:
+            log.info(f"sip2_{event}", **fields)
