@@ -99,6 +99,7 @@ async def start(settings: PortalSettings, services: Services) -> PortalListener:
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=list(settings.trusted_proxies) or None,
         server_header=False,
+        timeout_graceful_shutdown=10,  # a stalled client cannot hold up the daemon's stop
     )
     uv_config.load()
     if settings.tls_cert is not None and settings.tls_key is not None:
