@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
+from bridge.core import legacy_hashes
 from bridge.core.auth import valid_barcode
 from bridge.core.patron import Patron
 from bridge.core.pin import PinPolicy
@@ -79,6 +80,8 @@ def row_to_patron(row: dict[str, str], policy: PinPolicy) -> NewPatron:
     pin_text, pin_hash = row.get("pin") or "", get("pin_hash")
     if pin_text and pin_hash:
         raise RowError("give pin or pin_hash, not both")
+    if pin_hash and not legacy_hashes.recognised(pin_hash):
+        raise RowError("pin_hash: not a hash form the bridge can verify (see docs/stores.md)")
     pin = None
     if pin_text:
         pin = Secret(pin_text)

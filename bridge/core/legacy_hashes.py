@@ -30,6 +30,25 @@ def _b64decode(text: str) -> bytes:
     return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
 
 
+# Every stored form the core hasher can verify: its own (argon2id, scrypt) and the imported ones.
+KNOWN_PREFIXES = (
+    "$argon2id$",
+    "$scrypt$",
+    "$2a$",
+    "$2b$",
+    "$2y$",
+    "{MD5}",
+    "$evergreen$",
+    "$pbkdf2-sha512$",
+)
+
+
+def recognised(stored: str) -> bool:
+    """True when `stored` names a form the bridge verifies, so an import can refuse a column
+    of something else (a typo in the export query would otherwise lock every patron out)."""
+    return stored.startswith(KNOWN_PREFIXES)
+
+
 def verify(pin: Secret, stored: str) -> bool:
     raw = pin.reveal()
     if stored.startswith(("$2a$", "$2b$", "$2y$")):

@@ -97,6 +97,13 @@ SELECT u.jsonb->>'barcode' AS barcode,
   LEFT JOIN diku_mod_users.patronpin p ON p.id = u.id
  WHERE u.jsonb->>'barcode' IS NOT NULL"""
 
+SQLITE_EXPORT = """\
+SELECT barcode, record_id, name, coalesce(email, '') AS email, category,
+       coalesce(expires, '') AS expires,
+       CASE WHEN blocked THEN coalesce(blocked_reason, 'blocked') ELSE '' END AS blocked, fines,
+       coalesce(home_library, '') AS home_library, coalesce(pin_hash, '') AS pin_hash
+  FROM patrons"""
+
 FOLIO_USER = ("29000000000041", "Folio", "Flo")
 
 
@@ -272,7 +279,7 @@ def test_exports_carry_standing(exports: dict[str, tuple[str, str]]) -> None:
 
 def test_docs_quote_the_tested_queries() -> None:
     text = DOCS.read_text()
-    for query in (KOHA_EXPORT, EVERGREEN_EXPORT, FOLIO_EXPORT):
+    for query in (KOHA_EXPORT, EVERGREEN_EXPORT, FOLIO_EXPORT, SQLITE_EXPORT):
         assert query in text
 
 
@@ -321,3 +328,54 @@ def test_import_shows_progress_on_a_terminal(tmp_path: Path) -> None:
         assert b"200/450 rows" in seen and b"450/450 rows" in seen
         with servers.pg_admin(dbname) as admin:
             assert admin.execute("SELECT count(*) FROM patrons").fetchone() == (450,)
+
+
+def test_unknown_hash_forms_are_refused_by_line(tmp_path: Path) -> None:
+    """A pin_hash the bridge cannot verify would lock its patron out: the row is refused."""
+    good = ils_fixtures.koha_bcrypt(DEMO_PIN)
+    (tmp_path / "mixed.csv").write_text(
+        f"barcode,name,pin_hash\n29300000000001,Good,{good}\n29300000000002,Bad,md5:abcdef\n"
+    )
+    config = tmp_path / "bridge.toml"
+    config.write_text(harness.base_config(tmp_path, store=store_section("sqlite", tmp_path, "")))
+    result = harness.run_cli(config, "patron", "import", "mixed.csv")
+    assert result.returncode != 0
+    assert "line 3: pin_hash: not a hash form" in result.stderr
+    assert "abcdef" not in result.stderr  # never quotes the hash
+    assert "imported 1 patrons, skipped 1" in result.stdout
+
+
+async def test_sqlite_to_postgres_keeps_bridge_hashes(tmp_path: Path) -> None:
+    """Moving from the SQLite store to postgres: the bridge's own hashes copy over as they are
+    (same pepper), and verify without a re-hash."""
+    config = tmp_path / "bridge.toml"
+    config.write_text(harness.base_config(tmp_path))  # sqlite with the demo patrons
+    shown = harness.run_cli(config, "patron", "show", harness.DEMO["active"])
+    assert shown.returncode == 0, shown.stderr
+    with sqlite3.connect(tmp_path / "patrons.db") as conn:
+        cur = conn.execute(SQLITE_EXPORT)
+        header = [d[0] for d in cur.description]
+        rows = cur.fetchall()
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(header)
+    writer.writerows(["" if v is None else v for v in row] for row in rows)
+    (tmp_path / "export.csv").write_text(out.getvalue())
+    with servers.pg_database() as dbname:
+        config.write_text(
+            harness.base_config(tmp_path, store=store_section("postgres", tmp_path, dbname))
+        )
+        result = harness.run_cli(config, "patron", "import", "export.csv")
+        assert result.returncode == 0, result.stderr
+        pepper = read_or_create_pepper(tmp_path / "pepper.key")
+        hasher = PinHasher(pepper, KdfParams(argon2_memory_kib=8192, argon2_iterations=1))
+        store = await open_store("postgres", tmp_path, dbname, hasher)
+        try:
+            assert await store.count() == len(rows)
+            check = await store.verify_pin(harness.DEMO["active"], Secret(DEMO_PIN))
+            assert check.pin_ok and not check.needs_rehash
+            blocked = await store.lookup(harness.DEMO["blocked"])
+            assert blocked is not None and blocked.blocked
+        finally:
+            await store.aclose()
+            hasher.close()
