@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -595,14 +596,20 @@ class PostgresThrottleBackend:
     not read live across hosts (each host's memory is authoritative between starts).
 
     A write that fails (database down) is logged and dropped; the in-memory counter still
-    holds, and the next write reconnects.
+    holds. Writes queued in the next few seconds are dropped without trying (so a dead database
+    cannot stall shutdown behind a queue of connection timeouts); then the next write
+    reconnects.
     """
+
+    RETRY_AFTER = 5.0
 
     def __init__(self, dsn: str) -> None:
         self._dsn = dsn
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="throttle-pg")
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
         self._closed = False
+        self._retry_at = 0.0
+        self.dropped = 0
 
     def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
         if self._conn is None or self._conn.closed or self._conn.broken:
@@ -635,6 +642,9 @@ class PostgresThrottleBackend:
         self._writer.submit(self._save, key, snapshot)
 
     def _save(self, key: str, counter: Counter | None) -> None:
+        if time.monotonic() < self._retry_at:
+            self.dropped += 1
+            return
         try:
             conn = self._connection()
             if counter is None:
@@ -654,6 +664,8 @@ class PostgresThrottleBackend:
                 ),
             )
         except psycopg.Error as exc:
+            self.dropped += 1
+            self._retry_at = time.monotonic() + self.RETRY_AFTER
             log.warning("throttle_write_failed", error=_short(exc))
             if self._conn is not None and not self._conn.closed:
                 self._conn.close()

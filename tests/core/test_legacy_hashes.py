@@ -123,3 +123,18 @@ async def test_hasher_reports_every_legacy_form_for_rehash() -> None:
             assert not wrong.ok and not wrong.needs_rehash
     finally:
         hasher.close()
+
+
+def test_recognised_forms() -> None:
+    digest = base64.b64encode(hashlib.md5(DEMO_PIN.encode()).digest()).decode()
+    for stored in (
+        koha_bcrypt(DEMO_PIN),
+        "{MD5}" + digest,
+        evergreen(DEMO_PIN),
+        folio(DEMO_PIN, "u", 1000),
+        "$argon2id$v=19$m=8192,t=1,p=1$c2FsdA$aGFzaA",
+        "$scrypt$ln=14,r=8,p=1$c2FsdA$aGFzaA",
+    ):
+        assert legacy_hashes.recognised(stored), stored[:12]
+    for stored in ("", "!", digest, "md5:abc", "$1$salt$hash", "$6$salt$hash"):
+        assert not legacy_hashes.recognised(stored)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import psycopg
 import pytest
 
@@ -16,7 +17,7 @@ from bridge.config import ConfigError, loads
 from bridge.core.patron import Outcome
 from bridge.core.secret import Secret
 from bridge.core.store import StoreUnavailable
-from plugins.postgres import MIGRATIONS, PostgresStore
+from plugins.postgres import MIGRATIONS, PostgresSettings, PostgresStore
 from tests.pins import DEMO_PIN, NEW_PIN, OTHER_PIN
 from tests.plugins import servers
 from tests.plugins.conftest import (
@@ -309,3 +310,35 @@ async def test_throttle_state_store_through_the_config(pg: Opened, tmp_path: Pat
     sqlite = harness.base_config(tmp_path).replace("[throttle]\n", '[throttle]\nstate = "store"\n')
     with pytest.raises(ConfigError, match=r"throttle\.state"):
         await open_core(loads(sqlite, base_dir=tmp_path))
+
+
+async def test_throttle_writes_survive_a_database_outage(pg: Opened, tmp_path: Path) -> None:
+    """A write that cannot reach the database is dropped (memory still holds the counter), and
+    writes resume when it is back; nothing raises into the authentication path."""
+    from bridge.core.throttle import Counter
+    from plugins.postgres import PostgresThrottleBackend, conninfo
+
+    proxy = await servers.Proxy(servers.PG_HOST, servers.PG_PORT).start()
+    try:
+        settings = msgspec.convert(
+            pg_settings(pg.dbname, port=proxy.port, connect_timeout=1.0),
+            PostgresSettings,
+            strict=False,
+        )
+        backend = PostgresThrottleBackend(conninfo(settings, str(tmp_path)))
+        backend.RETRY_AFTER = 0.0
+        loop = asyncio.get_running_loop()
+        backend.save("card:1", Counter(1, 1.0, 0.0, False))
+        await loop.run_in_executor(None, backend.flush)
+        await proxy.down()
+        backend.save("card:2", Counter(1, 1.0, 0.0, False))
+        await loop.run_in_executor(None, backend.flush)
+        assert backend.dropped == 1
+        await proxy.up()
+        backend.save("card:3", Counter(1, 1.0, 0.0, False))
+        await loop.run_in_executor(None, backend.flush)
+        loaded = await loop.run_in_executor(None, backend.load)
+        assert sorted(loaded) == ["card:1", "card:3"]
+        await loop.run_in_executor(None, backend.close)
+    finally:
+        await proxy.close()
