@@ -51,6 +51,7 @@ networks = ["10.0.0.0/8"]
 """
 
 BLOCK_ME = "21234000000077"
+ACCENTED = "21234000000078"
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +60,10 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         tmp_path_factory.mktemp("sip2"), SECTIONS, throttle="card_free_failures = 50"
     ).start()
     added = d.cli("patron", "add", BLOCK_ME, "--pin-stdin", "--name", "Block, Me", input=DEMO_PIN)
+    assert added.returncode == 0, added.stderr
+    added = d.cli(
+        "patron", "add", ACCENTED, "--pin-stdin", "--name", "Müller, Jürgen", input=DEMO_PIN
+    )
     assert added.returncode == 0, added.stderr
     try:
         yield d
@@ -204,6 +209,33 @@ def test_crlf_utf8_account(daemon: Daemon) -> None:
         assert w.recv(b"\r\n") == RESEND + b"\r\n"
         w.send(patron_msg("23", DEMO["active"], DEMO_PIN) + b"\r")
         assert fields(w.recv(b"\r\n"), 37)["CQ"] == "Y"
+
+
+def test_charset_per_account_and_checksum_over_sent_bytes(daemon: Daemon) -> None:
+    request = trailer(patron_msg("63", ACCENTED, DEMO_PIN), 1)
+    with logged_in(daemon) as w:  # cp850, the spec's default
+        reply = w.ask(request)
+        assert "Müller, Jürgen".encode("cp850") in reply
+        assert decode(reply[:-1], charset="cp850").get("AE") == "Müller, Jürgen"  # AZ verified
+    with wire(daemon) as w:
+        w.send(trailer(login_msg("kiosk", "kiosk-secret-1")) + b"\r")
+        w.recv(b"\r\n")
+        w.send(request + b"\r")
+        reply = w.recv(b"\r\n")
+        assert "Müller, Jürgen".encode() in reply
+        assert decode(reply[:-2], charset="utf-8").get("AE") == "Müller, Jürgen"
+
+
+def test_secrets_never_logged(daemon: Daemon) -> None:
+    with logged_in(daemon) as w:
+        w.ask(patron_msg("63", DEMO["active"], DEMO_PIN).replace(b"AC|", b"ACterm-secret-9|"))
+    with wire(daemon) as w:
+        w.login("selfcheck", "typo-secret-7")
+    daemon.stop()
+    daemon.start()
+    logs = daemon.logs()
+    for secret in ("sc-secret-1", "term-secret-9", "typo-secret-7", "kiosk-secret-1"):
+        assert secret not in logs
 
 
 def test_missing_and_empty_pin_is_cqn(daemon: Daemon) -> None:
