@@ -194,8 +194,9 @@ class PgPool:
         except psycopg.OperationalError as exc:
             lost = conn.broken or conn.closed
             raise (_Lost if lost else StoreUnavailable)(f"{self.name}: {_short(exc)}") from None
-        except psycopg.Error:
-            # A constraint or data error: the transaction block already rolled back.
+        except Exception:
+            # A constraint error, or the operation's own refusal (UnknownPatron): the
+            # transaction block already rolled back, so an idle connection can be reused.
             clean = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
             raise
         finally:
