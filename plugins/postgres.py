@@ -65,8 +65,10 @@ Seconds = Annotated[float, msgspec.Meta(gt=0, le=600)]
 class PgConnectSettings(Section, frozen=True):
     """Connection keys shared by every PostgreSQL-backed plugin (`postgres`, `evergreen-sql`).
 
-    Either `dsn` (a libpq conninfo string or URI, without the password) or the separate keys.
-    The password comes from `password`, `password_file` or `password_env`.
+    Either `dsn` (a libpq conninfo string or URI, without the password) or the separate keys
+    (`host`, `port`, `dbname`, `user`, `sslmode`), not both: with a DSN those are not used. The
+    password comes from `password`, `password_file` or `password_env`; timeouts and pool keys
+    apply either way.
     """
 
     dsn: str | None = None
@@ -88,7 +90,7 @@ class PgConnectSettings(Section, frozen=True):
 
 
 def conninfo(s: PgConnectSettings, base_dir: str, *, read_only: bool = False) -> str:
-    """The libpq connection string: explicit keys override the DSN; server-side timeouts set.
+    """The libpq connection string (the DSN, or one built from the keys), with timeouts set.
 
     `statement_timeout` and `lock_timeout` make the server stop work the bridge has stopped
     waiting for; `read_only` makes every transaction read-only (the ILS connectors).

@@ -121,3 +121,45 @@ async def test_read_only(evergreen: Opened) -> None:
 
     with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
         await store.db.run(write)
+
+
+async def test_down_and_stalled_database(hasher: CountingHasher, tmp_path: Path) -> None:
+    """Down or stalled: "store unavailable" at the deadline; back again without a restart."""
+    import asyncio
+
+    from bridge.core.store import StoreUnavailable
+
+    proxy = await servers.Proxy(servers.PG_HOST, servers.PG_PORT).start()
+    try:
+        async with open_kind(
+            "evergreen-sql", hasher, tmp_path, port=proxy.port, query_timeout=1.0
+        ) as opened:
+            assert await outcome(opened, ACTIVE.barcode, DEMO_PIN) is Outcome.ACCEPTED
+            proxy.stall()
+            async with asyncio.timeout(30):  # a hang guard, not a timing assertion
+                assert await outcome(opened, ACTIVE.barcode, DEMO_PIN) is Outcome.STORE_UNAVAILABLE
+            await proxy.down()
+            async with asyncio.timeout(30):
+                with pytest.raises(StoreUnavailable):
+                    await opened.store.lookup(ACTIVE.barcode)
+            await proxy.up()
+
+            async def answers() -> bool:
+                return await outcome(opened, ACTIVE.barcode, DEMO_PIN) is Outcome.ACCEPTED
+
+            await servers.wait_until(answers, "evergreen-sql to recover", timeout=60)
+    finally:
+        await proxy.close()
+
+
+async def test_dsn_form(evergreen: Opened, hasher: CountingHasher, tmp_path: Path) -> None:
+    from tests.plugins.conftest import open_plugin
+
+    dsn = f"postgresql://{evergreen.extra['user']}@{servers.PG_HOST}:{servers.PG_PORT}/{evergreen.dbname}"
+    store = await open_plugin(
+        "evergreen-sql", {"dsn": dsn, "password": evergreen.extra["password"]}, hasher, tmp_path
+    )
+    try:
+        assert (await store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))).pin_ok
+    finally:
+        await store.aclose()
