@@ -389,13 +389,12 @@ def decode(frame: bytes, *, charset: Charset = "cp850") -> Message:
 
 # --- encoding -------------------------------------------------------------------------------
 
-_CLEAN: Final = str.maketrans({"|": " ", "\r": " ", "\n": " "})
-
 
 def clean(value: str) -> str:
-    """A value that cannot break framing: `|`, CR and LF become spaces."""
-    if "|" in value or "\r" in value or "\n" in value:
-        return value.translate(_CLEAN)
+    """A value that cannot break framing or a strict client: `|`, CR, LF and any other
+    control character become spaces (a store's data can hold anything)."""
+    if "|" in value or not value.isprintable():
+        return "".join(c if c.isprintable() and c != "|" else " " for c in value)
     return value
 
 
@@ -434,7 +433,7 @@ def encode(
         head.append(value)
     fields = message.fields
     text = "".join(head) + "".join([tag + value + "|" for tag, value in fields])
-    if text.count("|") != len(fields) or "\r" in text or "\n" in text:
+    if text.count("|") != len(fields) or not text.isprintable():
         text = clean("".join(head)) + "".join([tag + clean(value) + "|" for tag, value in fields])
     if sequence is not None:
         text += f"AY{sequence % 10}"

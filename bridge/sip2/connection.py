@@ -103,7 +103,8 @@ class Connection(asyncio.Protocol):
             log.info("sip2_partial_message", source=self.source, pending=self.framer.pending)
         self.eof = True
         self._wake()
-        return True  # keep the write side open until queued answers are written
+        # Keep the write side open until queued answers are written (TLS cannot half-close).
+        return self.transport is None or self.transport.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

@@ -130,10 +130,10 @@ def test_framer_limits_and_tls() -> None:
 
 def test_encode_pads_cleans_and_mirrors() -> None:
     m = build("36", {"end_session": "Y", "transaction_date": "20240101    101010"})
-    m.fields.extend([("AO", "MA|IN"), ("AF", "two\r\nlines")])
+    m.fields.extend([("AO", "MA|IN"), ("AF", "two\r\nlines"), ("AE", "a\x00b\tc")])
     data = encode(m, sequence=5, checksum=True, terminator=b"\r\n")
     assert data.endswith(b"\r\n")
-    assert b"MA IN|" in data and b"two  lines|" in data
+    assert b"MA IN|" in data and b"two  lines|" in data and b"a b c|" in data
     again = decode(data[:-2])
     assert again.sequence == 5 and again.checksummed
     assert encode(build("94", {"ok": "1"})) == b"941\r"
