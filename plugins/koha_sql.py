@@ -322,7 +322,9 @@ class KohaSqlStore:
         return Health(True, "koha-sql ok")
 
     async def aclose(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        # A worker may still be waiting on a stalled socket (bounded by its read timeout):
+        # wait for it off the event loop.
+        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
         self._conns.close()
 
     # -- SearchableStore --------------------------------------------------------------------
