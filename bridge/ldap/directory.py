@@ -29,6 +29,7 @@ PATRON_CLASSES: Final = (b"top", b"person", b"organizationalPerson", b"inetOrgPe
 OPERATIONAL: Final = frozenset(
     {"entryuuid", "entrydn", "structuralobjectclass", "hassubordinates", "subschemasubentry"}
 )
+LOCATE_CACHE: Final = 4096
 _UUID_NAMESPACE: Final = uuid.UUID("6f1d2c1e-3b7a-5c55-9a43-0c6a3a9b2e11")
 
 
@@ -129,6 +130,7 @@ class Directory:
         self.groups = {g.casefold(): g for g in settings.groups}
         domain = settings.bind_domain
         self._domain_suffix = None if domain is None else "@" + domain.casefold()
+        self._located: dict[str, Location] = {}
 
     # -- names ------------------------------------------------------------------------------
     def patron_dn(self, barcode: str) -> str:
@@ -138,7 +140,19 @@ class Directory:
         return f"cn={dnlib.escape(category)},{self.groups_dn}"
 
     def locate(self, name: str) -> Location:
-        """What a DN string names; raises dn.DNError when it is not a DN."""
+        """What a DN string names; raises dn.DNError when it is not a DN.
+
+        Answers are remembered (bounded): clients send the same few DNs over and over, and a
+        cached bind should not pay for parsing its DN each time."""
+        found = self._located.get(name)
+        if found is None:
+            found = self._locate(name)
+            if len(self._located) >= LOCATE_CACHE:
+                self._located.clear()
+            self._located[name] = found
+        return found
+
+    def _locate(self, name: str) -> Location:
         raw = dnlib.parse(name, fold=False)
         rdns = dnlib.fold(raw)
         if not rdns:

@@ -10,6 +10,7 @@ multi-valued RDNs sorted.
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 RDN = tuple[tuple[str, str], ...]  # ((type, value), ...) normalised
@@ -26,6 +27,13 @@ _OID_NAMES: Final = {
 }
 
 
+# `type=value(,type=value)*`: letter-led types, values free of anything that needs the full
+# parser (escapes, quotes, `+`, `#`). Such DNs take the fast path in `parse`.
+_TYPE: Final = r" *[A-Za-z][A-Za-z0-9-]* *"
+_VALUE: Final = r'=[^,+"\\<>;=#\x00]*'
+_PLAIN: Final = re.compile(f"{_TYPE}{_VALUE}(?:,{_TYPE}{_VALUE})*")
+
+
 class DNError(ValueError):
     """Not a valid DN string."""
 
@@ -34,6 +42,21 @@ def parse(dn: str, *, fold: bool = True) -> tuple[RDN, ...]:
     """RDNs from leftmost (the entry) to rightmost (the root), normalised.
 
     `fold=False` keeps the values' case (a barcode is looked up as typed)."""
+    if not dn.strip():
+        return ()
+    if _PLAIN.fullmatch(dn):  # nearly every DN a client sends: no escapes, no multi-valued RDNs
+        out = []
+        for part in dn.split(","):
+            attr, _, value = part.partition("=")
+            name = attr.strip().lower()
+            value = value.strip(" ")
+            out.append(((_OID_NAMES.get(name, name), value.casefold() if fold else value),))
+        return tuple(out)
+    return parse_general(dn, fold=fold)
+
+
+def parse_general(dn: str, *, fold: bool = True) -> tuple[RDN, ...]:
+    """The full RFC 4514 parser (escapes, multi-valued RDNs, OIDs, #-values)."""
     if not dn.strip():
         return ()
     rdns: list[RDN] = []

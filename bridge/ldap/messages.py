@@ -555,6 +555,9 @@ def envelope(msgid: int, op: bytes, controls: tuple[Control, ...] | list[Control
     return sequence(integer(msgid), op, _controls_octets(controls))
 
 
+_SUCCESS_BIND: Final = tlv(BIND_RESPONSE, enumerated(0) + octets(b"") + octets(b""))
+
+
 def result(
     msgid: int,
     tag: int,
@@ -565,6 +568,8 @@ def result(
     extra: bytes = b"",
 ) -> bytes:
     """Any LDAPResult-shaped response (bind, search done, compare, modify, ...)."""
+    if code == 0 and tag == BIND_RESPONSE and not (diagnostic or matched or controls or extra):
+        return sequence(integer(msgid), _SUCCESS_BIND)  # the hot path: a successful bind
     body = enumerated(code) + octets(matched) + octets(diagnostic) + extra
     return envelope(msgid, tlv(tag, body), controls)
 

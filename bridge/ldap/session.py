@@ -166,6 +166,7 @@ class Session:
         self.require_tls = require_tls
         self.identity: Identity = ANONYMOUS
         self.vendor: int | None = None  # last service account bound on this connection
+        self._contexts: dict[int | None, Context] = {}
 
     # -- dispatch ---------------------------------------------------------------------------
     async def handle(self, msg: m.Message) -> Reply:
@@ -198,10 +199,18 @@ class Session:
         return Reply([m.result(msg.id, tag, rc.UNAVAILABLE_CRITICAL_EXTENSION, text)])
 
     def _context(self) -> Context:
-        s = self.shared
-        if self.vendor is None:
-            return Context("ldap", "anonymous", self.source, s.anonymous_policy)
-        return Context("ldap", s.client_names[self.vendor], self.source, s.policies[self.vendor])
+        """Who asks: the last vendor bound on this connection (its name and policy), else
+        "anonymous" with the global policy. Built once per vendor, not per bind."""
+        ctx = self._contexts.get(self.vendor)
+        if ctx is None:
+            s = self.shared
+            if self.vendor is None:
+                ctx = Context("ldap", "anonymous", self.source, s.anonymous_policy)
+            else:
+                name, policy = s.client_names[self.vendor], s.policies[self.vendor]
+                ctx = Context("ldap", name, self.source, policy)
+            self._contexts[self.vendor] = ctx
+        return ctx
 
     # -- bind -------------------------------------------------------------------------------
     async def bind(self, msg: m.Message, req: m.BindRequest) -> Reply:

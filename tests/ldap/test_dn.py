@@ -57,3 +57,24 @@ def test_property_escape_then_parse_round_trips(values: list[str]) -> None:
 def test_property_anything_parses_or_raises(text: str) -> None:
     with contextlib.suppress(dn.DNError):
         dn.parse(text)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["uid", "OU", " dc ", "cn", "o-x"]),
+            st.text(alphabet=st.characters(blacklist_characters=',+"\\<>;=#\x00'), max_size=8),
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_property_fast_path_agrees_with_full_parser(parts: list[tuple[str, str]]) -> None:
+    text = ",".join(f"{a}={v}" for a, v in parts)
+    for fold in (True, False):
+        try:
+            expected = dn.parse_general(text, fold=fold)
+        except dn.DNError:
+            assert not dn._PLAIN.fullmatch(text)  # the fast path never accepts a bad DN
+            continue
+        assert dn.parse(text, fold=fold) == expected

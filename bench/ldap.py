@@ -1,0 +1,318 @@
+"""LDAP benchmark: the bridge against Debian's slapd (back-mdb, same users), same client.
+
+Scenarios, each bounded by a request count and a time limit, loopback only:
+1. Simple bind on persistent connections. The demo patron's PIN is verified once (KDF), then
+   every bind is the cached path: framing, BER decode, DN normalisation, throttle and cache,
+   the audit line, the response. slapd checks an {SSHA} userPassword per bind.
+2. Search-then-bind login (EZproxy/Apache on a pooled connection): bind as the service account,
+   search `(&(objectClass=inetOrgPerson)(uid=X))` for cn and mail, bind as the found DN.
+   One "request" is the whole three-operation login.
+
+The load generator sends pre-encoded PDUs over raw asyncio streams (the same bytes to both
+servers) and waits for each answer before the next, as real clients do. Each server is pinned
+to core 0 and the generator to core 1 when there are two cores. slapd's column is skipped, with
+a note, when slapd is not installed (`apt-get install slapd`; tests never need it).
+
+    python -m bench ldap
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from bench.common import CpuMeter, Result, pin_to_core, report
+from bridge.ldap import ber
+from bridge.ldap import messages as m
+
+BASE_DN = "dc=library,dc=example"
+BARCODE = "21234000000001"
+PIN = b"5961"  # the demo patrons' PIN (tests/pins.py DEMO_PIN); never printed
+SERVICE_DN = f"cn=ezproxy,ou=services,{BASE_DN}"
+SERVICE_SECRET = b"bench-service-token-41c9"
+USER_DN = f"uid={BARCODE},ou=patrons,{BASE_DN}"
+BINDS = int(os.environ.get("BENCH_LDAP_BINDS", "40000"))
+LOGINS = int(os.environ.get("BENCH_LDAP_LOGINS", "8000"))
+SECONDS = float(os.environ.get("BENCH_LDAP_SECONDS", "15"))
+CONNECTIONS = 4
+SERVER_CORE, CLIENT_CORE = 0, 1
+
+SECTIONS = f"""
+[ldap]
+listen = ["127.0.0.1:0"]
+base_dn = "{BASE_DN}"
+
+[[ldap.service_accounts]]
+dn = "{SERVICE_DN}"
+password = "{SERVICE_SECRET.decode()}"
+
+[cache]
+ttl = 600
+"""
+
+
+def _bind(msgid: int, name: str, password: bytes) -> bytes:
+    body = ber.integer(3) + ber.octets(name) + ber.tlv(0x80, password)
+    return ber.sequence(ber.integer(msgid), ber.tlv(m.BIND_REQUEST, body))
+
+
+def _search(msgid: int) -> bytes:
+    filt = ber.tlv(
+        0xA0,
+        ber.tlv(0xA3, ber.octets("objectClass") + ber.octets("inetOrgPerson"))
+        + ber.tlv(0xA3, ber.octets("uid") + ber.octets(BARCODE)),
+    )
+    body = (
+        ber.octets(BASE_DN)
+        + ber.enumerated(2)
+        + ber.enumerated(0)
+        + ber.integer(0)
+        + ber.integer(0)
+        + ber.boolean(False)
+        + filt
+        + ber.sequence(ber.octets("cn"), ber.octets("mail"))
+    )
+    return ber.sequence(ber.integer(msgid), ber.tlv(m.SEARCH_REQUEST, body))
+
+
+USER_BIND = _bind(1, USER_DN, PIN)
+SERVICE_BIND = _bind(2, SERVICE_DN, SERVICE_SECRET)
+SEARCH = _search(3)
+
+
+async def _read_pdu(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readexactly(2)
+    if head[1] & 0x80:
+        extra = await reader.readexactly(head[1] & 0x7F)
+        size = int.from_bytes(extra, "big")
+        head += extra
+    else:
+        size = head[1]
+    return head + await reader.readexactly(size)
+
+
+def _op(pdu: bytes) -> int:
+    start, end = ber.expect(pdu, 0, len(pdu), ber.SEQUENCE)
+    _s, pos = ber.expect(pdu, start, end, ber.INTEGER)
+    return ber.read_tlv(pdu, pos, end)[0]
+
+
+def _code(pdu: bytes) -> int:
+    """resultCode of an LDAPResult-shaped response."""
+    start, end = ber.expect(pdu, 0, len(pdu), ber.SEQUENCE)
+    _s, pos = ber.expect(pdu, start, end, ber.INTEGER)
+    _tag, op_start, op_end = ber.read_tlv(pdu, pos, end)
+    c_start, c_end = ber.expect(pdu, op_start, op_end, ber.ENUMERATED)
+    return ber.to_int(pdu, c_start, c_end)
+
+
+async def _binds(address: tuple[str, int], count: int, deadline: float) -> list[float]:
+    reader, writer = await asyncio.open_connection(*address)
+    latencies: list[float] = []
+    for _ in range(count):
+        started = time.perf_counter()
+        writer.write(USER_BIND)
+        reply = await _read_pdu(reader)
+        latencies.append(time.perf_counter() - started)
+        if _code(reply) != 0:
+            raise RuntimeError("bench bind refused")
+        if started > deadline:
+            break
+    writer.close()
+    return latencies
+
+
+async def _logins(address: tuple[str, int], count: int, deadline: float) -> list[float]:
+    reader, writer = await asyncio.open_connection(*address)
+    latencies: list[float] = []
+    for _ in range(count):
+        started = time.perf_counter()
+        writer.write(SERVICE_BIND)
+        if _code(await _read_pdu(reader)) != 0:
+            raise RuntimeError("bench service bind refused")
+        writer.write(SEARCH)
+        entries = 0
+        while True:
+            if _op(await _read_pdu(reader)) != m.SEARCH_RESULT_ENTRY:
+                break
+            entries += 1
+        if entries != 1:
+            raise RuntimeError(f"bench search found {entries} entries")
+        writer.write(USER_BIND)
+        if _code(await _read_pdu(reader)) != 0:
+            raise RuntimeError("bench user bind refused")
+        latencies.append(time.perf_counter() - started)
+        if started > deadline:
+            break
+    writer.close()
+    return latencies
+
+
+Worker = Callable[[tuple[str, int], int, float], Awaitable[list[float]]]
+
+
+async def _run(
+    address: tuple[str, int], pid: int, name: str, server: str, total: int, worker: Worker
+) -> Result:
+    deadline = time.perf_counter() + SECONDS
+    await _binds(address, 2, deadline)  # warm up: the first bind pays the KDF once
+    with CpuMeter(pid) as meter:
+        runs = await asyncio.gather(
+            *(worker(address, total // CONNECTIONS, deadline) for _ in range(CONNECTIONS))
+        )
+    latencies = [x for run in runs for x in run]
+    return Result(name, server, len(latencies), meter.wall, latencies, meter.seconds)
+
+
+def _scenarios(address: tuple[str, int], pid: int, server: str) -> list[Result]:
+    cores = os.cpu_count() or 1
+    if cores > 1:
+        pin_to_core(pid, SERVER_CORE)
+        os.sched_setaffinity(0, {CLIENT_CORE})
+    try:
+        import uvloop
+
+        runner: Callable[..., Result] = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    return [
+        runner(
+            _run(address, pid, f"simple bind, {CONNECTIONS} persistent conns", server, BINDS, _binds)
+        ),
+        runner(
+            _run(address, pid, "svc bind + search + user bind", server, LOGINS, _logins)
+        ),
+    ]
+
+
+# --- slapd, the reference ----------------------------------------------------------------------
+
+
+def _ssha(secret: bytes) -> str:
+    salt = os.urandom(8)
+    digest = hashlib.sha1(secret + salt, usedforsecurity=False).digest()
+    return "{SSHA}" + base64.b64encode(digest + salt).decode()
+
+
+def _slapd_ldif() -> str:
+    from tests.harness import DEMO_CSV
+
+    import csv
+
+    parts = [
+        f"dn: {BASE_DN}\nobjectClass: dcObject\nobjectClass: organization\ndc: library\no: library\n",
+        f"dn: ou=patrons,{BASE_DN}\nobjectClass: organizationalUnit\nou: patrons\n",
+        f"dn: ou=services,{BASE_DN}\nobjectClass: organizationalUnit\nou: services\n",
+        f"dn: {SERVICE_DN}\nobjectClass: applicationProcess\nobjectClass: simpleSecurityObject\n"
+        f"cn: ezproxy\nuserPassword: {_ssha(SERVICE_SECRET)}\n",
+    ]
+    with DEMO_CSV.open(encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(handle):
+            surname = row["name"].split(",")[0]
+            mail = f"mail: {row['email']}\n" if row["email"] else ""
+            parts.append(
+                f"dn: uid={row['barcode']},ou=patrons,{BASE_DN}\n"
+                "objectClass: inetOrgPerson\n"
+                f"uid: {row['barcode']}\ncn: {row['name']}\nsn: {surname}\n{mail}"
+                f"employeeType: {row['category']}\n"
+                f"userPassword: {_ssha(row['pin'].encode())}\n"
+            )
+    return "\n".join(parts)
+
+
+SLAPD_CONF = """
+include /etc/ldap/schema/core.schema
+include /etc/ldap/schema/cosine.schema
+include /etc/ldap/schema/inetorgperson.schema
+modulepath /usr/lib/ldap
+moduleload back_mdb
+pidfile {dir}/slapd.pid
+loglevel 0
+database mdb
+suffix "{base}"
+rootdn "cn=admin,{base}"
+directory {dir}/db
+maxsize 104857600
+index uid eq
+index objectClass eq
+access to attrs=userPassword by anonymous auth by * none
+access to * by * read
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _slapd(tmp: Path) -> tuple[subprocess.Popen[bytes], tuple[str, int]]:
+    (tmp / "db").mkdir()
+    conf = tmp / "slapd.conf"
+    conf.write_text(SLAPD_CONF.format(dir=tmp, base=BASE_DN))
+    (tmp / "data.ldif").write_text(_slapd_ldif())
+    subprocess.run(
+        ["slapadd", "-q", "-f", str(conf), "-l", str(tmp / "data.ldif")],
+        check=True,
+        capture_output=True,
+    )
+    port = _free_port()
+    proc = subprocess.Popen(
+        ["slapd", "-d", "0", "-f", str(conf), "-h", f"ldap://127.0.0.1:{port}/"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # readiness: the port accepts (slapd has no ready line)
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return proc, ("127.0.0.1", port)
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("slapd did not start")
+
+
+def main() -> None:
+    from tests.harness import Daemon
+
+    results: list[Result] = []
+    notes = [
+        "server: the real daemon (uvloop, SQLite store, audit line per bind to a file), loopback",
+        "goal: bridge server CPU per bind no higher than slapd's",
+    ]
+    with tempfile.TemporaryDirectory(prefix="bench-ldap-") as tmp:
+        daemon = Daemon(Path(tmp), SECTIONS).start()
+        try:
+            assert daemon.proc is not None
+            results += _scenarios(daemon.address("ldap"), daemon.proc.pid, "patron-bridge")
+        finally:
+            daemon.stop()
+    if shutil.which("slapd") and shutil.which("slapadd"):
+        with tempfile.TemporaryDirectory(prefix="bench-slapd-") as tmp:
+            proc, address = _slapd(Path(tmp))
+            try:
+                results += _scenarios(address, proc.pid, "slapd (mdb)")
+            finally:
+                proc.terminate()
+                proc.wait(timeout=20)
+        notes.append("slapd: Debian's slapd, back-mdb, {SSHA} userPassword, same users")
+    else:
+        notes.append("slapd column skipped: slapd is not installed (apt-get install slapd)")
+    results.sort(key=lambda r: r.name)
+    report("LDAP", results, notes)
+
+
+if __name__ == "__main__":
+    main()
