@@ -57,7 +57,9 @@ def _with_trailer(body: str, sequence: int) -> bytes:
 
 LOGIN = _with_trailer("9300CNbench|CObench-secret-1|CPbench|", 0)
 PATRON = [
-    _with_trailer(f"63001{time.strftime('%Y%m%d    %H%M%S')}          AOMAIN|AA{BARCODE}|AC|AD{PIN}|", s)
+    _with_trailer(
+        f"63001{time.strftime('%Y%m%d    %H%M%S')}          AOMAIN|AA{BARCODE}|AC|AD{PIN}|", s
+    )
     for s in range(10)
 ]
 END = _with_trailer(f"35{time.strftime('%Y%m%d    %H%M%S')}AOMAIN|AA{BARCODE}|", 2)
@@ -102,9 +104,7 @@ async def _login_cycle(address: tuple[str, int], count: int, deadline: float) ->
     return latencies
 
 
-async def _run(
-    address: tuple[str, int], pid: int, name: str, per_conn: int, cycle: bool
-) -> Result:
+async def _run(address: tuple[str, int], pid: int, name: str, per_conn: int, cycle: bool) -> Result:
     deadline = time.perf_counter() + SECONDS
     worker = _login_cycle if cycle else _persistent
     # Warm up: the first 63 pays the KDF once and fills the cache.

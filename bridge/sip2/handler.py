@@ -70,6 +70,7 @@ class Handler:
         self._online = True
         self._health_lock = asyncio.Lock()
         self._templates: dict[tuple[object, ...], Template] = {}
+        self._contexts: dict[tuple[str, str], Context] = {}
 
     # -- helpers ----------------------------------------------------------------------------
     def options(self, account: Account | None) -> answers.AnswerOptions:
@@ -157,7 +158,12 @@ class Handler:
             return answers.lookup_answer(
                 request, patron, date=date, today=today, policy=account.policy, options=options
             ).to_message()
-        ctx = Context("sip2", account.login, session.source, account.policy)
+        ctx = self._contexts.get((account.login, session.source))
+        if ctx is None:
+            if len(self._contexts) >= TEMPLATE_CACHE:
+                self._contexts.clear()
+            ctx = Context("sip2", account.login, session.source, account.policy)
+            self._contexts[(account.login, session.source)] = ctx
         decision = await self.authenticator.authenticate(request.barcode, pin, ctx)
         key = (
             request.code,

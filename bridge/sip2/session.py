@@ -223,6 +223,7 @@ class Session:
         account = self.accounts.check(login.login, login.password, self.source)
         plain = login.uid_algorithm in ("0", " ") and login.pwd_algorithm in ("0", " ")
         if account is None or not plain:
+            self.account = None  # a failed re-login logs the terminal out
             self.login_failures += 1
             data = encode(
                 LoginResponse(False).to_message(),

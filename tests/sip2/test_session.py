@@ -58,6 +58,14 @@ def test_three_strikes_and_algorithms() -> None:
     assert s.account is None
 
 
+def test_failed_relogin_logs_out() -> None:
+    s = session()
+    s.receive(login_msg())
+    assert reply(s.receive(login_msg(password="nope"))) == b"940\r"
+    assert s.account is None
+    assert isinstance(s.receive(patron_msg("23", "1", DEMO_PIN)), Close)
+
+
 def test_messages_before_login() -> None:
     assert isinstance(session().receive(b"9900802.00"), Close)
     assert isinstance(session().receive(patron_msg("23", "1", DEMO_PIN)), Close)
