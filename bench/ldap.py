@@ -185,13 +185,10 @@ def _scenarios(address: tuple[str, int], pid: int, server: str) -> list[Result]:
         runner: Callable[..., Result] = uvloop.run
     except ImportError:
         runner = asyncio.run
+    binds = f"simple bind, {CONNECTIONS} persistent conns"
     return [
-        runner(
-            _run(address, pid, f"simple bind, {CONNECTIONS} persistent conns", server, BINDS, _binds)
-        ),
-        runner(
-            _run(address, pid, "svc bind + search + user bind", server, LOGINS, _logins)
-        ),
+        runner(_run(address, pid, binds, server, BINDS, _binds)),
+        runner(_run(address, pid, "svc bind + search + user bind", server, LOGINS, _logins)),
     ]
 
 
@@ -205,12 +202,13 @@ def _ssha(secret: bytes) -> str:
 
 
 def _slapd_ldif() -> str:
-    from tests.harness import DEMO_CSV
-
     import csv
 
+    from tests.harness import DEMO_CSV
+
     parts = [
-        f"dn: {BASE_DN}\nobjectClass: dcObject\nobjectClass: organization\ndc: library\no: library\n",
+        f"dn: {BASE_DN}\nobjectClass: dcObject\nobjectClass: organization\n"
+        "dc: library\no: library\n",
         f"dn: ou=patrons,{BASE_DN}\nobjectClass: organizationalUnit\nou: patrons\n",
         f"dn: ou=services,{BASE_DN}\nobjectClass: organizationalUnit\nou: services\n",
         f"dn: {SERVICE_DN}\nobjectClass: applicationProcess\nobjectClass: simpleSecurityObject\n"
