@@ -74,12 +74,12 @@ async def open_plugin(name: str, settings: dict[str, Any], hasher: PinHasher, ba
 def pg_database(prefix: str) -> Any:
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(host=PG[0], port=PG[1], user="postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+        admin.execute(f'CREATE DATABASE "{name}"')
     try:
         yield name
     finally:
         with psycopg.connect(host=PG[0], port=PG[1], user="postgres", autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def fill_sqlite(path: Path, n: int, pin_hash: str) -> None:
@@ -148,7 +148,7 @@ def fill_evergreen(dbname: str, n: int) -> None:
     from tests.plugins.ils_fixtures import EVERGREEN_SCHEMA
 
     with psycopg.connect(host=PG[0], port=PG[1], user="postgres", dbname=dbname) as conn:
-        conn.execute(EVERGREEN_SCHEMA)  # type: ignore[arg-type]
+        conn.execute(EVERGREEN_SCHEMA)
         row = conn.execute("SELECT gen_salt('bf', 10)").fetchone()
         assert row is not None
         salt = str(row[0])

@@ -79,7 +79,10 @@ def test_folio_pbkdf2_sha512() -> None:
 def test_passlib_adapted_base64() -> None:
     salt = os.urandom(16)
     digest = hashlib.pbkdf2_hmac("sha512", DEMO_PIN.encode(), salt, 1000)
-    ab64 = lambda b: base64.b64encode(b).decode().rstrip("=").replace("+", ".")  # noqa: E731
+
+    def ab64(data: bytes) -> str:
+        return base64.b64encode(data).decode().rstrip("=").replace("+", ".")
+
     stored = f"$pbkdf2-sha512$1000${ab64(salt)}${ab64(digest)}"
     assert check(stored) and not check(stored, WRONG_PIN)
 

@@ -357,7 +357,7 @@ def build_evergreen(dbname: str, seed: Iterable[SeedPatron]) -> dict[str, Any]:
     user, password = servers.unique("eg_ro"), secrets.token_hex(12)
     seed = tuple(seed)
     with servers.pg_admin(dbname) as admin:
-        admin.execute(EVERGREEN_SCHEMA)  # type: ignore[arg-type]
+        admin.execute(EVERGREEN_SCHEMA)
         for s in seed:
             insert_evergreen_patron(admin, s)
         if seed:
@@ -382,12 +382,10 @@ def build_evergreen(dbname: str, seed: Iterable[SeedPatron]) -> dict[str, Any]:
                 (usr,),
             )
             insert_evergreen_patron(admin, EG_DELETED, deleted=True)
-        admin.execute(f"CREATE ROLE {user} LOGIN PASSWORD '{password}'")  # type: ignore[arg-type]
+        admin.execute(f"CREATE ROLE {user} LOGIN PASSWORD '{password}'")
+        admin.execute(f"GRANT USAGE ON SCHEMA actor, config, permission, money TO {user}")
         admin.execute(
-            f"GRANT USAGE ON SCHEMA actor, config, permission, money TO {user}"  # type: ignore[arg-type]
-        )
-        admin.execute(
-            f"GRANT SELECT ON ALL TABLES IN SCHEMA actor, config, permission, money TO {user}"  # type: ignore[arg-type]
+            f"GRANT SELECT ON ALL TABLES IN SCHEMA actor, config, permission, money TO {user}"
         )
     return {"user": user, "password": password}
 
@@ -448,4 +446,4 @@ def insert_evergreen_patron(
 
 def drop_pg_role(user: str) -> None:
     with servers.pg_admin("postgres") as admin:
-        admin.execute(f"DROP ROLE IF EXISTS {user}")  # type: ignore[arg-type]
+        admin.execute(f"DROP ROLE IF EXISTS {user}")

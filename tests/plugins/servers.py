@@ -63,7 +63,7 @@ def mariadb_database(prefix: str = "pb_test") -> Iterator[str]:
         admin.close()
 
 
-def mariadb_admin(database: str | None = None) -> pymysql.connections.Connection:  # type: ignore[type-arg]
+def mariadb_admin(database: str | None = None) -> pymysql.connections.Connection:
     return pymysql.connect(
         host=MY_HOST, port=MY_PORT, user="root", database=database, autocommit=True
     )

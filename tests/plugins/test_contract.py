@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -127,7 +128,9 @@ async def test_change_pin_is_refused_unless_capable(any_store: Opened) -> None:
 # -- writable contract: the stores the bridge owns ----------------------------------------------
 
 
-async def test_change_pin_is_durable(writable: Opened, hasher: CountingHasher, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_change_pin_is_durable(
+    writable: Opened, hasher: CountingHasher, tmp_path: Path
+) -> None:
     store = writable.store
     patron = await store.lookup(ACTIVE.barcode)
     assert patron is not None

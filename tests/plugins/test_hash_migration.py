@@ -21,8 +21,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from bridge.core.patron import Outcome
 from bridge.core.pin import KdfParams, PinHasher, read_or_create_pepper
@@ -120,7 +120,7 @@ def build_folio(dbname: str) -> None:
     with servers.pg_admin(dbname) as admin:
         admin.execute("CREATE SCHEMA diku_mod_users")
         for table in ("users", "groups", "patronpin"):
-            admin.execute(  # type: ignore[call-overload]
+            admin.execute(
                 f"CREATE TABLE diku_mod_users.{table} (id uuid PRIMARY KEY, jsonb jsonb NOT NULL)"
             )
         admin.execute(
@@ -136,7 +136,7 @@ def build_folio(dbname: str) -> None:
         }
         admin.execute(
             "INSERT INTO diku_mod_users.users VALUES (%s, %s)",
-            (user_id, psycopg.types.json.Jsonb(user)),
+            (user_id, Jsonb(user)),
         )
         admin.execute(
             "INSERT INTO diku_mod_users.patronpin VALUES (%s, jsonb_build_object('id', %s::text, "
@@ -148,9 +148,7 @@ def build_folio(dbname: str) -> None:
 def pg_export_csv(dbname: str, query: str) -> str:
     with servers.pg_admin(dbname) as admin:
         out = io.BytesIO()
-        with admin.cursor().copy(  # type: ignore[call-overload]
-            f"COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER)"
-        ) as copy:
+        with admin.cursor().copy(f"COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER)") as copy:
             for chunk in copy:
                 out.write(chunk)
     return out.getvalue().decode()
