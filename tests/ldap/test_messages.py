@@ -224,3 +224,10 @@ def test_property_mutated_requests_decode_or_raise(data: st.DataObject) -> None:
     cut = data.draw(st.integers(min_value=0, max_value=len(pdu)))
     with contextlib.suppress(ProtocolError):
         m.decode(bytes(pdu[:cut]))
+
+
+@given(st.one_of(st.none(), st.binary(max_size=40)))
+def test_property_control_and_exop_values_decode_or_raise(value: bytes | None) -> None:
+    for decoder in (m.decode_paged, m.decode_passwd_modify):
+        with contextlib.suppress(ProtocolError):
+            decoder(value)
