@@ -49,19 +49,27 @@ def recognised(stored: str) -> bool:
     return stored.startswith(KNOWN_PREFIXES)
 
 
+def _bcrypt(raw: bytes, stored: str) -> bool:
+    """bcrypt check of a 60-character `$2?$NN$...` value; a cost above 2^16 rounds (Koha uses
+    2^8, Evergreen 2^10) is refused rather than letting one imported row stall a KDF worker."""
+    if len(stored) != _BCRYPT_LEN or not stored[4:6].isdigit() or int(stored[4:6]) > 16:
+        return False
+    try:
+        return bcrypt.checkpw(raw, ("$2b$" + stored[4:]).encode("ascii"))
+    except (ValueError, UnicodeEncodeError):
+        return False
+
+
 def verify(pin: Secret, stored: str) -> bool:
     raw = pin.reveal()
     if stored.startswith(("$2a$", "$2b$", "$2y$")):
-        fixed = "$2b$" + stored[4:]
-        try:
-            return bcrypt.checkpw(raw, fixed.encode("ascii"))
-        except ValueError:
-            return False
+        return _bcrypt(raw, stored)
     if stored.startswith("{MD5}"):
-        want = stored[5:]
+        # Compared as bytes: compare_digest refuses non-ASCII str (a corrupt export row).
+        want = stored[5:].rstrip("=").encode("utf-8", "surrogatepass")
         digest = hashlib.md5(raw, usedforsecurity=False).digest()
-        candidates = (digest.hex(), base64.b64encode(digest).decode().rstrip("="))
-        return any(hmac.compare_digest(c, want.rstrip("=")) for c in candidates)
+        candidates = (digest.hex().encode(), base64.b64encode(digest).rstrip(b"="))
+        return any(hmac.compare_digest(c, want) for c in candidates)
     if stored.startswith("$evergreen$"):
         body = stored[len("$evergreen$") :]
         crypted, salt = body[-_BCRYPT_LEN:], body[: -_BCRYPT_LEN - 1]
@@ -69,10 +77,7 @@ def verify(pin: Secret, stored: str) -> bool:
             return False
         inner = hashlib.md5(raw, usedforsecurity=False).hexdigest()
         outer = hashlib.md5((salt + inner).encode(), usedforsecurity=False).hexdigest()
-        try:
-            return bcrypt.checkpw(outer.encode(), crypted.encode("ascii"))
-        except ValueError:
-            return False
+        return _bcrypt(outer.encode(), crypted)
     if stored.startswith("$pbkdf2-sha512$"):
         try:
             _, _, iterations, salt_b64, hash_b64 = stored.split("$")

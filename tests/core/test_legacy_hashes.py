@@ -9,6 +9,8 @@ import os
 
 import bcrypt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bridge.core import legacy_hashes
 from bridge.core.pin import KdfParams, PinHasher
@@ -141,3 +143,18 @@ def test_recognised_forms() -> None:
         assert legacy_hashes.recognised(stored), stored[:12]
     for stored in ("", "!", digest, "md5:abc", "$1$salt$hash", "$6$salt$hash"):
         assert not legacy_hashes.recognised(stored)
+
+
+def test_absurd_bcrypt_cost_is_refused_not_run() -> None:
+    stored = koha_bcrypt(DEMO_PIN)
+    assert not check(stored[:4] + "31" + stored[6:])  # 2^31 rounds would stall a worker
+
+
+PREFIXES = st.sampled_from(["", *legacy_hashes.KNOWN_PREFIXES, "$evergreen$$2a$10$"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(pin=st.binary(max_size=200), prefix=PREFIXES, rest=st.text(max_size=120))
+def test_property_anything_is_a_bool(pin: bytes, prefix: str, rest: str) -> None:
+    """Whatever an export put in the column, verification answers True or False."""
+    assert legacy_hashes.verify(Secret(pin), prefix + rest) in (True, False)
