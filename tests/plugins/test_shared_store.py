@@ -11,17 +11,17 @@ from bridge.app import open_core
 from bridge.config import load
 from bridge.core.patron import ClientPolicy, Context, Outcome
 from bridge.core.secret import Secret
-from tests.harness import DEMO, DEMO_CSV, base_config
+from tests.harness import DEMO, DEMO_CSV, Daemon, base_config
 from tests.pins import DEMO_PIN, NEW_PIN, WRONG_PIN
 from tests.plugins import servers
+from tests.sip2.wire import Wire, fields, patron_msg
 
 CACHE = "\n[cache]\nttl = 0\n"  # every answer from the store, so hosts cannot differ by cache
 THROTTLE = 'state = "store"\ncard_free_failures = 5\ncard_lock_after = 2'
 
 
-def write_config(directory: Path, dbname: str) -> Path:
-    directory.mkdir()
-    store = f"""
+def store_toml(dbname: str) -> str:
+    return f"""
 [store]
 plugin = "postgres"
 host = "{servers.PG_HOST}"
@@ -31,8 +31,12 @@ user = "postgres"
 demo = true
 demo_file = "{DEMO_CSV}"
 """
+
+
+def write_config(directory: Path, dbname: str) -> Path:
+    directory.mkdir()
     path = directory / "bridge.toml"
-    path.write_text(base_config(directory, store=store, throttle=THROTTLE) + CACHE)
+    path.write_text(base_config(directory, store=store_toml(dbname), throttle=THROTTLE) + CACHE)
     return path
 
 
@@ -75,3 +79,40 @@ async def test_two_hosts_one_store(tmp_path: Path) -> None:
             assert await outcome(again, barcode, NEW_PIN) is Outcome.ACCEPTED
         finally:
             await again.aclose()
+
+
+SIP2 = """
+[sip2]
+listen = ["127.0.0.1:0"]
+
+[[sip2.accounts]]
+login = "selfcheck"
+password = "sc-secret-1"
+institution = "MAIN"
+"""
+
+
+def cq(daemon: Daemon, barcode: str, pin: str) -> str:
+    """The CQ field (valid patron password) of a real SIP2 Patron Information answer."""
+    with Wire(daemon.address("sip2")) as wire:
+        assert wire.login().startswith(b"941")
+        reply = wire.ask(patron_msg("63", barcode, pin))
+    return fields(reply, 61)["CQ"]
+
+
+def test_two_daemons_over_sip2(tmp_path: Path) -> None:
+    """The real daemon, loading the postgres plugin through its entry point, twice."""
+    with servers.pg_database() as dbname:
+        a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+        a_dir.mkdir()
+        b_dir.mkdir()
+        store, sections = store_toml(dbname), SIP2 + CACHE
+        with Daemon(a_dir, sections, store=store, throttle=THROTTLE) as host_a:
+            shutil.copy(a_dir / "pepper.key", b_dir / "pepper.key")
+            with Daemon(b_dir, sections, store=store, throttle=THROTTLE) as host_b:
+                barcode = DEMO["active"]
+                assert cq(host_a, barcode, DEMO_PIN) == "Y"
+                changed = host_a.cli("pin", "set", barcode, "--stdin", input=NEW_PIN + "\n")
+                assert changed.returncode == 0, changed.stderr
+                assert cq(host_b, barcode, NEW_PIN) == "Y"
+                assert cq(host_b, barcode, DEMO_PIN) == "N"
