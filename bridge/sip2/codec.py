@@ -354,6 +354,11 @@ for _code, _layout in LAYOUTS.items():
         _pos += _length
     _DECODE[_code.encode("ascii")] = (_code, tuple(_spans), _pos)
 
+#: Code → fixed-field name → (start, end) in the message text.
+_SPANS: Final[dict[str, dict[str, tuple[int, int]]]] = {
+    code: {name: (a, b) for name, a, b in spans} for code, spans, _ in _DECODE.values()
+}
+
 
 def decode(frame: bytes, *, charset: Charset = "cp850") -> Message:
     """Parse one frame (terminator already removed) into a `Message`.
@@ -447,15 +452,14 @@ def encode(
 
 @dataclass(frozen=True, slots=True)
 class Template:
-    """A message with its variable fields already serialised (cleaned, `|`-terminated).
-
-    For answers that repeat with only a fixed field changing: the same patron's 64 every few
-    seconds differs only in its transaction date (and the mirrored AY/AZ), so a server can
-    keep the template and pay only for the fixed part, the trailer and the checksum.
-    """
+    """A message serialised ahead of time: for answers that repeat with only a fixed field
+    changing (the same patron's 64 every few seconds differs only in its transaction date and
+    the mirrored AY/AZ), so a server keeps the template and pays only for the changed field,
+    the trailer and the checksum. `head` is the code and fixed part as sent, `variable` the
+    cleaned, `|`-terminated variable fields."""
 
     code: str
-    fixed: dict[str, str]
+    head: str
     variable: str
 
 
@@ -469,9 +473,13 @@ class Prepared:
 
 
 def template(message: Message) -> Template:
-    """Freeze a message's variable part (`encode_template` fills the fixed part per use)."""
+    """Serialise a message once; `encode_template` then changes fixed fields per use."""
+    head = [message.code]
+    for name, length in LAYOUTS[message.code]:
+        value = message.fixed.get(name, "")
+        head.append(value if len(value) == length else value[:length].ljust(length))
     variable = "".join([tag + clean(value) + "|" for tag, value in message.fields])
-    return Template(message.code, dict(message.fixed), variable)
+    return Template(message.code, clean("".join(head)), variable)
 
 
 def encode_template(
@@ -483,15 +491,15 @@ def encode_template(
     charset: Charset = "cp850",
     terminator: bytes = b"\r",
 ) -> bytes:
-    """`encode` for a template, with `changes` overriding fixed fields (e.g. the date)."""
-    head = [tpl.code]
-    fixed = tpl.fixed
-    for name, length in LAYOUTS[tpl.code]:
-        value = changes.get(name) or fixed.get(name, "")
-        if len(value) != length:
-            value = value[:length].ljust(length)
-        head.append(value)
-    text = clean("".join(head)) + tpl.variable
+    """`encode` for a template, with `changes` replacing fixed fields (e.g. the date)."""
+    head = tpl.head
+    spans = _SPANS[tpl.code]
+    for name, value in changes.items():
+        start, end = spans[name]
+        if len(value) != end - start:
+            value = value[: end - start].ljust(end - start)
+        head = head[:start] + clean(value) + head[end:]
+    text = head + tpl.variable
     if sequence is not None:
         text += f"AY{sequence % 10}"
     if checksum:

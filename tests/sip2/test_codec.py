@@ -223,3 +223,22 @@ def test_property_framing_any_split(terms: list[bytes], data: st.DataObject) -> 
     framer = Framer()
     frames = framer.feed(stream[:cut]) + framer.feed(stream[cut:])
     assert frames == [b"9900802.00"] * len(terms)
+
+
+@given(messages(), st.none() | st.integers(0, 9), st.booleans(), st.data())
+def test_property_template_encodes_like_encode(
+    message: Message, sequence: int | None, use_checksum: bool, data: st.DataObject
+) -> None:
+    from bridge.sip2.codec import encode_template, template
+
+    layout = LAYOUTS[message.code]
+    if not layout:
+        return
+    name, length = data.draw(st.sampled_from(layout))
+    value = data.draw(st.text(alphabet="0123456789 YN", min_size=length, max_size=length))
+    changed = Message(message.code, {**message.fixed, name: value}, message.fields)
+    expected = encode(changed, sequence=sequence, checksum=use_checksum)
+    got = encode_template(
+        template(message), {name: value}, sequence=sequence, checksum=use_checksum
+    )
+    assert got == expected
