@@ -78,9 +78,12 @@ class ResetTokens:
         """Whether this store can keep reset tokens and change PINs."""
         return self._tokens() is not None
 
-    async def issue(self, barcode: str, *, source: str) -> IssuedToken | None:
+    async def issue(
+        self, barcode: str, *, source: str, allow: Callable[[Patron], bool] | None = None
+    ) -> IssuedToken | None:
         """A token for this card when it exists and has an email, else None. Audited either way
-        (`reset_requested` with the result; the page shows the same answer in every case)."""
+        (`reset_requested` with the result; the page shows the same answer in every case).
+        `allow` can still refuse once the patron is known (a cap per email address)."""
         tokens = self._tokens()
         audit = self.authenticator.audit
         if tokens is None:
@@ -94,6 +97,9 @@ class ResetTokens:
         if patron is None or not patron.email:
             result = "unknown_card" if patron is None else "no_email"
             audit.event("reset_requested", barcode=barcode, source=source, result=result)
+            return None
+        if allow is not None and not allow(patron):
+            audit.event("reset_requested", barcode=barcode, source=source, result="rate_limited")
             return None
         token = secrets.token_urlsafe(TOKEN_BYTES)
         expires_at = self.clock() + self.ttl

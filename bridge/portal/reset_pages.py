@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bridge.core.patron import Outcome
+from bridge.core.patron import Outcome, Patron
 from bridge.core.secret import Secret
 from bridge.portal.i18n import Translator
 from bridge.portal.mail import reset_message
@@ -55,7 +55,11 @@ async def _send_link(portal: Portal, barcode: str, t: Translator, source: str) -
             "reset_requested", barcode=barcode, source=source, result="rate_limited"
         )
         return
-    issued = await portal.reset.issue(barcode, source=source)
+
+    def email_allowed(patron: Patron) -> bool:
+        return portal.per_email.allow((patron.email or "").lower(), portal.clock())
+
+    issued = await portal.reset.issue(barcode, source=source, allow=email_allowed)
     if issued is None:
         return
     message = reset_message(

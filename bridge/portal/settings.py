@@ -53,6 +53,7 @@ class PortalSettings(Section, frozen=True):
     reset_token_minutes: Annotated[int, msgspec.Meta(ge=1, le=1440)] = 30
     reset_requests_per_card: Annotated[int, msgspec.Meta(ge=1)] = 3
     reset_requests_per_source: Annotated[int, msgspec.Meta(ge=1)] = 10
+    reset_requests_per_email: Annotated[int, msgspec.Meta(ge=1)] = 5  # families share one
     reset_window_minutes: Annotated[int, msgspec.Meta(ge=1)] = 60
     # Dead or unknown reset links one address may open per window before it gets HTTP 429
     # (tokens have 256 bits; this keeps a scanner from costing store lookups).

@@ -69,6 +69,7 @@ class Portal:
     per_card: WindowLimiter
     per_source: WindowLimiter
     bad_links: WindowLimiter
+    per_email: WindowLimiter
     logo: Logo | None = None
     mail_enabled: bool = True  # False without an [smtp] section: no reset emails at all
     clock: Callable[[], float] = time.time
@@ -111,6 +112,7 @@ class Portal:
             per_card=WindowLimiter(settings.reset_requests_per_card, window),
             per_source=WindowLimiter(settings.reset_requests_per_source, window),
             bad_links=WindowLimiter(settings.bad_links_per_source, window),
+            per_email=WindowLimiter(settings.reset_requests_per_email, window),
             logo=logo,
             mail_enabled=mail_enabled,
             clock=clock,

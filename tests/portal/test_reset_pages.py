@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from tests.harness import DEMO, UNKNOWN
 from tests.pins import DEMO_PIN, NEW_PIN, OTHER_PIN
-from tests.portal.support import LINK, Env, body_of
+from tests.portal.support import LINK, PORTAL_SECTION, Env, body_of, make_config, open_env
 
 ACTIVE = DEMO["active"]
 
@@ -180,3 +181,18 @@ def test_scanning_reset_links_is_limited_per_source(env: Env) -> None:
     assert env.client.get("/reset?token=guess-more").status_code == 429
     env.clock.now += 3601
     assert env.client.get("/reset?token=guess-again").status_code == 400
+
+
+def test_requests_limited_per_email_address(tmp_path: Path) -> None:
+    extra = PORTAL_SECTION.replace(
+        "[[portal.help_links]]",
+        "reset_requests_per_email = 1\nreset_requests_per_card = 5\n[[portal.help_links]]",
+        1,
+    )
+    for env in open_env(tmp_path, make_config(tmp_path, extra)):
+        request_link(env, ACTIVE)
+        request_link(env, ACTIVE)
+        env.drain()
+        assert len(env.mailer.messages) == 1
+        results = [e.get("result") for e in env.audit.events if e["event"] == "reset_requested"]
+        assert results == ["token_issued", "rate_limited"]
