@@ -101,9 +101,7 @@ def test_a_newer_token_voids_the_older(core: Core) -> None:
 
 
 def test_store_without_tokens(core: Core) -> None:
-    core.store.capabilities = frozenset(
-        core.store.capabilities - {Capability.RESET_TOKENS}
-    )
+    core.store.capabilities = frozenset(core.store.capabilities - {Capability.RESET_TOKENS})
     tokens = ResetTokens(core.authenticator)
     assert not tokens.available
     assert asyncio.run(tokens.issue(DEMO["active"], source="test")) is None
