@@ -82,7 +82,12 @@ SELECT u.id, c.barcode, u.family_name, u.first_given_name, u.pref_first_given_na
 _BY_BARCODE = _SELECT + " AND c.barcode = %(value)s"
 # The user's current card (actor.usr.card) answers for lookups that do not name a card.
 _BY_ID = _SELECT + " AND u.id = %(value)s AND c.id = u.card"
-_BY_EMAIL = _SELECT + " AND lower(u.email) = lower(%(value)s) AND c.id = u.card LIMIT 50"
+# evergreen.lowercase() is the expression Evergreen indexes e-mail by (actor_usr_email_idx).
+_BY_EMAIL = (
+    _SELECT
+    + " AND evergreen.lowercase(u.email) = evergreen.lowercase(%(value)s) AND c.id = u.card"
+    + " LIMIT 50"
+)
 
 
 def evergreen_hash(salt: str | None, passwd: str | None) -> str | None:

@@ -257,6 +257,10 @@ CREATE SCHEMA actor;
 CREATE SCHEMA config;
 CREATE SCHEMA permission;
 CREATE SCHEMA money;
+CREATE SCHEMA evergreen;
+-- Evergreen's own is plperlu `lc(shift)`; the same answers for this test data.
+CREATE FUNCTION evergreen.lowercase(TEXT) RETURNS TEXT AS $$ SELECT lower($1) $$
+    LANGUAGE SQL IMMUTABLE STRICT;
 CREATE TABLE permission.grp_tree (
     id SERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE, parent INT,
     usergroup BOOL NOT NULL DEFAULT TRUE
@@ -297,6 +301,7 @@ CREATE TABLE actor.card (
     active BOOL NOT NULL DEFAULT TRUE
 );
 CREATE INDEX actor_card_usr_idx ON actor.card (usr);
+CREATE INDEX actor_usr_email_idx ON actor.usr (evergreen.lowercase(email));
 CREATE TABLE actor.passwd_type (
     code TEXT PRIMARY KEY, name TEXT UNIQUE NOT NULL, login BOOLEAN NOT NULL DEFAULT FALSE,
     regex TEXT, crypt_algo TEXT, iter_count INTEGER CHECK (iter_count IS NULL OR iter_count > 0)
@@ -383,7 +388,9 @@ def build_evergreen(dbname: str, seed: Iterable[SeedPatron]) -> dict[str, Any]:
             )
             insert_evergreen_patron(admin, EG_DELETED, deleted=True)
         admin.execute(f"CREATE ROLE {user} LOGIN PASSWORD '{password}'")
-        admin.execute(f"GRANT USAGE ON SCHEMA actor, config, permission, money TO {user}")
+        admin.execute(
+            f"GRANT USAGE ON SCHEMA actor, config, permission, money, evergreen TO {user}"
+        )
         admin.execute(
             f"GRANT SELECT ON ALL TABLES IN SCHEMA actor, config, permission, money TO {user}"
         )
