@@ -11,7 +11,9 @@
 The server is pinned to core 0 and the load generator to core 1 when there are two cores;
 loopback only; bounded by REQUESTS and SECONDS per scenario. No reference SIP2 server is
 packaged for Debian (Koha's SIPServer needs a whole Koha), so the bridge runs alone; the report
-says so.
+says so. To read the numbers on a given machine, a third row measures the floor: a bare uvloop
+Protocol that echoes the same 63 bytes, i.e. what the event loop and the socket system calls
+alone cost per request/response there.
 
     python -m bench sip2
 """
@@ -20,9 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from bench.common import CpuMeter, Result, pin_to_core, report
 from bridge.sip2.codec import checksum
@@ -104,6 +110,71 @@ async def _login_cycle(address: tuple[str, int], count: int, deadline: float) ->
     return latencies
 
 
+ECHO_SERVER = """
+import asyncio, uvloop
+class Echo(asyncio.Protocol):
+    def connection_made(self, transport): self.transport = transport
+    def data_received(self, data): self.transport.write(data)
+async def main():
+    server = await asyncio.get_running_loop().create_server(Echo, "127.0.0.1", 0)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await asyncio.Event().wait()
+uvloop.run(main())
+"""
+
+
+async def _echo(address: tuple[str, int], count: int, deadline: float) -> list[float]:
+    reader, writer = await asyncio.open_connection(*address)
+    latencies: list[float] = []
+    for i in range(count):
+        started = time.perf_counter()
+        writer.write(PATRON[i % 10])
+        await reader.readuntil(b"\r")
+        latencies.append(time.perf_counter() - started)
+        if started > deadline:
+            break
+    writer.close()
+    return latencies
+
+
+def _floor(runner: Callable[[Coroutine[Any, Any, Result]], Result]) -> Result | None:
+    """The same ping-pong against a bare uvloop echo server (no SIP2, no core)."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return None
+    proc = subprocess.Popen([sys.executable, "-c", ECHO_SERVER], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        if (os.cpu_count() or 1) > 1:
+            pin_to_core(proc.pid, SERVER_CORE)
+
+        async def run() -> Result:
+            deadline = time.perf_counter() + SECONDS
+            with CpuMeter(proc.pid) as meter:
+                runs = await asyncio.gather(
+                    *(
+                        _echo(("127.0.0.1", port), REQUESTS // CONNECTIONS, deadline)
+                        for _ in range(CONNECTIONS)
+                    )
+                )
+            latencies = [x for run in runs for x in run]
+            return Result(
+                "floor: echo the 63 bytes",
+                "uvloop echo",
+                len(latencies),
+                meter.wall,
+                latencies,
+                meter.seconds,
+            )
+
+        return runner(run())
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 async def _run(address: tuple[str, int], pid: int, name: str, per_conn: int, cycle: bool) -> Result:
     deadline = time.perf_counter() + SECONDS
     worker = _login_cycle if cycle else _persistent
@@ -115,6 +186,14 @@ async def _run(address: tuple[str, int], pid: int, name: str, per_conn: int, cyc
         )
     latencies = [x for run in runs for x in run]
     return Result(name, "patron-bridge", len(latencies), meter.wall, latencies, meter.seconds)
+
+
+def _runner() -> Callable[[Coroutine[Any, Any, Result]], Result]:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    return uvloop.run
 
 
 def main() -> None:
@@ -130,12 +209,7 @@ def main() -> None:
                 pin_to_core(pid, SERVER_CORE)
                 os.sched_setaffinity(0, {CLIENT_CORE})
             address = daemon.address("sip2")
-            try:
-                import uvloop
-
-                runner = uvloop.run
-            except ImportError:
-                runner = asyncio.run
+            runner = _runner()
             results = [
                 runner(
                     _run(
@@ -158,6 +232,9 @@ def main() -> None:
             ]
         finally:
             daemon.stop()
+    floor = _floor(_runner())
+    if floor is not None:
+        results.append(floor)
     report(
         "SIP2",
         results,

@@ -242,3 +242,8 @@ def test_property_template_encodes_like_encode(
         template(message), {name: value}, sequence=sequence, checksum=use_checksum
     )
     assert got == expected
+
+
+@given(st.text(max_size=24))
+def test_property_parse_date_never_raises(text: str) -> None:
+    parse_date(text)
