@@ -18,7 +18,7 @@ import structlog
 
 from bridge.core.auth import valid_barcode
 from bridge.core.patron import Context, Patron
-from bridge.core.store import Capability, NotSupported, StoreUnavailable
+from bridge.core.store import Capability, NotSupported, StoreError, StoreUnavailable
 from bridge.services import Services
 from bridge.sip2 import answers
 from bridge.sip2.circulation import Circulation, CirculationContext, refusal
@@ -102,7 +102,7 @@ class Handler:
                 async with asyncio.timeout(HEALTH_TIMEOUT):
                     health = await self.authenticator.health()
                 self._online = health.ok
-            except TimeoutError:
+            except (TimeoutError, StoreError):
                 self._online = False
             self._health_until = self.monotonic() + self.settings.health_cache_seconds
             return self._online
