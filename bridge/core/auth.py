@@ -23,7 +23,7 @@ import structlog
 from bridge.core.audit import Audit
 from bridge.core.cache import VerifiedCache
 from bridge.core.patron import ClientPolicy, Context, Decision, Outcome, Patron
-from bridge.core.pin import PinPolicy, PolicyResult
+from bridge.core.pin import HashFormatError, PinPolicy, PolicyResult
 from bridge.core.secret import Secret
 from bridge.core.store import (
     Capability,
@@ -108,6 +108,11 @@ class Authenticator:
             verification = await self.store.verify_pin(barcode, pin)
         except StoreUnavailable as exc:
             return Decision(Outcome.STORE_UNAVAILABLE, reason=str(exc) or "store unavailable")
+        except HashFormatError:
+            # A corrupt stored hash is the library's problem, not a wrong PIN: never counted
+            # as a failure (it would lock the patron out), never quoted.
+            log.error("pin_hash_unreadable", barcode=self.audit.barcode(barcode))
+            return Decision(Outcome.STORE_UNAVAILABLE, reason="stored PIN hash unreadable")
         now = self.clock()
         if verification.patron is None:
             self.throttle.record_failure(barcode, ctx.source, now)

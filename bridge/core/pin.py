@@ -72,7 +72,7 @@ class PinPolicy:
             return PolicyResult(
                 False,
                 "Your PIN cannot be a repeating number such as 2222 or 1212. "
-                "Choose digits with no pattern, for example 5961.",
+                "Choose digits with no pattern.",
                 "repeating",
             )
         if text in self.blocklist:
@@ -115,6 +115,14 @@ def load_blocklist(path: Path) -> frozenset[str]:
 
 PEPPER_BYTES: Final = 32
 _PEPPER_LABEL: Final = b"patron-bridge pin v1|"
+
+
+# `$argon2id$v=19$m=M,t=T,p=P$salt$hash`, unpadded standard base64 (salt >= 8, hash >= 4 bytes).
+_ARGON2ID_PHC: Final = re.compile(
+    r"\$argon2id\$v=19\$m=(?P<m>[0-9]{1,8}),t=(?P<t>[0-9]{1,3}),p=(?P<p>[0-9]{1,3})"
+    r"\$[A-Za-z0-9+/]{11,}\$[A-Za-z0-9+/]{6,}"
+)
+_ARGON2_MAX_MEMORY_KIB: Final = 1048576  # the config's ceiling; a row asking more is corrupt
 
 
 class HashFormatError(ValueError):
@@ -162,7 +170,8 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.b64decode(text + "=" * (-len(text) % 4))
+    """Strict: a character outside the alphabet is an error, not silently dropped."""
+    return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
 
 
 class PinHasher:
@@ -212,6 +221,16 @@ class PinHasher:
 
     def verify_sync(self, pin: Secret, stored: str) -> HashCheck:
         if stored.startswith("$argon2id$"):
+            # cryptography raises InvalidKey both for a wrong PIN and for a malformed string,
+            # so the form is checked first: a corrupt row must not read as "wrong PIN".
+            match = _ARGON2ID_PHC.fullmatch(stored)
+            if match is None:
+                raise HashFormatError("malformed argon2id hash")
+            memory, iterations, lanes = (int(match.group(g)) for g in ("m", "t", "p"))
+            if not (8 <= memory <= _ARGON2_MAX_MEMORY_KIB and 1 <= iterations <= 64):
+                raise HashFormatError("argon2id parameters out of range")
+            if not 1 <= lanes <= 64:
+                raise HashFormatError("argon2id parameters out of range")
             try:
                 Argon2id.verify_phc_encoded(self._keyed(pin), stored)
                 ok = True
@@ -242,6 +261,8 @@ class PinHasher:
             salt, expected = _unb64(salt_b64), _unb64(hash_b64)
         except (ValueError, KeyError) as exc:
             raise HashFormatError("malformed scrypt hash") from exc
+        if len(salt) < 8 or not 4 <= len(expected) <= 64:
+            raise HashFormatError("malformed scrypt hash")
         if not (1 <= log2_n <= 22 and 1 <= r <= 32 and 1 <= p <= 16):
             raise HashFormatError("scrypt parameters out of range")
         try:
