@@ -144,7 +144,12 @@ async def open_core(config: Config) -> Core:
         hasher.close()
         raise
     audit = Audit(config.audit.barcode, hash_key=hasher.derived_key("audit-barcode"))
-    throttle = Throttle(throttle_rules(config), throttle_backend(config, store))
+    try:
+        throttle = Throttle(throttle_rules(config), throttle_backend(config, store))
+    except BaseException:
+        await store.aclose()
+        hasher.close()
+        raise
     authenticator = Authenticator(
         store,
         throttle=throttle,
