@@ -75,14 +75,27 @@ def _read_new_pin(stdin: TextIO, from_stdin: bool) -> Secret:
     return pin
 
 
+def _audit_destination(config: Config) -> Path | None:
+    return None if config.audit.destination == "stderr" else config.path(config.audit.destination)
+
+
 async def _with_core(config: Config, body: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
+    """Open the core for one verb. Its audit events (patron_added, pin_reset, lock_cleared, ...)
+    go where the daemon's go, through the same redaction, never onto stdout with the output."""
     from bridge.app import open_core
 
-    core = await open_core(config)
+    own_logging = not logs.configured()
+    if own_logging:
+        logs.configure(config.log.level, config.log.format, "stderr", _audit_destination(config))
     try:
-        return await body(core)
+        core = await open_core(config)
+        try:
+            return await body(core)
+        finally:
+            await core.aclose()
     finally:
-        await core.aclose()
+        if own_logging:
+            logs.stop()
 
 
 def _writable(core: Any) -> WritableStore:
@@ -99,12 +112,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from bridge.app import serve
 
     config = _config(args)
-    logs.configure(
-        config.log.level,
-        config.log.format,
-        "stderr",
-        None if config.audit.destination == "stderr" else config.path(config.audit.destination),
-    )
+    logs.configure(config.log.level, config.log.format, "stderr", _audit_destination(config))
 
     def ready(info: dict[str, Any]) -> None:
         sys.stdout.write(json.dumps(info) + "\n")

@@ -1,10 +1,57 @@
-"""The real daemon starts from a config, reports readiness, and stops on SIGTERM."""
+"""The real daemon: starts from a config, reports readiness, stops on SIGTERM; throttle locks
+seen by the CLI, cleared by `patron-bridge lockout clear` through the control socket, and kept
+across a restart."""
 
 from __future__ import annotations
 
+import json
+import socket
 from pathlib import Path
 
+from bridge.control import notify
 from tests.harness import DEMO, Daemon
+from tests.pins import DEMO_PIN, WRONG_PIN
+
+SIP2 = """
+[sip2]
+listen = ["127.0.0.1:0"]
+
+[[sip2.accounts]]
+login = "selfcheck"
+password = "sc-secret-1"
+institution = "MAIN"
+"""
+
+# Locks at the third wrong PIN, with no growing delays first, until staff clear it.
+LOCK_AT_THREE = """
+card_free_failures = 3
+card_lock_after = 3
+card_lock_seconds = 0
+"""
+
+
+class Sip2:
+    """A minimal raw SIP2 client: a login, then patron information requests."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.sock = socket.create_connection(daemon.address("sip2"), timeout=30)
+        self.buf = b""
+        assert self.ask("9300CNselfcheck|COsc-secret-1|CPdesk|").startswith("941")
+
+    def ask(self, message: str) -> str:
+        self.sock.sendall(message.encode() + b"\r")
+        while b"\r" not in self.buf:
+            chunk = self.sock.recv(65536)
+            assert chunk, "server closed"
+            self.buf += chunk
+        frame, _, self.buf = self.buf.partition(b"\r")
+        return frame.decode("cp850")
+
+    def check(self, barcode: str, pin: str) -> str:
+        return self.ask(f"63001{'20240101    101010'}{' ' * 10}AOMAIN|AA{barcode}|AC|AD{pin}|")
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def test_daemon_starts_and_stops(tmp_path: Path) -> None:
@@ -14,6 +61,80 @@ def test_daemon_starts_and_stops(tmp_path: Path) -> None:
         assert shown.returncode == 0, shown.stderr
         assert '"name": "Rivera, Ana"' in shown.stdout
         assert (tmp_path / "bridge.sock").exists()
+        assert (tmp_path / "bridge.sock").stat().st_mode & 0o777 == 0o600
+        assert notify(tmp_path / "bridge.sock", "ping", "")
     finally:
         assert daemon.stop() == 0
     assert (tmp_path / "pepper.key").stat().st_mode & 0o777 == 0o600
+    assert not (tmp_path / "bridge.sock").exists()
+    assert not notify(tmp_path / "bridge.sock", "ping", "")  # nobody listening: False
+
+
+def test_lockout_clear_reaches_the_running_daemon(tmp_path: Path) -> None:
+    card = DEMO["active"]
+    with Daemon(tmp_path, SIP2, throttle=LOCK_AT_THREE) as daemon:
+        sip = Sip2(daemon)
+        try:
+            assert "|CQY|" in sip.check(card, DEMO_PIN)
+            for _ in range(3):
+                assert "|CQN|" in sip.check(card, WRONG_PIN)
+            locked = sip.check(card, DEMO_PIN)
+            assert "|CQN|" in locked and "temporarily locked" in locked
+            shown = daemon.cli("patron", "show", card)
+            assert shown.returncode == 0, shown.stderr
+            assert json.loads(shown.stdout)["locked"] is True  # the CLI sees the daemon's lock
+
+            cleared = daemon.cli("lockout", "clear", card)
+            assert cleared.returncode == 0, cleared.stderr
+            assert "(daemon told)" in cleared.stdout
+            answer = sip.check(card, DEMO_PIN)
+            assert "|CQY|" in answer and "locked" not in answer
+            assert json.loads(daemon.cli("patron", "show", card).stdout)["locked"] is False
+        finally:
+            sip.close()
+    events = [e for e in daemon.audit_events() if e.get("event") == "lock_cleared"]
+    assert events and events[0]["actor"] == "cli"
+
+
+def test_lock_survives_a_daemon_restart(tmp_path: Path) -> None:
+    card = DEMO["minor"]
+    daemon = Daemon(tmp_path, SIP2, throttle=LOCK_AT_THREE).start()
+    try:
+        sip = Sip2(daemon)
+        for _ in range(3):
+            sip.check(card, WRONG_PIN)
+        sip.close()
+    finally:
+        daemon.stop()
+    with daemon:
+        sip = Sip2(daemon)
+        try:
+            assert "temporarily locked" in sip.check(card, DEMO_PIN)
+        finally:
+            sip.close()
+    cleared = daemon.cli("lockout", "clear", card)  # no daemon running: the file alone
+    assert cleared.returncode == 0 and "(daemon told)" not in cleared.stdout
+    with daemon:
+        sip = Sip2(daemon)
+        try:
+            assert "|CQY|" in sip.check(card, DEMO_PIN)
+        finally:
+            sip.close()
+
+
+def test_cli_block_and_pin_set_reach_the_running_daemon(tmp_path: Path) -> None:
+    """A verified credential is cached in the daemon; a block or PIN reset from the CLI drops
+    it at once through the control socket."""
+    card = DEMO["active"]
+    with Daemon(tmp_path, SIP2) as daemon:
+        sip = Sip2(daemon)
+        try:
+            assert "|CQY|" in sip.check(card, DEMO_PIN)  # now cached
+            blocked = daemon.cli("patron", "block", card, "Card reported stolen")
+            assert blocked.returncode == 0, blocked.stderr
+            assert "Card reported stolen" in sip.check(card, DEMO_PIN)
+            assert daemon.cli("patron", "unblock", card).returncode == 0
+            answer = sip.check(card, DEMO_PIN)
+            assert "|CQY|" in answer and "stolen" not in answer
+        finally:
+            sip.close()
