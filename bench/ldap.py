@@ -174,7 +174,9 @@ async def _run(
     return Result(name, server, len(latencies), meter.wall, latencies, meter.seconds)
 
 
-def _scenarios(address: tuple[str, int], pid: int, server: str) -> list[Result]:
+def _scenarios(
+    address: tuple[str, int], pid: int, server: str, *, logins: bool = True
+) -> list[Result]:
     cores = os.cpu_count() or 1
     if cores > 1:
         pin_to_core(pid, SERVER_CORE)
@@ -186,10 +188,11 @@ def _scenarios(address: tuple[str, int], pid: int, server: str) -> list[Result]:
     except ImportError:
         runner = asyncio.run
     binds = f"simple bind, {CONNECTIONS} persistent conns"
-    return [
-        runner(_run(address, pid, binds, server, BINDS, _binds)),
-        runner(_run(address, pid, "svc bind + search + user bind", server, LOGINS, _logins)),
-    ]
+    results = [runner(_run(address, pid, binds, server, BINDS, _binds))]
+    if logins:
+        login = "svc bind + search + user bind"
+        results.append(runner(_run(address, pid, login, server, LOGINS, _logins)))
+    return results
 
 
 # --- slapd, the reference ----------------------------------------------------------------------
@@ -282,6 +285,55 @@ def _slapd(tmp: Path) -> tuple[subprocess.Popen[bytes], tuple[str, int]]:
     raise RuntimeError("slapd did not start")
 
 
+# --- the front end alone: real codec, session and server; a stub core ---------------------------
+
+
+async def _stub_server(port: int) -> None:
+    """The LDAP front end with an authenticator that accepts at once and audits nothing, so
+    the row shows what the front end itself costs, apart from the core and the log writer."""
+    from typing import Any, cast
+
+    from bridge.config import loads
+    from bridge.core.audit import Audit
+    from bridge.core.patron import Decision, Outcome, Patron
+    from bridge.ldap.server import start
+    from bridge.services import Services
+
+    patron = Patron(BARCODE, "bench-record")
+
+    class Accepting:
+        async def authenticate(self, barcode: str, pin: object, ctx: object) -> Decision:
+            return Decision(Outcome.ACCEPTED, patron, pin_ok=True)
+
+    from bridge import logs
+
+    logs.configure("warning", "json", os.devnull)
+    config = loads(f'[store]\nplugin = "sqlite"\n[ldap]\nlisten = ["127.0.0.1:{port}"]\n')
+    assert config.ldap is not None
+    await start(config.ldap, Services(config, cast(Any, Accepting()), Audit()))
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+
+def _front_end_only() -> list[Result]:
+    import sys
+
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.ldap", "stub-server", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != b"ready":  # readiness: its own ready line
+            raise RuntimeError("stub server did not start")
+        return _scenarios(("127.0.0.1", port), proc.pid, "front end only", logins=False)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def main() -> None:
     from tests.harness import Daemon
 
@@ -297,6 +349,11 @@ def main() -> None:
             results += _scenarios(daemon.address("ldap"), daemon.proc.pid, "patron-bridge")
         finally:
             daemon.stop()
+    results += _front_end_only()
+    notes.append(
+        "front end only: the LDAP codec, session and server with a stub core (no KDF, cache, "
+        "throttle or audit line); the difference to patron-bridge is the core and log writer"
+    )
     if shutil.which("slapd") and shutil.which("slapadd"):
         with tempfile.TemporaryDirectory(prefix="bench-slapd-") as tmp:
             proc, address = _slapd(Path(tmp))
@@ -313,4 +370,11 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if sys.argv[1:2] == ["stub-server"]:
+        from bridge.loop import run
+
+        run(_stub_server(int(sys.argv[2])))
+    else:
+        main()

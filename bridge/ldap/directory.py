@@ -15,6 +15,7 @@ replaced. Card standing is published (`patronStatus`, `patronExpired`, `patronBl
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,6 +32,13 @@ OPERATIONAL: Final = frozenset(
 )
 LOCATE_CACHE: Final = 4096
 _UUID_NAMESPACE: Final = uuid.UUID("6f1d2c1e-3b7a-5c55-9a43-0c6a3a9b2e11")
+
+
+@functools.lru_cache(maxsize=4096)
+def entry_uuid(record_id: str) -> bytes:
+    """A UUID derived from the ILS record id: stable across card replacements, valid UUID
+    syntax whatever the ILS's id looks like (remembered: hashing costs more than the lookup)."""
+    return str(uuid.uuid5(_UUID_NAMESPACE, record_id)).encode()
 
 
 @dataclass(slots=True)
@@ -265,7 +273,7 @@ class Directory:
             attrs.append(("patronExpires", [p.expires.strftime("%Y%m%d000000Z").encode()]))
         attrs.extend(
             [
-                ("entryUUID", [str(uuid.uuid5(_UUID_NAMESPACE, p.record_id)).encode()]),
+                ("entryUUID", [entry_uuid(p.record_id)]),
                 ("entryDN", [dn.encode()]),
                 ("structuralObjectClass", [b"inetOrgPerson"]),
                 ("hasSubordinates", [b"FALSE"]),

@@ -167,6 +167,7 @@ class Session:
         self.identity: Identity = ANONYMOUS
         self.vendor: int | None = None  # last service account bound on this connection
         self._contexts: dict[int | None, Context] = {}
+        self._announced: set[int] = set()  # service accounts whose bind here was audited
 
     # -- dispatch ---------------------------------------------------------------------------
     async def handle(self, msg: m.Message) -> Reply:
@@ -249,14 +250,19 @@ class Session:
         return Reply([m.result(mid, m.BIND_RESPONSE, answer.code, answer.diagnostic, "", controls)])
 
     def _service_bind(self, mid: int, index: int, password: Secret) -> Reply:
+        """Failures are always audited; a success once per connection and account, because
+        Apache and EZproxy re-bind their pooled connections before every patron login."""
         s = self.shared
         ok = s.secrets.verify(index, password)
-        s.audit.event(
-            "ldap_service_bind",
-            client=s.client_names[index],
-            source=self.source,
-            outcome="accepted" if ok else "bad_secret",
-        )
+        if not ok or index not in self._announced:
+            s.audit.event(
+                "ldap_service_bind",
+                client=s.client_names[index],
+                source=self.source,
+                outcome="accepted" if ok else "bad_secret",
+            )
+        if ok:
+            self._announced.add(index)
         if not ok:
             return self._bind_result(mid, rc.INVALID_CREDENTIALS)
         self.identity = AsService(index)
