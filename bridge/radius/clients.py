@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from bridge.core.patron import ClientPolicy
+from bridge.radius.packet import SharedSecret
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -22,7 +23,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 class Client:
     name: str
     network: IPNetwork
-    secret: bytes = field(repr=False)
+    secret: SharedSecret = field(repr=False)
     require_message_authenticator: bool
     limit_proxy_state: bool
     policy: ClientPolicy

@@ -38,7 +38,7 @@ class _Entry:
     expires: float  # for an entry in flight: when to stop waiting for its reply
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Seen:
     verdict: Verdict
     reply: bytes | None = None

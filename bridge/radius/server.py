@@ -34,21 +34,20 @@ from bridge.radius.answers import Answer, answer, refusal
 from bridge.radius.attributes import encode_table, merge
 from bridge.radius.clients import Client, ClientTable, HealthCache, LogLimiter
 from bridge.radius.dedup import DuplicateCache, Key, Verdict
+from bridge.radius.eager import run_eagerly
 from bridge.radius.packet import (
     ACCESS_ACCEPT,
     ACCESS_REJECT,
     ACCESS_REQUEST,
     ACCOUNTING_REQUEST,
     ACCOUNTING_RESPONSE,
-    CHAP_PASSWORD,
-    EAP_MESSAGE,
     PROXY_STATE,
     REPLY_MESSAGE,
     STATUS_SERVER,
-    USER_NAME,
-    USER_PASSWORD,
     Packet,
     ProtocolError,
+    SharedSecret,
+    access_fields,
     accounting_authenticator_ok,
     decode,
     decrypt_password,
@@ -62,8 +61,6 @@ from bridge.settings import parse_listen
 
 log = structlog.get_logger("bridge.radius")
 
-MICROSOFT = 311
-MS_CHAP_ATTRIBUTES = frozenset({1, 11, 25})  # MS-CHAP-Response, -Challenge, MS-CHAP2-Response
 RECEIVE_BUFFER = 4 * 1024 * 1024
 UNKNOWN_LOG_INTERVAL = 60.0
 DROP_LOG_INTERVAL = 1.0
@@ -76,7 +73,7 @@ def build_client(spec: RadiusClient, services: Services) -> Client:
     return Client(
         name=spec.name,
         network=ipaddress.ip_network(spec.network, strict=False),
-        secret=spec.secret.encode("utf-8"),
+        secret=SharedSecret(spec.secret.encode("utf-8")),
         require_message_authenticator=spec.require_message_authenticator,
         limit_proxy_state=spec.limit_proxy_state,
         policy=services.config.client_policy(spec.policy),
@@ -140,6 +137,7 @@ class RadiusServer:
     endpoints: list[Endpoint] = field(default_factory=list)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     health_probe: asyncio.Task[bool] | None = None
+    messages: dict[str, bytes] = field(default_factory=dict)
 
     # -- entry ----------------------------------------------------------------------------
     def received(self, endpoint: Endpoint, data: bytes, addr: Address) -> None:
@@ -182,6 +180,7 @@ class RadiusServer:
     ) -> None:
         host = addr[0]
         secret = client.secret
+        fields = access_fields(packet)
         if packet.mac_offset >= 0:
             if not message_authenticator_ok(packet, secret):
                 self.drop(client, host, "bad Message-Authenticator (wrong secret?)")
@@ -189,7 +188,7 @@ class RadiusServer:
         elif client.require_message_authenticator:
             self.drop(client, host, "no Message-Authenticator (required for this client)")
             return
-        elif client.limit_proxy_state and packet.has(PROXY_STATE):
+        elif client.limit_proxy_state and fields.proxy_state:
             self.drop(client, host, "Proxy-State without Message-Authenticator")
             return
         key: Key = (host, addr[1], packet.identifier)
@@ -203,13 +202,11 @@ class RadiusServer:
             log.debug("radius_duplicate_replayed", client=client.name, source=host)
             return
         pending = Pending(endpoint, client, packet, addr, key)
-        user = packet.get(USER_NAME)
-        hidden = packet.get(USER_PASSWORD)
-        why = self.unsupported_method(packet)
-        if why is None and (user is None or hidden is None):
-            why = "no User-Name or no User-Password"
-        if why is not None or user is None or hidden is None:
-            log.warning("radius_refused", client=client.name, source=host, reason=why)
+        user, hidden = fields.user_name, fields.user_password
+        if fields.unsupported is not None or user is None or hidden is None:
+            log.warning(
+                "radius_refused", client=client.name, source=host, reason=fields.unsupported
+            )
             self.reply(pending, refusal(), "")
             return
         try:
@@ -220,32 +217,32 @@ class RadiusServer:
             return
         barcode = user.decode("utf-8", "replace")
         ctx = Context("radius", client.name, host, client.policy)
-        task = self.loop.create_task(self.authenticator.authenticate(barcode, pin, ctx))
-        self.tasks.add(task)
-        task.add_done_callback(partial(self.decided, pending))
+        check = self.authenticator.authenticate(barcode, pin, ctx)
+        try:
+            task = run_eagerly(self.loop, check, partial(self.decided, pending))
+        except Exception as exc:  # noqa: BLE001 - logged; one request must not stop the listener
+            self.failed(pending, exc)
+            return
+        if task is not None:
+            self.tasks.add(task)
+            task.add_done_callback(partial(self.task_done, pending))
 
-    @staticmethod
-    def unsupported_method(packet: Packet) -> str | None:
-        """PINs are kept hashed (or only the ILS knows them), so only PAP can be checked."""
-        if packet.has(CHAP_PASSWORD):
-            return "CHAP is not supported: PINs are not stored in clear; use PAP"
-        if any(sub in MS_CHAP_ATTRIBUTES for sub, _ in packet.vendor_attributes(MICROSOFT)):
-            return "MS-CHAP is not supported: PINs are not stored in clear; use PAP"
-        if packet.has(EAP_MESSAGE):
-            return "EAP is not supported: terminate EAP-TTLS elsewhere and proxy inner PAP"
-        return None
-
-    def decided(self, pending: Pending, task: asyncio.Task[Decision]) -> None:
+    def task_done(self, pending: Pending, task: asyncio.Task[Decision]) -> None:
         self.tasks.discard(task)
         if task.cancelled():
             pending.endpoint.dedup.forget(pending.key, pending.packet.authenticator)
             return
         exc = task.exception()
         if exc is not None:
-            log.error("radius_auth_failed", client=pending.client.name, error=type(exc).__name__)
-            pending.endpoint.dedup.forget(pending.key, pending.packet.authenticator)
+            self.failed(pending, exc)
             return
-        decision = task.result()
+        self.decided(pending, task.result())
+
+    def failed(self, pending: Pending, exc: BaseException) -> None:
+        log.error("radius_auth_failed", client=pending.client.name, error=type(exc).__name__)
+        pending.endpoint.dedup.forget(pending.key, pending.packet.authenticator)
+
+    def decided(self, pending: Pending, decision: Decision) -> None:
         category = decision.patron.category if decision.patron is not None else ""
         self.reply(pending, answer(decision, self.settings.store_unavailable), category)
 
@@ -255,7 +252,7 @@ class RadiusServer:
             pending.endpoint.dedup.forget(pending.key, packet.authenticator)
             log.info("radius_silent", client=pending.client.name, reason="store unavailable")
             return
-        attributes = encode_attributes([(REPLY_MESSAGE, result.message.encode("utf-8"))])
+        attributes = self.reply_message(result.message)
         if result.patron_attributes:
             attributes += pending.client.attributes_for(category)
         proxy_states = packet.all(PROXY_STATE)
@@ -269,6 +266,14 @@ class RadiusServer:
             self.loop.call_later(delay, self.send, pending, data)
         else:
             self.send(pending, data)
+
+    def reply_message(self, message: str) -> bytes:
+        """A Reply-Message attribute, encoded once per distinct text."""
+        encoded = self.messages.get(message)
+        if encoded is None:
+            encoded = encode_attributes([(REPLY_MESSAGE, message.encode("utf-8"))])
+            self.messages[message] = encoded
+        return encoded
 
     def send(self, pending: Pending, data: bytes) -> None:
         pending.endpoint.send(data, pending.addr)

@@ -9,13 +9,14 @@ from hypothesis import strategies as st
 
 from bridge.core.patron import ClientPolicy
 from bridge.radius.clients import Client, ClientTable, HealthCache, LogLimiter
+from bridge.radius.packet import SharedSecret
 
 
 def client(name: str, network: str) -> Client:
     return Client(
         name=name,
         network=ipaddress.ip_network(network),
-        secret=name.encode(),
+        secret=SharedSecret(name.encode()),
         require_message_authenticator=True,
         limit_proxy_state=True,
         policy=ClientPolicy(),
