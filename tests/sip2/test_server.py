@@ -71,6 +71,13 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         d.stop()
 
 
+def flushed(d: Daemon) -> Daemon:
+    """Restart the daemon so its log writer has written every line (an event, not a sleep:
+    shutdown drains the log queue before the process exits)."""
+    d.stop()
+    return d.start()
+
+
 def wire(d: Daemon) -> Wire:
     return Wire(d.address("sip2"))
 
@@ -231,9 +238,7 @@ def test_secrets_never_logged(daemon: Daemon) -> None:
         w.ask(patron_msg("63", DEMO["active"], DEMO_PIN).replace(b"AC|", b"ACterm-secret-9|"))
     with wire(daemon) as w:
         w.login("selfcheck", "typo-secret-7")
-    daemon.stop()
-    daemon.start()
-    logs = daemon.logs()
+    logs = flushed(daemon).logs()
     for secret in ("sc-secret-1", "term-secret-9", "typo-secret-7", "kiosk-secret-1"):
         assert secret not in logs
 
@@ -281,7 +286,7 @@ def test_bad_checksum_then_resend_without_sequence(daemon: Daemon) -> None:
         reply = w.ask(resent)
         m = decode(reply[:-1])
         assert m.get("CQ") == "Y" and m.checksummed and m.sequence is None
-    assert any(e.get("event") == "sip2_bad_checksum" for e in daemon.audit_events())
+    assert any(e.get("event") == "sip2_bad_checksum" for e in flushed(daemon).audit_events())
 
 
 def test_duplicate_request_replays_without_second_failure(daemon: Daemon) -> None:
@@ -296,6 +301,7 @@ def test_duplicate_request_replays_without_second_failure(daemon: Daemon) -> Non
             and e.get("barcode", "").endswith(barcode[-4:])
         )
 
+    flushed(daemon)
     before = failures()
     with logged_in(daemon) as w:
         request = trailer(patron_msg("63", barcode, WRONG_PIN_2), 7)
@@ -305,8 +311,7 @@ def test_duplicate_request_replays_without_second_failure(daemon: Daemon) -> Non
         assert w.ask(b"97AZFEF5") == first  # 97 replays the last response too
         # The same request with the next sequence number is a new attempt.
         w.ask(trailer(patron_msg("63", barcode, DEMO_PIN), 8))
-    daemon.stop()  # flush the audit writer
-    daemon.start()
+    flushed(daemon)
     assert failures() == before + 1
 
 
@@ -327,7 +332,7 @@ def test_logins(daemon: Daemon) -> None:
         assert w.ask(b"9900802.00").startswith(b"98")  # sc_status_before_login = true
         w.send(patron_msg("63", DEMO["active"], DEMO_PIN) + b"\r")
         assert w.closed()  # PIN checks need a login
-    events = [e.get("event") for e in daemon.audit_events()]
+    events = [e.get("event") for e in flushed(daemon).audit_events()]
     assert "sip2_login_failed" in events
 
 
@@ -342,7 +347,7 @@ def test_block_patron(daemon: Daemon) -> None:
         assert unknown.get("BL") == "N"
     shown = daemon.cli("patron", "show", BLOCK_ME)
     assert '"blocked": true' in shown.stdout
-    blocked = [e for e in daemon.audit_events() if e.get("event") == "patron_blocked"]
+    blocked = [e for e in flushed(daemon).audit_events() if e.get("event") == "patron_blocked"]
     assert blocked and blocked[-1]["actor"] == "sip2:selfcheck"
 
 
@@ -398,7 +403,7 @@ def test_half_a_message_then_silence(daemon: Daemon) -> None:
     with wire(daemon) as w:
         w.send(b"9300CNself")
         assert w.closed()  # login timeout
-    assert "sip2_timeout" in daemon.logs()
+    assert "sip2_timeout" in flushed(daemon).logs()
 
 
 def test_tls_client_hello_on_plain_port(daemon: Daemon) -> None:
@@ -410,7 +415,7 @@ def test_tls_client_hello_on_plain_port(daemon: Daemon) -> None:
     with pytest.raises((ssl.SSLError, OSError)):
         ctx.wrap_socket(raw, server_hostname="localhost")
     raw.close()
-    assert "sip2_tls_on_plain_port" in daemon.logs()
+    assert "sip2_tls_on_plain_port" in flushed(daemon).logs()
 
 
 def test_connection_limit_per_source(daemon: Daemon) -> None:
@@ -421,7 +426,7 @@ def test_connection_limit_per_source(daemon: Daemon) -> None:
     finally:
         for w in held:
             w.close()
-    assert "sip2_connection_refused" in daemon.logs()
+    assert "sip2_connection_refused" in flushed(daemon).logs()
 
 
 # --- separate daemons ---------------------------------------------------------------------------
