@@ -419,6 +419,7 @@ def test_tls_client_hello_on_plain_port(daemon: Daemon) -> None:
 
 
 def test_connection_limit_per_source(daemon: Daemon) -> None:
+    flushed(daemon)  # a fresh process: no connection from an earlier test is still counted
     held = [logged_in(daemon) for _ in range(8)]
     try:
         with wire(daemon) as extra:
