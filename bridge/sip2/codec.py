@@ -13,14 +13,19 @@ Public API:
     data = encode(msg, sequence=3, checksum=True, charset="cp850", terminator=b"\\r")
     msg = build("63", {"language": "001", ...}, [("AO", "MAIN"), ("AA", barcode)])
     msg.get("AA"), msg.get_all("AU"), msg.fixed["summary"]
+    tpl = template(msg); encode_template(tpl, {"transaction_date": sip_date(now)}, ...)
 
-`bridge.sip2.messages` wraps the messages the bridge itself answers in typed dataclasses.
+`bridge.sip2.messages` wraps the messages the bridge itself answers in typed dataclasses
+(`LoginRequest`, `PatronRequest`, `PatronResponse`, ... with `to_message`/`from_message`).
+A client sends `encode(request, sequence=n, checksum=True)`, reads with a `Framer`, and
+`decode`s the answer (a `ChecksumError` there means: send `ACS_RESEND`).
 
 Why it is lenient where it is: real clients terminate with CR, CRLF or bare LF and sometimes a
 stray leading LF; some omit the last `|`; some send empty or unknown fields in any order; the
 PyPI `sip2` client and others write checksums without zero-padding. Why it is strict where it
 is: the checksum is over the bytes actually on the wire (never code points), values we write
-never carry `|`, CR or LF, and control characters (NUL, ...) never reach the caller.
+never carry `|`, CR, LF or any other control character, and control characters (NUL, ...) in
+what we read never reach the caller.
 """
 
 from __future__ import annotations
