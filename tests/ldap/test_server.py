@@ -480,3 +480,14 @@ def test_service_secret_never_logged(daemon: Daemon) -> None:
 
 def _unused() -> type[LDAPException]:
     return LDAPException
+
+
+def test_connection_limit(tmp_path: Path) -> None:
+    sections = SECTIONS.replace("idle_timeout = 2.0", "max_connections = 2")
+    with Daemon(tmp_path, sections, env={"DESK_SECRET": DESK_SECRET}) as d:
+        held = [raw(d), raw(d)]  # accepted in order: these two fill the listener
+        with raw(d) as third:
+            notice = oracle.decode(read_all(third))
+        assert notice["protocolOp"] == 24 and notice["payload"][0][3] == 51  # busy
+        for sock in held:
+            sock.close()

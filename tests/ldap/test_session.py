@@ -327,3 +327,38 @@ async def test_password_modify(auth: FakeAuth) -> None:
     assert code((await ask(service, passwd(dn_of(BAO), None, NEW_PIN)))[0]) == 0
     assert auth.sets == [(BAO.barcode, "ldap:ezproxy")]
     assert code((await ask(make(auth, req=True), passwd(dn_of(BAO), DEMO_PIN, NEW_PIN)))[0]) == 13
+
+
+async def test_size_limit_and_paging(auth: FakeAuth) -> None:
+    session = make(auth)
+    await bind(session, SVC, "svc-secret")
+    both = f"(|(uid={ANA.barcode})(uid={BAO.barcode}))"
+    limited = await ask(session, oracle.search(2, BASE, both, size=1))
+    assert [r["protocolOp"] for r in limited] == [4, 5] and code(limited[-1]) == 4
+    pages: list[bytes] = []
+    cookie = b""
+    for msgid in (3, 4):
+        value = m.paged_response(1, cookie).value
+        got = await ask(
+            session, oracle.search(msgid, BASE, both, controls=[(m.OID_PAGED_RESULTS, True, value)])
+        )
+        assert [r["protocolOp"] for r in got] == [4, 5] and code(got[-1]) == 0
+        pages.append(got[0]["payload"][0][3])
+        control = got[-1]["controls"][0][3]
+        cookie = m.decode_paged(control[1][3]).cookie
+    assert sorted(pages) == sorted([dn_of(ANA).encode(), dn_of(BAO).encode()])
+    assert cookie == b""  # the last page says so
+
+
+async def test_time_limit(auth: FakeAuth) -> None:
+    import asyncio
+
+    async def never(barcode: str) -> Patron | None:
+        await asyncio.get_running_loop().create_future()  # a store that never answers
+        return None
+
+    auth.lookup = never  # type: ignore[method-assign]
+    session = make(auth)
+    await bind(session, SVC, "svc-secret")
+    got = await ask(session, oracle.search(2, BASE, f"(uid={ANA.barcode})", time=1))
+    assert code(got[-1]) == rc.TIME_LIMIT_EXCEEDED
