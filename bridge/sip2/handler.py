@@ -129,7 +129,7 @@ class Handler:
                 date=sip_date(now),
             )
             return await self.circulation.handle(message, ctx)
-        # A circulation request no upstream handles, or 01 on a store that cannot block.
+        # A circulation request the configured circulation does not support.
         return refusal(message, sip_date(now), institution)
 
     async def patron(self, message: Message, session: Session) -> Message | Prepared:
