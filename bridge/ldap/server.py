@@ -175,14 +175,16 @@ class Connection(asyncio.Protocol):
 
     def _tls_started(self, task: asyncio.Future[asyncio.Transport | None]) -> None:
         self.busy = False
-        if task.cancelled() or task.exception() is not None or task.result() is None:
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                log.info("ldap_tls_failed", error=type(task.exception()).__name__)
+        failure = None if task.cancelled() else task.exception()
+        upgraded = None if task.cancelled() or failure is not None else task.result()
+        if upgraded is None:
+            if failure is not None:
+                log.info("ldap_tls_failed", error=type(failure).__name__, source=self._source())
             self.closed = True
             if self.transport is not None:
                 self.transport.abort()
             return
-        self.transport = task.result()
+        self.transport = upgraded
         self.tls = True
         if self.session is not None:
             self.session.tls = True

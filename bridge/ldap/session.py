@@ -227,7 +227,9 @@ class Session:
             if password:
                 return self._bind_result(mid, rc.INVALID_CREDENTIALS)
             if not s.settings.allow_anonymous_bind:
-                return self._bind_result(mid, 48, "anonymous bind is disabled")
+                return self._bind_result(
+                    mid, rc.INAPPROPRIATE_AUTHENTICATION, "anonymous bind is disabled"
+                )
             return self._bind_result(mid, rc.SUCCESS)
         if not password:
             # RFC 4513 §5.1.2 unauthenticated bind: never treat it as a login.

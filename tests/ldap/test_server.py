@@ -491,3 +491,19 @@ def test_connection_limit(tmp_path: Path) -> None:
         assert notice["protocolOp"] == 24 and notice["payload"][0][3] == 51  # busy
         for sock in held:
             sock.close()
+
+
+def test_starttls_then_garbage_closes_cleanly(daemon: Daemon) -> None:
+    with raw(daemon) as sock:
+        sock.sendall(oracle.extended(1, m.OID_STARTTLS))
+        data = b""
+        while ber.frame_length(data, 1 << 16) is None:
+            data += sock.recv(1)  # one octet at a time: nothing of the handshake is read
+        answer = oracle.decode(data)
+        assert answer["payload"][0][3] == 0
+        sock.sendall(b"\x16\x03\x01\x00\x05hello, not a ClientHello")
+        read_all(sock)  # the server gives up on the handshake and closes
+    # and keeps serving everyone else
+    c = Connection(server(daemon), dn(DEMO["active"]), DEMO_PIN, raise_exceptions=False)
+    assert c.bind()
+    c.unbind()
