@@ -81,12 +81,19 @@ def _audit_destination(config: Config) -> Path | None:
 
 async def _with_core(config: Config, body: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
     """Open the core for one verb. Its audit events (patron_added, pin_reset, lock_cleared, ...)
-    go where the daemon's go, through the same redaction, never onto stdout with the output."""
+    go where the daemon's go (and to stderr), through the same redaction, never onto stdout
+    with the command's output."""
     from bridge.app import open_core
 
     own_logging = not logs.configured()
     if own_logging:
-        logs.configure(config.log.level, config.log.format, "stderr", _audit_destination(config))
+        logs.configure(
+            config.log.level,
+            config.log.format,
+            "stderr",
+            _audit_destination(config),
+            audit_to_main=True,
+        )
     try:
         core = await open_core(config)
         try:

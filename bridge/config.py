@@ -191,7 +191,7 @@ def loads(text: str, *, source: str = "<memory>", base_dir: Path | None = None) 
     data["base_dir"] = str(base)
     data["source"] = source
     try:
-        config = msgspec.convert(data, Config, strict=False)
+        config = msgspec.convert(data, Config, strict=True)
     except msgspec.ValidationError as exc:
         raise _format_error(source, exc) from None
     _check(config)
@@ -238,7 +238,7 @@ def _check(config: Config) -> None:
 def decode_section(config: Config, table: dict[str, Any], kind: type[Any], where: str) -> Any:
     """Decode a plugin's own table (e.g. `[store]` minus `plugin`) with the same strictness."""
     try:
-        return msgspec.convert(table, kind, strict=False)
+        return msgspec.convert(table, kind, strict=True)
     except msgspec.ValidationError as exc:
         err = _format_error(config.source, exc)
         # Re-root the path under the table's name.

@@ -69,18 +69,25 @@ def _encode_default(value: Any) -> Any:
 _json = msgspec.json.Encoder(enc_hook=_encode_default)
 
 
+_FIRST = ("timestamp", "level", "event")
+
+
 def render_json(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> str:
-    return _json.encode(event).decode("utf-8")
+    """One JSON object a line, time, level and event name first so lines read in order."""
+    ordered = {key: event[key] for key in _FIRST if key in event}
+    ordered.update(event)
+    return _json.encode(ordered).decode("utf-8")
 
 
 class _Writer(threading.Thread):
     """Drains the queue and writes lines to one or two streams (audit can go apart)."""
 
-    def __init__(self, main: TextIO, audit: TextIO | None) -> None:
+    def __init__(self, main: TextIO, audit: TextIO | None, audit_to_main: bool = False) -> None:
         super().__init__(name="log-writer", daemon=True)
         self.queue = _QUEUE
         self.main = main
         self.audit = audit
+        self.audit_to_main = audit_to_main and audit is not None
 
     def run(self) -> None:
         while True:
@@ -103,6 +110,8 @@ class _Writer(threading.Thread):
                 is_audit, line = entry
                 stream = self.audit if (is_audit and self.audit is not None) else self.main
                 stream.write(line + "\n")
+                if is_audit and self.audit_to_main:
+                    self.main.write(line + "\n")
             self.main.flush()
             if self.audit is not None:
                 self.audit.flush()
@@ -162,13 +171,17 @@ def configure(
     fmt: str = "auto",
     destination: str | Path = "stderr",
     audit_destination: str | Path | None = None,
+    *,
+    audit_to_main: bool = False,
 ) -> None:
-    """Set up logging once per process. Destinations: "stderr", "stdout" or a file path."""
+    """Set up logging once per process. Destinations: "stderr", "stdout" or a file path.
+    `audit_to_main` also shows audit lines on the main stream (the CLI: staff see what their
+    command recorded, and the audit file still gets it)."""
     global _writer
     stop()
     main = _open(destination)
     audit = None if audit_destination in (None, destination) else _open(audit_destination)
-    _writer = _Writer(main, audit)
+    _writer = _Writer(main, audit, audit_to_main)
     _writer.start()
     console = fmt == "console" or (fmt == "auto" and main.isatty())
     renderer: Any = structlog.dev.ConsoleRenderer(colors=False) if console else render_json
