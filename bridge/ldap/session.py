@@ -374,6 +374,11 @@ class Session:
                 if scope != 1:
                     found.append(d.node(name))
             case PatronName(barcode):
+                ident = self.identity
+                if isinstance(ident, AsPatron) and ident.barcode.casefold() != barcode.casefold():
+                    # another patron's entry: hidden, and without a lookup whose answer
+                    # (entry or noSuchObject) would tell whether that card exists
+                    raise Refused(rc.NO_SUCH_OBJECT, "", d.patrons_dn)
                 patron = await self._fetch(self._patron(barcode), req.time_limit)
                 if patron is None:
                     raise Refused(rc.NO_SUCH_OBJECT, "", d.patrons_dn)

@@ -262,6 +262,10 @@ async def test_patron_sees_only_own_entry(auth: FakeAuth) -> None:
     assert [r["protocolOp"] for r in own] == [4, 5]
     other = await ask(session, oracle.search(3, BASE, f"(uid={BAO.barcode})"))
     assert [r["protocolOp"] for r in other] == [5]
+    # another card's DN: noSuchObject whether or not the card exists
+    for barcode in (BAO.barcode, "21234999999999"):
+        read = await ask(session, oracle.search(4, f"uid={barcode},ou=patrons,{BASE}", "(uid=*)"))
+        assert code(read[-1]) == rc.NO_SUCH_OBJECT
 
 
 async def test_compare_group_membership_and_attributes(auth: FakeAuth) -> None:
