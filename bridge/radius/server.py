@@ -64,6 +64,7 @@ log = structlog.get_logger("bridge.radius")
 RECEIVE_BUFFER = 4 * 1024 * 1024
 UNKNOWN_LOG_INTERVAL = 60.0
 DROP_LOG_INTERVAL = 1.0
+CONTEXT_MEMO = 4096
 
 Address = tuple[Any, ...]
 
@@ -138,6 +139,7 @@ class RadiusServer:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     health_probe: asyncio.Task[bool] | None = None
     messages: dict[str, bytes] = field(default_factory=dict)
+    contexts: dict[tuple[str, str], Context] = field(default_factory=dict)
 
     # -- entry ----------------------------------------------------------------------------
     def received(self, endpoint: Endpoint, data: bytes, addr: Address) -> None:
@@ -216,7 +218,13 @@ class RadiusServer:
             self.reply(pending, refusal(), "")
             return
         barcode = user.decode("utf-8", "replace")
-        ctx = Context("radius", client.name, host, client.policy)
+        ctx = self.contexts.get((client.name, host))
+        if ctx is None:  # one per NAS address: the same immutable value for all its requests
+            if len(self.contexts) >= CONTEXT_MEMO:
+                self.contexts.clear()
+            ctx = self.contexts[(client.name, host)] = Context(
+                "radius", client.name, host, client.policy
+            )
         check = self.authenticator.authenticate(barcode, pin, ctx)
         try:
             task = run_eagerly(self.loop, check, partial(self.decided, pending))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 
@@ -322,3 +323,39 @@ def _frame(auth: bytes, body: bytes) -> bytes:
 def test_oversized_datagram_dropped(nas: Nas) -> None:
     nas.send(b"\x01\x01\x13\x88" + bytes(4996))
     nas.nothing_but_probe()
+
+
+# --- pyrad for the other request kinds ---------------------------------------------------------
+
+
+def test_pyrad_chap_is_rejected(daemon: Daemon) -> None:
+    import hashlib
+
+    client = pyrad_client(daemon)
+    request = client.CreateAuthPacket(code=pp.AccessRequest, User_Name=DEMO["active"])
+    chap_id = b"\x07"
+    challenge = os.urandom(16)
+    request["CHAP-Challenge"] = challenge
+    digest = hashlib.md5(chap_id + DEMO_PIN.encode() + challenge).digest()
+    request["CHAP-Password"] = chap_id + digest
+    request.add_message_authenticator()
+    reply = client.SendPacket(request)
+    assert reply.code == pp.AccessReject
+    assert "card number and PIN only" in reply["Reply-Message"][0]
+
+
+def test_pyrad_status_server(daemon: Daemon) -> None:
+    client = pyrad_client(daemon)
+    request = client.CreateAuthPacket(code=pp.StatusServer)
+    request.add_message_authenticator()
+    reply = client.SendPacket(request)
+    assert reply.code == pp.AccessAccept
+
+
+def test_pyrad_accounting(daemon: Daemon) -> None:
+    client = pyrad_client(daemon)
+    request = client.CreateAcctPacket(User_Name=DEMO["active"])
+    request["Acct-Status-Type"] = "Start"
+    request["Acct-Session-Id"] = "pyrad-1"
+    reply = client.SendPacket(request)
+    assert reply.code == pp.AccountingResponse
