@@ -252,21 +252,30 @@ class Session:
         return Reply([m.result(mid, m.BIND_RESPONSE, answer.code, answer.diagnostic, "", controls)])
 
     def _service_bind(self, mid: int, index: int, password: Secret) -> Reply:
-        """Failures are always audited; a success once per connection and account, because
+        """A vendor's secret, checked with the keyed hash. A wrong one counts as a failure
+        from that source in the core's throttle (no card involved), so guessing service
+        secrets gets the address blocked like guessing PINs does.
+
+        Failures are always audited; a success once per connection and account, because
         Apache and EZproxy re-bind their pooled connections before every patron login."""
         s = self.shared
-        ok = s.secrets.verify(index, password)
+        throttle = s.auth.throttle
+        now = s.auth.clock()
+        refusal = throttle.check("", self.source, now)
+        ok = refusal is None and s.secrets.verify(index, password)
         if not ok or index not in self._announced:
+            outcome = "accepted" if ok else "bad_secret" if refusal is None else "throttled"
             s.audit.event(
                 "ldap_service_bind",
                 client=s.client_names[index],
                 source=self.source,
-                outcome="accepted" if ok else "bad_secret",
+                outcome=outcome,
             )
-        if ok:
-            self._announced.add(index)
         if not ok:
+            if refusal is None:
+                throttle.record_failure(None, self.source, now)
             return self._bind_result(mid, rc.INVALID_CREDENTIALS)
+        self._announced.add(index)
         self.identity = AsService(index)
         self.vendor = index
         return self._bind_result(mid, rc.SUCCESS)

@@ -17,6 +17,7 @@ from bridge.core.patron import Context, Decision, Outcome, Patron
 from bridge.core.pin import PinPolicy
 from bridge.core.secret import Secret
 from bridge.core.store import StoreUnavailable
+from bridge.core.throttle import Throttle, ThrottleRules
 from bridge.ldap import answers as rc
 from bridge.ldap import ber
 from bridge.ldap import messages as m
@@ -39,6 +40,8 @@ def dn_of(p: Patron) -> str:
 
 class FakeAuth:
     def __init__(self) -> None:
+        self.throttle = Throttle(ThrottleRules(source_max_failures=3))
+        self.clock = lambda: 1000.0
         self.patrons = {p.barcode: p for p in (ANA, BAO)}
         self.outcomes: dict[str, Outcome] = {}
         self.down = False
@@ -366,3 +369,12 @@ async def test_time_limit(auth: FakeAuth) -> None:
     await bind(session, SVC, "svc-secret")
     got = await ask(session, oracle.search(2, BASE, f"(uid={ANA.barcode})", time=1))
     assert code(got[-1]) == rc.TIME_LIMIT_EXCEEDED
+
+
+async def test_guessing_service_secrets_blocks_the_source(auth: FakeAuth) -> None:
+    session = make(auth)
+    for _ in range(3):
+        assert code(await bind(session, SVC, "guess")) == 49
+    assert code(await bind(session, SVC, "svc-secret")) == 49  # blocked, even the right one
+    other = Session(session.shared, "10.0.0.9", tls=False, require_tls=False)
+    assert code(await bind(other, SVC, "svc-secret")) == 0  # another address is not
