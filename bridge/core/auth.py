@@ -206,6 +206,12 @@ class Authenticator:
         self.audit.event(event, barcode=patron.barcode, actor=actor)
         return ChangeResult(True)
 
+    @property
+    def can_block(self) -> bool:
+        """Whether `block` can work with this store (SIP2 advertises 01 in its BX by it)."""
+        store = self.store
+        return Capability.BLOCK in store.capabilities and isinstance(store, WritableStore)
+
     async def block(self, barcode: str, reason: str, *, actor: str) -> Patron | None:
         """Block a card in the store (SIP2 01, CLI). None when the card is unknown."""
         store = self.store

@@ -18,7 +18,7 @@ import structlog
 
 from bridge.core.auth import valid_barcode
 from bridge.core.patron import Context, Patron
-from bridge.core.store import Capability, NotSupported, StoreError, StoreUnavailable
+from bridge.core.store import NotSupported, StoreError, StoreUnavailable
 from bridge.services import Services
 from bridge.sip2 import answers
 from bridge.sip2.circulation import Circulation, CirculationContext, refusal
@@ -61,7 +61,7 @@ class Handler:
         self.clock = clock
         self.monotonic = monotonic
         codes = set(OWN_CODES) | (set(circulation.supported) & CIRCULATION_CODES)
-        if Capability.BLOCK in self.authenticator.store.capabilities:
+        if self.authenticator.can_block:
             codes.add("01")
         self.codes = frozenset(codes)
         self.bx = supported_messages(self.codes)
