@@ -315,6 +315,9 @@ def cmd_lockout_clear(args: argparse.Namespace) -> int:
     config = _config(args)
 
     async def body(core: Any) -> int:
+        had_counter = core.throttle.failures(args.barcode, core.authenticator.clock()) > 0
+        if not had_counter and await core.authenticator.lookup(args.barcode) is None:
+            raise Refused(f"no card {args.barcode}")
         core.authenticator.clear_lock(args.barcode, actor="cli")
         core.throttle.backend.close()
         told = notify(config.path(config.control.socket), "clear_lock", args.barcode)
@@ -327,7 +330,12 @@ def cmd_lockout_clear(args: argparse.Namespace) -> int:
 def cmd_cert_generate(args: argparse.Namespace) -> int:
     from bridge.tls import generate_self_signed
 
-    generate_self_signed(Path(args.cert), Path(args.key), args.host or ["localhost", "127.0.0.1"])
+    try:
+        generate_self_signed(
+            Path(args.cert), Path(args.key), args.host or ["localhost", "127.0.0.1"]
+        )
+    except OSError as exc:
+        raise UsageError(f"cannot write {exc.filename}: {exc.strerror}") from None
     print(f"wrote {args.cert} and {args.key}")
     return OK
 
