@@ -29,6 +29,7 @@ from bridge.core.audit import Audit
 from bridge.core.auth import Authenticator
 from bridge.core.patron import Context, Decision
 from bridge.core.secret import Secret
+from bridge.core.store import StoreError
 from bridge.radius import accounting
 from bridge.radius.answers import Answer, answer, refusal
 from bridge.radius.attributes import encode_table, merge
@@ -302,7 +303,7 @@ class RadiusServer:
         if healthy is None:
             task = self.loop.create_task(self.probe_then_answer(endpoint, client, packet, addr))
             self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            task.add_done_callback(self.reap)
             return
         self.answer_status(endpoint, client, packet, addr, healthy)
 
@@ -318,12 +319,19 @@ class RadiusServer:
         try:
             async with asyncio.timeout(self.settings.health_timeout):
                 health = await self.authenticator.health()
-        except TimeoutError:
+        except (TimeoutError, StoreError) as exc:  # any store failure means "do not answer"
+            log.warning("radius_health_failed", error=type(exc).__name__)
             ok = False
         else:
             ok = health.ok
         self.health.put(ok, self.loop.time())
         return ok
+
+    def reap(self, task: asyncio.Task[Any]) -> None:
+        """Forget a finished background task, logging (by type only) an error it ended with."""
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("radius_task_failed", error=type(task.exception()).__name__)
 
     def answer_status(
         self, endpoint: Endpoint, client: Client, packet: Packet, addr: Address, healthy: bool

@@ -177,3 +177,39 @@ async def test_status_server_health_is_cached() -> None:
     finally:
         r.transport.close()
         await r.listener.aclose()
+
+
+async def test_ipv6_listener_and_client() -> None:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    cfg = loads(
+        config("health_ttl = 0")
+        .replace('"127.0.0.1:0"', '"[::1]:0"')
+        .replace('"127.0.0.1/32"', '"::1/128"')
+    )
+    store = SwitchableStore()
+    audit = Audit()
+    authenticator = Authenticator(
+        store, throttle=Throttle(ThrottleRules()), cache=VerifiedCache(0), audit=audit
+    )
+    assert cfg.radius is not None
+    listener = await start(cfg.radius, Services(cfg, authenticator, audit))
+    try:
+        assert listener.addresses[0].startswith("[::1]:")
+        port = int(listener.addresses[0].rpartition(":")[2])
+        collector = Collector()
+        transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: collector, remote_addr=("::1", port)
+        )
+        rig = Rig(store, listener, transport, collector)
+        ident = rig.access(DEMO["active"])
+        reply = await rig.reply()
+        assert (reply.code, reply.identifier) == (rp.ACCESS_ACCEPT, ident)
+        transport.close()
+    finally:
+        await listener.aclose()
