@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from typing import Any, Literal
 
 import structlog
@@ -23,7 +24,14 @@ class Audit:
     def __init__(self, barcode_mode: BarcodeMode = "masked", hash_key: bytes = b"") -> None:
         self.barcode_mode: BarcodeMode = barcode_mode
         self._hash_key = hash_key
-        self._log = structlog.get_logger("audit").bind(kind="audit")
+        # Audit lines are records, not diagnostics: `[log] level = "warning"` must not drop them,
+        # so this logger filters at INFO whatever the configured level (processors, factory and
+        # queue stay the global ones).
+        self._log = structlog.wrap_logger(
+            None,
+            wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+            logger_factory_args=("audit",),
+        ).bind(kind="audit")
 
     def barcode(self, barcode: str) -> str:
         if self.barcode_mode == "full":
