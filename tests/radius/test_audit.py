@@ -141,3 +141,19 @@ def test_radclient_accounting_start_stop_audited(tmp_path: Path) -> None:
     acct = [e for e in daemon.audit_events() if e["event"] == "accounting"]
     assert [(e["status"], e["session_id"]) for e in acct] == [("Start", "rc-1"), ("Stop", "rc-1")]
     assert acct[1]["terminate_cause"] == "Idle-Timeout"
+
+
+def test_accounting_audited_even_at_log_level_warning(tmp_path: Path) -> None:
+    """Audit lines are records: a quiet log level must not drop them."""
+    sections = SECTIONS + '\n[log]\nlevel = "warning"\n'
+    with Daemon(tmp_path, sections=sections) as daemon:
+        nas = Nas(daemon.address("radius"), SECRET.encode())
+        try:
+            nas.send(accounting(nas, 1, b"quiet-1", []))
+            assert nas.receive().code == rp.ACCOUNTING_RESPONSE
+            reply = nas.ask(nas.access(DEMO["active"].encode(), DEMO_PIN.encode()))
+            assert reply.code == rp.ACCESS_ACCEPT
+        finally:
+            nas.close()
+    events = [e["event"] for e in daemon.audit_events()]
+    assert events == ["accounting", "auth"]
