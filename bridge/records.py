@@ -39,6 +39,9 @@ KNOWN_COLUMNS = frozenset(
 )
 
 
+_MAX_FINES = Decimal(10) ** 9
+
+
 class RowError(ValueError):
     """A row that cannot be imported; the message names the column, never the PIN."""
 
@@ -67,6 +70,8 @@ def parse_fines(value: str) -> Decimal:
         raise RowError(f"fines: {value!r} is not an amount") from None
     if not amount.is_finite() or amount < 0:
         raise RowError(f"fines: {value!r} must be zero or more")
+    if amount >= _MAX_FINES:  # also keeps quantize() from overflowing (1e999999999)
+        raise RowError(f"fines: {value!r} is too large")
     return amount.quantize(Decimal("0.01"))
 
 

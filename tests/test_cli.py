@@ -312,9 +312,11 @@ class Terminal:
             self.seen += chunk
         code = self.proc.wait(timeout=120)
         os.close(self.master)
-        log = Path(self.proc.args[3]).parent / "cli.log"  # type: ignore[index]
+        log = Path(self.proc.args[4]).parent / "cli.log"  # type: ignore[index]
         with log.open("a") as handle:
             handle.write(self.seen.decode(errors="replace"))
+        if log not in LOG_FILES:
+            LOG_FILES.append(log)
         return code
 
 
