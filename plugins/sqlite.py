@@ -122,15 +122,19 @@ def _values(p: Patron) -> tuple[Any, ...]:
 
 
 def migrate(conn: sqlite3.Connection) -> int:
-    """Apply pending migrations; return the schema version."""
-    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+    """Apply pending migrations; return the schema version.
+
+    The version is read again inside each write transaction: two processes opening a new file
+    at once (the daemon's first start and a CLI command) must not both apply migration 1."""
+    while int(conn.execute("PRAGMA user_version").fetchone()[0]) < len(MIGRATIONS):
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in script.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {number}")
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if version < len(MIGRATIONS):
+                for statement in MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {version + 1}")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
