@@ -224,3 +224,22 @@ def test_property_password_roundtrip(password: bytes, auth: bytes, secret: bytes
     hidden = rp.encrypt_password(password, secret, auth)
     assert len(hidden) % 16 == 0 and 16 <= len(hidden) <= 128
     assert rp.decrypt_password(hidden, secret, auth) == password
+
+
+def test_rfc2865_chap_request_is_recognised_and_reply_reproduced() -> None:
+    request, reply, secret = _vector("rfc2865_7_2")
+    packet = rp.decode(request)
+    assert packet.get(rp.USER_NAME) == b"flopsy"
+    chap = packet.get(rp.CHAP_PASSWORD)
+    assert chap is not None
+    # The vector is what it claims: MD5(CHAP id + password + challenge).
+    expected = hashlib.md5(
+        chap[:1] + VECTORS["rfc2865_7_2"]["password"].encode() + packet.authenticator
+    ).digest()
+    assert chap[1:] == expected
+    assert "CHAP is not supported" in (rp.access_fields(packet).unsupported or "")
+    attributes = rp.encode_attributes(rp.decode(reply).attributes)
+    assert (
+        rp.encode_reply(rp.ACCESS_ACCEPT, packet, attributes, secret, message_authenticator=False)
+        == reply
+    )
