@@ -136,7 +136,11 @@ def test_concurrent_first_open_migrates_once(tmp_path: Path) -> None:
         barrier = threading.Barrier(4)
         errors: list[BaseException] = []
 
-        def open_it(path: Path = db, gate: threading.Barrier = barrier) -> None:
+        def open_it(
+            path: Path = db,
+            gate: threading.Barrier = barrier,
+            errors: list[BaseException] = errors,
+        ) -> None:
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA busy_timeout = 10000")
             gate.wait()
