@@ -18,7 +18,8 @@ Public API:
 `bridge.sip2.messages` wraps the messages the bridge itself answers in typed dataclasses
 (`LoginRequest`, `PatronRequest`, `PatronResponse`, ... with `to_message`/`from_message`).
 A client sends `encode(request, sequence=n, checksum=True)`, reads with a `Framer`, and
-`decode`s the answer (a `ChecksumError` there means: send `ACS_RESEND`).
+`decode`s the answer (a `ChecksumError` there means: send `ACS_RESEND`);
+`bridge.sip2.client.ClientSession` does that bookkeeping (sequence numbers, 96/97 resends).
 
 Why it is lenient where it is: real clients terminate with CR, CRLF or bare LF and sometimes a
 stray leading LF; some omit the last `|`; some send empty or unknown fields in any order; the

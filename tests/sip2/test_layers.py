@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "bridge" / "sip2"
-PURE = ["codec", "messages", "session", "answers", "circulation", "settings"]
+PURE = ["codec", "messages", "session", "answers", "circulation", "settings", "client"]
 FORBIDDEN = {"asyncio", "socket", "ssl", "selectors", "uvloop", "plugins", "bridge.core.store"}
 
 
