@@ -62,15 +62,18 @@ def test_defaults_and_relative_paths(tmp_path: Path) -> None:
     [
         (STORE + "[pin]\nmin_lenght = 4\n", "pin.min_lenght: unknown key"),
         (STORE + "[bogus]\nx = 1\n", "bogus: unknown key"),
-        (STORE + "[throttle]\ncard_lock_after = 0\n", "throttle.card_lock_after: Expected `int` >= 1"),
+        (
+            STORE + "[throttle]\ncard_lock_after = 0\n",
+            "throttle.card_lock_after: Expected `int` >= 1",
+        ),
         (STORE + '[pin]\nmin_length = "4"\n', "pin.min_length: Expected `int`, got `str`"),
         (STORE + '[pin]\nforbid_repeats = "false"\n', "pin.forbid_repeats: Expected `bool`"),
         (STORE + "[cache]\nttl = true\n", "cache.ttl: Expected `float`, got `bool`"),
         (STORE + '[audit]\nbarcode = "plain"\n', "audit.barcode: Invalid enum value"),
         (STORE + "[pin]\nmin_length = 6\n", "pin.min_length: greater than pin.max_length"),
         (STORE + '[pin]\nblocklist_file = "nope.txt"\n', "pin.blocklist_file: cannot read"),
-        ("[security]\nkdf = \"scrypt\"\n", "store: required table is missing"),
-        ("[store]\npath = \"x.db\"\n", "store.plugin: required key is missing"),
+        ('[security]\nkdf = "scrypt"\n', "store: required table is missing"),
+        ('[store]\npath = "x.db"\n', "store.plugin: required key is missing"),
         (STORE + SIP2_ACCOUNT.format(password=""), "sip2.accounts[0].password: required key"),
         (
             STORE + SIP2_ACCOUNT.format(password="password = 5"),
@@ -116,7 +119,10 @@ def test_password_file_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     [
         ('password_file = "nope.pw"', "sip2.accounts[0].password_file: cannot read"),
         ('password_env = "BRIDGE_TEST_UNSET_VAR"', "password_env: variable BRIDGE_TEST_UNSET_VAR"),
-        (f'password = "{SECRET}"\npassword_env = "HOME"', "give only one of password, password_env"),
+        (
+            f'password = "{SECRET}"\npassword_env = "HOME"',
+            "give only one of password, password_env",
+        ),
         ("password_file = 3", "password_file: expected a path string"),
     ],
 )

@@ -135,9 +135,8 @@ def test_core_imports_no_protocol(path: Path) -> None:
     bad = []
     for name in imports(path):
         parts = name.split(".")
-        if parts[0] == "bridge" and len(parts) > 1 and parts[1] in (*PROTOCOLS, "app", "cli"):
-            bad.append(name)
-        elif parts[0] == "plugins" or top(name) in PROTOCOL_LIBS:
+        wiring = parts[0] == "bridge" and len(parts) > 1 and parts[1] in (*PROTOCOLS, "app", "cli")
+        if wiring or parts[0] == "plugins" or top(name) in PROTOCOL_LIBS:
             bad.append(name)
     assert not bad, f"{module_name(path)} is core but imports {sorted(bad)}"
 

@@ -37,7 +37,9 @@ def fast_hasher(params: KdfParams = FAST, pepper: bytes | None = None) -> PinHas
 
 def demo_patrons() -> list[Patron]:
     return [
-        Patron(ACTIVE, "r1", "Rivera, Ana", "ana.rivera@example.org", "ADULT", dt.date(2030, 12, 31)),
+        Patron(
+            ACTIVE, "r1", "Rivera, Ana", "ana.rivera@example.org", "ADULT", dt.date(2030, 12, 31)
+        ),
         Patron(EXPIRED, "r2", "Okafor, Chidi", None, "ADULT", dt.date(2020, 1, 31)),
         Patron(
             BLOCKED, "r3", "Lindqvist, Maja", None, "ADULT", dt.date(2030, 12, 31), True, "Lost"

@@ -200,7 +200,10 @@ def test_unknown_hash_form_is_no_match() -> None:
 
 async def test_needs_rehash_when_params_change() -> None:
     pepper = os.urandom(32)
-    old, new = fast_hasher(pepper=pepper), fast_hasher(KdfParams(argon2_memory_kib=8192, argon2_iterations=2), pepper=pepper)
+    old, new = (
+        fast_hasher(pepper=pepper),
+        fast_hasher(KdfParams(argon2_memory_kib=8192, argon2_iterations=2), pepper=pepper),
+    )
     old_scrypt = fast_hasher(FAST_SCRYPT, pepper=pepper)
     new_scrypt = fast_hasher(KdfParams("scrypt", scrypt_log2_n=11), pepper=pepper)
     try:
