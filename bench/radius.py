@@ -224,12 +224,17 @@ def freeradius_server(tmp: Path, binary: str) -> Iterator[tuple[int, tuple[str, 
 # --- load generator --------------------------------------------------------------------------
 
 
-def build_requests(count: int) -> list[tuple[bytes, bytes]]:
-    """(packet, authenticator) per request: identifiers cycle, authenticators are fresh."""
+def build_requests(count: int, kind: str = "pap") -> list[tuple[bytes, bytes]]:
+    """(packet, authenticator) per request: identifiers cycle, authenticators are fresh.
+    `kind` "pap" is an Access-Request, "status" a Status-Server (no authenticator call: the
+    front end's own cost)."""
     out = []
     user = BARCODE.encode()
     for i in range(count):
         auth = os.urandom(16)
+        if kind == "status":
+            out.append((rp.encode_request(rp.STATUS_SERVER, i % 256, auth, [], SECRET), auth))
+            continue
         hidden = rp.encrypt_password(PIN.encode(), SECRET, auth)
         attrs = [(rp.USER_NAME, user), (rp.USER_PASSWORD, hidden), (32, b"bench-ap")]
         out.append((rp.encode_request(rp.ACCESS_REQUEST, i % 256, auth, attrs, SECRET), auth))
@@ -293,10 +298,12 @@ def drive(address: tuple[str, int], requests: list[tuple[bytes, bytes]]) -> tupl
     return answered, latencies
 
 
-def measure(name: str, server: str, pid: int, address: tuple[str, int]) -> Result:
-    warm = build_requests(WINDOW * 4)
+def measure(
+    name: str, server: str, pid: int, address: tuple[str, int], kind: str = "pap"
+) -> Result:
+    warm = build_requests(WINDOW * 4, kind)
     drive(address, warm)  # first request verifies the PIN (KDF); the rest are cached
-    requests = build_requests(REQUESTS)
+    requests = build_requests(REQUESTS, kind)
     pin_to_core(pid, SERVER_CORE)
     with CpuMeter(pid) as meter:
         answered, latencies = drive(address, requests)
@@ -321,6 +328,7 @@ def main() -> None:
         bridge_dir.mkdir()
         with bridge_server(bridge_dir) as (pid, address):
             results.append(measure("radius PAP (cached)", "patron-bridge", pid, address))
+            status = measure("radius Status-Server", "patron-bridge", pid, address, "status")
         binary = shutil.which("freeradius") or shutil.which("radiusd")
         if binary is None:
             notes.append("FreeRADIUS not installed (apt-get install freeradius): column skipped")
@@ -330,7 +338,12 @@ def main() -> None:
             with freeradius_server(fr_dir, binary) as (pid, address):
                 wait_answering(address)
                 results.append(measure("radius PAP (cached)", "freeradius", pid, address))
-    if len(results) == 2 and results[1].cpu_per_request_us > 0:
+                fr_status = measure("radius Status-Server", "freeradius", pid, address, "status")
+        results.append(status)
+        if binary is not None:
+            results.append(fr_status)
+    notes.append("Status-Server rows: the front end alone (no PIN check, no audit line)")
+    if len(results) == 4 and results[1].cpu_per_request_us > 0:
         ratio = results[0].cpu_per_request_us / results[1].cpu_per_request_us
         verdict = "within" if ratio <= 1.5 else "OVER"
         notes.append(f"server CPU per request: {ratio:.2f}x FreeRADIUS ({verdict} the 1.5x goal)")
