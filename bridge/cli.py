@@ -191,7 +191,8 @@ def cmd_patron_import(args: argparse.Namespace) -> int:
     config = _config(args)
     path = Path(args.file)
     try:
-        total = max(sum(1 for _ in path.open(encoding="utf-8")) - 1, 0)
+        with path.open(encoding="utf-8") as counting:
+            total = max(sum(1 for _ in counting) - 1, 0)
         handle = path.open(encoding="utf-8", newline="")
     except OSError as exc:
         raise UsageError(f"{path}: {exc.strerror}") from None

@@ -169,6 +169,8 @@ def _resolve_secrets(data: Any, where: str, source: str, base: Path) -> Any:
                 raise ConfigError(
                     f"{source}: {key_path}_file: cannot read {path}: {exc.strerror}"
                 ) from None
+            except UnicodeDecodeError:  # its message quotes a byte of the secret: never shown
+                raise ConfigError(f"{source}: {key_path}_file: {path} is not UTF-8 text") from None
         elif f"{name}_env" in out:
             ref = out.pop(f"{name}_env")
             if not isinstance(ref, str):

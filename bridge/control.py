@@ -46,7 +46,7 @@ class ControlServer:
             reply = self.apply(line[:4096])
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
-        except (TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError, ValueError):  # ValueError: line over the limit
             pass
         finally:
             writer.close()

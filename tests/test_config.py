@@ -206,3 +206,9 @@ def test_serve_with_bad_config_exits_2(tmp_path: Path) -> None:
 def test_missing_config_file_exits_2(tmp_path: Path) -> None:
     result = run_cli(tmp_path / "absent.toml", "check-config")
     assert result.returncode == 2 and "absent.toml" in result.stderr
+
+
+def test_binary_password_file_is_one_line_without_its_bytes(tmp_path: Path) -> None:
+    (tmp_path / "sip.pw").write_bytes(b"\xe9" + SECRET.encode())
+    message = error_of(tmp_path, STORE + SIP2_ACCOUNT.format(password='password_file = "sip.pw"'))
+    assert "password_file" in message and "not UTF-8" in message and "0xe9" not in message

@@ -138,3 +138,47 @@ def test_cli_block_and_pin_set_reach_the_running_daemon(tmp_path: Path) -> None:
             assert "|CQY|" in answer and "stolen" not in answer
         finally:
             sip.close()
+
+
+async def test_control_socket_requests(tmp_path: Path) -> None:
+    """The control protocol in-process: each op, each refusal, and an oversized line."""
+    import asyncio
+
+    from bridge.control import ControlServer
+    from tests.core.support import fast_hasher, make_auth
+
+    hasher = fast_hasher()
+    rig = make_auth(object(), hasher)
+    rig.throttle.record_failure("21234000000001", "src", rig.clock.now)
+    server = ControlServer(tmp_path / "ctl" / "bridge.sock", rig.auth)
+    await server.start()
+    try:
+        path = tmp_path / "ctl" / "bridge.sock"
+        assert path.stat().st_mode & 0o777 == 0o600
+
+        async def ask(raw: bytes) -> bytes:
+            reader, writer = await asyncio.open_unix_connection(str(path), limit=2**20)
+            writer.write(raw)
+            await writer.drain()
+            answer = await reader.read()
+            writer.close()
+            return answer
+
+        ok = await ask(b'{"op": "clear_lock", "barcode": "21234000000001"}\n')
+        assert json.loads(ok) == {"ok": True}
+        assert rig.throttle.failures("21234000000001", rig.clock.now) == 0
+        assert json.loads(await ask(b'{"op": "ping"}\n')) == {"ok": True}
+        for raw, error in [
+            (b"not json\n", "bad request"),
+            (b'{"barcode": "1"}\n', "bad request"),
+            (b'{"op": "shutdown"}\n', "unknown op"),
+            (b'{"op": "invalidate", "barcode": "two words"}\n', "bad barcode"),
+            (b'{"op": "invalidate", "barcode": 5}\n', "bad barcode"),
+        ]:
+            assert json.loads(await ask(raw))["error"] == error
+        assert await ask(b"x" * 200_000 + b"\n") == b""  # closed, no crash
+        assert json.loads(await ask(b'{"op": "ping"}\n')) == {"ok": True}  # still serving
+    finally:
+        await server.aclose()
+        hasher.close()
+    assert not (tmp_path / "ctl" / "bridge.sock").exists()

@@ -138,6 +138,20 @@ def test_redact_masks_secret_keys_and_secret_values() -> None:
             assert out[key] == "***", key
 
 
+def test_redact_reaches_into_nested_values() -> None:
+    event = {
+        "event": "request",
+        "request": {"barcode": "21234000000001", "pin": DEMO_PIN, "inner": {"AD": NEW_PIN}},
+        "fields": [("AA", "21234000000001"), {"password": "x"}, Secret(WRONG_PIN)],
+    }
+    out = logs.redact(None, "info", event)
+    text = json.dumps(out)
+    assert DEMO_PIN not in text and NEW_PIN not in text and WRONG_PIN not in text
+    assert out["request"]["barcode"] == "21234000000001"
+    assert out["request"]["pin"] == "***" and out["request"]["inner"]["AD"] == "***"
+    assert out["fields"][1] == {"password": "***"} and out["fields"][2] == "***"
+
+
 def test_logged_lines_are_redacted_end_to_end(tmp_path: Path) -> None:
     path, audit_path = tmp_path / "main.log", tmp_path / "audit.log"
     LOG_FILES.extend([path, audit_path])
