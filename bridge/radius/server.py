@@ -177,6 +177,19 @@ class RadiusServer:
                 suppressed=suppressed,
             )
 
+    def refused(self, client: Client, host: str, reason: str) -> None:
+        """An authenticated request the bridge will not check (CHAP, EAP, bad password field):
+        rejected, and logged like a drop (at most once per source and reason per second)."""
+        suppressed = self.drop_log.allow((host, reason), self.loop.time())
+        if suppressed is not None:
+            log.warning(
+                "radius_refused",
+                client=client.name,
+                source=host,
+                reason=reason,
+                suppressed=suppressed,
+            )
+
     # -- Access-Request -------------------------------------------------------------------
     def access_request(
         self, endpoint: Endpoint, client: Client, packet: Packet, addr: Address
@@ -207,15 +220,13 @@ class RadiusServer:
         pending = Pending(endpoint, client, packet, addr, key)
         user, hidden = fields.user_name, fields.user_password
         if fields.unsupported is not None or user is None or hidden is None:
-            log.warning(
-                "radius_refused", client=client.name, source=host, reason=fields.unsupported
-            )
+            self.refused(client, host, fields.unsupported or "no User-Name or no User-Password")
             self.reply(pending, refusal(), "")
             return
         try:
             pin = Secret(decrypt_password(hidden, secret, packet.authenticator))
         except ProtocolError as exc:
-            log.warning("radius_refused", client=client.name, source=host, reason=str(exc))
+            self.refused(client, host, str(exc))
             self.reply(pending, refusal(), "")
             return
         barcode = user.decode("utf-8", "replace")
