@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ldap3 import BASE, SUBTREE
+from ldap3 import BASE, LEVEL, SUBTREE
 from ldap3.operation.bind import bind_operation
 from ldap3.operation.compare import compare_operation
 from ldap3.operation.extended import extended_operation
@@ -15,7 +15,7 @@ from ldap3.protocol.convert import build_controls_list
 from ldap3.protocol.rfc4511 import LDAPMessage, MessageID, ProtocolOp
 from ldap3.utils.asn1 import decode_message_fast, encode
 
-SCOPES = {0: BASE, 1: "LEVEL", 2: SUBTREE}
+SCOPES = {0: BASE, 1: LEVEL, 2: SUBTREE}
 
 
 def message(msgid: int, kind: str, request: Any, controls: list[Any] | None = None) -> bytes:
@@ -43,11 +43,8 @@ def search(
     time: int = 0,
     controls: list[Any] | None = None,
 ) -> bytes:
-    from ldap3 import LEVEL
-
-    scopes = {0: BASE, 1: LEVEL, 2: SUBTREE}
     request = search_operation(
-        base, filt, scopes[scope], 0, attrs or [], size, time, False, True, False
+        base, filt, SCOPES[scope], 0, attrs or [], size, time, False, True, False
     )
     return message(msgid, "searchRequest", request, controls)
 

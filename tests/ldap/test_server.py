@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 from ldap3 import ALL, BASE, SUBTREE, Connection, Server, Tls
-from ldap3.core.exceptions import LDAPException
 
 from bridge.ldap import ber
 from bridge.ldap import messages as m
@@ -476,10 +475,6 @@ def test_unknown_key_is_a_config_error(tmp_path: Path) -> None:
 def test_service_secret_never_logged(daemon: Daemon) -> None:
     text = daemon.logs()
     assert EZPROXY_SECRET not in text and DESK_SECRET not in text
-
-
-def _unused() -> type[LDAPException]:
-    return LDAPException
 
 
 def test_connection_limit(tmp_path: Path) -> None:
