@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import importlib
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
@@ -156,7 +156,7 @@ async def open_core(config: Config) -> Core:
         cache=VerifiedCache(config.cache.ttl, config.cache.max_entries),
         audit=audit,
         policy=pin_policy(config),
-        clock=lambda: dt.datetime.now(dt.UTC).timestamp(),
+        clock=time.time,
     )
     return Core(hasher, store, throttle, authenticator, audit)
 

@@ -215,6 +215,32 @@ def configure(
     root.setLevel(max(_LEVELS[level], logging.INFO))
 
 
+_second = [-1, ""]  # the formatted whole second, reused for every line within it
+
+
+def timestamp(now: float | None = None) -> str:
+    """ISO 8601 UTC with microseconds, the same text structlog's TimeStamper writes, but the
+    date and time are formatted once a second instead of once a line."""
+    now = time.time() if now is None else now
+    whole = int(now)
+    if whole != _second[0]:
+        _second[0] = whole
+        _second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+    return f"{_second[1]}.{int((now - whole) * 1_000_000):06d}Z"
+
+
+def emit_record(event: str, fields: dict[str, str | float | int | None]) -> bool:
+    """Queue one audit record without the structlog processor chain (the hot path: one line per
+    authentication). Callers pass only named, non-secret fields. Returns False when logging is
+    not configured, so the caller can fall back to the ordinary logger."""
+    if _writer is None:
+        return False
+    record: dict[str, Any] = {"timestamp": timestamp(), "level": "info", "event": event}
+    record.update(fields)
+    _QUEUE.put((True, _json.encode(record).decode("utf-8")))
+    return True
+
+
 def configured() -> bool:
     """True once `configure` ran in this process (and `stop` did not follow)."""
     return _writer is not None

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import structlog
 
+from bridge import logs
 from bridge.core.patron import Context, Decision
 
 BarcodeMode = Literal["masked", "full", "hash"]
@@ -42,16 +43,21 @@ class Audit:
         return "*" * (len(barcode) - keep) + barcode[len(barcode) - keep :]
 
     def decision(self, barcode: str, ctx: Context, decision: Decision, latency: float) -> None:
-        self._log.info(
-            "auth",
-            protocol=ctx.protocol,
-            client=ctx.client,
-            source=ctx.source,
-            barcode=self.barcode(barcode),
-            outcome=decision.outcome.value,
-            reason=decision.reason,
-            latency_ms=round(latency * 1000, 3),
-        )
+        fields: dict[str, str | float | int | None] = {
+            "kind": "audit",
+            "protocol": ctx.protocol,
+            "client": ctx.client,
+            "source": ctx.source,
+            "barcode": self.barcode(barcode),
+            "outcome": decision.outcome.value,
+            "reason": decision.reason,
+            "latency_ms": round(latency * 1000, 3),
+        }
+        # One line per authentication on every protocol: skip the processor chain (these
+        # fields are fixed and never secret) unless logging is not set up.
+        if not logs.emit_record("auth", fields):
+            del fields["kind"]
+            self._log.info("auth", **fields)
 
     def event(self, event: str, *, barcode: str | None = None, **fields: Any) -> None:
         """A PIN-life or admin event (pin_changed, reset_requested, patron_blocked, ...)."""

@@ -34,8 +34,9 @@ class VerifiedCache:
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
 
     def _digest(self, barcode: str, pin: Secret) -> bytes:
-        return hmac.new(
-            self._key, barcode.encode() + b"\x00" + pin.reveal(), hashlib.sha256
+        # Keyed BLAKE2b is a MAC in its own right and about twice as fast as HMAC-SHA256.
+        return hashlib.blake2b(
+            barcode.encode() + b"\x00" + pin.reveal(), key=self._key, digest_size=32
         ).digest()
 
     def get(self, barcode: str, pin: Secret, now: float) -> Patron | None:
