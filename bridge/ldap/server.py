@@ -19,9 +19,9 @@ from typing import Any, cast
 
 import structlog
 
+from bridge import eager
 from bridge.config import Config, ConfigError
 from bridge.ldap import answers as rc
-from bridge.ldap import eager
 from bridge.ldap import messages as m
 from bridge.ldap.ber import ProtocolError, frame_length
 from bridge.ldap.directory import Directory

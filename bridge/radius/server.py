@@ -30,12 +30,12 @@ from bridge.core.auth import Authenticator
 from bridge.core.patron import Context, Decision
 from bridge.core.secret import Secret
 from bridge.core.store import StoreError
+from bridge.eager import run_eagerly
 from bridge.radius import accounting
 from bridge.radius.answers import Answer, answer, refusal
 from bridge.radius.attributes import encode_table, merge
 from bridge.radius.clients import Client, ClientTable, HealthCache, LogLimiter
 from bridge.radius.dedup import DuplicateCache, Key, Verdict
-from bridge.radius.eager import run_eagerly
 from bridge.radius.packet import (
     ACCESS_ACCEPT,
     ACCESS_REJECT,
@@ -239,7 +239,7 @@ class RadiusServer:
             )
         check = self.authenticator.authenticate(barcode, pin, ctx)
         try:
-            task = run_eagerly(self.loop, check, partial(self.decided, pending))
+            task = run_eagerly(check, partial(self.decided, pending))
         except Exception as exc:  # noqa: BLE001 - logged; one request must not stop the listener
             self.failed(pending, exc)
             return
