@@ -88,10 +88,7 @@ def test_discovery_finds_the_layers() -> None:
 
 # Known breaches, reported to their owners; each must go once its module is fixed (strict xfail:
 # the test fails when the breach is gone, so the allowance cannot outlive it).
-KNOWN_IO_IN_PURE = {
-    "bridge.ldap.session": "awaits asyncio.wait_for on the core's work (a timer belongs in "
-    "the server adapter or behind an injected clock/timeout)",
-}
+KNOWN_IO_IN_PURE: dict[str, str] = {}
 
 
 def pure_params() -> list[object]:
