@@ -34,7 +34,7 @@ from bridge.core.store import (
     StoreUnavailable,
     WritableStore,
 )
-from bridge.core.throttle import Throttle
+from bridge.core.throttle import Refusal, Throttle
 
 MAX_BARCODE = 64
 MAX_PIN = 128
@@ -229,6 +229,15 @@ class Authenticator:
         cleared = self.throttle.clear(barcode)
         self.audit.event("lock_cleared", barcode=barcode, actor=actor)
         return cleared
+
+    def service_refusal(self, source: str) -> Refusal | None:
+        """Before checking a vendor's own secret (an LDAP service account): is this source
+        blocked, or the global guard up? Guessing service secrets is throttled like PINs."""
+        return self.throttle.check_source(source, self.clock())
+
+    def record_service_failure(self, source: str) -> None:
+        """A wrong vendor secret counts against its source address (no card involved)."""
+        self.throttle.record_failure(None, source, self.clock())
 
     def invalidate(self, barcode: str) -> None:
         self.cache.invalidate(barcode)

@@ -90,7 +90,11 @@ class Throttle:
                 retry = None if math.isinf(card.blocked_until) else card.blocked_until - now
                 return Refusal("card", "card locked after too many failed PINs", retry)
             return Refusal("card", "too many failed PINs, wait", card.blocked_until - now)
-        src = self._live(f"source:{source}", now)
+        return self.check_source(source, now)
+
+    def check_source(self, source: str, now: float) -> Refusal | None:
+        """The source and global guards alone (secrets that are not a card's PIN)."""
+        src = self._live(f"source:{source}", now, forget_after=self.rules.source_window)
         if src is not None and src.blocked_until > now:
             return Refusal("source", "too many failures from this address", src.blocked_until - now)
         if self.global_pressure(now):

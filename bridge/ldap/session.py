@@ -263,9 +263,7 @@ class Session:
         Failures are always audited; a success once per connection and account, because
         Apache and EZproxy re-bind their pooled connections before every patron login."""
         s = self.shared
-        throttle = s.auth.throttle
-        now = s.auth.clock()
-        refusal = throttle.check("", self.source, now)
+        refusal = s.auth.service_refusal(self.source)
         ok = refusal is None and s.secrets.verify(index, password)
         if not ok or index not in self._announced:
             outcome = "accepted" if ok else "bad_secret" if refusal is None else "throttled"
@@ -277,7 +275,7 @@ class Session:
             )
         if not ok:
             if refusal is None:
-                throttle.record_failure(None, self.source, now)
+                s.auth.record_service_failure(self.source)
             return self._bind_result(mid, rc.INVALID_CREDENTIALS)
         self._announced.add(index)
         self.identity = AsService(index)

@@ -17,7 +17,7 @@ from bridge.core.patron import Context, Decision, Outcome, Patron
 from bridge.core.pin import PinPolicy
 from bridge.core.secret import Secret
 from bridge.core.store import StoreUnavailable
-from bridge.core.throttle import Throttle, ThrottleRules
+from bridge.core.throttle import Refusal, Throttle, ThrottleRules
 from bridge.ldap import answers as rc
 from bridge.ldap import ber
 from bridge.ldap import messages as m
@@ -47,6 +47,12 @@ class FakeAuth:
         self.down = False
         self.calls: list[tuple[str, str, Context]] = []
         self.sets: list[tuple[str, str]] = []
+
+    def service_refusal(self, source: str) -> Refusal | None:
+        return self.throttle.check_source(source, self.clock())
+
+    def record_service_failure(self, source: str) -> None:
+        self.throttle.record_failure(None, source, self.clock())
 
     async def authenticate(self, barcode: str, pin: Secret, ctx: Context) -> Decision:
         self.calls.append(("auth", barcode, ctx))
