@@ -11,10 +11,10 @@ standard `logging` module (asyncio, uvicorn, libraries) are routed into the same
 from __future__ import annotations
 
 import logging
-import queue
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any, TextIO
@@ -44,13 +44,16 @@ REDACT_KEYS = frozenset(
     }
 )
 
-# One queue for the life of the process, so loggers cached before a reconfigure stay valid.
-_QUEUE: queue.SimpleQueue[Any] = queue.SimpleQueue()
+# One buffer for the life of the process, so loggers cached before a reconfigure stay valid.
+# Producers only append (atomic, no lock, no wake-up signal); the writer thread wakes on its own
+# timer and drains it. Signalling the writer per line cost a busy listener most of its CPU in
+# futex calls between that thread and the event loop.
+_BUFFER: deque[tuple[bool, str]] = deque()
 
-BATCH_WINDOW = 0.002  # seconds the writer lets lines gather before writing them
+BATCH_WINDOW = 0.005  # seconds between drains while lines are flowing
+IDLE_WINDOW = 0.05  # seconds between drains once the buffer has been empty a while
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
-_STOP = object()
 
 
 def _clean(key: str, value: Any, depth: int = 0) -> Any:
@@ -95,46 +98,53 @@ class _Writer(threading.Thread):
 
     def __init__(self, main: TextIO, audit: TextIO | None, audit_to_main: bool = False) -> None:
         super().__init__(name="log-writer", daemon=True)
-        self.queue = _QUEUE
         self.main = main
         self.audit = audit
         self.audit_to_main = audit_to_main and audit is not None
+        self.stopping = threading.Event()
 
     def run(self) -> None:
+        wait = BATCH_WINDOW
         while True:
-            item = self.queue.get()
-            # Let a burst gather: one wake-up, one GIL hand-off and one write per batch instead
-            # of per line (per line, a busy RADIUS or LDAP listener spent most of its CPU on
-            # futex calls between this thread and the event loop). Lines wait at most this long.
-            time.sleep(BATCH_WINDOW)
-            batch = [item]
-            while True:
-                try:
-                    batch.append(self.queue.get_nowait())
-                except queue.Empty:
-                    break
-            stop = False
-            for entry in batch:
-                if entry is _STOP:
-                    stop = True
-                    continue
-                is_audit, line = entry
-                stream = self.audit if (is_audit and self.audit is not None) else self.main
-                stream.write(line + "\n")
-                if is_audit and self.audit_to_main:
-                    self.main.write(line + "\n")
-            self.main.flush()
-            if self.audit is not None:
-                self.audit.flush()
-            if stop:
+            stopping = self.stopping.wait(wait)
+            wrote = self.drain()
+            if stopping:
+                self.drain()
                 return
+            wait = BATCH_WINDOW if wrote else min(wait * 2, IDLE_WINDOW)
+
+    def drain(self) -> bool:
+        """Write everything buffered: one write and one flush per stream per batch."""
+        main: list[str] = []
+        audit: list[str] = []
+        take = _BUFFER.popleft
+        while True:
+            try:
+                is_audit, line = take()
+            except IndexError:
+                break
+            if is_audit and self.audit is not None:
+                audit.append(line)
+                if self.audit_to_main:
+                    main.append(line)
+            else:
+                main.append(line)
+        if main:
+            main.append("")
+            self.main.write("\n".join(main))
+            self.main.flush()
+        if audit and self.audit is not None:
+            audit.append("")
+            self.audit.write("\n".join(audit))
+            self.audit.flush()
+        return bool(main or audit)
 
 
 class QueueLogger:
     """A structlog logger whose every method enqueues the rendered line."""
 
     def __init__(self, name: str) -> None:
-        self._put = _QUEUE.put
+        self._put = _BUFFER.append
         self._audit = name == "audit"
 
     def msg(self, line: str) -> None:
@@ -237,7 +247,7 @@ def emit_record(event: str, fields: dict[str, str | float | int | None]) -> bool
         return False
     record: dict[str, Any] = {"timestamp": timestamp(), "level": "info", "event": event}
     record.update(fields)
-    _QUEUE.put((True, _json.encode(record).decode("utf-8")))
+    _BUFFER.append((True, _json.encode(record).decode("utf-8")))
     return True
 
 
@@ -250,7 +260,7 @@ def stop() -> None:
     """Write every queued line and stop the writer thread."""
     global _writer
     if _writer is not None:
-        _writer.queue.put(_STOP)
+        _writer.stopping.set()
         _writer.join(timeout=10)
         _writer = None
     while _files:
