@@ -79,7 +79,8 @@ class Authenticator:
         self.audit = audit
         self.pin_policy = policy or PinPolicy()
         self.clock = clock
-        self.today = today
+        self.today = today if today is not dt.date.today else self._today_cached
+        self._today: tuple[float, dt.date] = (-1.0, dt.date.min)
         self._background: set[asyncio.Task[None]] = set()
         self.on_invalidate: list[Callable[[str], None]] = []  # e.g. portal ends sessions
 
@@ -129,6 +130,13 @@ class Authenticator:
         if verification.needs_rehash and Capability.CHANGE_PIN in self.store.capabilities:
             self._spawn(self._rehash(patron, pin))
         return self._standing(patron, ctx.policy, "verified")
+
+    def _today_cached(self) -> dt.date:
+        """The local date, read at most once a second (date.today() is a system call away)."""
+        tick = time.monotonic()
+        if tick - self._today[0] >= 1.0:
+            self._today = (tick, dt.date.today())
+        return self._today[1]
 
     def _standing(self, patron: Patron, policy: ClientPolicy, how: str) -> Decision:
         """Right PIN; does this client accept the patron's standing?"""
