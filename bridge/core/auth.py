@@ -79,7 +79,7 @@ class Authenticator:
         self.audit = audit
         self.pin_policy = policy or PinPolicy()
         self.clock = clock
-        self.today = today if today is not dt.date.today else self._today_cached
+        self.today = self._today_cached if today == dt.date.today else today
         self._today: tuple[float, dt.date] = (-1.0, dt.date.min)
         self._background: set[asyncio.Task[None]] = set()
         self.on_invalidate: list[Callable[[str], None]] = []  # e.g. portal ends sessions
