@@ -21,7 +21,7 @@ from bridge import logs
 from bridge.config import DEFAULT_CONFIG, Config, ConfigError, load, masked
 from bridge.control import notify
 from bridge.core.patron import Patron
-from bridge.core.pin import PinPolicy
+from bridge.core.pin import HashFormatError, PinPolicy
 from bridge.core.secret import Secret
 from bridge.core.store import NewPatron, StoreError, WritableStore
 from bridge.loop import run as run_loop
@@ -434,3 +434,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreError as exc:
         print(f"patron-bridge: store: {exc}", file=sys.stderr)
         return REFUSED
+    except HashFormatError as exc:  # a damaged pepper file: the setup is wrong, not the request
+        print(f"patron-bridge: security: {exc}", file=sys.stderr)
+        return USAGE

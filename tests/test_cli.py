@@ -391,3 +391,14 @@ def test_cert_generate(config: Path, tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     bad = cli(config, "cert", "generate", "--cert", str(tmp_path / "file" / "c.pem"))
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_damaged_pepper_file_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "bridge.toml"
+    path.write_text(base_config(tmp_path))
+    (tmp_path / "pepper.key").write_bytes(b"short")
+    for args in (("patron", "show", DEMO["active"]), ("serve",)):
+        result = run_cli(path, *args)
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "pepper" in lines[0] and "Traceback" not in result.stderr
