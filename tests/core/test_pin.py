@@ -105,8 +105,12 @@ def test_property_four_ascii_digits(pin: str) -> None:
 
 
 @given(
-    st.text(min_size=0, max_size=3),
-    st.characters(blacklist_characters=DIGITS),
+    st.text(alphabet=DIGITS, min_size=0, max_size=3),
+    st.one_of(
+        st.characters(blacklist_characters=DIGITS),
+        # Unicode digits that str.isdigit() accepts: Arabic-Indic, Devanagari, full-width, ...
+        st.characters(whitelist_categories=("Nd",), blacklist_characters=DIGITS),
+    ),
     st.text(min_size=0, max_size=3),
 )
 def test_property_any_non_ascii_digit_refused(before: str, bad: str, after: str) -> None:
