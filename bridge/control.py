@@ -66,7 +66,9 @@ class ControlServer:
         if op == "invalidate":
             self.authenticator.invalidate(barcode)
         elif op == "clear_lock":
-            self.authenticator.throttle.forget(f"card:{barcode}")
+            # Clear through the daemon's own throttle: its delete is queued behind any write
+            # still pending for that card, so a late write cannot bring the lock back.
+            self.authenticator.throttle.clear(barcode)
             self.authenticator.invalidate(barcode)
         log.info("control", op=op)
         return {"ok": True}

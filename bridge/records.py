@@ -3,7 +3,7 @@
 Columns by header: `barcode` is required; `pin` (plain, checked against the PIN policy) or
 `pin_hash` (pre-hashed from an ILS export); `name, email, expires, category, blocked, fines,
 home_library, record_id` optional. A bad row is reported by line number and skipped; good rows
-are kept. Errors never quote a PIN.
+are kept. Errors name the column and never quote a value (a shifted row could put a PIN there).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def parse_date(value: str) -> dt.date | None:
     try:
         return dt.date.fromisoformat(value)
     except ValueError:
-        raise RowError(f"expires: {value!r} is not a date (YYYY-MM-DD)") from None
+        raise RowError("expires: not a date (YYYY-MM-DD)") from None
 
 
 def parse_fines(value: str) -> Decimal:
@@ -67,11 +67,11 @@ def parse_fines(value: str) -> Decimal:
     try:
         amount = Decimal(value)
     except InvalidOperation:
-        raise RowError(f"fines: {value!r} is not an amount") from None
+        raise RowError("fines: not an amount") from None
     if not amount.is_finite() or amount < 0:
-        raise RowError(f"fines: {value!r} must be zero or more")
+        raise RowError("fines: must be zero or more")
     if amount >= _MAX_FINES:  # also keeps quantize() from overflowing (1e999999999)
-        raise RowError(f"fines: {value!r} is too large")
+        raise RowError("fines: too large")
     return amount.quantize(Decimal("0.01"))
 
 

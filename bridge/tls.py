@@ -59,7 +59,8 @@ def generate_self_signed(
     cert_file.parent.mkdir(parents=True, exist_ok=True)
     key_file.parent.mkdir(parents=True, exist_ok=True)
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    key_file.unlink(missing_ok=True)  # a new file gets 0600 whatever the old one had
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(
             key.private_bytes(

@@ -169,10 +169,6 @@ class Throttle:
         self.backend.save(key, None)
         return existed
 
-    def forget(self, key: str) -> None:
-        """Drop the in-memory copy of a key (another process changed it)."""
-        self._counters.pop(key, None)
-
     # -- internals --------------------------------------------------------------------------
     def _live(self, key: str, now: float, forget_after: float | None = None) -> Counter | None:
         counter = self._counters.get(key)
