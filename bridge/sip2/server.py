@@ -17,6 +17,7 @@ from pathlib import Path
 import structlog
 
 from bridge import tls
+from bridge.config import ConfigError
 from bridge.services import Services
 from bridge.settings import parse_listen
 from bridge.sip2.circulation import Circulation, CirculationProvider, RefuseCirculation
@@ -24,16 +25,23 @@ from bridge.sip2.connection import Connection
 from bridge.sip2.handler import Handler
 from bridge.sip2.session import Account, Accounts, SessionOptions
 from bridge.sip2.settings import Sip2Settings
+from bridge.sip2.upstream import UpstreamMisconfigured, circulation_for_upstream
 
 log = structlog.get_logger("bridge.sip2")
 
 TLS_HANDSHAKE_TIMEOUT = 10.0
 
 
-def circulation_for(services: Services) -> Circulation:
-    """The circulation seam: a store that offers circulation (e.g. SIP2 to an upstream ILS)
-    serves it; otherwise every circulation request gets a well-formed refusal."""
+def circulation_for(services: Services, upstream: str = "") -> Circulation:
+    """The circulation seam: `[sip2] upstream` forwards to the ILS behind the store
+    (`bridge.sip2.upstream`); else a store that offers circulation serves it; otherwise every
+    circulation request gets a well-formed refusal."""
     store = services.authenticator.store
+    if upstream:
+        try:
+            return circulation_for_upstream(upstream, services.config.store_plugin, store)
+        except UpstreamMisconfigured as exc:
+            raise ConfigError(f"{services.config.source}: {exc}") from None
     if isinstance(store, CirculationProvider):
         return store.sip2_circulation()
     return RefuseCirculation()
@@ -131,7 +139,8 @@ async def start(
     settings: Sip2Settings, services: Services, *, circulation: Circulation | None = None
 ) -> Sip2Listener:
     """Bind every configured address (port 0 picks one) and start answering."""
-    handler = Handler(settings, services, circulation or circulation_for(services), clock=time.time)
+    circulation = circulation or circulation_for(services, settings.upstream)
+    handler = Handler(settings, services, circulation, clock=time.time)
     listener = Sip2Listener(settings, services, handler)
     try:
         await listener.open()

@@ -67,6 +67,8 @@ class Sip2Settings(Section, frozen=True):
     max_message_length: Annotated[int, msgspec.Meta(ge=256, le=1 << 20)] = 4096
     max_connections_per_source: Annotated[int, msgspec.Meta(ge=1)] = 64
     health_cache_seconds: Seconds = 5.0  # how long a 98's online status is reused
+    # circulation pass-through: the configured store's plugin name (e.g. "sip2"); "" = refuse
+    upstream: str = ""
 
     def __post_init__(self) -> None:
         if self.tls_listen and (not self.tls_cert or not self.tls_key):
