@@ -58,8 +58,10 @@ class Sip2Store:
     async def health(self) -> Health:
         """Closed breaker and an on-line 98 from the ILS; an open breaker answers at once."""
         now = self.pool.monotonic()
-        if not self.pool.breaker.closed and not self.pool.breaker.allow(now):
+        if self.pool.breaker.retry_after(now) > 0:  # open, pause not over: do not ask
             return Health(False, f"ILS unreachable: circuit {self.pool.breaker.describe(now)}")
+        # Otherwise ask: when the circuit is open and its pause is over this 99 is the probe,
+        # so a front end's periodic health check brings the store back without patron traffic.
         try:
             status = await self.pool.status()
         except UpstreamError as exc:

@@ -271,7 +271,7 @@ class Pool:
 
     def _release(self, conn: Connection) -> None:
         conn.last_used = self.monotonic()
-        if self._closed:
+        if self._closed or not self.settings.persistent:
             self._discard(conn)
             return
         while self._waiters:

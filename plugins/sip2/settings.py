@@ -40,6 +40,8 @@ class Sip2StoreSettings(Section, frozen=True):
     pool_size: Annotated[int, msgspec.Meta(ge=1, le=256)] = 4
     max_in_flight: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 64
     keepalive: Annotated[float, msgspec.Meta(ge=0, le=86_400)] = 60.0  # idle seconds → 99; 0: never
+    # false: connect, 93, one request, close, every time (what pooling saves; bench/upstream.py)
+    persistent: bool = True
     # circuit breaker: after this many failures in a row stop asking, probe after a pause
     breaker_failures: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 5
     breaker_reset: Seconds = 1.0  # first pause; doubles per failed probe

@@ -20,6 +20,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from ssl import SSLContext
 from typing import Any
 
 from bridge.core.store import StoreServices
@@ -133,13 +134,15 @@ class ScriptedIls:
         self.patron_requests = 0
         self.connections = 0
         self.logins = 0
+        self.status_requests = 0
+        self.status_seen = asyncio.Event()
         self.server: asyncio.Server | None = None
         self.port = 0
         self.hanging = asyncio.Event()
         self._writers: set[asyncio.StreamWriter] = set()
 
-    async def start(self, port: int = 0) -> ScriptedIls:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", port)
+    async def start(self, port: int = 0, ssl: SSLContext | None = None) -> ScriptedIls:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", port, ssl=ssl)
         self.port = self.server.sockets[0].getsockname()[1]
         return self
 
@@ -182,6 +185,8 @@ class ScriptedIls:
             self.logins += 1
             return build("94", {"ok": "1"})
         if request.code == "99":
+            self.status_requests += 1
+            self.status_seen.set()
             fixed = {
                 "online_status": "Y",
                 "date_time_sync": date,

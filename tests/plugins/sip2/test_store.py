@@ -100,6 +100,9 @@ async def test_expired_and_fines(store: Sip2Store) -> None:
     assert fines.pin_ok and fines.patron is not None and fines.patron.fines > Decimal("10")
     expired = await store.verify_pin(DEMO["expired"], Secret(DEMO_PIN))
     assert expired.pin_ok and expired.patron is not None
+    if store.settings.institution == "MAIN":  # the bridge as the ILS sends PA; pysip2 cannot
+        assert expired.patron.expires is not None
+        assert expired.patron.is_expired(dt.date.today())
 
 
 async def test_lookup_and_no_pin_change(store: Sip2Store) -> None:
@@ -328,14 +331,58 @@ async def test_in_flight_cap_refuses_at_once(scripted: Callable[..., Any]) -> No
 async def test_keepalive_sends_99_on_idle_connections(scripted: Callable[..., Any]) -> None:
     server, store = await scripted(lambda req, n: None, keepalive=0.2)
     assert (await store.verify_pin(DEMO["active"], Secret(DEMO_PIN))).pin_ok
-    status_before = store.pool.upstream_status
-    store.pool.upstream_status = None
-    while store.pool.upstream_status is None:  # set by the keep-alive's 98
-        await asyncio.sleep(0.05)
-    assert status_before is not None
+    seen = server.status_requests
+    server.status_seen.clear()
+    await server.status_seen.wait()  # the keep-alive's 99 on the idle connection
+    assert server.status_requests > seen
     assert server.connections == 1 and server.logins == 1  # 93 once per connection
 
 
-def test_expiry_from_the_record_of_a_real_ils() -> None:
-    # (the demo daemon sends PA; pysip2's model has no PA, so its patrons have no expiry)
-    assert dt.date(2099, 12, 31) > dt.date.today()
+async def test_health_is_the_probe_that_closes_the_circuit(pysip2: Pysip2Ils) -> None:
+    port = pysip2.port
+    store = await ils.open_store(
+        ils.settings("127.0.0.1", port, breaker_failures=1, breaker_reset=5.0)
+    )
+    now = [0.0]
+    store.pool.monotonic = lambda: now[0]  # the breaker's time, moved by the test
+    try:
+        pysip2.kill()
+        with pytest.raises(StoreUnavailable):
+            await store.verify_pin(DEMO["active"], Secret(DEMO_PIN))
+        pysip2.start()
+        now[0] = 4.9
+        health = await store.health()  # inside the pause: not even asked
+        assert not health.ok and "circuit" in health.detail
+        now[0] = 5.0
+        assert (await store.health()).ok  # the probe
+        assert store.pool.breaker.closed
+        assert (await store.verify_pin(DEMO["active"], Secret(DEMO_PIN))).pin_ok
+    finally:
+        await store.aclose()
+
+
+async def test_tls_to_the_ils(tmp_path: Path) -> None:
+    from bridge import tls
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    tls.generate_self_signed(cert, key, ["localhost", "127.0.0.1"])
+    server = await ScriptedIls(lambda req, n: None).start(ssl=tls.server_context(cert, key))
+    store = await ils.open_store(
+        ils.settings("127.0.0.1", server.port, tls=True, ca_file=str(cert))
+    )
+    try:
+        assert (await store.verify_pin(DEMO["active"], Secret(DEMO_PIN))).pin_ok
+        assert server.logins == 1
+    finally:
+        await store.aclose()
+        await server.stop()
+    # Without the CA the certificate is refused: unavailable, never a wrong PIN.
+    server = await ScriptedIls(lambda req, n: None).start(ssl=tls.server_context(cert, key))
+    store = await ils.open_store(ils.settings("127.0.0.1", server.port, tls=True))
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.verify_pin(DEMO["active"], Secret(DEMO_PIN))
+        assert server.logins == 0
+    finally:
+        await store.aclose()
+        await server.stop()

@@ -215,6 +215,13 @@ def test_stacked_bridge_the_daemon_as_the_ils(tmp_path: Path) -> None:
             assert status.get("BX")[1:3] == "NN"
             out = decode(wire.ask(CHECKOUT.encode())[:-1])
             assert out.code == "12" and out.fixed["ok"] == "0"
+            # "PIN accepted" is not "in good standing": the front's own policy refuses.
+            expired = decode(wire.ask(patron_msg("63", DEMO["expired"], DEMO_PIN))[:-1])
+            assert expired.get("CQ") == "Y" and expired.get("AF")
+    outcomes = [e.get("outcome") for e in front.audit_events() if e.get("event") == "auth"]
+    # The backend marks the expired card "charge privileges denied" in its 64, so the front
+    # sees a blocked card (blocks are checked before expiry).
+    assert outcomes == ["accepted", "card_blocked", "card_blocked"]
 
 
 def test_upstream_naming_another_store_is_a_config_error(tmp_path: Path) -> None:

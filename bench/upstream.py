@@ -1,0 +1,213 @@
+"""Upstream ILS benchmark: what the bridge adds in front of an ILS's SIP2 server, and what its
+connection pool saves.
+
+The ILS is pysip2's SIP2 server (from PyPI; `tests/plugins/sip2/pysip2_ils.py`), an in-memory
+patron table, so its own cost per 63 is small and steady. Three rows, each with CONNECTIONS
+clients sending 63 with a PIN one after another on persistent connections:
+
+1. direct: the clients talk to the ILS itself (the baseline);
+2. bridge, pooled: the clients talk to the bridge daemon (`[store] plugin = "sip2"`, pool of 4
+   logged-in connections), which asks the ILS for every check (`[cache] ttl = 0`, so the
+   verified-credential cache does not hide the ILS);
+3. bridge, a connection per login: the same with `persistent = false` (connect, 93, 63,
+   close for every check: what NYPL/Palace-style clients do to an ILS).
+
+Added latency = the bridge row's p50 minus the direct p50. The CPU column is the server the
+clients talk to (the ILS for row 1, the bridge for rows 2-3); the ILS's CPU per login in rows
+2-3 is in the notes. Bounded by LOGINS and SECONDS per row; loopback only.
+
+    python -m bench upstream
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import CpuMeter, Result, percentile, pin_to_core, report
+from bridge.sip2.codec import checksum
+
+BARCODE = "21234000000001"
+PIN = "5961"  # the demo patrons' PIN (tests/pins.py DEMO_PIN); never printed
+LOGINS = int(os.environ.get("BENCH_UPSTREAM_LOGINS", "8000"))
+SECONDS = float(os.environ.get("BENCH_UPSTREAM_SECONDS", "8"))
+CONNECTIONS = 4
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _frame(body: str, sequence: int) -> bytes:
+    data = f"{body}AY{sequence}AZ".encode()
+    return data + checksum(data).encode() + b"\r"
+
+
+def _patron(institution: str, sequence: int) -> bytes:
+    date = time.strftime("%Y%m%d    %H%M%S")
+    return _frame(f"63001{date}          AO{institution}|AA{BARCODE}|AC|AD{PIN}|", sequence)
+
+
+async def _client(
+    address: tuple[str, int], login: bytes, institution: str, count: int, deadline: float
+) -> list[float]:
+    reader, writer = await asyncio.open_connection(*address)
+    writer.write(login)
+    if not (await reader.readuntil(b"\r")).startswith(b"941"):
+        raise RuntimeError("bench login refused")
+    frames = [_patron(institution, s) for s in range(10)]
+    latencies: list[float] = []
+    for i in range(count):
+        started = time.perf_counter()
+        writer.write(frames[(i + 1) % 10])
+        reply = await reader.readuntil(b"\r")
+        latencies.append(time.perf_counter() - started)
+        if b"|CQY|" not in reply:
+            raise RuntimeError("bench 63 not accepted")
+        if started > deadline:
+            break
+    writer.close()
+    return latencies
+
+
+def _measure(
+    name: str,
+    server: str,
+    address: tuple[str, int],
+    login: bytes,
+    institution: str,
+    pids: list[int],
+) -> tuple[Result, float]:
+    """Run the clients; return the result (CPU of pids[0]) and pids[1]'s CPU (the ILS)."""
+
+    async def run() -> tuple[list[float], float, float, float]:
+        deadline = time.perf_counter() + SECONDS
+        await _client(address, login, institution, 5, deadline)  # warm up (connections, pool)
+        meters = [CpuMeter(pid) for pid in pids]
+        for meter in meters:
+            meter.__enter__()
+        runs = await asyncio.gather(
+            *(
+                _client(address, login, institution, LOGINS // CONNECTIONS, deadline)
+                for _ in range(CONNECTIONS)
+            )
+        )
+        for meter in meters:
+            meter.__exit__()
+        latencies = [x for r in runs for x in r]
+        other = meters[1].seconds if len(meters) > 1 else 0.0
+        return latencies, meters[0].wall, meters[0].seconds, other
+
+    latencies, wall, cpu, other = asyncio.run(run())
+    return Result(name, server, len(latencies), wall, latencies, cpu), other
+
+
+def _start_ils() -> tuple[subprocess.Popen[bytes], int]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.plugins.sip2.pysip2_ils", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    event = json.loads(proc.stdout.readline())
+    return proc, int(event["port"])
+
+
+FRONT = """
+[sip2]
+listen = ["127.0.0.1:0"]
+[[sip2.accounts]]
+login = "bench"
+password = "bench-secret-1"
+institution = "MAIN"
+
+[cache]
+ttl = 0
+"""
+
+
+def _store(port: int, persistent: bool) -> str:
+    from tests.plugins.sip2 import pysip2_ils
+
+    return f"""
+[store]
+plugin = "sip2"
+host = "127.0.0.1"
+port = {port}
+login = "{pysip2_ils.ILS_LOGIN}"
+password = "{pysip2_ils.ILS_PASSWORD}"
+institution = "{pysip2_ils.INSTITUTION}"
+pool_size = 4
+persistent = {"true" if persistent else "false"}
+"""
+
+
+def main() -> None:
+    from tests.harness import Daemon
+    from tests.plugins.sip2 import pysip2_ils
+
+    cores = os.cpu_count() or 1
+    ils, port = _start_ils()
+    results: list[Result] = []
+    notes: list[str] = []
+    try:
+        if cores > 1:
+            pin_to_core(ils.pid, 0)
+        ils_login = _frame(f"9300CN{pysip2_ils.ILS_LOGIN}|CO{pysip2_ils.ILS_PASSWORD}|CPbench|", 0)
+        direct, _ = _measure(
+            "direct to the ILS",
+            "pysip2",
+            ("127.0.0.1", port),
+            ils_login,
+            pysip2_ils.INSTITUTION,
+            [ils.pid],
+        )
+        results.append(direct)
+        bridge_login = _frame("9300CNbench|CObench-secret-1|CPbench|", 0)
+        for persistent, name in (
+            (True, "bridge, pool of 4"),
+            (False, "bridge, connection per login"),
+        ):
+            with tempfile.TemporaryDirectory(prefix="bench-upstream-") as tmp:
+                daemon = Daemon(Path(tmp), FRONT, store=_store(port, persistent)).start()
+                try:
+                    assert daemon.proc is not None
+                    if cores > 2:
+                        pin_to_core(daemon.proc.pid, 1)
+                    result, ils_cpu = _measure(
+                        name,
+                        "patron-bridge",
+                        daemon.address("sip2"),
+                        bridge_login,
+                        "MAIN",
+                        [daemon.proc.pid, ils.pid],
+                    )
+                finally:
+                    daemon.stop()
+            results.append(result)
+            added = (percentile(result.latencies, 50) - percentile(direct.latencies, 50)) * 1e3
+            per = ils_cpu / result.requests * 1e6 if result.requests else float("nan")
+            notes.append(
+                f"{name}: adds {added:.3f} ms at p50; ILS CPU {per:.0f} us per login "
+                f"(direct: {direct.cpu_per_request_us:.0f} us)"
+            )
+    finally:
+        ils.kill()
+        ils.wait()
+    report(
+        "Upstream ILS over SIP2 (63 with a PIN, every check asks the ILS)",
+        results,
+        [
+            *notes,
+            f"{CONNECTIONS} clients, persistent connections to whichever server they talk to",
+            "the ILS is pysip2's server (PyPI) with an in-memory patron table, loopback",
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()
