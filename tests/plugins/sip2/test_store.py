@@ -386,3 +386,11 @@ async def test_tls_to_the_ils(tmp_path: Path) -> None:
     finally:
         await store.aclose()
         await server.stop()
+
+
+async def test_without_persistence_every_check_is_a_new_login(scripted: Callable[..., Any]) -> None:
+    server, store = await scripted(lambda req, n: None, persistent=False)
+    for _ in range(3):
+        assert (await store.verify_pin(DEMO["active"], Secret(DEMO_PIN))).pin_ok
+    assert store.pool.open_connections == 0
+    assert server.logins == server.connections == 4  # the start-up 99's, then one per check

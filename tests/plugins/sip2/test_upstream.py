@@ -180,6 +180,9 @@ def test_checkout_and_checkin_pass_through_with_the_clients_sequence_numbers(
     # The bridge's audit saw both patron checks (its throttle counted the wrong PIN).
     outcomes = [e.get("outcome") for e in front.audit_events() if e.get("event") == "auth"]
     assert outcomes == ["accepted", "bad_pin"]
+    # Neither the ILS's SIP password nor the vendor's ever reaches a log line.
+    logs = front.logs()
+    assert pysip2_ils.ILS_PASSWORD not in logs and "sc-secret-1" not in logs
 
 
 def test_ils_down_means_store_unavailable_answers(pysip2: Pysip2Ils, tmp_path: Path) -> None:
