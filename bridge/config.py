@@ -231,6 +231,9 @@ def _check(config: Config) -> None:
                 parse_listen(addr)
             except ValueError as exc:
                 raise ConfigError(f"{src}: {name}.listen[{i}]: {exc}") from None
+    upstream = config.sip2.upstream if config.sip2 is not None else ""
+    if upstream and upstream != config.store_plugin:
+        raise ConfigError(f"{src}: sip2.upstream: {upstream!r} is not the configured store.plugin")
     for name in ("portal", "smtp"):  # sections that check their own cross-key rules
         section = getattr(config, name)
         for key, message in section.problems() if section is not None else ():

@@ -229,5 +229,8 @@ def test_stacked_bridge_the_daemon_as_the_ils(tmp_path: Path) -> None:
 
 def test_upstream_naming_another_store_is_a_config_error(tmp_path: Path) -> None:
     daemon = Daemon(tmp_path, FRONT_ACCOUNT.format(upstream="koha"))
+    checked = daemon.cli("check-config")
+    assert checked.returncode != 0
+    assert "sip2.upstream: 'koha' is not the configured store" in checked.stderr
     with pytest.raises(RuntimeError, match="not the configured store"):
         daemon.start()
