@@ -14,13 +14,14 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 
 from bridge.core import legacy_hashes
 from bridge.core.auth import valid_barcode
 from bridge.core.patron import Patron
 from bridge.core.pin import PinPolicy
 from bridge.core.secret import Secret
-from bridge.core.store import NewPatron
+from bridge.core.store import NewPatron, StoreUnavailable, WritableStore
 
 KNOWN_COLUMNS = frozenset(
     {
@@ -127,3 +128,13 @@ def read_csv(lines: Iterable[str], policy: PinPolicy) -> Iterator[NewPatron | Ba
             yield row_to_patron(row, policy)
         except RowError as exc:
             yield BadRow(reader.line_num, str(exc))
+
+
+async def load_demo(store: WritableStore, csv_path: Path) -> int:
+    """Load the demo patrons into a new, empty store; any bad row refuses the whole file."""
+    with csv_path.open(encoding="utf-8", newline="") as handle:
+        rows = list(read_csv(handle, PinPolicy()))
+    bad = [r for r in rows if isinstance(r, BadRow)]
+    if bad:
+        raise StoreUnavailable(f"{csv_path}: line {bad[0].line}: {bad[0].message}")
+    return await store.add_patrons(r for r in rows if not isinstance(r, BadRow))

@@ -53,6 +53,7 @@ from bridge.core.store import (
     Verification,
 )
 from bridge.core.throttle import Counter
+from bridge.records import load_demo
 from bridge.settings import Port, Section
 
 T = TypeVar("T")
@@ -710,19 +711,6 @@ async def open_store(settings: PostgresSettings, services: StoreServices) -> Pos
         await db.close()
         raise
     return store
-
-
-async def load_demo(store: PostgresStore, csv_path: Path) -> int:
-    """Load the demo patrons into a new, empty store."""
-    from bridge.core.pin import PinPolicy
-    from bridge.records import BadRow, read_csv
-
-    with csv_path.open(encoding="utf-8", newline="") as handle:
-        rows = list(read_csv(handle, PinPolicy()))
-    bad = [r for r in rows if isinstance(r, BadRow)]
-    if bad:
-        raise StoreUnavailable(f"{csv_path}: line {bad[0].line}: {bad[0].message}")
-    return await store.add_patrons(r for r in rows if not isinstance(r, BadRow))
 
 
 PLUGIN = StorePlugin(

@@ -34,6 +34,7 @@ from bridge.core.store import (
     UnknownPatron,
     Verification,
 )
+from bridge.records import load_demo
 from bridge.settings import Section
 
 T = TypeVar("T")
@@ -423,19 +424,6 @@ async def open_store(settings: SqliteSettings, services: StoreServices) -> Sqlit
     if is_new and settings.demo:
         await load_demo(store, base / settings.demo_file)
     return store
-
-
-async def load_demo(store: SqliteStore, csv_path: Path) -> int:
-    """Load the demo patrons into a new, empty store."""
-    from bridge.core.pin import PinPolicy
-    from bridge.records import BadRow, read_csv
-
-    with csv_path.open(encoding="utf-8", newline="") as handle:
-        rows = list(read_csv(handle, PinPolicy()))
-    bad = [r for r in rows if isinstance(r, BadRow)]
-    if bad:
-        raise StoreUnavailable(f"{csv_path}: line {bad[0].line}: {bad[0].message}")
-    return await store.add_patrons(r for r in rows if not isinstance(r, BadRow))
 
 
 PLUGIN = StorePlugin(
