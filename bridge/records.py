@@ -19,9 +19,15 @@ from pathlib import Path
 from bridge.core import legacy_hashes
 from bridge.core.auth import valid_barcode
 from bridge.core.patron import Patron
-from bridge.core.pin import PinPolicy
+from bridge.core.pin import PinHasher, PinPolicy
 from bridge.core.secret import Secret
-from bridge.core.store import NewPatron, StoreUnavailable, WritableStore
+from bridge.core.store import (
+    Capability,
+    NewPatron,
+    StoreUnavailable,
+    Verification,
+    WritableStore,
+)
 
 KNOWN_COLUMNS = frozenset(
     {
@@ -138,3 +144,41 @@ async def load_demo(store: WritableStore, csv_path: Path) -> int:
     if bad:
         raise StoreUnavailable(f"{csv_path}: line {bad[0].line}: {bad[0].message}")
     return await store.add_patrons(r for r in rows if not isinstance(r, BadRow))
+
+
+# -- shared by the stores that keep their own PIN hashes (sqlite, postgres) ----------------------
+
+OWN_STORE_CAPABILITIES = frozenset(
+    {
+        Capability.VERIFY,
+        Capability.CHANGE_PIN,
+        Capability.BLOCK,
+        Capability.BY_EMAIL,
+        Capability.BY_RECORD_ID,
+        Capability.ADMIN,
+        Capability.RESET_TOKENS,
+    }
+)
+
+
+async def verify_found(
+    hasher: PinHasher, found: tuple[Patron, str | None] | None, pin: Secret
+) -> Verification:
+    """Check a PIN against a looked-up (patron, stored hash); unknown cards and cards with no
+    PIN set spend the same KDF work and never match."""
+    if found is None:
+        await hasher.dummy_verify(pin)
+        return Verification(None, False)
+    patron, stored = found
+    if stored is None:
+        await hasher.dummy_verify(pin)
+        return Verification(patron, False)
+    check = await hasher.verify(pin, stored)
+    return Verification(patron, check.ok, check.needs_rehash)
+
+
+async def hash_of(hasher: PinHasher, new: NewPatron) -> str | None:
+    """The hash to store for a new patron: its plain PIN hashed, or the imported hash as is."""
+    if new.pin is not None:
+        return await hasher.hash(new.pin)
+    return new.pin_hash

@@ -42,7 +42,6 @@ from bridge.core.patron import Patron
 from bridge.core.pin import PinHasher
 from bridge.core.secret import Secret
 from bridge.core.store import (
-    Capability,
     Health,
     NewPatron,
     StoreError,
@@ -53,7 +52,7 @@ from bridge.core.store import (
     Verification,
 )
 from bridge.core.throttle import Counter
-from bridge.records import load_demo
+from bridge.records import OWN_STORE_CAPABILITIES, hash_of, load_demo, verify_found
 from bridge.settings import Port, Section
 
 T = TypeVar("T")
@@ -384,17 +383,7 @@ async def migrate(conn: Conn) -> int:
 class PostgresStore:
     """Patrons, PIN hashes and reset tokens in PostgreSQL."""
 
-    capabilities = frozenset(
-        {
-            Capability.VERIFY,
-            Capability.CHANGE_PIN,
-            Capability.BLOCK,
-            Capability.BY_EMAIL,
-            Capability.BY_RECORD_ID,
-            Capability.ADMIN,
-            Capability.RESET_TOKENS,
-        }
-    )
+    capabilities = OWN_STORE_CAPABILITIES
 
     def __init__(self, db: PgPool, hasher: PinHasher, dsn: str = "") -> None:
         self.db = db
@@ -410,7 +399,8 @@ class PostgresStore:
         async def query(conn: Conn) -> tuple[Patron, str | None] | None:
             cur = await conn.execute(_BY_BARCODE, (barcode,))
             row = await cur.fetchone()
-            return None if row is None else (_patron(row), row[10])
+            # an empty hash is a card with no PIN set, as NULL is
+            return None if row is None else (_patron(row), row[10] or None)
 
         return await self.db.run(query, "lookup")
 
@@ -419,16 +409,7 @@ class PostgresStore:
         return None if found is None else found[0]
 
     async def verify_pin(self, barcode: str, pin: Secret) -> Verification:
-        found = await self._lookup_row(barcode)
-        if found is None:
-            await self.hasher.dummy_verify(pin)
-            return Verification(None, False)
-        patron, stored = found
-        if not stored:  # a card with no PIN set: nothing can match
-            await self.hasher.dummy_verify(pin)
-            return Verification(patron, False)
-        check = await self.hasher.verify(pin, stored)
-        return Verification(patron, check.ok, check.needs_rehash)
+        return await verify_found(self.hasher, await self._lookup_row(barcode), pin)
 
     async def change_pin(self, patron: Patron, new_pin: Secret) -> None:
         """Hash first (in the KDF pool), then one single-statement transaction."""
@@ -465,16 +446,12 @@ class PostgresStore:
         return await self.db.run(query, "lookup by record id")
 
     # -- WritableStore ----------------------------------------------------------------------
-    async def _hash_of(self, new: NewPatron) -> str | None:
-        if new.pin is not None:
-            return await self.hasher.hash(new.pin)
-        return new.pin_hash
 
     def _row(self, new: NewPatron, pin_hash: str | None, now: dt.datetime) -> tuple[Any, ...]:
         return (*_values(new.patron), pin_hash, now if pin_hash else None)
 
     async def add_patron(self, new: NewPatron, *, replace: bool = False) -> None:
-        row = self._row(new, await self._hash_of(new), dt.datetime.now(dt.UTC))
+        row = self._row(new, await hash_of(self.hasher, new), dt.datetime.now(dt.UTC))
 
         async def insert(conn: Conn) -> None:
             async with conn.transaction():
@@ -497,7 +474,7 @@ class PostgresStore:
         items = list(batch)
         if not items:
             return 0
-        hashes = await asyncio.gather(*(self._hash_of(n) for n in items))
+        hashes = await asyncio.gather(*(hash_of(self.hasher, n) for n in items))
         now = dt.datetime.now(dt.UTC)
         rows = [self._row(n, h, now) for n, h in zip(items, hashes, strict=True)]
 

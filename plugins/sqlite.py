@@ -25,7 +25,6 @@ from bridge.core.patron import Patron
 from bridge.core.pin import PinHasher
 from bridge.core.secret import Secret
 from bridge.core.store import (
-    Capability,
     Health,
     NewPatron,
     StorePlugin,
@@ -34,7 +33,7 @@ from bridge.core.store import (
     UnknownPatron,
     Verification,
 )
-from bridge.records import load_demo
+from bridge.records import OWN_STORE_CAPABILITIES, hash_of, load_demo, verify_found
 from bridge.settings import Section
 
 T = TypeVar("T")
@@ -144,17 +143,7 @@ def migrate(conn: sqlite3.Connection) -> int:
 
 
 class SqliteStore:
-    capabilities = frozenset(
-        {
-            Capability.VERIFY,
-            Capability.CHANGE_PIN,
-            Capability.BLOCK,
-            Capability.BY_EMAIL,
-            Capability.BY_RECORD_ID,
-            Capability.ADMIN,
-            Capability.RESET_TOKENS,
-        }
-    )
+    capabilities = OWN_STORE_CAPABILITIES
 
     def __init__(self, path: Path, hasher: PinHasher, readers: int = 4, busy_ms: int = 5000):
         self.path = path
@@ -202,16 +191,7 @@ class SqliteStore:
         return None if found is None else found[0]
 
     async def verify_pin(self, barcode: str, pin: Secret) -> Verification:
-        found = await self._run(self._lookup_row, barcode)
-        if found is None:
-            await self.hasher.dummy_verify(pin)
-            return Verification(None, False)
-        patron, stored = found
-        if stored is None:  # a card with no PIN set: nothing can match
-            await self.hasher.dummy_verify(pin)
-            return Verification(patron, False)
-        check = await self.hasher.verify(pin, stored)
-        return Verification(patron, check.ok, check.needs_rehash)
+        return await verify_found(self.hasher, await self._run(self._lookup_row, barcode), pin)
 
     def _set_hash(self, barcode: str, pin_hash: str) -> None:
         conn = self._conn()
@@ -273,10 +253,6 @@ class SqliteStore:
         return await self._run(query)
 
     # -- WritableStore ----------------------------------------------------------------------
-    async def _hash_of(self, new: NewPatron) -> str | None:
-        if new.pin is not None:
-            return await self.hasher.hash(new.pin)
-        return new.pin_hash
 
     def _insert(self, rows: list[tuple[Any, ...]], replace: bool) -> int:
         conn = self._conn()
@@ -295,7 +271,7 @@ class SqliteStore:
         return len(rows)
 
     async def add_patron(self, new: NewPatron, *, replace: bool = False) -> None:
-        pin_hash = await self._hash_of(new)
+        pin_hash = await hash_of(self.hasher, new)
         now = _now()
         row = (*_values(new.patron), pin_hash, now if pin_hash else None, now)
         try:
@@ -306,7 +282,7 @@ class SqliteStore:
     async def add_patrons(self, batch: Iterable[NewPatron]) -> int:
         """Insert or replace a batch in one transaction (PINs hashed in parallel first)."""
         items = list(batch)
-        hashes = await asyncio.gather(*(self._hash_of(n) for n in items))
+        hashes = await asyncio.gather(*(hash_of(self.hasher, n) for n in items))
         now = _now()
         rows = [
             (*_values(n.patron), h, now if h else None, now)
