@@ -4,6 +4,9 @@ Columns by header: `barcode` is required; `pin` (plain, checked against the PIN 
 `pin_hash` (pre-hashed from an ILS export); `name, email, expires, category, blocked, fines,
 home_library, record_id` optional. A bad row is reported by line number and skipped; good rows
 are kept. Errors name the column and never quote a value (a shifted row could put a PIN there).
+
+Also the store-agnostic pieces the bridge's own stores (sqlite, postgres) share: loading the demo
+patrons, checking a PIN against a looked-up row, hashing a new patron's PIN.
 """
 
 from __future__ import annotations
