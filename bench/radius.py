@@ -55,6 +55,16 @@ def _free_port() -> int:
 # --- servers -----------------------------------------------------------------------------------
 
 
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 20 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @contextlib.contextmanager
 def bridge_server(tmp: Path) -> Iterator[tuple[int, tuple[str, int]]]:
     """The real daemon (uvloop, SQLite store, audit to a file); yields (pid, address)."""
@@ -111,12 +121,7 @@ reply = {{ Session-Timeout = 3600 }}
         host, _, port = info["listeners"]["radius"][0].rpartition(":")
         yield proc.pid, (host, int(port))
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
         proc.stdout.close()
 
 
@@ -214,12 +219,7 @@ def freeradius_server(tmp: Path, binary: str) -> Iterator[tuple[int, tuple[str, 
     try:
         yield proc.pid, ("127.0.0.1", port)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
 
 
 # --- load generator --------------------------------------------------------------------------
