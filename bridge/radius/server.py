@@ -166,29 +166,21 @@ class RadiusServer:
         else:
             self.drop(client, host, f"unsupported packet code {code}")
 
-    def drop(self, client: Client, host: str, reason: str) -> None:
+    def _log_limited(self, event: str, client: Client, host: str, reason: str) -> None:
+        """At most one line per source and reason per second, counting the ones held back."""
         suppressed = self.drop_log.allow((host, reason), self.loop.time())
         if suppressed is not None:
             log.warning(
-                "radius_dropped",
-                client=client.name,
-                source=host,
-                reason=reason,
-                suppressed=suppressed,
+                event, client=client.name, source=host, reason=reason, suppressed=suppressed
             )
+
+    def drop(self, client: Client, host: str, reason: str) -> None:
+        self._log_limited("radius_dropped", client, host, reason)
 
     def refused(self, client: Client, host: str, reason: str) -> None:
         """An authenticated request the bridge will not check (CHAP, EAP, bad password field):
         rejected, and logged like a drop (at most once per source and reason per second)."""
-        suppressed = self.drop_log.allow((host, reason), self.loop.time())
-        if suppressed is not None:
-            log.warning(
-                "radius_refused",
-                client=client.name,
-                source=host,
-                reason=reason,
-                suppressed=suppressed,
-            )
+        self._log_limited("radius_refused", client, host, reason)
 
     # -- Access-Request -------------------------------------------------------------------
     def access_request(
