@@ -195,12 +195,13 @@ class SqliteStore:
 
     def _set_hash(self, barcode: str, pin_hash: str) -> None:
         conn = self._conn()
+        now = _now()
         conn.execute("BEGIN IMMEDIATE")
         try:
             cur = conn.execute(
                 "UPDATE patrons SET pin_hash = ?, pin_changed_at = ?, updated_at = ? "
                 "WHERE barcode = ?",
-                (pin_hash, _now(), _now(), barcode),
+                (pin_hash, now, now, barcode),
             )
             if cur.rowcount != 1:
                 raise UnknownPatron(barcode)
