@@ -42,6 +42,18 @@ MAX_PIN = 128
 log = structlog.get_logger("bridge.core")
 
 
+async def in_task() -> None:
+    """Make sure what follows runs inside an asyncio task.
+
+    Front ends run `authenticate` inline from their protocol callbacks (`bridge.eager`) so a
+    cached answer costs no task; that is only safe up to the first suspension. Stores may use
+    `asyncio.timeout`, which refuses to run outside a task, so every path that reaches the
+    store first yields once when there is no task: the eager runner then continues the rest in
+    one. Cached answers never get here."""
+    if asyncio.current_task() is None:
+        await asyncio.sleep(0)
+
+
 def valid_barcode(barcode: str) -> bool:
     return (
         0 < len(barcode) <= MAX_BARCODE
@@ -106,6 +118,7 @@ class Authenticator:
         if cached is not None:
             return self._standing(cached, ctx.policy, "verified (cached)")
         try:
+            await in_task()
             verification = await self.store.verify_pin(barcode, pin)
         except StoreUnavailable as exc:
             return Decision(Outcome.STORE_UNAVAILABLE, reason=str(exc) or "store unavailable")
@@ -157,6 +170,7 @@ class Authenticator:
 
     async def _rehash(self, patron: Patron, pin: Secret) -> None:
         try:
+            await in_task()
             await self.store.change_pin(patron, pin)
         except (StoreUnavailable, NotSupported) as exc:
             log.warning("rehash_failed", error=type(exc).__name__)
@@ -193,6 +207,7 @@ class Authenticator:
             if not verdict.ok:
                 return ChangeResult(False, policy=verdict, reason=verdict.reason)
         try:
+            await in_task()
             patron = await self.store.lookup(barcode)
         except StoreUnavailable as exc:
             return ChangeResult(False, outcome=Outcome.STORE_UNAVAILABLE, reason=str(exc))
@@ -207,6 +222,7 @@ class Authenticator:
         if Capability.CHANGE_PIN not in self.store.capabilities:
             return ChangeResult(False, reason="This library's PINs are changed in its catalogue.")
         try:
+            await in_task()
             await self.store.change_pin(patron, new_pin)
         except StoreUnavailable as exc:
             return ChangeResult(False, outcome=Outcome.STORE_UNAVAILABLE, reason=str(exc))
@@ -226,6 +242,7 @@ class Authenticator:
         if Capability.BLOCK not in store.capabilities or not isinstance(store, WritableStore):
             raise NotSupported("this store cannot block cards")
         try:
+            await in_task()
             patron = await store.set_blocked(barcode, reason)
         except LookupError:
             return None
@@ -256,22 +273,26 @@ class Authenticator:
     async def lookup(self, barcode: str) -> Patron | None:
         if not valid_barcode(barcode):
             return None
+        await in_task()
         return await self.store.lookup(barcode)
 
     async def lookup_by_email(self, email: str) -> list[Patron]:
         store = self.store
         if isinstance(store, SearchableStore) and Capability.BY_EMAIL in store.capabilities:
+            await in_task()
             return await store.lookup_by_email(email)
         return []
 
     async def lookup_by_record_id(self, record_id: str) -> Patron | None:
         store = self.store
         if isinstance(store, SearchableStore) and Capability.BY_RECORD_ID in store.capabilities:
+            await in_task()
             return await store.lookup_by_record_id(record_id)
         return None
 
     async def health(self) -> Health:
         try:
+            await in_task()
             return await self.store.health()
         except StoreUnavailable as exc:
             return Health(False, str(exc))
