@@ -31,7 +31,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from bench.common import CpuMeter, Result, pin_to_core, report
+from bench.common import CpuMeter, Result, free_port, pin_to_core, report
 from bridge.ldap import ber
 from bridge.ldap import messages as m
 
@@ -251,13 +251,6 @@ access to * by * read
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _slapd(tmp: Path) -> tuple[subprocess.Popen[bytes], tuple[str, int]]:
     (tmp / "db").mkdir()
     conf = tmp / "slapd.conf"
@@ -268,7 +261,7 @@ def _slapd(tmp: Path) -> tuple[subprocess.Popen[bytes], tuple[str, int]]:
         check=True,
         capture_output=True,
     )
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         ["slapd", "-d", "0", "-f", str(conf), "-h", f"ldap://127.0.0.1:{port}/"],
         stdout=subprocess.DEVNULL,
@@ -318,7 +311,7 @@ async def _stub_server(port: int) -> None:
 def _front_end_only() -> list[Result]:
     import sys
 
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.ldap", "stub-server", str(port)],
         stdout=subprocess.PIPE,

@@ -30,7 +30,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.common import CpuMeter, Result, pin_to_core, report
+from bench.common import CpuMeter, Result, free_port, pin_to_core, report
 from bridge.radius import packet as rp
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,13 +43,6 @@ REPEATS = 3
 SECONDS = float(os.environ.get("BENCH_RADIUS_SECONDS", "15"))
 WINDOW = 32
 SERVER_CORE, CLIENT_CORE = 0, 1
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 # --- servers -----------------------------------------------------------------------------------
@@ -202,7 +195,7 @@ server default {{
 @contextlib.contextmanager
 def freeradius_server(tmp: Path, binary: str) -> Iterator[tuple[int, tuple[str, int]]]:
     """Debian's FreeRADIUS in the foreground with a minimal pap + files config."""
-    port = _free_port()
+    port = free_port(socket.SOCK_DGRAM)
     for sub in ("log", "run", "mods-config/files"):
         (tmp / sub).mkdir(parents=True, exist_ok=True)
     (tmp / "radiusd.conf").write_text(
