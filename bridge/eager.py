@@ -1,7 +1,7 @@
 """Run a coroutine eagerly: inline to completion when it never has to wait, in a task otherwise.
 
-A cached bind or PAP request is decided without awaiting anything (cache hit, throttle check,
-audit line), yet wrapping it in a task costs a task, a loop iteration and a scheduled callback,
+Most LDAP requests finish without awaiting anything (a cached bind, a RootDSE read, a
+WhoAmI), yet wrapping each one's handler in a task costs a task, a loop iteration and a scheduled callback,
 a large share of the whole request. Python 3.12 has `eager_task_factory` for this; the daemon
 supports 3.11, so this is the same idea: step the coroutine once; if it finishes, its value
 comes back at once; if it yields a future, a task continues it from exactly that point
@@ -11,7 +11,7 @@ comes back at once; if it yields a future, a task continues it from exactly that
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Coroutine, Generator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -66,16 +66,3 @@ def run(coro: Coroutine[Any, Any, T]) -> T | Pending[T]:
     # `finally` blocks run. A no-op once it finished.
     task.add_done_callback(lambda _: coro.close())
     return Pending(task)
-
-
-def run_eagerly(
-    coro: Coroutine[Any, Any, T], finished: Callable[[T], None]
-) -> asyncio.Task[T] | None:
-    """Call `finished(result)` now and return None, or return the task that will finish it.
-
-    An exception raised before the first suspension propagates to the caller."""
-    outcome = run(coro)
-    if isinstance(outcome, Pending):
-        return outcome.task
-    finished(outcome)
-    return None

@@ -239,15 +239,15 @@ def timestamp(now: float | None = None) -> str:
     return f"{_second[1]}.{int((now - whole) * 1_000_000):06d}Z"
 
 
-def emit_record(event: str, fields: dict[str, str | float | int | None]) -> bool:
-    """Queue one audit record without the structlog processor chain (the hot path: one line per
-    authentication). Callers pass only named, non-secret fields. Returns False when logging is
-    not configured, so the caller can fall back to the ordinary logger."""
+def emit_members(event: str, members: str) -> bool:
+    """Queue one audit line whose fields are already JSON object members (`"k":v,...`, no
+    braces), after the same timestamp, level and event fields every line starts with. `event`
+    must be a plain name (it is not escaped). False when logging is not configured."""
     if _writer is None:
         return False
-    record: dict[str, Any] = {"timestamp": timestamp(), "level": "info", "event": event}
-    record.update(fields)
-    _BUFFER.append((True, _json.encode(record).decode("utf-8")))
+    _BUFFER.append(
+        (True, f'{{"timestamp":"{timestamp()}","level":"info","event":"{event}",{members}}}')
+    )
     return True
 
 

@@ -8,7 +8,6 @@ import asyncio
 import pytest
 
 from bridge import eager
-from bridge.eager import run_eagerly
 
 
 async def test_inline_result_without_a_task() -> None:
@@ -61,7 +60,7 @@ async def test_exceptions_and_cancellation_reach_the_coroutine() -> None:
     assert cleaned == [True]
 
 
-# --- run_eagerly (the callback form the RADIUS server uses) ---
+# --- suspension points a store really uses (executors, timers), errors, cancellation ---
 
 
 async def immediate() -> int:
@@ -87,27 +86,24 @@ async def fails_later() -> int:
 
 
 async def test_finishes_without_a_task() -> None:
-    got: list[int] = []
-    assert run_eagerly(immediate(), got.append) is None
-    assert got == [1]
+    assert eager.run(immediate()) == 1
 
 
 async def test_suspending_coroutine_continues_in_a_task() -> None:
-    got: list[int] = []
     log: list[str] = []
-    task = run_eagerly(suspends(log), got.append)
-    assert task is not None
-    assert await task == 2
-    assert log == ["done"] and got == []
+    pending = eager.run(suspends(log))
+    assert isinstance(pending, eager.Pending) and log == []
+    assert await pending.task == 2
+    assert log == ["done"]
 
 
 async def test_exceptions_propagate() -> None:
     with pytest.raises(ValueError):
-        run_eagerly(fails_at_once(), print)
-    task = run_eagerly(fails_later(), print)
-    assert task is not None
+        eager.run(fails_at_once())
+    pending = eager.run(fails_later())
+    assert isinstance(pending, eager.Pending)
     with pytest.raises(KeyError):
-        await task
+        await pending.task
 
 
 async def test_cancellation_reaches_the_coroutine() -> None:
@@ -122,11 +118,11 @@ async def test_cancellation_reaches_the_coroutine() -> None:
             cleaned.append("finally")
         return 0
 
-    task = run_eagerly(waits(), print)
-    assert task is not None and started.is_set()
-    task.cancel()
+    pending = eager.run(waits())
+    assert isinstance(pending, eager.Pending) and started.is_set()
+    pending.task.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await task
+        await pending.task
     assert cleaned == ["finally"]
 
 
@@ -134,8 +130,8 @@ def test_under_uvloop() -> None:
     import uvloop
 
     async def main() -> int:
-        task = run_eagerly(suspends([]), print)
-        assert task is not None
-        return await task
+        pending = eager.run(suspends([]))
+        assert isinstance(pending, eager.Pending)
+        return await pending.task
 
     assert uvloop.run(main()) == 2

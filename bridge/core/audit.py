@@ -13,12 +13,16 @@ import hmac
 import logging
 from typing import Any, Literal
 
+import msgspec
 import structlog
 
 from bridge import logs
-from bridge.core.patron import Context, Decision
+from bridge.core.patron import Context, Decision, Outcome
 
 BarcodeMode = Literal["masked", "full", "hash"]
+
+#: Distinct (who, card, outcome, reason) audit fragments kept ready-encoded; cleared when full.
+FRAGMENTS = 10_000
 
 
 class Audit:
@@ -33,6 +37,7 @@ class Audit:
             wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
             logger_factory_args=("audit",),
         ).bind(kind="audit")
+        self._fragments: dict[tuple[str, str, str, str, Outcome, str], str] = {}
 
     def barcode(self, barcode: str) -> str:
         if self.barcode_mode == "full":
@@ -43,7 +48,24 @@ class Audit:
         return "*" * (len(barcode) - keep) + barcode[len(barcode) - keep :]
 
     def decision(self, barcode: str, ctx: Context, decision: Decision, latency: float) -> None:
-        fields: dict[str, str | float | int | None] = {
+        """One line per authentication on every protocol, so its cost is per request: the
+        fields other than time and latency repeat (the same terminal asks about the same card),
+        so they are JSON-encoded once and the line is assembled around them. The fields are
+        fixed and never secret, which is why this line may skip structlog's processor chain."""
+        key = (ctx.protocol, ctx.client, ctx.source, barcode, decision.outcome, decision.reason)
+        members = self._fragments.get(key)
+        if members is None:
+            members = self._members(barcode, ctx, decision)
+            if len(self._fragments) >= FRAGMENTS:
+                self._fragments.clear()
+            self._fragments[key] = members
+        if not logs.emit_members("auth", f'{members},"latency_ms":{latency * 1000:.3f}'):
+            fields = msgspec.json.decode(f"{{{members}}}")
+            del fields["kind"]  # bound on this logger already
+            self._log.info("auth", **fields, latency_ms=round(latency * 1000, 3))
+
+    def _members(self, barcode: str, ctx: Context, decision: Decision) -> str:
+        fields = {
             "kind": "audit",
             "protocol": ctx.protocol,
             "client": ctx.client,
@@ -51,13 +73,8 @@ class Audit:
             "barcode": self.barcode(barcode),
             "outcome": decision.outcome.value,
             "reason": decision.reason,
-            "latency_ms": round(latency * 1000, 3),
         }
-        # One line per authentication on every protocol: skip the processor chain (these
-        # fields are fixed and never secret) unless logging is not set up.
-        if not logs.emit_record("auth", fields):
-            del fields["kind"]
-            self._log.info("auth", **fields)
+        return msgspec.json.encode(fields).decode("utf-8")[1:-1]
 
     def event(self, event: str, *, barcode: str | None = None, **fields: Any) -> None:
         """A PIN-life or admin event (pin_changed, reset_requested, patron_blocked, ...)."""

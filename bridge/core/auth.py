@@ -5,8 +5,10 @@
 Order of work, cheapest first, so a guesser never gets the KDF for free:
 input checks → per-card lock/delay → verified-credential cache → per-source and global guards →
 store (KDF in the hasher's pool, or the ILS) → the client's policy on the patron's standing.
-Every decision is audited with its latency. PIN changes, resets, blocks and lock clearing also
-live here so that cache invalidation and auditing happen in one place whoever asks.
+Every decision is audited with its latency. `settle` is the same first steps without the store,
+for front ends that answer cached requests straight from their protocol callbacks. PIN changes,
+resets, blocks and lock clearing also live here so that cache invalidation and auditing happen
+in one place whoever asks.
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ async def in_task() -> None:
         await asyncio.sleep(0)
 
 
+_MALFORMED_BARCODE = Decision(Outcome.BAD_INPUT, reason="malformed barcode")
+_MALFORMED_PIN = Decision(Outcome.BAD_INPUT, reason="missing or malformed PIN")
+
+
 def valid_barcode(barcode: str) -> bool:
     return (
         0 < len(barcode) <= MAX_BARCODE
@@ -99,24 +105,50 @@ class Authenticator:
     # -- the question every front end asks --------------------------------------------------
     async def authenticate(self, barcode: str, pin: Secret, ctx: Context) -> Decision:
         started = time.perf_counter()
-        decision = await self._decide(barcode, pin, ctx)
+        decision = self._settle(barcode, pin, ctx)
+        if decision is None:
+            decision = await self._verify(barcode, pin, ctx)
         self.audit.decision(barcode, ctx, decision, time.perf_counter() - started)
         return decision
 
-    async def _decide(self, barcode: str, pin: Secret, ctx: Context) -> Decision:
+    def settle(self, barcode: str, pin: Secret, ctx: Context) -> Decision | None:
+        """The decision, audited, when it needs no store: malformed input, a card in its lock
+        or delay, or a cache hit. None when only `authenticate` can decide.
+
+        Front ends ask this first, from their protocol callbacks: a self-check re-checking its
+        patron or a controller re-authenticating a laptop is then answered without a coroutine,
+        a task or a loop iteration. The same code runs first inside `authenticate`, so the two
+        can never disagree."""
+        started = time.perf_counter()
+        decision = self._settle(barcode, pin, ctx)
+        if decision is not None:
+            self.audit.decision(barcode, ctx, decision, time.perf_counter() - started)
+        return decision
+
+    def _settle(self, barcode: str, pin: Secret, ctx: Context) -> Decision | None:
         if not valid_barcode(barcode):
-            return Decision(Outcome.BAD_INPUT, reason="malformed barcode")
+            return _MALFORMED_BARCODE
         if not pin or len(pin) > MAX_PIN or pin.text() is None:
-            return Decision(Outcome.BAD_INPUT, reason="missing or malformed PIN")
+            return _MALFORMED_PIN
         now = self.clock()
-        cached = self.cache.get(barcode, pin, now)
+        entry = self.cache.lookup(barcode, pin, now)
         refusal = self.throttle.check(barcode, ctx.source, now)
-        if refusal is not None and (refusal.scope == "card" or cached is None):
+        if refusal is not None and (refusal.scope == "card" or entry is None):
             return Decision(
                 Outcome.CARD_LOCKED, reason=refusal.reason, retry_after=refusal.retry_after
             )
-        if cached is not None:
-            return self._standing(cached, ctx.policy, "verified (cached)")
+        if entry is None:
+            return None
+        today = self.today()
+        memo = entry.standing
+        if memo is not None and memo[0] is ctx.policy and memo[1] == today:
+            return memo[2]
+        decision = self._standing(entry.patron, ctx.policy, "verified (cached)")
+        entry.standing = (ctx.policy, today, decision)
+        return decision
+
+    async def _verify(self, barcode: str, pin: Secret, ctx: Context) -> Decision:
+        """Ask the store (the KDF in the hasher's pool, or the ILS) and count the result."""
         try:
             await in_task()
             verification = await self.store.verify_pin(barcode, pin)

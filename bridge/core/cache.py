@@ -9,38 +9,50 @@ record. A PIN change, a block or a lock invalidates the barcode at once.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from bridge.core.patron import Patron
+from bridge.core.patron import ClientPolicy, Decision, Patron
 from bridge.core.secret import Secret
 
 
 @dataclass(slots=True)
-class _Entry:
+class Verified:
+    """One cached verification. `standing` memoises the last decision made from it (for which
+    client policy, on which day): a terminal re-checking its patron gets the same immutable
+    `Decision` back instead of a new one built per request."""
+
     digest: bytes
     patron: Patron
     expires_at: float
+    standing: tuple[ClientPolicy, dt.date, Decision] | None = None
 
 
 class VerifiedCache:
     def __init__(self, ttl: float = 30.0, max_entries: int = 100_000) -> None:
         self.ttl = ttl
         self.max_entries = max_entries
-        self._key = os.urandom(32)
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        # Keyed BLAKE2b is a MAC in its own right and about three times as fast as HMAC-SHA256;
+        # copying the keyed state skips hashing the key block on every request.
+        self._mac = hashlib.blake2b(key=os.urandom(32), digest_size=32)
+        self._entries: OrderedDict[str, Verified] = OrderedDict()
 
     def _digest(self, barcode: str, pin: Secret) -> bytes:
-        # Keyed BLAKE2b is a MAC in its own right and about twice as fast as HMAC-SHA256.
-        return hashlib.blake2b(
-            barcode.encode() + b"\x00" + pin.reveal(), key=self._key, digest_size=32
-        ).digest()
+        mac = self._mac.copy()
+        mac.update(barcode.encode() + b"\x00" + pin.reveal())
+        return mac.digest()
 
     def get(self, barcode: str, pin: Secret, now: float) -> Patron | None:
         """The patron when this exact barcode/PIN was verified within the TTL, else None."""
+        entry = self.lookup(barcode, pin, now)
+        return None if entry is None else entry.patron
+
+    def lookup(self, barcode: str, pin: Secret, now: float) -> Verified | None:
+        """The cache entry when this exact barcode/PIN was verified within the TTL, else None."""
         if self.ttl <= 0:
             return None
         entry = self._entries.get(barcode)
@@ -51,12 +63,12 @@ class VerifiedCache:
             return None
         if not hmac.compare_digest(entry.digest, self._digest(barcode, pin)):
             return None
-        return entry.patron
+        return entry
 
     def put(self, barcode: str, pin: Secret, patron: Patron, now: float) -> None:
         if self.ttl <= 0:
             return
-        self._entries[barcode] = _Entry(self._digest(barcode, pin), patron, now + self.ttl)
+        self._entries[barcode] = Verified(self._digest(barcode, pin), patron, now + self.ttl)
         self._entries.move_to_end(barcode)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)

@@ -25,29 +25,38 @@ class Answer:
 
 NOT_RECOGNISED = "Card number or PIN not recognised."
 
+# The answers are constants: one is picked per request, none is built.
+WELCOME = Answer(ACCESS_ACCEPT, "Welcome.", patron_attributes=True)
+NOT_RECOGNISED_ANSWER = Answer(ACCESS_REJECT, NOT_RECOGNISED)
+LOCKED = Answer(ACCESS_REJECT, "Too many attempts. Try again later or ask staff.")
+EXPIRED = Answer(ACCESS_REJECT, "Your library card has expired. Please ask staff.")
+BLOCKED = Answer(ACCESS_REJECT, "Your library card is blocked. Please ask staff.")
+FINES = Answer(ACCESS_REJECT, "Please see library staff about fines on your card.")
+SILENT = Answer(None, "")
+UNAVAILABLE = Answer(ACCESS_REJECT, "Service unavailable. Please try again shortly.")
+REFUSED = Answer(ACCESS_REJECT, "This network accepts a library card number and PIN only.")
+
 
 def answer(decision: Decision, store_unavailable: Literal["silent", "reject"]) -> Answer:
     match decision.outcome:
         case Outcome.ACCEPTED:
-            return Answer(ACCESS_ACCEPT, "Welcome.", patron_attributes=True)
+            return WELCOME
         case Outcome.BAD_PIN | Outcome.UNKNOWN_CARD | Outcome.BAD_INPUT:
-            return Answer(ACCESS_REJECT, NOT_RECOGNISED)
+            return NOT_RECOGNISED_ANSWER
         case Outcome.CARD_LOCKED:
-            return Answer(ACCESS_REJECT, "Too many attempts. Try again later or ask staff.")
+            return LOCKED
         case Outcome.CARD_EXPIRED:
-            return Answer(ACCESS_REJECT, "Your library card has expired. Please ask staff.")
+            return EXPIRED
         case Outcome.CARD_BLOCKED:
-            return Answer(ACCESS_REJECT, "Your library card is blocked. Please ask staff.")
+            return BLOCKED
         case Outcome.FINES_OVER_LIMIT:
-            return Answer(ACCESS_REJECT, "Please see library staff about fines on your card.")
+            return FINES
         case Outcome.STORE_UNAVAILABLE:
-            if store_unavailable == "silent":
-                return Answer(None, "")
-            return Answer(ACCESS_REJECT, "Service unavailable. Please try again shortly.")
+            return SILENT if store_unavailable == "silent" else UNAVAILABLE
         case _:
             assert_never(decision.outcome)
 
 
 def refusal() -> Answer:
     """A request the server will not check at all (CHAP, MS-CHAP, EAP, no password)."""
-    return Answer(ACCESS_REJECT, "This network accepts a library card number and PIN only.")
+    return REFUSED

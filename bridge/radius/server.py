@@ -30,7 +30,6 @@ from bridge.core.auth import Authenticator
 from bridge.core.patron import Context, Decision
 from bridge.core.secret import Secret
 from bridge.core.store import StoreError
-from bridge.eager import run_eagerly
 from bridge.radius import accounting
 from bridge.radius.answers import Answer, answer, refusal
 from bridge.radius.attributes import encode_table, merge
@@ -124,6 +123,7 @@ class Pending:
     packet: Packet
     addr: Address
     key: Key
+    proxy_state: bool = False
 
 
 @dataclass(slots=True)
@@ -139,7 +139,7 @@ class RadiusServer:
     endpoints: list[Endpoint] = field(default_factory=list)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     health_probe: asyncio.Task[bool] | None = None
-    messages: dict[str, bytes] = field(default_factory=dict)
+    replies: dict[tuple[str, str, str], bytes] = field(default_factory=dict)
     contexts: dict[tuple[str, str], Context] = field(default_factory=dict)
 
     # -- entry ----------------------------------------------------------------------------
@@ -209,7 +209,7 @@ class RadiusServer:
             endpoint.send(seen.reply, addr)
             log.debug("radius_duplicate_replayed", client=client.name, source=host)
             return
-        pending = Pending(endpoint, client, packet, addr, key)
+        pending = Pending(endpoint, client, packet, addr, key, fields.proxy_state)
         user, hidden = fields.user_name, fields.user_password
         if fields.unsupported is not None or user is None or hidden is None:
             self.refused(client, host, fields.unsupported or "no User-Name or no User-Password")
@@ -229,15 +229,15 @@ class RadiusServer:
             ctx = self.contexts[(client.name, host)] = Context(
                 "radius", client.name, host, client.policy
             )
-        check = self.authenticator.authenticate(barcode, pin, ctx)
-        try:
-            task = run_eagerly(check, partial(self.decided, pending))
-        except Exception as exc:  # noqa: BLE001 - logged; one request must not stop the listener
-            self.failed(pending, exc)
+        # A cached PIN (a controller re-authenticating a laptop) is answered right here; only
+        # a request that needs the store becomes a task.
+        decision = self.authenticator.settle(barcode, pin, ctx)
+        if decision is not None:
+            self.decided(pending, decision)
             return
-        if task is not None:
-            self.tasks.add(task)
-            task.add_done_callback(partial(self.task_done, pending))
+        task = self.loop.create_task(self.authenticator.authenticate(barcode, pin, ctx))
+        self.tasks.add(task)
+        task.add_done_callback(partial(self.task_done, pending))
 
     def task_done(self, pending: Pending, task: asyncio.Task[Decision]) -> None:
         self.tasks.discard(task)
@@ -264,11 +264,9 @@ class RadiusServer:
             pending.endpoint.dedup.forget(pending.key, packet.authenticator)
             log.info("radius_silent", client=pending.client.name, reason="store unavailable")
             return
-        attributes = self.reply_message(result.message)
-        if result.patron_attributes:
-            attributes += pending.client.attributes_for(category)
-        proxy_states = packet.all(PROXY_STATE)
-        if proxy_states:
+        attributes = self.reply_attributes(pending.client, result, category)
+        if pending.proxy_state:
+            proxy_states = packet.all(PROXY_STATE)
             attributes += encode_attributes((PROXY_STATE, value) for value in proxy_states)
         data = encode_reply(result.code, packet, attributes, pending.client.secret)
         delay = self.settings.reject_delay
@@ -279,12 +277,18 @@ class RadiusServer:
         else:
             self.send(pending, data)
 
-    def reply_message(self, message: str) -> bytes:
-        """A Reply-Message attribute, encoded once per distinct text."""
-        encoded = self.messages.get(message)
+    def reply_attributes(self, client: Client, result: Answer, category: str) -> bytes:
+        """Reply-Message plus, on an accept, the client's attributes for the patron's category:
+        encoded once per distinct combination (a handful per client)."""
+        key = (client.name, result.message, category if result.patron_attributes else "")
+        encoded = self.replies.get(key)
         if encoded is None:
-            encoded = encode_attributes([(REPLY_MESSAGE, message.encode("utf-8"))])
-            self.messages[message] = encoded
+            encoded = encode_attributes([(REPLY_MESSAGE, result.message.encode("utf-8"))])
+            if result.patron_attributes:
+                encoded += client.attributes_for(category)
+            if len(self.replies) >= CONTEXT_MEMO:
+                self.replies.clear()
+            self.replies[key] = encoded
         return encoded
 
     def send(self, pending: Pending, data: bytes) -> None:
