@@ -5,8 +5,9 @@ fields live in the pure modules next to it. Per datagram: find the client by sou
 (unknown: drop, log once a minute), decode once, verify (Message-Authenticator or the accounting
 Request Authenticator) before the duplicate cache sees it, then
 
-- Access-Request: PAP only; the PIN is decrypted to exact bytes and checked in a task, and the
-  reply is sent from that task's completion. Rejects wait `reject_delay` on a timer
+- Access-Request: PAP only; the PIN is decrypted to exact bytes and given to the core: a PIN
+  it has verified lately (`settle`) is answered at once, one that needs the store is checked in
+  a task and the reply sent from that task's completion. Rejects wait `reject_delay` on a timer
   (`loop.call_later`), so the delay holds no KDF worker, no task and no socket;
 - Status-Server: Access-Accept while the store is healthy (cached `health_ttl`), silence while
   it is not, so NASes fail over;
