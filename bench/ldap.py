@@ -294,9 +294,14 @@ async def _stub_server(port: int) -> None:
 
     patron = Patron(BARCODE, "bench-record")
 
+    accepted = Decision(Outcome.ACCEPTED, patron, pin_ok=True)
+
     class Accepting:
+        def settle(self, barcode: str, pin: object, ctx: object) -> Decision:
+            return accepted
+
         async def authenticate(self, barcode: str, pin: object, ctx: object) -> Decision:
-            return Decision(Outcome.ACCEPTED, patron, pin_ok=True)
+            return accepted
 
     from bridge import logs
 

@@ -1,11 +1,12 @@
 """Run a coroutine eagerly: inline to completion when it never has to wait, in a task otherwise.
 
 Most LDAP requests finish without awaiting anything (a cached bind, a RootDSE read, a
-WhoAmI), yet wrapping each one's handler in a task costs a task, a loop iteration and a scheduled callback,
-a large share of the whole request. Python 3.12 has `eager_task_factory` for this; the daemon
-supports 3.11, so this is the same idea: step the coroutine once; if it finishes, its value
-comes back at once; if it yields a future, a task continues it from exactly that point
-(`_Resume` hands the task the same future, then forwards every later send and throw).
+WhoAmI), yet wrapping each one's handler in a task costs a task, a loop iteration and a
+scheduled callback, a large share of the whole request. Python 3.12 has `eager_task_factory`
+for this; the daemon supports 3.11, so this is the same idea: step the coroutine once; if it
+finishes, its value comes back at once; if it yields a future, a task continues it from exactly
+that point (`_Resume` hands the task the same future, then forwards every later send and
+throw).
 """
 
 from __future__ import annotations

@@ -47,23 +47,32 @@ class BindAnswer:
     ppolicy_error: int | None = None  # sent only when the request carried the ppolicy control
 
 
+# One per outcome, picked per bind rather than built (the locked one carries a configured text).
+BOUND = BindAnswer(SUCCESS)
+REFUSED = BindAnswer(INVALID_CREDENTIALS)
+EXPIRED = BindAnswer(INVALID_CREDENTIALS, "card expired")
+BLOCKED = BindAnswer(INVALID_CREDENTIALS, "card blocked")
+FINES = BindAnswer(INVALID_CREDENTIALS, "fines over the limit")
+UNAVAILABLE_ANSWER = BindAnswer(UNAVAILABLE, "patron records are unavailable; try again")
+
+
 def bind_answer(decision: Decision, locked_message: str = "account locked") -> BindAnswer:
     outcome = decision.outcome
     match outcome:
         case Outcome.ACCEPTED:
-            return BindAnswer(SUCCESS)
+            return BOUND
         case Outcome.BAD_PIN | Outcome.UNKNOWN_CARD | Outcome.BAD_INPUT:
-            return BindAnswer(INVALID_CREDENTIALS)
+            return REFUSED
         case Outcome.CARD_LOCKED:
             return BindAnswer(INVALID_CREDENTIALS, locked_message, PPOLICY_LOCKED)
         case Outcome.CARD_EXPIRED:
-            return BindAnswer(INVALID_CREDENTIALS, "card expired")
+            return EXPIRED
         case Outcome.CARD_BLOCKED:
-            return BindAnswer(INVALID_CREDENTIALS, "card blocked")
+            return BLOCKED
         case Outcome.FINES_OVER_LIMIT:
-            return BindAnswer(INVALID_CREDENTIALS, "fines over the limit")
+            return FINES
         case Outcome.STORE_UNAVAILABLE:
-            return BindAnswer(UNAVAILABLE, "patron records are unavailable; try again")
+            return UNAVAILABLE_ANSWER
         case _:
             assert_never(outcome)
 

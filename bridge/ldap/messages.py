@@ -164,7 +164,9 @@ class Control:
     value: bytes | None
 
 
-@dataclass(frozen=True, slots=True)
+# Decoded per request, so not `frozen` (a frozen dataclass's __init__ costs a microsecond per
+# instance in `object.__setattr__`); treat as immutable all the same.
+@dataclass(slots=True)
 class BindRequest:
     version: int
     name: str
@@ -225,7 +227,7 @@ Operation = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # per request: not frozen (see BindRequest), immutable by convention
 class Message:
     id: int
     op: Operation

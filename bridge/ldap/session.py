@@ -58,7 +58,7 @@ RESPONSE_OF = {
 GROUP_MEMBER_ATTRS = frozenset({"member", "uniquemember"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per request: not frozen (its __init__ would cost more), never changed
 class Reply:
     pdus: list[bytes]
     after: Literal["close", "starttls"] | None = None
@@ -153,7 +153,7 @@ class AsService:
     index: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # set on every patron bind: not frozen (cheaper), never changed
 class AsPatron:
     barcode: str
 
@@ -246,7 +246,10 @@ class Session:
         if not isinstance(target, PatronName):
             s.audit.event("ldap_bind_refused", source=self.source, reason="not a patron name")
             return self._bind_result(mid, rc.INVALID_CREDENTIALS)
-        decision = await s.auth.authenticate(target.barcode, password, self._context())
+        ctx = self._context()
+        decision = s.auth.settle(target.barcode, password, ctx)  # cached: no coroutine
+        if decision is None:
+            decision = await s.auth.authenticate(target.barcode, password, ctx)
         answer = rc.bind_answer(decision, s.settings.locked_message)
         controls: list[m.Control] = []
         if msg.control(m.OID_PPOLICY) is not None:

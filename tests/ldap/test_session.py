@@ -54,6 +54,9 @@ class FakeAuth:
     def record_service_failure(self, source: str) -> None:
         self.throttle.record_failure(None, source, self.clock())
 
+    def settle(self, barcode: str, pin: Secret, ctx: Context) -> Decision | None:
+        return None  # nothing is cached here: every bind reaches `authenticate`
+
     async def authenticate(self, barcode: str, pin: Secret, ctx: Context) -> Decision:
         self.calls.append(("auth", barcode, ctx))
         outcome = self.outcomes.get(barcode)
