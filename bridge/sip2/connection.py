@@ -1,12 +1,13 @@
-"""One SIP2 client connection: an asyncio Protocol feeding one long-lived task.
+"""One SIP2 client connection: an asyncio Protocol that answers in its callbacks.
 
-Why a Protocol and not streams: a self-check's cached 63 costs little in the core, so the
-per-message overhead of `StreamReader` (a future and several Python calls per read) was a
-large share of the server's CPU. Here `data_received` frames the bytes and wakes the
-connection's task only when it waits for input; the task lets the `Session` decide, awaits the
-`Handler` for what needs the core, and writes straight to the transport, one answer per request
-in request order (pipelined requests queue up; reading pauses when too many do, or when the
-peer stops reading our answers).
+Why a Protocol and not streams, and why no task per connection: a self-check's cached 63 costs
+little in the core, so the per-message overhead of `StreamReader`, or of waking a task for each
+message, was most of the server's CPU. Here `data_received` frames the bytes and answers each
+request at once when the handler can (`Handler.answer_now`: a PIN the core verified lately, a
+keep-alive 99 while the store's health is fresh, a 35); only a request that must wait for the
+core (a KDF, the ILS) becomes a task, and the requests after it queue until it is answered, so
+answers always go out one per request in request order. Reading pauses when too many requests
+queue up, or when the peer stops reading our answers.
 
 Timeouts: until login, the listener's `login_timeout` counts from connect; after it, the
 account's `idle_timeout` counts from the last bytes received. One timer per connection,
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, cast
 
 import structlog
 
-from bridge.sip2.codec import Framer, FrameTooLong, ProtocolError, TlsOnPlainPort
+from bridge.sip2.codec import Framer, FrameTooLong, Message, ProtocolError, TlsOnPlainPort
 from bridge.sip2.session import Close, Dispatch, Reply, Session
 
 if TYPE_CHECKING:
@@ -47,8 +48,7 @@ class Connection(asyncio.Protocol):
         self.closed = False
         self.eof = False
         self.counted = False
-        self.task: asyncio.Task[None] | None = None
-        self._waiter: asyncio.Future[None] | None = None
+        self.task: asyncio.Task[bytes] | None = None  # the request waiting on the core, if any
         self._timer: asyncio.TimerHandle | None = None
         self._reading_paused = False
         self._writing_paused = False
@@ -65,8 +65,6 @@ class Connection(asyncio.Protocol):
             return
         self.counted = True
         self.session = Session(self.listener.accounts, self.source, self.listener.options)
-        self.task = self.loop.create_task(self._run())
-        self.task.add_done_callback(self._task_done)
         self._arm()
         log.debug("sip2_connected", source=self.source)
 
@@ -96,20 +94,22 @@ class Connection(asyncio.Protocol):
             self.frames.extend(frames)
             if len(self.frames) >= MAX_QUEUED:
                 self._pause_reading()
-            self._wake()
+            self._pump()
 
     def eof_received(self) -> bool:
         if self.framer.pending:
             log.info("sip2_partial_message", source=self.source, pending=self.framer.pending)
         self.eof = True
-        self._wake()
+        self._pump()
         # Keep the write side open until queued answers are written (TLS cannot half-close).
         return self.transport is None or self.transport.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._cancel_timer()
-        self._wake()
+        self.frames.clear()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()  # e.g. waiting on a slow store: nobody is left to answer
         if self.counted:
             self.counted = False
             self.listener.release(self)
@@ -124,11 +124,6 @@ class Connection(asyncio.Protocol):
         self._resume_reading()
 
     # -- helpers ----------------------------------------------------------------------------
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
     def _pause_reading(self) -> None:
         if not self._reading_paused and self.transport is not None and not self.closed:
             self._reading_paused = True
@@ -146,19 +141,12 @@ class Connection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def close(self) -> None:
-        """Close after writing what is queued; the task ends when the transport is gone."""
+        """Close after writing what is already written; queued requests are dropped."""
         if not self.closed:
             self.closed = True
             if self.transport is not None:
                 self.transport.close()
         self._cancel_timer()
-        self._wake()
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            error = task.exception()
-            log.error("sip2_connection_failed", source=self.source, error=type(error).__name__)
-            self.close()
 
     # -- timeouts ---------------------------------------------------------------------------
     def _deadline(self) -> float | None:
@@ -192,48 +180,64 @@ class Connection(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
 
-    # -- the task ---------------------------------------------------------------------------
-    async def _run(self) -> None:
+    # -- answering --------------------------------------------------------------------------
+    def _pump(self) -> None:
+        """Answer queued requests in order, inline while the handler can, until one has to
+        wait for the core (then a task answers it and calls this again)."""
         session = self.session
         transport = self.transport
-        assert session is not None and transport is not None
+        if session is None or transport is None:
+            return
         handler = self.listener.handler
-        framer = self.framer
         frames = self.frames
-        while True:
-            if not frames:
-                if self.closed or self.eof:
-                    break
-                self._resume_reading()
-                self._waiter = self.loop.create_future()
-                await self._waiter
-                self._waiter = None
-                continue
-            action = session.receive(frames.popleft(), framer.terminator)
+        while frames and self.task is None and not self.closed:
+            action = session.receive(frames.popleft(), self.framer.terminator)
             if type(action) is Dispatch:
                 request = action.message
-                try:
-                    response = await handler.dispatch(request, session)
-                except ProtocolError:
-                    log.info("sip2_unreadable_request", source=self.source, code=request.code)
-                    data = session.resend(framer.terminator)
-                else:
-                    data = session.answer(request, response)
-                if self.closed:
-                    break
-                transport.write(data)
+                response = handler.answer_now(request, session)
+                if response is None:
+                    self.task = task = self.loop.create_task(self._answer_later(request))
+                    task.add_done_callback(self._answered)
+                    return
+                transport.write(session.answer(request, response))
             elif type(action) is Reply:
-                if not self.closed:
-                    transport.write(action.data)
+                transport.write(action.data)
                 if action.event:
                     self._event(action.event, action.login)
                 if action.close:
                     log.info("sip2_login_attempts_exhausted", source=self.source)
-                    break
+                    self.close()
             elif type(action) is Close:
                 log.info("sip2_closed", source=self.source, reason=action.reason)
-                break
-        self.close()
+                self.close()
+        if not frames and self.task is None and not self.closed:
+            if self.eof:
+                self.close()
+            else:
+                self._resume_reading()
+
+    async def _answer_later(self, request: Message) -> bytes:
+        session = self.session
+        assert session is not None
+        try:
+            response = await self.listener.handler.dispatch(request, session)
+        except ProtocolError:
+            log.info("sip2_unreadable_request", source=self.source, code=request.code)
+            return session.resend(self.framer.terminator)
+        return session.answer(request, response)
+
+    def _answered(self, task: asyncio.Task[bytes]) -> None:
+        self.task = None
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            log.error("sip2_connection_failed", source=self.source, error=type(error).__name__)
+            self.close()
+            return
+        if not self.closed and self.transport is not None:
+            self.transport.write(task.result())
+        self._pump()
 
     def _event(self, event: str, login: str) -> None:
         session = self.session

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import structlog
 
 from bridge.core.auth import valid_barcode
-from bridge.core.patron import Context, Patron
+from bridge.core.patron import Context, Decision, Patron
 from bridge.core.store import NotSupported, StoreError, StoreUnavailable
 from bridge.services import Services
 from bridge.sip2 import answers
@@ -69,7 +69,8 @@ class Handler:
         self._health_until = 0.0
         self._online = True
         self._health_lock = asyncio.Lock()
-        self._templates: dict[tuple[object, ...], Template] = {}
+        self._templates: dict[tuple[str, str, str, str], tuple[Decision, dt.date, Template]] = {}
+        self._date_memo: tuple[int, str, dt.date] = (-1, "", dt.date.min)
         self._contexts: dict[tuple[str, str], Context] = {}
 
     # -- helpers ----------------------------------------------------------------------------
@@ -108,6 +109,23 @@ class Handler:
             return self._online
 
     # -- dispatch ---------------------------------------------------------------------------
+    def answer_now(self, message: Message, session: Session) -> Message | Prepared | None:
+        """The answer when it needs nothing awaited, else None (then `dispatch` in a task).
+
+        What a busy self-check sends most, answered from the connection's callback: a 63/23
+        whose PIN the core verified lately (`Authenticator.settle`), a keep-alive 99 while the
+        store's health is fresh, a 35."""
+        code = message.code
+        if code == "63" or code == "23":
+            return self.patron_now(message, session)
+        if code == "99":
+            if self.monotonic() < self._health_until:
+                return self._status(session, self._online)
+            return None
+        if code == "35":
+            return self.end_session(message, session)
+        return None
+
     async def dispatch(self, message: Message, session: Session) -> Message | Prepared:
         code = message.code
         if code == "63" or code == "23":
@@ -132,20 +150,43 @@ class Handler:
         # A circulation request the configured circulation does not support.
         return refusal(message, sip_date(now), institution)
 
-    async def patron(self, message: Message, session: Session) -> Message | Prepared:
-        """23/63: the PIN check.
+    def _dates(self) -> tuple[str, dt.date]:
+        """The SIP2 transaction date and today's date, worked out once a second."""
+        now = self.clock()
+        second = int(now)
+        if second != self._date_memo[0]:
+            self._date_memo = (second, sip_date(now), dt.date.fromtimestamp(now))
+        return self._date_memo[1], self._date_memo[2]
 
-        The serialised answer is cached by everything that shapes it (request code, echoed
-        AA/AO, account, outcome, the patron record, today's date): a self-check asks about
-        the same patron several times a minute, and only the transaction date changes.
-        """
+    def _context(self, account: Account, session: Session) -> Context:
+        ctx = self._contexts.get((account.login, session.source))
+        if ctx is None:
+            if len(self._contexts) >= TEMPLATE_CACHE:
+                self._contexts.clear()
+            ctx = Context("sip2", account.login, session.source, account.policy)
+            self._contexts[(account.login, session.source)] = ctx
+        return ctx
+
+    def patron_now(self, message: Message, session: Session) -> Prepared | None:
+        """23/63 with a PIN the core can settle without the store, else None."""
+        request = PatronRequest.from_message(message)
+        pin = request.pin
+        if not pin:
+            return None  # no PIN: a store lookup
+        account = session.account
+        assert account is not None  # the session dispatches these only after login
+        decision = self.authenticator.settle(request.barcode, pin, self._context(account, session))
+        if decision is None:
+            return None
+        return self._checked(request, account, decision)
+
+    async def patron(self, message: Message, session: Session) -> Message | Prepared:
+        """23/63: the PIN check (or, without a PIN, a lookup)."""
         request = PatronRequest.from_message(message)
         account = session.account
         assert account is not None  # the session dispatches these only after login
         options = self.options(account)
-        now = self.clock()
-        date = sip_date(now)
-        today = dt.date.fromtimestamp(now)
+        date, today = self._dates()
         pin = request.pin
         if pin is None or not pin:
             if options.wrong_pin_as_unknown:
@@ -158,37 +199,44 @@ class Handler:
             return answers.lookup_answer(
                 request, patron, date=date, today=today, policy=account.policy, options=options
             ).to_message()
-        ctx = self._contexts.get((account.login, session.source))
-        if ctx is None:
-            if len(self._contexts) >= TEMPLATE_CACHE:
-                self._contexts.clear()
-            ctx = Context("sip2", account.login, session.source, account.policy)
-            self._contexts[(account.login, session.source)] = ctx
+        ctx = self._context(account, session)
         decision = await self.authenticator.authenticate(request.barcode, pin, ctx)
-        key = (
-            request.code,
-            request.barcode,
-            request.institution,
-            account.login,
-            decision.outcome,
-            decision.patron,
-            today,
-        )
-        tpl = self._templates.get(key)
-        if tpl is None:
+        return self._checked(request, account, decision)
+
+    def _checked(self, request: PatronRequest, account: Account, decision: Decision) -> Prepared:
+        """The 24/64 for a PIN check, from a template kept per terminal question.
+
+        A self-check asks about the same patron several times a minute and only the
+        transaction date changes, so the serialised answer is kept per (request code, card,
+        institution, account) together with the decision and the day it was made for; the
+        core hands back the same `Decision` object while its verification is cached, so an
+        identity check says whether the template still fits."""
+        date, today = self._dates()
+        key = (request.code, request.barcode, request.institution, account.login)
+        kept = self._templates.get(key)
+        if kept is not None and kept[0] is decision and kept[1] == today:
+            tpl = kept[2]
+        else:
             answer = answers.check_answer(
-                request, decision, date=date, today=today, policy=account.policy, options=options
+                request,
+                decision,
+                date=date,
+                today=today,
+                policy=account.policy,
+                options=self.options(account),
             )
             tpl = template(answer.to_message())
             if len(self._templates) >= TEMPLATE_CACHE:
                 self._templates.clear()
-            self._templates[key] = tpl
+            self._templates[key] = (decision, today, tpl)
         return Prepared(tpl, {"transaction_date": date})
 
     async def status(self, session: Session) -> Message:
         """99 → 98."""
+        return self._status(session, await self.online())
+
+    def _status(self, session: Session, online: bool) -> Message:
         account = session.account
-        online = await self.online()
         return answers.acs_status(
             online=online,
             date=sip_date(self.clock()),

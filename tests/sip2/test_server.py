@@ -193,6 +193,26 @@ def test_terminators_leading_lf_and_pipelining(daemon: Daemon) -> None:
         assert third.startswith(b"98Y")
 
 
+def test_answers_keep_request_order_behind_a_slow_check(daemon: Daemon) -> None:
+    """A request that waits for the core (an unknown card runs the dummy KDF) holds back the
+    answers the server could give at once (a cached PIN, a 35, a 99): one answer per request,
+    in request order."""
+    with logged_in(daemon) as w:
+        assert fields(w.ask(patron_msg("63", DEMO["active"], DEMO_PIN)), 61)["CQ"] == "Y"
+        end = f"35{DATE}AOMAIN|AA{DEMO['active']}|".encode()
+        batch = [
+            patron_msg("23", UNKNOWN, DEMO_PIN),
+            patron_msg("63", DEMO["active"], DEMO_PIN),
+            end,
+            b"9900802.00",
+            patron_msg("63", DEMO["active"], DEMO_PIN),
+        ]
+        w.send(b"".join(message + b"\r" for message in batch))
+        replies = [w.recv() for _ in batch]
+        assert [reply[:2] for reply in replies] == [b"24", b"64", b"36", b"98", b"64"]
+        assert fields(replies[0], 37)["BL"] == "N" and fields(replies[1], 61)["CQ"] == "Y"
+
+
 def test_lenient_fields(daemon: Daemon) -> None:
     with logged_in(daemon) as w:
         # Fields out of order, an unknown field, empty fields, `Z` zone, no final pipe.
