@@ -222,10 +222,9 @@ class PatronRequest:
     def from_message(cls, m: Message) -> PatronRequest:
         if m.code not in ("23", "63"):
             raise ProtocolError(f"expected message 23 or 63, got {m.code}")
-        first: dict[str, str] = {}  # one pass: this runs for every PIN check
-        for tag, value in m.fields:
-            if tag not in first:
-                first[tag] = value
+        # The first value of each tag (later duplicates are ignored), in one C-level pass:
+        # this runs for every PIN check.
+        first = dict(reversed(m.fields))
         f = m.fixed
         pin = first.get("AD")
         terminal = first.get("AC")

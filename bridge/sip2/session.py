@@ -118,7 +118,7 @@ class Reply:
     login: str = ""  # the CN a login event was for (never the CO)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per request: not frozen (cheaper to build); never changed
 class Dispatch:
     """A request only the core can answer; call `Session.answer` with the response."""
 

@@ -20,6 +20,7 @@ from bridge.sip2.codec import (
     TlsOnPlainPort,
     UnknownMessage,
     build,
+    byte_sum,
     checksum,
     decode,
     encode,
@@ -48,6 +49,20 @@ def test_resend_form_az_without_ay() -> None:
     assert m.code == "93" and m.checksummed and m.sequence is None
     assert m.get("CN") == "user_id"
     assert "password" not in repr(m)
+
+
+@given(st.binary(max_size=5000))
+def test_byte_sum_is_the_plain_sum(data: bytes) -> None:
+    assert byte_sum(data) == sum(data)
+
+
+def test_byte_sum_at_the_adler_boundary() -> None:
+    """The Adler-32 shortcut is exact up to 256 bytes of 0xFF, and must hand over beyond."""
+    for size in (0, 1, 255, 256, 257, 258, 4096):
+        for fill in (b"\x00", b"\x7f", b"\xff"):
+            data = fill * size
+            assert byte_sum(data) == sum(data), (size, fill)
+            assert checksum(data) == f"{(-sum(data)) & 0xFFFF:04X}"
 
 
 def test_bad_checksum_raises() -> None:
