@@ -14,7 +14,6 @@ import datetime as dt
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,6 +34,7 @@ from bridge.core.store import (
 )
 from bridge.records import OWN_STORE_CAPABILITIES, hash_of, load_demo, verify_found
 from bridge.settings import Section
+from bridge.workers import Workers
 
 T = TypeVar("T")
 
@@ -152,7 +152,7 @@ class SqliteStore:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(readers, thread_name_prefix="sqlite")
+        self._workers = Workers(readers, "sqlite")
 
     # -- connections ------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -170,7 +170,7 @@ class SqliteStore:
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+            return await self._workers.run(fn, *args)
         except sqlite3.OperationalError as exc:
             raise StoreUnavailable(f"sqlite: {exc}") from None
 
@@ -228,7 +228,7 @@ class SqliteStore:
                     conn.close()
                 self._connections.clear()
 
-        self._pool.shutdown(wait=True)
+        self._workers.close()
         close_all()
 
     # -- SearchableStore --------------------------------------------------------------------

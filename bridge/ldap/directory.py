@@ -41,9 +41,14 @@ def entry_uuid(record_id: str) -> bytes:
     return str(uuid.uuid5(_UUID_NAMESPACE, record_id)).encode()
 
 
+#: Patron entries (and groups) kept built; the table is cleared when it reaches this size.
+ENTRY_MEMO = 4096
+
+
 @dataclass(slots=True)
 class Entry:
-    """An entry as published: DN and attributes (display name → values), in a stable order."""
+    """An entry as published: DN and attributes (display name → values), in a stable order.
+    Never changed once built (the directory hands the same entry to every search)."""
 
     dn: str
     attributes: list[tuple[str, list[bytes]]]
@@ -139,6 +144,13 @@ class Directory:
         domain = settings.bind_domain
         self._domain_suffix = None if domain is None else "@" + domain.casefold()
         self._located: dict[str, Location] = {}
+        # Published entries are immutable once built: containers and groups come from the
+        # config, and a patron's entry depends only on the record and the day. Built once and
+        # reused, a search-then-bind login (the EZproxy pattern) does not rebuild the base, the
+        # ou nodes, the groups and the patron for every patron login.
+        self._nodes: dict[str, Entry] = {}
+        self._groups: dict[str, Entry] = {}
+        self._patrons: dict[tuple[Patron, dt.date], Entry] = {}
 
     # -- names ------------------------------------------------------------------------------
     def patron_dn(self, barcode: str) -> str:
@@ -223,6 +235,12 @@ class Directory:
         )
 
     def node(self, name: str) -> Entry:
+        entry = self._nodes.get(name)
+        if entry is None:
+            entry = self._nodes[name] = self._node(name)
+        return entry
+
+    def _node(self, name: str) -> Entry:
         if name == "base":
             first = self.base[0][0]
             attrs: list[tuple[str, list[bytes]]] = [
@@ -238,6 +256,15 @@ class Directory:
 
     def group(self, category: str) -> Entry:
         """A group entry without its member list (listing members would enumerate patrons)."""
+        key = category.casefold()
+        entry = self._groups.get(key)
+        if entry is None:
+            if len(self._groups) >= ENTRY_MEMO:
+                self._groups.clear()
+            entry = self._groups[key] = self._group(category)
+        return entry
+
+    def _group(self, category: str) -> Entry:
         name = self.groups.get(category.casefold(), category)
         return Entry(
             self.group_dn(name),
@@ -245,6 +272,14 @@ class Directory:
         )
 
     def patron(self, p: Patron, today: dt.date) -> Entry:
+        entry = self._patrons.get((p, today))
+        if entry is None:
+            if len(self._patrons) >= ENTRY_MEMO:
+                self._patrons.clear()
+            entry = self._patrons[(p, today)] = self._patron(p, today)
+        return entry
+
+    def _patron(self, p: Patron, today: dt.date) -> Entry:
         dn = self.patron_dn(p.barcode)
         expired = p.is_expired(today)
         status = b"blocked" if p.blocked else b"expired" if expired else b"active"

@@ -10,6 +10,7 @@ Undefined), so `(&(uid=X)(employeeType=ADULT))` means exactly what it says.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -58,11 +59,16 @@ class Lookup:
 Attributes = Mapping[str, list[bytes]]
 
 
+@functools.lru_cache(maxsize=8192)
 def _fold(value: bytes) -> str:
+    """Case- and space-insensitive form of a value (the matching rule every published attribute
+    uses). Remembered: published entries are reused, so the same values are folded for every
+    search that tests them."""
     return " ".join(value.decode("utf-8", "replace").split()).casefold()
 
 
 def evaluate(f: Filter, attrs: Attributes) -> bool | None:
+    # The commonest shapes first: `match` tries the cases in order.
     match f:
         case And(items):
             result: bool | None = True
@@ -73,6 +79,12 @@ def evaluate(f: Filter, attrs: Attributes) -> bool | None:
                 if r is None:
                     result = None
             return result
+        case Equality(attr, value) | Approx(attr, value):
+            values = attrs.get(attr.lower())
+            if values is None:
+                return False
+            wanted = _fold(value)
+            return any(_fold(v) == wanted for v in values)
         case Or(items):
             result = False
             for item in items:
@@ -82,17 +94,11 @@ def evaluate(f: Filter, attrs: Attributes) -> bool | None:
                 if r is None:
                     result = None
             return result
+        case Present(attr):
+            return attr.lower() in attrs
         case Not(item):
             r = evaluate(item, attrs)
             return None if r is None else not r
-        case Equality(attr, value) | Approx(attr, value):
-            values = attrs.get(attr.lower())
-            if values is None:
-                return False
-            wanted = _fold(value)
-            return any(_fold(v) == wanted for v in values)
-        case Present(attr):
-            return attr.lower() in attrs
         case Substrings(attr, initial, middle, final):
             values = attrs.get(attr.lower())
             if values is None:

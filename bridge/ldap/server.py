@@ -277,7 +277,7 @@ def tls_context(settings: LdapSettings, config: Config) -> ssl.SSLContext | None
 async def start(settings: LdapSettings, services: Services) -> LdapListener:
     ctx = tls_context(settings, services.config)
     directory = Directory(settings)
-    shared = Shared(services, directory, starttls=ctx is not None, deadline=asyncio.wait_for)
+    shared = Shared(services, directory, starttls=ctx is not None, deadline=asyncio.timeout)
     listener = LdapListener(settings, shared, ctx)
     try:
         for address in settings.listen:

@@ -19,10 +19,11 @@ import hashlib
 import hmac
 import os
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from bridge.core.auth import ChangeResult
+from bridge.core.auth import ChangeResult, in_task
 from bridge.core.patron import Context, Patron
 from bridge.core.secret import Secret
 from bridge.core.store import StoreUnavailable
@@ -46,7 +47,7 @@ from bridge.ldap.filters import Lookup, evaluate, lookups
 from bridge.services import Services
 
 T = TypeVar("T")
-Deadline = Callable[[Awaitable[Any], float], Awaitable[Any]]
+Deadline = Callable[[float], AbstractAsyncContextManager[Any]]
 
 KNOWN_CONTROLS = frozenset({m.OID_PAGED_RESULTS, m.OID_PPOLICY, m.OID_MANAGE_DSA_IT})
 RESPONSE_OF = {
@@ -107,7 +108,7 @@ class Shared:
         deadline: Deadline | None = None,
     ) -> None:
         settings = directory.settings
-        # How a lookup is bounded in time: the server passes asyncio.wait_for; without it
+        # How a lookup is bounded in time: the server passes asyncio.timeout; without it
         # (pure tests) lookups are awaited as they are. Timers stay out of this module.
         self.deadline = deadline
         self.services = services
@@ -433,7 +434,15 @@ class Session:
         if time_limit:
             limit = min(limit, float(time_limit))
         try:
-            result = await (self.shared.deadline(work, limit) if self.shared.deadline else work)
+            deadline = self.shared.deadline
+            if deadline is None:
+                result = await work
+            else:
+                # A timeout scope, not wait_for (which wraps the lookup in a second task);
+                # it needs a task, and handlers start inline (`bridge.eager`).
+                await in_task()
+                async with deadline(limit):
+                    result = await work
         except TimeoutError:
             raise Refused(rc.TIME_LIMIT_EXCEEDED, "time limit") from None
         except StoreUnavailable:

@@ -375,7 +375,7 @@ async def test_time_limit(auth: FakeAuth) -> None:
 
     auth.lookup = never  # type: ignore[method-assign]
     session = make(auth)
-    session.shared.deadline = asyncio.wait_for  # what the server adapter passes
+    session.shared.deadline = asyncio.timeout  # what the server adapter passes
     await bind(session, SVC, "svc-secret")
     got = await ask(session, oracle.search(2, BASE, f"(uid={ANA.barcode})", time=1))
     assert code(got[-1]) == rc.TIME_LIMIT_EXCEEDED
