@@ -196,9 +196,20 @@ def _runner() -> Callable[[Coroutine[Any, Any, Result]], Result]:
     return uvloop.run
 
 
+REPEATS = 3
+CACHED_ROW = f"63 cached, {CONNECTIONS} persistent conns"
+GOAL_US = 40.0
+
+
+def _median(runs: list[Result]) -> Result:
+    """The run with the median CPU per request: other work on a shared machine only adds."""
+    return sorted(runs, key=lambda r: r.cpu_per_request_us)[len(runs) // 2]
+
+
 def main() -> None:
     from tests.harness import Daemon
 
+    runner = _runner()
     with tempfile.TemporaryDirectory(prefix="bench-sip2-") as tmp:
         daemon = Daemon(Path(tmp), SECTIONS).start()
         try:
@@ -209,17 +220,14 @@ def main() -> None:
                 pin_to_core(pid, SERVER_CORE)
                 os.sched_setaffinity(0, {CLIENT_CORE})
             address = daemon.address("sip2")
-            runner = _runner()
+            cached = _median(
+                [
+                    runner(_run(address, pid, CACHED_ROW, REQUESTS // CONNECTIONS, False))
+                    for _ in range(REPEATS)
+                ]
+            )
             results = [
-                runner(
-                    _run(
-                        address,
-                        pid,
-                        f"63 cached, {CONNECTIONS} persistent conns",
-                        REQUESTS // CONNECTIONS,
-                        False,
-                    )
-                ),
+                cached,
                 runner(
                     _run(
                         address,
@@ -232,16 +240,19 @@ def main() -> None:
             ]
         finally:
             daemon.stop()
-    floor = _floor(_runner())
+    floor = _floor(runner)
     if floor is not None:
         results.append(floor)
+    verdict = "met" if cached.cpu_per_request_us < GOAL_US else "NOT met"
     report(
         "SIP2",
         results,
         [
             "server: the real daemon (uvloop, SQLite store, audit lines to a file), loopback",
+            f"cached 63 row: median of {REPEATS} runs",
             "no reference SIP2 server is installable from Debian packages; bridge only",
-            "goal: < 40 us server CPU per cached 63",
+            f"goal, < {GOAL_US:.0f} us server CPU per cached 63: {verdict} "
+            f"({cached.cpu_per_request_us:.1f} us)",
         ],
     )
 
