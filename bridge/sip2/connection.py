@@ -194,7 +194,18 @@ class Connection(asyncio.Protocol):
             action = session.receive(frames.popleft(), self.framer.terminator)
             if type(action) is Dispatch:
                 request = action.message
-                response = handler.answer_now(request, session)
+                try:
+                    response = handler.answer_now(request, session)
+                except ProtocolError:
+                    log.info("sip2_unreadable_request", source=self.source, code=request.code)
+                    transport.write(session.resend(self.framer.terminator))
+                    continue
+                except Exception as error:  # noqa: BLE001 - a bug must not kill the listener
+                    log.error(
+                        "sip2_connection_failed", source=self.source, error=type(error).__name__
+                    )
+                    self.close()
+                    return
                 if response is None:
                     self.task = task = self.loop.create_task(self._answer_later(request))
                     task.add_done_callback(self._answered)

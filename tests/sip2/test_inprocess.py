@@ -189,3 +189,34 @@ async def test_listener_closes_open_connections() -> None:
     await listener.aclose()
     assert await reader.read() == b""
     writer.close()
+
+
+async def test_answer_now_failures_are_contained() -> None:
+    """A request the handler cannot read gets a 96 and the session goes on; a bug while
+    answering inline closes that connection only (logged), never the listener."""
+    from bridge.sip2.codec import ProtocolError
+
+    store = DownStore()
+    listener, _ = await serve(store)
+    handler = listener.handler
+    real = handler.answer_now
+    failures: list[BaseException] = [ProtocolError("unreadable"), RuntimeError("bug")]
+
+    def flaky(message: Message, session: Any) -> Any:
+        if message.code == "35" and failures:
+            raise failures.pop(0)
+        return real(message, session)
+
+    handler.answer_now = flaky  # type: ignore[method-assign]
+    end = f"35{DATE}AOMAIN|AA{DEMO['active']}|".encode()
+    try:
+        async for ask in conversation(listener):
+            assert (await ask(login_msg())).fixed["ok"] == "1"
+            assert (await ask(end)).code == "96"
+            with pytest.raises(asyncio.IncompleteReadError):
+                await ask(end)  # the RuntimeError: this connection is closed
+        async for ask in conversation(listener):
+            assert (await ask(login_msg())).fixed["ok"] == "1"
+            assert (await ask(end)).code == "36"
+    finally:
+        await listener.aclose()
