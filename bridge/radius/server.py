@@ -232,9 +232,13 @@ class RadiusServer:
             )
         # A cached PIN (a controller re-authenticating a laptop) is answered right here; only
         # a request that needs the store becomes a task.
-        decision = self.authenticator.settle(barcode, pin, ctx)
-        if decision is not None:
-            self.decided(pending, decision)
+        try:
+            decision = self.authenticator.settle(barcode, pin, ctx)
+            if decision is not None:
+                self.decided(pending, decision)
+                return
+        except Exception as exc:  # noqa: BLE001 - logged; one request must not stop the listener
+            self.failed(pending, exc)
             return
         task = self.loop.create_task(self.authenticator.authenticate(barcode, pin, ctx))
         self.tasks.add(task)

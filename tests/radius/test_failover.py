@@ -213,3 +213,34 @@ async def test_ipv6_listener_and_client() -> None:
         transport.close()
     finally:
         await listener.aclose()
+
+
+async def test_a_failing_decision_never_stops_the_listener(silent: Rig) -> None:
+    """A bug in the core while a request is answered inline, or in its task, is logged and
+    that request dropped (no reply) and forgotten by the duplicate cache, so the NAS's
+    retransmission is tried afresh; the socket keeps serving."""
+    auth = silent.listener.server.authenticator
+    real_settle, real_authenticate = auth.settle, auth.authenticate
+
+    def broken_settle(*args: object) -> None:
+        raise RuntimeError("bug")
+
+    async def broken_authenticate(*args: object) -> None:
+        raise RuntimeError("bug")
+
+    for name, broken, real in (
+        ("settle", broken_settle, real_settle),
+        ("authenticate", broken_authenticate, real_authenticate),
+    ):
+        setattr(auth, name, broken)
+        request_auth = os.urandom(16)
+        hidden = rp.encrypt_password(DEMO_PIN.encode(), SECRET, request_auth)
+        attrs = [(rp.USER_NAME, DEMO["active"].encode()), (rp.USER_PASSWORD, hidden)]
+        raw = rp.encode_request(rp.ACCESS_REQUEST, 200, request_auth, attrs, SECRET)
+        silent.transport.sendto(raw)
+        await asyncio.sleep(0.1)
+        assert silent.collector.replies.empty()  # dropped, nothing sent
+        setattr(auth, name, real)
+        silent.transport.sendto(raw)  # the NAS retransmits the very same packet
+        reply = await silent.reply()
+        assert (reply.code, reply.identifier) == (rp.ACCESS_ACCEPT, 200), name
