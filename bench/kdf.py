@@ -222,7 +222,7 @@ def build_db(path: Path, patrons: int, stored: str) -> float:
     conn.close()
     for c in store._connections:
         c.close()
-    store._pool.shutdown()
+    store._workers.close()
     return time.perf_counter() - start
 
 
