@@ -225,28 +225,33 @@ def configure(
     root.setLevel(max(_LEVELS[level], logging.INFO))
 
 
-_second = [-1, ""]  # the formatted whole second, reused for every line within it
+_second = [-1, ""]  # the formatted whole second (with its dot), reused for every line within it
 
 
 def timestamp(now: float | None = None) -> str:
     """ISO 8601 UTC with microseconds, the same text structlog's TimeStamper writes, but the
     date and time are formatted once a second instead of once a line."""
-    now = time.time() if now is None else now
-    whole = int(now)
+    micros = time.time_ns() // 1000 if now is None else int(now * 1_000_000)
+    whole, fraction = divmod(micros, 1_000_000)
     if whole != _second[0]:
         _second[0] = whole
-        _second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-    return f"{_second[1]}.{int((now - whole) * 1_000_000):06d}Z"
+        _second[1] = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(whole))
+    return f"{_second[1]}{fraction:06d}Z"
 
 
-def emit_members(event: str, members: str) -> bool:
+def emit_members(event: str, members: str, latency_ms: float) -> bool:
     """Queue one audit line whose fields are already JSON object members (`"k":v,...`, no
-    braces), after the same timestamp, level and event fields every line starts with. `event`
-    must be a plain name (it is not escaped). False when logging is not configured."""
+    braces), after the timestamp, level and event fields every line starts with and before a
+    `latency_ms`. `event` must be a plain name (it is not escaped). False when logging is not
+    configured."""
     if _writer is None:
         return False
     _BUFFER.append(
-        (True, f'{{"timestamp":"{timestamp()}","level":"info","event":"{event}",{members}}}')
+        (
+            True,
+            f'{{"timestamp":"{timestamp()}","level":"info","event":"{event}",{members},'
+            f'"latency_ms":{latency_ms:.3f}}}',
+        )
     )
     return True
 

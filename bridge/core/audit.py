@@ -59,7 +59,7 @@ class Audit:
             if len(self._fragments) >= FRAGMENTS:
                 self._fragments.clear()
             self._fragments[key] = members
-        if not logs.emit_members("auth", f'{members},"latency_ms":{latency * 1000:.3f}'):
+        if not logs.emit_members("auth", members, latency * 1000):
             fields = msgspec.json.decode(f"{{{members}}}")
             del fields["kind"]  # bound on this logger already
             self._log.info("auth", **fields, latency_ms=round(latency * 1000, 3))
