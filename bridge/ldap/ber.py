@@ -56,8 +56,12 @@ def read_tlv(data: bytes, pos: int, end: int) -> tuple[int, int, int]:
     tag = data[pos]
     if tag & 0x1F == 0x1F:
         raise ProtocolError("multi-octet tag")
-    length, start = read_length(data, pos + 1, end)
-    stop = start + length
+    if pos + 1 < end and data[pos + 1] < 0x80:  # short-form length: most elements, inline
+        start = pos + 2
+        stop = start + data[pos + 1]
+    else:
+        length, start = read_length(data, pos + 1, end)
+        stop = start + length
     if stop > end:
         raise ProtocolError("element overruns its parent")
     return tag, start, stop
