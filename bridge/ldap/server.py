@@ -4,9 +4,10 @@ Thin on purpose: framing and decoding are `ber`/`messages`, the answers are `Ses
 module owns sockets, TLS, back-pressure and the limits that protect the process (connection
 count, PDU size, queued requests per connection, idle time).
 
-Requests on one connection are answered in order. Each is first run inline (`eager.run`): a
-cached bind never suspends, so it costs no task and no extra loop turn; only work that waits
-(a KDF, a store query) becomes a task, and the connection's later requests queue behind it.
+Requests on one connection are answered in order. A bind the session can answer at once (a
+cached PIN, a service account: `Session.handle_now`) costs no coroutine; anything else is run
+inline (`eager.run`) until it first waits, so only work that waits (a KDF, a store query)
+becomes a task, and the connection's later requests queue behind it.
 A malformed PDU gets a Notice of Disconnection (RFC 4511 §4.4.1) and the connection closes.
 """
 
@@ -121,7 +122,8 @@ class Connection(asyncio.Protocol):
             assert session is not None
             msg = self.queue.popleft()
             try:
-                outcome = eager.run(session.handle(msg))
+                now = session.handle_now(msg)
+                outcome = eager.run(session.handle(msg)) if now is None else now
             except Exception as exc:  # noqa: BLE001 - a bug must not kill the listener
                 self._crashed(exc)
                 return

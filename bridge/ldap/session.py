@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from bridge.core.auth import ChangeResult, in_task
-from bridge.core.patron import Context, Patron
+from bridge.core.patron import Context, Decision, Patron
 from bridge.core.secret import Secret
 from bridge.core.store import StoreUnavailable
 from bridge.ldap import answers as rc
@@ -219,7 +219,38 @@ class Session:
         return ctx
 
     # -- bind -------------------------------------------------------------------------------
+    def handle_now(self, msg: m.Message) -> Reply | None:
+        """The answer when it needs nothing awaited, else None (then `handle`).
+
+        A vendor's simple bind is what the bridge answers most, and most are settled at once
+        (a PIN the core verified lately, a service account, a refusal): the server asks here
+        first, and only a bind that needs the store goes through `handle`'s coroutine. A bind
+        with controls always does (critical-control and ppolicy handling live there)."""
+        op = msg.op
+        if type(op) is not m.BindRequest or msg.controls:
+            return None
+        step = self._bind_start(msg, op)
+        if isinstance(step, Reply):
+            return step
+        barcode, password = step
+        decision = self.shared.auth.settle(barcode, password, self._context())
+        return None if decision is None else self._bound(msg, decision)
+
     async def bind(self, msg: m.Message, req: m.BindRequest) -> Reply:
+        step = self._bind_start(msg, req)
+        if isinstance(step, Reply):
+            return step
+        barcode, password = step
+        auth = self.shared.auth
+        ctx = self._context()
+        decision = auth.settle(barcode, password, ctx)  # cached: no coroutine
+        if decision is None:
+            decision = await auth.authenticate(barcode, password, ctx)
+        return self._bound(msg, decision)
+
+    def _bind_start(self, msg: m.Message, req: m.BindRequest) -> Reply | tuple[str, Secret]:
+        """Everything a bind decides before the PIN check: the answer, or the card and PIN
+        to check."""
         s = self.shared
         mid = msg.id
         self.identity = ANONYMOUS  # RFC 4513 §4: a bind starts by dropping the old identity
@@ -247,17 +278,18 @@ class Session:
         if not isinstance(target, PatronName):
             s.audit.event("ldap_bind_refused", source=self.source, reason="not a patron name")
             return self._bind_result(mid, rc.INVALID_CREDENTIALS)
-        ctx = self._context()
-        decision = s.auth.settle(target.barcode, password, ctx)  # cached: no coroutine
-        if decision is None:
-            decision = await s.auth.authenticate(target.barcode, password, ctx)
-        answer = rc.bind_answer(decision, s.settings.locked_message)
+        return target.barcode, password
+
+    def _bound(self, msg: m.Message, decision: Decision) -> Reply:
+        """The bind response for the core's decision."""
+        answer = rc.bind_answer(decision, self.shared.settings.locked_message)
         controls: list[m.Control] = []
         if msg.control(m.OID_PPOLICY) is not None:
             controls.append(m.ppolicy_response(answer.ppolicy_error))
         if answer.code == rc.SUCCESS and decision.patron is not None:
             self.identity = AsPatron(decision.patron.barcode)
-        return Reply([m.result(mid, m.BIND_RESPONSE, answer.code, answer.diagnostic, "", controls)])
+        response = m.result(msg.id, m.BIND_RESPONSE, answer.code, answer.diagnostic, "", controls)
+        return Reply([response])
 
     def _service_bind(self, mid: int, index: int, password: Secret) -> Reply:
         """A vendor's secret, checked with the keyed hash. A wrong one counts as a failure

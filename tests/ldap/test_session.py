@@ -22,7 +22,7 @@ from bridge.ldap import answers as rc
 from bridge.ldap import ber
 from bridge.ldap import messages as m
 from bridge.ldap.directory import Directory
-from bridge.ldap.session import Session, Shared
+from bridge.ldap.session import AsPatron, Session, Shared
 from bridge.services import Services
 from tests.ldap import oracle
 from tests.pins import DEMO_PIN, NEW_PIN, WRONG_PIN
@@ -388,3 +388,28 @@ async def test_guessing_service_secrets_blocks_the_source(auth: FakeAuth) -> Non
     assert code(await bind(session, SVC, "svc-secret")) == 49  # blocked, even the right one
     other = Session(session.shared, "10.0.0.9", tls=False, require_tls=False)
     assert code(await bind(other, SVC, "svc-secret")) == 0  # another address is not
+
+
+async def test_handle_now_answers_what_needs_no_waiting(auth: FakeAuth) -> None:
+    """The server asks `handle_now` first: it answers a service bind and a refused bind at
+    once, a patron bind only when the core settles it without the store, and leaves every
+    other request (and any bind with controls) to `handle`."""
+    session = make(auth)
+    service = session.handle_now(m.decode(oracle.bind(1, SVC, b"svc-secret")))
+    assert service is not None and code(oracle.decode(service.pdus[0])) == 0
+    refused = session.handle_now(m.decode(oracle.bind(2, "cn=nobody,dc=elsewhere", b"x")))
+    assert refused is not None
+    assert code(oracle.decode(refused.pdus[0])) == rc.INVALID_CREDENTIALS
+    patron = m.decode(oracle.bind(3, dn_of(ANA), DEMO_PIN.encode()))
+    assert session.handle_now(patron) is None  # FakeAuth settles nothing: the store decides
+    assert auth.calls == []
+    assert code(oracle.decode((await session.handle(patron)).pdus[0])) == 0
+
+    settled = Decision(Outcome.ACCEPTED, ANA, pin_ok=True)
+    auth.settle = lambda barcode, pin, ctx: settled  # type: ignore[method-assign]
+    quick = session.handle_now(m.decode(oracle.bind(4, dn_of(ANA), DEMO_PIN.encode())))
+    assert quick is not None and code(oracle.decode(quick.pdus[0])) == 0
+    assert isinstance(session.identity, AsPatron) and session.identity.barcode == ANA.barcode
+    with_control = oracle.bind(5, dn_of(ANA), DEMO_PIN.encode(), [(m.OID_PPOLICY, False, None)])
+    assert session.handle_now(m.decode(with_control)) is None
+    assert session.handle_now(m.decode(oracle.search(6, BASE, "(uid=x)"))) is None
