@@ -3,8 +3,10 @@
     decision = await authenticator.authenticate(barcode, pin, Context(protocol, client, source))
 
 Order of work, cheapest first, so a guesser never gets the KDF for free:
-input checks → per-card lock/delay → verified-credential cache → per-source and global guards →
-store (KDF in the hasher's pool, or the ILS) → the client's policy on the patron's standing.
+verified-credential cache (a hit skips the input checks it passed before) → input checks →
+per-card lock/delay (a locked card is refused even on a cache hit) → per-source and global
+guards → store (KDF in the hasher's pool, or the ILS) → the client's policy on the patron's
+standing.
 Every decision is audited with its latency. `settle` is the same first steps without the store,
 for front ends that answer cached requests straight from their protocol callbacks. PIN changes,
 resets, blocks and lock clearing also live here so that cache invalidation and auditing happen
@@ -126,12 +128,16 @@ class Authenticator:
         return decision
 
     def _settle(self, barcode: str, pin: Secret, ctx: Context) -> Decision | None:
-        if not valid_barcode(barcode):
-            return _MALFORMED_BARCODE
-        if not pin or len(pin) > MAX_PIN or pin.text() is None:
-            return _MALFORMED_PIN
         now = self.clock()
+        # The cache first: it finds nothing for a barcode it does not hold (a dict lookup, no
+        # hashing), and what it holds passed the input checks when it was verified, so only
+        # a miss needs them.
         entry = self.cache.lookup(barcode, pin, now)
+        if entry is None:
+            if not valid_barcode(barcode):
+                return _MALFORMED_BARCODE
+            if not pin or len(pin) > MAX_PIN or pin.text() is None:
+                return _MALFORMED_PIN
         refusal = self.throttle.check(barcode, ctx.source, now)
         if refusal is not None and (refusal.scope == "card" or entry is None):
             return Decision(
