@@ -185,7 +185,7 @@ def _runner() -> Callable[..., Result]:
 
 BINDS_ROW = f"simple bind, {CONNECTIONS} persistent conns"
 LOGIN_ROW = "svc bind + search + user bind"
-REPEATS = 3
+REPEATS = 5
 
 
 def _median(runs: list[Result]) -> Result:
