@@ -38,6 +38,7 @@ log = structlog.get_logger("bridge.ldap")
 class Connection(asyncio.Protocol):
     def __init__(self, listener: LdapListener, *, tls: bool, require_tls: bool) -> None:
         self.listener = listener
+        self.loop = asyncio.get_running_loop()
         self.tls = tls
         self.require_tls = require_tls
         self.transport: asyncio.Transport | None = None
@@ -89,31 +90,41 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
-        loop = asyncio.get_running_loop()
-        self.last_activity = loop.time()
+        self.last_activity = self.loop.time()
         buffer = self.buffer
-        buffer += data
         settings = self.listener.settings
         try:
+            if not buffer and frame_length(data, settings.max_pdu) == len(data):
+                # The usual read: exactly one whole PDU, decoded without buffering it.
+                self._take(m.decode(data), settings.max_pending)
+                self._pump()
+                return
+            buffer += data
             while buffer:
                 size = frame_length(buffer, settings.max_pdu)
                 if size is None:
                     break
                 pdu = bytes(buffer[:size])
                 del buffer[:size]
-                msg = m.decode(pdu)
-                if isinstance(msg.op, m.AbandonRequest):
-                    self._abandon(msg.op.target)
-                    continue
-                self.queue.append(msg)
-                if len(self.queue) > settings.max_pending:
-                    self._disconnect(rc.BUSY, "too many outstanding requests")
+                if not self._take(m.decode(pdu), settings.max_pending):
                     return
         except ProtocolError as exc:
             log.info("ldap_protocol_error", error=str(exc), source=self._source())
             self._disconnect(rc.PROTOCOL_ERROR, "malformed PDU")
             return
         self._pump()
+
+    def _take(self, msg: m.Message, max_pending: int) -> bool:
+        """Queue a decoded request (an Abandon acts at once); False when the connection was
+        dropped for queueing too many."""
+        if isinstance(msg.op, m.AbandonRequest):
+            self._abandon(msg.op.target)
+            return True
+        self.queue.append(msg)
+        if len(self.queue) > max_pending:
+            self._disconnect(rc.BUSY, "too many outstanding requests")
+            return False
+        return True
 
     # -- request processing -----------------------------------------------------------------
     def _pump(self) -> None:
