@@ -485,11 +485,11 @@ class Template:
 
 @dataclass(slots=True)  # one per answer: not frozen (cheaper to build); never changed
 class Prepared:
-    """A template plus this use's fixed-field values: what a server hands to its session to
-    encode (with the request's AY/AZ mirrored) instead of a whole `Message`."""
+    """A response already rendered to text (a template with this use's fixed fields filled in,
+    see `render`): what a server hands to its session, which adds the request's mirrored AY/AZ
+    and encodes it, instead of a whole `Message`."""
 
-    template: Template
-    changes: dict[str, str]
+    text: str
 
 
 def template(message: Message) -> Template:
@@ -502,6 +502,37 @@ def template(message: Message) -> Template:
     return Template(message.code, clean("".join(head)), variable)
 
 
+def render(tpl: Template, changes: Mapping[str, str]) -> str:
+    """A template's text with `changes` replacing fixed fields (e.g. the date), no trailer."""
+    head = tpl.head
+    spans = _SPANS[tpl.code]
+    for name, value in changes.items():
+        start, end = spans[name]
+        if len(value) != end - start:
+            value = value[: end - start].ljust(end - start)
+        head = head[:start] + clean(value) + head[end:]
+    return head + tpl.variable
+
+
+def encode_rendered(
+    text: str,
+    *,
+    sequence: int | None = None,
+    checksum: bool = False,
+    charset: Charset = "cp850",
+    terminator: bytes = b"\r",
+) -> bytes:
+    """`encode` for text from `render`: the trailer, the charset and the checksum."""
+    if sequence is not None:
+        text += f"AY{sequence % 10}"
+    if checksum:
+        text += "AZ"
+    data = text.encode("ascii") if text.isascii() else _to_bytes(text, charset)
+    if checksum:
+        data += _checksum_bytes(data)
+    return data + terminator
+
+
 def encode_template(
     tpl: Template,
     changes: Mapping[str, str],
@@ -512,22 +543,13 @@ def encode_template(
     terminator: bytes = b"\r",
 ) -> bytes:
     """`encode` for a template, with `changes` replacing fixed fields (e.g. the date)."""
-    head = tpl.head
-    spans = _SPANS[tpl.code]
-    for name, value in changes.items():
-        start, end = spans[name]
-        if len(value) != end - start:
-            value = value[: end - start].ljust(end - start)
-        head = head[:start] + clean(value) + head[end:]
-    text = head + tpl.variable
-    if sequence is not None:
-        text += f"AY{sequence % 10}"
-    if checksum:
-        text += "AZ"
-    data = text.encode("ascii") if text.isascii() else _to_bytes(text, charset)
-    if checksum:
-        data += _checksum_bytes(data)
-    return data + terminator
+    return encode_rendered(
+        render(tpl, changes),
+        sequence=sequence,
+        checksum=checksum,
+        charset=charset,
+        terminator=terminator,
+    )
 
 
 def _checksum_bytes(data: bytes) -> bytes:

@@ -13,6 +13,7 @@ import asyncio
 import datetime as dt
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import structlog
 
@@ -27,6 +28,7 @@ from bridge.sip2.codec import (
     Message,
     Prepared,
     Template,
+    render,
     sip_date,
     supported_messages,
     template,
@@ -42,6 +44,18 @@ OWN_CODES = frozenset({"23", "63", "99", "97", "93", "35"})
 HEALTH_TIMEOUT = 3.0
 #: Serialised answers kept for repeat checks of the same patron (bounded; cleared when full).
 TEMPLATE_CACHE = 10_000
+
+
+@dataclass(slots=True)
+class _Kept:
+    """A serialised 24/64 for one terminal question: the decision and day it was made for,
+    and its text for the last transaction date it was rendered with."""
+
+    decision: Decision
+    today: dt.date
+    template: Template
+    date: str = ""
+    text: str = ""
 
 
 class Handler:
@@ -69,7 +83,7 @@ class Handler:
         self._health_until = 0.0
         self._online = True
         self._health_lock = asyncio.Lock()
-        self._templates: dict[tuple[str, str, str, str], tuple[Decision, dt.date, Template]] = {}
+        self._templates: dict[tuple[str, str, str, str], _Kept] = {}
         self._date_memo: tuple[int, str, dt.date] = (-1, "", dt.date.min)
         self._contexts: dict[tuple[str, str], Context] = {}
 
@@ -214,9 +228,7 @@ class Handler:
         date, today = self._dates()
         key = (request.code, request.barcode, request.institution, account.login)
         kept = self._templates.get(key)
-        if kept is not None and kept[0] is decision and kept[1] == today:
-            tpl = kept[2]
-        else:
+        if kept is None or kept.decision is not decision or kept.today != today:
             answer = answers.check_answer(
                 request,
                 decision,
@@ -225,11 +237,14 @@ class Handler:
                 policy=account.policy,
                 options=self.options(account),
             )
-            tpl = template(answer.to_message())
+            kept = _Kept(decision, today, template(answer.to_message()))
             if len(self._templates) >= TEMPLATE_CACHE:
                 self._templates.clear()
-            self._templates[key] = (decision, today, tpl)
-        return Prepared(tpl, {"transaction_date": date})
+            self._templates[key] = kept
+        if kept.date != date:  # rendered once a second, when the transaction date moves on
+            kept.date = date
+            kept.text = render(kept.template, {"transaction_date": date})
+        return Prepared(kept.text)
 
     async def status(self, session: Session) -> Message:
         """99 → 98."""

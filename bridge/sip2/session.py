@@ -31,7 +31,7 @@ from bridge.sip2.codec import (
     ProtocolError,
     decode,
     encode,
-    encode_template,
+    encode_rendered,
 )
 from bridge.sip2.messages import LoginRequest, LoginResponse
 from bridge.sip2.settings import Sip2Account
@@ -193,9 +193,8 @@ class Session:
         account = self.account
         terminator = account.terminator if account is not None else b"\r"
         if type(response) is Prepared:
-            data = encode_template(
-                response.template,
-                response.changes,
+            data = encode_rendered(
+                response.text,
                 sequence=request.sequence,
                 checksum=request.checksummed,
                 charset=self.charset,
