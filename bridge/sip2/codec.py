@@ -460,14 +460,9 @@ def encode(
     text = "".join(head) + "".join([tag + value + "|" for tag, value in fields])
     if text.count("|") != len(fields) or not text.isprintable():
         text = clean("".join(head)) + "".join([tag + clean(value) + "|" for tag, value in fields])
-    if sequence is not None:
-        text += f"AY{sequence % 10}"
-    if checksum:
-        text += "AZ"
-    data = text.encode("ascii") if text.isascii() else _to_bytes(text, charset)
-    if checksum:
-        data += _checksum_bytes(data)
-    return data + terminator
+    return encode_rendered(
+        text, sequence=sequence, checksum=checksum, charset=charset, terminator=terminator
+    )
 
 
 @dataclass(frozen=True, slots=True)
