@@ -73,18 +73,34 @@ class MemoryBackend:
         return None
 
 
+CARD = "card:"
+SOURCE = "source:"
+
+
 class Throttle:
     def __init__(self, rules: ThrottleRules, backend: ThrottleBackend | None = None) -> None:
         self.rules = rules
         self.backend: ThrottleBackend = backend or MemoryBackend()
-        self._counters: dict[str, Counter] = self.backend.load()
+        # Two tables keyed by the bare barcode and address (no key string is built per check:
+        # every authentication looks both up); the backend's keys carry the prefix.
+        self._cards: dict[str, Counter] = {}
+        self._sources: dict[str, Counter] = {}
+        for key, counter in self.backend.load().items():
+            if key.startswith(CARD):
+                self._cards[key[len(CARD) :]] = counter
+            elif key.startswith(SOURCE):
+                self._sources[key[len(SOURCE) :]] = counter
         self._global: deque[float] = deque()
         self._since_sweep = 0
+
+    def __len__(self) -> int:
+        """How many counters are kept (cards and sources)."""
+        return len(self._cards) + len(self._sources)
 
     # -- queries ----------------------------------------------------------------------------
     def check(self, barcode: str, source: str, now: float) -> Refusal | None:
         """Why this attempt must be refused before any PIN work, or None."""
-        card = self._live(f"card:{barcode}", now)
+        card = self._card(barcode, now)
         if card is not None and card.blocked_until > now:
             if card.locked:
                 retry = None if math.isinf(card.blocked_until) else card.blocked_until - now
@@ -94,10 +110,10 @@ class Throttle:
 
     def check_source(self, source: str, now: float) -> Refusal | None:
         """The source and global guards alone (secrets that are not a card's PIN)."""
-        src = self._live(f"source:{source}", now, forget_after=self.rules.source_window)
+        src = self._source(source, now)
         if src is not None and src.blocked_until > now:
             return Refusal("source", "too many failures from this address", src.blocked_until - now)
-        if self.global_pressure(now):
+        if self._global and self.global_pressure(now):
             oldest = self._global[0]
             return Refusal(
                 "global", "failed-attempt rate too high", oldest + self.rules.global_window - now
@@ -105,11 +121,11 @@ class Throttle:
         return None
 
     def card_locked(self, barcode: str, now: float) -> bool:
-        card = self._live(f"card:{barcode}", now)
+        card = self._card(barcode, now)
         return card is not None and card.locked and card.blocked_until > now
 
     def failures(self, barcode: str, now: float) -> int:
-        card = self._live(f"card:{barcode}", now)
+        card = self._card(barcode, now)
         return 0 if card is None else card.failures
 
     def global_pressure(self, now: float) -> bool:
@@ -120,8 +136,7 @@ class Throttle:
     def record_failure(self, barcode: str | None, source: str, now: float) -> None:
         r = self.rules
         if barcode is not None:
-            key = f"card:{barcode}"
-            card = self._live(key, now) or Counter()
+            card = self._card(barcode, now) or Counter()
             card.failures += 1
             card.last_failure = now
             if card.failures >= r.card_lock_after:
@@ -130,15 +145,16 @@ class Throttle:
             elif card.failures > r.card_free_failures:
                 extra = card.failures - r.card_free_failures - 1
                 card.blocked_until = now + min(r.card_delay_base * 2**extra, r.card_delay_max)
-            self._store(key, card)
-        skey = f"source:{source}"
-        src = self._live(skey, now, forget_after=r.source_window) or Counter()
+            self._cards[barcode] = card
+            self.backend.save(CARD + barcode, card)
+        src = self._source(source, now) or Counter()
         src.failures += 1
         src.last_failure = now
         if src.failures >= r.source_max_failures:
             src.blocked_until = now + r.source_block_seconds
             src.failures = 0
-        self._store(skey, src)
+        self._sources[source] = src
+        self.backend.save(SOURCE + source, src)
         self._drain(now)
         self._global.append(now)
         self._since_sweep += 1
@@ -151,39 +167,53 @@ class Throttle:
         """Forget every counter whose delay is over and whose last failure is old, so a spray
         over a million barcodes cannot grow memory without bound. Returns how many went."""
         self._since_sweep = 0
-        before = len(self._counters)
-        for key in list(self._counters):
-            quiet = self.rules.source_window if key.startswith("source:") else None
-            self._live(key, now, forget_after=quiet)
-        return before - len(self._counters)
+        before = len(self)
+        for barcode in list(self._cards):
+            self._card(barcode, now)
+        for source in list(self._sources):
+            self._source(source, now)
+        return before - len(self)
 
     def record_success(self, barcode: str, now: float) -> None:
         """A right PIN resets the card's counter."""
-        if self._counters.pop(f"card:{barcode}", None) is not None:
-            self.backend.save(f"card:{barcode}", None)
+        if self._cards.pop(barcode, None) is not None:
+            self.backend.save(CARD + barcode, None)
 
     def clear(self, barcode: str) -> bool:
         """Staff clear a card's lock. True when there was something to clear."""
-        key = f"card:{barcode}"
-        existed = self._counters.pop(key, None) is not None
-        self.backend.save(key, None)
+        existed = self._cards.pop(barcode, None) is not None
+        self.backend.save(CARD + barcode, None)
         return existed
 
     # -- internals --------------------------------------------------------------------------
-    def _live(self, key: str, now: float, forget_after: float | None = None) -> Counter | None:
-        counter = self._counters.get(key)
+    def _card(self, barcode: str, now: float) -> Counter | None:
+        counter = self._cards.get(barcode)
         if counter is None:
             return None
-        quiet = self.rules.card_forget_after if forget_after is None else forget_after
+        return self._alive(self._cards, CARD, barcode, counter, now, self.rules.card_forget_after)
+
+    def _source(self, source: str, now: float) -> Counter | None:
+        counter = self._sources.get(source)
+        if counter is None:
+            return None
+        return self._alive(self._sources, SOURCE, source, counter, now, self.rules.source_window)
+
+    def _alive(
+        self,
+        table: dict[str, Counter],
+        prefix: str,
+        name: str,
+        counter: Counter,
+        now: float,
+        quiet: float,
+    ) -> Counter | None:
+        """The counter, or None after forgetting it when its delay is over and it has been
+        quiet long enough."""
         if counter.blocked_until <= now and now - counter.last_failure > quiet:
-            del self._counters[key]
-            self.backend.save(key, None)
+            del table[name]
+            self.backend.save(prefix + name, None)
             return None
         return counter
-
-    def _store(self, key: str, counter: Counter) -> None:
-        self._counters[key] = counter
-        self.backend.save(key, counter)
 
     def _drain(self, now: float) -> None:
         horizon = now - self.rules.global_window

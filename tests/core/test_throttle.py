@@ -132,8 +132,8 @@ def test_sweep_bounds_memory() -> None:
     for i in range(3000):
         t.record_failure(f"2123400{i:07d}", SRC, T0 + i)
     # Every sweep (each 1,000 failures) drops counters quiet for longer than 10 s.
-    assert len(t._counters) < 1100
-    assert t.sweep(T0 + 10_000) > 0 and len(t._counters) == 0
+    assert len(t) < 1100
+    assert t.sweep(T0 + 10_000) > 0 and len(t) == 0
 
 
 def test_locked_card_is_refused_before_source_and_global() -> None:
