@@ -578,7 +578,7 @@ class Framer:
                 raise TlsOnPlainPort("TLS ClientHello on a plain-text port")
         buf = self._buf + data if self._buf else data
         # Fast path: exactly one CR-terminated message and nothing else.
-        if buf[-1:] == b"\r" and buf.count(b"\r") == 1 and b"\n" not in buf:
+        if buf and buf[-1] == 0x0D and buf.count(b"\r") == 1 and b"\n" not in buf:
             self._buf = b""
             if len(buf) - 1 > self.max_length:
                 raise FrameTooLong("message longer than the limit")

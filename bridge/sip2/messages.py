@@ -228,17 +228,17 @@ class PatronRequest:
         f = m.fixed
         pin = first.get("AD")
         terminal = first.get("AC")
-        return cls(
-            code=m.code,
-            barcode=first.get("AA", ""),
-            pin=None if pin is None else Secret(pin),
-            institution=first.get("AO", ""),
-            terminal_password=None if terminal is None else Secret(terminal),
-            language=f["language"],
-            date=f["transaction_date"],
-            summary=f.get("summary", "          "),
-            start_item=first.get("BP", ""),
-            end_item=first.get("BQ", ""),
+        return cls(  # positional, in field order: cheaper than keywords on this path
+            m.code,
+            first.get("AA", ""),
+            None if pin is None else Secret(pin),
+            first.get("AO", ""),
+            None if terminal is None else Secret(terminal),
+            f["language"],
+            f["transaction_date"],
+            f.get("summary", "          "),
+            first.get("BP", ""),
+            first.get("BQ", ""),
         )
 
     @property

@@ -162,9 +162,12 @@ class Session:
     def receive(self, frame: bytes, client_terminator: bytes = b"\r") -> Action:
         """Decide what one frame means. Never raises for bad input."""
         account = self.account
-        terminator = account.terminator if account is not None else client_terminator
+        if account is not None:
+            terminator, charset = account.terminator, account.charset
+        else:
+            terminator, charset = client_terminator, "cp850"
         try:
-            message = decode(frame, charset=self.charset)
+            message = decode(frame, charset=charset)
         except ChecksumError:
             return Reply(RESEND + terminator, "bad_checksum")
         except ProtocolError:
@@ -191,13 +194,16 @@ class Session:
         """Encode a response mirroring the request's error detection; remember it for 97 and
         for duplicate replay."""
         account = self.account
-        terminator = account.terminator if account is not None else b"\r"
+        if account is not None:
+            terminator, charset = account.terminator, account.charset
+        else:
+            terminator, charset = b"\r", "cp850"
         if type(response) is Prepared:
             data = encode_rendered(
                 response.text,
                 sequence=request.sequence,
                 checksum=request.checksummed,
-                charset=self.charset,
+                charset=charset,
                 terminator=terminator,
             )
         else:
@@ -206,7 +212,7 @@ class Session:
                 response,
                 sequence=request.sequence,
                 checksum=request.checksummed,
-                charset=self.charset,
+                charset=charset,
                 terminator=terminator,
             )
         self._remember(request, data)
