@@ -64,6 +64,11 @@ class Result:
         )
 
 
+def median(runs: Sequence[Result]) -> Result:
+    """The run with the median CPU per request: other work on a shared machine only adds."""
+    return sorted(runs, key=lambda r: r.cpu_per_request_us)[len(runs) // 2]
+
+
 HEADER = (
     f"{'benchmark':<38} {'server':<14} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'CPU us/req':>12}"
 )

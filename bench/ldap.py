@@ -31,9 +31,10 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
-from bench.common import CpuMeter, Result, free_port, pin_to_core, report
+from bench.common import CpuMeter, Result, free_port, median, pin_to_core, report
 from bridge.ldap import ber
 from bridge.ldap import messages as m
+from bridge.loop import run as run_loop
 
 BASE_DN = "dc=library,dc=example"
 BARCODE = "21234000000001"
@@ -174,23 +175,9 @@ async def _run(
     return Result(name, server, len(latencies), meter.wall, latencies, meter.seconds)
 
 
-def _runner() -> Callable[..., Result]:
-    try:
-        import uvloop
-
-        return uvloop.run
-    except ImportError:
-        return asyncio.run
-
-
 BINDS_ROW = f"simple bind, {CONNECTIONS} persistent conns"
 LOGIN_ROW = "svc bind + search + user bind"
 REPEATS = 5
-
-
-def _median(runs: list[Result]) -> Result:
-    """The run with the median CPU per request: other work on a shared machine only adds."""
-    return sorted(runs, key=lambda r: r.cpu_per_request_us)[len(runs) // 2]
 
 
 # --- slapd, the reference ----------------------------------------------------------------------
@@ -366,7 +353,6 @@ def main() -> None:
         os.sched_setaffinity(0, {CLIENT_CORE})
         notes.append(f"servers pinned to core {SERVER_CORE}, load generator to core {CLIENT_CORE}")
     have_slapd = bool(shutil.which("slapd") and shutil.which("slapadd"))
-    runner = _runner()
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="bench-ldap-") as tmp, contextlib.ExitStack() as stack:
         root = Path(tmp)
@@ -391,8 +377,8 @@ def main() -> None:
                 for name, pid, address in servers:
                     if worker is _logins and name == "front end only":
                         continue  # the stub has no directory to search
-                    runs[name].append(runner(_run(address, pid, row, name, total, worker)))
-            results.extend(_median(found) for found in runs.values() if found)
+                    runs[name].append(run_loop(_run(address, pid, row, name, total, worker)))
+            results.extend(median(found) for found in runs.values() if found)
     if have_slapd:
         notes.append("slapd: Debian's slapd, back-mdb, {SSHA} userPassword, same users")
         ours = next(r for r in results if r.name == BINDS_ROW and r.server == "patron-bridge")

@@ -30,7 +30,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.common import CpuMeter, Result, free_port, pin_to_core, report
+from bench.common import CpuMeter, Result, free_port, median, pin_to_core, report
 from bridge.radius import packet as rp
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -300,11 +300,6 @@ def measure(
     with CpuMeter(pid) as meter:
         answered, latencies = drive(address, requests)
     return Result(name, server, answered, meter.wall, latencies, meter.seconds)
-
-
-def median(runs: list[Result]) -> Result:
-    """The run with the median CPU per request: other work on a shared machine only adds."""
-    return sorted(runs, key=lambda r: r.cpu_per_request_us)[len(runs) // 2]
 
 
 KINDS = (("pap", "radius PAP (cached)"), ("status", "radius Status-Server"))

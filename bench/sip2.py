@@ -26,11 +26,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
 
-from bench.common import CpuMeter, Result, pin_to_core, report
+from bench.common import CpuMeter, Result, median, pin_to_core, report
+from bridge.loop import run as run_loop
 from bridge.sip2.codec import checksum
 
 BARCODE = "21234000000001"
@@ -137,7 +136,7 @@ async def _echo(address: tuple[str, int], count: int, deadline: float) -> list[f
     return latencies
 
 
-def _floor(runner: Callable[[Coroutine[Any, Any, Result]], Result]) -> Result | None:
+def _floor() -> Result | None:
     """The same ping-pong against a bare uvloop echo server (no SIP2, no core)."""
     try:
         import uvloop  # noqa: F401
@@ -169,7 +168,7 @@ def _floor(runner: Callable[[Coroutine[Any, Any, Result]], Result]) -> Result | 
                 meter.seconds,
             )
 
-        return runner(run())
+        return run_loop(run())
     finally:
         proc.kill()
         proc.wait()
@@ -188,28 +187,14 @@ async def _run(address: tuple[str, int], pid: int, name: str, per_conn: int, cyc
     return Result(name, "patron-bridge", len(latencies), meter.wall, latencies, meter.seconds)
 
 
-def _runner() -> Callable[[Coroutine[Any, Any, Result]], Result]:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run
-    return uvloop.run
-
-
 REPEATS = 3
 CACHED_ROW = f"63 cached, {CONNECTIONS} persistent conns"
 GOAL_US = 40.0
 
 
-def _median(runs: list[Result]) -> Result:
-    """The run with the median CPU per request: other work on a shared machine only adds."""
-    return sorted(runs, key=lambda r: r.cpu_per_request_us)[len(runs) // 2]
-
-
 def main() -> None:
     from tests.harness import Daemon
 
-    runner = _runner()
     with tempfile.TemporaryDirectory(prefix="bench-sip2-") as tmp:
         daemon = Daemon(Path(tmp), SECTIONS).start()
         try:
@@ -220,15 +205,15 @@ def main() -> None:
                 pin_to_core(pid, SERVER_CORE)
                 os.sched_setaffinity(0, {CLIENT_CORE})
             address = daemon.address("sip2")
-            cached = _median(
+            cached = median(
                 [
-                    runner(_run(address, pid, CACHED_ROW, REQUESTS // CONNECTIONS, False))
+                    run_loop(_run(address, pid, CACHED_ROW, REQUESTS // CONNECTIONS, False))
                     for _ in range(REPEATS)
                 ]
             )
             results = [
                 cached,
-                runner(
+                run_loop(
                     _run(
                         address,
                         pid,
@@ -240,7 +225,7 @@ def main() -> None:
             ]
         finally:
             daemon.stop()
-    floor = _floor(runner)
+    floor = _floor()
     if floor is not None:
         results.append(floor)
     verdict = "met" if cached.cpu_per_request_us < GOAL_US else "NOT met"

@@ -35,7 +35,6 @@ import datetime as dt
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -57,6 +56,7 @@ from bridge.core.store import (
     Verification,
 )
 from bridge.settings import Port, Section
+from bridge.workers import Workers
 
 T = TypeVar("T")
 Seconds = Annotated[float, msgspec.Meta(gt=0, le=600)]
@@ -257,14 +257,14 @@ class KohaSqlStore:
         self.hasher = hasher
         self.timeout = settings.query_timeout
         self._conns = _Connections(settings)
-        self._pool = ThreadPoolExecutor(settings.pool_size, thread_name_prefix="koha-sql")
+        self._workers = Workers(settings.pool_size, "koha-sql")
         salt = bcrypt.gensalt(settings.bcrypt_cost, prefix=b"2a")
         self._dummy = bcrypt.hashpw(b"no such card", salt).decode()
         self.today: Callable[[], dt.date] = dt.date.today
 
     async def _run(self, fn: Callable[[pymysql.cursors.Cursor], T], what: str) -> T:
         """Run `fn` on a pooled connection in a worker thread, within the deadline."""
-        future = asyncio.get_running_loop().run_in_executor(self._pool, self._conns.run, fn)
+        future = asyncio.ensure_future(self._workers.run(self._conns.run, fn))
         try:
             return await asyncio.wait_for(asyncio.shield(future), self.timeout)
         except TimeoutError:
@@ -324,7 +324,7 @@ class KohaSqlStore:
     async def aclose(self) -> None:
         # A worker may still be waiting on a stalled socket (bounded by its read timeout):
         # wait for it off the event loop.
-        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
+        await asyncio.to_thread(self._workers.close)
         self._conns.close()
 
     # -- SearchableStore --------------------------------------------------------------------

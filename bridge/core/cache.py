@@ -46,11 +46,6 @@ class VerifiedCache:
         mac.update(barcode.encode() + b"\x00" + pin.reveal())
         return mac.digest()
 
-    def get(self, barcode: str, pin: Secret, now: float) -> Patron | None:
-        """The patron when this exact barcode/PIN was verified within the TTL, else None."""
-        entry = self.lookup(barcode, pin, now)
-        return None if entry is None else entry.patron
-
     def lookup(self, barcode: str, pin: Secret, now: float) -> Verified | None:
         """The cache entry when this exact barcode/PIN was verified within the TTL, else None."""
         if self.ttl <= 0:

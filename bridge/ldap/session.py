@@ -241,11 +241,8 @@ class Session:
         if isinstance(step, Reply):
             return step
         barcode, password = step
-        auth = self.shared.auth
-        ctx = self._context()
-        decision = auth.settle(barcode, password, ctx)  # cached: no coroutine
-        if decision is None:
-            decision = await auth.authenticate(barcode, password, ctx)
+        # `authenticate` settles first itself: no separate `settle` call here.
+        decision = await self.shared.auth.authenticate(barcode, password, self._context())
         return self._bound(msg, decision)
 
     def _bind_start(self, msg: m.Message, req: m.BindRequest) -> Reply | tuple[str, Secret]:

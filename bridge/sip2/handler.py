@@ -276,9 +276,7 @@ class Handler:
         account = session.account
         assert account is not None
         options = self.options(account)
-        now = self.clock()
-        date = sip_date(now)
-        today = dt.date.fromtimestamp(now)
+        date, today = self._dates()
         request = PatronRequest("23", block.barcode, None, block.institution)
         actor = f"sip2:{account.login}"
         text = "This card is now blocked."

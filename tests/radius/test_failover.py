@@ -111,8 +111,11 @@ class Rig:
         return rp.decode(await asyncio.wait_for(self.collector.replies.get(), 10))
 
 
-async def rig(extra: str = "health_ttl = 0") -> Rig:
-    cfg = loads(config(extra))
+async def rig(extra: str = "health_ttl = 0", *, ipv6: bool = False) -> Rig:
+    text = config(extra)
+    if ipv6:
+        text = text.replace('"127.0.0.1:0"', '"[::1]:0"').replace('"127.0.0.1/32"', '"::1/128"')
+    cfg = loads(text)
     store = SwitchableStore()
     audit = Audit()
     # health_ttl 0: every Status-Server probes, so the switch takes effect at once.
@@ -125,7 +128,7 @@ async def rig(extra: str = "health_ttl = 0") -> Rig:
     collector = Collector()
     loop = asyncio.get_running_loop()
     transport, _ = await loop.create_datagram_endpoint(
-        lambda: collector, remote_addr=(host, int(port))
+        lambda: collector, remote_addr=(host.strip("[]"), int(port))
     )
     return Rig(store, listener, transport, collector)
 
@@ -187,32 +190,15 @@ async def test_ipv6_listener_and_client() -> None:
             probe.bind(("::1", 0))
     except OSError:
         pytest.skip("no IPv6 loopback here")
-    cfg = loads(
-        config("health_ttl = 0")
-        .replace('"127.0.0.1:0"', '"[::1]:0"')
-        .replace('"127.0.0.1/32"', '"::1/128"')
-    )
-    store = SwitchableStore()
-    audit = Audit()
-    authenticator = Authenticator(
-        store, throttle=Throttle(ThrottleRules()), cache=VerifiedCache(0), audit=audit
-    )
-    assert cfg.radius is not None
-    listener = await start(cfg.radius, Services(cfg, authenticator, audit))
+    r = await rig(ipv6=True)
     try:
-        assert listener.addresses[0].startswith("[::1]:")
-        port = int(listener.addresses[0].rpartition(":")[2])
-        collector = Collector()
-        transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-            lambda: collector, remote_addr=("::1", port)
-        )
-        rig = Rig(store, listener, transport, collector)
-        ident = rig.access(DEMO["active"])
-        reply = await rig.reply()
+        assert r.listener.addresses[0].startswith("[::1]:")
+        ident = r.access(DEMO["active"])
+        reply = await r.reply()
         assert (reply.code, reply.identifier) == (rp.ACCESS_ACCEPT, ident)
-        transport.close()
     finally:
-        await listener.aclose()
+        r.transport.close()
+        await r.listener.aclose()
 
 
 async def test_a_failing_decision_never_stops_the_listener(silent: Rig) -> None:
