@@ -58,10 +58,26 @@ IDLE_WINDOW = 0.05  # seconds between drains once the buffer has been empty a wh
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
+#: Longest text value a line keeps (characters). Values come from requests (a DN, a SIP2
+#: field, a form field, a header): past this they are cut, with a marker saying how long they
+#: were, so one hostile request cannot write megabytes or hold them in a buffer.
+MAX_VALUE = 256
+
+
+def clip(text: str, limit: int = MAX_VALUE) -> str:
+    """`text` when it is at most `limit` characters, else its start and an explicit
+    "(truncated, N bytes)" marker (N: the UTF-8 size of the whole value)."""
+    if len(text) <= limit:
+        return text
+    size = len(text.encode("utf-8", "replace"))
+    return f"{text[:limit]}...(truncated, {size} bytes)"
+
 
 def _clean(key: str, value: Any, depth: int = 0) -> Any:
     if key.lower() in REDACT_KEYS or isinstance(value, Secret):
         return "***"
+    if isinstance(value, str):
+        return clip(value)
     if isinstance(value, bytes | bytearray):
         return f"<{len(value)} bytes>"
     if depth < 4 and isinstance(value, dict):  # e.g. request={"pin": ...}
@@ -74,6 +90,8 @@ def _clean(key: str, value: Any, depth: int = 0) -> Any:
 def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in event.items():
         if isinstance(value, str | int | float | bool | None) and key.lower() not in REDACT_KEYS:
+            if type(value) is str and len(value) > MAX_VALUE:
+                event[key] = clip(value)
             continue  # the common case, kept cheap (audit lines)
         event[key] = _clean(key, value)
     return event

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import structlog
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bridge import logs
 from bridge.core.audit import Audit
@@ -188,3 +190,76 @@ def test_audit_barcode_modes() -> None:
     hashed = Audit("hash", hash_key=b"k" * 32).barcode(card)
     assert len(hashed) == 16 and card not in hashed
     assert hashed != Audit("hash", hash_key=b"j" * 32).barcode(card)
+
+
+# -- hostile values: bounded, marked, never remembered (issue 21) -----------------------------
+
+
+def test_clip_marks_what_it_cut() -> None:
+    assert logs.clip("short") == "short"
+    cut = logs.clip("x" * 1000, 10)
+    assert cut == "xxxxxxxxxx...(truncated, 1000 bytes)"
+    assert logs.clip("é" * 300).endswith("(truncated, 600 bytes)")  # bytes, not characters
+
+
+def test_redact_bounds_every_text_value() -> None:
+    event = {"event": "x", "dn": "d" * 200_000, "nested": {"cn": "c" * 5000}, "n": 3}
+    out = logs.redact(None, "info", event)
+    assert len(out["dn"]) < 300 and out["dn"].endswith("(truncated, 200000 bytes)")
+    assert out["nested"]["cn"].endswith("(truncated, 5000 bytes)")
+    assert out["n"] == 3
+
+
+@pytest.mark.parametrize("mode", ["masked", "full", "hash"])
+def test_malformed_barcodes_log_only_their_size(mode: str) -> None:
+    audit = Audit(mode, hash_key=b"k" * 32)  # type: ignore[arg-type]
+    assert audit.barcode("7" * 200_000) == "(malformed, 200000 bytes)"
+    assert audit.barcode("") == "(malformed, 0 bytes)"
+    assert audit.barcode("2123 4000") == "(malformed, 9 bytes)"
+    assert audit.barcode("caf\u00e9") == "(malformed, 5 bytes)"
+    # a mangled SIP2 message glued the PIN to the barcode: no part of it may show
+    for glued in ("1234AD5961", "21234000000001AD5961", "21234000000001COsip-pass", "99AC77"):
+        shown = audit.barcode(glued)
+        assert shown == f"(malformed, {len(glued)} bytes)"
+        assert "5961" not in shown
+
+
+def test_bad_input_lines_are_never_remembered() -> None:
+    audit = Audit("masked")
+    ctx = Context("ldap", "anonymous", "127.0.0.1")
+    bad = Decision(Outcome.BAD_INPUT, reason="malformed barcode")
+    for i in range(50):
+        audit.decision(f"{i:06d}" + "7" * 10_000, ctx, bad, 0.001)
+    assert audit._fragments == {}
+    audit.decision("21234000000001", ctx, Decision(Outcome.BAD_PIN, reason="wrong PIN"), 0.001)
+    assert len(audit._fragments) == 1
+
+
+def test_audit_line_fields_are_bounded(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    LOG_FILES.append(path)
+    logs.configure("debug", "json", path)
+    try:
+        audit = Audit("masked")
+        ctx = Context("sip2", "c" * 5000, "s" * 5000)
+        audit.decision("21234000000001", ctx, Decision(Outcome.BAD_PIN, reason="r" * 5000), 0.0)
+        audit.event("reset_requested", barcode="9" * 4096, source="127.0.0.1", note="n" * 9000)
+    finally:
+        logs.stop()
+        logs.configure("debug", "json", Path(__file__).parent / "artifacts" / "in-process.log")
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert all(len(json.dumps(x)) < 1200 for x in lines)
+    assert lines[0]["client"].endswith("(truncated, 5000 bytes)")
+    assert lines[0]["reason"].endswith("(truncated, 5000 bytes)")
+    assert lines[1]["barcode"] == "(malformed, 4096 bytes)"
+    assert lines[1]["note"].endswith("(truncated, 9000 bytes)")
+
+
+@given(st.text(max_size=400))
+def test_any_barcode_is_shown_short_and_never_with_a_glued_secret(barcode: str) -> None:
+    shown = Audit("masked").barcode(barcode)
+    assert len(shown) <= 64 or shown.startswith("(malformed, ")
+    if "AD" in barcode or "CO" in barcode or "AC" in barcode:
+        assert shown.startswith("(malformed, ")
+    full = Audit("full").barcode(barcode)
+    assert full == barcode or full.startswith("(malformed, ")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 from typing import Any, Literal
 
 import msgspec
@@ -23,6 +24,34 @@ BarcodeMode = Literal["masked", "full", "hash"]
 
 #: Distinct (who, card, outcome, reason) audit fragments kept ready-encoded; cleared when full.
 FRAGMENTS = 10_000
+
+#: Longest barcode the audit shows (as the core accepts: `bridge.core.auth.MAX_BARCODE`).
+BARCODE_SHOWN = 64
+#: Longest client, source or reason text an audit line carries before it is cut.
+FIELD_SHOWN = 128
+
+#: SIP2's secret field codes (PIN, terminal password, login password) inside a barcode: a
+#: mangled message with a lost `|` glues the PIN to the barcode (`AA1234AD5961`), and the
+#: masked form's last four characters would then be the PIN's.
+_GLUED_SECRET = re.compile(r"A[CD]|CO")
+
+
+def malformed(value: str) -> str:
+    """What the audit writes instead of a value it will not show: its size only."""
+    return f"(malformed, {len(value.encode('utf-8', 'replace'))} bytes)"
+
+
+def showable_barcode(barcode: str) -> bool:
+    """Whether a barcode may appear in a line (masked, full or hashed): one the core could
+    accept, with no secret glued into it. Anything else is hostile or broken input, logged as
+    its size only, so no part of it (a PIN, 200 KB of padding) reaches the log."""
+    return (
+        0 < len(barcode) <= BARCODE_SHOWN
+        and barcode.isascii()
+        and barcode.isprintable()
+        and " " not in barcode
+        and _GLUED_SECRET.search(barcode) is None
+    )
 
 
 class Audit:
@@ -40,6 +69,8 @@ class Audit:
         self._fragments: dict[tuple[str, str, str, str, Outcome, str], str] = {}
 
     def barcode(self, barcode: str) -> str:
+        if not showable_barcode(barcode):
+            return malformed(barcode)
         if self.barcode_mode == "full":
             return barcode
         if self.barcode_mode == "hash":
@@ -51,14 +82,19 @@ class Audit:
         """One line per authentication on every protocol, so its cost is per request: the
         fields other than time and latency repeat (the same terminal asks about the same card),
         so they are JSON-encoded once and the line is assembled around them. The fields are
-        fixed and never secret, which is why this line may skip structlog's processor chain."""
+        fixed and never secret, which is why this line may skip structlog's processor chain.
+
+        Only well-formed questions are remembered: a line about bad input (a 200 KB DN, a
+        garbled barcode) is built, written and forgotten, so hostile values cannot fill the
+        table, and every field is bounded before it is encoded."""
         key = (ctx.protocol, ctx.client, ctx.source, barcode, decision.outcome, decision.reason)
         members = self._fragments.get(key)
         if members is None:
             members = self._members(barcode, ctx, decision)
-            if len(self._fragments) >= FRAGMENTS:
-                self._fragments.clear()
-            self._fragments[key] = members
+            if decision.outcome is not Outcome.BAD_INPUT and showable_barcode(barcode):
+                if len(self._fragments) >= FRAGMENTS:
+                    self._fragments.clear()
+                self._fragments[key] = members
         if not logs.emit_members("auth", members, latency * 1000):
             fields = msgspec.json.decode(f"{{{members}}}")
             del fields["kind"]  # bound on this logger already
@@ -68,16 +104,28 @@ class Audit:
         fields = {
             "kind": "audit",
             "protocol": ctx.protocol,
-            "client": ctx.client,
-            "source": ctx.source,
+            "client": logs.clip(ctx.client, FIELD_SHOWN),
+            "source": logs.clip(ctx.source, FIELD_SHOWN),
             "barcode": self.barcode(barcode),
             "outcome": decision.outcome.value,
-            "reason": decision.reason,
+            "reason": logs.clip(decision.reason, FIELD_SHOWN),
         }
         return msgspec.json.encode(fields).decode("utf-8")[1:-1]
 
-    def event(self, event: str, *, barcode: str | None = None, **fields: Any) -> None:
-        """A PIN-life or admin event (pin_changed, reset_requested, patron_blocked, ...)."""
+    def event(
+        self,
+        event: str,
+        *,
+        barcode: str | None = None,
+        severity: Literal["info", "warning"] = "info",
+        **fields: Any,
+    ) -> None:
+        """A PIN-life or admin event (pin_changed, reset_requested, patron_blocked, ...).
+        `severity="warning"` for refusals an operator should notice (a terminal whose SIP
+        login fails). Text fields are bounded by the logging setup (`logs.clip`)."""
         if barcode is not None:
             fields["barcode"] = self.barcode(barcode)
-        self._log.info(event, **fields)
+        if severity == "warning":
+            self._log.warning(event, **fields)
+        else:
+            self._log.info(event, **fields)

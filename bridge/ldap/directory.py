@@ -31,6 +31,8 @@ OPERATIONAL: Final = frozenset(
     {"entryuuid", "entrydn", "structuralobjectclass", "hassubordinates", "subschemasubentry"}
 )
 LOCATE_CACHE: Final = 4096
+#: Longest DN (characters) whose location is remembered; longer ones are parsed each time.
+LOCATE_NAME_MAX: Final = 512
 _UUID_NAMESPACE: Final = uuid.UUID("6f1d2c1e-3b7a-5c55-9a43-0c6a3a9b2e11")
 
 
@@ -167,6 +169,8 @@ class Directory:
         found = self._located.get(name)
         if found is None:
             found = self._locate(name)
+            if len(name) > LOCATE_NAME_MAX:
+                return found  # not a name clients repeat: never kept (a 200 KB DN flood)
             if len(self._located) >= LOCATE_CACHE:
                 self._located.clear()
             self._located[name] = found

@@ -62,6 +62,11 @@ class UnknownMessage(ProtocolError):
     """A two-character command this codec does not know."""
 
 
+class BadSequence(ProtocolError):
+    """An AY (sequence number) that is not a single digit: the message is malformed and
+    answered with 96, like a bad checksum (the client cannot be mirrored a sequence)."""
+
+
 class FrameTooLong(ProtocolError):
     """More bytes than the configured maximum without a terminator."""
 
@@ -409,6 +414,12 @@ def decode(frame: bytes, *, charset: Charset = "cp850") -> Message:
         raise ProtocolError(f"message {code} shorter than its fixed part")
     values = {name: text[a:b] for name, a, b in spans}
     fields = [(p[:2], p[2:]) for p in text[fixed_end:].split("|") if len(p) >= 2]
+    if "AY" in text[fixed_end:]:
+        for tag, value in fields:
+            # A well-formed AY was taken off as the trailer; one left among the fields that
+            # is not one digit (`AY12AZ...`, `AYx`, `AYAZ...`) means a broken trailer.
+            if tag == "AY" and not (len(value) == 1 and value.isdigit() and value.isascii()):
+                raise BadSequence(f"message {code} has a sequence number that is not one digit")
     return Message(code, values, fields, sequence, checksummed)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 
@@ -33,6 +33,7 @@ log = structlog.get_logger("bridge.sip2")
 MAX_QUEUED = 64  # pipelined requests waiting before we stop reading
 #: Session events worth an audit line (logins, and what could be probing).
 AUDITED = frozenset({"login", "login_failed", "bad_checksum"})
+WARNINGS = frozenset({"login_failed"})
 
 
 class Connection(asyncio.Protocol):
@@ -214,7 +215,7 @@ class Connection(asyncio.Protocol):
             elif type(action) is Reply:
                 transport.write(action.data)
                 if action.event:
-                    self._event(action.event, action.login)
+                    self._event(action.event, action.login, action.reason)
                 if action.close:
                     log.info("sip2_login_attempts_exhausted", source=self.source)
                     self.close()
@@ -250,11 +251,22 @@ class Connection(asyncio.Protocol):
             self.transport.write(task.result())
         self._pump()
 
-    def _event(self, event: str, login: str) -> None:
+    def _event(self, event: str, login: str, reason: str = "") -> None:
         session = self.session
         account = session.account if session is not None else None
-        fields = {"source": self.source, "client": login or (account.login if account else "")}
+        fields: dict[str, Any] = {
+            "source": self.source,
+            "client": login or (account.login if account else ""),
+        }
+        if reason:
+            fields["reason"] = reason
         if event in AUDITED:
-            self.listener.services.audit.event(f"sip2_{event}", **fields)
+            # a failed terminal login is something to act on (a wrong password in a
+            # self-check's config, a unit moved to another network): warning, with the reason
+            audit = self.listener.services.audit
+            if event in WARNINGS:
+                audit.event(f"sip2_{event}", severity="warning", **fields)
+            else:
+                audit.event(f"sip2_{event}", **fields)
         else:
             log.info(f"sip2_{event}", **fields)

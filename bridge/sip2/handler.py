@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import structlog
 
 from bridge.core.auth import valid_barcode
-from bridge.core.patron import Context, Decision, Patron
+from bridge.core.patron import Context, Decision, Outcome, Patron
 from bridge.core.store import NotSupported, StoreError, StoreUnavailable
 from bridge.services import Services
 from bridge.sip2 import answers
@@ -226,6 +226,17 @@ class Handler:
         core hands back the same `Decision` object while its verification is cached, so an
         identity check says whether the template still fits."""
         date, today = self._dates()
+        if decision.outcome is Outcome.BAD_INPUT:
+            # answered and forgotten: a hostile barcode or institution must not fill the table
+            answer = answers.check_answer(
+                request,
+                decision,
+                date=date,
+                today=today,
+                policy=account.policy,
+                options=self.options(account),
+            )
+            return Prepared(render(template(answer.to_message()), {"transaction_date": date}))
         key = (request.code, request.barcode, request.institution, account.login)
         kept = self._templates.get(key)
         if kept is None or kept.decision is not decision or kept.today != today:

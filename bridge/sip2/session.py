@@ -85,20 +85,50 @@ class Accounts:
         ]
 
     def check(self, login: str, password: Secret, source: str) -> Account | None:
+        return self.verify(login, password, source).account
+
+    def verify(self, login: str, password: Secret, source: str) -> LoginCheck:
+        """The account, or why there is none. Every entry is compared (constant time) before
+        the reason is worked out, so the answer's timing still says nothing."""
         given_login = login.encode("utf-8")
         given_password = password.reveal()
         found: Account | None = None
+        named: Account | None = None
         for account, name, secret in self._accounts:
             name_ok = hmac.compare_digest(name, given_login)
             secret_ok = hmac.compare_digest(secret, given_password)
+            if name_ok and named is None:
+                named = account
             if name_ok and secret_ok and found is None:
                 found = account
-        if found is not None and not found.allows(source):
-            return None
-        return found
+        if named is None:
+            return LoginCheck(None, UNKNOWN_LOGIN, "")
+        if found is None:
+            return LoginCheck(None, WRONG_PASSWORD, named.login)
+        if not found.allows(source):
+            return LoginCheck(None, WRONG_NETWORK, found.login)
+        return LoginCheck(found, "", found.login)
 
     def __len__(self) -> int:
         return len(self._accounts)
+
+
+#: Why a 93 failed (the `reason` of `sip2_login_failed`; never the password, never the login
+#: as sent unless it names a configured account).
+UNKNOWN_LOGIN = "unknown login"
+WRONG_PASSWORD = "wrong password"  # noqa: S105 - a log reason, not a password
+WRONG_NETWORK = "source not in the account's networks"
+ALGORITHM = "unsupported uid/pwd algorithm (only 0, plain text)"
+
+
+@dataclass(frozen=True, slots=True)
+class LoginCheck:
+    """The outcome of a login: the account, or the reason and (when it names a configured
+    account) the login to log."""
+
+    account: Account | None
+    reason: str
+    login: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +145,8 @@ class Reply:
     data: bytes
     event: str = ""
     close: bool = False
-    login: str = ""  # the CN a login event was for (never the CO)
+    login: str = ""  # the configured login a login event was for (never the CN as sent)
+    reason: str = ""  # why a login failed
 
 
 @dataclass(slots=True)  # one per request: not frozen (cheaper to build); never changed
@@ -225,7 +256,8 @@ class Session:
 
     def _login(self, message: Message, frame: bytes, terminator: bytes) -> Reply:
         login = LoginRequest.from_message(message)
-        account = self.accounts.check(login.login, login.password, self.source)
+        check = self.accounts.verify(login.login, login.password, self.source)
+        account = check.account
         plain = login.uid_algorithm in ("0", " ") and login.pwd_algorithm in ("0", " ")
         if account is None or not plain:
             self.account = None  # a failed re-login logs the terminal out
@@ -237,7 +269,10 @@ class Session:
                 terminator=terminator,
             )
             close = self.login_failures >= self.options.login_attempts
-            return Reply(data, "login_failed", close=close, login=login.login[:64])
+            # The CN as sent is logged only when it names a configured account: in a mangled
+            # 93 (a lost `|`) it can hold the password (`CNselfcheckCOsecret`).
+            reason = check.reason if account is None else ALGORITHM
+            return Reply(data, "login_failed", close=close, login=check.login, reason=reason)
         self.account = account
         self.login_failures = 0
         self._pending = frame

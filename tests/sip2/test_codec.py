@@ -12,6 +12,7 @@ from bridge.sip2.codec import (
     ACS_RESEND,
     LAYOUTS,
     RESEND,
+    BadSequence,
     ChecksumError,
     Framer,
     FrameTooLong,
@@ -94,6 +95,42 @@ def test_no_final_pipe_empty_fields_unknown_fields_any_order() -> None:
 def test_trailing_pipes_and_sequence_without_checksum() -> None:
     m = decode(b"3520240101    101010AOMAIN|AA1|||AY7")
     assert m.sequence == 7 and not m.checksummed and m.get("AA") == "1"
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [b"|AY12", b"|AY", b"|AYx", b"|AY12AZ", b"|AYAZ", b"|AY\xbd", b"|AY1x|AOMAIN|"],
+)
+@pytest.mark.parametrize("checksummed", [False, True])
+def test_sequence_that_is_not_one_digit_is_malformed(tail: bytes, checksummed: bool) -> None:
+    body = b"3520240101    101010AOMAIN|AA1" + tail
+    if checksummed:
+        body += b"AZ"
+        body += checksum(body).encode()
+    with pytest.raises(BadSequence):
+        decode(body)
+
+
+def test_one_digit_sequences_still_read() -> None:
+    for n in range(10):
+        body = b"3520240101    101010AOMAIN|AA1|AY%dAZ" % n
+        assert decode(body + checksum(body).encode()).sequence == n
+        assert decode(b"3520240101    101010AOMAIN|AA1|AY%d" % n).sequence == n
+
+
+@given(st.text(alphabet="0123456789AZYx|", min_size=0, max_size=6), st.booleans())
+def test_property_any_ay_is_one_digit_or_refused(ay: str, with_az: bool) -> None:
+    body = b"3520240101    101010AOMAIN|AA1|AY" + ay.encode()
+    if with_az:
+        body += b"AZ"
+        body += checksum(body).encode()
+    try:
+        message = decode(body)
+    except ProtocolError:
+        return
+    assert message.sequence is None or 0 <= message.sequence <= 9
+    for tag, value in message.fields:
+        assert tag != "AY" or (len(value) == 1 and value.isdigit())
 
 
 def test_value_ending_like_a_checksum_is_not_one() -> None:
@@ -185,7 +222,9 @@ values = st.text(
     alphabet=st.characters(codec="cp850", exclude_characters="|\r\n", min_codepoint=32),
     max_size=30,
 ).filter(str.isprintable)
-tags = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=2, max_size=2)
+tags = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=2, max_size=2).filter(
+    lambda t: t != "AY"  # the sequence number is the trailer's, never a field we send
+)
 
 
 @st.composite

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.core.patron import ClientPolicy
-from bridge.sip2.codec import RESEND, build, decode
+from bridge.sip2.codec import RESEND, build, checksum, decode
 from bridge.sip2.session import (
     Account,
     Accounts,
@@ -138,3 +138,49 @@ def test_property_receive_never_raises(frames: list[bytes], before_login: bool) 
         assert action is None or isinstance(action, Reply | Dispatch | Close)
         if isinstance(action, Dispatch):
             s.answer(action.message, build("96"))
+
+
+# -- issue 21: login failures say why; malformed sequence numbers -----------------------------
+
+
+def test_login_failures_say_why_and_never_echo_the_login_as_sent() -> None:
+    s = session()
+    wrong = s.receive(login_msg(password="nope"))
+    assert isinstance(wrong, Reply) and wrong.reason == "wrong password"
+    assert wrong.login == "selfcheck"
+    s = session()
+    unknown = s.receive(login_msg("somebody-else"))
+    assert isinstance(unknown, Reply) and unknown.reason == "unknown login"
+    assert unknown.login == ""  # an unknown CN is not logged as sent
+    network = session().receive(login_msg("lan", "lan-secret-1"))
+    assert isinstance(network, Reply) and network.reason == "source not in the account's networks"
+    assert network.login == "lan"
+    algorithm = session().receive(login_msg(alg=b"01"))
+    assert isinstance(algorithm, Reply) and "algorithm" in algorithm.reason
+    # a mangled 93 (the `|` lost): the password is glued to the login
+    mangled = session().receive(b"9300CNselfcheckCOsc-secret-1|CPdesk|")
+    assert isinstance(mangled, Reply) and mangled.event == "login_failed"
+    assert mangled.reason == "unknown login" and mangled.login == ""
+    assert "sc-secret-1" not in repr(mangled)
+
+
+@pytest.mark.parametrize("ay", [b"12", b"", b"x", b"07"])
+def test_sequence_that_is_not_one_digit_gets_96(ay: bytes) -> None:
+    s = session()
+    s.receive(login_msg())
+    body = patron_msg("63", "1", DEMO_PIN) + b"AY" + ay + b"AZ"
+    action = s.receive(body + checksum(body).encode())
+    assert isinstance(action, Reply) and action.data == RESEND + b"\r"
+    assert s.account is not None  # still logged in: a resend request, not a close
+
+
+@given(st.binary(max_size=4))
+def test_property_any_sequence_field_answers_96_or_one_digit(ay: bytes) -> None:
+    s = session()
+    s.receive(login_msg())
+    action = s.receive(patron_msg("63", "1", DEMO_PIN) + b"AY" + ay)
+    if isinstance(action, Dispatch):
+        assert action.message.sequence is None or 0 <= action.message.sequence <= 9
+        assert all(tag != "AY" for tag, _ in action.message.fields) or ay[:1].isdigit()
+    else:
+        assert isinstance(action, Reply) and action.data == RESEND + b"\r"
