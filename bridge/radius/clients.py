@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from bridge.core.patron import ClientPolicy
 from bridge.radius.packet import SharedSecret
@@ -24,7 +25,7 @@ class Client:
     name: str
     network: IPNetwork
     secret: SharedSecret = field(repr=False)
-    require_message_authenticator: bool
+    require_message_authenticator: bool | Literal["auto"]
     limit_proxy_state: bool
     policy: ClientPolicy
     accept_attributes: bytes = b""  # pre-encoded, for every Access-Accept
@@ -111,3 +112,29 @@ class HealthCache:
     def put(self, ok: bool, now: float) -> None:
         self._ok = ok
         self._at = now
+
+
+class AuthenticatorPolicy:
+    """Whether an Access-Request without Message-Authenticator is dropped (BlastRADIUS).
+
+    `true`: always; `false`: never; `"auto"`: once that NAS has sent one, as FreeRADIUS 3.2.5+
+    does: a NAS that signs its requests is expected to keep signing them, so a later unsigned
+    request from its address is dropped. Learned per (client, source address), so one
+    `network` client can cover NASes of both kinds; kept in memory only (relearned after a
+    restart, like FreeRADIUS). Only packets whose Message-Authenticator verified with the
+    client's secret teach it, so the table holds real NASes only; it stops learning when full
+    rather than forgetting (forgetting would lift the requirement)."""
+
+    def __init__(self, max_entries: int = 65536) -> None:
+        self.max_entries = max_entries
+        self._signed: set[tuple[str, str]] = set()
+
+    def learn(self, client: str, source: str) -> None:
+        if len(self._signed) < self.max_entries:
+            self._signed.add((client, source))
+
+    def required(self, client: Client, source: str) -> bool:
+        mode = client.require_message_authenticator
+        if mode == "auto":
+            return (client.name, source) in self._signed
+        return mode

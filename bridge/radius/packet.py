@@ -52,7 +52,15 @@ _MD5 = hashlib.md5
 
 
 class ProtocolError(Exception):
-    """The bytes are not a well-formed RADIUS packet (or value); the message names why."""
+    """The bytes are not a well-formed RADIUS packet (or value); the message names why.
+
+    `kind` is the same reason without the numbers in it ("truncated packet", not "truncated
+    packet (40 of 300 octets)"): logs are limited per kind, so a sender varying lengths cannot
+    make every packet a new line."""
+
+    def __init__(self, message: str, kind: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind or message
 
 
 class SharedSecret:
@@ -152,12 +160,12 @@ def decode(data: bytes) -> Packet:
     """Parse one datagram; raise ProtocolError for anything RFC 2865 calls malformed."""
     size = len(data)
     if size < HEADER_LENGTH:
-        raise ProtocolError(f"short packet ({size} octets)")
+        raise ProtocolError(f"short packet ({size} octets)", "short packet")
     code, identifier, length = _HEADER.unpack_from(data)
     if length < HEADER_LENGTH or length > MAX_PACKET:
-        raise ProtocolError(f"bad length field {length}")
+        raise ProtocolError(f"bad length field {length}", "bad length field")
     if size < length:
-        raise ProtocolError(f"truncated packet ({size} of {length} octets)")
+        raise ProtocolError(f"truncated packet ({size} of {length} octets)", "truncated packet")
     if size > length:
         data = data[:length]
     attributes: list[tuple[int, bytes]] = []
@@ -169,10 +177,12 @@ def decode(data: bytes) -> Packet:
         kind = data[pos]
         alen = data[pos + 1]
         if alen < 2:
-            raise ProtocolError(f"attribute {kind} has length {alen}")
+            raise ProtocolError(f"attribute {kind} has length {alen}", "bad attribute length")
         end = pos + alen
         if end > length:
-            raise ProtocolError(f"attribute {kind} overruns the packet")
+            raise ProtocolError(
+                f"attribute {kind} overruns the packet", "attribute overruns the packet"
+            )
         if kind == MESSAGE_AUTHENTICATOR:
             if alen != 18:
                 raise ProtocolError("Message-Authenticator is not 16 octets")
@@ -271,7 +281,10 @@ def decrypt_password(hidden: bytes, secret: SharedSecret | bytes, authenticator:
     and dropping bytes would turn `59 e9 61` into something else."""
     size = len(hidden)
     if size < 16 or size > MAX_PASSWORD or size % 16:
-        raise ProtocolError(f"User-Password of {size} octets (want 16..128, a multiple of 16)")
+        raise ProtocolError(
+            f"User-Password of {size} octets (want 16..128, a multiple of 16)",
+            "bad User-Password length",
+        )
     key = _key(secret)
     if size == 16:  # every PIN fits one block: skip the chaining loop
         return _xor16(hidden, key.md5_after(authenticator)).rstrip(b"\x00")
@@ -307,7 +320,9 @@ def encode_attributes(attributes: Iterable[tuple[int, bytes]]) -> bytes:
     out = bytearray()
     for kind, value in attributes:
         if len(value) > MAX_VALUE:
-            raise ProtocolError(f"attribute {kind} value longer than {MAX_VALUE} octets")
+            raise ProtocolError(
+                f"attribute {kind} value longer than {MAX_VALUE} octets", "attribute value too long"
+            )
         out.append(kind)
         out.append(len(value) + 2)
         out += value

@@ -34,7 +34,13 @@ from bridge.core.store import StoreError
 from bridge.radius import accounting
 from bridge.radius.answers import Answer, answer, refusal
 from bridge.radius.attributes import encode_table, merge
-from bridge.radius.clients import Client, ClientTable, HealthCache, LogLimiter
+from bridge.radius.clients import (
+    AuthenticatorPolicy,
+    Client,
+    ClientTable,
+    HealthCache,
+    LogLimiter,
+)
 from bridge.radius.dedup import DuplicateCache, Key, Verdict
 from bridge.radius.packet import (
     ACCESS_ACCEPT,
@@ -142,6 +148,7 @@ class RadiusServer:
     health_probe: asyncio.Task[bool] | None = None
     replies: dict[tuple[str, str, str], bytes] = field(default_factory=dict)
     contexts: dict[tuple[str, str], Context] = field(default_factory=dict)
+    authenticators: AuthenticatorPolicy = field(default_factory=AuthenticatorPolicy)
 
     # -- entry ----------------------------------------------------------------------------
     def received(self, endpoint: Endpoint, data: bytes, addr: Address) -> None:
@@ -155,7 +162,7 @@ class RadiusServer:
         try:
             packet = decode(data)
         except ProtocolError as exc:
-            self.drop(client, host, f"malformed: {exc}")
+            self.drop(client, host, f"malformed: {exc.kind}", str(exc))
             return
         code = packet.code
         if code == ACCESS_REQUEST:
@@ -165,23 +172,36 @@ class RadiusServer:
         elif code == STATUS_SERVER:
             self.status_server(endpoint, client, packet, addr)
         else:
-            self.drop(client, host, f"unsupported packet code {code}")
+            self.drop(client, host, "unsupported packet code", str(code))
 
-    def _log_limited(self, event: str, client: Client, host: str, reason: str) -> None:
-        """At most one line per source and reason per second, counting the ones held back."""
+    def _log_limited(
+        self, event: str, client: Client, host: str, reason: str, detail: str = ""
+    ) -> None:
+        """At most one line per source and reason kind per second, counting the ones held back.
+
+        `reason` is a fixed text (the kind: "malformed: truncated packet"); what varies from
+        packet to packet (lengths, attribute numbers) goes in `detail`, which is logged with
+        the line that is written but never part of the key, so a sender cannot turn every
+        packet into a line by varying a number."""
         suppressed = self.drop_log.allow((host, reason), self.loop.time())
         if suppressed is not None:
+            extra = {"detail": detail} if detail else {}
             log.warning(
-                event, client=client.name, source=host, reason=reason, suppressed=suppressed
+                event,
+                client=client.name,
+                source=host,
+                reason=reason,
+                suppressed=suppressed,
+                **extra,
             )
 
-    def drop(self, client: Client, host: str, reason: str) -> None:
-        self._log_limited("radius_dropped", client, host, reason)
+    def drop(self, client: Client, host: str, reason: str, detail: str = "") -> None:
+        self._log_limited("radius_dropped", client, host, reason, detail)
 
-    def refused(self, client: Client, host: str, reason: str) -> None:
+    def refused(self, client: Client, host: str, reason: str, detail: str = "") -> None:
         """An authenticated request the bridge will not check (CHAP, EAP, bad password field):
         rejected, and logged like a drop (at most once per source and reason per second)."""
-        self._log_limited("radius_refused", client, host, reason)
+        self._log_limited("radius_refused", client, host, reason, detail)
 
     # -- Access-Request -------------------------------------------------------------------
     def access_request(
@@ -194,7 +214,9 @@ class RadiusServer:
             if not message_authenticator_ok(packet, secret):
                 self.drop(client, host, "bad Message-Authenticator (wrong secret?)")
                 return
-        elif client.require_message_authenticator:
+            if client.require_message_authenticator == "auto":
+                self.authenticators.learn(client.name, host)
+        elif self.authenticators.required(client, host):
             self.drop(client, host, "no Message-Authenticator (required for this client)")
             return
         elif client.limit_proxy_state and fields.proxy_state:
@@ -219,7 +241,7 @@ class RadiusServer:
         try:
             pin = Secret(decrypt_password(hidden, secret, packet.authenticator))
         except ProtocolError as exc:
-            self.refused(client, host, str(exc))
+            self.refused(client, host, exc.kind, str(exc))
             self.reply(pending, refusal(), "")
             return
         barcode = user.decode("utf-8", "replace")

@@ -36,7 +36,9 @@ class RadiusClient(Section, frozen=True):
     network: str  # an address or a CIDR network, IPv4 or IPv6
     secret: str
     # BlastRADIUS (CVE-2024-3596): drop Access-Requests without a valid Message-Authenticator.
-    require_message_authenticator: bool = True
+    # true (default): always required; "auto": required from a NAS address once it has sent
+    # one (FreeRADIUS's auto); false: never (pam_radius_auth < 3.0, which never sends one).
+    require_message_authenticator: bool | Literal["auto"] = True
     # When the above is off: still drop requests that carry Proxy-State but no authenticator.
     limit_proxy_state: bool = True
     policy: PolicySettings | None = None  # None: the global [policy]

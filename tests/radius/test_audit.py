@@ -98,7 +98,8 @@ def test_audit_log_and_drop_reasons(tmp_path: Path) -> None:
     assert "CHAP is not supported" in logs
     assert "no Message-Authenticator (required for this client)" in logs
     assert "bad accounting Request Authenticator" in logs
-    assert "malformed: attribute 1 has length 1" in logs
+    assert '"reason":"malformed: bad attribute length"' in logs  # the kind: no numbers
+    assert '"detail":"attribute 1 has length 1"' in logs
     assert logs.count('"radius_unknown_client"') == 1
     assert SECRET not in logs
 

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.core.patron import ClientPolicy
-from bridge.radius.clients import Client, ClientTable, HealthCache, LogLimiter
+from bridge.radius.clients import (
+    AuthenticatorPolicy,
+    Client,
+    ClientTable,
+    HealthCache,
+    LogLimiter,
+)
 from bridge.radius.packet import SharedSecret
 
 
@@ -91,3 +98,31 @@ def test_health_cache() -> None:
     assert cache.get(12) is None
     cache.put(False, 12)
     assert cache.get(13) is False
+
+
+def test_authenticator_policy_modes() -> None:
+    policy = AuthenticatorPolicy(max_entries=2)
+    always = client("always", "10.0.0.0/8")
+    never = dataclasses.replace(always, name="never", require_message_authenticator=False)
+    auto = dataclasses.replace(always, name="auto", require_message_authenticator="auto")
+    assert policy.required(always, "10.0.0.1") and not policy.required(never, "10.0.0.1")
+    assert not policy.required(auto, "10.0.0.1")  # never signed yet: accepted unsigned
+    policy.learn("auto", "10.0.0.1")
+    assert policy.required(auto, "10.0.0.1")  # signed once: required from then on
+    assert not policy.required(auto, "10.0.0.2")  # per NAS address
+    policy.learn("auto", "10.0.0.2")
+    policy.learn("auto", "10.0.0.3")  # full: stops learning, never forgets
+    assert policy.required(auto, "10.0.0.1") and policy.required(auto, "10.0.0.2")
+    assert not policy.required(auto, "10.0.0.3")
+
+
+@given(st.lists(st.tuples(st.sampled_from(["a", "b"]), st.booleans()), max_size=30))
+def test_property_auto_once_required_stays_required(events: list[tuple[str, bool]]) -> None:
+    policy = AuthenticatorPolicy()
+    auto = dataclasses.replace(client("auto", "10.0.0.0/8"), require_message_authenticator="auto")
+    signed: set[str] = set()
+    for source, has_ma in events:
+        assert policy.required(auto, source) == (source in signed)
+        if has_ma:
+            policy.learn("auto", source)
+            signed.add(source)

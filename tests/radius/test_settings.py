@@ -63,3 +63,25 @@ def test_secret_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_vendor_attribute_encodes_as_vendor_specific() -> None:
     kind, value = encode_one("MS-CHAP-Error", "E=691")
     assert kind == 26 and value[:4] == (311).to_bytes(4, "big") and value[4] == 2
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("true", True), ("false", False), ('"auto"', "auto")]
+)
+def test_require_message_authenticator_modes(value: str, expected: object) -> None:
+    config = loads(radius(GOOD + f"\nrequire_message_authenticator = {value}"))
+    assert config.radius is not None
+    assert config.radius.clients[0].require_message_authenticator == expected
+
+
+def test_require_message_authenticator_defaults_to_required() -> None:
+    config = loads(radius(GOOD))
+    assert config.radius is not None
+    assert config.radius.clients[0].require_message_authenticator is True
+
+
+@pytest.mark.parametrize("value", ['"yes"', '"AUTO"', "1", '"no"'])
+def test_require_message_authenticator_rejects_other_values(value: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        loads(radius(GOOD + f"\nrequire_message_authenticator = {value}"), source="bridge.toml")
+    assert "require_message_authenticator" in str(err.value)
