@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import Response
 
+from bridge.core.auth import valid_barcode
 from bridge.core.patron import Outcome, Patron
 from bridge.core.secret import Secret
 from bridge.portal.i18n import Translator
@@ -44,6 +45,13 @@ async def forgot(request: Request) -> Response:
             "message.html", status=429, title="forgot.title", message="forgot.too_many"
         )
     barcode = form.get("barcode", "").strip()
+    if not valid_barcode(barcode):
+        # Not a card: audited by size only, and never a key in the per-card table (hostile
+        # values would fill it). The page is the same as for any card.
+        portal.authenticator.audit.event(
+            "reset_requested", barcode=barcode, source=visit.source, result="malformed"
+        )
+        return visit.render("forgot_sent.html")
     portal.spawn(_send_link(portal, barcode, visit.t, visit.source))
     return visit.render("forgot_sent.html")
 
