@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import importlib.metadata
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,6 +35,15 @@ LOCATE_CACHE: Final = 4096
 #: Longest DN (characters) whose location is remembered; longer ones are parsed each time.
 LOCATE_NAME_MAX: Final = 512
 _UUID_NAMESPACE: Final = uuid.UUID("6f1d2c1e-3b7a-5c55-9a43-0c6a3a9b2e11")
+
+
+@functools.lru_cache(maxsize=1)
+def package_version() -> str:
+    """The installed distribution's version (RFC 3045 vendorVersion), read once."""
+    try:
+        return importlib.metadata.version("patron-bridge")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "unknown"
 
 
 @functools.lru_cache(maxsize=4096)
@@ -55,6 +65,7 @@ class Entry:
     dn: str
     attributes: list[tuple[str, list[bytes]]]
     index: dict[str, list[bytes]] = field(default_factory=dict)  # lower name → values
+    patron: bool = False  # a patron's entry (service accounts' attribute allow-lists apply)
 
     def __post_init__(self) -> None:
         self.index = {name.lower(): values for name, values in self.attributes}
@@ -234,7 +245,7 @@ class Directory:
                 ("supportedControl", [c.encode() for c in controls]),
                 ("supportedSASLMechanisms", []),
                 ("vendorName", [b"Patron Bridge"]),
-                ("vendorVersion", [b"patron-bridge"]),
+                ("vendorVersion", [f"patron-bridge {package_version()}".encode()]),
             ],
         )
 
@@ -263,9 +274,9 @@ class Directory:
         key = category.casefold()
         entry = self._groups.get(key)
         if entry is None:
-            if len(self._groups) >= ENTRY_MEMO:
-                self._groups.clear()
-            entry = self._groups[key] = self._group(category)
+            entry = self._group(category)
+            if key in self.groups:  # configured ones only: a name from a request is not kept
+                self._groups[key] = entry
         return entry
 
     def _group(self, category: str) -> Entry:
@@ -318,4 +329,4 @@ class Directory:
                 ("hasSubordinates", [b"FALSE"]),
             ]
         )
-        return Entry(dn, attrs)
+        return Entry(dn, attrs, patron=True)

@@ -346,9 +346,9 @@ class Session:
                 return Reply([done])
             entries, cookie = _page(entries, paged)
             controls.append(m.paged_response(0, cookie))
-        allowed = self._allowed()
         pdus = [
-            m.entry(mid, e.dn, e.select(req.attributes, allowed, req.types_only)) for e in entries
+            m.entry(mid, e.dn, e.select(req.attributes, self._allowed_on(e), req.types_only))
+            for e in entries
         ]
         pdus.append(m.result(mid, m.SEARCH_RESULT_DONE, code, diagnostic, matched, controls))
         return Reply(pdus)
@@ -357,8 +357,18 @@ class Session:
         ident = self.identity
         return self.shared.allowed[ident.index] if isinstance(ident, AsService) else None
 
-    def _visible(self, attrs: dict[str, list[bytes]]) -> dict[str, list[bytes]]:
-        allowed = self._allowed()
+    def _allowed_on(self, e: Entry) -> frozenset[str] | None:
+        """The account's attribute allow-list applies to patron entries: it is data
+        minimisation for patron records. The RootDSE, the containers and the group entries
+        hold configuration, not patron data, and are served whole (ldap3 `get_info=ALL` needs
+        the RootDSE's namingContexts; Apache compares a group's objectClass)."""
+        if not e.patron:
+            return None
+        return self._allowed()
+
+    def _visible(self, e: Entry) -> dict[str, list[bytes]]:
+        allowed = self._allowed_on(e)
+        attrs = e.index
         if allowed is None:
             return attrs
         return {k: v for k, v in attrs.items() if k in allowed or k == "objectclass"}
@@ -452,7 +462,7 @@ class Session:
         return found
 
     def _matches(self, f: m.Filter, e: Entry) -> bool:
-        return evaluate(f, self._visible(e.index)) is True
+        return evaluate(f, self._visible(e)) is True
 
     async def _patron(self, barcode: str) -> Patron | None:
         return await self.shared.auth.lookup(barcode)
@@ -531,8 +541,8 @@ class Session:
             raise Refused(rc.INSUFFICIENT_ACCESS)
         self._may_read(req.dn, loc)
         attr = req.attr.lower()
-        allowed = self._allowed()
-        if allowed is not None and attr not in allowed and attr not in GROUP_MEMBER_ATTRS:
+        allowed = self._allowed() if isinstance(loc, PatronName) else None
+        if allowed is not None and attr not in allowed and attr != "objectclass":
             raise Refused(rc.INSUFFICIENT_ACCESS, "attribute not readable")
         if isinstance(loc, GroupName):
             if attr in GROUP_MEMBER_ATTRS:

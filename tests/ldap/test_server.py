@@ -502,3 +502,46 @@ def test_starttls_then_garbage_closes_cleanly(daemon: Daemon) -> None:
     c = Connection(server(daemon), dn(DEMO["active"]), DEMO_PIN, raise_exceptions=False)
     assert c.bind()
     c.unbind()
+
+
+# --- issue 21: what service accounts see of the directory's own entries ----------------------
+
+
+def test_root_dse_is_served_whole_to_a_restricted_service_account(daemon: Daemon) -> None:
+    """ldap3 `get_info=ALL`, bound as the ezproxy account (whose allow-list is patron
+    attributes): the RootDSE is configuration, not patron data."""
+    from importlib.metadata import version
+
+    conn = Connection(
+        server(daemon, get_info=ALL), EZPROXY, EZPROXY_SECRET, raise_exceptions=False
+    )
+    assert conn.bind()
+    info = conn.server.info
+    assert info is not None
+    assert info.naming_contexts == [BASE_DN]
+    assert "3" in [str(v) for v in info.supported_ldap_versions]
+    assert m.OID_PAGED_RESULTS in [c[0] for c in info.supported_controls]
+    assert info.vendor_version == [f"patron-bridge {version('patron-bridge')}"]
+    conn.search("", "(objectClass=*)", BASE, attributes=["*", "+"])
+    assert conn.response[0]["attributes"]["defaultNamingContext"] in (BASE_DN, [BASE_DN])
+    conn.unbind()
+
+
+def test_group_entries_are_comparable_and_readable_by_every_service_account(
+    daemon: Daemon,
+) -> None:
+    group = f"cn=ADULT,ou=groups,{BASE_DN}"
+    conn = connect(daemon, EZPROXY, EZPROXY_SECRET)
+    assert conn.bind()
+    # what Apache's `Require ldap-group` compares before the membership itself
+    assert conn.compare(group, "objectClass", "groupOfNames") is True
+    assert conn.result["result"] == 6
+    assert conn.compare(group, "objectClass", "groupOfUniqueNames") is False
+    assert conn.compare(group, "cn", "ADULT") is True
+    assert conn.compare(group, "member", dn(DEMO["active"])) is True
+    conn.search(group, "(objectClass=*)", BASE, attributes=["cn", "objectClass"])
+    assert conn.response[0]["attributes"]["cn"] == ["ADULT"]
+    # patron entries still honour the allow-list (givenName is not on it)
+    assert conn.compare(dn(DEMO["active"]), "givenName", "Ana") is False
+    assert conn.result["result"] == 50
+    conn.unbind()
