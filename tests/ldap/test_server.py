@@ -512,9 +512,7 @@ def test_root_dse_is_served_whole_to_a_restricted_service_account(daemon: Daemon
     attributes): the RootDSE is configuration, not patron data."""
     from importlib.metadata import version
 
-    conn = Connection(
-        server(daemon, get_info=ALL), EZPROXY, EZPROXY_SECRET, raise_exceptions=False
-    )
+    conn = Connection(server(daemon, get_info=ALL), EZPROXY, EZPROXY_SECRET, raise_exceptions=False)
     assert conn.bind()
     info = conn.server.info
     assert info is not None
