@@ -1,0 +1,183 @@
+"""Apache httpd with mod_authnz_ldap against the real daemon (Debian apache2).
+
+Apache runs in the foreground as a non-root process (as `nobody` when the tests run as root),
+on a loopback port, with its own minimal config in a temporary directory. It searches as the
+shipped-style restricted service account, binds as the patron, and for `Require ldap-group`
+compares on the group entry (objectClass first, for its sub-group logic; that compare once got
+insufficientAccess, 50). `LDAPCacheEntries 0` / `LDAPOpCacheEntries 0`, as docs/ldap.md
+advises, so each request reaches the bridge.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import require_tool
+from tests.harness import DEMO, LOG_FILES, Daemon
+from tests.pins import DEMO_PIN, WRONG_PIN
+
+BASE_DN = "dc=library,dc=example"
+EZPROXY = f"cn=apache,ou=services,{BASE_DN}"
+SECRET = "apache-token-5d0c7e"
+SECTIONS = f"""
+[ldap]
+listen = ["127.0.0.1:0"]
+base_dn = "{BASE_DN}"
+groups = ["ADULT", "JUVENILE"]
+
+[[ldap.service_accounts]]
+dn = "{EZPROXY}"
+password = "{SECRET}"
+attributes = ["uid", "cn", "memberOf"]
+"""
+MODULES = Path("/usr/lib/apache2/modules")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def apache_config(root: Path, port: int, ldap: tuple[str, int]) -> str:
+    host, ldap_port = ldap
+    url = f"ldap://{host}:{ldap_port}/ou=patrons,{BASE_DN}?uid?sub?(objectClass=inetOrgPerson)"
+    modules = [
+        ("mpm_event_module", "mod_mpm_event.so"),
+        ("authn_core_module", "mod_authn_core.so"),
+        ("authz_core_module", "mod_authz_core.so"),
+        ("authz_user_module", "mod_authz_user.so"),
+        ("auth_basic_module", "mod_auth_basic.so"),
+        ("ldap_module", "mod_ldap.so"),
+        ("authnz_ldap_module", "mod_authnz_ldap.so"),
+    ]
+    loads = "\n".join(f"LoadModule {name} {MODULES / so}" for name, so in modules)
+    auth = f"""
+    AuthType Basic
+    AuthName "Library"
+    AuthBasicProvider ldap
+    AuthLDAPURL "{url}"
+    AuthLDAPBindDN "{EZPROXY}"
+    AuthLDAPBindPassword "{SECRET}"
+"""
+    return f"""
+ServerRoot "{root}"
+ServerName 127.0.0.1
+Listen 127.0.0.1:{port}
+PidFile "{root}/httpd.pid"
+ErrorLog "{root}/error.log"
+LogLevel warn authnz_ldap:debug ldap:debug
+Mutex file:{root} default
+DefaultRuntimeDir "{root}"
+{loads}
+LDAPCacheEntries 0
+LDAPOpCacheEntries 0
+DocumentRoot "{root}/htdocs"
+<Directory "{root}/htdocs">
+    Require all granted
+</Directory>
+<Location "/patrons">
+{auth}
+    Require valid-user
+</Location>
+<Location "/adults">
+{auth}
+    Require ldap-group cn=ADULT,ou=groups,{BASE_DN}
+</Location>
+"""
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    d = Daemon(tmp_path, SECTIONS).start()
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+@pytest.fixture
+def apache(daemon: Daemon) -> Iterator[str]:
+    binary = require_tool("apache2")
+    # A directory of its own that a non-root Apache can write (pytest's tmp is root-only).
+    root = Path(tempfile.mkdtemp(prefix="bridge-apache-"))
+    for sub in ("htdocs/patrons", "htdocs/adults"):
+        (root / sub).mkdir(parents=True)
+        (root / sub / "index.html").write_text("inside\n")
+    port = free_port()
+    (root / "httpd.conf").write_text(apache_config(root, port, daemon.address("ldap")))
+    user: str | None = None
+    if os.geteuid() == 0:
+        user = "nobody"
+        nobody = pwd.getpwnam(user)
+        for path in [root, *root.rglob("*")]:
+            os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    error_log = root / "error.log"
+    LOG_FILES.append(error_log)
+    proc = subprocess.Popen(
+        [binary, "-d", str(root), "-f", str(root / "httpd.conf"), "-DFOREGROUND"],
+        user=user,
+        group="nogroup" if user else None,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # ready when it accepts connections (an event: the socket answers)
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode() if proc.stderr else ""
+                raise RuntimeError(f"apache exited {proc.returncode}: {err}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+        kept = daemon.dir / "apache-error.log"
+        if error_log.exists():
+            shutil.copy(error_log, kept)
+            LOG_FILES.append(kept)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def get(base: str, path: str, barcode: str, pin: str) -> int:
+    return httpx.get(base + path, auth=(barcode, pin), timeout=30).status_code
+
+
+def test_apache_search_bind_and_ldap_group(daemon: Daemon, apache: str) -> None:
+    adult, juvenile = DEMO["active"], DEMO["minor"]
+    assert get(apache, "/patrons/index.html", adult, DEMO_PIN) == 200
+    assert get(apache, "/patrons/index.html", adult, WRONG_PIN) == 401
+    assert get(apache, "/patrons/index.html", "21234999999999", DEMO_PIN) == 401
+    # Require ldap-group: Apache compares on the group entry as the service account
+    assert get(apache, "/adults/index.html", adult, DEMO_PIN) == 200
+    assert get(apache, "/adults/index.html", juvenile, DEMO_PIN) == 401
+    daemon.stop()
+    audited = [e for e in daemon.audit_events() if e.get("event") == "auth"]
+    outcomes = [(e["client"], e["outcome"]) for e in audited]
+    assert ("apache", "accepted") in outcomes and ("apache", "bad_pin") in outcomes
