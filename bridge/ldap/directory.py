@@ -145,11 +145,20 @@ class Directory:
         self.services_dn = f"ou=services,{self.base_dn}"
         self._ou = {("ou", name): name for name in ("patrons", "groups", "services")}
         self.record_attr = settings.record_id_attribute
-        self.keys: Mapping[str, Kind] = {
+        keys: dict[str, Kind] = {
             "uid": "barcode",
             "mail": "email",
             settings.record_id_attribute.lower(): "record",
         }
+        self.posix = settings.posix
+        if settings.posix:
+            keys["uidnumber"] = "uid_number"
+        self.keys: Mapping[str, Kind] = keys
+        # objectClass values a patron entry can have (searches that rule them all out never
+        # look a patron up: `filters.excludes`)
+        self.patron_classes = frozenset(
+            c.decode().lower() for c in PATRON_CLASSES + ((b"posixAccount",) if self.posix else ())
+        )
         self.services: dict[tuple[dnlib.RDN, ...], int] = {
             dnlib.parse(a.dn): i for i, a in enumerate(settings.service_accounts)
         }
@@ -281,9 +290,65 @@ class Directory:
 
     def _group(self, category: str) -> Entry:
         name = self.groups.get(category.casefold(), category)
+        if not self.posix:
+            return Entry(
+                self.group_dn(name),
+                [("objectClass", [b"top", b"groupOfNames"]), ("cn", [name.encode()])],
+            )
+        # posixGroup without memberUid: listing members would enumerate patrons; a patron's
+        # groups come from its gidNumber (its primary group).
         return Entry(
             self.group_dn(name),
-            [("objectClass", [b"top", b"groupOfNames"]), ("cn", [name.encode()])],
+            [
+                ("objectClass", [b"top", b"groupOfNames", b"posixGroup"]),
+                ("cn", [name.encode()]),
+                ("gidNumber", [str(self.gid_number(name)).encode()]),
+            ],
+        )
+
+    # -- the posix view ---------------------------------------------------------------------
+    def gid_number(self, category: str) -> int:
+        s = self.settings
+        for name, gid in s.posix_gids.items():
+            if name.casefold() == category.casefold():
+                return gid
+        return s.posix_default_gid
+
+    def uid_number(self, p: Patron) -> int | None:
+        """base + the record id, when the record id is a plain number (else no posix view)."""
+        rid = p.record_id
+        if not (rid.isascii() and rid.isdigit()) or len(rid) > 10:
+            return None
+        number = self.settings.posix_uid_base + int(rid)
+        return number if number <= 2**31 - 1 else None
+
+    def record_for_uid_number(self, text: str) -> str | None:
+        """The record id a uidNumber stands for (the inverse of `uid_number`)."""
+        if not (text.isascii() and text.isdigit()) or len(text) > 10:
+            return None
+        rid = int(text) - self.settings.posix_uid_base
+        return str(rid) if rid >= 0 else None
+
+    def _posix(self, p: Patron, attrs: list[tuple[str, list[bytes]]]) -> None:
+        number = self.uid_number(p)
+        if number is None:
+            return
+        s = self.settings
+        fields = {
+            "uid": p.barcode,
+            "record_id": p.record_id,
+            "category": p.category.lower(),
+            "uid_number": number,
+        }
+        attrs[0] = ("objectClass", [*attrs[0][1], b"posixAccount"])
+        attrs.extend(
+            [
+                ("uidNumber", [str(number).encode()]),
+                ("gidNumber", [str(self.gid_number(p.category)).encode()]),
+                ("homeDirectory", [s.posix_home.format(**fields).encode()]),
+                ("loginShell", [s.posix_shell.format(**fields).encode()]),
+                ("gecos", [(p.name or p.barcode).encode()]),
+            ]
         )
 
     def patron(self, p: Patron, today: dt.date) -> Entry:
@@ -316,6 +381,8 @@ class Directory:
         if p.home_library:
             attrs.append(("l", [p.home_library.encode()]))
         attrs.append((self.record_attr, [p.record_id.encode()]))
+        if self.posix:
+            self._posix(p, attrs)
         attrs.append(("patronStatus", [status]))
         attrs.append(("patronExpired", [b"TRUE" if expired else b"FALSE"]))
         attrs.append(("patronBlocked", [b"TRUE" if p.blocked else b"FALSE"]))

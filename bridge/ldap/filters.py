@@ -46,7 +46,7 @@ EQUALITY_RULES: Final = frozenset(
     }
 )
 
-Kind = Literal["barcode", "email", "record"]
+Kind = Literal["barcode", "email", "record", "uid_number"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +175,23 @@ def lookups(f: Filter, keys: Mapping[str, Kind]) -> frozenset[Lookup] | None:
             return frozenset(found)
         case _:
             return None
+
+
+def excludes(f: Filter, classes: frozenset[str]) -> bool:
+    """Whether the filter can match no entry whose objectClass values are all in `classes`
+    (lower case), decided from its objectClass equalities alone: `(objectClass=sudoRole)` or
+    `(&(cn=x)(objectClass=posixGroup))` can never name a patron, so a search with it is
+    answered from the fixed entries, without a lookup and without being taken for
+    enumeration. Conservative: anything it cannot decide (a negation) may match."""
+    match f:
+        case Equality(attr, value) if attr.lower() == "objectclass":
+            return _fold(value) not in classes
+        case And(items):
+            return any(excludes(i, classes) for i in items)
+        case Or(items):
+            return all(excludes(i, classes) for i in items)
+        case _:
+            return False
 
 
 def _escape(value: bytes) -> str:

@@ -43,7 +43,7 @@ from bridge.ldap.directory import (
     RootDSE,
     ServiceName,
 )
-from bridge.ldap.filters import Lookup, evaluate, lookups
+from bridge.ldap.filters import Lookup, evaluate, excludes, lookups
 from bridge.services import Services
 
 T = TypeVar("T")
@@ -448,6 +448,8 @@ class Session:
             case ServiceName() | Outside():
                 raise Refused(rc.NO_SUCH_OBJECT)
         found = [e for e in found if self._matches(req.filter, e)]
+        if wants_patrons and excludes(req.filter, d.patron_classes):
+            wants_patrons = False  # e.g. SSSD's sudoRole or posixGroup searches: no patron
         if wants_patrons:
             try:
                 found.extend(await self._patrons(req))
@@ -520,6 +522,12 @@ class Session:
             return [] if one is None else [one]
         if key.kind == "record":
             one = await self._fetch(auth.lookup_by_record_id(key.value), time_limit)
+            return [] if one is None else [one]
+        if key.kind == "uid_number":
+            record = self.shared.directory.record_for_uid_number(key.value)
+            if record is None:
+                return []
+            one = await self._fetch(auth.lookup_by_record_id(record), time_limit)
             return [] if one is None else [one]
         return await self._fetch(auth.lookup_by_email(key.value), time_limit)
 

@@ -52,6 +52,19 @@ class LdapSettings(Section, frozen=True):
     # diagnosticMessage for a locked card (e.g. "data 775" for AD-aware clients).
     locked_message: str = "account locked"
 
+    # Optional posix view (SSSD, nslcd): patrons as posixAccount, categories as posixGroup.
+    posix: bool = False
+    # uidNumber = this + the ILS record id (patrons whose record id is not a number get none).
+    posix_uid_base: Annotated[int, msgspec.Meta(ge=1000, le=2**31 - 1)] = 1_000_000
+    # gidNumber per patron category; categories not listed get posix_default_gid.
+    posix_gids: dict[str, Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]] = msgspec.field(
+        default_factory=dict
+    )
+    posix_default_gid: Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)] = 100
+    # Templates; {uid} the barcode, {record_id}, {category} (lower case), {uid_number}.
+    posix_home: str = "/home/patrons/{uid}"
+    posix_shell: str = "/bin/sh"
+
     size_limit: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
     time_limit: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
     max_connections: Annotated[int, msgspec.Meta(ge=1)] = 1024
@@ -66,6 +79,11 @@ class LdapSettings(Section, frozen=True):
 
         for addr in self.listen_tls:
             parse_listen(addr)  # ValueError → reported at ldap
+        for key, template in (("posix_home", self.posix_home), ("posix_shell", self.posix_shell)):
+            try:
+                template.format(uid="u", record_id="1", category="c", uid_number=1)
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValueError(f"{key}: bad template ({exc!r})") from None
         if (self.tls_certificate is None) != (self.tls_key is None):
             raise ValueError("tls_certificate and tls_key go together")
         if self.listen_tls and self.tls_certificate is None:

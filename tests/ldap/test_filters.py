@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from bridge.ldap import messages as m
-from bridge.ldap.filters import Lookup, evaluate, lookups, text
+from bridge.ldap.filters import Lookup, evaluate, excludes, lookups, text
 
 KEYS = {"uid": "barcode", "mail": "email", "uniqueidentifier": "record"}
 ENTRY = {
@@ -67,3 +70,46 @@ def test_injected_star_as_escaped_value_is_a_literal() -> None:
 def test_text_escapes() -> None:
     f = m.And((m.Equality("cn", b"a*b(c)\\\x00"), m.Present("uid")))
     assert text(f) == "(&(cn=a\\2ab\\28c\\29\\5c\\00)(uid=*))"
+
+
+# --- objectClass decides statically that no patron can match (SSSD's group and sudo searches) --
+
+PATRON_CLASSES = frozenset({"top", "person", "organizationalperson", "inetorgperson"})
+
+
+def test_excludes_searches_for_other_classes() -> None:
+    assert excludes(eq("objectClass", "sudoRole"), PATRON_CLASSES)
+    assert excludes(m.And((eq("cn", "ADULT"), eq("objectclass", "posixGroup"))), PATRON_CLASSES)
+    assert excludes(m.Or((eq("objectClass", "a"), eq("objectClass", "b"))), PATRON_CLASSES)
+    assert not excludes(m.Or((eq("objectClass", "a"), eq("uid", "1"))), PATRON_CLASSES)
+    assert not excludes(eq("objectClass", "InetOrgPerson"), PATRON_CLASSES)
+    assert not excludes(m.Not(eq("objectClass", "inetOrgPerson")), PATRON_CLASSES)
+    assert not excludes(m.Present("objectClass"), PATRON_CLASSES)
+
+
+_leaf = st.sampled_from(
+    [
+        eq("objectClass", "sudoRole"),
+        eq("objectClass", "inetOrgPerson"),
+        eq("objectClass", "posixGroup"),
+        eq("uid", "21234000000001"),
+        eq("cn", "x"),
+        m.Present("objectClass"),
+        m.Present("sudoHost"),
+    ]
+)
+_filters = st.recursive(
+    _leaf,
+    lambda inner: st.one_of(
+        st.lists(inner, min_size=1, max_size=3).map(lambda xs: m.And(tuple(xs))),
+        st.lists(inner, min_size=1, max_size=3).map(lambda xs: m.Or(tuple(xs))),
+        inner.map(m.Not),
+    ),
+    max_leaves=8,
+)
+
+
+@given(_filters)
+def test_property_an_excluding_filter_never_matches_a_patron(f: m.Filter) -> None:
+    if excludes(f, PATRON_CLASSES):
+        assert evaluate(f, ENTRY) is not True
