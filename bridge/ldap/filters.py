@@ -59,12 +59,24 @@ class Lookup:
 Attributes = Mapping[str, list[bytes]]
 
 
-@functools.lru_cache(maxsize=8192)
+#: Longest value whose folded form is remembered: published attribute values and the filter
+#: values clients repeat are short; a long one comes from a request and is folded each time,
+#: so hostile filters (up to `max_pdu` each) cannot fill the cache.
+FOLD_MEMO_MAX = 256
+
+
+def _fold_now(value: bytes) -> str:
+    return " ".join(value.decode("utf-8", "replace").split()).casefold()
+
+
+_fold_memo = functools.lru_cache(maxsize=8192)(_fold_now)
+
+
 def _fold(value: bytes) -> str:
     """Case- and space-insensitive form of a value (the matching rule every published attribute
-    uses). Remembered: published entries are reused, so the same values are folded for every
-    search that tests them."""
-    return " ".join(value.decode("utf-8", "replace").split()).casefold()
+    uses). Remembered when short: published entries are reused, so the same values are folded
+    for every search that tests them."""
+    return _fold_memo(value) if len(value) <= FOLD_MEMO_MAX else _fold_now(value)
 
 
 def evaluate(f: Filter, attrs: Attributes) -> bool | None:

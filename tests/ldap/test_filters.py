@@ -113,3 +113,14 @@ _filters = st.recursive(
 def test_property_an_excluding_filter_never_matches_a_patron(f: m.Filter) -> None:
     if excludes(f, PATRON_CLASSES):
         assert evaluate(f, ENTRY) is not True
+
+
+def test_long_filter_values_are_not_remembered() -> None:
+    from bridge.ldap import filters
+
+    before = filters._fold_memo.cache_info().currsize
+    for i in range(50):
+        value = f"{i:04d}".encode() + b"x" * 10_000
+        assert evaluate(m.Equality("cn", value), ENTRY) is False
+        assert evaluate(m.Substrings("cn", value, (), None), ENTRY) is False
+    assert filters._fold_memo.cache_info().currsize <= before + 1  # "rivera, ana" at most
