@@ -1,9 +1,8 @@
 """The optional posix view (`[ldap] posix = true`) and SSSD's searches, replayed with ldap3.
 
-SSSD itself is not run here: installing it (Debian sssd-ldap + libnss-sss) adds `sss` to the
-machine's /etc/nsswitch.conf, which every process on a shared test machine would then consult.
-Instead, the searches an `id_provider = ldap` domain (rfc2307 schema, the default) sends at
-start and on `id`/`getent`/`sudo` are replayed as SSSD builds them, in order:
+SSSD itself runs in tests/ldap/test_sssd.py (root only); here, with no root and no SSSD
+needed, the searches an `id_provider = ldap` domain (rfc2307 schema, the default) sends at
+start and on `id`/`getent`/`sudo` are replayed as SSSD's source builds them, in order:
 
 - RootDSE, anonymously, with SSSD's attribute list (`sdap_get_rootdse_send`);
 - user by name: `(&(uid=NAME)(objectclass=posixAccount)(&(uidNumber=*)(!(uidNumber=0))))`
