@@ -1,11 +1,16 @@
 """Apache httpd with mod_authnz_ldap against the real daemon (Debian apache2).
 
 Apache runs in the foreground as a non-root process (as `nobody` when the tests run as root),
-on a loopback port, with its own minimal config in a temporary directory. It searches as the
-shipped-style restricted service account, binds as the patron, and for `Require ldap-group`
-compares on the group entry (objectClass first, for its sub-group logic; that compare once got
-insufficientAccess, 50). `LDAPCacheEntries 0` / `LDAPOpCacheEntries 0`, as docs/ldap.md
-advises, so each request reaches the bridge.
+on a loopback port, with its own minimal config in a temporary directory. It searches as a
+restricted service account (an attribute allow-list), binds as the patron, and for
+`Require ldap-group` compares `member`/`uniqueMember` on the group entry, then searches the
+group for sub-groups. `LDAPCacheEntries 0` / `LDAPOpCacheEntries 0`, as docs/ldap.md advises,
+so each request reaches the bridge.
+
+Debian 12's Apache (2.4) compares `objectClass` only on member values that might be sub-groups;
+the bridge's groups list no members, so this run never sends that compare. The compare itself
+(`C(group, objectClass, groupOfNames)` as a restricted account, once answered 50) is replayed in
+test_server.py's `test_group_entries_are_comparable_and_readable_by_every_service_account`.
 """
 
 from __future__ import annotations
