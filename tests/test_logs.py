@@ -263,3 +263,14 @@ def test_any_barcode_is_shown_short_and_never_with_a_glued_secret(barcode: str) 
         assert shown.startswith("(malformed, ")
     full = Audit("full").barcode(barcode)
     assert full == barcode or full.startswith("(malformed, ")
+
+
+@given(st.text(max_size=2000), st.integers(1, 300))
+def test_property_clip_is_bounded_and_says_the_size(text: str, limit: int) -> None:
+    cut = logs.clip(text, limit)
+    if len(text) <= limit:
+        assert cut == text
+    else:
+        assert cut.startswith(text[:limit])
+        assert cut.endswith(f"(truncated, {len(text.encode('utf-8', 'replace'))} bytes)")
+        assert len(cut) <= limit + 40
