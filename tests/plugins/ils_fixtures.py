@@ -1,8 +1,14 @@
 """Koha and Evergreen databases shaped like the real ones, for the read-only SQL connectors.
 
-Koha: the relevant part of `installer/data/mysql/kohastructure.sql` (columns and types copied
-from Koha's own dump of MariaDB 10.11), PINs hashed the way `Koha::AuthUtils::hash_password`
-does (bcrypt, `$2a$08$`) plus one legacy unsalted `md5_base64` row.
+Koha: the relevant part of `installer/data/mysql/kohastructure.sql`: the column definitions,
+keys and table options of the columns the bridge reads, as Koha's own DDL states them (Koha's
+main line as mirrored at openfifth/koha, commit 0184212ae992ab44a04cf92c57e5306b7cd2308c, Koha's
+dump of MariaDB 10.11; the index's copy of Koha-Community/Koha held only the 3.0-era file).
+The table's collation (utf8mb4_unicode_ci) is Koha's, which is why card numbers match whatever
+their case. PINs hashed the way `Koha::AuthUtils::hash_password` does (bcrypt, `$2a$08$`), one
+legacy unsalted `md5_base64` row, one long passphrase hashed by Perl's Crypt::Eksblowfish (Koha's
+own hashing code), and the dates old upgraded databases hold: `0000-00-00`, written under an
+empty session sql_mode as the servers of the time allowed.
 
 Evergreen: the relevant part of `005.schema.actors.sql` and friends; the main password written
 exactly as Evergreen writes it, by pgcrypto inside PostgreSQL:
@@ -73,6 +79,8 @@ KOHA_SCHEMA = [
   UNIQUE KEY `userid` (`userid`),
   KEY `categorycode` (`categorycode`),
   KEY `branchcode` (`branchcode`),
+  KEY `cardnumber_idx` (`cardnumber`),
+  KEY `userid_idx` (`userid`),
   CONSTRAINT `borrowers_ibfk_1` FOREIGN KEY (`categorycode`)
     REFERENCES `categories` (`categorycode`),
   CONSTRAINT `borrowers_ibfk_2` FOREIGN KEY (`branchcode`) REFERENCES `branches` (`branchcode`)
@@ -127,7 +135,31 @@ KOHA_LOCKED = SeedPatron("29000000000022", "Locked", "Lia")  # login_attempts >=
 KOHA_ADMIN_LOCK = SeedPatron("29000000000023", "Adminlock", "Al")  # login_attempts < 0
 KOHA_RESTRICTED = SeedPatron("29000000000024", "Restricted", "Rae")  # borrower_debarments row
 KOHA_PW_EXPIRED = SeedPatron("29000000000025", "Pwexpired", "Pam")
-KOHA_EXTRA = (KOHA_MD5, KOHA_LOCKED, KOHA_ADMIN_LOCK, KOHA_RESTRICTED, KOHA_PW_EXPIRED)
+# 0000-00-00 in dateexpiry, debarred and password_expiration_date: no dates, as Koha reads them.
+KOHA_ZERO_DATES = SeedPatron("29000000000026", "Zerodate", "Zoe")
+KOHA_LIFTED_TODAY = SeedPatron("29000000000027", "Lifted", "Lin")  # restricted until today
+KOHA_RESTRICTED_TOMORROW = SeedPatron("29000000000028", "Stillrestricted", "Sid")
+KOHA_LOWERCASE = SeedPatron("k19abc", "Casey", "Cam")  # found as K19ABC too (the collation)
+KOHA_PASSPHRASE = SeedPatron("29000000000029", "Passphrase", "Pip", pin=None)  # 87 bytes
+# Its userid is another patron's card number: `identifier = "either"` takes the card first.
+KOHA_USERID_CLASH = SeedPatron("29000000000030", "Clash", "Cleo")
+KOHA_EXTRA = (
+    KOHA_MD5,
+    KOHA_LOCKED,
+    KOHA_ADMIN_LOCK,
+    KOHA_RESTRICTED,
+    KOHA_PW_EXPIRED,
+    KOHA_ZERO_DATES,
+    KOHA_LIFTED_TODAY,
+    KOHA_RESTRICTED_TOMORROW,
+    KOHA_LOWERCASE,
+    KOHA_PASSPHRASE,
+    KOHA_USERID_CLASH,
+)
+# 87 bytes in UTF-8 (one two-byte character); Koha hashes its first 72.
+KOHA_LONG_PASSPHRASE = (
+    "Bücherei-Passphrase: the seventh shelf from the left holds the annual reports, 1987-99"
+)
 FAILED_LOGIN_ATTEMPTS = 5
 
 
@@ -141,7 +173,14 @@ def koha_md5(pin: str) -> str:
     return base64.b64encode(hashlib.md5(pin.encode()).digest()).decode().rstrip("=")
 
 
-def build_koha(dbname: str, seed: Iterable[SeedPatron]) -> dict[str, Any]:
+def koha_userid(s: SeedPatron) -> str:
+    """The Koha userid the fixture gives a patron."""
+    return f"user{s.barcode}"
+
+
+def build_koha(
+    dbname: str, seed: Iterable[SeedPatron], *, passphrase_hash: str | None = None
+) -> dict[str, Any]:
     """Create the Koha tables, fill them, and a SELECT-only account; return its credentials."""
     user, password = servers.unique("koha_ro"), secrets.token_hex(12)
     admin = servers.mariadb_admin(dbname)
@@ -175,6 +214,20 @@ def build_koha(dbname: str, seed: Iterable[SeedPatron]) -> dict[str, Any]:
                 insert_koha_patron(
                     cur, KOHA_PW_EXPIRED, password_expiration=TODAY - dt.timedelta(days=1)
                 )
+                insert_koha_zero_dates(cur, KOHA_ZERO_DATES)
+                number = insert_koha_patron(cur, KOHA_LIFTED_TODAY, debarred=TODAY)
+                cur.execute(  # Koha deletes nothing when a restriction ends: it just lapses
+                    "INSERT INTO borrower_debarments (borrowernumber, expiration, type, comment) "
+                    "VALUES (%s, %s, 'MANUAL', 'ends today')",
+                    (number, TODAY),
+                )
+                tomorrow = TODAY + dt.timedelta(days=1)
+                insert_koha_patron(cur, KOHA_RESTRICTED_TOMORROW, debarred=tomorrow)
+                insert_koha_patron(cur, KOHA_LOWERCASE)
+                insert_koha_patron(cur, KOHA_PASSPHRASE, password=passphrase_hash)
+                seeded = tuple(seed)
+                clash_with = seeded[0].barcode if seeded else "none"
+                insert_koha_patron(cur, KOHA_USERID_CLASH, userid=clash_with)
             cur.execute(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'")
             cur.execute(f"CREATE USER '{user}'@'localhost' IDENTIFIED BY '{password}'")
             for host in ("%", "localhost"):
@@ -191,11 +244,13 @@ def insert_koha_patron(
     password: str | None = None,
     login_attempts: int = 0,
     password_expiration: dt.date | None = None,
+    debarred: dt.date | str | None = None,
+    userid: str | None = None,
 ) -> int:
     if password is None and s.pin is not None:
         password = koha_bcrypt(s.pin)
-    lost = debarred = None
-    comment = None
+    lost = None
+    comment = "restricted" if debarred else None
     if s.blocked == "card reported lost":
         lost = 1
     elif s.blocked:
@@ -219,7 +274,7 @@ def insert_koha_patron(
             debarred,
             comment,
             password or "!",
-            f"user{s.barcode}",
+            userid or koha_userid(s),
             login_attempts,
         ),
     )
@@ -235,6 +290,27 @@ def insert_koha_patron(
             ],
         )
     return number
+
+
+def insert_koha_zero_dates(cur: Any, s: SeedPatron) -> None:
+    """A patron row from an old upgraded Koha: `0000-00-00` where a date is missing. Written
+    under an empty sql_mode (no NO_ZERO_DATE, no strict mode), as MariaDB servers of that era
+    ran; the session's mode is restored afterwards."""
+    number = insert_koha_patron(cur, s)
+    cur.execute("SET @saved_sql_mode = @@SESSION.sql_mode")
+    cur.execute("SET SESSION sql_mode = ''")
+    try:
+        cur.execute(
+            "UPDATE borrowers SET dateexpiry = '0000-00-00', debarred = '0000-00-00', "
+            "password_expiration_date = '0000-00-00' WHERE borrowernumber = %s",
+            (number,),
+        )
+        cur.execute(
+            "SELECT dateexpiry, debarred FROM borrowers WHERE borrowernumber = %s", (number,)
+        )
+        assert cur.fetchone() == ("0000-00-00", "0000-00-00"), "zero dates not stored"
+    finally:
+        cur.execute("SET SESSION sql_mode = @saved_sql_mode")
 
 
 def drop_koha_user(user: str) -> None:
