@@ -12,7 +12,12 @@ empty session sql_mode as the servers of the time allowed.
 
 Evergreen: the relevant part of `005.schema.actors.sql` and friends; the main password written
 exactly as Evergreen writes it, by pgcrypto inside PostgreSQL:
-`salt = gen_salt('bf', 10)`, `passwd = crypt(md5(salt || md5(pin)), salt)`.
+`salt = gen_salt('bf', 10)`, `passwd = crypt(md5(salt || md5(pin)), salt)`; one user never
+migrated (only `actor.usr.passwd`, the MD5 hex Evergreen's actor.usr insert trigger stored
+before 2.10, like Evergreen's own seed admin); an org tree of two systems with branches and
+the org-unit functions penalty scoping uses (`actor.org_unit_ancestors`, `_descendants`,
+`_full_path`: written here with recursive queries that give the same sets as Evergreen's in
+020.schema.functions.sql).
 
 Each builder also creates a least-privilege account (SELECT only) that the plugin connects as.
 """
@@ -341,10 +346,39 @@ CREATE TABLE permission.grp_tree (
     id SERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE, parent INT,
     usergroup BOOL NOT NULL DEFAULT TRUE
 );
+CREATE TABLE actor.org_unit_type (
+    id SERIAL PRIMARY KEY, name TEXT NOT NULL, opac_label TEXT NOT NULL, depth INT NOT NULL,
+    parent INT, can_have_vols BOOL NOT NULL DEFAULT TRUE, can_have_users BOOL NOT NULL DEFAULT TRUE
+);
 CREATE TABLE actor.org_unit (
     id SERIAL PRIMARY KEY, parent_ou INT, ou_type INT NOT NULL DEFAULT 1,
     shortname TEXT NOT NULL UNIQUE, name TEXT NOT NULL UNIQUE
 );
+-- An org unit and everything above it / below it; the full path is both.
+CREATE FUNCTION actor.org_unit_ancestors(INT) RETURNS SETOF actor.org_unit AS $$
+    WITH RECURSIVE up(id, hops) AS (
+        SELECT $1, 0
+        UNION
+        SELECT o.parent_ou, up.hops + 1 FROM actor.org_unit o JOIN up ON o.id = up.id
+         WHERE o.parent_ou IS NOT NULL
+    )
+    SELECT o.* FROM actor.org_unit o JOIN up USING (id) ORDER BY up.hops DESC
+$$ LANGUAGE SQL STABLE ROWS 1;
+CREATE FUNCTION actor.org_unit_descendants(INT) RETURNS SETOF actor.org_unit AS $$
+    WITH RECURSIVE down(id) AS (
+        SELECT id FROM actor.org_unit WHERE id = $1
+        UNION ALL
+        SELECT o.id FROM actor.org_unit o JOIN down ON o.parent_ou = down.id
+    )
+    SELECT o.* FROM actor.org_unit o JOIN down USING (id)
+$$ LANGUAGE SQL STABLE ROWS 1;
+CREATE FUNCTION actor.org_unit_full_path(INT) RETURNS SETOF actor.org_unit AS $$
+    SELECT o.* FROM actor.org_unit o
+      JOIN (SELECT id FROM actor.org_unit_ancestors($1)
+            UNION SELECT id FROM actor.org_unit_descendants($1)) p USING (id)
+      JOIN actor.org_unit_type t ON t.id = o.ou_type
+     ORDER BY t.depth
+$$ LANGUAGE SQL STABLE;
 CREATE TABLE actor.usr (
     id SERIAL PRIMARY KEY,
     card INT UNIQUE,
@@ -415,8 +449,14 @@ CREATE VIEW money.open_usr_summary AS
      WHERE xact_finish IS NULL
      GROUP BY usr;
 INSERT INTO permission.grp_tree (id, name) VALUES (1, 'Users'), (2, 'ADULT');
-INSERT INTO actor.org_unit (id, shortname, name) VALUES (1, 'CONS', 'Consortium'),
-    (2, 'MAIN', 'Main Library');
+INSERT INTO actor.org_unit_type (id, name, opac_label, depth, parent) VALUES
+    (1, 'Consortium', 'Everywhere', 0, NULL), (2, 'System', 'Local System', 1, 1),
+    (3, 'Branch', 'This Branch', 2, 2);
+-- CONS > SYS1 > {MAIN, BR2};  CONS > SYS2 > BR3
+INSERT INTO actor.org_unit (id, parent_ou, ou_type, shortname, name) VALUES
+    (1, NULL, 1, 'CONS', 'Consortium'), (3, 1, 2, 'SYS1', 'System One'),
+    (2, 3, 3, 'MAIN', 'Main Library'), (4, 3, 3, 'BR2', 'Branch Two'),
+    (5, 1, 2, 'SYS2', 'System Two'), (6, 5, 3, 'BR3', 'Branch Three');
 INSERT INTO actor.passwd_type (code, name, login, crypt_algo, iter_count)
     VALUES ('main', 'Main Login Password', TRUE, 'bf', 10);
 INSERT INTO config.standing_penalty (id, name, label, block_list) VALUES
@@ -430,10 +470,28 @@ EG_CARD_INACTIVE = SeedPatron("29000000000032", "Oldcard", "Otto")  # actor.card
 EG_PENALTY = SeedPatron("29000000000033", "Penalty", "Pat")  # PATRON_EXCEEDS_FINES (CIRC)
 EG_ALERT = SeedPatron("29000000000034", "Alert", "Abe")  # a penalty that blocks nothing
 EG_DELETED = SeedPatron("29000000000035", "Deleted", "Dee")  # actor.usr.deleted = true
-EG_EXTRA = (EG_INACTIVE, EG_CARD_INACTIVE, EG_PENALTY, EG_ALERT, EG_DELETED)
+# Never migrated: only actor.usr.passwd (MD5 hex), no actor.passwd row.
+EG_UNMIGRATED = SeedPatron("29000000000036", "Unmigrated", "Uma")
+# Never migrated, and actor.usr.passwd is the MD5 of the empty string: no password.
+EG_EMPTY_LEGACY = SeedPatron("29000000000037", "Emptylegacy", "Eli")
+# PATRON_EXCEEDS_FINES set at BR3 (the other system): not in MAIN's full path.
+EG_PENALTY_ELSEWHERE = SeedPatron("29000000000038", "Elsewhere", "Eld")
+# PATRON_EXCEEDS_FINES set at BR2: a sibling of MAIN, in SYS1's full path but not MAIN's.
+EG_PENALTY_SIBLING = SeedPatron("29000000000039", "Sibling", "Sib")
+EG_EXTRA = (
+    EG_INACTIVE,
+    EG_CARD_INACTIVE,
+    EG_PENALTY,
+    EG_ALERT,
+    EG_DELETED,
+    EG_UNMIGRATED,
+    EG_EMPTY_LEGACY,
+    EG_PENALTY_ELSEWHERE,
+    EG_PENALTY_SIBLING,
+)
 
 
-def build_evergreen(dbname: str, seed: Iterable[SeedPatron]) -> dict[str, Any]:
+def build_evergreen(dbname: str, seed: Iterable[SeedPatron], **_: Any) -> dict[str, Any]:
     """Create the Evergreen tables, fill them the Evergreen way, and a SELECT-only role."""
     user, password = servers.unique("eg_ro"), secrets.token_hex(12)
     seed = tuple(seed)
@@ -463,6 +521,15 @@ def build_evergreen(dbname: str, seed: Iterable[SeedPatron]) -> dict[str, Any]:
                 (usr,),
             )
             insert_evergreen_patron(admin, EG_DELETED, deleted=True)
+            insert_evergreen_patron(admin, EG_UNMIGRATED, legacy=EG_UNMIGRATED.pin)
+            insert_evergreen_patron(admin, EG_EMPTY_LEGACY, legacy="")
+            for patron, org in ((EG_PENALTY_ELSEWHERE, 6), (EG_PENALTY_SIBLING, 4)):
+                usr = insert_evergreen_patron(admin, patron)
+                admin.execute(
+                    "INSERT INTO actor.usr_standing_penalty (org_unit, usr, standing_penalty) "
+                    "VALUES (%s, %s, 1)",
+                    (org, usr),
+                )
         admin.execute(f"CREATE ROLE {user} LOGIN PASSWORD '{password}'")
         admin.execute(
             f"GRANT USAGE ON SCHEMA actor, config, permission, money, evergreen TO {user}"
@@ -480,15 +547,21 @@ def insert_evergreen_patron(
     active: bool = True,
     card_active: bool = True,
     deleted: bool = False,
+    legacy: str | None = None,
 ) -> int:
+    """One user with one card. `legacy`: a password never migrated into actor.passwd, stored
+    in actor.usr.passwd as Evergreen's insert trigger did (`NEW.passwd = MD5(NEW.passwd)`)."""
     expires = dt.datetime.combine(s.expires or FUTURE, dt.time(23, 59), dt.UTC)
     row = admin.execute(
         "INSERT INTO actor.usr (profile, usrname, email, passwd, first_given_name, family_name, "
         "home_ou, active, barred, deleted, expire_date) "
-        "VALUES (2, %s, %s, '', %s, %s, 2, %s, %s, %s, %s) RETURNING id",
+        "VALUES (2, %s, %s, CASE WHEN %s::text IS NULL THEN '' ELSE md5(%s::text) END, "
+        "%s, %s, 2, %s, %s, %s, %s) RETURNING id",
         (
             f"user{s.barcode}",
             s.email,
+            legacy,
+            legacy,
             s.given,
             s.surname,
             active,
@@ -503,7 +576,7 @@ def insert_evergreen_patron(
         (usr, s.barcode, card_active),
     ).fetchone()
     admin.execute("UPDATE actor.usr SET card = %s WHERE id = %s", (card[0], usr))
-    if s.pin is not None:
+    if s.pin is not None and legacy is None:
         # Exactly Evergreen's actor.change_password(): the PIN is md5'd, salted and crypt()ed
         # inside the database.
         admin.execute(
