@@ -48,6 +48,7 @@ from typing import Annotated, Any
 
 import bcrypt
 import msgspec
+import psycopg
 
 from bridge.core.patron import Patron
 from bridge.core.pin import PinHasher
@@ -59,6 +60,7 @@ from bridge.core.store import (
     StoreError,
     StorePlugin,
     StoreServices,
+    StoreUnavailable,
     Verification,
     same_barcode,
 )
@@ -182,12 +184,24 @@ class EvergreenSqlStore:
             cur = await conn.execute(query, params)
             return await cur.fetchall()
 
-        return await self.db.run(fetch, what)
+        try:
+            return await self.db.run(fetch, what)
+        except psycopg.Error as exc:  # any other driver error, e.g. a value it cannot load
+            raise StoreUnavailable(f"evergreen-sql: {what}: {type(exc).__name__}") from None
+
+    def _patron(self, row: tuple[Any, ...], today: dt.date) -> Patron:
+        """`to_patron`, with a row the mapping cannot read answered as "store unavailable"."""
+        try:
+            return to_patron(row, today)
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            raise StoreUnavailable(
+                f"evergreen-sql: unreadable row ({type(exc).__name__})"
+            ) from None
 
     # -- Store ------------------------------------------------------------------------------
     async def lookup(self, barcode: str) -> Patron | None:
         rows = await self._fetch(_BY_BARCODE, barcode, "lookup")
-        return to_patron(rows[0], dt.date.today()) if rows else None
+        return self._patron(rows[0], dt.date.today()) if rows else None
 
     async def verify_pin(self, barcode: str, pin: Secret) -> Verification:
         rows = await self._fetch(_BY_BARCODE, barcode, "lookup")
@@ -200,7 +214,7 @@ class EvergreenSqlStore:
         if not rows:
             return Verification(None, False)
         # Re-hashing is the owner's business: Evergreen keeps its own hashes.
-        patron = to_patron(rows[0], dt.date.today())
+        patron = self._patron(rows[0], dt.date.today())
         return Verification(patron, stored is not None and check.ok, needs_rehash=False)
 
     async def change_pin(self, patron: Patron, new_pin: Secret) -> None:
@@ -216,13 +230,13 @@ class EvergreenSqlStore:
     async def lookup_by_email(self, email: str) -> list[Patron]:
         rows = await self._fetch(_BY_EMAIL, email, "lookup by email")
         today = dt.date.today()
-        return [to_patron(r, today) for r in rows]
+        return [self._patron(r, today) for r in rows]
 
     async def lookup_by_record_id(self, record_id: str) -> Patron | None:
         if not record_id.isdigit() or len(record_id) > 9:
             return None
         rows = await self._fetch(_BY_ID, int(record_id), "lookup by record id")
-        return to_patron(rows[0], dt.date.today()) if rows else None
+        return self._patron(rows[0], dt.date.today()) if rows else None
 
 
 async def open_store(settings: EvergreenSqlSettings, services: StoreServices) -> EvergreenSqlStore:

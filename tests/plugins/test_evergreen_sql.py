@@ -271,3 +271,19 @@ async def test_unknown_org_unit_is_refused_at_start(
     )
     with pytest.raises(StoreError, match=r"org_unit 'NOPE' is no actor\.org_unit shortname"):
         await open_plugin("evergreen-sql", settings, hasher, tmp_path)
+
+
+async def test_a_value_the_driver_cannot_load_is_store_unavailable(evergreen: Opened) -> None:
+    """`infinity` in a timestamptz is a value psycopg refuses to load: the request gets the
+    defined "store unavailable" answer, never an exception the front ends do not expect."""
+    from bridge.core.store import StoreUnavailable
+
+    with servers.pg_admin(evergreen.dbname) as admin:
+        admin.execute(
+            "UPDATE actor.usr SET expire_date = 'infinity' "
+            "WHERE id = (SELECT usr FROM actor.card WHERE barcode = %s)",
+            (EG_ALERT.barcode,),
+        )
+    with pytest.raises(StoreUnavailable, match="DataError"):
+        await evergreen.store.lookup(EG_ALERT.barcode)
+    assert await outcome(evergreen, EG_ALERT.barcode, DEMO_PIN) is Outcome.STORE_UNAVAILABLE
