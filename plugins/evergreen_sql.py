@@ -115,6 +115,7 @@ _BY_EMAIL = (
 
 
 _MD5_OF_NOTHING = hashlib.md5(b"", usedforsecurity=False).hexdigest()
+_HEX = "0123456789abcdef"
 _ORG_BY_SHORTNAME = "SELECT id FROM actor.org_unit WHERE shortname = %(value)s"
 
 
@@ -127,7 +128,7 @@ def evergreen_hash(salt: str | None, passwd: str | None, legacy: str | None = No
     if salt or passwd:  # half a row: nothing Evergreen itself would accept
         return None
     legacy = (legacy or "").strip().lower()
-    if len(legacy) != 32 or legacy == _MD5_OF_NOTHING:
+    if len(legacy) != 32 or legacy.strip(_HEX) or legacy == _MD5_OF_NOTHING:
         return None
     return "{MD5}" + legacy
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bridge.core.patron import Outcome
 from bridge.core.secret import Secret
@@ -205,8 +207,7 @@ def test_evergreen_hash_forms() -> None:
     assert evergreen_hash(None, None, md5.upper()) == "{MD5}" + md5
     assert evergreen_hash(None, None, hashlib.md5(b"").hexdigest()) is None
     for junk in ("", None, "open-ils", "x" * 32, md5[:31], md5 + "0"):
-        result = evergreen_hash(None, None, junk)
-        assert result is None or result == "{MD5}" + "x" * 32  # never verifies a PIN
+        assert evergreen_hash(None, None, junk) is None
     assert evergreen_hash("$2a$10$salt", None, md5) is None  # half a main row: no password
 
 
@@ -287,3 +288,26 @@ async def test_a_value_the_driver_cannot_load_is_store_unavailable(evergreen: Op
     with pytest.raises(StoreUnavailable, match="DataError"):
         await evergreen.store.lookup(EG_ALERT.barcode)
     assert await outcome(evergreen, EG_ALERT.barcode, DEMO_PIN) is Outcome.STORE_UNAVAILABLE
+
+
+@given(
+    salt=st.one_of(st.none(), st.text(max_size=40)),
+    passwd=st.one_of(st.none(), st.text(max_size=80)),
+    legacy=st.one_of(st.none(), st.text(max_size=80)),
+)
+def test_property_evergreen_hash_forms(
+    salt: str | None, passwd: str | None, legacy: str | None
+) -> None:
+    """Whatever the columns hold: the main row's form, a 32-hex-digit MD5, or no password."""
+    from plugins.evergreen_sql import evergreen_hash
+
+    result = evergreen_hash(salt, passwd, legacy)
+    if result is None:
+        return
+    if result.startswith("{MD5}"):
+        digest = result[5:]
+        assert (
+            not salt and not passwd and len(digest) == 32 and not digest.strip("0123456789abcdef")
+        )
+    else:
+        assert result == f"$evergreen${salt}${passwd}"
