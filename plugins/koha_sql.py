@@ -134,10 +134,10 @@ _RESOLVE = (
     "UNION ALL SELECT 1, cardnumber FROM borrowers WHERE userid = %s "
     "ORDER BY precedence LIMIT 1"
 )
-# The collation Koha's lookups by card number compare with.
+# The collation the identifier column compares with (cardnumber, or userid).
 _COLLATION = (
     "SELECT COLLATION_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
-    "AND TABLE_NAME = 'borrowers' AND COLUMN_NAME = 'cardnumber'"
+    "AND TABLE_NAME = 'borrowers' AND COLUMN_NAME = %s"
 )
 _BY_NUMBER = _SELECT + " WHERE b.borrowernumber = %s"
 _BY_EMAIL = {
@@ -422,11 +422,13 @@ class KohaSqlStore:
         return await self._run(fetch, "resolve identifier")
 
     async def detect_collation(self) -> str | None:
-        """Read `borrowers.cardnumber`'s collation and choose `canonical_barcode` by it: a
+        """Read the collation of the column identifiers are keyed on (`borrowers.cardnumber`;
+        `userid` with `identifier = "userid"`) and choose `canonical_barcode` by it: a
         case-insensitive (`_ci`) collation makes case variants one card."""
+        column = "userid" if self.s.identifier == "userid" else "cardnumber"
 
         def fetch(cur: pymysql.cursors.Cursor) -> str | None:
-            cur.execute(_COLLATION)
+            cur.execute(_COLLATION, (column,))
             found = cur.fetchone()
             return None if found is None or found[0] is None else str(found[0])
 
