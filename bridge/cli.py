@@ -250,7 +250,8 @@ def cmd_patron_show(args: argparse.Namespace) -> int:
         if patron is None:
             raise Refused(f"no card {args.barcode}")
         record = _patron_json(patron)
-        record["locked"] = core.throttle.card_locked(args.barcode, core.authenticator.clock())
+        card = core.authenticator.canonical(args.barcode)  # the key locks are kept under
+        record["locked"] = core.throttle.card_locked(card, core.authenticator.clock())
         print(json.dumps(record, indent=2))
         return OK
 
@@ -316,7 +317,8 @@ def cmd_lockout_clear(args: argparse.Namespace) -> int:
     config = _config(args)
 
     async def body(core: Any) -> int:
-        had_counter = core.throttle.failures(args.barcode, core.authenticator.clock()) > 0
+        card = core.authenticator.canonical(args.barcode)  # the key locks are kept under
+        had_counter = core.throttle.failures(card, core.authenticator.clock()) > 0
         if not had_counter and await core.authenticator.lookup(args.barcode) is None:
             raise Refused(f"no card {args.barcode}")
         core.authenticator.clear_lock(args.barcode, actor="cli")

@@ -68,7 +68,7 @@ class ControlServer:
         elif op == "clear_lock":
             # Clear through the daemon's own throttle: its delete is queued behind any write
             # still pending for that card, so a late write cannot bring the lock back.
-            self.authenticator.throttle.clear(barcode)
+            self.authenticator.throttle.clear(self.authenticator.canonical(barcode))
             self.authenticator.invalidate(barcode)
         log.info("control", op=op)
         return {"ok": True}

@@ -17,10 +17,29 @@ Koha's cost, so timing does not tell which cards exist.
 Standing as Koha sees it, mapped to the bridge's patron record:
 - `login_attempts >= FailedLoginAttempts` (when set) or `< 0` (administrative lock): blocked —
   Koha itself refuses such accounts even with the right password;
-- `debarred` today or later, or a live `borrower_debarments` row: blocked (restricted);
+- `debarred` after today (9999-12-31: indefinite), or a live `borrower_debarments` row (no
+  expiration, or one after today): blocked (restricted). A restriction ending today is already
+  lifted, as in Koha;
 - `lost`: blocked (card reported lost); `gonenoaddress`: blocked (address unconfirmed);
 - `password_expiration_date` passed: blocked (Koha refuses an expired password);
 - `dateexpiry` → expiry; balance → fines (credits do not make fines negative).
+
+Zero dates (`0000-00-00`, which old upgraded Koha databases hold in `dateexpiry`, `debarred` or
+`password_expiration_date`; PyMySQL hands them over as the string, not a date) mean "no date",
+as in Koha: `Koha::DateUtils::dt_from_string` returns undef for them, `is_expired` reads the
+card as never expiring and `IsDebarred` (`debarred > CURRENT_DATE()`) as not restricted. Any
+other value that is not a date, and any driver error, is "store unavailable", never an
+exception the front ends do not expect.
+
+Identifiers (`identifier`): `cardnumber` (default), `userid` (Koha's login name), or `either`:
+the card number first, then the userid. With `either` the authenticator first asks which card
+an identifier names (`resolve_identifier`), so the userid and the card number of one patron
+share one throttle, lock and cache key: the card number.
+
+Case: Koha's tables use a case-insensitive collation (`utf8mb4_unicode_ci` in
+kohastructure.sql), so `k19abc` finds `K19ABC`. The store reads the collation of
+`borrowers.cardnumber` when it opens; with a `_ci` collation its `canonical_barcode` upper-cases
+ASCII, so case variants are one card for the bridge's throttle, locks and cache too.
 
 The driver is PyMySQL (blocking), run in a small thread pool with one connection per thread;
 the caller stops waiting at `query_timeout` and the socket's own read timeout ends the thread's
@@ -34,7 +53,7 @@ import contextlib
 import datetime as dt
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -54,6 +73,8 @@ from bridge.core.store import (
     StoreServices,
     StoreUnavailable,
     Verification,
+    ascii_case_insensitive,
+    same_barcode,
 )
 from bridge.settings import Port, Section
 from bridge.workers import Workers
@@ -61,6 +82,7 @@ from bridge.workers import Workers
 T = TypeVar("T")
 Seconds = Annotated[float, msgspec.Meta(gt=0, le=600)]
 EmailColumn = Literal["email", "emailpro", "B_email"]
+Identifier = Literal["cardnumber", "userid", "either"]
 
 
 class KohaSqlSettings(Section, frozen=True):
@@ -80,25 +102,43 @@ class KohaSqlSettings(Section, frozen=True):
     bcrypt_cost: Annotated[int, msgspec.Meta(ge=4, le=16)] = 8
     # The e-mail columns searched by lookup_by_email (LDAP filters, reset by e-mail).
     email_columns: tuple[EmailColumn, ...] = ("email",)
+    # What patrons type as their barcode: Koha's card number, its userid, or either (the card
+    # number first).
+    identifier: Identifier = "cardnumber"
 
 
 _EMAIL_COLUMNS: tuple[EmailColumn, ...] = ("email", "emailpro", "B_email")
 
 # Every statement is a constant; values are always bound parameters.
 _SELECT = """
-SELECT b.borrowernumber, b.cardnumber, b.surname, b.firstname, b.email, b.categorycode,
+SELECT b.borrowernumber, b.cardnumber, b.userid, b.surname, b.firstname, b.email, b.categorycode,
        b.branchcode, b.dateexpiry, b.debarred, b.debarredcomment, b.lost, b.gonenoaddress,
        b.login_attempts, b.password_expiration_date, b.password,
        (SELECT COALESCE(SUM(a.amountoutstanding), 0) FROM accountlines a
          WHERE a.borrowernumber = b.borrowernumber) AS balance,
        (SELECT MAX(COALESCE(d.comment, d.type)) FROM borrower_debarments d
          WHERE d.borrowernumber = b.borrowernumber
-           AND (d.expiration IS NULL OR d.expiration >= CURDATE())) AS restriction,
+           AND (d.expiration IS NULL OR d.expiration > CURDATE())) AS restriction,
        (SELECT s.value FROM systempreferences s
          WHERE s.variable = 'FailedLoginAttempts') AS max_attempts
   FROM borrowers b
 """
+# Koha::Patron::Debarments::_UpdateBorrowerDebarmentFlags counts a restriction as live while
+# `expiration > CURRENT_DATE() OR expiration IS NULL` (Koha-Community/Koha
+# Koha/Patron/Debarments.pm @ 3691bd8); a zero expiration is not live there either.
 _BY_CARD = _SELECT + " WHERE b.cardnumber = %s"
+_BY_USERID = _SELECT + " WHERE b.userid = %s"
+# Which card an identifier names, card number first (`identifier = "either"`).
+_RESOLVE = (
+    "SELECT 0 AS precedence, cardnumber FROM borrowers WHERE cardnumber = %s "
+    "UNION ALL SELECT 1, cardnumber FROM borrowers WHERE userid = %s "
+    "ORDER BY precedence LIMIT 1"
+)
+# The collation the identifier column compares with (cardnumber, or userid).
+_COLLATION = (
+    "SELECT COLLATION_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
+    "AND TABLE_NAME = 'borrowers' AND COLUMN_NAME = %s"
+)
 _BY_NUMBER = _SELECT + " WHERE b.borrowernumber = %s"
 _BY_EMAIL = {
     # Koha's tables use a case-insensitive collation: `=` ignores case already.
@@ -112,6 +152,7 @@ class KohaRow(msgspec.Struct, frozen=True):
 
     borrowernumber: int
     cardnumber: str | None
+    userid: str | None
     surname: str | None
     firstname: str | None
     email: str | None
@@ -128,6 +169,48 @@ class KohaRow(msgspec.Struct, frozen=True):
     balance: Decimal
     restriction: str | None
     max_attempts: str | None
+
+
+class UnreadableRow(ValueError):
+    """A `borrowers` value the bridge cannot read (not a date where Koha keeps dates)."""
+
+
+def koha_date(value: Any, column: str) -> dt.date | None:
+    """A Koha DATE column as a date, or None for "no date".
+
+    PyMySQL returns MariaDB's zero dates (`0000-00-00`, also `0000-00-00 00:00:00`) as strings:
+    Koha's `dt_from_string` answers undef for anything starting `0000-0`, so they are no date.
+    Any other string that is not an ISO date is refused (UnreadableRow): guessing could unblock
+    a restricted card.
+    """
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, str):
+        if value.startswith("0000-0"):
+            return None
+        try:
+            return dt.date.fromisoformat(value[:10])
+        except ValueError:
+            pass
+    raise UnreadableRow(f"borrowers.{column} is not a date")
+
+
+def koha_row(values: tuple[Any, ...]) -> KohaRow:
+    """One `_SELECT` row, with Koha's zero dates read as no date."""
+    row = KohaRow(*values)
+    return msgspec.structs.replace(
+        row,
+        dateexpiry=koha_date(row.dateexpiry, "dateexpiry"),
+        debarred=koha_date(row.debarred, "debarred"),
+        password_expiration_date=koha_date(
+            row.password_expiration_date, "password_expiration_date"
+        ),
+        balance=Decimal(row.balance if row.balance is not None else 0),
+    )
 
 
 def koha_hash(stored: str | None) -> str | None:
@@ -150,7 +233,11 @@ def standing(row: KohaRow, today: dt.date, max_attempts: int | None) -> str | No
         return "account locked by staff in Koha"
     if max_attempts and attempts >= max_attempts:
         return "account locked in Koha after too many failed logins"
-    if row.debarred is not None and row.debarred >= today:
+    # Koha::Patron->is_debarred: `debarred =~ '^9999' or dt_from_string(debarred) >
+    # dt_from_string` (the date at midnight against now), so a restriction ending today is
+    # already lifted (Koha-Community/Koha Koha/Patron.pm @ 812ebf0; IsDebarred in
+    # Koha/Patron/Debarments.pm says the same in SQL: `debarred > CURRENT_DATE()`).
+    if row.debarred is not None and (row.debarred > today or row.debarred.year >= 9999):
         comment = row.debarredcomment or "restricted"
         if row.debarred.year >= 9999:
             return f"restricted: {comment}"
@@ -170,7 +257,7 @@ def to_patron(row: KohaRow, today: dt.date, max_attempts: int | None) -> Patron:
     names = ", ".join(part for part in (row.surname, row.firstname) if part)
     reason = standing(row, today, max_attempts)
     return Patron(
-        barcode=row.cardnumber or "",
+        barcode=row.cardnumber or row.userid or "",
         record_id=str(row.borrowernumber),
         name=names,
         email=row.email or None,
@@ -261,6 +348,15 @@ class KohaSqlStore:
         salt = bcrypt.gensalt(settings.bcrypt_cost, prefix=b"2a")
         self._dummy = bcrypt.hashpw(b"no such card", salt).decode()
         self.today: Callable[[], dt.date] = dt.date.today
+        # Exact until `detect_collation` has read the column's collation at open.
+        self.canonical_barcode: Callable[[str], str] = same_barcode
+        # Only with `identifier = "either"`: which card an identifier names.
+        self.resolve_identifier: Callable[[str], Awaitable[str | None]] | None = (
+            self._resolve if settings.identifier == "either" else None
+        )
+        self._lookup = {"cardnumber": (_BY_CARD,), "userid": (_BY_USERID,)}.get(
+            settings.identifier, (_BY_CARD, _BY_USERID)
+        )
 
     async def _run(self, fn: Callable[[pymysql.cursors.Cursor], T], what: str) -> T:
         """Run `fn` on a pooled connection in a worker thread, within the deadline."""
@@ -275,6 +371,16 @@ class KohaSqlStore:
             raise StoreUnavailable(f"koha-sql: {what}: {_short(exc)}") from None
         except pymysql.err.ProgrammingError as exc:  # e.g. a Koha version without a column
             raise StoreUnavailable(f"koha-sql: {what}: schema mismatch: {_short(exc)}") from None
+        except pymysql.err.Error as exc:  # any other driver error (data, internal, ...)
+            raise StoreUnavailable(f"koha-sql: {what}: {type(exc).__name__}") from None
+        except UnreadableRow as exc:
+            raise StoreUnavailable(f"koha-sql: {what}: {exc}") from None
+        except (ValueError, TypeError, ArithmeticError, UnicodeError) as exc:
+            # A value the driver or the row mapping could not read. Only the type is quoted:
+            # the row holds a PIN hash.
+            raise StoreUnavailable(
+                f"koha-sql: {what}: unreadable row ({type(exc).__name__})"
+            ) from None
 
     def _max_attempts(self, row: KohaRow) -> int | None:
         if self.s.failed_login_attempts is not None:
@@ -287,13 +393,49 @@ class KohaSqlStore:
     async def _fetch(self, query: str, value: Any, what: str) -> list[KohaRow]:
         def fetch(cur: pymysql.cursors.Cursor) -> list[KohaRow]:
             cur.execute(query, (value,))
-            return [KohaRow(*r) for r in cur.fetchall()]
+            return [koha_row(r) for r in cur.fetchall()]
 
         return await self._run(fetch, what)
 
-    async def _one(self, barcode: str) -> KohaRow | None:
-        rows = await self._fetch(_BY_CARD, barcode, "lookup")
-        return rows[0] if rows else None
+    async def _one(self, identifier: str) -> KohaRow | None:
+        """The patron `identifier` names: by card number, userid, or both in that order."""
+        queries = self._lookup
+
+        def fetch(cur: pymysql.cursors.Cursor) -> KohaRow | None:
+            for query in queries:
+                cur.execute(query, (identifier,))
+                found = cur.fetchone()
+                if found is not None:
+                    return koha_row(found)
+            return None
+
+        return await self._run(fetch, "lookup")
+
+    async def _resolve(self, identifier: str) -> str | None:
+        """The card number `identifier` names (card number first, then userid), or None."""
+
+        def fetch(cur: pymysql.cursors.Cursor) -> str | None:
+            cur.execute(_RESOLVE, (identifier, identifier))
+            found = cur.fetchone()
+            return None if found is None or not found[1] else str(found[1])
+
+        return await self._run(fetch, "resolve identifier")
+
+    async def detect_collation(self) -> str | None:
+        """Read the collation of the column identifiers are keyed on (`borrowers.cardnumber`;
+        `userid` with `identifier = "userid"`) and choose `canonical_barcode` by it: a
+        case-insensitive (`_ci`) collation makes case variants one card."""
+        column = "userid" if self.s.identifier == "userid" else "cardnumber"
+
+        def fetch(cur: pymysql.cursors.Cursor) -> str | None:
+            cur.execute(_COLLATION, (column,))
+            found = cur.fetchone()
+            return None if found is None or found[0] is None else str(found[0])
+
+        collation = await self._run(fetch, "collation")
+        exact = collation is not None and not collation.lower().endswith("_ci")
+        self.canonical_barcode = same_barcode if exact else ascii_case_insensitive
+        return collation
 
     # -- Store ------------------------------------------------------------------------------
     async def lookup(self, barcode: str) -> Patron | None:
@@ -360,6 +502,7 @@ async def open_store(settings: KohaSqlSettings, services: StoreServices) -> Koha
     store = KohaSqlStore(settings, services.hasher)
     try:
         await store.health()
+        await store.detect_collation()
     except BaseException:
         await store.aclose()
         raise

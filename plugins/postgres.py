@@ -50,6 +50,7 @@ from bridge.core.store import (
     StoreUnavailable,
     UnknownPatron,
     Verification,
+    same_barcode,
 )
 from bridge.core.throttle import Counter
 from bridge.records import OWN_STORE_CAPABILITIES, hash_of, load_demo, verify_found
@@ -384,6 +385,8 @@ class PostgresStore:
     """Patrons, PIN hashes and reset tokens in PostgreSQL."""
 
     capabilities = OWN_STORE_CAPABILITIES
+    # `barcode = %s` on a text key with the database's deterministic collation: exact.
+    canonical_barcode = staticmethod(same_barcode)
 
     def __init__(self, db: PgPool, hasher: PinHasher, dsn: str = "") -> None:
         self.db = db

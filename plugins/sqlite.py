@@ -31,6 +31,7 @@ from bridge.core.store import (
     StoreUnavailable,
     UnknownPatron,
     Verification,
+    same_barcode,
 )
 from bridge.records import OWN_STORE_CAPABILITIES, hash_of, load_demo, verify_found
 from bridge.settings import Section
@@ -144,6 +145,8 @@ def migrate(conn: sqlite3.Connection) -> int:
 
 class SqliteStore:
     capabilities = OWN_STORE_CAPABILITIES
+    # `barcode = ?` on a TEXT key with SQLite's default BINARY collation: exact, case and all.
+    canonical_barcode = staticmethod(same_barcode)
 
     def __init__(self, path: Path, hasher: PinHasher, readers: int = 4, busy_ms: int = 5000):
         self.path = path

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,8 @@ from bridge.core.store import (
     Store,
     StoreUnavailable,
     WritableStore,
+    barcode_canonicalizer,
+    identifier_resolver,
 )
 from bridge.core.throttle import Refusal, Throttle
 
@@ -103,10 +105,22 @@ class Authenticator:
         self._today: tuple[float, dt.date] = (-1.0, dt.date.min)
         self._background: set[asyncio.Task[None]] = set()
         self.on_invalidate: list[Callable[[str], None]] = []  # e.g. portal ends sessions
+        # Resolved once: a store whose lookup is exact costs no call per request.
+        self._canonical = barcode_canonicalizer(store)
+        self._resolve = identifier_resolver(store)
+
+    def canonical(self, barcode: str) -> str:
+        """The store's canonical form of `barcode`: what throttle, locks, cache and audit key
+        on, so `k19abc` and `K19ABC` are one card where the store's lookup says so."""
+        return barcode if self._canonical is None else self._canonical(barcode)
 
     # -- the question every front end asks --------------------------------------------------
     async def authenticate(self, barcode: str, pin: Secret, ctx: Context) -> Decision:
         started = time.perf_counter()
+        if self._canonical is not None:
+            barcode = self._canonical(barcode)
+        if self._resolve is not None:
+            barcode = await self._resolved(self._resolve, barcode, ctx)
         decision = self._settle(barcode, pin, ctx)
         if decision is None:
             decision = await self._verify(barcode, pin, ctx)
@@ -121,7 +135,11 @@ class Authenticator:
         patron or a controller re-authenticating a laptop is then answered without a coroutine,
         a task or a loop iteration. The same code runs first inside `authenticate`, so the two
         can never disagree."""
+        if self._resolve is not None:
+            return None  # the key is known only once the store has resolved the identifier
         started = time.perf_counter()
+        if self._canonical is not None:
+            barcode = self._canonical(barcode)
         decision = self._settle(barcode, pin, ctx)
         if decision is not None:
             self.audit.decision(barcode, ctx, decision, time.perf_counter() - started)
@@ -152,6 +170,24 @@ class Authenticator:
         decision = self._standing(entry.patron, ctx.policy, "verified (cached)")
         entry.standing = (ctx.policy, today, decision)
         return decision
+
+    async def _resolved(
+        self, resolve: Callable[[str], Awaitable[str | None]], identifier: str, ctx: Context
+    ) -> str:
+        """The canonical card number `identifier` names, for stores that accept several
+        identifiers per patron (so a userid and a card number share one guess budget); the
+        identifier itself when it names nothing, is malformed, its source is refused (no
+        store work for it) or the store cannot answer now (the verification then says so)."""
+        if not valid_barcode(identifier):
+            return identifier
+        if self.throttle.check_source(ctx.source, self.clock()) is not None:
+            return identifier
+        try:
+            await in_task()
+            card = await resolve(identifier)
+        except StoreUnavailable:
+            return identifier
+        return identifier if card is None else self.canonical(card)
 
     async def _verify(self, barcode: str, pin: Secret, ctx: Context) -> Decision:
         """Ask the store (the KDF in the hasher's pool, or the ILS) and count the result."""
@@ -240,6 +276,7 @@ class Authenticator:
         self, barcode: str, new_pin: Secret, *, actor: str, enforce_policy: bool = True
     ) -> ChangeResult:
         """Staff reset at the desk, or a reset through an emailed link."""
+        barcode = self.canonical(barcode)
         if enforce_policy:
             verdict = self.pin_policy.check(new_pin)
             if not verdict.ok:
@@ -276,6 +313,7 @@ class Authenticator:
 
     async def block(self, barcode: str, reason: str, *, actor: str) -> Patron | None:
         """Block a card in the store (SIP2 01, CLI). None when the card is unknown."""
+        barcode = self.canonical(barcode)
         store = self.store
         if Capability.BLOCK not in store.capabilities or not isinstance(store, WritableStore):
             raise NotSupported("this store cannot block cards")
@@ -289,6 +327,7 @@ class Authenticator:
         return patron
 
     def clear_lock(self, barcode: str, *, actor: str) -> bool:
+        barcode = self.canonical(barcode)
         cleared = self.throttle.clear(barcode)
         self.audit.event("lock_cleared", barcode=barcode, actor=actor)
         return cleared
@@ -303,7 +342,7 @@ class Authenticator:
         self.throttle.record_failure(None, source, self.clock())
 
     def invalidate(self, barcode: str) -> None:
-        self.cache.invalidate(barcode)
+        self.cache.invalidate(self.canonical(barcode))
         for callback in self.on_invalidate:
             callback(barcode)
 

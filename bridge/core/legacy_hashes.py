@@ -2,7 +2,8 @@
 without knowing anyone's PIN. Each is re-hashed into the peppered format on the next login.
 
 Formats (prefix selects):
-- `$2a$`/`$2b$`/`$2y$`: bcrypt of the PIN, as Koha stores `borrowers.password`.
+- `$2a$`/`$2b$`/`$2y$`: bcrypt of the PIN, as Koha stores `borrowers.password`; like Koha's
+  Crypt::Eksblowfish, only the first 72 bytes of a longer passphrase count.
 - `{MD5}<hex>`: Koha's legacy unsalted MD5 (base64 in Koha; hex accepted too).
 - `$evergreen$<salt>$<bcrypt>`: Evergreen's actor.passwd: bcrypt(md5(salt + md5(pin))). The
   salt is itself a bcrypt salt (`$2a$10$` + 22 characters, from `gen_salt('bf', 10)`), so it
@@ -22,6 +23,11 @@ import bcrypt
 from bridge.core.secret import Secret
 
 _BCRYPT_LEN = 60
+# bcrypt's key schedule reads at most 72 bytes of the password. Perl's Crypt::Eksblowfish
+# (Koha's `hash_password`/`checkpw_hash`) and crypt(3) silently use the first 72 bytes; the
+# Python bcrypt package (5.x) raises on longer input instead. Truncating gives the answer the
+# ILS itself gives for a long passphrase.
+_BCRYPT_MAX_KEY = 72
 _MAX_PBKDF2_ITERATIONS = 10_000_000
 
 
@@ -55,7 +61,7 @@ def _bcrypt(raw: bytes, stored: str) -> bool:
     if len(stored) != _BCRYPT_LEN or not stored[4:6].isdigit() or int(stored[4:6]) > 16:
         return False
     try:
-        return bcrypt.checkpw(raw, ("$2b$" + stored[4:]).encode("ascii"))
+        return bcrypt.checkpw(raw[:_BCRYPT_MAX_KEY], ("$2b$" + stored[4:]).encode("ascii"))
     except (ValueError, UnicodeEncodeError):
         return False
 

@@ -79,6 +79,49 @@ class Store(Protocol):
 
     async def aclose(self) -> None: ...
 
+    # Optional (not part of the runtime check, so stores written before it still qualify):
+    #   def canonical_barcode(self, barcode: str) -> str
+    # The one form of `barcode` the store's own lookup cannot tell apart from it (e.g. Koha's
+    # case-insensitive collation: `k19abc` and `K19ABC` are one card). The authenticator keys
+    # throttle, locks, cache and audit on it, so case variants share one guess budget. It must
+    # be pure, cheap, idempotent and total: never raise, never do I/O, and keep an ASCII
+    # printable barcode ASCII printable of the same length (input checks run on the result).
+    # A store without it,
+    # or whose lookup is exact, is the identity: set `canonical_barcode = staticmethod(
+    # same_barcode)` (or leave it out) and the authenticator makes no call at all.
+    #
+    #   resolve_identifier: Callable[[str], Awaitable[str | None]] | None
+    # Stores that accept more than one identifier per patron (koha-sql `identifier = "either"`)
+    # name the card number an identifier means, so two identifiers of one patron share one
+    # key. None (or absent): every identifier is its own key.
+
+
+def same_barcode(barcode: str) -> str:
+    """The identity canonical form: what stores with an exact barcode lookup declare."""
+    return barcode
+
+
+def ascii_case_insensitive(barcode: str) -> str:
+    """The canonical form for lookups that ignore letter case (MariaDB/MySQL `_ci` collations:
+    between printable ASCII characters they equate exactly the 26 letter pairs). Non-ASCII
+    input is left alone: it never passes the barcode check, and `str.upper` could turn it
+    into ASCII (`ſ` → `S`)."""
+    return barcode.upper() if barcode.isascii() else barcode
+
+
+def barcode_canonicalizer(store: object) -> Callable[[str], str] | None:
+    """The store's `canonical_barcode`, or None when it is the identity (so the hot path
+    makes no call)."""
+    method = getattr(store, "canonical_barcode", None)
+    if method is None or method is same_barcode:
+        return None
+    return method  # type: ignore[no-any-return]
+
+
+def identifier_resolver(store: object) -> Callable[[str], Awaitable[str | None]] | None:
+    """The store's `resolve_identifier`, or None when every identifier is its own key."""
+    return getattr(store, "resolve_identifier", None)
+
 
 @runtime_checkable
 class SearchableStore(Store, Protocol):

@@ -28,6 +28,7 @@ from bridge.core.store import (
     StoreServices,
     StoreUnavailable,
     Verification,
+    same_barcode,
 )
 from bridge.sip2.codec import BX_ORDER, CIRCULATION_CODES, Message, ProtocolError, sip_date
 from bridge.sip2.messages import PatronRequest
@@ -40,6 +41,8 @@ log = structlog.get_logger("plugins.sip2")
 
 class Sip2Store:
     capabilities = frozenset({Capability.VERIFY})
+    # The upstream ILS decides which AA values are one patron, and SIP2 does not say: exact.
+    canonical_barcode = staticmethod(same_barcode)
 
     def __init__(self, settings: Sip2StoreSettings, pool: Pool) -> None:
         self.settings = settings

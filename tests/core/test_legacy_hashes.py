@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from bridge.core import legacy_hashes
 from bridge.core.pin import KdfParams, PinHasher
 from bridge.core.secret import Secret
+from tests.eksblowfish import koha_perl_bcrypt
 from tests.pins import DEMO_PIN, WRONG_PIN
 
 
@@ -158,3 +159,35 @@ PREFIXES = st.sampled_from(["", *legacy_hashes.KNOWN_PREFIXES, "$evergreen$$2a$1
 def test_property_anything_is_a_bool(pin: bytes, prefix: str, rest: str) -> None:
     """Whatever an export put in the column, verification answers True or False."""
     assert legacy_hashes.verify(Secret(pin), prefix + rest) in (True, False)
+
+
+# An 87-byte passphrase (86 characters, one of them two bytes in UTF-8): Koha accepts it, and
+# Eksblowfish hashes only its first 72 bytes.
+PASSPHRASE = (
+    "Bücherei-Passphrase: the seventh shelf from the left holds the annual reports, 1987-99"
+)
+assert len(PASSPHRASE.encode()) == 87
+
+
+def with_byte(text: str, index: int) -> str:
+    """`text` with the character at `index` (an ASCII one) changed."""
+    return text[:index] + ("X" if text[index] != "X" else "Y") + text[index + 1 :]
+
+
+def test_long_passphrase_hashed_by_kohas_eksblowfish() -> None:
+    """A $2a$ hash made by Perl's Crypt::Eksblowfish::Bcrypt (Koha's hash_password) of an
+    87-byte passphrase verifies; like Koha, bytes after the 72nd do not count, bytes before do
+    (the bcrypt package alone raises on more than 72 bytes, which used to refuse the patron)."""
+    stored = koha_perl_bcrypt(PASSPHRASE.encode())
+    assert check(stored, PASSPHRASE)
+    assert check(stored, with_byte(PASSPHRASE, 80))  # byte 81 of 87: beyond Koha's 72
+    assert check(stored, PASSPHRASE[:71])  # 72 bytes (one character is two): the same key
+    assert not check(stored, PASSPHRASE[:70])
+    assert not check(stored, with_byte(PASSPHRASE, 5))
+
+
+@pytest.mark.parametrize("prefix", [b"2a", b"2b"])
+def test_python_bcrypt_of_72_bytes_matches_longer_input(prefix: bytes) -> None:
+    key = ("x" * 72).encode()
+    stored = bcrypt.hashpw(key, bcrypt.gensalt(4, prefix=prefix)).decode()
+    assert check(stored, "x" * 100) and not check(stored, "x" * 71)

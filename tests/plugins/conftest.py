@@ -95,9 +95,16 @@ def pg_settings(dbname: str, **more: Any) -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def open_kind(
-    kind: str, hasher: PinHasher, tmp_path: Path, *, seed: bool = True, **more: Any
+    kind: str,
+    hasher: PinHasher,
+    tmp_path: Path,
+    *,
+    seed: bool = True,
+    build: dict[str, Any] | None = None,
+    **more: Any,
 ) -> AsyncIterator[Opened]:
-    """Open one store of `kind` over a fresh database holding the seed patrons."""
+    """Open one store of `kind` over a fresh database holding the seed patrons (`build`: more
+    arguments for the ILS fixture's builder; `more`: store settings)."""
     if kind == "sqlite":
         store = await open_plugin(
             "sqlite", {"path": str(tmp_path / "p.db"), **more}, hasher, tmp_path
@@ -119,7 +126,7 @@ async def open_kind(
                 await store.aclose()
     elif kind == "koha-sql":
         with servers.mariadb_database("pb_koha") as dbname:
-            extra = ils_fixtures.build_koha(dbname, SEED if seed else ())
+            extra = ils_fixtures.build_koha(dbname, SEED if seed else (), **(build or {}))
             settings = {
                 "host": servers.MY_HOST,
                 "port": servers.MY_PORT,
@@ -139,7 +146,7 @@ async def open_kind(
         extra = {}
         try:
             with servers.pg_database("pb_eg") as dbname:
-                extra = ils_fixtures.build_evergreen(dbname, SEED if seed else ())
+                extra = ils_fixtures.build_evergreen(dbname, SEED if seed else (), **(build or {}))
                 settings = pg_settings(
                     dbname, user=extra["user"], password=extra["password"], **more
                 )

@@ -1,12 +1,23 @@
 """Koha and Evergreen databases shaped like the real ones, for the read-only SQL connectors.
 
-Koha: the relevant part of `installer/data/mysql/kohastructure.sql` (columns and types copied
-from Koha's own dump of MariaDB 10.11), PINs hashed the way `Koha::AuthUtils::hash_password`
-does (bcrypt, `$2a$08$`) plus one legacy unsalted `md5_base64` row.
+Koha: the relevant part of `installer/data/mysql/kohastructure.sql`: the column definitions,
+keys and table options of the columns the bridge reads, as Koha's own DDL states them (Koha's
+main line as mirrored at openfifth/koha, commit 0184212ae992ab44a04cf92c57e5306b7cd2308c, Koha's
+dump of MariaDB 10.11; the index's copy of Koha-Community/Koha held only the 3.0-era file).
+The table's collation (utf8mb4_unicode_ci) is Koha's, which is why card numbers match whatever
+their case. PINs hashed the way `Koha::AuthUtils::hash_password` does (bcrypt, `$2a$08$`), one
+legacy unsalted `md5_base64` row, one long passphrase hashed by Perl's Crypt::Eksblowfish (Koha's
+own hashing code), and the dates old upgraded databases hold: `0000-00-00`, written under an
+empty session sql_mode as the servers of the time allowed.
 
 Evergreen: the relevant part of `005.schema.actors.sql` and friends; the main password written
 exactly as Evergreen writes it, by pgcrypto inside PostgreSQL:
-`salt = gen_salt('bf', 10)`, `passwd = crypt(md5(salt || md5(pin)), salt)`.
+`salt = gen_salt('bf', 10)`, `passwd = crypt(md5(salt || md5(pin)), salt)`; one user never
+migrated (only `actor.usr.passwd`, the MD5 hex Evergreen's actor.usr insert trigger stored
+before 2.10, like Evergreen's own seed admin); an org tree of two systems with branches and
+the org-unit functions penalty scoping uses (`actor.org_unit_ancestors`, `_descendants`,
+`_full_path`: written here with recursive queries that give the same sets as Evergreen's in
+020.schema.functions.sql).
 
 Each builder also creates a least-privilege account (SELECT only) that the plugin connects as.
 """
@@ -73,6 +84,8 @@ KOHA_SCHEMA = [
   UNIQUE KEY `userid` (`userid`),
   KEY `categorycode` (`categorycode`),
   KEY `branchcode` (`branchcode`),
+  KEY `cardnumber_idx` (`cardnumber`),
+  KEY `userid_idx` (`userid`),
   CONSTRAINT `borrowers_ibfk_1` FOREIGN KEY (`categorycode`)
     REFERENCES `categories` (`categorycode`),
   CONSTRAINT `borrowers_ibfk_2` FOREIGN KEY (`branchcode`) REFERENCES `branches` (`branchcode`)
@@ -127,7 +140,31 @@ KOHA_LOCKED = SeedPatron("29000000000022", "Locked", "Lia")  # login_attempts >=
 KOHA_ADMIN_LOCK = SeedPatron("29000000000023", "Adminlock", "Al")  # login_attempts < 0
 KOHA_RESTRICTED = SeedPatron("29000000000024", "Restricted", "Rae")  # borrower_debarments row
 KOHA_PW_EXPIRED = SeedPatron("29000000000025", "Pwexpired", "Pam")
-KOHA_EXTRA = (KOHA_MD5, KOHA_LOCKED, KOHA_ADMIN_LOCK, KOHA_RESTRICTED, KOHA_PW_EXPIRED)
+# 0000-00-00 in dateexpiry, debarred and password_expiration_date: no dates, as Koha reads them.
+KOHA_ZERO_DATES = SeedPatron("29000000000026", "Zerodate", "Zoe")
+KOHA_LIFTED_TODAY = SeedPatron("29000000000027", "Lifted", "Lin")  # restricted until today
+KOHA_RESTRICTED_TOMORROW = SeedPatron("29000000000028", "Stillrestricted", "Sid")
+KOHA_LOWERCASE = SeedPatron("k19abc", "Casey", "Cam")  # found as K19ABC too (the collation)
+KOHA_PASSPHRASE = SeedPatron("29000000000029", "Passphrase", "Pip", pin=None)  # 87 bytes
+# Its userid is another patron's card number: `identifier = "either"` takes the card first.
+KOHA_USERID_CLASH = SeedPatron("29000000000030", "Clash", "Cleo")
+KOHA_EXTRA = (
+    KOHA_MD5,
+    KOHA_LOCKED,
+    KOHA_ADMIN_LOCK,
+    KOHA_RESTRICTED,
+    KOHA_PW_EXPIRED,
+    KOHA_ZERO_DATES,
+    KOHA_LIFTED_TODAY,
+    KOHA_RESTRICTED_TOMORROW,
+    KOHA_LOWERCASE,
+    KOHA_PASSPHRASE,
+    KOHA_USERID_CLASH,
+)
+# 87 bytes in UTF-8 (one two-byte character); Koha hashes its first 72.
+KOHA_LONG_PASSPHRASE = (
+    "Bücherei-Passphrase: the seventh shelf from the left holds the annual reports, 1987-99"
+)
 FAILED_LOGIN_ATTEMPTS = 5
 
 
@@ -141,7 +178,14 @@ def koha_md5(pin: str) -> str:
     return base64.b64encode(hashlib.md5(pin.encode()).digest()).decode().rstrip("=")
 
 
-def build_koha(dbname: str, seed: Iterable[SeedPatron]) -> dict[str, Any]:
+def koha_userid(s: SeedPatron) -> str:
+    """The Koha userid the fixture gives a patron."""
+    return f"user{s.barcode}"
+
+
+def build_koha(
+    dbname: str, seed: Iterable[SeedPatron], *, passphrase_hash: str | None = None
+) -> dict[str, Any]:
     """Create the Koha tables, fill them, and a SELECT-only account; return its credentials."""
     user, password = servers.unique("koha_ro"), secrets.token_hex(12)
     admin = servers.mariadb_admin(dbname)
@@ -175,6 +219,20 @@ def build_koha(dbname: str, seed: Iterable[SeedPatron]) -> dict[str, Any]:
                 insert_koha_patron(
                     cur, KOHA_PW_EXPIRED, password_expiration=TODAY - dt.timedelta(days=1)
                 )
+                insert_koha_zero_dates(cur, KOHA_ZERO_DATES)
+                number = insert_koha_patron(cur, KOHA_LIFTED_TODAY, debarred=TODAY)
+                cur.execute(  # Koha deletes nothing when a restriction ends: it just lapses
+                    "INSERT INTO borrower_debarments (borrowernumber, expiration, type, comment) "
+                    "VALUES (%s, %s, 'MANUAL', 'ends today')",
+                    (number, TODAY),
+                )
+                tomorrow = TODAY + dt.timedelta(days=1)
+                insert_koha_patron(cur, KOHA_RESTRICTED_TOMORROW, debarred=tomorrow)
+                insert_koha_patron(cur, KOHA_LOWERCASE)
+                insert_koha_patron(cur, KOHA_PASSPHRASE, password=passphrase_hash)
+                seeded = tuple(seed)
+                clash_with = seeded[0].barcode if seeded else "none"
+                insert_koha_patron(cur, KOHA_USERID_CLASH, userid=clash_with)
             cur.execute(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'")
             cur.execute(f"CREATE USER '{user}'@'localhost' IDENTIFIED BY '{password}'")
             for host in ("%", "localhost"):
@@ -191,11 +249,13 @@ def insert_koha_patron(
     password: str | None = None,
     login_attempts: int = 0,
     password_expiration: dt.date | None = None,
+    debarred: dt.date | str | None = None,
+    userid: str | None = None,
 ) -> int:
     if password is None and s.pin is not None:
         password = koha_bcrypt(s.pin)
-    lost = debarred = None
-    comment = None
+    lost = None
+    comment = "restricted" if debarred else None
     if s.blocked == "card reported lost":
         lost = 1
     elif s.blocked:
@@ -219,7 +279,7 @@ def insert_koha_patron(
             debarred,
             comment,
             password or "!",
-            f"user{s.barcode}",
+            userid or koha_userid(s),
             login_attempts,
         ),
     )
@@ -235,6 +295,27 @@ def insert_koha_patron(
             ],
         )
     return number
+
+
+def insert_koha_zero_dates(cur: Any, s: SeedPatron) -> None:
+    """A patron row from an old upgraded Koha: `0000-00-00` where a date is missing. Written
+    under an empty sql_mode (no NO_ZERO_DATE, no strict mode), as MariaDB servers of that era
+    ran; the session's mode is restored afterwards."""
+    number = insert_koha_patron(cur, s)
+    cur.execute("SET @saved_sql_mode = @@SESSION.sql_mode")
+    cur.execute("SET SESSION sql_mode = ''")
+    try:
+        cur.execute(
+            "UPDATE borrowers SET dateexpiry = '0000-00-00', debarred = '0000-00-00', "
+            "password_expiration_date = '0000-00-00' WHERE borrowernumber = %s",
+            (number,),
+        )
+        cur.execute(
+            "SELECT dateexpiry, debarred FROM borrowers WHERE borrowernumber = %s", (number,)
+        )
+        assert cur.fetchone() == ("0000-00-00", "0000-00-00"), "zero dates not stored"
+    finally:
+        cur.execute("SET SESSION sql_mode = @saved_sql_mode")
 
 
 def drop_koha_user(user: str) -> None:
@@ -265,10 +346,39 @@ CREATE TABLE permission.grp_tree (
     id SERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE, parent INT,
     usergroup BOOL NOT NULL DEFAULT TRUE
 );
+CREATE TABLE actor.org_unit_type (
+    id SERIAL PRIMARY KEY, name TEXT NOT NULL, opac_label TEXT NOT NULL, depth INT NOT NULL,
+    parent INT, can_have_vols BOOL NOT NULL DEFAULT TRUE, can_have_users BOOL NOT NULL DEFAULT TRUE
+);
 CREATE TABLE actor.org_unit (
     id SERIAL PRIMARY KEY, parent_ou INT, ou_type INT NOT NULL DEFAULT 1,
     shortname TEXT NOT NULL UNIQUE, name TEXT NOT NULL UNIQUE
 );
+-- An org unit and everything above it / below it; the full path is both.
+CREATE FUNCTION actor.org_unit_ancestors(INT) RETURNS SETOF actor.org_unit AS $$
+    WITH RECURSIVE up(id, hops) AS (
+        SELECT $1, 0
+        UNION
+        SELECT o.parent_ou, up.hops + 1 FROM actor.org_unit o JOIN up ON o.id = up.id
+         WHERE o.parent_ou IS NOT NULL
+    )
+    SELECT o.* FROM actor.org_unit o JOIN up USING (id) ORDER BY up.hops DESC
+$$ LANGUAGE SQL STABLE ROWS 1;
+CREATE FUNCTION actor.org_unit_descendants(INT) RETURNS SETOF actor.org_unit AS $$
+    WITH RECURSIVE down(id) AS (
+        SELECT id FROM actor.org_unit WHERE id = $1
+        UNION ALL
+        SELECT o.id FROM actor.org_unit o JOIN down ON o.parent_ou = down.id
+    )
+    SELECT o.* FROM actor.org_unit o JOIN down USING (id)
+$$ LANGUAGE SQL STABLE ROWS 1;
+CREATE FUNCTION actor.org_unit_full_path(INT) RETURNS SETOF actor.org_unit AS $$
+    SELECT o.* FROM actor.org_unit o
+      JOIN (SELECT id FROM actor.org_unit_ancestors($1)
+            UNION SELECT id FROM actor.org_unit_descendants($1)) p USING (id)
+      JOIN actor.org_unit_type t ON t.id = o.ou_type
+     ORDER BY t.depth
+$$ LANGUAGE SQL STABLE;
 CREATE TABLE actor.usr (
     id SERIAL PRIMARY KEY,
     card INT UNIQUE,
@@ -339,8 +449,14 @@ CREATE VIEW money.open_usr_summary AS
      WHERE xact_finish IS NULL
      GROUP BY usr;
 INSERT INTO permission.grp_tree (id, name) VALUES (1, 'Users'), (2, 'ADULT');
-INSERT INTO actor.org_unit (id, shortname, name) VALUES (1, 'CONS', 'Consortium'),
-    (2, 'MAIN', 'Main Library');
+INSERT INTO actor.org_unit_type (id, name, opac_label, depth, parent) VALUES
+    (1, 'Consortium', 'Everywhere', 0, NULL), (2, 'System', 'Local System', 1, 1),
+    (3, 'Branch', 'This Branch', 2, 2);
+-- CONS > SYS1 > {MAIN, BR2};  CONS > SYS2 > BR3
+INSERT INTO actor.org_unit (id, parent_ou, ou_type, shortname, name) VALUES
+    (1, NULL, 1, 'CONS', 'Consortium'), (3, 1, 2, 'SYS1', 'System One'),
+    (2, 3, 3, 'MAIN', 'Main Library'), (4, 3, 3, 'BR2', 'Branch Two'),
+    (5, 1, 2, 'SYS2', 'System Two'), (6, 5, 3, 'BR3', 'Branch Three');
 INSERT INTO actor.passwd_type (code, name, login, crypt_algo, iter_count)
     VALUES ('main', 'Main Login Password', TRUE, 'bf', 10);
 INSERT INTO config.standing_penalty (id, name, label, block_list) VALUES
@@ -354,10 +470,28 @@ EG_CARD_INACTIVE = SeedPatron("29000000000032", "Oldcard", "Otto")  # actor.card
 EG_PENALTY = SeedPatron("29000000000033", "Penalty", "Pat")  # PATRON_EXCEEDS_FINES (CIRC)
 EG_ALERT = SeedPatron("29000000000034", "Alert", "Abe")  # a penalty that blocks nothing
 EG_DELETED = SeedPatron("29000000000035", "Deleted", "Dee")  # actor.usr.deleted = true
-EG_EXTRA = (EG_INACTIVE, EG_CARD_INACTIVE, EG_PENALTY, EG_ALERT, EG_DELETED)
+# Never migrated: only actor.usr.passwd (MD5 hex), no actor.passwd row.
+EG_UNMIGRATED = SeedPatron("29000000000036", "Unmigrated", "Uma")
+# Never migrated, and actor.usr.passwd is the MD5 of the empty string: no password.
+EG_EMPTY_LEGACY = SeedPatron("29000000000037", "Emptylegacy", "Eli")
+# PATRON_EXCEEDS_FINES set at BR3 (the other system): not in MAIN's full path.
+EG_PENALTY_ELSEWHERE = SeedPatron("29000000000038", "Elsewhere", "Eld")
+# PATRON_EXCEEDS_FINES set at BR2: a sibling of MAIN, in SYS1's full path but not MAIN's.
+EG_PENALTY_SIBLING = SeedPatron("29000000000039", "Sibling", "Sib")
+EG_EXTRA = (
+    EG_INACTIVE,
+    EG_CARD_INACTIVE,
+    EG_PENALTY,
+    EG_ALERT,
+    EG_DELETED,
+    EG_UNMIGRATED,
+    EG_EMPTY_LEGACY,
+    EG_PENALTY_ELSEWHERE,
+    EG_PENALTY_SIBLING,
+)
 
 
-def build_evergreen(dbname: str, seed: Iterable[SeedPatron]) -> dict[str, Any]:
+def build_evergreen(dbname: str, seed: Iterable[SeedPatron], **_: Any) -> dict[str, Any]:
     """Create the Evergreen tables, fill them the Evergreen way, and a SELECT-only role."""
     user, password = servers.unique("eg_ro"), secrets.token_hex(12)
     seed = tuple(seed)
@@ -387,6 +521,15 @@ def build_evergreen(dbname: str, seed: Iterable[SeedPatron]) -> dict[str, Any]:
                 (usr,),
             )
             insert_evergreen_patron(admin, EG_DELETED, deleted=True)
+            insert_evergreen_patron(admin, EG_UNMIGRATED, legacy=EG_UNMIGRATED.pin)
+            insert_evergreen_patron(admin, EG_EMPTY_LEGACY, legacy="")
+            for patron, org in ((EG_PENALTY_ELSEWHERE, 6), (EG_PENALTY_SIBLING, 4)):
+                usr = insert_evergreen_patron(admin, patron)
+                admin.execute(
+                    "INSERT INTO actor.usr_standing_penalty (org_unit, usr, standing_penalty) "
+                    "VALUES (%s, %s, 1)",
+                    (org, usr),
+                )
         admin.execute(f"CREATE ROLE {user} LOGIN PASSWORD '{password}'")
         admin.execute(
             f"GRANT USAGE ON SCHEMA actor, config, permission, money, evergreen TO {user}"
@@ -404,15 +547,21 @@ def insert_evergreen_patron(
     active: bool = True,
     card_active: bool = True,
     deleted: bool = False,
+    legacy: str | None = None,
 ) -> int:
+    """One user with one card. `legacy`: a password never migrated into actor.passwd, stored
+    in actor.usr.passwd as Evergreen's insert trigger did (`NEW.passwd = MD5(NEW.passwd)`)."""
     expires = dt.datetime.combine(s.expires or FUTURE, dt.time(23, 59), dt.UTC)
     row = admin.execute(
         "INSERT INTO actor.usr (profile, usrname, email, passwd, first_given_name, family_name, "
         "home_ou, active, barred, deleted, expire_date) "
-        "VALUES (2, %s, %s, '', %s, %s, 2, %s, %s, %s, %s) RETURNING id",
+        "VALUES (2, %s, %s, CASE WHEN %s::text IS NULL THEN '' ELSE md5(%s::text) END, "
+        "%s, %s, 2, %s, %s, %s, %s) RETURNING id",
         (
             f"user{s.barcode}",
             s.email,
+            legacy,
+            legacy,
             s.given,
             s.surname,
             active,
@@ -427,7 +576,7 @@ def insert_evergreen_patron(
         (usr, s.barcode, card_active),
     ).fetchone()
     admin.execute("UPDATE actor.usr SET card = %s WHERE id = %s", (card[0], usr))
-    if s.pin is not None:
+    if s.pin is not None and legacy is None:
         # Exactly Evergreen's actor.change_password(): the PIN is md5'd, salted and crypt()ed
         # inside the database.
         admin.execute(

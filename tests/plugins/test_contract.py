@@ -23,12 +23,27 @@ from bridge.core.store import (
     Store,
     TokenStore,
     WritableStore,
+    barcode_canonicalizer,
 )
 from tests.pins import DEMO_PIN, NEW_PIN, OTHER_PIN, WRONG_PIN
 from tests.plugins.conftest import CountingHasher, Opened
 from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, NO_PIN, UNKNOWN
 
 # -- read-only contract: every store ------------------------------------------------------------
+
+
+async def test_canonical_barcode_is_what_the_lookup_does(any_store: Opened) -> None:
+    """Each store names the form its own lookup cannot tell apart from a barcode: the bridge's
+    stores and Evergreen match exactly (no canonical call at all on the hot path); Koha's
+    collation ignores case, so its canonical form does too."""
+    store = any_store.store
+    canonical = barcode_canonicalizer(store)
+    mixed = "a" + ACTIVE.barcode
+    if canonical is None:
+        assert any_store.kind != "koha-sql"
+        return
+    assert any_store.kind == "koha-sql"
+    assert canonical(mixed) == mixed.upper() and canonical(canonical(mixed)) == canonical(mixed)
 
 
 async def test_is_a_store_and_tells_the_truth_about_itself(any_store: Opened) -> None:

@@ -40,12 +40,12 @@ KOHA_EXPORT = """\
 SELECT b.cardnumber AS barcode,
        CONCAT_WS(', ', b.surname, b.firstname) AS name,
        COALESCE(b.email, '') AS email,
-       COALESCE(DATE_FORMAT(b.dateexpiry, '%Y-%m-%d'), '') AS expires,
+       COALESCE(DATE_FORMAT(NULLIF(b.dateexpiry, '0000-00-00'), '%Y-%m-%d'), '') AS expires,
        b.categorycode AS category,
        b.branchcode AS home_library,
        b.borrowernumber AS record_id,
        CASE WHEN b.lost = 1 THEN 'card reported lost'
-            WHEN b.debarred >= CURDATE() THEN 'restricted'
+            WHEN b.debarred > CURDATE() THEN 'restricted'
             ELSE '' END AS blocked,
        CAST(GREATEST(COALESCE((SELECT SUM(a.amountoutstanding) FROM accountlines a
                                WHERE a.borrowernumber = b.borrowernumber), 0), 0)
@@ -69,8 +69,9 @@ SELECT c.barcode,
             WHEN NOT c.active THEN 'card inactive'
             ELSE '' END AS blocked,
        greatest(coalesce(s.balance_owed, 0), 0)::numeric(12,2) AS fines,
-       CASE WHEN p.salt IS NULL THEN ''
-            ELSE '$evergreen$' || p.salt || '$' || p.passwd END AS pin_hash
+       CASE WHEN p.salt IS NOT NULL THEN '$evergreen$' || p.salt || '$' || p.passwd
+            WHEN length(u.passwd) = 32 AND u.passwd <> md5('') THEN '{MD5}' || lower(u.passwd)
+            ELSE '' END AS pin_hash
   FROM actor.usr u
   JOIN actor.card c ON c.id = u.card
   LEFT JOIN permission.grp_tree g ON g.id = u.profile
