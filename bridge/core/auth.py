@@ -391,6 +391,12 @@ class Authenticator:
         """A wrong vendor secret counts against its source address (no card involved)."""
         self.throttle.record_failure(None, source, self.clock())
 
+    def record_bad_input(self, source: str) -> None:
+        """A front end refused a malformed barcode or PIN before asking (an LDAP bind name that
+        names no patron, a RADIUS password that does not decrypt): it counts against the
+        source like the malformed input the core itself refuses."""
+        self.throttle.record_bad_input(source, self.clock())
+
     def invalidate(self, barcode: str) -> None:
         self.cache.invalidate(barcode)
         for callback in self.on_invalidate:
