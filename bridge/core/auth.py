@@ -384,8 +384,12 @@ class Authenticator:
 
     def service_refusal(self, source: str) -> Refusal | None:
         """Before checking a vendor's own secret (an LDAP service account): is this source
-        blocked, or the global guard up? Guessing service secrets is throttled like PINs."""
-        return self.throttle.check_source(source, self.clock())
+        blocked, or the global guard up against it? Guessing service secrets is throttled like
+        PINs. A refusal only because PIN checks from that address are in flight (busy) does
+        not apply: the secret is checked and counted in one step, nothing is reserved, and a
+        busy vendor must still be able to re-bind its service account."""
+        refusal = self.throttle.check_source(source, self.clock())
+        return None if refusal is None or refusal.busy else refusal
 
     def record_service_failure(self, source: str) -> None:
         """A wrong vendor secret counts against its source address (no card involved)."""

@@ -242,3 +242,27 @@ async def test_bad_input_counts_against_the_source(store: Wrapped, barcode: str,
     assert refused.outcome is Outcome.CARD_LOCKED and "address" in refused.reason
     assert (await auth.authenticate(ACTIVE, Secret(DEMO_PIN), ctx())).accepted
     assert store.calls == 1
+
+
+async def test_service_secrets_are_not_refused_for_checks_in_flight(store: Wrapped) -> None:
+    """A vendor's address with its whole failure budget taken by patron checks in flight:
+    its patrons wait (busy), its service account still binds; a blocked address does not."""
+    rules = ThrottleRules(source_max_failures=3)
+    auth, throttle, _, _ = build(store, rules)
+    store.hold = asyncio.Event()
+    vendor = "198.51.100.20"
+    checks = [
+        asyncio.create_task(
+            auth.authenticate(f"2999000000{i:04d}", Secret(WRONG_PIN), ctx(source=vendor))
+        )
+        for i in range(3)
+    ]
+    while throttle.inflight < 3:
+        await asyncio.sleep(0)
+    busy = await auth.authenticate(MINOR, Secret(DEMO_PIN), ctx(source=vendor))
+    assert busy.outcome is Outcome.BUSY
+    assert auth.service_refusal(vendor) is None
+    store.hold.set()
+    await asyncio.gather(*checks)
+    refusal = auth.service_refusal(vendor)  # three unknown cards: the address is blocked
+    assert refusal is not None and refusal.scope == "source"
