@@ -47,8 +47,9 @@ class ThrottleRules:
     global_max_failures: int = 300
     global_window: float = 60.0
     # A reservation not settled by then belongs to a dead process or a lost request: a shared
-    # backend drops it (released, not counted). Longer than any check may take (the core
-    # abandons a check after `throttle.check_deadline`, which is shorter).
+    # backend drops it (released, not counted). Longer than any check may take: the core
+    # waits at most `throttle.check_wait_deadline` for a slot and `auth.STORE_DEADLINE` (60 s)
+    # for the store.
     reservation_ttl: float = 120.0
 
 
