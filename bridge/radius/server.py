@@ -242,6 +242,7 @@ class RadiusServer:
             pin = Secret(decrypt_password(hidden, secret, packet.authenticator))
         except ProtocolError as exc:
             self.refused(client, host, exc.kind, str(exc))
+            self.authenticator.record_bad_input(host)  # a malformed PIN counts, like in the core
             self.reply(pending, refusal(), "")
             return
         barcode = user.decode("utf-8", "replace")
@@ -289,7 +290,8 @@ class RadiusServer:
         packet = pending.packet
         if result.code is None:
             pending.endpoint.dedup.forget(pending.key, packet.authenticator)
-            log.info("radius_silent", client=pending.client.name, reason="store unavailable")
+            reason = result.message or "store unavailable"  # SHED says "busy"
+            log.info("radius_silent", client=pending.client.name, reason=reason)
             return
         attributes = self.reply_attributes(pending.client, result, category)
         if pending.proxy_state:
