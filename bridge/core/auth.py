@@ -257,7 +257,7 @@ class Authenticator:
         finally:
             gate.leave(source)
         if settled.card_locked:
-            self.invalidate(barcode)
+            self._forget(barcode)
             self.audit.event("card_locked", barcode=barcode, source=source)
         if result is Result.SUCCESS and decision.patron is not None:
             self.cache.put(barcode, pin, decision.patron, self.clock())
@@ -441,7 +441,11 @@ class Authenticator:
         self.throttle.record_bad_input(source, self.clock())
 
     def invalidate(self, barcode: str) -> None:
-        self.cache.invalidate(self.canonical(barcode))
+        self._forget(self.canonical(barcode))
+
+    def _forget(self, barcode: str) -> None:
+        """`invalidate` for a barcode already in its canonical form (the core's own paths)."""
+        self.cache.invalidate(barcode)
         for callback in self.on_invalidate:
             callback(barcode)
 
