@@ -39,6 +39,7 @@ FRONT_ENDS: tuple[tuple[str, str], ...] = (
     ("ldap", "bridge.ldap.server"),
     ("radius", "bridge.radius.server"),
     ("portal", "bridge.portal.server"),
+    ("metrics", "bridge.metrics.server"),  # last: its /readyz means every listener above is up
 )
 
 
@@ -165,6 +166,7 @@ async def serve(config: Config, on_ready: Callable[[dict[str, Any]], None]) -> N
     """Run until SIGINT/SIGTERM (or cancellation)."""
     core = await open_core(config)
     services = Services(config, core.authenticator, core.audit)
+    services.hasher = core.hasher
     control = ControlServer(config.path(config.control.socket), core.authenticator)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

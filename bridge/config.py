@@ -18,6 +18,7 @@ import msgspec
 
 from bridge.core.patron import ClientPolicy
 from bridge.ldap.settings import LdapSettings
+from bridge.metrics.settings import MetricsSettings
 from bridge.portal.settings import PortalSettings, SmtpSettings
 from bridge.radius.settings import RadiusSettings
 from bridge.settings import SECRET_KEYS, PolicySettings, Section, parse_listen
@@ -105,6 +106,7 @@ class Config(Section, frozen=True):
     radius: RadiusSettings | None = None
     portal: PortalSettings | None = None
     smtp: SmtpSettings | None = None
+    metrics: MetricsSettings | None = None  # absent: no metrics listener
     # Filled by load(): where relative paths start, and the file's name for messages.
     base_dir: str = "."
     source: str = "<memory>"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+from collections.abc import Callable
 from typing import Any, Literal
 
 import msgspec
@@ -38,6 +39,9 @@ class Audit:
             logger_factory_args=("audit",),
         ).bind(kind="audit")
         self._fragments: dict[tuple[str, str, str, str, Outcome, str], str] = {}
+        # Called with (ctx, decision, latency, path) for every decision: the metrics recorder's
+        # one hook (path: "cached" when answered before the store, "store" otherwise).
+        self.observe: Callable[[Context, Decision, float, str], None] | None = None
 
     def barcode(self, barcode: str) -> str:
         if self.barcode_mode == "full":
@@ -47,11 +51,15 @@ class Audit:
         keep = 4 if len(barcode) > 6 else 0
         return "*" * (len(barcode) - keep) + barcode[len(barcode) - keep :]
 
-    def decision(self, barcode: str, ctx: Context, decision: Decision, latency: float) -> None:
+    def decision(
+        self, barcode: str, ctx: Context, decision: Decision, latency: float, path: str = "cached"
+    ) -> None:
         """One line per authentication on every protocol, so its cost is per request: the
         fields other than time and latency repeat (the same terminal asks about the same card),
         so they are JSON-encoded once and the line is assembled around them. The fields are
         fixed and never secret, which is why this line may skip structlog's processor chain."""
+        if self.observe is not None:
+            self.observe(ctx, decision, latency, path)
         key = (ctx.protocol, ctx.client, ctx.source, barcode, decision.outcome, decision.reason)
         members = self._fragments.get(key)
         if members is None:

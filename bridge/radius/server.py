@@ -142,12 +142,14 @@ class RadiusServer:
     health_probe: asyncio.Task[bool] | None = None
     replies: dict[tuple[str, str, str], bytes] = field(default_factory=dict)
     contexts: dict[tuple[str, str], Context] = field(default_factory=dict)
+    drops: dict[str, int] = field(default_factory=dict)  # reason (before any detail) → count
 
     # -- entry ----------------------------------------------------------------------------
     def received(self, endpoint: Endpoint, data: bytes, addr: Address) -> None:
         host = addr[0]
         client = self.clients.match(host)
         if client is None:
+            self.drops["unknown client"] = self.drops.get("unknown client", 0) + 1
             suppressed = self.unknown_log.allow(host, self.loop.time())
             if suppressed is not None:
                 log.warning("radius_unknown_client", source=host, suppressed=suppressed)
@@ -176,6 +178,8 @@ class RadiusServer:
             )
 
     def drop(self, client: Client, host: str, reason: str) -> None:
+        kind = reason.partition(":")[0]
+        self.drops[kind] = self.drops.get(kind, 0) + 1
         self._log_limited("radius_dropped", client, host, reason)
 
     def refused(self, client: Client, host: str, reason: str) -> None:
