@@ -29,6 +29,7 @@ from bridge.core.pin import KdfParams, PinHasher, PinPolicy, load_blocklist, rea
 from bridge.core.store import PluginNotFound, Store, StorePlugin, StoreServices, load_plugin
 from bridge.core.throttle import MemoryBackend, Throttle, ThrottleBackend, ThrottleRules
 from bridge.loop import loop_name
+from bridge.runtime.binding import bind_error
 from bridge.services import Listener, Services
 
 log = structlog.get_logger("bridge.app")
@@ -180,7 +181,13 @@ async def serve(config: Config, on_ready: Callable[[dict[str, Any]], None]) -> N
             if settings is None:
                 continue
             start = cast(StartFrontEnd, importlib.import_module(module).start)
-            services.listeners.append(await start(settings, services))
+            try:
+                services.listeners.append(await start(settings, services))
+            except OSError as exc:
+                error = bind_error(config, section, settings, exc)
+                if error is None:
+                    raise
+                raise error from None
         listening = {lst.name: lst.addresses for lst in services.listeners}
         health = await core.authenticator.health()
         log.info("ready", loop=loop_name(), listeners=listening, store_ok=health.ok)

@@ -19,7 +19,6 @@ from typing import Any, TextIO
 
 from bridge import logs
 from bridge.config import DEFAULT_CONFIG, Config, ConfigError, load, masked
-from bridge.control import notify
 from bridge.core.patron import Patron
 from bridge.core.pin import HashFormatError, PinPolicy
 from bridge.core.secret import Secret
@@ -115,10 +114,42 @@ def _writable(core: Any) -> WritableStore:
 # --- verbs -----------------------------------------------------------------------------------
 
 
+def _tell_daemon(config: Config, op: str, barcode: str, done: str) -> int:
+    """Tell the running daemon about a change made in the store; say so loudly when a daemon
+    runs but could not be told (its cache and lock counters stay as they were)."""
+    from bridge.runtime.instance import tell
+
+    told = tell(config.path(config.control.socket), op, barcode)
+    return _untold(config, told, barcode, done)
+
+
+def _untold(config: Config, told: Any, barcode: str, done: str) -> int:
+    """Exit 1 with one line when a daemon runs but did not answer; else 0."""
+    socket_path = config.path(config.control.socket)
+    if told.failed:
+        who = f"pid {told.pid}" if told.pid else "a running daemon"
+        print(
+            f"patron-bridge: {done}, but the daemon ({who}) could not be told through "
+            f"{socket_path}: it keeps its cached answer and lock counters for {barcode} "
+            "until told; run the command again or restart it",
+            file=sys.stderr,
+        )
+        return REFUSED
+    return OK
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from bridge.app import serve
+    from bridge.runtime.instance import AlreadyRunning, InstanceLock, lock_path
 
     config = _config(args)
+    # Before anything opens the store or a socket: a second daemon must touch nothing.
+    instance = InstanceLock(lock_path(config.path(config.control.socket)))
+    try:
+        instance.acquire()
+    except AlreadyRunning as exc:
+        print(f"patron-bridge: {exc}", file=sys.stderr)
+        return REFUSED
     logs.configure(config.log.level, config.log.format, "stderr", _audit_destination(config))
 
     def ready(info: dict[str, Any]) -> None:
@@ -131,6 +162,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         pass
     finally:
         logs.stop()
+        instance.release()
     return OK
 
 
@@ -268,9 +300,8 @@ def _set_block(args: argparse.Namespace, reason: str | None) -> int:
             raise Refused(f"no card {args.barcode}") from None
         event = "patron_blocked" if reason else "patron_unblocked"
         core.audit.event(event, barcode=args.barcode, actor="cli", reason=reason)
-        notify(config.path(config.control.socket), "invalidate", args.barcode)
         print(json.dumps(_patron_json(patron)))
-        return OK
+        return _tell_daemon(config, "invalidate", args.barcode, f"card {args.barcode} changed")
 
     return run_loop(_with_core(config, body))
 
@@ -291,9 +322,8 @@ def cmd_pin_set(args: argparse.Namespace) -> int:
         result = await core.authenticator.set_pin(args.barcode, pin, actor=args.staff or "cli")
         if not result.ok:
             raise Refused(result.reason)
-        notify(config.path(config.control.socket), "clear_lock", args.barcode)
         print(f"PIN set for {args.barcode}")
-        return OK
+        return _tell_daemon(config, "clear_lock", args.barcode, f"PIN set for {args.barcode}")
 
     return run_loop(_with_core(config, body))
 
@@ -321,9 +351,11 @@ def cmd_lockout_clear(args: argparse.Namespace) -> int:
             raise Refused(f"no card {args.barcode}")
         core.authenticator.clear_lock(args.barcode, actor="cli")
         core.throttle.backend.close()
-        told = notify(config.path(config.control.socket), "clear_lock", args.barcode)
-        print(f"lock cleared for {args.barcode}" + (" (daemon told)" if told else ""))
-        return OK
+        from bridge.runtime.instance import tell
+
+        told = tell(config.path(config.control.socket), "clear_lock", args.barcode)
+        print(f"lock cleared for {args.barcode}" + (" (daemon told)" if told.told else ""))
+        return _untold(config, told, args.barcode, f"lock cleared for {args.barcode}")
 
     return run_loop(_with_core(config, body))
 
