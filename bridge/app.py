@@ -20,6 +20,7 @@ from typing import Any, Protocol, cast
 
 import structlog
 
+from bridge import logs
 from bridge.config import Config, ConfigError, decode_section
 from bridge.control import ControlServer
 from bridge.core.audit import Audit
@@ -29,6 +30,7 @@ from bridge.core.pin import KdfParams, PinHasher, PinPolicy, load_blocklist, rea
 from bridge.core.store import PluginNotFound, Store, StorePlugin, StoreServices, load_plugin
 from bridge.core.throttle import MemoryBackend, Throttle, ThrottleBackend, ThrottleRules
 from bridge.loop import loop_name
+from bridge.runtime import systemd
 from bridge.runtime.binding import bind_error
 from bridge.services import Listener, Services
 
@@ -163,6 +165,25 @@ async def open_core(config: Config) -> Core:
     return Core(hasher, store, throttle, authenticator, audit)
 
 
+def reopen_logs() -> None:
+    """SIGUSR1 (logrotate's postrotate): write log and audit files under their names again."""
+    logs.reopen()
+    log.info("logs_reopened", signal="SIGUSR1")
+
+
+def hangup() -> None:
+    """SIGHUP (`systemctl reload`): reopen the log files, telling systemd it is reloading."""
+    systemd.reloading()
+    logs.reopen()
+    log.info("logs_reopened", signal="SIGHUP")
+    systemd.ready("serving (log files reopened)")
+
+
+def ready_status(listening: dict[str, list[str]]) -> str:
+    """The one-line status `systemctl status` shows."""
+    return "serving " + ", ".join(f"{name} {' '.join(addrs)}" for name, addrs in listening.items())
+
+
 async def serve(config: Config, on_ready: Callable[[dict[str, Any]], None]) -> None:
     """Run until SIGINT/SIGTERM (or cancellation)."""
     core = await open_core(config)
@@ -174,6 +195,9 @@ async def serve(config: Config, on_ready: Callable[[dict[str, Any]], None]) -> N
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    with contextlib.suppress(NotImplementedError):
+        loop.add_signal_handler(signal.SIGUSR1, reopen_logs)
+        loop.add_signal_handler(signal.SIGHUP, hangup)
     try:
         await control.start()
         for section, module in FRONT_ENDS:
@@ -192,7 +216,9 @@ async def serve(config: Config, on_ready: Callable[[dict[str, Any]], None]) -> N
         health = await core.authenticator.health()
         log.info("ready", loop=loop_name(), listeners=listening, store_ok=health.ok)
         on_ready({"event": "ready", "pid": os.getpid(), "listeners": listening})
+        systemd.ready(ready_status(listening))
         await stop.wait()
+        systemd.stopping()
         log.info("stopping")
     finally:
         for listener in reversed(services.listeners):

@@ -150,7 +150,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except AlreadyRunning as exc:
         print(f"patron-bridge: {exc}", file=sys.stderr)
         return REFUSED
-    logs.configure(config.log.level, config.log.format, "stderr", _audit_destination(config))
+    from bridge.runtime.systemd import stderr_is_journal
+
+    logs.configure(
+        config.log.level,
+        config.log.format,
+        "stderr",
+        _audit_destination(config),
+        journal=stderr_is_journal(),
+    )
 
     def ready(info: dict[str, Any]) -> None:
         sys.stdout.write(json.dumps(info) + "\n")
