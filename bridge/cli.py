@@ -381,6 +381,73 @@ def cmd_cert_generate(args: argparse.Namespace) -> int:
     return OK
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    from bridge.backup import BackupError, backup
+
+    config = _config(args)
+    try:
+        result = backup(config, Path(args.file), force=args.force)
+    except BackupError as exc:
+        raise Refused(str(exc)) from None
+    print(f"backed up {result.patrons} patrons (schema {result.schema}) to {result.path}")
+    return OK
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from bridge.backup import BackupError, restore
+    from plugins.sqlite import MIGRATIONS
+
+    config = _config(args)
+    try:
+        result = restore(config, Path(args.file), len(MIGRATIONS))
+    except BackupError as exc:
+        raise Refused(str(exc)) from None
+    print(
+        f"restored {result.patrons} patrons (schema {result.schema}) into {result.path}; "
+        f"the previous database is {result.path}.pre-restore"
+    )
+    return OK
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from bridge.upgrade import schema_state
+
+    config = _config(args)
+    if args.check:
+        state = run_loop(schema_state(config))
+        if state.latest is None:
+            print(f"the {state.store} store keeps no schema of its own: nothing to migrate")
+            return OK
+        if state.current is None:
+            print(f"no {state.store} database yet: the first start creates schema {state.latest}")
+            return REFUSED
+        if state.pending > 0:
+            print(
+                f"{state.pending} migration(s) pending: {state.store} schema {state.current} -> "
+                f"{state.latest}, applied at the next start (back up first)"
+            )
+            return REFUSED
+        if state.pending < 0:
+            print(
+                f"the {state.store} schema ({state.current}) is newer than this version "
+                f"knows ({state.latest}): run the version that made it, or restore a backup"
+            )
+            return USAGE
+        print(f"{state.store} schema {state.current} is current: nothing pending")
+        return OK
+
+    async def body(core: Any) -> int:  # opening the store applies what is pending
+        return OK
+
+    run_loop(_with_core(config, body))
+    state = run_loop(schema_state(config))
+    if state.latest is None:
+        print(f"the {state.store} store keeps no schema of its own: nothing to migrate")
+    else:
+        print(f"{state.store} schema {state.current} is current")
+    return OK
+
+
 # --- parser ----------------------------------------------------------------------------------
 
 
@@ -450,6 +517,18 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--key", default="var/tls/key.pem")
     gen.add_argument("--host", action="append", help="DNS name or IP (repeatable)")
     gen.set_defaults(fn=cmd_cert_generate)
+    back = verbs.add_parser("backup", help="copy the SQLite store to FILE (safe while serving)")
+    back.add_argument("file", metavar="FILE")
+    back.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    back.set_defaults(fn=cmd_backup)
+    rest = verbs.add_parser("restore", help="replace the SQLite store with FILE (daemon stopped)")
+    rest.add_argument("file", metavar="FILE")
+    rest.set_defaults(fn=cmd_restore)
+    mig = verbs.add_parser("migrate", help="apply pending schema migrations (or --check)")
+    mig.add_argument(
+        "--check", action="store_true", help="exit 1 if migrations are pending; change nothing"
+    )
+    mig.set_defaults(fn=cmd_migrate)
     return parser
 
 
