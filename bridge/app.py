@@ -213,6 +213,8 @@ async def serve(config: Config, on_ready: Callable[[dict[str, Any]], None]) -> N
                     raise
                 raise error from None
         listening = {lst.name: lst.addresses for lst in services.listeners}
+        metrics = [lst for lst in services.listeners if lst.name == "metrics"]
+        control.exposition = getattr(metrics[0], "exposition", None) if metrics else None
         health = await core.authenticator.health()
         log.info("ready", loop=loop_name(), listeners=listening, store_ok=health.ok)
         on_ready({"event": "ready", "pid": os.getpid(), "listeners": listening})

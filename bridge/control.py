@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -21,7 +22,7 @@ from bridge.core.auth import Authenticator, valid_barcode
 
 log = structlog.get_logger("bridge.control")
 
-OPS = frozenset({"invalidate", "clear_lock", "ping"})
+OPS = frozenset({"invalidate", "clear_lock", "ping", "metrics"})
 
 
 class ControlServer:
@@ -29,6 +30,9 @@ class ControlServer:
         self.path = path
         self.authenticator = authenticator
         self._server: asyncio.AbstractServer | None = None
+        # This process's Prometheus exposition, when `[metrics]` is on: the `metrics` op lets
+        # a supervisor of several workers merge them into one scrape (bridge.metrics.aggregate).
+        self.exposition: Callable[[], bytes] | None = None
 
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,6 +65,10 @@ class ControlServer:
             return {"ok": False, "error": "unknown op"}
         if op == "ping":
             return {"ok": True}
+        if op == "metrics":
+            if self.exposition is None:
+                return {"ok": False, "error": "metrics are off"}
+            return {"ok": True, "text": self.exposition().decode("utf-8")}
         if not isinstance(barcode, str) or not valid_barcode(barcode):
             return {"ok": False, "error": "bad barcode"}
         if op == "invalidate":

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import structlog
 import uvicorn
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
@@ -132,6 +132,10 @@ class MetricsListener:
     server: uvicorn.Server
     sock: socket.socket
     task: asyncio.Task[None]
+
+    def exposition(self) -> bytes:
+        """This process's metrics in the text format (the control socket's `metrics` op)."""
+        return generate_latest(self.metrics.registry)
 
     async def aclose(self) -> None:
         self.metrics.detach()
