@@ -50,7 +50,7 @@ def sqlite_path(config: Config) -> Path:
             "backed up with its database's own tools (pg_dump: see docs/operations.md)"
         )
     _, settings = store_settings(config)
-    return config.path(settings.path)
+    return config.path(settings.path).resolve()
 
 
 def _describe(conn: sqlite3.Connection, what: str) -> tuple[int, int]:
@@ -110,7 +110,8 @@ def restore(config: Config, backup_file: Path, known_schema: int) -> Result:
     try:
         lock.acquire()
     except AlreadyRunning as exc:
-        raise BackupError(f"the daemon is running ({exc}): stop it before a restore") from None
+        who = f"pid {exc.pid}" if exc.pid is not None else f"lock {exc.path}"
+        raise BackupError(f"the daemon is running ({who}): stop it before a restore") from None
     try:
         src = sqlite3.connect(f"file:{backup_file}?mode=ro", uri=True)
         try:

@@ -99,8 +99,11 @@ def test_backup_during_pin_changes_restores_a_consistent_store(tmp_path: Path) -
         assert before  # the burst was running when the backup was taken
         refused = daemon.cli("restore", str(backup))
         assert refused.returncode == 1
-        assert "the daemon is running (already running, pid" in refused.stderr
-        assert "stop it before a restore" in refused.stderr
+        assert daemon.proc is not None
+        assert refused.stderr == (
+            f"patron-bridge: refused: the daemon is running (pid {daemon.proc.pid}): stop it "
+            "before a restore\n"
+        )
     finally:
         assert daemon.stop() == 0
 

@@ -30,6 +30,7 @@ class AlreadyRunning(Exception):
 
 
 def lock_path(control_socket: Path) -> Path:
+    control_socket = control_socket.resolve()  # messages name the real path, not conf/../var
     return control_socket.with_name(control_socket.name + ".pid")
 
 
