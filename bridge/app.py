@@ -16,6 +16,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol, cast
 
 import structlog
@@ -171,12 +172,28 @@ def reopen_logs() -> None:
     log.info("logs_reopened", signal="SIGUSR1")
 
 
-def hangup() -> None:
-    """SIGHUP (`systemctl reload`): reopen the log files, telling systemd it is reloading."""
+def hangup(services: Services) -> None:
+    """SIGHUP (`systemctl reload`): reopen the log files and re-read the config, telling
+    systemd it is reloading."""
+    from bridge.reload import reload
+
     systemd.reloading()
     logs.reopen()
     log.info("logs_reopened", signal="SIGHUP")
-    systemd.ready("serving (log files reopened)")
+    result = reload(services, actor="SIGHUP")
+    systemd.ready(
+        "serving (reloaded)" if result.ok else f"serving (reload refused: {result.error})"
+    )
+
+
+def reload_answer(services: Services, actor: str) -> dict[str, object]:
+    """`patron-bridge reload` through the control socket."""
+    from bridge.reload import reload
+
+    systemd.reloading()
+    result = reload(services, actor=actor)
+    systemd.ready("serving (reloaded)" if result.ok else "serving (reload refused)")
+    return result.answer()
 
 
 def ready_status(listening: dict[str, list[str]]) -> str:
@@ -197,7 +214,7 @@ async def serve(config: Config, on_ready: Callable[[dict[str, Any]], None]) -> N
             loop.add_signal_handler(sig, stop.set)
     with contextlib.suppress(NotImplementedError):
         loop.add_signal_handler(signal.SIGUSR1, reopen_logs)
-        loop.add_signal_handler(signal.SIGHUP, hangup)
+        loop.add_signal_handler(signal.SIGHUP, hangup, services)
     try:
         await control.start()
         for section, module in FRONT_ENDS:
@@ -215,6 +232,7 @@ async def serve(config: Config, on_ready: Callable[[dict[str, Any]], None]) -> N
         listening = {lst.name: lst.addresses for lst in services.listeners}
         metrics = [lst for lst in services.listeners if lst.name == "metrics"]
         control.exposition = getattr(metrics[0], "exposition", None) if metrics else None
+        control.reloader = partial(reload_answer, services)
         health = await core.authenticator.health()
         log.info("ready", loop=loop_name(), listeners=listening, store_ok=health.ok)
         on_ready({"event": "ready", "pid": os.getpid(), "listeners": listening})

@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from bridge import logs
 from bridge.config import DEFAULT_CONFIG, Config, ConfigError, load, masked
@@ -448,6 +448,35 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return OK
 
 
+def cmd_reload(args: argparse.Namespace) -> int:
+    from bridge.config import control_socket_of
+    from bridge.control import request
+    from bridge.runtime.instance import lock_path, running_pid
+
+    socket_path = control_socket_of(
+        args.config or os.environ.get("BRIDGE_CONFIG") or DEFAULT_CONFIG
+    )
+    if running_pid(lock_path(socket_path)) is None:
+        raise Refused("no daemon is running with this config: nothing to reload")
+    answer = request(socket_path, {"op": "reload"})
+    if answer is None:
+        raise Refused(f"the daemon did not answer on {socket_path}: nothing was reloaded")
+    if not answer.get("ok"):
+        print(
+            f"patron-bridge: reload refused: {answer.get('error')} (the running config is "
+            "unchanged)",
+            file=sys.stderr,
+        )
+        return REFUSED
+    applied = ", ".join(str(key) for key in cast(list[str], answer.get("applied") or []))
+    restart = ", ".join(str(key) for key in cast(list[str], answer.get("restart_needed") or []))
+    parts = [f"applied {applied}" if applied else "no live change"]
+    if restart:
+        parts.append(f"restart needed for {restart}")
+    print("reloaded: " + "; ".join(parts))
+    return OK
+
+
 # --- parser ----------------------------------------------------------------------------------
 
 
@@ -524,6 +553,9 @@ def build_parser() -> argparse.ArgumentParser:
     rest = verbs.add_parser("restore", help="replace the SQLite store with FILE (daemon stopped)")
     rest.add_argument("file", metavar="FILE")
     rest.set_defaults(fn=cmd_restore)
+    verbs.add_parser(
+        "reload", help="make the running daemon re-read its config (as SIGHUP does)"
+    ).set_defaults(fn=cmd_reload)
     mig = verbs.add_parser("migrate", help="apply pending schema migrations (or --check)")
     mig.add_argument(
         "--check", action="store_true", help="exit 1 if migrations are pending; change nothing"

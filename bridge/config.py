@@ -270,3 +270,20 @@ def masked(config: Config) -> dict[str, Any]:
     data.pop("source", None)
     result: dict[str, Any] = mask(data)
     return result
+
+
+def control_socket_of(path: str | Path) -> Path:
+    """The control socket a config file names, read leniently: `patron-bridge reload` must
+    reach the daemon even when the edited file no longer validates (the daemon then refuses
+    it with the one-line error and keeps its running config)."""
+    path = Path(path)
+    base = path.resolve().parent
+    default = ControlSettings().socket
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return base / default
+    control = data.get("control")
+    value = control.get("socket") if isinstance(control, dict) else None
+    socket = Path(value) if isinstance(value, str) and value else Path(default)
+    return socket if socket.is_absolute() else base / socket
