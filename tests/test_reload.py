@@ -25,7 +25,7 @@ DESK = f"cn=desk,ou=services,{BASE_DN}"
 
 
 def sections(*, kiosk: bool = True, desk: bool = True, secret: str = "radius-old-secret-1") -> str:
-    text = f"""
+    text = """
 [sip2]
 listen = ["127.0.0.1:0"]
 [[sip2.accounts]]
