@@ -453,9 +453,11 @@ def cmd_reload(args: argparse.Namespace) -> int:
     from bridge.control import request
     from bridge.runtime.instance import lock_path, running_pid
 
-    socket_path = control_socket_of(
-        args.config or os.environ.get("BRIDGE_CONFIG") or DEFAULT_CONFIG
-    )
+    source = args.config or os.environ.get("BRIDGE_CONFIG") or DEFAULT_CONFIG
+    socket_path = control_socket_of(source)
+    if socket_path is None:  # not even TOML: say why, as every verb does; nothing was sent
+        _config(args)
+        raise UsageError(f"{source}: cannot be read")
     if running_pid(lock_path(socket_path)) is None:
         raise Refused("no daemon is running with this config: nothing to reload")
     answer = request(socket_path, {"op": "reload"})

@@ -272,18 +272,17 @@ def masked(config: Config) -> dict[str, Any]:
     return result
 
 
-def control_socket_of(path: str | Path) -> Path:
+def control_socket_of(path: str | Path) -> Path | None:
     """The control socket a config file names, read leniently: `patron-bridge reload` must
     reach the daemon even when the edited file no longer validates (the daemon then refuses
-    it with the one-line error and keeps its running config)."""
+    it with the one-line error and keeps its running config). None when the file cannot be
+    read as TOML at all."""
     path = Path(path)
-    base = path.resolve().parent
-    default = ControlSettings().socket
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        return base / default
+        return None
     control = data.get("control")
     value = control.get("socket") if isinstance(control, dict) else None
-    socket = Path(value) if isinstance(value, str) and value else Path(default)
-    return socket if socket.is_absolute() else base / socket
+    socket = Path(value) if isinstance(value, str) and value else Path(ControlSettings().socket)
+    return socket if socket.is_absolute() else path.resolve().parent / socket

@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import signal
 import socket
+import ssl
 import time
 from pathlib import Path
 
 import pytest
-from ldap3 import Connection, Server
+from ldap3 import Connection, Server, Tls
 from ldap3.core.exceptions import LDAPException
 from pyrad import packet as pp
 
 from tests.harness import DEMO, Daemon
 from tests.metrics.test_daemon_metrics import DICTIONARY
-from tests.pins import DEMO_PIN
+from tests.pins import DEMO_PIN, NEW_PIN
 
 BASE_DN = "dc=library,dc=example"
 EZPROXY = f"cn=ezproxy,ou=services,{BASE_DN}"
@@ -206,6 +207,10 @@ def test_a_broken_config_is_refused_and_the_old_one_keeps_running(tmp_path: Path
             f"patron-bridge: reload refused: {daemon.config}: pin.min_length: greater than "
             "pin.max_length (the running config is unchanged)\n"
         )
+        daemon.config.write_text(good + "\n[pin\n")  # not even TOML: nothing is sent
+        syntax = daemon.cli("reload")
+        assert syntax.returncode == 2
+        assert syntax.stderr.startswith(f"patron-bridge: config: {daemon.config}: (syntax):")
         kiosk = Sip2(daemon, "kiosk", "kiosk-secret-1")
         try:
             assert kiosk.login_reply.startswith("941")
@@ -239,3 +244,84 @@ def test_reload_without_a_daemon(tmp_path: Path) -> None:
         1,
         "patron-bridge: refused: no daemon is running with this config: nothing to reload\n",
     )
+
+
+LDAPS = f"""
+[ldap]
+listen = ["127.0.0.1:0"]
+listen_tls = ["127.0.0.1:0"]
+base_dn = "{BASE_DN}"
+tls_certificate = "ldap.crt"
+tls_key = "ldap.key"
+tls_generate = true
+[[ldap.service_accounts]]
+dn = "{EZPROXY}"
+password = "ezproxy-secret-1"
+"""
+
+
+def served_certificate(daemon: Daemon) -> str:
+    return ssl.get_server_certificate(daemon.address("ldap", 1))
+
+
+def test_certificate_rotation_and_pin_policy_by_reload(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path, LDAPS)
+    with daemon:
+        before = served_certificate(daemon)
+        host, port = daemon.address("ldap", 1)
+        held = Connection(
+            Server(host, port, use_ssl=True, tls=Tls(validate=ssl.CERT_NONE), get_info="NO_INFO"),
+            EZPROXY,
+            "ezproxy-secret-1",
+            raise_exceptions=False,
+        )
+        assert held.bind()
+        try:
+            made = daemon.cli(
+                "cert", "generate", "--cert", "ldap.crt", "--key", "ldap.key", "--host", "new.test"
+            )
+            assert made.returncode == 0, made.stderr
+            daemon.config.write_text(
+                daemon.config.read_text() + "\n[pin]\nmin_length = 6\nmax_length = 6\n"
+            )
+            answer = daemon.cli("reload")
+            assert answer.returncode == 0, answer.stderr
+            assert answer.stdout == "reloaded: applied pin.max_length, pin.min_length\n"
+            after = served_certificate(daemon)
+            assert after != before
+            assert ssl.PEM_cert_to_DER_cert(after) == ssl.PEM_cert_to_DER_cert(
+                (tmp_path / "ldap.crt").read_text()
+            )
+            assert find(held, DEMO["active"])  # the connection made before stays up
+            # The PIN policy is the new one: a four-digit PIN is now refused.
+            plain = ldap_service(daemon, EZPROXY, "ezproxy-secret-1")
+            plain.unbind()
+            patron_dn = f"uid={DEMO['active']},ou=patrons,{BASE_DN}"
+            patron = Connection(
+                Server(*daemon.address("ldap"), get_info="NO_INFO"),
+                patron_dn,
+                DEMO_PIN,
+                raise_exceptions=False,
+            )
+            assert patron.bind()
+            changed = patron.extend.standard.modify_password(
+                patron_dn, old_password=DEMO_PIN, new_password=NEW_PIN
+            )
+            assert not changed
+            assert "6" in patron.result["message"]
+            patron.unbind()
+        finally:
+            held.unbind()
+
+
+def test_a_bad_certificate_is_refused_and_the_old_one_kept(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path, LDAPS)
+    with daemon:
+        before = served_certificate(daemon)
+        (tmp_path / "ldap.crt").write_text("not a certificate\n")
+        answer = daemon.cli("reload")
+        assert answer.returncode == 1
+        assert answer.stderr.startswith(
+            f"patron-bridge: reload refused: {daemon.config}: ldap.tls_certificate: cannot load:"
+        )
+        assert served_certificate(daemon) == before
