@@ -109,7 +109,7 @@ class BridgeCollector(Collector):
             "Authentication decisions by protocol, client (vendor account) and outcome.",
             labels=["protocol", "client", "outcome"],
         )
-        for (protocol, client, outcome), count in list(rec.decisions.items()):
+        for (protocol, client, outcome), count in rec.decisions().items():
             decisions.add_metric([protocol, client, outcome.value], count)
         yield decisions
         yield _histogram(
@@ -117,7 +117,7 @@ class BridgeCollector(Collector):
             "Time from question to decision, by protocol and path (cached: answered before the "
             "store; store: the store or KDF was asked).",
             ["protocol", "path"],
-            ((list(key), h) for key, h in list(rec.latency.items())),
+            ((list(key), h) for key, h in rec.latency().items()),
         )
 
     def _store(self) -> Iterator[Any]:
@@ -156,16 +156,17 @@ class BridgeCollector(Collector):
             yield gauge
 
     def _cache(self) -> Iterator[Any]:
-        rec, cache = self.recorder, self.authenticator.cache
+        cache = self.authenticator.cache
+        hit_count, miss_count = self.recorder.cache()
         hits = CounterMetricFamily(
             f"{PREFIX}_cache_hits", "Right PINs answered from the verified-credential cache."
         )
-        hits.add_metric([], rec.cache_hits)
+        hits.add_metric([], hit_count)
         yield hits
         misses = CounterMetricFamily(
             f"{PREFIX}_cache_misses", "Decisions that had to ask the store (not in the cache)."
         )
-        misses.add_metric([], rec.cache_misses)
+        misses.add_metric([], miss_count)
         yield misses
         entries = GaugeMetricFamily(f"{PREFIX}_cache_entries", "Verified-cache entries held.")
         entries.add_metric([], len(cache))

@@ -64,33 +64,65 @@ class Histogram:
         return out
 
 
+# Outcomes a decision settled before the store can only have with a right PIN, i.e. from the
+# verified cache (a locked card or bad input are the other settled outcomes).
+_PIN_OK = frozenset(
+    {Outcome.ACCEPTED, Outcome.CARD_BLOCKED, Outcome.CARD_EXPIRED, Outcome.FINES_OVER_LIMIT}
+)
+_OUTCOMES = {id(outcome): outcome for outcome in Outcome}  # members are immortal singletons
+_SLOTS = len(LATENCY_BOUNDS) + 1
+
+
 @dataclass(slots=True)
 class Recorder:
-    """What the collectors read: decisions, latency per protocol and path, cache hits/misses,
-    and each store call's latency and errors."""
+    """What the collectors read: decisions with their latency, and each store call's latency
+    and errors.
 
-    decisions: dict[tuple[str, str, Outcome], int] = field(default_factory=dict)
-    latency: dict[tuple[str, str], Histogram] = field(default_factory=dict)
-    cache_hits: int = 0
-    cache_misses: int = 0
+    Per decision: one dict lookup keyed by (protocol, client, outcome, path), then a bucket
+    increment. The outcome enters the key by `id()`: an Enum member hashes through Python code,
+    an int in C. Counts per outcome, latency per protocol and path, cache hits and misses are
+    all sums over these slots, done at scrape time."""
+
+    slots: dict[tuple[str, str, int, str], list[float]] = field(default_factory=dict)
     store_calls: dict[str, Histogram] = field(default_factory=dict)
     store_errors: dict[str, int] = field(default_factory=dict)
 
     def observe(self, ctx: Context, decision: Decision, latency: float, path: str) -> None:
         """Called by `Audit.decision` for every authentication decision."""
-        key = (ctx.protocol, ctx.client, decision.outcome)
-        decisions = self.decisions
-        decisions[key] = decisions.get(key, 0) + 1
-        histogram = self.latency.get((ctx.protocol, path))
-        if histogram is None:
-            histogram = self.latency[(ctx.protocol, path)] = Histogram()
-        histogram.observe(latency)
-        # A right PIN settled without the store can only come from the verified cache; every
-        # store-path decision is a cache miss that reached the store.
-        if path == STORE:
-            self.cache_misses += 1
-        elif decision.pin_ok:
-            self.cache_hits += 1
+        key = (ctx.protocol, ctx.client, id(decision.outcome), path)
+        slot = self.slots.get(key)
+        if slot is None:
+            slot = self.slots[key] = [0.0] * (_SLOTS + 1)  # bucket counts, then the sum
+        slot[bisect_left(LATENCY_BOUNDS, latency)] += 1
+        slot[_SLOTS] += latency
+
+    # -- read at scrape time ----------------------------------------------------------------
+    def decisions(self) -> dict[tuple[str, str, Outcome], int]:
+        out: dict[tuple[str, str, Outcome], int] = {}
+        for (protocol, client, outcome, _), slot in list(self.slots.items()):
+            key = (protocol, client, _OUTCOMES[outcome])
+            out[key] = out.get(key, 0) + int(sum(slot[:_SLOTS]))
+        return out
+
+    def latency(self) -> dict[tuple[str, str], Histogram]:
+        out: dict[tuple[str, str], Histogram] = {}
+        for (protocol, _, _, path), slot in list(self.slots.items()):
+            histogram = out.setdefault((protocol, path), Histogram())
+            for i in range(_SLOTS):
+                histogram.counts[i] += int(slot[i])
+            histogram.total += slot[_SLOTS]
+        return out
+
+    def cache(self) -> tuple[int, int]:
+        """(hits, misses): right PINs settled before the store; decisions that reached it."""
+        hits = misses = 0
+        for (_, _, outcome, path), slot in list(self.slots.items()):
+            count = int(sum(slot[:_SLOTS]))
+            if path == STORE:
+                misses += count
+            elif _OUTCOMES[outcome] in _PIN_OK:
+                hits += count
+        return hits, misses
 
     def timed(
         self, name: str, call: Callable[..., Awaitable[Any]]

@@ -57,3 +57,23 @@ def test_store_calls_are_timed_once() -> None:
         asyncio.run(store.lookup("boom"))
     assert sum(recorder.store_calls["lookup"].counts) == 2
     assert recorder.store_errors["lookup"] == 1
+
+
+def test_recorder_sums_its_slots_at_scrape_time() -> None:
+    from bridge.core.patron import Context, Decision, Outcome
+
+    recorder = Recorder()
+    ctx = Context("sip2", "selfcheck", "127.0.0.1")
+    right = Decision(Outcome.ACCEPTED, None, "verified", pin_ok=True)
+    locked = Decision(Outcome.CARD_LOCKED, None, "locked")
+    recorder.observe(ctx, right, 0.2, "store")
+    recorder.observe(ctx, right, 0.00001, "cached")
+    recorder.observe(ctx, locked, 0.00001, "cached")
+    assert recorder.decisions() == {
+        ("sip2", "selfcheck", Outcome.ACCEPTED): 2,
+        ("sip2", "selfcheck", Outcome.CARD_LOCKED): 1,
+    }
+    assert recorder.cache() == (1, 1)  # the locked card is neither a hit nor a miss
+    latency = recorder.latency()
+    assert sum(latency[("sip2", "cached")].counts) == 2
+    assert latency[("sip2", "store")].total == 0.2
