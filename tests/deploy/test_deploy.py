@@ -42,6 +42,20 @@ def test_alert_rules_parse_with_promtool() -> None:
         assert f"alert: PatronBridge{alert}" in text
 
 
+def test_the_alerts_fire_on_shaped_series() -> None:
+    """deploy/prometheus-alerts.test.yml: promtool's own rule unit tests."""
+    promtool = require_tool("promtool")
+    result = subprocess.run(
+        [promtool, "test", "rules", "prometheus-alerts.test.yml"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=DEPLOY,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
 def test_the_dashboard_is_importable_json() -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     assert dashboard["uid"] == "patron-bridge" and dashboard["id"] is None
