@@ -234,15 +234,20 @@ def configure(
     renderer: Any = structlog.dev.ConsoleRenderer(colors=False) if console else render_json
     _journal[0] = journal and main is sys.stderr
     _journal[1] = audit is not None
+    _threshold[0] = _LEVELS[level]
     structlog.configure(
         processors=[
+            gate,
             structlog.stdlib.add_log_level,
             stamp,
             redact,
             structlog.processors.format_exc_info,
             Prioritised(renderer),
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        # Every level reaches `gate`, which reads the level at call time: loggers are cached
+        # on first use, so a level baked into their class could not change on reload. Calls
+        # below the level (a few debug lines per connection) are dropped by the first step.
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
         logger_factory=_factory,
         cache_logger_on_first_use=True,
     )
@@ -251,6 +256,22 @@ def configure(
         root.removeHandler(handler)
     root.addHandler(_StdlibBridge())
     root.setLevel(max(_LEVELS[level], logging.INFO))
+
+
+_threshold = [_LEVELS["info"]]  # the configured level; `set_level` changes it live
+
+
+def gate(logger: Any, name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Drop a diagnostic below the configured level. Audit lines are records and always pass."""
+    if _LEVELS.get(name, 40) < _threshold[0] and not getattr(logger, "_audit", False):
+        raise structlog.DropEvent
+    return event
+
+
+def set_level(level: str) -> None:
+    """Change the log level of the running process (config reload)."""
+    _threshold[0] = _LEVELS[level]
+    logging.getLogger().setLevel(max(_LEVELS[level], logging.INFO))
 
 
 # [stderr is the journal, audit lines have a stream of their own]; set by configure.

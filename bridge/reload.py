@@ -12,11 +12,12 @@ not at all. Applied live:
   one whose account is gone gets a Notice of Disconnection at its next request;
 - `radius.clients` (networks, secrets, reply attributes);
 - `policy` and every client's own policy, `pin` (the PIN policy and its blocklist);
-- TLS certificates and keys of the SIP2 and LDAP listeners (new handshakes use them).
+- TLS certificates and keys of the SIP2 and LDAP listeners (new handshakes use them);
+- `log.level`.
 
-Anything else that changed (listen addresses, the store, security, throttle, cache, audit, log,
-control, metrics, portal, smtp, other front-end keys) needs a restart and is named in the
-answer. Every reload is audited: who asked, which keys changed, what needs a restart; never a
+Anything else that changed (listen addresses, the store, security, throttle, cache, audit,
+log.format, control, metrics, portal, smtp, other front-end keys) needs a restart and is named
+in the answer. Every reload is audited: who asked, which keys changed, what needs a restart; never a
 value (secrets live in these keys).
 """
 
@@ -46,6 +47,7 @@ LIVE = (
     "sip2.tls_key",
     "ldap.tls_certificate",
     "ldap.tls_key",
+    "log.level",
 )
 IGNORED = ("base_dir", "source")
 
@@ -118,7 +120,13 @@ class Plan:
         if radius is not None and new.radius is not None:
             radius = msgspec.structs.replace(radius, clients=new.radius.clients)
         self.running = msgspec.structs.replace(
-            old, pin=new.pin, policy=new.policy, sip2=sip2, ldap=ldap, radius=radius
+            old,
+            pin=new.pin,
+            policy=new.policy,
+            sip2=sip2,
+            ldap=ldap,
+            radius=radius,
+            log=msgspec.structs.replace(old.log, level=new.log.level),
         )
         self.pin_policy = pin_policy(self.running)
         self.steps: list[Any] = []
@@ -246,7 +254,10 @@ class Plan:
         return swap
 
     def apply(self) -> None:
+        from bridge import logs
+
         self.services.config = self.running
+        logs.set_level(self.running.log.level)
         self.services.authenticator.pin_policy = self.pin_policy
         for swap in self.steps:
             swap()

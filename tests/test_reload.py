@@ -325,3 +325,32 @@ def test_a_bad_certificate_is_refused_and_the_old_one_kept(tmp_path: Path) -> No
             f"patron-bridge: reload refused: {daemon.config}: ldap.tls_certificate: cannot load:"
         )
         assert served_certificate(daemon) == before
+
+
+def wait_for_text(path: Path, text: str) -> bool:
+    deadline = time.monotonic() + 20
+    while text not in path.read_text():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_log_level_changes_on_reload(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path, sections() + '\n[log]\nlevel = "warning"\n')
+    with daemon:
+        first = Sip2(daemon, "selfcheck", "sc-secret-1")
+        try:
+            assert "|CQY|" in first.check(DEMO["active"], DEMO_PIN)
+        finally:
+            first.close()
+        # Audit lines are records: written whatever the level.
+        assert wait_for_text(daemon.audit_path, '"outcome":"accepted"')
+        daemon.config.write_text(daemon.config.read_text().replace('"warning"', '"debug"'))
+        answer = daemon.cli("reload")
+        assert (answer.returncode, answer.stdout) == (0, "reloaded: applied log.level\n")
+        second = Sip2(daemon, "selfcheck", "sc-secret-1")
+        second.close()
+        assert wait_for_text(daemon.stderr_path, '"event":"sip2_connected"')
+    # Only the connection made after the reload was logged at debug level.
+    assert daemon.stderr_path.read_text().count('"event":"sip2_connected"') == 1
