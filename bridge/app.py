@@ -16,10 +16,12 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol, cast
 
 import structlog
 
+from bridge import logs
 from bridge.config import Config, ConfigError, decode_section
 from bridge.control import ControlServer
 from bridge.core.audit import Audit
@@ -30,6 +32,8 @@ from bridge.core.pin import KdfParams, PinHasher, PinPolicy, load_blocklist, rea
 from bridge.core.store import PluginNotFound, Store, StorePlugin, StoreServices, load_plugin
 from bridge.core.throttle import MemoryBackend, Throttle, ThrottleBackend, ThrottleRules
 from bridge.loop import loop_name
+from bridge.runtime import systemd
+from bridge.runtime.binding import bind_error
 from bridge.services import Listener, Services
 
 log = structlog.get_logger("bridge.app")
@@ -40,6 +44,7 @@ FRONT_ENDS: tuple[tuple[str, str], ...] = (
     ("ldap", "bridge.ldap.server"),
     ("radius", "bridge.radius.server"),
     ("portal", "bridge.portal.server"),
+    ("metrics", "bridge.metrics.server"),  # last: its /readyz means every listener above is up
 )
 
 
@@ -177,16 +182,55 @@ async def open_core(config: Config) -> Core:
     return Core(hasher, store, throttle, authenticator, audit)
 
 
+def reopen_logs() -> None:
+    """SIGUSR1 (logrotate's postrotate): write log and audit files under their names again."""
+    logs.reopen()
+    log.info("logs_reopened", signal="SIGUSR1")
+
+
+def hangup(services: Services) -> None:
+    """SIGHUP (`systemctl reload`): reopen the log files and re-read the config, telling
+    systemd it is reloading."""
+    from bridge.reload import reload
+
+    systemd.reloading()
+    logs.reopen()
+    log.info("logs_reopened", signal="SIGHUP")
+    result = reload(services, actor="SIGHUP")
+    systemd.ready(
+        "serving (reloaded)" if result.ok else f"serving (reload refused: {result.error})"
+    )
+
+
+def reload_answer(services: Services, actor: str) -> dict[str, object]:
+    """`patron-bridge reload` through the control socket."""
+    from bridge.reload import reload
+
+    systemd.reloading()
+    result = reload(services, actor=actor)
+    systemd.ready("serving (reloaded)" if result.ok else "serving (reload refused)")
+    return result.answer()
+
+
+def ready_status(listening: dict[str, list[str]]) -> str:
+    """The one-line status `systemctl status` shows."""
+    return "serving " + ", ".join(f"{name} {' '.join(addrs)}" for name, addrs in listening.items())
+
+
 async def serve(config: Config, on_ready: Callable[[dict[str, Any]], None]) -> None:
     """Run until SIGINT/SIGTERM (or cancellation)."""
     core = await open_core(config)
     services = Services(config, core.authenticator, core.audit)
+    services.hasher = core.hasher
     control = ControlServer(config.path(config.control.socket), core.authenticator)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    with contextlib.suppress(NotImplementedError):
+        loop.add_signal_handler(signal.SIGUSR1, reopen_logs)
+        loop.add_signal_handler(signal.SIGHUP, hangup, services)
     try:
         await control.start()
         for section, module in FRONT_ENDS:
@@ -194,12 +238,23 @@ async def serve(config: Config, on_ready: Callable[[dict[str, Any]], None]) -> N
             if settings is None:
                 continue
             start = cast(StartFrontEnd, importlib.import_module(module).start)
-            services.listeners.append(await start(settings, services))
+            try:
+                services.listeners.append(await start(settings, services))
+            except OSError as exc:
+                error = bind_error(config, section, settings, exc)
+                if error is None:
+                    raise
+                raise error from None
         listening = {lst.name: lst.addresses for lst in services.listeners}
+        metrics = [lst for lst in services.listeners if lst.name == "metrics"]
+        control.exposition = getattr(metrics[0], "exposition", None) if metrics else None
+        control.reloader = partial(reload_answer, services)
         health = await core.authenticator.health()
         log.info("ready", loop=loop_name(), listeners=listening, store_ok=health.ok)
         on_ready({"event": "ready", "pid": os.getpid(), "listeners": listening})
+        systemd.ready(ready_status(listening))
         await stop.wait()
+        systemd.stopping()
         log.info("stopping")
     finally:
         for listener in reversed(services.listeners):

@@ -15,11 +15,10 @@ import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from bridge import logs
 from bridge.config import DEFAULT_CONFIG, Config, ConfigError, load, masked
-from bridge.control import notify
 from bridge.core.patron import Patron
 from bridge.core.pin import HashFormatError, PinPolicy
 from bridge.core.secret import Secret
@@ -115,11 +114,51 @@ def _writable(core: Any) -> WritableStore:
 # --- verbs -----------------------------------------------------------------------------------
 
 
+def _tell_daemon(config: Config, op: str, barcode: str, done: str) -> int:
+    """Tell the running daemon about a change made in the store; say so loudly when a daemon
+    runs but could not be told (its cache and lock counters stay as they were)."""
+    from bridge.runtime.instance import tell
+
+    told = tell(config.path(config.control.socket), op, barcode)
+    return _untold(config, told, barcode, done)
+
+
+def _untold(config: Config, told: Any, barcode: str, done: str) -> int:
+    """Exit 1 with one line when a daemon runs but did not answer; else 0."""
+    socket_path = config.path(config.control.socket)
+    if told.failed:
+        who = f"pid {told.pid}" if told.pid else "a running daemon"
+        print(
+            f"patron-bridge: {done}, but the daemon ({who}) could not be told through "
+            f"{socket_path}: it keeps its cached answer and lock counters for {barcode} "
+            "until told; run the command again or restart it",
+            file=sys.stderr,
+        )
+        return REFUSED
+    return OK
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from bridge.app import serve
+    from bridge.runtime.instance import AlreadyRunning, InstanceLock, lock_path
 
     config = _config(args)
-    logs.configure(config.log.level, config.log.format, "stderr", _audit_destination(config))
+    # Before anything opens the store or a socket: a second daemon must touch nothing.
+    instance = InstanceLock(lock_path(config.path(config.control.socket)))
+    try:
+        instance.acquire()
+    except AlreadyRunning as exc:
+        print(f"patron-bridge: {exc}", file=sys.stderr)
+        return REFUSED
+    from bridge.runtime.systemd import stderr_is_journal
+
+    logs.configure(
+        config.log.level,
+        config.log.format,
+        "stderr",
+        _audit_destination(config),
+        journal=stderr_is_journal(),
+    )
 
     def ready(info: dict[str, Any]) -> None:
         sys.stdout.write(json.dumps(info) + "\n")
@@ -131,6 +170,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         pass
     finally:
         logs.stop()
+        instance.release()
     return OK
 
 
@@ -269,9 +309,8 @@ def _set_block(args: argparse.Namespace, reason: str | None) -> int:
             raise Refused(f"no card {args.barcode}") from None
         event = "patron_blocked" if reason else "patron_unblocked"
         core.audit.event(event, barcode=args.barcode, actor="cli", reason=reason)
-        notify(config.path(config.control.socket), "invalidate", args.barcode)
         print(json.dumps(_patron_json(patron)))
-        return OK
+        return _tell_daemon(config, "invalidate", args.barcode, f"card {args.barcode} changed")
 
     return run_loop(_with_core(config, body))
 
@@ -292,9 +331,8 @@ def cmd_pin_set(args: argparse.Namespace) -> int:
         result = await core.authenticator.set_pin(args.barcode, pin, actor=args.staff or "cli")
         if not result.ok:
             raise Refused(result.reason)
-        notify(config.path(config.control.socket), "clear_lock", args.barcode)
         print(f"PIN set for {args.barcode}")
-        return OK
+        return _tell_daemon(config, "clear_lock", args.barcode, f"PIN set for {args.barcode}")
 
     return run_loop(_with_core(config, body))
 
@@ -323,9 +361,11 @@ def cmd_lockout_clear(args: argparse.Namespace) -> int:
             raise Refused(f"no card {args.barcode}")
         core.authenticator.clear_lock(args.barcode, actor="cli")
         core.throttle.backend.close()
-        told = notify(config.path(config.control.socket), "clear_lock", args.barcode)
-        print(f"lock cleared for {args.barcode}" + (" (daemon told)" if told else ""))
-        return OK
+        from bridge.runtime.instance import tell
+
+        told = tell(config.path(config.control.socket), "clear_lock", args.barcode)
+        print(f"lock cleared for {args.barcode}" + (" (daemon told)" if told.told else ""))
+        return _untold(config, told, args.barcode, f"lock cleared for {args.barcode}")
 
     return run_loop(_with_core(config, body))
 
@@ -340,6 +380,104 @@ def cmd_cert_generate(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UsageError(f"cannot write {exc.filename}: {exc.strerror}") from None
     print(f"wrote {args.cert} and {args.key}")
+    return OK
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from bridge.backup import BackupError, backup
+
+    config = _config(args)
+    try:
+        result = backup(config, Path(args.file), force=args.force)
+    except BackupError as exc:
+        raise Refused(str(exc)) from None
+    print(f"backed up {result.patrons} patrons (schema {result.schema}) to {result.path}")
+    return OK
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from bridge.backup import BackupError, restore
+    from plugins.sqlite import MIGRATIONS
+
+    config = _config(args)
+    try:
+        result = restore(config, Path(args.file), len(MIGRATIONS))
+    except BackupError as exc:
+        raise Refused(str(exc)) from None
+    print(
+        f"restored {result.patrons} patrons (schema {result.schema}) into {result.path}; "
+        f"the previous database is {result.path}.pre-restore"
+    )
+    return OK
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from bridge.upgrade import schema_state
+
+    config = _config(args)
+    if args.check:
+        state = run_loop(schema_state(config))
+        if state.latest is None:
+            print(f"the {state.store} store keeps no schema of its own: nothing to migrate")
+            return OK
+        if state.current is None:
+            print(f"no {state.store} database yet: the first start creates schema {state.latest}")
+            return REFUSED
+        if state.pending > 0:
+            print(
+                f"{state.pending} migration(s) pending: {state.store} schema {state.current} -> "
+                f"{state.latest}, applied at the next start (back up first)"
+            )
+            return REFUSED
+        if state.pending < 0:
+            print(
+                f"the {state.store} schema ({state.current}) is newer than this version "
+                f"knows ({state.latest}): run the version that made it, or restore a backup"
+            )
+            return USAGE
+        print(f"{state.store} schema {state.current} is current: nothing pending")
+        return OK
+
+    async def body(core: Any) -> int:  # opening the store applies what is pending
+        return OK
+
+    run_loop(_with_core(config, body))
+    state = run_loop(schema_state(config))
+    if state.latest is None:
+        print(f"the {state.store} store keeps no schema of its own: nothing to migrate")
+    else:
+        print(f"{state.store} schema {state.current} is current")
+    return OK
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    from bridge.config import control_socket_of
+    from bridge.control import request
+    from bridge.runtime.instance import lock_path, running_pid
+
+    source = args.config or os.environ.get("BRIDGE_CONFIG") or DEFAULT_CONFIG
+    socket_path = control_socket_of(source)
+    if socket_path is None:  # not even TOML: say why, as every verb does; nothing was sent
+        _config(args)
+        raise UsageError(f"{source}: cannot be read")
+    if running_pid(lock_path(socket_path)) is None:
+        raise Refused("no daemon is running with this config: nothing to reload")
+    answer = request(socket_path, {"op": "reload"})
+    if answer is None:
+        raise Refused(f"the daemon did not answer on {socket_path}: nothing was reloaded")
+    if not answer.get("ok"):
+        print(
+            f"patron-bridge: reload refused: {answer.get('error')} (the running config is "
+            "unchanged)",
+            file=sys.stderr,
+        )
+        return REFUSED
+    applied = ", ".join(str(key) for key in cast(list[str], answer.get("applied") or []))
+    restart = ", ".join(str(key) for key in cast(list[str], answer.get("restart_needed") or []))
+    parts = [f"applied {applied}" if applied else "no live change"]
+    if restart:
+        parts.append(f"restart needed for {restart}")
+    print("reloaded: " + "; ".join(parts))
     return OK
 
 
@@ -412,6 +550,21 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--key", default="var/tls/key.pem")
     gen.add_argument("--host", action="append", help="DNS name or IP (repeatable)")
     gen.set_defaults(fn=cmd_cert_generate)
+    back = verbs.add_parser("backup", help="copy the SQLite store to FILE (safe while serving)")
+    back.add_argument("file", metavar="FILE")
+    back.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    back.set_defaults(fn=cmd_backup)
+    rest = verbs.add_parser("restore", help="replace the SQLite store with FILE (daemon stopped)")
+    rest.add_argument("file", metavar="FILE")
+    rest.set_defaults(fn=cmd_restore)
+    verbs.add_parser(
+        "reload", help="make the running daemon re-read its config (as SIGHUP does)"
+    ).set_defaults(fn=cmd_reload)
+    mig = verbs.add_parser("migrate", help="apply pending schema migrations (or --check)")
+    mig.add_argument(
+        "--check", action="store_true", help="exit 1 if migrations are pending; change nothing"
+    )
+    mig.set_defaults(fn=cmd_migrate)
     return parser
 
 

@@ -18,6 +18,7 @@ import msgspec
 
 from bridge.core.patron import ClientPolicy
 from bridge.ldap.settings import LdapSettings
+from bridge.metrics.settings import MetricsSettings
 from bridge.portal.settings import PortalSettings, SmtpSettings
 from bridge.radius.settings import RadiusSettings
 from bridge.settings import SECRET_KEYS, PolicySettings, Section, parse_listen
@@ -121,6 +122,7 @@ class Config(Section, frozen=True):
     radius: RadiusSettings | None = None
     portal: PortalSettings | None = None
     smtp: SmtpSettings | None = None
+    metrics: MetricsSettings | None = None  # absent: no metrics listener
     # Filled by load(): where relative paths start, and the file's name for messages.
     base_dir: str = "."
     source: str = "<memory>"
@@ -286,3 +288,19 @@ def masked(config: Config) -> dict[str, Any]:
     data.pop("source", None)
     result: dict[str, Any] = mask(data)
     return result
+
+
+def control_socket_of(path: str | Path) -> Path | None:
+    """The control socket a config file names, read leniently: `patron-bridge reload` must
+    reach the daemon even when the edited file no longer validates (the daemon then refuses
+    it with the one-line error and keeps its running config). None when the file cannot be
+    read as TOML at all."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    control = data.get("control")
+    value = control.get("socket") if isinstance(control, dict) else None
+    socket = Path(value) if isinstance(value, str) and value else Path(ControlSettings().socket)
+    return socket if socket.is_absolute() else path.resolve().parent / socket

@@ -12,7 +12,10 @@ import asyncio
 import contextlib
 import json
 import os
+import pwd
 import socket
+import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -21,7 +24,7 @@ from bridge.core.auth import Authenticator, valid_barcode
 
 log = structlog.get_logger("bridge.control")
 
-OPS = frozenset({"invalidate", "clear_lock", "ping"})
+OPS = frozenset({"invalidate", "clear_lock", "ping", "metrics", "reload"})
 
 
 class ControlServer:
@@ -29,6 +32,11 @@ class ControlServer:
         self.path = path
         self.authenticator = authenticator
         self._server: asyncio.AbstractServer | None = None
+        # This process's Prometheus exposition, when `[metrics]` is on: the `metrics` op lets
+        # a supervisor of several workers merge them into one scrape (bridge.metrics.aggregate).
+        self.exposition: Callable[[], bytes] | None = None
+        # Re-reads the config (bridge.reload), given who asked; its answer goes back as is.
+        self.reloader: Callable[[str], dict[str, object]] | None = None
 
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -43,7 +51,7 @@ class ControlServer:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             line = await asyncio.wait_for(reader.readline(), timeout=5)
-            reply = self.apply(line[:4096])
+            reply = self.apply(line[:4096], peer=_peer(writer))
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
         except (TimeoutError, ConnectionError, ValueError):  # ValueError: line over the limit
@@ -51,7 +59,7 @@ class ControlServer:
         finally:
             writer.close()
 
-    def apply(self, line: bytes) -> dict[str, object]:
+    def apply(self, line: bytes, peer: str = "unknown") -> dict[str, object]:
         try:
             request = json.loads(line)
             op, barcode = request["op"], request.get("barcode", "")
@@ -61,6 +69,14 @@ class ControlServer:
             return {"ok": False, "error": "unknown op"}
         if op == "ping":
             return {"ok": True}
+        if op == "reload":
+            if self.reloader is None:
+                return {"ok": False, "error": "reload is not available"}
+            return self.reloader(f"control:{peer}")
+        if op == "metrics":
+            if self.exposition is None:
+                return {"ok": False, "error": "metrics are off"}
+            return {"ok": True, "text": self.exposition().decode("utf-8")}
         if not isinstance(barcode, str) or not valid_barcode(barcode):
             return {"ok": False, "error": "bad barcode"}
         if op == "invalidate":
@@ -79,6 +95,36 @@ class ControlServer:
             await self._server.wait_closed()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    """The user name of the process on the other end (SO_PEERCRED), for the audit."""
+    sock = writer.get_extra_info("socket")
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        uid = struct.unpack("3i", creds)[1]
+        return pwd.getpwuid(uid).pw_name
+    except (OSError, KeyError, AttributeError, struct.error):
+        return "unknown"
+
+
+def request(
+    path: Path, payload: dict[str, object], timeout: float = 60
+) -> dict[str, object] | None:
+    """One request to the daemon's control socket and its answer; None when none came."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(path))
+            sock.sendall(json.dumps(payload).encode() + b"\n")
+            reply = sock.makefile("rb").readline()
+    except OSError:
+        return None
+    try:
+        answer = json.loads(reply)
+    except ValueError:
+        return None
+    return answer if isinstance(answer, dict) else None
 
 
 def notify(path: Path, op: str, barcode: str) -> bool:

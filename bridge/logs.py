@@ -123,16 +123,36 @@ class _Writer(threading.Thread):
         self.audit = audit
         self.audit_to_main = audit_to_main and audit is not None
         self.stopping = threading.Event()
+        self.reopening = threading.Event()
 
     def run(self) -> None:
         wait = BATCH_WINDOW
         while True:
             stopping = self.stopping.wait(wait)
+            if self.reopening.is_set():
+                self.reopening.clear()
+                self._reopen()
             wrote = self.drain()
             if stopping:
                 self.drain()
                 return
             wait = BATCH_WINDOW if wrote else min(wait * 2, IDLE_WINDOW)
+
+    def _reopen(self) -> None:
+        """Open file destinations again by name (logrotate moved the old file away); only this
+        thread writes to them, so the swap needs no lock."""
+        for attribute in ("main", "audit"):
+            old = getattr(self, attribute)
+            if old is None or old not in _files:
+                continue  # stderr/stdout: nothing to reopen
+            try:
+                new = _open(old.name)
+            except OSError as exc:  # keep writing to the old file rather than lose lines
+                _BUFFER.append((False, f"log file {old.name} not reopened: {exc.strerror}"))
+                continue
+            setattr(self, attribute, new)
+            _files.remove(old)
+            old.close()
 
     def drain(self) -> bool:
         """Write everything buffered: one write and one flush per stream per batch."""
@@ -215,10 +235,13 @@ def configure(
     audit_destination: str | Path | None = None,
     *,
     audit_to_main: bool = False,
+    journal: bool = False,
 ) -> None:
     """Set up logging once per process. Destinations: "stderr", "stdout" or a file path.
     `audit_to_main` also shows audit lines on the main stream (the CLI: staff see what their
-    command recorded, and the audit file still gets it)."""
+    command recorded, and the audit file still gets it). `journal`: stderr is journald's
+    stream, so lines that go there carry no timestamp (the journal adds its own) and start with
+    their syslog priority (`<6>` info, `<4>` warning, ...), which journald reads as the level."""
     global _writer
     stop()
     main = _open(destination)
@@ -227,15 +250,22 @@ def configure(
     _writer.start()
     console = fmt == "console" or (fmt == "auto" and main.isatty())
     renderer: Any = structlog.dev.ConsoleRenderer(colors=False) if console else render_json
+    _journal[0] = journal and main is sys.stderr
+    _journal[1] = audit is not None
+    _threshold[0] = _LEVELS[level]
     structlog.configure(
         processors=[
+            gate,
             structlog.stdlib.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            stamp,
             redact,
             structlog.processors.format_exc_info,
-            renderer,
+            Prioritised(renderer),
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        # Every level reaches `gate`, which reads the level at call time: loggers are cached
+        # on first use, so a level baked into their class could not change on reload. Calls
+        # below the level (a few debug lines per connection) are dropped by the first step.
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
         logger_factory=_factory,
         cache_logger_on_first_use=True,
     )
@@ -244,6 +274,58 @@ def configure(
         root.removeHandler(handler)
     root.addHandler(_StdlibBridge())
     root.setLevel(max(_LEVELS[level], logging.INFO))
+
+
+_threshold = [_LEVELS["info"]]  # the configured level; `set_level` changes it live
+
+
+def gate(logger: Any, name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Drop a diagnostic below the configured level. Audit lines are records and always pass."""
+    if _LEVELS.get(name, 40) < _threshold[0] and not getattr(logger, "_audit", False):
+        raise structlog.DropEvent
+    return event
+
+
+def set_level(level: str) -> None:
+    """Change the log level of the running process (config reload)."""
+    _threshold[0] = _LEVELS[level]
+    logging.getLogger().setLevel(max(_LEVELS[level], logging.INFO))
+
+
+# [stderr is the journal, audit lines have a stream of their own]; set by configure.
+_journal = [False, False]
+_PRIORITY = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2}
+
+
+def _to_journal(logger: Any) -> bool:
+    """Whether this logger's lines go to the journal (audit lines may go to their own file)."""
+    return _journal[0] and not (_journal[1] and getattr(logger, "_audit", False))
+
+
+def stamp(logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """The line's time, except on the journal, which stamps every line itself."""
+    if not _to_journal(logger):
+        event["timestamp"] = timestamp()
+    return event
+
+
+class Prioritised:
+    """The renderer, with the syslog priority prefix journald reads when the line goes there."""
+
+    def __init__(self, renderer: Any) -> None:
+        self.renderer = renderer
+
+    def __call__(self, logger: Any, name: str, event: MutableMapping[str, Any]) -> Any:
+        line = self.renderer(logger, name, event)
+        if _to_journal(logger):
+            return f"<{_PRIORITY.get(str(event.get('level')), 6)}>{line}"
+        return line
+
+
+def reopen() -> None:
+    """Reopen file destinations at the writer's next wake-up (SIGUSR1/SIGHUP after logrotate)."""
+    if _writer is not None:
+        _writer.reopening.set()
 
 
 _second = [-1, ""]  # the formatted whole second (with its dot), reused for every line within it
@@ -267,13 +349,14 @@ def emit_members(event: str, members: str, latency_ms: float) -> bool:
     configured."""
     if _writer is None:
         return False
-    _BUFFER.append(
-        (
-            True,
+    if _journal[0] and not _journal[1]:  # to the journal: no timestamp, a priority prefix
+        line = f'<6>{{"level":"info","event":"{event}",{members},"latency_ms":{latency_ms:.3f}}}'
+    else:
+        line = (
             f'{{"timestamp":"{timestamp()}","level":"info","event":"{event}",{members},'
-            f'"latency_ms":{latency_ms:.3f}}}',
+            f'"latency_ms":{latency_ms:.3f}}}'
         )
-    )
+    _BUFFER.append((True, line))
     return True
 
 

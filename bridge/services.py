@@ -7,7 +7,7 @@ app calls it for each configured section and closes the listeners on shutdown.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bridge.core.audit import Audit
 from bridge.core.auth import Authenticator
@@ -31,3 +31,4 @@ class Services:
     authenticator: Authenticator
     audit: Audit
     listeners: list[Listener] = field(default_factory=list)
+    hasher: Any = None  # bridge.core.pin.PinHasher, for the metrics listener's KDF pool gauges

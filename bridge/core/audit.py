@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import logging
 import re
+from collections.abc import Callable
 from typing import Any, Literal
 
 import msgspec
@@ -67,6 +68,9 @@ class Audit:
             logger_factory_args=("audit",),
         ).bind(kind="audit")
         self._fragments: dict[tuple[str, str, str, str, Outcome, str], str] = {}
+        # Called with (ctx, decision, latency, path) for every decision: the metrics recorder's
+        # one hook (path: "cached" when answered before the store, "store" otherwise).
+        self.observe: Callable[[Context, Decision, float, str], None] | None = None
 
     def barcode(self, barcode: str) -> str:
         if not showable_barcode(barcode):
@@ -78,7 +82,9 @@ class Audit:
         keep = 4 if len(barcode) > 6 else 0
         return "*" * (len(barcode) - keep) + barcode[len(barcode) - keep :]
 
-    def decision(self, barcode: str, ctx: Context, decision: Decision, latency: float) -> None:
+    def decision(
+        self, barcode: str, ctx: Context, decision: Decision, latency: float, path: str = "cached"
+    ) -> None:
         """One line per authentication on every protocol, so its cost is per request: the
         fields other than time and latency repeat (the same terminal asks about the same card),
         so they are JSON-encoded once and the line is assembled around them. The fields are
@@ -87,6 +93,8 @@ class Audit:
         Only well-formed questions are remembered: a line about bad input (a 200 KB DN, a
         garbled barcode) is built, written and forgotten, so hostile values cannot fill the
         table, and every field is bounded before it is encoded."""
+        if self.observe is not None:
+            self.observe(ctx, decision, latency, path)
         key = (ctx.protocol, ctx.client, ctx.source, barcode, decision.outcome, decision.reason)
         members = self._fragments.get(key)
         if members is None:

@@ -158,6 +158,8 @@ class Authenticator:
         decision = self._settle(barcode, pin, ctx)
         if decision is None:
             decision = await self._verify(barcode, pin, ctx)
+            self.audit.decision(barcode, ctx, decision, time.perf_counter() - started, "store")
+            return decision
         self.audit.decision(barcode, ctx, decision, time.perf_counter() - started)
         return decision
 

@@ -182,6 +182,7 @@ class PinHasher:
         self.params = params or KdfParams()
         self.workers = workers or os.cpu_count() or 1
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="kdf")
+        self.in_flight = 0  # hashes submitted and not yet finished (metrics: busy and queued)
         self._dummy = self.hash_sync(Secret(os.urandom(8).hex()))
 
     def __repr__(self) -> str:
@@ -282,12 +283,26 @@ class PinHasher:
 
     # -- async API --------------------------------------------------------------------------
     async def hash(self, pin: Secret) -> str:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self.hash_sync, pin)
+        self.in_flight += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, self.hash_sync, pin)
+        finally:
+            self.in_flight -= 1
 
     async def verify(self, pin: Secret, stored: str) -> HashCheck:
-        return await asyncio.get_running_loop().run_in_executor(
-            self._pool, self.verify_sync, pin, stored
-        )
+        self.in_flight += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._pool, self.verify_sync, pin, stored
+            )
+        finally:
+            self.in_flight -= 1
+
+    def load(self) -> tuple[int, int, int]:
+        """(queued, busy, workers): what the pool is doing now, for the metrics scrape. A hash
+        beyond the worker count waits in the executor's queue."""
+        busy = min(self.in_flight, self.workers)
+        return self.in_flight - busy, busy, self.workers
 
     async def dummy_verify(self, pin: Secret) -> None:
         """Spend the same KDF work as a real verification (unknown cards: no timing oracle)."""

@@ -149,12 +149,14 @@ class RadiusServer:
     replies: dict[tuple[str, str, str], bytes] = field(default_factory=dict)
     contexts: dict[tuple[str, str], Context] = field(default_factory=dict)
     authenticators: AuthenticatorPolicy = field(default_factory=AuthenticatorPolicy)
+    drops: dict[str, int] = field(default_factory=dict)  # reason (before any detail) → count
 
     # -- entry ----------------------------------------------------------------------------
     def received(self, endpoint: Endpoint, data: bytes, addr: Address) -> None:
         host = addr[0]
         client = self.clients.match(host)
         if client is None:
+            self.drops["unknown client"] = self.drops.get("unknown client", 0) + 1
             suppressed = self.unknown_log.allow(host, self.loop.time())
             if suppressed is not None:
                 log.warning("radius_unknown_client", source=host, suppressed=suppressed)
@@ -196,6 +198,7 @@ class RadiusServer:
             )
 
     def drop(self, client: Client, host: str, reason: str, detail: str = "") -> None:
+        self.drops[reason] = self.drops.get(reason, 0) + 1
         self._log_limited("radius_dropped", client, host, reason, detail)
 
     def refused(self, client: Client, host: str, reason: str, detail: str = "") -> None:

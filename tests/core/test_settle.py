@@ -57,9 +57,11 @@ class RecordingAudit(Audit):
         super().__init__("masked")
         self.outcomes: list[str] = []
 
-    def decision(self, barcode: str, ctx: Context, decision: Decision, latency: float) -> None:
+    def decision(
+        self, barcode: str, ctx: Context, decision: Decision, latency: float, path: str = "cached"
+    ) -> None:
         self.outcomes.append(decision.outcome.value)
-        super().decision(barcode, ctx, decision, latency)
+        super().decision(barcode, ctx, decision, latency, path)
 
 
 def authenticator(
