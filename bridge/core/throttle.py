@@ -172,6 +172,18 @@ class GuessGuard(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class ThrottleSnapshot:
+    """Counts of the guessing limits' state at one moment (metrics; never per request)."""
+
+    cards_locked: int
+    cards_delayed: int
+    sources_blocked: int
+    global_failures: int
+    spray_guard_active: bool
+    inflight: int
+
+
 class ThrottleBackend(Protocol):
     """Where counters persist. Keys are `card:<barcode>` or `source:<address>`."""
 
@@ -233,6 +245,19 @@ class Throttle:
     def inflight(self) -> int:
         """Reservations not yet settled (all cards and sources)."""
         return self._global_inflight
+
+    def snapshot(self, now: float) -> ThrottleSnapshot:
+        """This process's view of the guessing limits, for the metrics scrape (read at scrape
+        time, so the request path pays nothing for it)."""
+        cards = list(self._cards.values())
+        return ThrottleSnapshot(
+            cards_locked=sum(1 for c in cards if c.locked and c.blocked_until > now),
+            cards_delayed=sum(1 for c in cards if not c.locked and c.blocked_until > now),
+            sources_blocked=sum(1 for s in list(self._sources.values()) if s.blocked_until > now),
+            global_failures=len(self._global),
+            spray_guard_active=self.global_pressure(now),
+            inflight=self._global_inflight,
+        )
 
     # -- queries ----------------------------------------------------------------------------
     def check(self, barcode: str, source: str, now: float) -> Refusal | None:

@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 
 from bridge.core.auth import Authenticator
 from bridge.core.pin import PinHasher
+from bridge.core.throttle import ThrottleSnapshot
 from bridge.metrics.recorder import Histogram, Recorder
 from bridge.services import Listener
 
@@ -173,39 +174,46 @@ class BridgeCollector(Collector):
         yield entries
 
     def _throttle(self) -> Iterator[Any]:
-        throttle, now = self.authenticator.throttle, self.clock()
-        cards = list(throttle._cards.values())
-        sources = list(throttle._sources.values())
+        throttle = self.authenticator.throttle
+        snapshot_of = getattr(throttle, "snapshot", None)
+        if snapshot_of is None:  # a shared backend keeps these counts in Redis/SQLite
+            return
+        snap: ThrottleSnapshot = snapshot_of(self.clock())
         values = (
             (
                 "throttle_cards_locked",
                 "Cards in their hard lock (staff or time clears them).",
-                sum(1 for c in cards if c.locked and c.blocked_until > now),
+                snap.cards_locked,
             ),
             (
                 "throttle_cards_delayed",
                 "Cards in a growing delay after failed PINs (not yet locked).",
-                sum(1 for c in cards if not c.locked and c.blocked_until > now),
+                snap.cards_delayed,
             ),
             (
                 "throttle_sources_blocked",
                 "Source addresses blocked for too many failures.",
-                sum(1 for s in sources if s.blocked_until > now),
+                snap.sources_blocked,
             ),
             (
                 "throttle_spray_guard_active",
                 "1 while the global failure-rate guard (password spraying) refuses new attempts.",
-                1 if throttle.global_pressure(now) else 0,
+                1 if snap.spray_guard_active else 0,
             ),
             (
                 "throttle_global_failures",
                 "Failed attempts within the global guard's window.",
-                len(throttle._global),
+                snap.global_failures,
             ),
             (
                 "throttle_global_failures_limit",
                 "Failures within the window at which the spray guard trips.",
                 throttle.rules.global_max_failures,
+            ),
+            (
+                "throttle_checks_in_flight",
+                "PIN checks reserved against the guessing limits and not yet settled.",
+                snap.inflight,
             ),
         )
         for name, doc, value in values:
