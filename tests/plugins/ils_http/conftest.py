@@ -1,0 +1,73 @@
+"""Fixtures for the HTTP ILS connectors: each vendor's double served on loopback, and the
+connector opened the way the daemon opens it. Every answer a double gave in a test is checked
+against the schema we wrote from the vendor's contract when the test ends."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.plugins.conftest import CountingHasher, Opened, open_plugin
+from tests.plugins.ils_http import koha_double
+from tests.plugins.ils_http.schema import check
+from tests.plugins.ils_http.serve import Served
+
+
+def schema_problems(responses: list[Any], schemas: dict[str, dict[int, Any]]) -> list[str]:
+    """Every non-fault answer: a status the contract lists for its route, a body that fits."""
+    problems = []
+    for r in responses:
+        if r.fault:
+            continue
+        allowed = schemas[r.route]
+        if r.status not in allowed:
+            problems.append(f"{r.route}: status {r.status} not in the contract")
+            continue
+        schema = allowed[r.status]
+        if schema is not None:
+            problems.extend(f"{r.route} {r.status}: {p}" for p in check(r.body, schema))
+    return problems
+
+
+@pytest.fixture
+def koha() -> Iterator[tuple[koha_double.KohaDouble, Served]]:
+    double = koha_double.KohaDouble()
+    served = Served(double.app()).start()
+    try:
+        yield double, served
+    finally:
+        double.release.set()
+        served.stop()
+    assert not schema_problems(double.responses, koha_double.SCHEMAS)
+
+
+def koha_settings(double: koha_double.KohaDouble, url: str, **more: Any) -> dict[str, Any]:
+    return {
+        "base_url": url,
+        "client_id": double.client_id,
+        "secret": double.client_secret,
+        "request_timeout": 2.0,
+        "breaker_failures": 100,
+        **more,
+    }
+
+
+@pytest.fixture
+async def koha_store(
+    koha: tuple[koha_double.KohaDouble, Served], hasher: CountingHasher, tmp_path: Path
+) -> AsyncIterator[Any]:
+    double, served = koha
+    store = await open_plugin("koha-rest", koha_settings(double, served.url), hasher, tmp_path)
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+@pytest.fixture
+async def any_store(koha_store: Any) -> AsyncIterator[Opened]:
+    """The shared store contract (tests/plugins/test_contract.py) over koha-rest."""
+    yield Opened("koha-rest", koha_store)
