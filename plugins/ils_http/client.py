@@ -80,15 +80,15 @@ def retry_after(value: str | None, now_wall: float) -> float | None:
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit() and len(value) <= 9:
+    if value.isascii() and value.isdigit() and len(value) <= 9:  # not "²": isdigit says yes
         return min(float(value), RETRY_AFTER_MAX)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        if when.tzinfo is None:
+            return None
+        return min(max(when.timestamp() - now_wall, 0.0), RETRY_AFTER_MAX)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when.tzinfo is None:
-        return None
-    return min(max(when.timestamp() - now_wall, 0.0), RETRY_AFTER_MAX)
 
 
 class HttpIls:
