@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -205,6 +206,143 @@ def main() -> None:
             *notes,
             f"{CONNECTIONS} clients, persistent connections to whichever server they talk to",
             "the ILS is pysip2's server (PyPI) with an in-memory patron table, loopback",
+        ],
+    )
+    http_rows()
+
+
+# -- HTTP ILS connectors -------------------------------------------------------------------------
+# One row per connector against its test double (a separate process, loopback): the direct
+# row calls the double's PIN check itself over a keep-alive httpx client, as the connector
+# does; the bridge row sends SIP2 63s to the daemon, whose store asks the double. The notes say
+# how many TCP connections the double saw per login after warm-up (goal: 0, all reused).
+
+HTTP_DOUBLES = ("koha",)
+
+
+def _start_double(kind: str) -> tuple[subprocess.Popen[bytes], dict[str, object]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.plugins.ils_http.run_double", kind],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    return proc, json.loads(proc.stdout.readline())
+
+
+def _double_stats(port: int) -> dict[str, int]:
+    import httpx
+
+    got: dict[str, int] = httpx.get(f"http://127.0.0.1:{port}/_double/stats").json()
+    return got
+
+
+def _koha_store(port: int, ready: dict[str, object]) -> str:
+    return f"""
+[store]
+plugin = "koha-rest"
+base_url = "http://127.0.0.1:{port}"
+client_id = "{ready["client_id"]}"
+secret = "{ready["client_secret"]}"
+pool_size = 4
+"""
+
+
+async def _direct_koha(port: int, ready: dict[str, object], count: int) -> list[float]:
+    import httpx
+
+    nodelay = httpx.AsyncHTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", transport=nodelay) as client:
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": str(ready["client_id"]),
+            "client_secret": str(ready["client_secret"]),
+        }
+        token = (await client.post("/api/v1/oauth/token", data=form)).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        body = {"identifier": BARCODE, "password": PIN}
+        latencies = []
+        for _ in range(count):
+            started = time.perf_counter()
+            reply = await client.post(
+                "/api/v1/auth/password/validation", json=body, headers=headers
+            )
+            latencies.append(time.perf_counter() - started)
+            if reply.status_code != 201:
+                raise RuntimeError("bench: direct PIN check refused")
+        return latencies
+
+
+async def _direct_run(
+    pid: int, port: int, ready: dict[str, object], count: int
+) -> tuple[list[float], float, float]:
+    await _direct_koha(port, ready, 5)
+    with CpuMeter(pid) as meter:
+        runs = await asyncio.gather(*(_direct_koha(port, ready, count) for _ in range(CONNECTIONS)))
+    return [x for r in runs for x in r], meter.wall, meter.seconds
+
+
+async def _warm(address: tuple[str, int], login: bytes) -> None:
+    """As many clients at once as the measured run, so the pool has grown before counting."""
+    await asyncio.gather(*(_client(address, login, "MAIN", 20, 1e18) for _ in range(CONNECTIONS)))
+
+
+def http_rows() -> None:
+    from tests.harness import Daemon
+
+    results: list[Result] = []
+    notes: list[str] = []
+    for kind in HTTP_DOUBLES:
+        double, ready = _start_double(kind)
+        port = int(str(ready["port"]))
+        try:
+            assert double.pid
+            count = LOGINS // CONNECTIONS
+
+            latencies, wall, cpu = asyncio.run(_direct_run(double.pid, port, ready, count))
+            direct = Result(
+                f"{kind}: direct to the double", "double", len(latencies), wall, latencies, cpu
+            )
+            results.append(direct)
+            with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp:
+                daemon = Daemon(Path(tmp), FRONT, store=_koha_store(port, ready)).start()
+                try:
+                    assert daemon.proc is not None
+                    login = _frame("9300CNbench|CObench-secret-1|CPbench|", 0)
+                    # warm-up: the pool's connections and the token
+                    asyncio.run(_warm(daemon.address("sip2"), login))
+                    before = _double_stats(port)
+                    result, _ = _measure(
+                        f"{kind}: bridge (SIP2 63 → koha-rest)",
+                        "patron-bridge",
+                        daemon.address("sip2"),
+                        login,
+                        "MAIN",
+                        [daemon.proc.pid],
+                    )
+                    after = _double_stats(port)
+                finally:
+                    daemon.stop()
+            results.append(result)
+            added = (percentile(result.latencies, 50) - percentile(direct.latencies, 50)) * 1e3
+            opened = after["connections"] - before["connections"]
+            logins = result.requests + 5  # _measure warms up with 5 more
+            notes.append(
+                f"{kind}: the bridge adds {added:.3f} ms at p50; TCP connections opened after "
+                f"warm-up: {opened} for {logins} logins ({opened / logins:.4f} per login)"
+            )
+        finally:
+            double.kill()
+            double.wait()
+    report(
+        "Upstream ILS over HTTP (SIP2 63 with a PIN; the store asks the vendor double)",
+        results,
+        [
+            *notes,
+            f"{CONNECTIONS} clients; [cache] ttl = 0 so every login reaches the double's PIN "
+            "check; the connector's record cache (30 s) answers the status read",
+            "doubles are ours, built from the vendors' published contracts, not a real ILS",
         ],
     )
 
