@@ -375,3 +375,14 @@ async def test_health(koha: Koha, koha_store: Any) -> None:
 async def test_expired_date_is_read_as_a_date(koha: Koha, koha_store: Any) -> None:
     patron = await koha_store.lookup(EXPIRED.barcode)
     assert patron.is_expired(dt.date.today())
+
+
+async def test_concurrent_first_calls_fetch_one_token(koha: Koha, koha_store: Any) -> None:
+    import asyncio
+
+    double, _ = koha
+    results = await asyncio.gather(
+        *(koha_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN)) for _ in range(8))
+    )
+    assert all(r.pin_ok for r in results)
+    assert double.tokens_issued == 1
