@@ -221,6 +221,9 @@ class HttpIls:
         except httpx.HTTPError as exc:
             self.breaker.failure(self.monotonic())
             raise IlsUnavailable(f"{self.name}: {what}: {type(exc).__name__}") from None
+        # No cookie outlives its answer: a connector reads the ones it wants (FOLIO's token)
+        # from the reply; the jar would otherwise send them to every later call.
+        self.client.cookies.clear()
         reply = Reply(response.status_code, response.headers, response.content)
         now = self.monotonic()
         if reply.status == 429 or reply.status >= 500:

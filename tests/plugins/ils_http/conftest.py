@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.plugins.conftest import CountingHasher, Opened, open_plugin
-from tests.plugins.ils_http import koha_double
+from tests.plugins.ils_http import folio_double, koha_double
 from tests.plugins.ils_http.schema import check
 from tests.plugins.ils_http.serve import Served
 
@@ -68,6 +68,43 @@ async def koha_store(
 
 
 @pytest.fixture
-async def any_store(koha_store: Any) -> AsyncIterator[Opened]:
-    """The shared store contract (tests/plugins/test_contract.py) over koha-rest."""
-    yield Opened("koha-rest", koha_store)
+def folio() -> Iterator[tuple[folio_double.FolioDouble, Served]]:
+    double = folio_double.FolioDouble()
+    served = Served(double.app()).start()
+    try:
+        yield double, served
+    finally:
+        double.release.set()
+        served.stop()
+    assert not schema_problems(double.responses, folio_double.SCHEMAS)
+
+
+def folio_settings(double: folio_double.FolioDouble, url: str, **more: Any) -> dict[str, Any]:
+    return {
+        "base_url": url,
+        "tenant": folio_double.TENANT,
+        "username": double.username,
+        "password": double.password,
+        "request_timeout": 2.0,
+        "breaker_failures": 100,
+        **more,
+    }
+
+
+@pytest.fixture
+async def folio_store(
+    folio: tuple[folio_double.FolioDouble, Served], hasher: CountingHasher, tmp_path: Path
+) -> AsyncIterator[Any]:
+    double, served = folio
+    store = await open_plugin("folio", folio_settings(double, served.url), hasher, tmp_path)
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+@pytest.fixture(params=["koha-rest", "folio"])
+def any_store(request: pytest.FixtureRequest) -> Iterator[Opened]:
+    """The shared store contract (tests/plugins/test_contract.py) over each HTTP connector."""
+    fixture = {"koha-rest": "koha_store", "folio": "folio_store"}[request.param]
+    yield Opened(request.param, request.getfixturevalue(fixture))
