@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.common import CpuMeter, Result, percentile, pin_to_core, report
 from bridge.sip2.codec import checksum
@@ -217,7 +218,7 @@ def main() -> None:
 # does; the bridge row sends SIP2 63s to the daemon, whose store asks the double. The notes say
 # how many TCP connections the double saw per login after warm-up (goal: 0, all reused).
 
-HTTP_DOUBLES = ("koha",)
+HTTP_DOUBLES = ("koha", "folio")
 
 
 def _start_double(kind: str) -> tuple[subprocess.Popen[bytes], dict[str, object]]:
@@ -249,11 +250,16 @@ pool_size = 4
 """
 
 
-async def _direct_koha(port: int, ready: dict[str, object], count: int) -> list[float]:
+def _nodelay_client(port: int) -> Any:
     import httpx
 
     nodelay = httpx.AsyncHTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", transport=nodelay) as client:
+    return httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", transport=nodelay)
+
+
+async def _direct_koha(port: int, ready: dict[str, object], count: int) -> list[float]:
+    """What koha-rest sends per login once its token and record cache are warm: one check."""
+    async with _nodelay_client(port) as client:
         form = {
             "grant_type": "client_credentials",
             "client_id": str(ready["client_id"]),
@@ -274,12 +280,50 @@ async def _direct_koha(port: int, ready: dict[str, object], count: int) -> list[
         return latencies
 
 
+async def _direct_folio(port: int, ready: dict[str, object], count: int) -> list[float]:
+    """What folio sends per login once warm: the user lookup, then the patron PIN check."""
+    async with _nodelay_client(port) as client:
+        tenant = {"X-Okapi-Tenant": str(ready["tenant"])}
+        creds = {"username": str(ready["username"]), "password": str(ready["password"])}
+        login = await client.post("/authn/login-with-expiry", json=creds, headers=tenant)
+        headers = {**tenant, "X-Okapi-Token": login.cookies["folioAccessToken"]}
+        client.cookies.clear()
+        query = {"query": f'barcode=="{BARCODE}"', "limit": "20"}
+        latencies = []
+        for _ in range(count):
+            started = time.perf_counter()
+            users = (await client.get("/users", params=query, headers=headers)).json()["users"]
+            pin = {"id": users[0]["id"], "pin": PIN}
+            reply = await client.post("/patron-pin/verify", json=pin, headers=headers)
+            latencies.append(time.perf_counter() - started)
+            if reply.status_code != 200:
+                raise RuntimeError("bench: direct PIN check refused")
+        return latencies
+
+
+def _folio_store(port: int, ready: dict[str, object]) -> str:
+    return f"""
+[store]
+plugin = "folio"
+base_url = "http://127.0.0.1:{port}"
+tenant = "{ready["tenant"]}"
+username = "{ready["username"]}"
+password = "{ready["password"]}"
+pool_size = 4
+"""
+
+
+DIRECT = {"koha": _direct_koha, "folio": _direct_folio}
+STORE = {"koha": (_koha_store, "koha-rest"), "folio": (_folio_store, "folio")}
+
+
 async def _direct_run(
-    pid: int, port: int, ready: dict[str, object], count: int
+    kind: str, pid: int, port: int, ready: dict[str, object], count: int
 ) -> tuple[list[float], float, float]:
-    await _direct_koha(port, ready, 5)
+    direct = DIRECT[kind]
+    await direct(port, ready, 5)
     with CpuMeter(pid) as meter:
-        runs = await asyncio.gather(*(_direct_koha(port, ready, count) for _ in range(CONNECTIONS)))
+        runs = await asyncio.gather(*(direct(port, ready, count) for _ in range(CONNECTIONS)))
     return [x for r in runs for x in r], meter.wall, meter.seconds
 
 
@@ -300,13 +344,14 @@ def http_rows() -> None:
             assert double.pid
             count = LOGINS // CONNECTIONS
 
-            latencies, wall, cpu = asyncio.run(_direct_run(double.pid, port, ready, count))
+            latencies, wall, cpu = asyncio.run(_direct_run(kind, double.pid, port, ready, count))
             direct = Result(
                 f"{kind}: direct to the double", "double", len(latencies), wall, latencies, cpu
             )
             results.append(direct)
             with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp:
-                daemon = Daemon(Path(tmp), FRONT, store=_koha_store(port, ready)).start()
+                store, plugin = STORE[kind]
+                daemon = Daemon(Path(tmp), FRONT, store=store(port, ready)).start()
                 try:
                     assert daemon.proc is not None
                     login = _frame("9300CNbench|CObench-secret-1|CPbench|", 0)
@@ -314,7 +359,7 @@ def http_rows() -> None:
                     asyncio.run(_warm(daemon.address("sip2"), login))
                     before = _double_stats(port)
                     result, _ = _measure(
-                        f"{kind}: bridge (SIP2 63 → koha-rest)",
+                        f"{kind}: bridge (SIP2 63 → {plugin})",
                         "patron-bridge",
                         daemon.address("sip2"),
                         login,
@@ -326,7 +371,8 @@ def http_rows() -> None:
                     daemon.stop()
             results.append(result)
             added = (percentile(result.latencies, 50) - percentile(direct.latencies, 50)) * 1e3
-            opened = after["connections"] - before["connections"]
+            # minus 1: the second stats request is itself a new connection
+            opened = after["connections"] - before["connections"] - 1
             logins = result.requests + 5  # _measure warms up with 5 more
             notes.append(
                 f"{kind}: the bridge adds {added:.3f} ms at p50; TCP connections opened after "

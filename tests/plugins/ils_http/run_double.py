@@ -1,28 +1,40 @@
 """Serve a vendor double in its own process (for the benchmark): `python -m
-tests.plugins.ils_http.run_double koha`. Prints one JSON ready line with the port and the
-client credentials, then serves until killed. `GET /_double/stats` (not part of any vendor's
-API) answers the TCP connections and requests the double has seen."""
+tests.plugins.ils_http.run_double koha|folio`. Prints one JSON ready line with the port and
+the credentials the connector needs, then serves until killed. `GET /_double/stats` (not part
+of any vendor's API) answers the TCP connections and requests the double has seen."""
 
 from __future__ import annotations
 
 import json
 import sys
 import threading
+import uuid
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from tests.pins import DEMO_PIN
+from tests.plugins.ils_http.folio_double import TENANT, FolioDouble, FolioUser
 from tests.plugins.ils_http.koha_double import KohaDouble, KohaPatron
 from tests.plugins.ils_http.serve import Served
 
+BENCH_CARD = "21234000000001"  # bench/upstream.py's card
+
 
 def main(kind: str) -> None:
-    if kind != "koha":
+    double: Any
+    if kind == "koha":
+        double = KohaDouble()
+        double.add(KohaPatron(777, BENCH_CARD, "Bench", "Bea", DEMO_PIN))
+        ready = {"client_id": double.client_id, "client_secret": double.client_secret}
+    elif kind == "folio":
+        double = FolioDouble()
+        double.add(FolioUser(str(uuid.uuid4()), BENCH_CARD, "Bench", "Bea", DEMO_PIN))
+        ready = {"tenant": TENANT, "username": double.username, "password": double.password}
+    else:
         raise SystemExit(f"no double named {kind!r}")
-    double = KohaDouble()
-    double.add(KohaPatron(777, "21234000000001", "Bench", "Bea", DEMO_PIN))  # bench's card
     app = double.app()
     holder: list[Served] = []
 
@@ -35,9 +47,7 @@ def main(kind: str) -> None:
     double.responses = _Bounded()
     served = Served(app).start()
     holder.append(served)
-    ready = {"event": "ready", "port": served.port, "client_id": double.client_id}
-    ready["client_secret"] = double.client_secret
-    print(json.dumps(ready), flush=True)
+    print(json.dumps({"event": "ready", "port": served.port, **ready}), flush=True)
     threading.Event().wait()
 
 
