@@ -16,7 +16,7 @@ from pyrad.dictionary import Dictionary
 from bridge.radius.attributes import DICTIONARY
 from tests.harness import Daemon, run_cli
 from tests.pins import DEMO_PIN, WRONG_PIN
-from tests.plugins.ils_http import folio_double, koha_double
+from tests.plugins.ils_http import folio_double, koha_double, sierra_double
 from tests.plugins.ils_http.conftest import schema_problems
 from tests.plugins.ils_http.serve import Served
 from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, UNKNOWN
@@ -75,23 +75,40 @@ request_timeout = 5.0
 """
 
 
-@pytest.fixture(scope="module", params=["koha-rest", "folio"])
+def sierra_toml(url: str, key: str) -> str:
+    return f"""
+[store]
+plugin = "sierra"
+base_url = "{url}{sierra_double.PREFIX}"
+key = "{key}"
+secret_file = "ils.secret"
+request_timeout = 5.0
+patron_types = {{ "1" = "ADULT" }}
+"""
+
+
+@pytest.fixture(scope="module", params=["koha-rest", "folio", "sierra"])
 def ils_daemon(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Any, Daemon]]:
     double: Any
     if request.param == "koha-rest":
         double, schemas = koha_double.KohaDouble(), koha_double.SCHEMAS
-    else:
+    elif request.param == "folio":
         double, schemas = folio_double.FolioDouble(), folio_double.SCHEMAS
+    else:
+        double, schemas = sierra_double.SierraDouble(), sierra_double.SCHEMAS
     with Served(double.app()) as served:
         directory = tmp_path_factory.mktemp(request.param)
         if request.param == "koha-rest":
             (directory / "ils.secret").write_text(double.client_secret + "\n")
             store = store_toml(served.url, double.client_id)
-        else:
+        elif request.param == "folio":
             (directory / "ils.secret").write_text(double.password + "\n")
             store = folio_toml(served.url, double.username)
+        else:
+            (directory / "ils.secret").write_text(double.secret + "\n")
+            store = sierra_toml(served.url, double.key)
         daemon = Daemon(directory, SECTIONS, store=store).start()
         try:
             yield double, daemon
@@ -133,14 +150,14 @@ def test_radius_through_the_ils(
     ils_daemon: tuple[Any, Daemon], barcode: str, pin: str, code: int
 ) -> None:
     double, daemon = ils_daemon
-    check = (
-        "/auth/password/validation"
-        if isinstance(double, koha_double.KohaDouble)
-        else ("/patron-pin/verify")
-    )
+    check = {
+        koha_double.KohaDouble: "/auth/password/validation",
+        folio_double.FolioDouble: "/patron-pin/verify",
+        sierra_double.SierraDouble: "/patrons/validate",
+    }[type(double)]
     before = double.count(check)
     assert radius(daemon, barcode, pin).code == code
-    if barcode != UNKNOWN or isinstance(double, koha_double.KohaDouble):
+    if barcode != UNKNOWN or not isinstance(double, folio_double.FolioDouble):
         assert double.count(check) == before + 1  # the ILS checked it
 
 
@@ -156,10 +173,10 @@ def test_ldap_search_then_bind_through_the_ils(ils_daemon: tuple[Any, Daemon]) -
     assert conn.rebind(entry["dn"], DEMO_PIN)
     assert not conn.rebind(entry["dn"], WRONG_PIN)
     conn.unbind()
-    if isinstance(double, koha_double.KohaDouble):
-        assert double.tokens_issued == 1  # one token for the daemon's whole life so far
+    if isinstance(double, folio_double.FolioDouble):
+        assert double.logins == 1  # one login for the daemon's whole life so far
     else:
-        assert double.logins == 1
+        assert double.tokens_issued == 1  # one token for the daemon's whole life so far
 
 
 def test_bad_store_settings_stop_the_daemon_at_start(tmp_path: Path) -> None:
