@@ -218,7 +218,7 @@ def main() -> None:
 # does; the bridge row sends SIP2 63s to the daemon, whose store asks the double. The notes say
 # how many TCP connections the double saw per login after warm-up (goal: 0, all reused).
 
-HTTP_DOUBLES = ("koha", "folio")
+HTTP_DOUBLES = ("koha", "folio", "sierra")
 
 
 def _start_double(kind: str) -> tuple[subprocess.Popen[bytes], dict[str, object]]:
@@ -301,6 +301,38 @@ async def _direct_folio(port: int, ready: dict[str, object], count: int) -> list
         return latencies
 
 
+async def _direct_sierra(port: int, ready: dict[str, object], count: int) -> list[float]:
+    """What sierra sends per login once its token and record cache are warm: one validate."""
+    import httpx
+
+    async with _nodelay_client(port) as client:
+        prefix = str(ready["prefix"])
+        basic = httpx.BasicAuth(str(ready["key"]), str(ready["secret"]))
+        form = {"grant_type": "client_credentials"}
+        answer = await client.post(f"{prefix}/v6/token", data=form, auth=basic)
+        headers = {"Authorization": f"Bearer {answer.json()['access_token']}"}
+        body = {"barcode": BARCODE, "pin": PIN, "caseSensitivity": False}
+        latencies = []
+        for _ in range(count):
+            started = time.perf_counter()
+            reply = await client.post(f"{prefix}/v6/patrons/validate", json=body, headers=headers)
+            latencies.append(time.perf_counter() - started)
+            if reply.status_code != 204:
+                raise RuntimeError("bench: direct PIN check refused")
+        return latencies
+
+
+def _sierra_store(port: int, ready: dict[str, object]) -> str:
+    return f"""
+[store]
+plugin = "sierra"
+base_url = "http://127.0.0.1:{port}{ready["prefix"]}"
+key = "{ready["key"]}"
+secret = "{ready["secret"]}"
+pool_size = 4
+"""
+
+
 def _folio_store(port: int, ready: dict[str, object]) -> str:
     return f"""
 [store]
@@ -313,8 +345,12 @@ pool_size = 4
 """
 
 
-DIRECT = {"koha": _direct_koha, "folio": _direct_folio}
-STORE = {"koha": (_koha_store, "koha-rest"), "folio": (_folio_store, "folio")}
+DIRECT = {"koha": _direct_koha, "folio": _direct_folio, "sierra": _direct_sierra}
+STORE = {
+    "koha": (_koha_store, "koha-rest"),
+    "folio": (_folio_store, "folio"),
+    "sierra": (_sierra_store, "sierra"),
+}
 
 
 async def _direct_run(

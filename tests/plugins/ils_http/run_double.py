@@ -1,5 +1,5 @@
 """Serve a vendor double in its own process (for the benchmark): `python -m
-tests.plugins.ils_http.run_double koha|folio`. Prints one JSON ready line with the port and
+tests.plugins.ils_http.run_double koha|folio|sierra`. Prints one JSON ready line with the port and
 the credentials the connector needs, then serves until killed. `GET /_double/stats` (not part
 of any vendor's API) answers the TCP connections and requests the double has seen."""
 
@@ -19,6 +19,7 @@ from tests.pins import DEMO_PIN
 from tests.plugins.ils_http.folio_double import TENANT, FolioDouble, FolioUser
 from tests.plugins.ils_http.koha_double import KohaDouble, KohaPatron
 from tests.plugins.ils_http.serve import Served
+from tests.plugins.ils_http.sierra_double import PREFIX, SierraDouble, SierraPatron
 
 BENCH_CARD = "21234000000001"  # bench/upstream.py's card
 
@@ -33,6 +34,10 @@ def main(kind: str) -> None:
         double = FolioDouble()
         double.add(FolioUser(str(uuid.uuid4()), BENCH_CARD, "Bench", "Bea", DEMO_PIN))
         ready = {"tenant": TENANT, "username": double.username, "password": double.password}
+    elif kind == "sierra":
+        double = SierraDouble()
+        double.add(SierraPatron(777, BENCH_CARD, "Bench, Bea", DEMO_PIN))
+        ready = {"prefix": PREFIX, "key": double.key, "secret": double.secret}
     else:
         raise SystemExit(f"no double named {kind!r}")
     app = double.app()
