@@ -56,15 +56,24 @@ class _Server(uvicorn.Server):
 class Served:
     """A running double: `url`, `port`, `counter`; `stop()` ends it."""
 
-    def __init__(self, app: App, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, app: App, host: str = "127.0.0.1", *, tls: tuple[str, str] | None = None
+    ) -> None:
+        """`tls`: (certificate file, key file) to serve HTTPS."""
         self.counter = ConnectionCounter(app)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, 0))
         self.port = self.sock.getsockname()[1]
-        self.url = f"http://{host}:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://{host}:{self.port}"
         config = uvicorn.Config(
-            self.counter, log_level="warning", access_log=False, lifespan="off", loop="asyncio"
+            self.counter,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            loop="asyncio",
+            ssl_certfile=tls[0] if tls else None,
+            ssl_keyfile=tls[1] if tls else None,
         )
         self.ready = threading.Event()
         self.server = _Server(config, self.ready)

@@ -116,3 +116,42 @@ def test_settings_are_validated(more: dict[str, object], message: str) -> None:
         msgspec.convert(settings, KohaRestSettings)
     ok = {"base_url": "https://koha.example.org", "client_id": "c", "secret": "s"}
     assert msgspec.convert(ok, KohaRestSettings).identifier == "cardnumber"
+
+
+@given(st.text(max_size=40))
+def test_cql_strings_always_round_trip(value: str) -> None:
+    from plugins.folio import cql_string
+    from tests.plugins.ils_http.folio_double import cql_filter
+
+    terms = cql_filter(f"barcode=={cql_string(value)}")
+    assert terms is not None and len(terms) == 1
+    assert terms[0][1].fullmatch(value)
+
+
+@given(st.binary(max_size=200))
+def test_folio_and_sierra_bodies_parse_or_raise(body: bytes) -> None:
+    from plugins.folio import AutomatedBlocks, LoginWithExpiry, ManualBlocks, Users
+    from plugins.sierra import SierraError, SierraPatron
+
+    for type_ in (Users, AutomatedBlocks, ManualBlocks, LoginWithExpiry, SierraPatron, SierraError):
+        with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+            msgspec.json.decode(body, type=type_)
+
+
+@pytest.mark.parametrize(
+    "value", ["2027-01-31T23:59:59.000+00:00", "2027-01-31T23:59:59Z", "2027-01-31"]
+)
+def test_folio_times(value: str) -> None:
+    from plugins.folio import parse_time
+
+    when = parse_time(value)
+    assert when is not None and when.date().isoformat() == "2027-01-31" and when.tzinfo
+
+
+@pytest.mark.parametrize("value", ["soon", "2027-13-01", "31/01/2027", "2027-01-31T25:00"])
+def test_folio_bad_times_are_unavailable(value: str) -> None:
+    from bridge.core.store import StoreUnavailable
+    from plugins.folio import parse_time
+
+    with pytest.raises(StoreUnavailable):
+        parse_time(value)

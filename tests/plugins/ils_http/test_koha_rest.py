@@ -386,3 +386,52 @@ async def test_concurrent_first_calls_fetch_one_token(koha: Koha, koha_store: An
     )
     assert all(r.pin_ok for r in results)
     assert double.tokens_issued == 1
+
+
+# -- transport ----------------------------------------------------------------------------------
+async def test_logins_reuse_one_connection(koha: Koha, koha_store: Any) -> None:
+    _, served = koha
+    for _ in range(10):
+        assert (await koha_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))).pin_ok
+    assert served.counter.connections == 1  # keep-alive: token, checks, reads on one socket
+
+
+async def test_pool_size_caps_connections(koha: Koha, tmp_path: Path) -> None:
+    import asyncio
+
+    _, served = koha
+    store = await open_koha(koha, tmp_path, pool_size=2)
+    try:
+        for _ in range(3):
+            results = await asyncio.gather(*(store.lookup(ACTIVE.barcode) for _ in range(8)))
+            assert all(r is not None for r in results)
+        assert served.counter.connections <= 2
+    finally:
+        await store.aclose()
+
+
+async def test_tls_with_the_configured_ca_file(tmp_path: Path) -> None:
+    from bridge.tls import generate_self_signed
+
+    cert, key = tmp_path / "ils.crt", tmp_path / "ils.key"
+    generate_self_signed(cert, key, ["127.0.0.1"])
+    double = KohaDouble()
+    with Served(double.app(), tls=(str(cert), str(key))) as served:
+        assert served.url.startswith("https://")
+        store = await open_plugin(
+            "koha-rest",
+            koha_settings(double, served.url, ca_file="ils.crt"),  # relative to the config
+            CountingHasher(),
+            tmp_path,
+        )
+        untrusted = await open_plugin(
+            "koha-rest", koha_settings(double, served.url), CountingHasher(), tmp_path
+        )
+        try:
+            assert (await store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))).pin_ok
+            with pytest.raises(StoreUnavailable):  # the system CAs do not know this one
+                await untrusted.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
+        finally:
+            await store.aclose()
+            await untrusted.aclose()
+            double.release.set()
