@@ -199,8 +199,10 @@ class HttpIls:
         json: Any = None,
         data: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
+        sign: Callable[[httpx.Request], None] | None = None,
     ) -> Reply:
-        """One request under the breaker; no credentials, no retry."""
+        """One request under the breaker; no credentials, no retry. `sign` sees the request
+        exactly as it will be sent (Polaris signs the URL) and adds its headers."""
         now = self.monotonic()
         if not self.breaker.allow(now):
             raise IlsUnavailable(f"{self.name}: circuit {self.breaker.describe(now)}")
@@ -209,9 +211,12 @@ class HttpIls:
         if content is not None:
             sent_headers["Content-Type"] = "application/json"
         try:
-            response = await self.client.request(
+            request = self.client.build_request(
                 method, url, params=params, content=content, data=data, headers=sent_headers
             )
+            if sign is not None:
+                sign(request)
+            response = await self.client.send(request)
         except httpx.TimeoutException:
             self.breaker.failure(self.monotonic())
             raise IlsUnavailable(f"{self.name}: {what} timed out") from None

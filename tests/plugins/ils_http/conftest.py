@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.plugins.conftest import CountingHasher, Opened, open_plugin
-from tests.plugins.ils_http import folio_double, koha_double, sierra_double
+from tests.plugins.ils_http import folio_double, koha_double, polaris_double, sierra_double
 from tests.plugins.ils_http.schema import check
 from tests.plugins.ils_http.serve import Served
 
@@ -139,12 +139,57 @@ async def sierra_store(
         await store.aclose()
 
 
-@pytest.fixture(params=["koha-rest", "folio", "sierra"])
+@pytest.fixture
+def polaris() -> Iterator[tuple[polaris_double.PolarisDouble, Served]]:
+    double = polaris_double.PolarisDouble()
+    served = Served(double.app()).start()
+    try:
+        yield double, served
+    finally:
+        double.release.set()
+        served.stop()
+    assert not schema_problems(double.responses, polaris_double.SCHEMAS)
+
+
+def polaris_settings(double: polaris_double.PolarisDouble, url: str, **more: Any) -> dict[str, Any]:
+    return {
+        "base_url": url + polaris_double.PREFIX,
+        "access_id": double.access_id,
+        "api_key": double.key,
+        "staff_domain": double.staff_domain,
+        "staff_user": double.staff_user,
+        "password": double.staff_password,
+        "patron_codes": {"1": "ADULT"},
+        "request_timeout": 2.0,
+        "breaker_failures": 100,
+        **more,
+    }
+
+
+@pytest.fixture
+async def polaris_store(
+    polaris: tuple[polaris_double.PolarisDouble, Served], hasher: CountingHasher, tmp_path: Path
+) -> AsyncIterator[Any]:
+    double, served = polaris
+    store = await open_plugin("polaris", polaris_settings(double, served.url), hasher, tmp_path)
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+NOT_SEARCHABLE = {
+    "sierra": "Sierra's find answers one patron per e-mail (a documented limit)",
+    "polaris": "the polaris connector looks patrons up by barcode only (a documented limit)",
+}
+
+
+@pytest.fixture(params=["koha-rest", "folio", "sierra", "polaris"])
 def any_store(request: pytest.FixtureRequest) -> Iterator[Opened]:
     """The shared store contract (tests/plugins/test_contract.py) over each HTTP connector."""
-    if request.param == "sierra" and request.node.originalname == (
+    if request.param in NOT_SEARCHABLE and request.node.originalname == (
         "test_lookup_by_email_and_record_id"
     ):
-        pytest.skip("Sierra's find answers one patron per e-mail (a documented limit)")
-    fixture = {"koha-rest": "koha_store", "folio": "folio_store", "sierra": "sierra_store"}
-    yield Opened(request.param, request.getfixturevalue(fixture[request.param]))
+        pytest.skip(NOT_SEARCHABLE[request.param])
+    fixture = f"{request.param.split('-')[0]}_store"
+    yield Opened(request.param, request.getfixturevalue(fixture))

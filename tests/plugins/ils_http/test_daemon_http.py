@@ -16,7 +16,7 @@ from pyrad.dictionary import Dictionary
 from bridge.radius.attributes import DICTIONARY
 from tests.harness import Daemon, run_cli
 from tests.pins import DEMO_PIN, WRONG_PIN
-from tests.plugins.ils_http import folio_double, koha_double, sierra_double
+from tests.plugins.ils_http import folio_double, koha_double, polaris_double, sierra_double
 from tests.plugins.ils_http.conftest import schema_problems
 from tests.plugins.ils_http.serve import Served
 from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, UNKNOWN
@@ -87,7 +87,22 @@ patron_types = {{ "1" = "ADULT" }}
 """
 
 
-@pytest.fixture(scope="module", params=["koha-rest", "folio", "sierra"])
+def polaris_toml(double: polaris_double.PolarisDouble, url: str) -> str:
+    return f"""
+[store]
+plugin = "polaris"
+base_url = "{url}{polaris_double.PREFIX}"
+access_id = "{double.access_id}"
+api_key_file = "ils.secret"
+staff_domain = "{double.staff_domain}"
+staff_user = "{double.staff_user}"
+password_env = "POLARIS_STAFF_PASSWORD"
+request_timeout = 5.0
+patron_codes = {{ "1" = "ADULT" }}
+"""
+
+
+@pytest.fixture(scope="module", params=["koha-rest", "folio", "sierra", "polaris"])
 def ils_daemon(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Any, Daemon]]:
@@ -96,8 +111,11 @@ def ils_daemon(
         double, schemas = koha_double.KohaDouble(), koha_double.SCHEMAS
     elif request.param == "folio":
         double, schemas = folio_double.FolioDouble(), folio_double.SCHEMAS
-    else:
+    elif request.param == "sierra":
         double, schemas = sierra_double.SierraDouble(), sierra_double.SCHEMAS
+    else:
+        double, schemas = polaris_double.PolarisDouble(), polaris_double.SCHEMAS
+    env: dict[str, str] = {}
     with Served(double.app()) as served:
         directory = tmp_path_factory.mktemp(request.param)
         if request.param == "koha-rest":
@@ -106,10 +124,14 @@ def ils_daemon(
         elif request.param == "folio":
             (directory / "ils.secret").write_text(double.password + "\n")
             store = folio_toml(served.url, double.username)
-        else:
+        elif request.param == "sierra":
             (directory / "ils.secret").write_text(double.secret + "\n")
             store = sierra_toml(served.url, double.key)
-        daemon = Daemon(directory, SECTIONS, store=store).start()
+        else:
+            (directory / "ils.secret").write_text(double.key + "\n")
+            store = polaris_toml(double, served.url)
+            env = {"POLARIS_STAFF_PASSWORD": double.staff_password}
+        daemon = Daemon(directory, SECTIONS, store=store, env=env).start()
         try:
             yield double, daemon
         finally:
@@ -154,6 +176,7 @@ def test_radius_through_the_ils(
         koha_double.KohaDouble: "/auth/password/validation",
         folio_double.FolioDouble: "/patron-pin/verify",
         sierra_double.SierraDouble: "/patrons/validate",
+        polaris_double.PolarisDouble: "/authenticator/patron",
     }[type(double)]
     before = double.count(check)
     assert radius(daemon, barcode, pin).code == code
@@ -175,6 +198,8 @@ def test_ldap_search_then_bind_through_the_ils(ils_daemon: tuple[Any, Daemon]) -
     conn.unbind()
     if isinstance(double, folio_double.FolioDouble):
         assert double.logins == 1  # one login for the daemon's whole life so far
+    elif isinstance(double, polaris_double.PolarisDouble):
+        assert double.staff_logins == 1  # one staff session (for the LDAP search)
     else:
         assert double.tokens_issued == 1  # one token for the daemon's whole life so far
 
