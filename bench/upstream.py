@@ -218,7 +218,7 @@ def main() -> None:
 # does; the bridge row sends SIP2 63s to the daemon, whose store asks the double. The notes say
 # how many TCP connections the double saw per login after warm-up (goal: 0, all reused).
 
-HTTP_DOUBLES = ("koha", "folio", "sierra")
+HTTP_DOUBLES = ("koha", "folio", "sierra", "polaris")
 
 
 def _start_double(kind: str) -> tuple[subprocess.Popen[bytes], dict[str, object]]:
@@ -333,6 +333,38 @@ pool_size = 4
 """
 
 
+async def _direct_polaris(port: int, ready: dict[str, object], count: int) -> list[float]:
+    """What polaris sends per login once its record cache is warm: one signed authentication."""
+    from plugins.polaris import http_date, signature
+
+    async with _nodelay_client(port) as client:
+        path = f"{ready['prefix']}/public/v1/1033/100/1/authenticator/patron"
+        url = f"http://127.0.0.1:{port}{path}"
+        body = {"Barcode": BARCODE, "Password": PIN}
+        latencies = []
+        for _ in range(count):
+            started = time.perf_counter()
+            date = http_date(time.time())
+            mac = signature(str(ready["key"]), "POST", url, date)
+            headers = {"PolarisDate": date, "Authorization": f"PWS {ready['access_id']}:{mac}"}
+            reply = await client.post(path, json=body, headers=headers)
+            latencies.append(time.perf_counter() - started)
+            if reply.status_code != 200 or reply.json()["PAPIErrorCode"] != 0:
+                raise RuntimeError("bench: direct PIN check refused")
+        return latencies
+
+
+def _polaris_store(port: int, ready: dict[str, object]) -> str:
+    return f"""
+[store]
+plugin = "polaris"
+base_url = "http://127.0.0.1:{port}{ready["prefix"]}"
+access_id = "{ready["access_id"]}"
+api_key = "{ready["key"]}"
+pool_size = 4
+"""
+
+
 def _folio_store(port: int, ready: dict[str, object]) -> str:
     return f"""
 [store]
@@ -345,11 +377,17 @@ pool_size = 4
 """
 
 
-DIRECT = {"koha": _direct_koha, "folio": _direct_folio, "sierra": _direct_sierra}
+DIRECT = {
+    "koha": _direct_koha,
+    "folio": _direct_folio,
+    "sierra": _direct_sierra,
+    "polaris": _direct_polaris,
+}
 STORE = {
     "koha": (_koha_store, "koha-rest"),
     "folio": (_folio_store, "folio"),
     "sierra": (_sierra_store, "sierra"),
+    "polaris": (_polaris_store, "polaris"),
 }
 
 

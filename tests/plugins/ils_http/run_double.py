@@ -1,7 +1,8 @@
-"""Serve a vendor double in its own process (for the benchmark): `python -m
-tests.plugins.ils_http.run_double koha|folio|sierra`. Prints one JSON ready line with the port and
-the credentials the connector needs, then serves until killed. `GET /_double/stats` (not part
-of any vendor's API) answers the TCP connections and requests the double has seen."""
+"""Serve a vendor double in its own process (for the benchmark):
+`python -m tests.plugins.ils_http.run_double koha|folio|sierra|polaris`. Prints one JSON ready
+line with the port and the credentials the connector needs, then serves until killed.
+`GET /_double/stats` (not part of any vendor's API) answers the TCP connections and requests
+the double has seen."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from starlette.routing import Route
 from tests.pins import DEMO_PIN
 from tests.plugins.ils_http.folio_double import TENANT, FolioDouble, FolioUser
 from tests.plugins.ils_http.koha_double import KohaDouble, KohaPatron
+from tests.plugins.ils_http.polaris_double import PREFIX as POLARIS_PREFIX
+from tests.plugins.ils_http.polaris_double import PolarisDouble, PolarisPatron
 from tests.plugins.ils_http.serve import Served
 from tests.plugins.ils_http.sierra_double import PREFIX, SierraDouble, SierraPatron
 
@@ -38,6 +41,10 @@ def main(kind: str) -> None:
         double = SierraDouble()
         double.add(SierraPatron(777, BENCH_CARD, "Bench, Bea", DEMO_PIN))
         ready = {"prefix": PREFIX, "key": double.key, "secret": double.secret}
+    elif kind == "polaris":
+        double = PolarisDouble()
+        double.add(PolarisPatron(777, BENCH_CARD, "Bench", "Bea", DEMO_PIN))
+        ready = {"prefix": POLARIS_PREFIX, "access_id": double.access_id, "key": double.key}
     else:
         raise SystemExit(f"no double named {kind!r}")
     app = double.app()
