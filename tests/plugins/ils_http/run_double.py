@@ -44,7 +44,14 @@ def main(kind: str) -> None:
     elif kind == "polaris":
         double = PolarisDouble()
         double.add(PolarisPatron(777, BENCH_CARD, "Bench", "Bea", DEMO_PIN))
-        ready = {"prefix": POLARIS_PREFIX, "access_id": double.access_id, "key": double.key}
+        ready = {
+            "prefix": POLARIS_PREFIX,
+            "access_id": double.access_id,
+            "key": double.key,
+            "staff_domain": double.staff_domain,
+            "staff_user": double.staff_user,
+            "staff_password": double.staff_password,
+        }
     else:
         raise SystemExit(f"no double named {kind!r}")
     app = double.app()
