@@ -11,7 +11,13 @@ from typing import Any
 import pytest
 
 from tests.plugins.conftest import CountingHasher, Opened, open_plugin
-from tests.plugins.ils_http import folio_double, koha_double, polaris_double, sierra_double
+from tests.plugins.ils_http import (
+    alma_double,
+    folio_double,
+    koha_double,
+    polaris_double,
+    sierra_double,
+)
 from tests.plugins.ils_http.schema import check
 from tests.plugins.ils_http.serve import Served
 
@@ -178,13 +184,48 @@ async def polaris_store(
         await store.aclose()
 
 
+@pytest.fixture
+def alma() -> Iterator[tuple[alma_double.AlmaDouble, Served]]:
+    double = alma_double.AlmaDouble()
+    served = Served(double.app()).start()
+    try:
+        yield double, served
+    finally:
+        double.release.set()
+        served.stop()
+    assert not schema_problems(double.responses, alma_double.SCHEMAS)
+
+
+def alma_settings(double: alma_double.AlmaDouble, url: str, **more: Any) -> dict[str, Any]:
+    return {
+        "base_url": url,
+        "api_key": double.key,
+        "request_timeout": 2.0,
+        "breaker_failures": 100,
+        **more,
+    }
+
+
+@pytest.fixture
+async def alma_store(
+    alma: tuple[alma_double.AlmaDouble, Served], hasher: CountingHasher, tmp_path: Path
+) -> AsyncIterator[Any]:
+    double, served = alma
+    store = await open_plugin("alma", alma_settings(double, served.url), hasher, tmp_path)
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
 NOT_SEARCHABLE = {
+    "alma": "the alma connector looks users up by identifier only (a documented limit)",
     "sierra": "Sierra's find answers one patron per e-mail (a documented limit)",
     "polaris": "the polaris connector looks patrons up by barcode only (a documented limit)",
 }
 
 
-@pytest.fixture(params=["koha-rest", "folio", "sierra", "polaris"])
+@pytest.fixture(params=["koha-rest", "folio", "sierra", "polaris", "alma"])
 def any_store(request: pytest.FixtureRequest) -> Iterator[Opened]:
     """The shared store contract (tests/plugins/test_contract.py) over each HTTP connector."""
     if request.param in NOT_SEARCHABLE and request.node.originalname == (
