@@ -218,7 +218,7 @@ def main() -> None:
 # does; the bridge row sends SIP2 63s to the daemon, whose store asks the double. The notes say
 # how many TCP connections the double saw per login after warm-up (goal: 0, all reused).
 
-HTTP_DOUBLES = ("koha", "folio", "sierra", "polaris")
+HTTP_DOUBLES = ("koha", "folio", "sierra", "polaris", "alma")
 
 
 def _start_double(kind: str) -> tuple[subprocess.Popen[bytes], dict[str, object]]:
@@ -365,6 +365,31 @@ pool_size = 4
 """
 
 
+async def _direct_alma(port: int, ready: dict[str, object], count: int) -> list[float]:
+    """What alma sends per login once its record cache is warm: one op=auth."""
+    async with _nodelay_client(port) as client:
+        headers = {"Authorization": f"apikey {ready['key']}", "Exl-User-Pw": PIN}
+        params = {"user_id_type": "all_unique", "op": "auth", "format": "json"}
+        latencies = []
+        for _ in range(count):
+            started = time.perf_counter()
+            reply = await client.post(f"/almaws/v1/users/{BARCODE}", params=params, headers=headers)
+            latencies.append(time.perf_counter() - started)
+            if reply.status_code != 204:
+                raise RuntimeError("bench: direct PIN check refused")
+        return latencies
+
+
+def _alma_store(port: int, ready: dict[str, object]) -> str:
+    return f"""
+[store]
+plugin = "alma"
+base_url = "http://127.0.0.1:{port}"
+api_key = "{ready["key"]}"
+pool_size = 4
+"""
+
+
 def _folio_store(port: int, ready: dict[str, object]) -> str:
     return f"""
 [store]
@@ -382,12 +407,14 @@ DIRECT = {
     "folio": _direct_folio,
     "sierra": _direct_sierra,
     "polaris": _direct_polaris,
+    "alma": _direct_alma,
 }
 STORE = {
     "koha": (_koha_store, "koha-rest"),
     "folio": (_folio_store, "folio"),
     "sierra": (_sierra_store, "sierra"),
     "polaris": (_polaris_store, "polaris"),
+    "alma": (_alma_store, "alma"),
 }
 
 

@@ -1,5 +1,5 @@
 """Serve a vendor double in its own process (for the benchmark):
-`python -m tests.plugins.ils_http.run_double koha|folio|sierra|polaris`. Prints one JSON ready
+`python -m tests.plugins.ils_http.run_double koha|folio|sierra|polaris|alma`. Prints one JSON ready
 line with the port and the credentials the connector needs, then serves until killed.
 `GET /_double/stats` (not part of any vendor's API) answers the TCP connections and requests
 the double has seen."""
@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from tests.pins import DEMO_PIN
+from tests.plugins.ils_http.alma_double import AlmaDouble, AlmaUser
 from tests.plugins.ils_http.folio_double import TENANT, FolioDouble, FolioUser
 from tests.plugins.ils_http.koha_double import KohaDouble, KohaPatron
 from tests.plugins.ils_http.polaris_double import PREFIX as POLARIS_PREFIX
@@ -52,6 +53,10 @@ def main(kind: str) -> None:
             "staff_user": double.staff_user,
             "staff_password": double.staff_password,
         }
+    elif kind == "alma":
+        double = AlmaDouble()
+        double.add(AlmaUser("bench@example.edu", BENCH_CARD, "Bench", "Bea", DEMO_PIN))
+        ready = {"key": double.key}
     else:
         raise SystemExit(f"no double named {kind!r}")
     app = double.app()
