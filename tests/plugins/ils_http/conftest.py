@@ -17,6 +17,7 @@ from tests.plugins.ils_http import (
     koha_double,
     polaris_double,
     sierra_double,
+    symphony_double,
 )
 from tests.plugins.ils_http.schema import check
 from tests.plugins.ils_http.serve import Served
@@ -218,14 +219,53 @@ async def alma_store(
         await store.aclose()
 
 
+@pytest.fixture
+def symphony() -> Iterator[tuple[symphony_double.SymphonyDouble, Served]]:
+    double = symphony_double.SymphonyDouble()
+    served = Served(double.app()).start()
+    try:
+        yield double, served
+    finally:
+        double.release.set()
+        served.stop()
+    assert not schema_problems(double.responses, symphony_double.SCHEMAS)
+
+
+def symphony_settings(
+    double: symphony_double.SymphonyDouble, url: str, **more: Any
+) -> dict[str, Any]:
+    return {
+        "base_url": url,
+        "client_id": double.client_id,
+        "user": double.staff_user,
+        "password": double.staff_password,
+        "request_timeout": 2.0,
+        "breaker_failures": 100,
+        **more,
+    }
+
+
+@pytest.fixture
+async def symphony_store(
+    symphony: tuple[symphony_double.SymphonyDouble, Served], hasher: CountingHasher, tmp_path: Path
+) -> AsyncIterator[Any]:
+    double, served = symphony
+    store = await open_plugin("symphony", symphony_settings(double, served.url), hasher, tmp_path)
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
 NOT_SEARCHABLE = {
+    "symphony": "the symphony connector looks patrons up by barcode only (a documented limit)",
     "alma": "the alma connector looks users up by identifier only (a documented limit)",
     "sierra": "Sierra's find answers one patron per e-mail (a documented limit)",
     "polaris": "the polaris connector looks patrons up by barcode only (a documented limit)",
 }
 
 
-@pytest.fixture(params=["koha-rest", "folio", "sierra", "polaris", "alma"])
+@pytest.fixture(params=["koha-rest", "folio", "sierra", "polaris", "alma", "symphony"])
 def any_store(request: pytest.FixtureRequest) -> Iterator[Opened]:
     """The shared store contract (tests/plugins/test_contract.py) over each HTTP connector."""
     if request.param in NOT_SEARCHABLE and request.node.originalname == (

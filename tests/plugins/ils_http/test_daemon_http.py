@@ -22,6 +22,7 @@ from tests.plugins.ils_http import (
     koha_double,
     polaris_double,
     sierra_double,
+    symphony_double,
 )
 from tests.plugins.ils_http.conftest import schema_problems
 from tests.plugins.ils_http.serve import Served
@@ -118,7 +119,21 @@ request_timeout = 5.0
 """
 
 
-@pytest.fixture(scope="module", params=["koha-rest", "folio", "sierra", "polaris", "alma"])
+def symphony_toml(double: symphony_double.SymphonyDouble, url: str) -> str:
+    return f"""
+[store]
+plugin = "symphony"
+base_url = "{url}"
+client_id = "{double.client_id}"
+user = "{double.staff_user}"
+password_file = "ils.secret"
+request_timeout = 5.0
+"""
+
+
+@pytest.fixture(
+    scope="module", params=["koha-rest", "folio", "sierra", "polaris", "alma", "symphony"]
+)
 def ils_daemon(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Any, Daemon]]:
@@ -131,8 +146,10 @@ def ils_daemon(
         double, schemas = sierra_double.SierraDouble(), sierra_double.SCHEMAS
     elif request.param == "polaris":
         double, schemas = polaris_double.PolarisDouble(), polaris_double.SCHEMAS
-    else:
+    elif request.param == "alma":
         double, schemas = alma_double.AlmaDouble(), alma_double.SCHEMAS
+    else:
+        double, schemas = symphony_double.SymphonyDouble(), symphony_double.SCHEMAS
     env: dict[str, str] = {}
     with Served(double.app()) as served:
         directory = tmp_path_factory.mktemp(request.param)
@@ -149,9 +166,12 @@ def ils_daemon(
             (directory / "ils.secret").write_text(double.key + "\n")
             store = polaris_toml(double, served.url)
             env = {"POLARIS_STAFF_PASSWORD": double.staff_password}
-        else:
+        elif request.param == "alma":
             (directory / "ils.secret").write_text(double.key + "\n")
             store = alma_toml(served.url)
+        else:
+            (directory / "ils.secret").write_text(double.staff_password + "\n")
+            store = symphony_toml(double, served.url)
         daemon = Daemon(directory, SECTIONS, store=store, env=env).start()
         try:
             yield double, daemon
@@ -198,6 +218,7 @@ def test_radius_through_the_ils(
         folio_double.FolioDouble: "/patron-pin/verify",
         sierra_double.SierraDouble: "/patrons/validate",
         polaris_double.PolarisDouble: "/authenticator/patron",
+        symphony_double.SymphonyDouble: "/user/patron/authenticate",
     }.get(type(double), "")
     if isinstance(double, alma_double.AlmaDouble):
         before = double.count("POST")
@@ -226,6 +247,8 @@ def test_ldap_search_then_bind_through_the_ils(ils_daemon: tuple[Any, Daemon]) -
         assert double.logins == 1  # one login for the daemon's whole life so far
     elif isinstance(double, polaris_double.PolarisDouble):
         assert double.staff_logins == 1  # one staff session (for the LDAP search)
+    elif isinstance(double, symphony_double.SymphonyDouble):
+        assert double.logins == 1  # one staff session
     elif isinstance(double, alma_double.AlmaDouble):
         assert double.count("POST") >= 1  # API key on every call: no session to count
     else:
