@@ -218,7 +218,7 @@ def main() -> None:
 # does; the bridge row sends SIP2 63s to the daemon, whose store asks the double. The notes say
 # how many TCP connections the double saw per login after warm-up (goal: 0, all reused).
 
-HTTP_DOUBLES = ("koha", "folio", "sierra", "polaris", "alma")
+HTTP_DOUBLES = ("koha", "folio", "sierra", "polaris", "alma", "symphony")
 
 
 def _start_double(kind: str) -> tuple[subprocess.Popen[bytes], dict[str, object]]:
@@ -390,6 +390,33 @@ pool_size = 4
 """
 
 
+async def _direct_symphony(port: int, ready: dict[str, object], count: int) -> list[float]:
+    """What symphony sends per login once its record cache is warm: one authenticate."""
+    async with _nodelay_client(port) as client:
+        headers = {"x-sirs-clientID": str(ready["client_id"]), "SD-Originating-App-Id": "bench"}
+        body = {"barcode": BARCODE, "password": PIN}
+        latencies = []
+        for _ in range(count):
+            started = time.perf_counter()
+            reply = await client.post("/user/patron/authenticate", json=body, headers=headers)
+            latencies.append(time.perf_counter() - started)
+            if reply.status_code != 200:
+                raise RuntimeError("bench: direct PIN check refused")
+        return latencies
+
+
+def _symphony_store(port: int, ready: dict[str, object]) -> str:
+    return f"""
+[store]
+plugin = "symphony"
+base_url = "http://127.0.0.1:{port}"
+client_id = "{ready["client_id"]}"
+user = "{ready["user"]}"
+password = "{ready["password"]}"
+pool_size = 4
+"""
+
+
 def _folio_store(port: int, ready: dict[str, object]) -> str:
     return f"""
 [store]
@@ -408,6 +435,7 @@ DIRECT = {
     "sierra": _direct_sierra,
     "polaris": _direct_polaris,
     "alma": _direct_alma,
+    "symphony": _direct_symphony,
 }
 STORE = {
     "koha": (_koha_store, "koha-rest"),
@@ -415,6 +443,7 @@ STORE = {
     "sierra": (_sierra_store, "sierra"),
     "polaris": (_polaris_store, "polaris"),
     "alma": (_alma_store, "alma"),
+    "symphony": (_symphony_store, "symphony"),
 }
 
 

@@ -1,8 +1,8 @@
-"""Serve a vendor double in its own process (for the benchmark):
-`python -m tests.plugins.ils_http.run_double koha|folio|sierra|polaris|alma`. Prints one JSON ready
-line with the port and the credentials the connector needs, then serves until killed.
-`GET /_double/stats` (not part of any vendor's API) answers the TCP connections and requests
-the double has seen."""
+"""Serve a vendor double in its own process (for the benchmark and for trying a connector):
+`python -m tests.plugins.ils_http.run_double KIND` with KIND one of koha, folio, sierra,
+polaris, alma, symphony. Prints one JSON ready line with the port and the credentials the
+connector needs, then serves until killed. `GET /_double/stats` (not part of any vendor's API)
+answers the TCP connections and requests the double has seen."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from tests.plugins.ils_http.polaris_double import PREFIX as POLARIS_PREFIX
 from tests.plugins.ils_http.polaris_double import PolarisDouble, PolarisPatron
 from tests.plugins.ils_http.serve import Served
 from tests.plugins.ils_http.sierra_double import PREFIX, SierraDouble, SierraPatron
+from tests.plugins.ils_http.symphony_double import SymphonyDouble, SymphonyPatron
 
 BENCH_CARD = "21234000000001"  # bench/upstream.py's card
 
@@ -57,6 +58,14 @@ def main(kind: str) -> None:
         double = AlmaDouble()
         double.add(AlmaUser("bench@example.edu", BENCH_CARD, "Bench", "Bea", DEMO_PIN))
         ready = {"key": double.key}
+    elif kind == "symphony":
+        double = SymphonyDouble()
+        double.add(SymphonyPatron("777", BENCH_CARD, "Bench", "Bea", DEMO_PIN))
+        ready = {
+            "client_id": double.client_id,
+            "user": double.staff_user,
+            "password": double.staff_password,
+        }
     else:
         raise SystemExit(f"no double named {kind!r}")
     app = double.app()
