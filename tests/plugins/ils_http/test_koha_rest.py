@@ -21,8 +21,8 @@ from bridge.core.secret import Secret
 from bridge.core.store import Capability, StoreUnavailable
 from tests.pins import ALL, DEMO_PIN, NEW_PIN, WRONG_PIN
 from tests.plugins.conftest import CountingHasher, authenticator, ctx, open_plugin
-from tests.plugins.ils_http.conftest import koha_settings
-from tests.plugins.ils_http.koha_double import KohaDouble, KohaPatron
+from tests.plugins.ils_http.conftest import koha_settings, schema_problems
+from tests.plugins.ils_http.koha_double import SCHEMAS, KohaDouble, KohaPatron
 from tests.plugins.ils_http.serve import Served, free_port
 from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, UNKNOWN
 
@@ -435,3 +435,4 @@ async def test_tls_with_the_configured_ca_file(tmp_path: Path) -> None:
             await store.aclose()
             await untrusted.aclose()
             double.release.set()
+    assert not schema_problems(double.responses, SCHEMAS)
