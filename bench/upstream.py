@@ -24,11 +24,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.common import CpuMeter, Result, percentile, pin_to_core, report
 from bridge.sip2.codec import checksum
@@ -205,6 +207,318 @@ def main() -> None:
             *notes,
             f"{CONNECTIONS} clients, persistent connections to whichever server they talk to",
             "the ILS is pysip2's server (PyPI) with an in-memory patron table, loopback",
+        ],
+    )
+    http_rows()
+
+
+# -- HTTP ILS connectors -------------------------------------------------------------------------
+# One row per connector against its test double (a separate process, loopback): the direct
+# row calls the double's PIN check itself over a keep-alive httpx client, as the connector
+# does; the bridge row sends SIP2 63s to the daemon, whose store asks the double. The notes say
+# how many TCP connections the double saw per login after warm-up (goal: 0, all reused).
+
+HTTP_DOUBLES = ("koha", "folio", "sierra", "polaris", "alma", "symphony")
+
+
+def _start_double(kind: str) -> tuple[subprocess.Popen[bytes], dict[str, object]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.plugins.ils_http.run_double", kind],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    return proc, json.loads(proc.stdout.readline())
+
+
+def _double_stats(port: int) -> dict[str, int]:
+    import httpx
+
+    got: dict[str, int] = httpx.get(f"http://127.0.0.1:{port}/_double/stats").json()
+    return got
+
+
+def _koha_store(port: int, ready: dict[str, object]) -> str:
+    return f"""
+[store]
+plugin = "koha-rest"
+base_url = "http://127.0.0.1:{port}"
+client_id = "{ready["client_id"]}"
+secret = "{ready["client_secret"]}"
+pool_size = 4
+"""
+
+
+def _nodelay_client(port: int) -> Any:
+    import httpx
+
+    nodelay = httpx.AsyncHTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+    return httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", transport=nodelay)
+
+
+async def _direct_koha(port: int, ready: dict[str, object], count: int) -> list[float]:
+    """What koha-rest sends per login once its token and record cache are warm: one check."""
+    async with _nodelay_client(port) as client:
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": str(ready["client_id"]),
+            "client_secret": str(ready["client_secret"]),
+        }
+        token = (await client.post("/api/v1/oauth/token", data=form)).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        body = {"identifier": BARCODE, "password": PIN}
+        latencies = []
+        for _ in range(count):
+            started = time.perf_counter()
+            reply = await client.post(
+                "/api/v1/auth/password/validation", json=body, headers=headers
+            )
+            latencies.append(time.perf_counter() - started)
+            if reply.status_code != 201:
+                raise RuntimeError("bench: direct PIN check refused")
+        return latencies
+
+
+async def _direct_folio(port: int, ready: dict[str, object], count: int) -> list[float]:
+    """What folio sends per login once warm: the user lookup, then the patron PIN check."""
+    async with _nodelay_client(port) as client:
+        tenant = {"X-Okapi-Tenant": str(ready["tenant"])}
+        creds = {"username": str(ready["username"]), "password": str(ready["password"])}
+        login = await client.post("/authn/login-with-expiry", json=creds, headers=tenant)
+        headers = {**tenant, "X-Okapi-Token": login.cookies["folioAccessToken"]}
+        client.cookies.clear()
+        query = {"query": f'barcode=="{BARCODE}"', "limit": "20"}
+        latencies = []
+        for _ in range(count):
+            started = time.perf_counter()
+            users = (await client.get("/users", params=query, headers=headers)).json()["users"]
+            pin = {"id": users[0]["id"], "pin": PIN}
+            reply = await client.post("/patron-pin/verify", json=pin, headers=headers)
+            latencies.append(time.perf_counter() - started)
+            if reply.status_code != 200:
+                raise RuntimeError("bench: direct PIN check refused")
+        return latencies
+
+
+async def _direct_sierra(port: int, ready: dict[str, object], count: int) -> list[float]:
+    """What sierra sends per login once its token and record cache are warm: one validate."""
+    import httpx
+
+    async with _nodelay_client(port) as client:
+        prefix = str(ready["prefix"])
+        basic = httpx.BasicAuth(str(ready["key"]), str(ready["secret"]))
+        form = {"grant_type": "client_credentials"}
+        answer = await client.post(f"{prefix}/v6/token", data=form, auth=basic)
+        headers = {"Authorization": f"Bearer {answer.json()['access_token']}"}
+        body = {"barcode": BARCODE, "pin": PIN, "caseSensitivity": False}
+        latencies = []
+        for _ in range(count):
+            started = time.perf_counter()
+            reply = await client.post(f"{prefix}/v6/patrons/validate", json=body, headers=headers)
+            latencies.append(time.perf_counter() - started)
+            if reply.status_code != 204:
+                raise RuntimeError("bench: direct PIN check refused")
+        return latencies
+
+
+def _sierra_store(port: int, ready: dict[str, object]) -> str:
+    return f"""
+[store]
+plugin = "sierra"
+base_url = "http://127.0.0.1:{port}{ready["prefix"]}"
+key = "{ready["key"]}"
+secret = "{ready["secret"]}"
+pool_size = 4
+"""
+
+
+async def _direct_polaris(port: int, ready: dict[str, object], count: int) -> list[float]:
+    """What polaris sends per login once its record cache is warm: one signed authentication."""
+    from plugins.polaris import http_date, signature
+
+    async with _nodelay_client(port) as client:
+        path = f"{ready['prefix']}/public/v1/1033/100/1/authenticator/patron"
+        url = f"http://127.0.0.1:{port}{path}"
+        body = {"Barcode": BARCODE, "Password": PIN}
+        latencies = []
+        for _ in range(count):
+            started = time.perf_counter()
+            date = http_date(time.time())
+            mac = signature(str(ready["key"]), "POST", url, date)
+            headers = {"PolarisDate": date, "Authorization": f"PWS {ready['access_id']}:{mac}"}
+            reply = await client.post(path, json=body, headers=headers)
+            latencies.append(time.perf_counter() - started)
+            if reply.status_code != 200 or reply.json()["PAPIErrorCode"] != 0:
+                raise RuntimeError("bench: direct PIN check refused")
+        return latencies
+
+
+def _polaris_store(port: int, ready: dict[str, object]) -> str:
+    return f"""
+[store]
+plugin = "polaris"
+base_url = "http://127.0.0.1:{port}{ready["prefix"]}"
+access_id = "{ready["access_id"]}"
+api_key = "{ready["key"]}"
+pool_size = 4
+"""
+
+
+async def _direct_alma(port: int, ready: dict[str, object], count: int) -> list[float]:
+    """What alma sends per login once its record cache is warm: one op=auth."""
+    async with _nodelay_client(port) as client:
+        headers = {"Authorization": f"apikey {ready['key']}", "Exl-User-Pw": PIN}
+        params = {"user_id_type": "all_unique", "op": "auth", "format": "json"}
+        latencies = []
+        for _ in range(count):
+            started = time.perf_counter()
+            reply = await client.post(f"/almaws/v1/users/{BARCODE}", params=params, headers=headers)
+            latencies.append(time.perf_counter() - started)
+            if reply.status_code != 204:
+                raise RuntimeError("bench: direct PIN check refused")
+        return latencies
+
+
+def _alma_store(port: int, ready: dict[str, object]) -> str:
+    return f"""
+[store]
+plugin = "alma"
+base_url = "http://127.0.0.1:{port}"
+api_key = "{ready["key"]}"
+pool_size = 4
+"""
+
+
+async def _direct_symphony(port: int, ready: dict[str, object], count: int) -> list[float]:
+    """What symphony sends per login once its record cache is warm: one authenticate."""
+    async with _nodelay_client(port) as client:
+        headers = {"x-sirs-clientID": str(ready["client_id"]), "SD-Originating-App-Id": "bench"}
+        body = {"barcode": BARCODE, "password": PIN}
+        latencies = []
+        for _ in range(count):
+            started = time.perf_counter()
+            reply = await client.post("/user/patron/authenticate", json=body, headers=headers)
+            latencies.append(time.perf_counter() - started)
+            if reply.status_code != 200:
+                raise RuntimeError("bench: direct PIN check refused")
+        return latencies
+
+
+def _symphony_store(port: int, ready: dict[str, object]) -> str:
+    return f"""
+[store]
+plugin = "symphony"
+base_url = "http://127.0.0.1:{port}"
+client_id = "{ready["client_id"]}"
+user = "{ready["user"]}"
+password = "{ready["password"]}"
+pool_size = 4
+"""
+
+
+def _folio_store(port: int, ready: dict[str, object]) -> str:
+    return f"""
+[store]
+plugin = "folio"
+base_url = "http://127.0.0.1:{port}"
+tenant = "{ready["tenant"]}"
+username = "{ready["username"]}"
+password = "{ready["password"]}"
+pool_size = 4
+"""
+
+
+DIRECT = {
+    "koha": _direct_koha,
+    "folio": _direct_folio,
+    "sierra": _direct_sierra,
+    "polaris": _direct_polaris,
+    "alma": _direct_alma,
+    "symphony": _direct_symphony,
+}
+STORE = {
+    "koha": (_koha_store, "koha-rest"),
+    "folio": (_folio_store, "folio"),
+    "sierra": (_sierra_store, "sierra"),
+    "polaris": (_polaris_store, "polaris"),
+    "alma": (_alma_store, "alma"),
+    "symphony": (_symphony_store, "symphony"),
+}
+
+
+async def _direct_run(
+    kind: str, pid: int, port: int, ready: dict[str, object], count: int
+) -> tuple[list[float], float, float]:
+    direct = DIRECT[kind]
+    await direct(port, ready, 5)
+    with CpuMeter(pid) as meter:
+        runs = await asyncio.gather(*(direct(port, ready, count) for _ in range(CONNECTIONS)))
+    return [x for r in runs for x in r], meter.wall, meter.seconds
+
+
+async def _warm(address: tuple[str, int], login: bytes) -> None:
+    """As many clients at once as the measured run, so the pool has grown before counting."""
+    await asyncio.gather(*(_client(address, login, "MAIN", 20, 1e18) for _ in range(CONNECTIONS)))
+
+
+def http_rows() -> None:
+    from tests.harness import Daemon
+
+    results: list[Result] = []
+    notes: list[str] = []
+    for kind in HTTP_DOUBLES:
+        double, ready = _start_double(kind)
+        port = int(str(ready["port"]))
+        try:
+            assert double.pid
+            count = LOGINS // CONNECTIONS
+
+            latencies, wall, cpu = asyncio.run(_direct_run(kind, double.pid, port, ready, count))
+            direct = Result(
+                f"{kind}: direct to the double", "double", len(latencies), wall, latencies, cpu
+            )
+            results.append(direct)
+            with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp:
+                store, plugin = STORE[kind]
+                daemon = Daemon(Path(tmp), FRONT, store=store(port, ready)).start()
+                try:
+                    assert daemon.proc is not None
+                    login = _frame("9300CNbench|CObench-secret-1|CPbench|", 0)
+                    # warm-up: the pool's connections and the token
+                    asyncio.run(_warm(daemon.address("sip2"), login))
+                    before = _double_stats(port)
+                    result, _ = _measure(
+                        f"{kind}: bridge (SIP2 63 → {plugin})",
+                        "patron-bridge",
+                        daemon.address("sip2"),
+                        login,
+                        "MAIN",
+                        [daemon.proc.pid],
+                    )
+                    after = _double_stats(port)
+                finally:
+                    daemon.stop()
+            results.append(result)
+            added = (percentile(result.latencies, 50) - percentile(direct.latencies, 50)) * 1e3
+            # minus 1: the second stats request is itself a new connection
+            opened = after["connections"] - before["connections"] - 1
+            logins = result.requests + 5  # _measure warms up with 5 more
+            notes.append(
+                f"{kind}: the bridge adds {added:.3f} ms at p50; TCP connections opened after "
+                f"warm-up: {opened} for {logins} logins ({opened / logins:.4f} per login)"
+            )
+        finally:
+            double.kill()
+            double.wait()
+    report(
+        "Upstream ILS over HTTP (SIP2 63 with a PIN; the store asks the vendor double)",
+        results,
+        [
+            *notes,
+            f"{CONNECTIONS} clients; [cache] ttl = 0 so every login reaches the double's PIN "
+            "check; the connector's record cache (30 s) answers the status read",
+            "doubles are ours, built from the vendors' published contracts, not a real ILS",
         ],
     )
 

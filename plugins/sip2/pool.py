@@ -36,7 +36,7 @@ from bridge.core.secret import Secret
 from bridge.sip2.client import ClientSession, Resend
 from bridge.sip2.codec import Framer, Message, ProtocolError
 from bridge.sip2.messages import AcsStatus, LoginRequest, LoginResponse, ScStatus
-from plugins.sip2.breaker import Breaker
+from plugins.breaker import Breaker
 from plugins.sip2.settings import Sip2StoreSettings
 
 log = structlog.get_logger("plugins.sip2")

@@ -1,0 +1,276 @@
+"""Fixtures for the HTTP ILS connectors: each vendor's double served on loopback, and the
+connector opened the way the daemon opens it. Every answer a double gave in a test is checked
+against the schema we wrote from the vendor's contract when the test ends."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.plugins.conftest import CountingHasher, Opened, open_plugin
+from tests.plugins.ils_http import (
+    alma_double,
+    folio_double,
+    koha_double,
+    polaris_double,
+    sierra_double,
+    symphony_double,
+)
+from tests.plugins.ils_http.schema import check
+from tests.plugins.ils_http.serve import Served
+
+
+def schema_problems(responses: list[Any], schemas: dict[str, dict[int, Any]]) -> list[str]:
+    """Every non-fault answer: a status the contract lists for its route, a body that fits."""
+    problems = []
+    for r in responses:
+        if r.fault:
+            continue
+        allowed = schemas[r.route]
+        if r.status not in allowed:
+            problems.append(f"{r.route}: status {r.status} not in the contract")
+            continue
+        schema = allowed[r.status]
+        if schema is not None:
+            problems.extend(f"{r.route} {r.status}: {p}" for p in check(r.body, schema))
+    return problems
+
+
+@pytest.fixture
+def koha() -> Iterator[tuple[koha_double.KohaDouble, Served]]:
+    double = koha_double.KohaDouble()
+    served = Served(double.app()).start()
+    try:
+        yield double, served
+    finally:
+        double.release.set()
+        served.stop()
+    assert not schema_problems(double.responses, koha_double.SCHEMAS)
+
+
+def koha_settings(double: koha_double.KohaDouble, url: str, **more: Any) -> dict[str, Any]:
+    return {
+        "base_url": url,
+        "client_id": double.client_id,
+        "secret": double.client_secret,
+        "request_timeout": 2.0,
+        "breaker_failures": 100,
+        **more,
+    }
+
+
+@pytest.fixture
+async def koha_store(
+    koha: tuple[koha_double.KohaDouble, Served], hasher: CountingHasher, tmp_path: Path
+) -> AsyncIterator[Any]:
+    double, served = koha
+    store = await open_plugin("koha-rest", koha_settings(double, served.url), hasher, tmp_path)
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+@pytest.fixture
+def folio() -> Iterator[tuple[folio_double.FolioDouble, Served]]:
+    double = folio_double.FolioDouble()
+    served = Served(double.app()).start()
+    try:
+        yield double, served
+    finally:
+        double.release.set()
+        served.stop()
+    assert not schema_problems(double.responses, folio_double.SCHEMAS)
+
+
+def folio_settings(double: folio_double.FolioDouble, url: str, **more: Any) -> dict[str, Any]:
+    return {
+        "base_url": url,
+        "tenant": folio_double.TENANT,
+        "username": double.username,
+        "password": double.password,
+        "request_timeout": 2.0,
+        "breaker_failures": 100,
+        **more,
+    }
+
+
+@pytest.fixture
+async def folio_store(
+    folio: tuple[folio_double.FolioDouble, Served], hasher: CountingHasher, tmp_path: Path
+) -> AsyncIterator[Any]:
+    double, served = folio
+    store = await open_plugin("folio", folio_settings(double, served.url), hasher, tmp_path)
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+@pytest.fixture
+def sierra() -> Iterator[tuple[sierra_double.SierraDouble, Served]]:
+    double = sierra_double.SierraDouble()
+    served = Served(double.app()).start()
+    try:
+        yield double, served
+    finally:
+        double.release.set()
+        served.stop()
+    assert not schema_problems(double.responses, sierra_double.SCHEMAS)
+
+
+def sierra_settings(double: sierra_double.SierraDouble, url: str, **more: Any) -> dict[str, Any]:
+    return {
+        "base_url": url + sierra_double.PREFIX,
+        "key": double.key,
+        "secret": double.secret,
+        "patron_types": {"1": "ADULT"},
+        "request_timeout": 2.0,
+        "breaker_failures": 100,
+        **more,
+    }
+
+
+@pytest.fixture
+async def sierra_store(
+    sierra: tuple[sierra_double.SierraDouble, Served], hasher: CountingHasher, tmp_path: Path
+) -> AsyncIterator[Any]:
+    double, served = sierra
+    store = await open_plugin("sierra", sierra_settings(double, served.url), hasher, tmp_path)
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+@pytest.fixture
+def polaris() -> Iterator[tuple[polaris_double.PolarisDouble, Served]]:
+    double = polaris_double.PolarisDouble()
+    served = Served(double.app()).start()
+    try:
+        yield double, served
+    finally:
+        double.release.set()
+        served.stop()
+    assert not schema_problems(double.responses, polaris_double.SCHEMAS)
+
+
+def polaris_settings(double: polaris_double.PolarisDouble, url: str, **more: Any) -> dict[str, Any]:
+    return {
+        "base_url": url + polaris_double.PREFIX,
+        "access_id": double.access_id,
+        "api_key": double.key,
+        "staff_domain": double.staff_domain,
+        "staff_user": double.staff_user,
+        "password": double.staff_password,
+        "patron_codes": {"1": "ADULT"},
+        "request_timeout": 2.0,
+        "breaker_failures": 100,
+        **more,
+    }
+
+
+@pytest.fixture
+async def polaris_store(
+    polaris: tuple[polaris_double.PolarisDouble, Served], hasher: CountingHasher, tmp_path: Path
+) -> AsyncIterator[Any]:
+    double, served = polaris
+    store = await open_plugin("polaris", polaris_settings(double, served.url), hasher, tmp_path)
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+@pytest.fixture
+def alma() -> Iterator[tuple[alma_double.AlmaDouble, Served]]:
+    double = alma_double.AlmaDouble()
+    served = Served(double.app()).start()
+    try:
+        yield double, served
+    finally:
+        double.release.set()
+        served.stop()
+    assert not schema_problems(double.responses, alma_double.SCHEMAS)
+
+
+def alma_settings(double: alma_double.AlmaDouble, url: str, **more: Any) -> dict[str, Any]:
+    return {
+        "base_url": url,
+        "api_key": double.key,
+        "request_timeout": 2.0,
+        "breaker_failures": 100,
+        **more,
+    }
+
+
+@pytest.fixture
+async def alma_store(
+    alma: tuple[alma_double.AlmaDouble, Served], hasher: CountingHasher, tmp_path: Path
+) -> AsyncIterator[Any]:
+    double, served = alma
+    store = await open_plugin("alma", alma_settings(double, served.url), hasher, tmp_path)
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+@pytest.fixture
+def symphony() -> Iterator[tuple[symphony_double.SymphonyDouble, Served]]:
+    double = symphony_double.SymphonyDouble()
+    served = Served(double.app()).start()
+    try:
+        yield double, served
+    finally:
+        double.release.set()
+        served.stop()
+    assert not schema_problems(double.responses, symphony_double.SCHEMAS)
+
+
+def symphony_settings(
+    double: symphony_double.SymphonyDouble, url: str, **more: Any
+) -> dict[str, Any]:
+    return {
+        "base_url": url,
+        "client_id": double.client_id,
+        "user": double.staff_user,
+        "password": double.staff_password,
+        "request_timeout": 2.0,
+        "breaker_failures": 100,
+        **more,
+    }
+
+
+@pytest.fixture
+async def symphony_store(
+    symphony: tuple[symphony_double.SymphonyDouble, Served], hasher: CountingHasher, tmp_path: Path
+) -> AsyncIterator[Any]:
+    double, served = symphony
+    store = await open_plugin("symphony", symphony_settings(double, served.url), hasher, tmp_path)
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+NOT_SEARCHABLE = {
+    "symphony": "the symphony connector looks patrons up by barcode only (a documented limit)",
+    "alma": "the alma connector looks users up by identifier only (a documented limit)",
+    "sierra": "Sierra's find answers one patron per e-mail (a documented limit)",
+    "polaris": "the polaris connector looks patrons up by barcode only (a documented limit)",
+}
+
+
+@pytest.fixture(params=["koha-rest", "folio", "sierra", "polaris", "alma", "symphony"])
+def any_store(request: pytest.FixtureRequest) -> Iterator[Opened]:
+    """The shared store contract (tests/plugins/test_contract.py) over each HTTP connector."""
+    if request.param in NOT_SEARCHABLE and request.node.originalname == (
+        "test_lookup_by_email_and_record_id"
+    ):
+        pytest.skip(NOT_SEARCHABLE[request.param])
+    fixture = f"{request.param.split('-')[0]}_store"
+    yield Opened(request.param, request.getfixturevalue(fixture))

@@ -1,0 +1,303 @@
+"""polaris against the Polaris double, served for real on loopback: every request signed
+(HMAC-SHA1 over method, the exact URL, the date and the secret) and checked by the double."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import hashlib
+import hmac
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote_plus
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bridge.core.patron import Outcome
+from bridge.core.secret import Secret
+from bridge.core.store import Capability, NotSupported, StoreUnavailable
+from plugins.polaris import PolarisSettings, http_date, parse_date, signature
+from tests.pins import ALL, DEMO_PIN, NEW_PIN, WRONG_PIN
+from tests.plugins.conftest import CountingHasher, authenticator, ctx, open_plugin
+from tests.plugins.ils_http.conftest import polaris_settings
+from tests.plugins.ils_http.polaris_double import PolarisDouble, PolarisPatron
+from tests.plugins.ils_http.serve import Served, free_port
+from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, UNKNOWN
+
+Polaris = tuple[PolarisDouble, Served]
+
+
+async def open_polaris(polaris: Polaris, tmp_path: Path, **more: Any) -> Any:
+    double, served = polaris
+    return await open_plugin(
+        "polaris", polaris_settings(double, served.url, **more), CountingHasher(), tmp_path
+    )
+
+
+def no_pin_anywhere_but_the_auth_body(double: PolarisDouble) -> None:
+    for _method, path, body, meta in double.requests:
+        seen = unquote_plus(path + "?" + meta["query"])
+        for pin in ALL:
+            assert pin not in seen
+        if not path.endswith("/authenticator/patron"):
+            assert not any(pin.encode() in body for pin in ALL)
+
+
+# -- the signer ---------------------------------------------------------------------------------
+def test_signature_is_the_documented_concatenation() -> None:
+    url = "https://polaris.example.org/PAPIService/REST/public/v1/1033/100/1/patron/2100/basicdata"
+    date = "Wed, 17 Oct 2012 22:23:32 GMT"
+    raw = hmac.new(b"key", f"GET{url}{date}secret".encode(), hashlib.sha1).digest()
+    assert signature("key", "GET", url, date, "secret") == base64.b64encode(raw).decode()
+    assert signature("key", "GET", url, date) != signature("key", "GET", url, date, "secret")
+    assert http_date(1350512612) == date
+
+
+@pytest.mark.parametrize(
+    ("value", "day"),
+    [
+        ("/Date(1360051200000-0800)/", dt.date(2013, 2, 5)),  # 08:00 UTC = midnight at -8
+        ("/Date(1360051200000-0900)/", dt.date(2013, 2, 4)),  # 23:00 the day before
+        ("/Date(1360051200000+0000)/", dt.date(2013, 2, 5)),
+        ("/Date(1360051200000)/", dt.date(2013, 2, 5)),
+        ("2022-01-04T14:58:32-04:00", dt.date(2022, 1, 4)),
+        (None, None),
+    ],
+)
+def test_papi_dates(value: str | None, day: dt.date | None) -> None:
+    assert parse_date(value) == day
+
+
+@pytest.mark.parametrize("value", ["/Date(abc)/", "/Date(99999999999999999999)/", "soon"])
+def test_bad_papi_dates_are_unavailable(value: str) -> None:
+    with pytest.raises(StoreUnavailable):
+        parse_date(value)
+
+
+@given(st.text(max_size=40))
+def test_any_date_text_parses_or_is_unavailable(value: str) -> None:
+    with contextlib.suppress(StoreUnavailable):
+        parse_date(value)
+
+
+# -- outcomes -----------------------------------------------------------------------------------
+async def test_right_pin_reads_the_record(polaris: Polaris, polaris_store: Any) -> None:
+    double, _ = polaris
+    result = await polaris_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
+    assert result.pin_ok
+    patron = result.patron
+    assert patron.record_id == str(double.by_barcode(ACTIVE.barcode).patron_id)
+    assert patron.name == "Reader, Ada" and patron.email == ACTIVE.email
+    assert patron.category == "ADULT" and patron.home_library == "Main Library"
+    assert patron.expires == ACTIVE.expires and not patron.blocked
+    assert double.staff_logins == 0  # a good PIN needs no staff session
+    no_pin_anywhere_but_the_auth_body(double)
+
+
+async def test_standing_through_the_core(polaris_store: Any) -> None:
+    auth = authenticator(polaris_store)
+    cases = {
+        ACTIVE.barcode: Outcome.ACCEPTED,
+        EXPIRED.barcode: Outcome.CARD_EXPIRED,  # not "blocked", though it cannot circulate
+        BLOCKED.barcode: Outcome.CARD_BLOCKED,
+        FINES.barcode: Outcome.FINES_OVER_LIMIT,
+        UNKNOWN: Outcome.UNKNOWN_CARD,
+    }
+    for barcode, outcome in cases.items():
+        decision = await auth.authenticate(barcode, Secret(DEMO_PIN), ctx())
+        assert decision.outcome is outcome, barcode
+    blocked = await polaris_store.lookup(BLOCKED.barcode)
+    assert blocked.blocked_reason == "card reported lost"
+    assert (await polaris_store.lookup(FINES.barcode)).fines == Decimal("25.00")
+
+
+async def test_wrong_pin_is_sent_once_and_polaris_locks(
+    polaris: Polaris, polaris_store: Any
+) -> None:
+    double, _ = polaris
+    for _ in range(3):
+        wrong = await polaris_store.verify_pin(ACTIVE.barcode, Secret(WRONG_PIN))
+        assert not wrong.pin_ok and wrong.patron.record_id
+    assert double.count("/authenticator/patron") == 3
+    locked = await polaris_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
+    assert not locked.pin_ok  # Polaris's own lock: the right PIN is refused too
+
+
+async def test_without_staff_credentials(polaris: Polaris, tmp_path: Path) -> None:
+    store = await open_polaris(polaris, tmp_path, staff_user="", password="")
+    try:
+        assert (await store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))).pin_ok
+        unknown = await store.verify_pin(UNKNOWN, Secret(DEMO_PIN))
+        assert unknown.patron is not None and not unknown.pin_ok  # cannot tell: "wrong PIN"
+        with pytest.raises(StoreUnavailable, match="staff"):
+            await store.lookup(ACTIVE.barcode)
+    finally:
+        await store.aclose()
+
+
+async def test_pin_change_is_not_offered(polaris_store: Any) -> None:
+    assert Capability.CHANGE_PIN not in polaris_store.capabilities
+    patron = await polaris_store.lookup(ACTIVE.barcode)
+    with pytest.raises(NotSupported):
+        await polaris_store.change_pin(patron, Secret(NEW_PIN))
+
+
+# -- sessions and signatures --------------------------------------------------------------------
+async def test_staff_session_is_reused_and_renewed_once(
+    polaris: Polaris, polaris_store: Any
+) -> None:
+    double, _ = polaris
+    for _ in range(3):
+        assert await polaris_store.lookup(ACTIVE.barcode) is not None
+    assert double.staff_logins == 1
+    double.revoke_staff_tokens()  # the staff AccessSecret expired mid-run
+    assert await polaris_store.lookup(FINES.barcode) is not None
+    assert double.staff_logins == 2
+
+
+async def test_bad_key_or_clock_is_unavailable_never_a_wrong_pin(
+    polaris: Polaris, tmp_path: Path
+) -> None:
+    double, _ = polaris
+    store = await open_polaris(polaris, tmp_path, api_key="not-the-key")
+    try:
+        with pytest.raises(StoreUnavailable, match="signature") as info:
+            await store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
+        assert "not-the-key" not in str(info.value)
+    finally:
+        await store.aclose()
+    double.skew_seconds = 3600  # the bridge's clock an hour behind Polaris's
+    store = await open_polaris(polaris, tmp_path)
+    try:
+        with pytest.raises(StoreUnavailable, match="signature"):
+            await store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
+    finally:
+        await store.aclose()
+    assert double.by_barcode(ACTIVE.barcode).failures == 0  # never reached the patron
+
+
+async def test_date_header_variant(polaris: Polaris, tmp_path: Path) -> None:
+    store = await open_polaris(polaris, tmp_path, date_header="Date")
+    try:
+        assert (await store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))).pin_ok
+    finally:
+        await store.aclose()
+
+
+async def test_bad_staff_password(polaris: Polaris, tmp_path: Path) -> None:
+    store = await open_polaris(polaris, tmp_path, password="wrong-staff-password")
+    try:
+        with pytest.raises(StoreUnavailable, match="staff login refused") as info:
+            await store.lookup(ACTIVE.barcode)
+        assert "wrong-staff-password" not in str(info.value)
+    finally:
+        await store.aclose()
+
+
+# -- failures -----------------------------------------------------------------------------------
+async def test_429_holds_the_breaker(polaris: Polaris, polaris_store: Any) -> None:
+    double, _ = polaris
+    double.fail("patron-auth", "429")
+    with pytest.raises(StoreUnavailable, match="rate limited"):
+        await polaris_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
+    before = len(double.requests)
+    with pytest.raises(StoreUnavailable, match="circuit"):
+        await polaris_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
+    assert len(double.requests) == before
+
+
+@pytest.mark.parametrize("route", ["patron-auth", "blocks", "basic"])
+async def test_500_is_unavailable_and_not_resent(
+    polaris: Polaris, polaris_store: Any, route: str
+) -> None:
+    double, _ = polaris
+    double.fail(route, "500")
+    with pytest.raises(StoreUnavailable):
+        await polaris_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
+    assert double.count("/authenticator/patron") == 1
+
+
+async def test_slow_ends_at_the_deadline(polaris: Polaris, tmp_path: Path) -> None:
+    double, _ = polaris
+    store = await open_polaris(polaris, tmp_path, request_timeout=0.5)
+    try:
+        double.fail("patron-auth", "slow")
+        with pytest.raises(StoreUnavailable, match="timed out"):
+            await store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
+        assert double.count("/authenticator/patron") == 1
+        double.release.set()
+    finally:
+        await store.aclose()
+
+
+async def test_connection_refused(polaris: Polaris, tmp_path: Path) -> None:
+    double, _ = polaris
+    settings = polaris_settings(double, f"http://127.0.0.1:{free_port()}")
+    store = await open_plugin("polaris", settings, CountingHasher(), tmp_path)
+    try:
+        with pytest.raises(StoreUnavailable, match="cannot connect"):
+            await store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
+        assert not (await store.health()).ok
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.parametrize("kind", ["malformed", "wrongtype"])
+@pytest.mark.parametrize("route", ["patron-auth", "blocks", "basic"])
+async def test_unreadable_answers_are_unavailable(
+    polaris: Polaris, polaris_store: Any, kind: str, route: str
+) -> None:
+    double, _ = polaris
+    double.fail(route, kind)
+    with pytest.raises(StoreUnavailable):
+        await polaris_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
+
+
+HOSTILE = ["A+B/C D", "29 00/11+22", "Ünïcödé-卡-42", "a&b=c", "x%2Fy?z#w", "../../api"]
+
+
+@pytest.mark.parametrize("barcode", HOSTILE)
+async def test_barcodes_are_signed_and_travel_exactly(
+    polaris: Polaris, polaris_store: Any, barcode: str
+) -> None:
+    double, _ = polaris
+    double.add(PolarisPatron(7001, barcode, "Odd", "Otto", DEMO_PIN))
+    result = await polaris_store.verify_pin(barcode, Secret(DEMO_PIN))
+    assert result.pin_ok and result.patron.record_id == "7001"
+    assert (await polaris_store.lookup(barcode)).record_id == "7001"
+    assert await polaris_store.lookup(barcode + "0") is None
+    no_pin_anywhere_but_the_auth_body(double)
+
+
+async def test_status_is_cached_per_barcode(polaris: Polaris, polaris_store: Any) -> None:
+    double, _ = polaris
+    for _ in range(3):
+        assert (await polaris_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))).pin_ok
+    assert double.count("/circulationblocks") == 1 and double.count("/authenticator/patron") == 3
+
+
+async def test_health(polaris_store: Any) -> None:
+    assert (await polaris_store.health()).ok
+
+
+@pytest.mark.parametrize(
+    ("more", "message"),
+    [
+        ({"access_id": ""}, "access_id"),
+        ({"api_key": ""}, "api_key"),
+        ({"staff_user": "u", "password": ""}, "staff_user"),
+        ({"base_url": "http://polaris.example.org/PAPIService/REST"}, "https"),
+        ({"date_header": "X-Date"}, "date_header"),
+        ({"lang_id": "english"}, "lang_id"),
+    ],
+)
+def test_settings_are_validated(more: dict[str, object], message: str) -> None:
+    base = {"base_url": "https://polaris.example.org/PAPIService/REST", "access_id": "a"}
+    with pytest.raises(msgspec.ValidationError, match=message):
+        msgspec.convert({**base, "api_key": "k", **more}, PolarisSettings)
+    assert msgspec.convert({**base, "api_key": "k"}, PolarisSettings).org_id == 1
