@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from bridge.core.audit import Audit
 from bridge.core.auth import Authenticator
+from bridge.fdbudget import FdBudget
+from bridge.ratelog import RefusalLog
 
 if TYPE_CHECKING:
     from bridge.config import Config
@@ -31,3 +33,7 @@ class Services:
     authenticator: Authenticator
     audit: Audit
     listeners: list[Listener] = field(default_factory=list)
+    # The descriptor budget every TCP listener's gate shares (`app.serve` measures the real one).
+    fds: FdBudget = field(default_factory=FdBudget.unlimited)
+    # Refused and cut connections, one line per listener, reason kind and source per interval.
+    refusals: RefusalLog = field(default_factory=RefusalLog)
