@@ -57,9 +57,11 @@ class RefusalLog:
         interval: float = REFUSAL_LOG_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
         max_keys: int = 4096,
+        logger: Any = None,
     ) -> None:
         self.limiter = LogLimiter(interval, max_keys)
         self.clock = clock
+        self.log = log if logger is None else logger
 
     def refused(self, listener: str, kind: str, source: str, **fields: Any) -> bool:
         """Log the refusal unless a line for the same key went out within the interval; True
@@ -67,7 +69,7 @@ class RefusalLog:
         suppressed = self.limiter.allow((listener, kind, source), self.clock())
         if suppressed is None:
             return False
-        log.warning(
+        self.log.warning(
             f"{listener}_connection_refused",
             reason=kind,
             source=source,

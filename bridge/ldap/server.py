@@ -64,6 +64,7 @@ class Connection(asyncio.Protocol):
         self.admitted = False  # counted by the listener's gate
         self.bound = False  # a first BindRequest arrived
         self.handshaking = False  # TLS handshake in progress
+        self.evicted = False  # closed by the gate (which logged it)
         self.connected = self.last_activity = self.loop.time()
         self.partial_since: float | None = None  # first byte of an incomplete PDU
         self.timer: asyncio.TimerHandle | None = None
@@ -105,6 +106,7 @@ class Connection(asyncio.Protocol):
     def evict(self, kind: str) -> None:
         """The gate needs this connection's place (it has not bound, or is still in its TLS
         handshake): close at once."""
+        self.evicted = True
         self.closed = True
         self.queue.clear()
         if self.transport is not None:
@@ -235,7 +237,7 @@ class Connection(asyncio.Protocol):
         failure = None if task.cancelled() else task.exception()
         upgraded = None if task.cancelled() or failure is not None else task.result()
         if upgraded is None:
-            if failure is not None and not self.closed:
+            if failure is not None and not self.evicted:
                 timeout = isinstance(failure, TimeoutError | ConnectionAbortedError)
                 kind = "handshake_deadline" if timeout else "tls_failed"
                 self._refused(kind, error=type(failure).__name__)

@@ -49,6 +49,7 @@ class GuardedH11Protocol(H11Protocol):
     admitted = False
     handshaking = False
     _refused = False
+    evicted = False
     _timer: asyncio.TimerHandle | None = None
     _early: list[bytes] | None = None  # decrypted bytes that arrived before start_tls returned
 
@@ -82,7 +83,7 @@ class GuardedH11Protocol(H11Protocol):
         failure = None if task.cancelled() else task.exception()
         upgraded = None if task.cancelled() or failure is not None else task.result()
         if upgraded is None:
-            if failure is not None and self.admitted:
+            if failure is not None and not self.evicted:
                 timeout = isinstance(failure, TimeoutError | ConnectionAbortedError)
                 kind = "handshake_deadline" if timeout else "tls_failed"
                 self.refusals.refused("portal", kind, self.source, error=type(failure).__name__)
@@ -111,7 +112,9 @@ class GuardedH11Protocol(H11Protocol):
 
     def evict(self, kind: str) -> None:
         """The gate needs this connection's place (no whole request header yet): close now."""
+        self.evicted = True
         self._cancel()
+        self.connections.discard(self)  # uvicorn counts it for limit_concurrency until then
         if self.transport is not None:
             self.transport.abort()
 

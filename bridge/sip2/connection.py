@@ -48,6 +48,7 @@ class Connection(asyncio.Protocol):
         self.listener = listener
         self.tls = tls  # start TLS once admitted (a TLS listener is plain TCP until then)
         self.handshaking = False
+        self.evicted = False  # closed by the gate (which logged it)
         self.admitted = False  # counted by the listener's gate
         self.partial_since: float | None = None  # first byte of half a message
         self._timer_at = 0.0
@@ -99,7 +100,7 @@ class Connection(asyncio.Protocol):
         failure = None if task.cancelled() else task.exception()
         upgraded = None if task.cancelled() or failure is not None else task.result()
         if upgraded is None:
-            if failure is not None and not self.closed:
+            if failure is not None and not self.evicted:
                 timeout = isinstance(failure, TimeoutError | ConnectionAbortedError)
                 kind = "handshake_deadline" if timeout else "tls_failed"
                 self.listener.refused(kind, self.source, error=type(failure).__name__)
@@ -112,6 +113,7 @@ class Connection(asyncio.Protocol):
 
     def evict(self, kind: str) -> None:
         """The gate needs this connection's place (not logged in yet): close at once."""
+        self.evicted = True
         self.closed = True
         self.counted = False  # the gate has released it already
         self.frames.clear()
