@@ -8,7 +8,9 @@ newcomer: it closes the oldest connection that has not yet proved itself (a SIP2
 before its login, an LDAP connection before its first bind, a page request whose header is not
 complete), because that is where a flood of slow or idle connections sits, while a real client
 proves itself within milliseconds of connecting and is then never chosen. Only when every
-connection has proved itself is the newcomer refused. The per-source cap is a plain refusal:
+connection has proved itself is the newcomer refused. When descriptors run short, the victim
+is taken from whichever listener holds the most unproven connections, so a flood on one listener
+cannot lock the others out. The per-source cap is a plain refusal:
 one address cannot crowd out the others (vendors behind one NAT address, such as EZproxy, need
 a generous value). TLS handshakes in progress have their own cap, with the same oldest-first
 eviction, because each pending handshake holds buffers (tens of KB) until it finishes.
@@ -63,6 +65,7 @@ class Gate:
         # Insertion-ordered: the first key is the oldest.
         self.unproven: dict[Guarded, None] = {}
         self.handshaking: dict[Guarded, None] = {}
+        fds.gates.append(self)
 
     def admit(self, conn: Guarded, fd: int = -1) -> bool:
         """Count a just-accepted connection (`fd`: its descriptor number, -1 unknown); False
@@ -80,7 +83,7 @@ class Gate:
             kind = "fd_reserve"
         else:
             kind = ""
-        if kind and not self._evict_oldest(self.unproven, kind):
+        if kind and not self._make_room(kind):
             self.refusals.refused(self.listener, kind, source)
             return False
         self.per_source[source] = self.per_source.get(source, 0) + 1
@@ -131,6 +134,15 @@ class Gate:
             self.per_source[source] = left
         else:
             self.per_source.pop(source, None)
+
+    def _make_room(self, kind: str) -> bool:
+        """Evict an unproven connection: this listener's oldest for its own cap; for the
+        descriptor reserve, the oldest of whichever listener holds the most (a flood of idle
+        LDAP connections must not leave SIP2 or the pages without a descriptor)."""
+        if kind != "fd_reserve":
+            return self._evict_oldest(self.unproven, kind)
+        fullest = max(self.fds.gates, key=lambda gate: len(gate.unproven), default=self)
+        return fullest._evict_oldest(fullest.unproven, kind)
 
     def _evict_oldest(self, pool: dict[Guarded, None], kind: str) -> bool:
         if not pool:

@@ -19,9 +19,13 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import structlog
+
+if TYPE_CHECKING:
+    from bridge.admission import Gate
 
 log = structlog.get_logger("bridge.fdbudget")
 
@@ -32,12 +36,14 @@ CEILING = 1 << 20
 @dataclass(slots=True)
 class FdBudget:
     """How many descriptors the listeners may fill. `connections` is kept by the listeners'
-    gates (one increment per accepted connection, one decrement when it ends)."""
+    gates (one increment per accepted connection, one decrement when it ends); `gates` lists
+    them, so a listener out of descriptors can take one from a flood on another listener."""
 
     limit: int
     reserve: int
     baseline: int = 0
     connections: int = 0
+    gates: list[Gate] = field(default_factory=list)
 
     def room(self, fd: int) -> bool:
         """Whether a just-accepted socket numbered `fd` leaves the reserve untouched."""

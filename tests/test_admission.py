@@ -202,3 +202,15 @@ def test_property_counts_stay_consistent(
         assert all(0 < n <= per_source for n in g.per_source.values())
         assert set(g.unproven) <= set(live) and set(g.handshaking) <= set(live)
         assert len(g.handshaking) <= handshakes
+
+
+def test_descriptor_reserve_takes_room_from_the_flooded_listener() -> None:
+    fds = FdBudget(limit=100, reserve=10)
+    ldap, _, _ = gate(total=1000, per_source=1000, fds=fds)
+    sip2, _, _ = gate(total=1000, per_source=1000, fds=fds)
+    flood = [Conn(f"10.0.3.{i}") for i in range(5)]
+    for i, conn in enumerate(flood):
+        assert ldap.admit(conn, fd=10 + i)
+    selfcheck = Conn("10.0.0.1")
+    assert sip2.admit(selfcheck, fd=95)  # SIP2 has nobody to evict: LDAP's oldest goes
+    assert flood[0].evicted == ["fd_reserve"] and len(ldap) == 4 and len(sip2) == 1
