@@ -236,7 +236,7 @@ class Connection(asyncio.Protocol):
         self.listener.gate.end_handshake(self)
         failure = None if task.cancelled() else task.exception()
         upgraded = None if task.cancelled() or failure is not None else task.result()
-        if upgraded is None:
+        if upgraded is None or upgraded.is_closing():  # closing: aborted (evicted, a deadline)
             if failure is not None and not self.evicted:
                 timeout = isinstance(failure, TimeoutError | ConnectionAbortedError)
                 kind = "handshake_deadline" if timeout else "tls_failed"
@@ -244,7 +244,9 @@ class Connection(asyncio.Protocol):
             self.closed = True
             if self.transport is not None:
                 self.transport.abort()
-            self.listener.gate.release(self)
+            # A connection lost during its handshake never hears `connection_lost` from the
+            # TLS layer: clean up here, or the listener would keep it (and its buffers) for ever.
+            self.connection_lost(failure)
             return
         self.transport = upgraded
         self.tls = True

@@ -82,7 +82,7 @@ class GuardedH11Protocol(H11Protocol):
         self.gate.end_handshake(self)
         failure = None if task.cancelled() else task.exception()
         upgraded = None if task.cancelled() or failure is not None else task.result()
-        if upgraded is None:
+        if upgraded is None or upgraded.is_closing():  # closing: aborted (evicted, a deadline)
             if failure is not None and not self.evicted:
                 timeout = isinstance(failure, TimeoutError | ConnectionAbortedError)
                 kind = "handshake_deadline" if timeout else "tls_failed"

@@ -7,6 +7,7 @@ the attackers' "sources"."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import resource
@@ -214,7 +215,7 @@ def assert_refusals_rate_limited(d: Daemon) -> None:
         times[key].append(datetime.fromisoformat(line["timestamp"].rstrip("Z")))
     for key, stamps in times.items():
         stamps.sort()
-        for a, b in zip(stamps, stamps[1:], strict=False):
+        for a, b in itertools.pairwise(stamps):
             gap = (b - a).total_seconds()
             assert gap >= REFUSAL_LOG_INTERVAL - 0.5, f"{key} logged {gap:.2f} s apart"
 
