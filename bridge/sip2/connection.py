@@ -109,7 +109,7 @@ class Connection(asyncio.Protocol):
                 self.transport.abort()
             # A connection lost during its handshake never hears `connection_lost` from the
             # TLS layer: clean up here, or the listener would keep it (and its buffers) for ever.
-            self.connection_lost(failure)
+            self.connection_lost(None)
             return
         self.transport = upgraded
         self._pump()
