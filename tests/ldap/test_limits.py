@@ -169,3 +169,55 @@ def test_handshake_cap_evicts_the_oldest_pending_handshake(tmp_path: Path) -> No
             assert bind(tls) == 0
         first.close()
         second.close()
+
+
+# -- in process: what the listener holds after a flood of abandoned handshakes -----------------
+
+
+def test_handshakes_that_never_finish_leave_nothing_behind(tmp_path: Path) -> None:
+    """A connection lost or evicted during its TLS handshake is never reported by the TLS layer
+    (`connection_lost` is not called): the listener must still forget it, or it keeps the
+    connection and its buffers for ever (the 140 -> 808 MB of issue 20)."""
+    import asyncio
+
+    from bridge.app import open_core
+    from bridge.config import loads
+    from bridge.ldap.server import start
+    from bridge.loop import run
+    from bridge.services import Services
+    from tests.harness import base_config
+
+    ldap = SECTIONS.replace("idle_timeout = 2.0", "max_tls_handshakes = 4").replace(
+        'password_env = "DESK_SECRET"', 'password = "desk-token-77a2b9"'
+    )
+    config = loads(
+        base_config(tmp_path, throttle='state = "memory"') + ldap,
+        source=str(tmp_path / "bridge.toml"),
+        base_dir=tmp_path,
+    )
+
+    async def main() -> tuple[int, int, int]:
+        core = await open_core(config)
+        assert config.ldap is not None
+        listener = await start(config.ldap, Services(config, core.authenticator, core.audit))
+        try:
+            host, port = listener.addresses[1].rsplit(":", 1)
+            writers = []
+            for i in range(40):  # ten times the handshake slots: most are evicted
+                _, writer = await asyncio.open_connection(host, int(port))
+                writer.write(b"\x16\x03\x01")
+                writers.append(writer)
+                if i % 10 == 9:
+                    await asyncio.sleep(0)  # let the server accept (no time is asserted)
+            for writer in writers:
+                writer.close()
+            loop = asyncio.get_running_loop()
+            give_up = loop.time() + LIVENESS
+            while (listener.connections or len(listener.gate)) and loop.time() < give_up:
+                await asyncio.sleep(0.05)
+            return len(listener.connections), len(listener.gate), len(listener.gate.handshaking)
+        finally:
+            await listener.aclose()
+            await core.aclose()
+
+    assert run(main()) == (0, 0, 0)  # uvloop when installed, as the daemon runs
