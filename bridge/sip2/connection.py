@@ -118,7 +118,6 @@ class Connection(asyncio.Protocol):
         """The gate needs this connection's place (not logged in yet): close at once."""
         self.evicted = True
         self.closed = True
-        self.counted = False  # the gate has released it already
         self.frames.clear()
         self._cancel_timer()
         if self.transport is not None:

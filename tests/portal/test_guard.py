@@ -152,3 +152,54 @@ def test_https_handshake_deadline(tmp_path: Path) -> None:
         host, port = d.address("portal")
         got = httpx.get(f"https://{host}:{port}/login", verify=False, timeout=LIVENESS)
         assert got.status_code == 200
+
+
+def test_abandoned_connections_leave_nothing_behind(tmp_path: Path) -> None:
+    """Half-sent requests evicted from a full listener and HTTPS handshakes evicted or dropped
+    mid-way are forgotten by the gate and by uvicorn (on uvloop, as the daemon runs)."""
+    import asyncio
+
+    from bridge.app import open_core
+    from bridge.loop import run
+    from bridge.portal.guard import GuardedH11Protocol
+    from bridge.portal.server import start
+    from bridge.services import Services
+    from tests.portal.support import make_config
+
+    generate_self_signed(tmp_path / "cert.pem", tmp_path / "key.pem", ["127.0.0.1"])
+    config = make_config(
+        tmp_path,
+        '[portal]\nlisten = "127.0.0.1:0"\nbase_url = "https://127.0.0.1"\n'
+        'tls_cert = "cert.pem"\ntls_key = "key.pem"\nmax_tls_handshakes = 4\n'
+        "max_connections = 8\n",
+    )
+
+    async def main() -> tuple[int, int, int]:
+        core = await open_core(config)
+        assert config.portal is not None
+        listener = await start(config.portal, Services(config, core.authenticator, core.audit))
+        protocol = listener.server.config.http_protocol_class
+        assert issubclass(protocol, GuardedH11Protocol)
+        gate = protocol.gate
+        try:
+            host, port = listener.addresses[0].rsplit(":", 1)
+            writers = []
+            for i in range(40):
+                _, writer = await asyncio.open_connection(host, int(port))
+                writer.write(b"\x16\x03\x01")
+                writers.append(writer)
+                if i % 10 == 9:
+                    await asyncio.sleep(0)
+            for writer in writers:
+                writer.close()
+            loop = asyncio.get_running_loop()
+            give_up = loop.time() + LIVENESS
+            state = listener.server.server_state
+            while (state.connections or len(gate)) and loop.time() < give_up:
+                await asyncio.sleep(0.05)
+            return len(state.connections), len(gate), len(gate.handshaking)
+        finally:
+            await listener.aclose()
+            await core.aclose()
+
+    assert run(main()) == (0, 0, 0)

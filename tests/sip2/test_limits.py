@@ -142,3 +142,55 @@ def test_tls_handshake_deadline_and_cap(tmp_path: Path) -> None:
         assert closed_by_server(pending) == b""
         assert refusal_lines(d, "evicted_handshake_cap", "127.0.0.8")
         pending.close()
+
+
+def test_handshakes_that_never_finish_leave_nothing_behind(tmp_path: Path) -> None:
+    """As for LDAPS: a connection lost or evicted during its TLS handshake is forgotten by the
+    listener even though the TLS layer never reports it (run on uvloop, as the daemon is)."""
+    import asyncio
+
+    from bridge.app import open_core
+    from bridge.config import loads
+    from bridge.loop import run
+    from bridge.services import Services
+    from bridge.sip2.server import start
+    from bridge.tls import generate_self_signed
+    from tests.harness import base_config
+
+    generate_self_signed(tmp_path / "cert.pem", tmp_path / "key.pem", ["127.0.0.1"])
+    sections = (
+        '[sip2]\nlisten = ["127.0.0.1:0"]\ntls_listen = ["127.0.0.1:0"]\n'
+        'tls_cert = "cert.pem"\ntls_key = "key.pem"\nmax_tls_handshakes = 4\n' + ACCOUNT
+    )
+    config = loads(
+        base_config(tmp_path, throttle='state = "memory"') + sections,
+        source=str(tmp_path / "bridge.toml"),
+        base_dir=tmp_path,
+    )
+
+    async def main() -> tuple[int, int, int]:
+        core = await open_core(config)
+        assert config.sip2 is not None
+        listener = await start(config.sip2, Services(config, core.authenticator, core.audit))
+        try:
+            host, port = listener.tls_addresses[0].rsplit(":", 1)
+            writers = []
+            for i in range(40):  # ten times the handshake slots: most are evicted
+                _, writer = await asyncio.open_connection(host, int(port))
+                writer.write(b"\x16\x03\x01")
+                writers.append(writer)
+                if i % 10 == 9:
+                    await asyncio.sleep(0)
+            for writer in writers:
+                writer.close()
+            loop = asyncio.get_running_loop()
+            give_up = loop.time() + LIVENESS
+            gate = listener.gate
+            while (listener._connections or len(gate)) and loop.time() < give_up:
+                await asyncio.sleep(0.05)
+            return len(listener._connections), len(gate), len(gate.handshaking)
+        finally:
+            await listener.aclose()
+            await core.aclose()
+
+    assert run(main()) == (0, 0, 0)
