@@ -111,8 +111,12 @@ class Gate:
         if self.max_handshakes <= 0:
             self.refusals.refused(self.listener, "handshake_cap", conn.source)
             return False
+        if conn in self.handshaking:
+            return True
         if len(self.handshaking) >= self.max_handshakes:
             self._evict_oldest(self.handshaking, "handshake_cap")
+        if not conn.admitted:  # never counted (or released): no slot to hold
+            return False
         self.handshaking[conn] = None
         return True
 
