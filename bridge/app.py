@@ -31,6 +31,7 @@ from bridge.core.gate import Gate, GateLimits
 from bridge.core.pin import KdfParams, PinHasher, PinPolicy, load_blocklist, read_or_create_pepper
 from bridge.core.store import PluginNotFound, Store, StorePlugin, StoreServices, load_plugin
 from bridge.core.throttle import MemoryBackend, Throttle, ThrottleBackend, ThrottleRules
+from bridge.fdbudget import start as fd_budget
 from bridge.loop import loop_name
 from bridge.runtime import systemd
 from bridge.runtime.binding import bind_error
@@ -222,6 +223,7 @@ async def serve(config: Config, on_ready: Callable[[dict[str, Any]], None]) -> N
     core = await open_core(config)
     services = Services(config, core.authenticator, core.audit)
     services.hasher = core.hasher
+    services.fds = fd_budget()  # raise the open-file limit, keep a reserve below it
     control = ControlServer(config.path(config.control.socket), core.authenticator)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

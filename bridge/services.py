@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from bridge.core.audit import Audit
 from bridge.core.auth import Authenticator
+from bridge.fdbudget import FdBudget
+from bridge.ratelog import RefusalLog
 
 if TYPE_CHECKING:
     from bridge.config import Config
@@ -32,3 +34,7 @@ class Services:
     audit: Audit
     listeners: list[Listener] = field(default_factory=list)
     hasher: Any = None  # bridge.core.pin.PinHasher, for the metrics listener's KDF pool gauges
+    # The descriptor budget every TCP listener's gate shares (`app.serve` measures the real one).
+    fds: FdBudget = field(default_factory=FdBudget.unlimited)
+    # Refused and cut connections, one line per listener, reason kind and source per interval.
+    refusals: RefusalLog = field(default_factory=RefusalLog)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import select
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +77,9 @@ class Daemon:
         store: str | None = None,
         throttle: str = "",
         env: dict[str, str] | None = None,
+        nofile: int | None = None,
     ) -> None:
+        self.nofile = nofile  # RLIMIT_NOFILE (soft and hard) for the daemon, like `ulimit -n`
         self.dir = tmp
         self.config = tmp / "bridge.toml"
         self.config.write_text(base_config(tmp, store=store, throttle=throttle) + sections)
@@ -94,6 +98,7 @@ class Daemon:
             stderr=stderr,
             cwd=self.dir,
             env=self.env,
+            preexec_fn=None if self.nofile is None else _limit_files(self.nofile),
         )
         stderr.close()
         assert self.proc.stdout is not None
@@ -158,6 +163,23 @@ class Daemon:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _limit_files(limit: int) -> Callable[[], None]:
+    """What `ulimit -n LIMIT` does in the shell that starts a service."""
+
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    return apply
+
+
+def rss_kib(pid: int) -> int:
+    """A process's resident set size (Linux /proc), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
 def run_cli(

@@ -9,6 +9,15 @@ cached PIN, a service account: `Session.handle_now`) costs no coroutine; anythin
 inline (`eager.run`) until it first waits, so only work that waits (a KDF, a store query)
 becomes a task, and the connection's later requests queue behind it.
 A malformed PDU gets a Notice of Disconnection (RFC 4511 §4.4.1) and the connection closes.
+
+Denial of service: every connection passes the listener's `Gate` when it is accepted (caps per
+source and in total, the descriptor reserve, TLS handshakes in progress; `bridge.admission`).
+Deadlines that a trickle cannot extend, all on one timer per connection that is re-armed when the
+connection's state changes, never per read: the first bind within `bind_timeout` of connecting
+(TLS included), a PDU whose first byte arrived complete within `pdu_timeout`, a TLS handshake
+(LDAPS and StartTLS) within `tls_handshake_timeout`, and `idle_timeout` without a request. LDAPS
+listeners accept plain TCP and start TLS themselves, so a pending handshake is admitted, counted
+and evicted like any other connection before it costs an SSL object.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from typing import Any, cast
 import structlog
 
 from bridge import eager
+from bridge.admission import Gate, socket_fd, start_tls_now
 from bridge.config import Config, ConfigError
 from bridge.ldap import answers as rc
 from bridge.ldap import messages as m
@@ -28,6 +38,7 @@ from bridge.ldap.ber import ProtocolError, frame_length
 from bridge.ldap.directory import Directory
 from bridge.ldap.session import Reply, Session, Shared
 from bridge.ldap.settings import LdapSettings
+from bridge.ratelog import RefusalLog
 from bridge.services import Services
 from bridge.settings import is_loopback, parse_listen
 from bridge.tls import generate_self_signed, server_context
@@ -49,8 +60,15 @@ class Connection(asyncio.Protocol):
         self.paused = False  # the peer is not reading; stop producing
         self.closed = False
         self.task: asyncio.Future[Reply] | None = None
-        self.last_activity = 0.0
-        self.idle_handle: asyncio.TimerHandle | None = None
+        self.source = "?"
+        self.admitted = False  # counted by the listener's gate
+        self.bound = False  # a first BindRequest arrived
+        self.handshaking = False  # TLS handshake in progress
+        self.evicted = False  # closed by the gate (which logged it)
+        self.connected = self.last_activity = self.loop.time()
+        self.partial_since: float | None = None  # first byte of an incomplete PDU
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
 
     # -- transport callbacks ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -59,26 +77,40 @@ class Connection(asyncio.Protocol):
         self.transport = transport
         lst = self.listener
         peer = transport.get_extra_info("peername")
-        source = str(peer[0]) if isinstance(peer, tuple) else "local"
-        if len(lst.connections) >= lst.settings.max_connections:
-            transport.write(m.notice_of_disconnection(rc.BUSY, "too many connections"))
-            transport.close()
+        self.source = source = str(peer[0]) if isinstance(peer, tuple) else "local"
+        if not lst.gate.admit(self, socket_fd(transport)):
             self.closed = True
+            if not self.tls:  # a notice in clear text means nothing to an LDAPS client
+                transport.write(m.notice_of_disconnection(rc.BUSY, "too many connections"))
+                transport.close()
+            else:
+                transport.abort()
             return
         lst.connections.add(self)
         self.session = Session(lst.shared, source, tls=self.tls, require_tls=self.require_tls)
-        loop = asyncio.get_running_loop()
-        self.last_activity = loop.time()
-        self.idle_handle = loop.call_later(lst.settings.idle_timeout, self._check_idle)
+        self._arm()
+        if self.tls:  # LDAPS: the listener is plain TCP, TLS starts here
+            self._start_tls()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.listener.connections.discard(self)
-        if self.idle_handle is not None:
-            self.idle_handle.cancel()
+        self.listener.gate.release(self)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if self.task is not None and not self.task.done():
             self.task.cancel()
         self.queue.clear()
+
+    def evict(self, kind: str) -> None:
+        """The gate needs this connection's place (it has not bound, or is still in its TLS
+        handshake): close at once."""
+        self.evicted = True
+        self.closed = True
+        self.queue.clear()
+        if self.transport is not None:
+            self.transport.abort()
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -100,18 +132,26 @@ class Connection(asyncio.Protocol):
                 self._pump()
                 return
             buffer += data
+            completed = False
             while buffer:
                 size = frame_length(buffer, settings.max_pdu)
                 if size is None:
                     break
                 pdu = bytes(buffer[:size])
                 del buffer[:size]
+                completed = True
                 if not self._take(m.decode(pdu), settings.max_pending):
                     return
         except ProtocolError as exc:
             log.info("ldap_protocol_error", error=str(exc), source=self._source())
             self._disconnect(rc.PROTOCOL_ERROR, "malformed PDU")
             return
+        if not buffer:
+            self.partial_since = None
+        elif completed or self.partial_since is None:
+            # A PDU has begun and not ended: it must end by the deadline, however it trickles.
+            self.partial_since = self.last_activity
+            self._arm()
         self._pump()
 
     def _take(self, msg: m.Message, max_pending: int) -> bool:
@@ -120,6 +160,9 @@ class Connection(asyncio.Protocol):
         if isinstance(msg.op, m.AbandonRequest):
             self._abandon(msg.op.target)
             return True
+        if not self.bound and isinstance(msg.op, m.BindRequest):
+            self.bound = True
+            self.listener.gate.proven(self)
         self.queue.append(msg)
         if len(self.queue) > max_pending:
             self._disconnect(rc.BUSY, "too many outstanding requests")
@@ -177,25 +220,33 @@ class Connection(asyncio.Protocol):
         if self.buffer or self.queue:
             self._disconnect(rc.PROTOCOL_ERROR, "data after StartTLS")
             return
+        lst = self.listener
         transport.pause_reading()
-        self.busy = True
-        ctx = self.listener.tls_context
+        if not lst.gate.begin_handshake(self):
+            self.closed = True
+            transport.abort()
+            return
+        self.busy = self.handshaking = True
+        ctx = lst.tls_context
         assert ctx is not None
-        task = asyncio.ensure_future(
-            asyncio.get_running_loop().start_tls(transport, self, ctx, server_side=True)
-        )
-        task.add_done_callback(self._tls_started)
+        start_tls_now(transport, self, ctx, lst.settings.tls_handshake_timeout, self._tls_started)
 
     def _tls_started(self, task: asyncio.Future[asyncio.Transport | None]) -> None:
-        self.busy = False
+        self.busy = self.handshaking = False
+        self.listener.gate.end_handshake(self)
         failure = None if task.cancelled() else task.exception()
         upgraded = None if task.cancelled() or failure is not None else task.result()
-        if upgraded is None:
-            if failure is not None:
-                log.info("ldap_tls_failed", error=type(failure).__name__, source=self._source())
+        if upgraded is None or upgraded.is_closing():  # closing: aborted (evicted, a deadline)
+            if failure is not None and not self.evicted:
+                timeout = isinstance(failure, TimeoutError | ConnectionAbortedError)
+                kind = "handshake_deadline" if timeout else "tls_failed"
+                self._refused(kind, error=type(failure).__name__)
             self.closed = True
             if self.transport is not None:
                 self.transport.abort()
+            # A connection lost during its handshake never hears `connection_lost` from the
+            # TLS layer: clean up here, or the listener would keep it (and its buffers) for ever.
+            self.connection_lost(None)
             return
         self.transport = upgraded
         self.tls = True
@@ -218,19 +269,57 @@ class Connection(asyncio.Protocol):
             transport.write(m.notice_of_disconnection(code, text))
             transport.close()
 
-    def _check_idle(self) -> None:
+    # -- deadlines: one timer, re-armed on state changes and when it fires -------------------
+    def _deadline(self) -> tuple[float, str]:
+        """The earliest deadline that applies now, and its reason kind."""
+        settings = self.listener.settings
+        when, kind = float("inf"), ""
+        if not self.bound:
+            when, kind = self.connected + settings.bind_timeout, "bind_deadline"
+        if self.partial_since is not None:
+            pdu = self.partial_since + settings.pdu_timeout
+            if pdu < when:
+                when, kind = pdu, "pdu_deadline"
+        if not self.busy:
+            idle = self.last_activity + settings.idle_timeout
+            if idle < when:
+                when, kind = idle, "idle_timeout"
+        return when, kind
+
+    def _arm(self) -> None:
+        """(Re)schedule the timer when the earliest deadline moved before it."""
+        when, _ = self._deadline()
+        if when == float("inf"):
+            when = self.loop.time() + self.listener.settings.idle_timeout
+        if self.timer is not None:
+            if self.timer_at <= when:
+                return
+            self.timer.cancel()
+        self.timer_at = when
+        self.timer = self.loop.call_at(when, self._check)
+
+    def _check(self) -> None:
+        self.timer = None
         if self.closed:
             return
-        loop = asyncio.get_running_loop()
-        timeout = self.listener.settings.idle_timeout
-        left = self.last_activity + timeout - loop.time()
-        if left > 0 or self.busy:
-            self.idle_handle = loop.call_later(max(left, 1.0), self._check_idle)
+        when, kind = self._deadline()
+        if self.loop.time() < when:
+            self._arm()
             return
-        self._disconnect(rc.UNAVAILABLE, "idle timeout")
+        if kind != "idle_timeout":
+            self._refused(kind)
+        if self.handshaking:  # no clear-text notice inside a TLS handshake
+            self.closed = True
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        self._disconnect(rc.UNAVAILABLE, kind.replace("_", " "))
+
+    def _refused(self, kind: str, **fields: str) -> None:
+        self.listener.refusals.refused("ldap", kind, self.source, **fields)
 
     def _source(self) -> str:
-        return self.session.source if self.session is not None else "?"
+        return self.source
 
 
 class LdapListener:
@@ -238,10 +327,19 @@ class LdapListener:
 
     name = "ldap"
 
-    def __init__(self, settings: LdapSettings, shared: Shared, tls: ssl.SSLContext | None) -> None:
+    def __init__(
+        self,
+        settings: LdapSettings,
+        shared: Shared,
+        tls: ssl.SSLContext | None,
+        gate: Gate,
+        refusals: RefusalLog,
+    ) -> None:
         self.settings = settings
         self.shared = shared
         self.tls_context = tls
+        self.gate = gate
+        self.refusals = refusals
         self.addresses: list[str] = []
         self.servers: list[asyncio.AbstractServer] = []
         self.connections: set[Connection] = set()
@@ -255,9 +353,8 @@ class LdapListener:
         def factory() -> Connection:
             return Connection(self, tls=tls, require_tls=require_tls)
 
-        server = await loop.create_server(
-            factory, host, port, ssl=self.tls_context if tls else None, reuse_address=True
-        )
+        # LDAPS too is plain TCP here: the connection starts TLS once its gate admitted it.
+        server = await loop.create_server(factory, host, port, reuse_address=True)
         self.servers.append(server)
         for sock in server.sockets:
             name: Any = sock.getsockname()
@@ -291,7 +388,15 @@ async def start(settings: LdapSettings, services: Services) -> LdapListener:
     ctx = tls_context(settings, services.config)
     directory = Directory(settings)
     shared = Shared(services, directory, starttls=ctx is not None, deadline=asyncio.timeout)
-    listener = LdapListener(settings, shared, ctx)
+    gate = Gate(
+        "ldap",
+        max_connections=settings.max_connections,
+        max_per_source=settings.max_connections_per_source,
+        max_handshakes=settings.max_tls_handshakes,
+        fds=services.fds,
+        refusals=services.refusals,
+    )
+    listener = LdapListener(settings, shared, ctx, gate, services.refusals)
     try:
         for address in settings.listen:
             await listener.listen(address, tls=False)

@@ -71,6 +71,14 @@ class LdapSettings(Section, frozen=True):
     max_pdu: Annotated[int, msgspec.Meta(ge=1024, le=16 * 1024 * 1024)] = 256 * 1024
     max_pending: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 64
     idle_timeout: Annotated[float, msgspec.Meta(gt=0)] = 300.0
+    # Denial of service (bridge.admission): open connections one source address may hold
+    # (EZproxy or a campus NAT sends every patron's login from one address), TLS handshakes in
+    # progress (each holds tens of KB until it ends), and deadlines a trickle cannot extend.
+    max_connections_per_source: Annotated[int, msgspec.Meta(ge=1)] = 256
+    max_tls_handshakes: Annotated[int, msgspec.Meta(ge=1)] = 128
+    tls_handshake_timeout: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0
+    bind_timeout: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0  # connect → first bind
+    pdu_timeout: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 10.0  # first byte → whole PDU
 
     def __post_init__(self) -> None:
         """Cross-key rules, so `check-config` reports them with the key's path."""

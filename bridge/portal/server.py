@@ -3,7 +3,9 @@
 We bind the socket ourselves (so port 0 works and the bound port is reported) and drive
 uvicorn's `startup` / `main_loop` / `shutdown` directly rather than `serve()`, which would take
 over SIGINT/SIGTERM from the daemon. Uvicorn's access log is off: request lines can carry a
-reset token in the query string. HTTPS, when configured, uses the context from `bridge.tls`.
+reset token in the query string. HTTPS, when configured, uses the context from `bridge.tls`;
+the TLS layer is started by the connection guard (`bridge.portal.guard`, uvicorn's h11 protocol
+with the listener's gate and deadlines), not by uvicorn, so pending handshakes are capped too.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from pathlib import Path
 import structlog
 import uvicorn
 
+from bridge.admission import Gate
 from bridge.config import ConfigError
+from bridge.portal.guard import exempt_sources, guarded_protocol
 from bridge.portal.mail import Mailer, NoMailer, SmtpMailer
 from bridge.portal.settings import PortalSettings
 from bridge.portal.state import Portal, read_logo
@@ -90,8 +94,32 @@ async def start(settings: PortalSettings, services: Services) -> PortalListener:
         logo=logo,
         mail_enabled=config.smtp is not None,
     )
+    gate = Gate(
+        "portal",
+        max_connections=settings.max_connections,
+        max_per_source=settings.max_connections_per_source,
+        max_handshakes=settings.max_tls_handshakes,
+        fds=services.fds,
+        refusals=services.refusals,
+        exempt=exempt_sources(settings.trusted_proxies) if settings.trusted_proxies else None,
+    )
+    tls_context = None
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        tls_context = server_context(config.path(settings.tls_cert), config.path(settings.tls_key))
+    protocol = guarded_protocol(
+        gate,
+        services.refusals,
+        request_timeout=settings.request_timeout,
+        tls_context=tls_context,
+        tls_handshake_timeout=settings.tls_handshake_timeout,
+    )
     uv_config = uvicorn.Config(
         create_app(portal),
+        http=protocol,
+        # The gate caps connections; this caps requests in progress (503 beyond it).
+        limit_concurrency=settings.max_connections + 1,
+        timeout_keep_alive=settings.keep_alive_timeout,
+        h11_max_incomplete_event_size=settings.max_header_bytes,
         lifespan="off",
         access_log=False,
         log_config=None,
@@ -102,10 +130,6 @@ async def start(settings: PortalSettings, services: Services) -> PortalListener:
         timeout_graceful_shutdown=10,  # a stalled client cannot hold up the daemon's stop
     )
     uv_config.load()
-    if settings.tls_cert is not None and settings.tls_key is not None:
-        uv_config.ssl = server_context(
-            config.path(settings.tls_cert), config.path(settings.tls_key)
-        )
     sock = bind(settings.listen)
     server = uvicorn.Server(uv_config)
     # What Server._serve does before startup(); lifespan is "off", so this is a no-op object.
@@ -116,6 +140,6 @@ async def start(settings: PortalSettings, services: Services) -> PortalListener:
         sock.close()
         raise
     task = asyncio.get_running_loop().create_task(server.main_loop(), name="portal")
-    scheme = "https" if uv_config.ssl else "http"
+    scheme = "https" if tls_context is not None else "http"
     log.info("portal_listening", address=_address(sock), scheme=scheme, base_url=settings.base_url)
     return PortalListener("portal", [_address(sock)], portal, server, sock, task)

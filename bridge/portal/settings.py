@@ -64,6 +64,17 @@ class PortalSettings(Section, frozen=True):
     tls_cert: str | None = None  # serve HTTPS directly (else put a TLS proxy in front)
     tls_key: str | None = None
     policy: PortalPolicy = PortalPolicy()
+    # Denial of service (bridge.portal.guard): open connections in all and per source address
+    # (a branch's public Wi-Fi sits behind one address; trusted proxies are exempt), the time a
+    # whole request may take to arrive, the idle keep-alive, the largest request header, and TLS
+    # handshakes in progress when the pages serve HTTPS themselves.
+    max_connections: Annotated[int, msgspec.Meta(ge=1)] = 1024
+    max_connections_per_source: Annotated[int, msgspec.Meta(ge=1)] = 128
+    request_timeout: Annotated[float, msgspec.Meta(gt=0, le=600)] = 20.0
+    keep_alive_timeout: Annotated[int, msgspec.Meta(ge=1, le=600)] = 5
+    max_header_bytes: Annotated[int, msgspec.Meta(ge=4096, le=1 << 20)] = 16384
+    max_tls_handshakes: Annotated[int, msgspec.Meta(ge=1)] = 64
+    tls_handshake_timeout: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0
 
     @property
     def secure(self) -> bool:
@@ -86,7 +97,20 @@ class PortalSettings(Section, frozen=True):
             found.append(("base_url", "must not have a query or fragment"))
         if (self.tls_cert is None) != (self.tls_key is None):
             found.append(("tls_cert", "give both tls_cert and tls_key, or neither"))
+        for proxy in self.trusted_proxies:
+            if proxy != "*" and not _is_network(proxy):
+                found.append(("trusted_proxies", f"{proxy!r} is not an address or network"))
         return found
+
+
+def _is_network(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 class SmtpSettings(Section, frozen=True):

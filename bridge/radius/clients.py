@@ -16,6 +16,9 @@ from typing import Literal
 
 from bridge.core.patron import ClientPolicy
 from bridge.radius.packet import SharedSecret
+from bridge.ratelog import LogLimiter
+
+__all__ = ["Client", "ClientTable", "HealthCache", "LogLimiter"]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -67,31 +70,6 @@ class ClientTable:
             if ip.version == client.network.version and ip in client.network:
                 return client
         return None
-
-
-class LogLimiter:
-    """At most one log line per key per `interval` seconds, counting what it held back.
-
-    A flood of packets from an unknown address (or of one kind of garbage) must not become a
-    flood of log lines."""
-
-    def __init__(self, interval: float, max_keys: int = 4096) -> None:
-        self.interval = interval
-        self.max_keys = max_keys
-        self._last: dict[object, tuple[float, int]] = {}
-
-    def allow(self, key: object, now: float) -> int | None:
-        """None: stay quiet. Otherwise log, reporting the returned number of suppressed lines."""
-        last = self._last.get(key)
-        if last is not None and now - last[0] < self.interval:
-            self._last[key] = (last[0], last[1] + 1)
-            return None
-        if len(self._last) >= self.max_keys:
-            self._last = {k: v for k, v in self._last.items() if now - v[0] < self.interval}
-            if len(self._last) >= self.max_keys:
-                return None
-        self._last[key] = (now, 0)
-        return last[1] if last is not None else 0
 
 
 class HealthCache:

@@ -10,8 +10,15 @@ answers always go out one per request in request order. Reading pauses when too 
 queue up, or when the peer stops reading our answers.
 
 Timeouts: until login, the listener's `login_timeout` counts from connect; after it, the
-account's `idle_timeout` counts from the last bytes received. One timer per connection,
-re-armed lazily, so a busy connection costs no timer work per message.
+account's `idle_timeout` counts from the last bytes received; and half a message must be
+completed within `message_timeout` of its first byte, however slowly it trickles. One timer per
+connection, re-armed lazily (earlier only when half a message begins), so a busy connection
+costs no timer work per message.
+
+Denial of service: the listener's `Gate` admits each connection when it is accepted (caps per
+source and in total, the descriptor reserve) and may evict one that has not logged in yet to make
+room; on a TLS listener the connection starts TLS itself once admitted, holding a handshake slot
+until the handshake ends (`tls_handshake_timeout`).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 
+from bridge.admission import socket_fd, start_tls_now
 from bridge.sip2.codec import Framer, FrameTooLong, Message, ProtocolError, TlsOnPlainPort
 from bridge.sip2.session import Close, Dispatch, Reply, Session
 
@@ -37,8 +45,14 @@ WARNINGS = frozenset({"login_failed"})
 
 
 class Connection(asyncio.Protocol):
-    def __init__(self, listener: Sip2Listener) -> None:
+    def __init__(self, listener: Sip2Listener, *, tls: bool = False) -> None:
         self.listener = listener
+        self.tls = tls  # start TLS once admitted (a TLS listener is plain TCP until then)
+        self.handshaking = False
+        self.evicted = False  # closed by the gate (which logged it)
+        self.admitted = False  # counted by the listener's gate
+        self.partial_since: float | None = None  # first byte of half a message
+        self._timer_at = 0.0
         self.loop = asyncio.get_running_loop()
         self.source = "unknown"
         self.transport: asyncio.Transport | None = None
@@ -59,8 +73,7 @@ class Connection(asyncio.Protocol):
         self.transport = transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
         peer = transport.get_extra_info("peername")
         self.source = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
-        if not self.listener.admit(self):
-            log.warning("sip2_connection_refused", source=self.source, reason="connection cap")
+        if not self.listener.admit(self, socket_fd(transport)):
             self.closed = True
             transport.abort()
             return
@@ -68,6 +81,48 @@ class Connection(asyncio.Protocol):
         self.session = Session(self.listener.accounts, self.source, self.listener.options)
         self._arm()
         log.debug("sip2_connected", source=self.source)
+        if self.tls:
+            self._start_tls(transport)
+
+    def _start_tls(self, transport: asyncio.Transport) -> None:
+        """Nothing may be read before the TLS layer is in place (`start_tls_now`)."""
+        listener = self.listener
+        context = listener.tls_context
+        if context is None or not listener.gate.begin_handshake(self):
+            self.close()
+            return
+        self.handshaking = True
+        timeout = listener.settings.tls_handshake_timeout
+        start_tls_now(transport, self, context, timeout, self._tls_started)
+
+    def _tls_started(self, task: asyncio.Future[asyncio.Transport | None]) -> None:
+        self.handshaking = False
+        self.listener.gate.end_handshake(self)
+        failure = None if task.cancelled() else task.exception()
+        upgraded = None if task.cancelled() or failure is not None else task.result()
+        if upgraded is None or upgraded.is_closing():  # closing: aborted (evicted, a deadline)
+            if failure is not None and not self.evicted:
+                timeout = isinstance(failure, TimeoutError | ConnectionAbortedError)
+                kind = "handshake_deadline" if timeout else "tls_failed"
+                self.listener.refused(kind, self.source, error=type(failure).__name__)
+            self.closed = True
+            if self.transport is not None:
+                self.transport.abort()
+            # A connection lost during its handshake never hears `connection_lost` from the
+            # TLS layer: clean up here, or the listener would keep it (and its buffers) for ever.
+            self.connection_lost(None)
+            return
+        self.transport = upgraded
+        self._pump()
+
+    def evict(self, kind: str) -> None:
+        """The gate needs this connection's place (not logged in yet): close at once."""
+        self.evicted = True
+        self.closed = True
+        self.frames.clear()
+        self._cancel_timer()
+        if self.transport is not None:
+            self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -91,6 +146,12 @@ class Connection(asyncio.Protocol):
             )
             self.close()
             return
+        if self.framer.pending:  # half a message: it must be whole by its deadline
+            if frames or self.partial_since is None:
+                self.partial_since = self.last
+                self._arm()
+        elif self.partial_since is not None:
+            self.partial_since = None
         if frames:
             self.frames.extend(frames)
             if len(self.frames) >= MAX_QUEUED:
@@ -150,28 +211,49 @@ class Connection(asyncio.Protocol):
         self._cancel_timer()
 
     # -- timeouts ---------------------------------------------------------------------------
-    def _deadline(self) -> float | None:
+    def _deadline(self) -> tuple[float | None, str]:
+        """The earliest deadline that applies now (None: none), and its reason kind."""
         session = self.session
         account = session.account if session is not None else None
+        settings = self.listener.settings
+        when: float | None
         if account is None:
-            limit = self.listener.settings.login_timeout
-            return self.started + limit if limit else None
-        idle = account.settings.idle_timeout
-        return self.last + idle if idle else None
+            limit = settings.login_timeout
+            when, kind = (self.started + limit if limit else None), "login_deadline"
+        else:
+            idle = account.settings.idle_timeout
+            when, kind = (self.last + idle if idle else None), "idle"
+        if self.partial_since is not None and settings.message_timeout:
+            partial = self.partial_since + settings.message_timeout
+            if when is None or partial < when:
+                when, kind = partial, "message_deadline"
+        return when, kind
 
     def _arm(self) -> None:
-        deadline = self._deadline()
+        """(Re)schedule the timer when the earliest deadline moved before it."""
+        deadline, _ = self._deadline()
         when = deadline if deadline is not None else self.loop.time() + 60.0
+        if self._timer is not None:
+            if self._timer_at <= when:
+                return
+            self._timer.cancel()
+        self._timer_at = when
         self._timer = self.loop.call_at(when, self._check)
 
     def _check(self) -> None:
         self._timer = None
         if self.closed:
             return
-        deadline = self._deadline()
+        deadline, kind = self._deadline()
         if deadline is not None and self.loop.time() >= deadline:
-            phase = "login" if self.session is None or self.session.account is None else "idle"
-            log.info("sip2_timeout", source=self.source, phase=phase)
+            if kind == "idle":
+                log.info("sip2_timeout", source=self.source, phase="idle")
+            else:  # what a flood of slow connections looks like: rate-limited per source
+                self.listener.refused(kind, self.source)
+            if self.handshaking and self.transport is not None:
+                self.closed = True
+                self.transport.abort()
+                return
             self.close()
             return
         self._arm()
@@ -187,8 +269,8 @@ class Connection(asyncio.Protocol):
         wait for the core (then a task answers it and calls this again)."""
         session = self.session
         transport = self.transport
-        if session is None or transport is None:
-            return
+        if session is None or transport is None or self.handshaking:
+            return  # TLS: the first request can arrive before start_tls hands over its transport
         handler = self.listener.handler
         frames = self.frames
         while frames and self.task is None and not self.closed:
@@ -252,6 +334,8 @@ class Connection(asyncio.Protocol):
         self._pump()
 
     def _event(self, event: str, login: str, reason: str = "") -> None:
+        if event == "login":
+            self.listener.gate.proven(self)
         session = self.session
         account = session.account if session is not None else None
         fields: dict[str, Any] = {

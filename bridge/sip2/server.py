@@ -10,13 +10,15 @@ the circulation implementation and closes everything on shutdown.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
-from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from bridge import tls
+from bridge.admission import Gate
 from bridge.config import ConfigError
 from bridge.services import Services
 from bridge.settings import parse_listen
@@ -28,8 +30,6 @@ from bridge.sip2.settings import Sip2Settings
 from bridge.sip2.upstream import UpstreamMisconfigured, circulation_for_upstream
 
 log = structlog.get_logger("bridge.sip2")
-
-TLS_HANDSHAKE_TIMEOUT = 10.0
 
 
 def circulation_for(services: Services, upstream: str = "") -> Circulation:
@@ -64,8 +64,17 @@ class Sip2Listener:
         self.addresses: list[str] = []
         self.tls_addresses: list[str] = []
         self._servers: list[asyncio.Server] = []
-        self._per_source: Counter[str] = Counter()
         self._connections: set[Connection] = set()
+        self.tls_context: ssl.SSLContext | None = None
+        self.refusals = services.refusals
+        self.gate = Gate(
+            "sip2",
+            max_connections=settings.max_connections,
+            max_per_source=settings.max_connections_per_source,
+            max_handshakes=settings.max_tls_handshakes,
+            fds=services.fds,
+            refusals=services.refusals,
+        )
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
@@ -77,19 +86,13 @@ class Sip2Listener:
         if self.settings.tls_listen:
             config = self.services.config
             assert self.settings.tls_cert is not None and self.settings.tls_key is not None
-            context = tls.server_context(
+            self.tls_context = tls.server_context(
                 Path(config.path(self.settings.tls_cert)), Path(config.path(self.settings.tls_key))
             )
             self.tls_context = context  # bridge.reload loads a new certificate into it
             for addr in self.settings.tls_listen:
                 host, port = parse_listen(addr)
-                server = await loop.create_server(
-                    self._protocol,
-                    host,
-                    port,
-                    ssl=context,
-                    ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
-                )
+                server = await loop.create_server(self._tls_protocol, host, port)
                 self._servers.append(server)
                 self.tls_addresses.extend(_bound(server))
         self.addresses.extend(self.tls_addresses)
@@ -99,19 +102,24 @@ class Sip2Listener:
     def _protocol(self) -> Connection:
         return Connection(self)
 
-    def admit(self, conn: Connection) -> bool:
-        """Count a new connection against its source's cap; False when over it."""
-        if self._per_source[conn.source] >= self.settings.max_connections_per_source:
+    def _tls_protocol(self) -> Connection:
+        return Connection(self, tls=True)
+
+    def admit(self, conn: Connection, fd: int = -1) -> bool:
+        """Count a new connection (its descriptor number `fd`) against the gate's caps; False
+        when it must be closed at once (the gate logged why)."""
+        if not self.gate.admit(conn, fd):
             return False
-        self._per_source[conn.source] += 1
         self._connections.add(conn)
         return True
 
     def release(self, conn: Connection) -> None:
         self._connections.discard(conn)
-        self._per_source[conn.source] -= 1
-        if self._per_source[conn.source] <= 0:
-            del self._per_source[conn.source]
+        self.gate.release(conn)
+
+    def refused(self, kind: str, source: str, **fields: Any) -> None:
+        """A connection cut for a reason worth an operator's eye, rate-limited per source."""
+        self.refusals.refused("sip2", kind, source, **fields)
 
     async def aclose(self) -> None:
         for server in self._servers:

@@ -66,6 +66,12 @@ class Sip2Settings(Section, frozen=True):
     login_timeout: Seconds = 30.0  # 0: never
     max_message_length: Annotated[int, msgspec.Meta(ge=256, le=1 << 20)] = 4096
     max_connections_per_source: Annotated[int, msgspec.Meta(ge=1)] = 64
+    # Denial of service (bridge.admission): open connections in all, TLS handshakes in progress,
+    # and deadlines a trickle cannot extend (0: none).
+    max_connections: Annotated[int, msgspec.Meta(ge=1)] = 2048
+    max_tls_handshakes: Annotated[int, msgspec.Meta(ge=1)] = 64
+    tls_handshake_timeout: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0
+    message_timeout: Seconds = 30.0  # first byte of a message → its terminator
     health_cache_seconds: Seconds = 5.0  # how long a 98's online status is reused
     # circulation pass-through: the configured store's plugin name (e.g. "sip2"); "" = refuse
     upstream: str = ""

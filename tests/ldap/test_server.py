@@ -481,6 +481,9 @@ def test_connection_limit(tmp_path: Path) -> None:
     sections = SECTIONS.replace("idle_timeout = 2.0", "max_connections = 2")
     with Daemon(tmp_path, sections, env={"DESK_SECRET": DESK_SECRET}) as d:
         held = [raw(d), raw(d)]  # accepted in order: these two fill the listener
+        for sock in held:  # and bind, so neither is the oldest not-yet-bound one to evict
+            sock.sendall(oracle.bind(1, EZPROXY, EZPROXY_SECRET.encode()))
+            assert oracle.decode(sock.recv(65536))["payload"][0][3] == 0
         with raw(d) as third:
             notice = oracle.decode(read_all(third))
         assert notice["protocolOp"] == 24 and notice["payload"][0][3] == 51  # busy
