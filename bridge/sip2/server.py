@@ -89,7 +89,6 @@ class Sip2Listener:
             self.tls_context = tls.server_context(
                 Path(config.path(self.settings.tls_cert)), Path(config.path(self.settings.tls_key))
             )
-            self.tls_context = context  # bridge.reload loads a new certificate into it
             for addr in self.settings.tls_listen:
                 host, port = parse_listen(addr)
                 server = await loop.create_server(self._tls_protocol, host, port)
