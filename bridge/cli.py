@@ -123,6 +123,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logs.configure(config.log.level, config.log.format, "stderr", _audit_destination(config))
 
     def ready(info: dict[str, Any]) -> None:
+        # for init systems and harnesses; a person at a terminal already read the log's
+        # `ready` line, so it is not said twice
+        if sys.stdout.isatty() and sys.stderr.isatty():
+            return
         sys.stdout.write(json.dumps(info) + "\n")
         sys.stdout.flush()
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import os
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -258,7 +258,7 @@ def _new_patron(row: Row) -> Patron:
     reason = f.get("blocked")
     return Patron(
         barcode=row.barcode,
-        record_id=f.get("record_id") or uuid.uuid4().hex,
+        record_id=f.get("record_id") or os.urandom(16).hex(),
         name=f.get("name", ""),
         email=f.get("email"),
         category=f.get("category", ""),

@@ -176,6 +176,9 @@ class _StdlibBridge(logging.Handler):
 
 _writer: _Writer | None = None
 _files: list[TextIO] = []
+# The console renderer when lines go to a terminal: audit lines assembled as JSON by
+# `emit_members` are rendered with it too, so a terminal reads one style.
+_console: Any = None
 
 
 def _open(dest: str | Path) -> TextIO:
@@ -201,7 +204,7 @@ def configure(
     """Set up logging once per process. Destinations: "stderr", "stdout" or a file path.
     `audit_to_main` also shows audit lines on the main stream (the CLI: staff see what their
     command recorded, and the audit file still gets it)."""
-    global _writer
+    global _writer, _console
     stop()
     main = _open(destination)
     audit = None if audit_destination in (None, destination) else _open(audit_destination)
@@ -209,6 +212,7 @@ def configure(
     _writer.start()
     console = fmt == "console" or (fmt == "auto" and main.isatty())
     renderer: Any = structlog.dev.ConsoleRenderer(colors=False) if console else render_json
+    _console = renderer if console else None
     structlog.configure(
         processors=[
             structlog.stdlib.add_log_level,
@@ -249,6 +253,21 @@ def emit_members(event: str, members: str, latency_ms: float) -> bool:
     configured."""
     if _writer is None:
         return False
+    if _console is not None:  # a person is reading: the same style as every other line
+        fields = msgspec.json.decode(f"{{{members}}}")
+        line = _console(
+            None,
+            "info",
+            {
+                "timestamp": timestamp(),
+                "level": "info",
+                "event": event,
+                **fields,
+                "latency_ms": round(latency_ms, 3),
+            },
+        )
+        _BUFFER.append((True, line))
+        return True
     _BUFFER.append(
         (
             True,
