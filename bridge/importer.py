@@ -335,13 +335,12 @@ class Importer:
         queue: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=3)
         writer = asyncio.create_task(self._writer(queue))
         try:
-            pending: list[Row] = []
+            pending: list[Row | Problem] = []  # problems ride along, so lines report in order
             pins = 0
             for item in rows:
-                if isinstance(item, Problem):
-                    self._problem(item)
-                    continue
                 pending.append(item)
+                if isinstance(item, Problem):
+                    continue
                 pins += item.pin is not None
                 if len(pending) >= ROWS_PER_BATCH or pins >= PINS_PER_BATCH:
                     await _put(queue, await self._prepare(pending), writer)
@@ -357,12 +356,16 @@ class Importer:
         self.summary.rows = self._done
         return self.summary
 
-    async def _prepare(self, rows: list[Row]) -> _Batch:
+    async def _prepare(self, items: list[Row | Problem]) -> _Batch:
         """Look the batch's cards up, decide insert/update/error per row, start its hashes."""
-        stored = await self.store.details([r.barcode for r in rows])
-        batch = _Batch(rows[0].line, rows[-1].line)
+        rows = [r for r in items if isinstance(r, Row)]
+        stored = await self.store.details([r.barcode for r in rows]) if rows else {}
+        batch = _Batch(rows[0].line if rows else 0, rows[-1].line if rows else 0)
         mode = self.options.mode
-        for row in rows:
+        for row in items:
+            if isinstance(row, Problem):
+                self._problem(row)
+                continue
             found = stored.get(row.barcode)
             if found is None and mode == "update":
                 self._problem(Problem(str(row.line), "barcode: not in the store (--mode update)"))

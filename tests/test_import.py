@@ -6,69 +6,11 @@ policy imports the patron without a PIN and flags it, modes and dry runs, update
 from __future__ import annotations
 
 import json
-import subprocess
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-from ldap3 import Connection, Server
-
-from tests.harness import DEMO, DEMO_CSV, UNKNOWN, Daemon
+from tests.harness import DEMO, UNKNOWN
 from tests.pins import DEMO_PIN, NEW_PIN, OTHER_PIN
-from tests.plugins import servers
-
-BASE_DN = "dc=library,dc=example"
-LDAP = f"""
-[ldap]
-listen = ["127.0.0.1:0"]
-base_dn = "{BASE_DN}"
-"""
-
-
-def pg_store(dbname: str) -> str:
-    return f"""
-[store]
-plugin = "postgres"
-host = "127.0.0.1"
-port = 5432
-user = "postgres"
-dbname = "{dbname}"
-sslmode = "disable"
-demo = true
-demo_file = "{DEMO_CSV}"
-"""
-
-
-@dataclass
-class Setup:
-    kind: str
-    daemon: Daemon
-    dbname: str = ""
-
-    def snapshot(self) -> object:
-        """Everything the store holds, to prove a refused start changed nothing."""
-        if self.kind == "sqlite":
-            files = sorted(p.name for p in self.daemon.dir.glob("patrons.db*"))
-            return files, (self.daemon.dir / "patrons.db").read_bytes()
-        with servers.pg_admin(self.dbname) as conn:
-            return [
-                conn.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()  # noqa: S608
-                for table in ("patrons", "bridge_meta", "patron_bridge_migrations", "reset_tokens")
-            ]
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:
-    if request.param == "sqlite":
-        yield Setup("sqlite", Daemon(tmp_path, LDAP))
-        return
-    with servers.pg_database() as dbname:
-        yield Setup("postgres", Daemon(tmp_path, LDAP, store=pg_store(dbname)), dbname)
-
-
-def run(setup: Setup, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-    return setup.daemon.cli(*args, input=input)
+from tests.store_setups import Setup, ldap_bind, run, store_setup  # noqa: F401  (fixture `setup`)
 
 
 def show(setup: Setup, barcode: str) -> dict[str, object]:
@@ -76,20 +18,6 @@ def show(setup: Setup, barcode: str) -> dict[str, object]:
     assert result.returncode == 0, result.stderr
     record: dict[str, object] = json.loads(result.stdout)
     return record
-
-
-def ldap_bind(daemon: Daemon, barcode: str, pin: str) -> bool:
-    host, port = daemon.address("ldap")
-    conn = Connection(
-        Server(host, port, get_info="NO_INFO"),
-        user=f"uid={barcode},ou=patrons,{BASE_DN}",
-        password=pin,
-        raise_exceptions=False,
-    )
-    try:
-        return bool(conn.bind())
-    finally:
-        conn.unbind()
 
 
 def write(tmp: Path, name: str, text: str) -> Path:
