@@ -130,8 +130,8 @@ def cmd_patron_import(args: argparse.Namespace) -> int:
         raise UsageError(f"{path}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise UsageError(f"{path}: not UTF-8 text") from None
-    except Exception as exc:  # noqa: BLE001  csv.Error: a malformed file, said in one line
-        raise UsageError(f"{path}: {type(exc).__name__}: not a CSV file") from None
+    except ImportError_ as exc:
+        raise UsageError(f"{path}: {exc}") from None
     options = ImportOptions(
         mode=args.mode,
         dry_run=args.dry_run,

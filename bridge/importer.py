@@ -158,6 +158,13 @@ def check_header(header: list[str]) -> None:
 def duplicates(lines: Iterable[str]) -> tuple[int, dict[str, list[int]]]:
     """First pass: the number of data rows, and every barcode that is on more than one line
     (with its lines). Only the barcode column is looked at."""
+    try:
+        return _duplicates(lines)
+    except csv.Error:
+        raise ImportError_("not valid CSV (a NUL byte, or a field over the size limit)") from None
+
+
+def _duplicates(lines: Iterable[str]) -> tuple[int, dict[str, list[int]]]:
     reader = csv.reader(lines)
     header = next(reader, None) or []
     try:
@@ -227,8 +234,19 @@ def read_rows(
     handle: TextIO, policy: PinPolicy, options: ImportOptions, repeated: dict[str, list[int]]
 ) -> Iterator[Row | Problem]:
     reader = csv.DictReader(handle)
-    check_header(list(reader.fieldnames or []))
-    for record in reader:
+    try:
+        header = list(reader.fieldnames or [])
+    except csv.Error:
+        raise ImportError_("line 1: header: not valid CSV") from None
+    check_header(header)
+    records = iter(reader)
+    while True:
+        try:
+            record = next(records)
+        except StopIteration:
+            return
+        except csv.Error:  # a NUL byte, a field over the size limit: stop, said in one line
+            raise ImportError_(f"line {reader.line_num + 1}: not valid CSV") from None
         line = reader.line_num
         try:
             if None in record:
