@@ -120,7 +120,7 @@ async def run(pin_rows: int) -> None:
         f"KDF: {one * 1000:.1f} ms a hash on one core, {hasher.workers} workers: "
         f"bound {bound:.1f} PIN rows/s"
     )
-    print(f"{'store':<10} {'rows':>7} {'kind':<22} {'rows/s':>10} {'of bound':>9}")
+    print(f"{'store':<10} {'rows':>7} {'kind':<22} {'rows/s':>10}  of the KDF bound")
     with tempfile.TemporaryDirectory(prefix="pb-bench-import-") as tmp:
         files = {
             "pin_hash": _csv(Path(tmp) / "hash.csv", ROWS, "hash", pin_hash),
@@ -129,11 +129,15 @@ async def run(pin_rows: int) -> None:
         }
         for kind in kinds:
             for label, path in files.items():
+                if label == "plain PIN":  # the bound again, right before: the machine is shared
+                    one, bound = kdf_bound(hasher)
                 async with _store(kind, hasher, tmp) as store:
                     rows, seconds = await _import(store, hasher, path)
                     rate = rows / seconds
-                    share = f"{100 * rate / bound:.0f} %" if label == "plain PIN" else ""
-                    print(f"{kind:<10} {rows:>7} {label:<22} {rate:>10,.0f} {share:>9}")
+                    share = (
+                        f"{100 * rate / bound:.0f} % of {bound:.1f}" if label == "plain PIN" else ""
+                    )
+                    print(f"{kind:<10} {rows:>7} {label:<22} {rate:>10,.0f}  {share}")
                     if label == "pin_hash":
                         rows, seconds = await _import(store, hasher, path)
                         print(

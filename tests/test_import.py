@@ -164,3 +164,15 @@ def test_update_delete_and_list(setup: Setup) -> None:
     assert run(setup, "patron", "delete", card).returncode == 1
     audit = (setup.daemon.dir / "audit.log").read_text()
     assert "patron_deleted" in audit and "desk-9" in audit
+
+
+def test_delete_reaches_the_running_daemon(setup: Setup) -> None:
+    """The daemon's cached verification goes with the patron: the next bind fails at once."""
+    card = DEMO["active"]
+    with setup.daemon as daemon:
+        assert ldap_bind(daemon, card, DEMO_PIN)
+        assert ldap_bind(daemon, card, DEMO_PIN)  # now answered from the verified cache
+        deleted = daemon.cli("patron", "delete", card)
+        assert deleted.returncode == 0, deleted.stderr
+        assert "(daemon told)" in deleted.stdout
+        assert not ldap_bind(daemon, card, DEMO_PIN)
