@@ -182,7 +182,8 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
         for name in ("name", "email", "category", "home_library", "record_id"):
             value = getattr(args, name, None)
             if value is not None:
-                fields[name] = value if value or name == "name" else None
+                # '' clears: to blank text where the column is text, to none where optional
+                fields[name] = value if value or name in ("name", "category") else None
         if args.expires is not None:
             fields["expires"] = parse_date(args.expires)
         if args.fines is not None:
