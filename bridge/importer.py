@@ -186,8 +186,14 @@ def _duplicates(lines: Iterable[str]) -> tuple[int, dict[str, list[int]]]:
 
 
 def parse_row(
-    row: dict[str, str | Any], line: int, policy: PinPolicy, options: ImportOptions
+    row: dict[str, str | Any],
+    line: int,
+    policy: PinPolicy,
+    options: ImportOptions,
+    columns: Iterable[str] = FIELD_COLUMNS,
 ) -> Row:
+    """One row's fields; `columns`: the field columns the file has (found once per file)."""
+
     def cell(key: str) -> str | None:
         value = row.get(key)
         return None if value is None else str(value).strip()
@@ -196,10 +202,10 @@ def parse_row(
     if not valid_barcode(barcode):
         raise RowError("barcode: missing or malformed")
     fields: dict[str, Any] = {}
-    for name in FIELD_COLUMNS:
+    for name in columns:
         value = cell(name)
         if value is None:
-            continue  # the file has no such column: the stored value stays
+            continue  # the file has no such column (or the row is short): the value stays
         if value == "":
             if options.blank_clears and name in _CLEARED:
                 fields[name] = _CLEARED[name]
@@ -233,25 +239,30 @@ def parse_row(
 def read_rows(
     handle: TextIO, policy: PinPolicy, options: ImportOptions, repeated: dict[str, list[int]]
 ) -> Iterator[Row | Problem]:
-    reader = csv.DictReader(handle)
+    reader = csv.reader(handle)
     try:
-        header = list(reader.fieldnames or [])
+        header = next(reader, [])
     except csv.Error:
         raise ImportError_("line 1: header: not valid CSV") from None
     check_header(header)
-    records = iter(reader)
+    width = len(header)
+    columns = [name for name in FIELD_COLUMNS if name in header]
     while True:
         try:
-            record = next(records)
+            values = next(reader)
         except StopIteration:
             return
         except csv.Error:  # a NUL byte, a field over the size limit: stop, said in one line
             raise ImportError_(f"line {reader.line_num + 1}: not valid CSV") from None
+        if not values:
+            continue  # a blank line
         line = reader.line_num
         try:
-            if None in record:
+            if len(values) > width:
                 raise RowError("more fields than the header names")
-            parsed = parse_row(record, line, policy, options)
+            parsed = parse_row(
+                dict(zip(header, values, strict=False)), line, policy, options, columns
+            )
         except RowError as exc:
             yield Problem(str(line), str(exc))
             continue
