@@ -28,7 +28,8 @@ from bridge.core.audit import Audit
 from bridge.core.auth import Authenticator
 from bridge.core.cache import VerifiedCache
 from bridge.core.gate import Gate, GateLimits
-from bridge.core.pin import KdfParams, PinHasher, PinPolicy, load_blocklist, read_or_create_pepper
+from bridge.core.pepper import Pepper, PepperError, load_pepper
+from bridge.core.pin import KdfParams, PinHasher, PinPolicy, load_blocklist
 from bridge.core.store import PluginNotFound, Store, StorePlugin, StoreServices, load_plugin
 from bridge.core.throttle import MemoryBackend, Throttle, ThrottleBackend, ThrottleRules
 from bridge.fdbudget import start as fd_budget
@@ -122,7 +123,20 @@ def check_gate(config: Config, kdf_workers: int) -> Gate:
     )
 
 
-def make_hasher(config: Config) -> PinHasher:
+def pepper_file(config: Config) -> Pepper:
+    """The configured pepper, read (or made in memory when the file is missing: it is written
+    only once the store agrees, see bridge.core.pepper)."""
+    try:
+        return load_pepper(config.path(config.security.pepper_file))
+    except PepperError as exc:
+        raise ConfigError(f"{config.source}: security.pepper_file: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(
+            f"{config.source}: security.pepper_file: cannot read: {exc.strerror}"
+        ) from None
+
+
+def make_hasher(config: Config, pepper: Pepper | None = None) -> PinHasher:
     s = config.security
     params = KdfParams(
         algorithm=s.kdf,
@@ -133,13 +147,16 @@ def make_hasher(config: Config) -> PinHasher:
         scrypt_r=s.scrypt_r,
         scrypt_p=s.scrypt_p,
     )
-    try:
-        pepper = read_or_create_pepper(config.path(s.pepper_file))
-    except OSError as exc:
-        raise ConfigError(
-            f"{config.source}: security.pepper_file: cannot read or create: {exc.strerror}"
-        ) from None
-    return PinHasher(pepper, params, workers=s.kdf_workers or None)
+    if pepper is None:
+        pepper = pepper_file(config)
+        if pepper.new:
+            try:
+                pepper.persist()
+            except OSError as exc:
+                raise ConfigError(
+                    f"{config.source}: security.pepper_file: cannot create: {exc.strerror}"
+                ) from None
+    return PinHasher(pepper.data, params, workers=s.kdf_workers or None)
 
 
 def store_settings(config: Config) -> tuple[StorePlugin, Any]:
@@ -152,18 +169,33 @@ def store_settings(config: Config) -> tuple[StorePlugin, Any]:
     return plugin, decode_section(config, table, plugin.settings, "store")
 
 
-async def open_store(config: Config, hasher: PinHasher) -> Store:
+async def open_store(config: Config, hasher: PinHasher, pepper: Pepper | None = None) -> Store:
     plugin, settings = store_settings(config)
-    return await plugin.open(settings, StoreServices(hasher=hasher, base_dir=config.base_dir))
+    services = StoreServices(hasher=hasher, base_dir=config.base_dir, pepper=pepper)
+    try:
+        return await plugin.open(settings, services)
+    except PepperError as exc:  # one line naming the key; nothing was written
+        raise ConfigError(f"{config.source}: security.pepper_file: {exc}") from None
 
 
 async def open_core(config: Config) -> Core:
-    hasher = make_hasher(config)
+    pepper = pepper_file(config)
+    hasher = make_hasher(config, pepper)
     try:
-        store = await open_store(config, hasher)
+        store = await open_store(config, hasher, pepper)
     except BaseException:
         hasher.close()
         raise
+    try:
+        # a store that keeps no bridge hashes (an ILS) did not write it; the pepper still keys
+        # the audit barcode hashes and reset-token MACs, so it is kept
+        await asyncio.to_thread(pepper.persist)
+    except OSError as exc:
+        await store.aclose()
+        hasher.close()
+        raise ConfigError(
+            f"{config.source}: security.pepper_file: cannot create: {exc.strerror}"
+        ) from None
     audit = Audit(config.audit.barcode, hash_key=hasher.derived_key("audit-barcode"))
     try:
         throttle = Throttle(throttle_rules(config), throttle_backend(config, store))

@@ -9,6 +9,7 @@ The config file defaults to $BRIDGE_CONFIG, then conf/bridge.toml.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import os
@@ -24,7 +25,7 @@ from bridge.core.pin import HashFormatError, PinPolicy
 from bridge.core.secret import Secret
 from bridge.core.store import NewPatron, StoreError, WritableStore
 from bridge.loop import run as run_loop
-from bridge.records import BadRow, RowError, read_csv
+from bridge.records import RowError
 
 OK, REFUSED, USAGE = 0, 1, 2
 
@@ -161,6 +162,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
 
     def ready(info: dict[str, Any]) -> None:
+        # for init systems and harnesses; a person at a terminal already read the log's
+        # `ready` line, so it is not said twice
+        if sys.stdout.isatty() and sys.stderr.isatty():
+            return
         sys.stdout.write(json.dumps(info) + "\n")
         sys.stdout.flush()
 
@@ -179,7 +184,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
     config = _config(args)
     store_settings(config)  # the plugin's own keys are checked too
-    print(json.dumps(masked(config), indent=2, default=str))
+    from bridge.cli_admin import pepper_report
+
+    report = masked(config)
+    report["pepper"] = pepper_report(config)  # never the pepper: its file and its state
+    print(json.dumps(report, indent=2, default=str))
     return OK
 
 
@@ -222,64 +231,15 @@ def cmd_patron_add(args: argparse.Namespace) -> int:
             raise Refused(str(exc)) from None
         core.audit.event("patron_added", barcode=new.patron.barcode, actor="cli")
         print(json.dumps(_patron_json(new.patron)))
+        if pin is None:
+            print(
+                f"patron-bridge: {new.patron.barcode} has no PIN yet: no login works until one "
+                f"is set (patron-bridge pin set {new.patron.barcode})",
+                file=sys.stderr,
+            )
         return OK
 
     return run_loop(_with_core(config, body))
-
-
-def cmd_patron_import(args: argparse.Namespace) -> int:
-    config = _config(args)
-    path = Path(args.file)
-    try:
-        with path.open(encoding="utf-8") as counting:
-            total = max(sum(1 for _ in counting) - 1, 0)
-        handle = path.open(encoding="utf-8", newline="")
-    except OSError as exc:
-        raise UsageError(f"{path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{path}: not UTF-8 text") from None
-    show = sys.stderr.isatty()
-
-    async def body(core: Any) -> int:
-        store = _writable(core)
-        added = bad = seen = 0
-        batch: list[NewPatron] = []
-
-        async def flush() -> None:
-            nonlocal added
-            if batch:
-                added += await store.add_patrons(batch)
-                batch.clear()
-
-        with handle:
-            for item in read_csv(handle, core.authenticator.pin_policy):
-                seen += 1
-                if isinstance(item, BadRow):
-                    bad += 1
-                    sys.stderr.write(f"{path}: line {item.line}: {item.message}\n")
-                    if item.line == 1:
-                        return USAGE
-                    continue
-                batch.append(item)
-                if len(batch) >= 200:
-                    await flush()
-                    if show:
-                        sys.stderr.write(f"\r{_bar(seen, total)}")
-                        sys.stderr.flush()
-            await flush()
-        if show:
-            sys.stderr.write(f"\r{_bar(seen, total)}\n")
-        core.audit.event("patrons_imported", added=added, bad=bad, actor="cli")
-        print(f"imported {added} patrons, skipped {bad} bad rows, from {path}")
-        return OK if bad == 0 else REFUSED
-
-    return run_loop(_with_core(config, body))
-
-
-def _bar(done: int, total: int, width: int = 30) -> str:
-    total = max(total, done, 1)
-    filled = width * done // total
-    return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} rows"
 
 
 def cmd_patron_show(args: argparse.Namespace) -> int:
@@ -290,6 +250,13 @@ def cmd_patron_show(args: argparse.Namespace) -> int:
         if patron is None:
             raise Refused(f"no card {args.barcode}")
         record = _patron_json(patron)
+        from bridge.core.admin import AdminStore
+
+        if isinstance(core.store, AdminStore):  # the bridge's own stores: PIN state, no PIN
+            found = (await core.store.details([args.barcode])).get(args.barcode)
+            if found is not None:
+                record["has_pin"] = found.has_pin
+                record["needs_pin_reset"] = found.needs_pin_reset
         card = core.authenticator.canonical(args.barcode)  # the key locks are kept under
         record["locked"] = core.throttle.card_locked(card, core.authenticator.clock())
         print(json.dumps(record, indent=2))
@@ -359,7 +326,7 @@ def cmd_lockout_clear(args: argparse.Namespace) -> int:
         had_counter = core.throttle.failures(card, core.authenticator.clock()) > 0
         if not had_counter and await core.authenticator.lookup(args.barcode) is None:
             raise Refused(f"no card {args.barcode}")
-        core.authenticator.clear_lock(args.barcode, actor="cli")
+        core.authenticator.clear_lock(args.barcode, actor=getattr(args, "staff", None) or "cli")
         core.throttle.backend.close()
         from bridge.runtime.instance import tell
 
@@ -370,16 +337,33 @@ def cmd_lockout_clear(args: argparse.Namespace) -> int:
     return run_loop(_with_core(config, body))
 
 
+def _config_dir(args: argparse.Namespace) -> Path:
+    """Where relative paths start: the config file's directory, as for every path in it (the
+    current directory when no config file is given or found)."""
+    named = args.config or os.environ.get("BRIDGE_CONFIG")
+    if named:
+        return Path(named).resolve().parent
+    default = Path(DEFAULT_CONFIG)
+    return default.resolve().parent if default.exists() else Path.cwd()
+
+
 def cmd_cert_generate(args: argparse.Namespace) -> int:
     from bridge.tls import generate_self_signed
 
+    base = _config_dir(args)
+    cert_name, key_name = args.cert, args.key
+    if cert_name is None or key_name is None:  # default: where [ldap] looks for them
+        ldap = None
+        with contextlib.suppress(ConfigError):
+            ldap = _config(args).ldap
+        cert_name = cert_name or getattr(ldap, "tls_certificate", None) or "var/tls/cert.pem"
+        key_name = key_name or getattr(ldap, "tls_key", None) or "var/tls/key.pem"
+    cert, key = base / cert_name, base / key_name  # an absolute path stays as given
     try:
-        generate_self_signed(
-            Path(args.cert), Path(args.key), args.host or ["localhost", "127.0.0.1"]
-        )
+        generate_self_signed(cert, key, args.host or ["localhost", "127.0.0.1"])
     except OSError as exc:
         raise UsageError(f"cannot write {exc.filename}: {exc.strerror}") from None
-    print(f"wrote {args.cert} and {args.key}")
+    print(f"wrote {cert} and {key}")
     return OK
 
 
@@ -492,6 +476,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config", help=f"config file (default $BRIDGE_CONFIG or {DEFAULT_CONFIG})"
     )
+    from bridge import cli_admin
+
+    parser.add_argument(
+        "--version", action="version", version=cli_admin.VERSION, help="print the version"
+    )
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     verbs.add_parser("serve", help="run the daemon in the foreground").set_defaults(fn=cmd_serve)
@@ -499,55 +488,61 @@ def build_parser() -> argparse.ArgumentParser:
         "check-config", help="validate the config and print it with secrets masked"
     ).set_defaults(fn=cmd_check_config)
 
-    patron = verbs.add_parser("patron", help="add, import, show, block patrons")
+    patron = verbs.add_parser("patron", help="add, import, update, delete, list, show, block")
     pverbs = patron.add_subparsers(dest="patron_verb", required=True, metavar="VERB")
     add = pverbs.add_parser("add", help="add one patron")
-    add.add_argument("barcode")
-    add.add_argument("--pin")
+    add.add_argument("barcode", help="the new card's number")
+    add.add_argument("--pin", help="the PIN (visible in the process list: prefer --pin-stdin)")
     add.add_argument("--pin-stdin", action="store_true", help="read the PIN from stdin")
-    add.add_argument("--name")
-    add.add_argument("--email")
-    add.add_argument("--expires", metavar="YYYY-MM-DD")
-    add.add_argument("--category", metavar="CODE")
-    add.add_argument("--blocked", metavar="REASON")
-    add.add_argument("--fines", metavar="AMOUNT")
+    add.add_argument("--name", help="display name, e.g. 'Surname, Given'")
+    add.add_argument("--email", help="e-mail address (PIN reset mail)")
+    add.add_argument("--expires", metavar="YYYY-MM-DD", help="card expiry date")
+    add.add_argument("--category", metavar="CODE", help="patron category code")
+    add.add_argument("--blocked", metavar="REASON", help="add the card blocked, with this reason")
+    add.add_argument("--fines", metavar="AMOUNT", help="amount owed, e.g. 2.50")
     add.set_defaults(fn=cmd_patron_add)
-    imp = pverbs.add_parser("import", help="import patrons from CSV")
-    imp.add_argument("file", metavar="FILE.csv")
-    imp.set_defaults(fn=cmd_patron_import)
+    staff_help = "staff id recorded in the audit log"
+    cli_admin.add_patron_verbs(pverbs, staff_help)
     show = pverbs.add_parser("show", help="print a patron as JSON (never any PIN material)")
-    show.add_argument("barcode")
+    show.add_argument("barcode", help="the card to show")
     show.set_defaults(fn=cmd_patron_show)
     block = pverbs.add_parser("block", help="block a card")
-    block.add_argument("barcode")
-    block.add_argument("reason")
+    block.add_argument("barcode", help="the card to block")
+    block.add_argument("reason", help="why (shown to staff and in answers that carry it)")
     block.set_defaults(fn=cmd_patron_block)
     unblock = pverbs.add_parser("unblock", help="unblock a card")
-    unblock.add_argument("barcode")
+    unblock.add_argument("barcode", help="the card to unblock")
     unblock.set_defaults(fn=cmd_patron_unblock)
 
     pin = verbs.add_parser("pin", help="staff PIN reset, policy check")
     nverbs = pin.add_subparsers(dest="pin_verb", required=True, metavar="VERB")
     pset = nverbs.add_parser("set", help="set a new PIN (asked twice at a terminal)")
-    pset.add_argument("barcode")
+    pset.add_argument("barcode", help="the card whose PIN is set")
     pset.add_argument("--stdin", action="store_true", help="read the PIN once from stdin")
-    pset.add_argument("--staff", help="staff id recorded in the audit log")
+    pset.add_argument("--staff", metavar="ID", help=staff_help)
     pset.set_defaults(fn=cmd_pin_set)
     pcheck = nverbs.add_parser("check", help="exit 0 if the policy accepts PIN, else 1")
-    pcheck.add_argument("pin")
+    pcheck.add_argument("pin", help="the PIN to check against the configured policy")
     pcheck.set_defaults(fn=cmd_pin_check)
 
     lockout = verbs.add_parser("lockout", help="clear a card's guessing lock")
     lverbs = lockout.add_subparsers(dest="lockout_verb", required=True, metavar="VERB")
     clear = lverbs.add_parser("clear", help="clear the lock on a card")
-    clear.add_argument("barcode")
+    clear.add_argument("barcode", help="the locked card")
+    clear.add_argument("--staff", metavar="ID", help=staff_help)
     clear.set_defaults(fn=cmd_lockout_clear)
 
     cert = verbs.add_parser("cert", help="TLS certificates for trials")
     cverbs = cert.add_subparsers(dest="cert_verb", required=True, metavar="VERB")
     gen = cverbs.add_parser("generate", help="write a self-signed certificate and key")
-    gen.add_argument("--cert", default="var/tls/cert.pem")
-    gen.add_argument("--key", default="var/tls/key.pem")
+    gen.add_argument(
+        "--cert",
+        help="certificate file, relative to the config file's directory (default: [ldap] "
+        "tls_certificate, else var/tls/cert.pem)",
+    )
+    gen.add_argument(
+        "--key", help="key file (0600), relative like --cert (default: [ldap] tls_key)"
+    )
     gen.add_argument("--host", action="append", help="DNS name or IP (repeatable)")
     gen.set_defaults(fn=cmd_cert_generate)
     back = verbs.add_parser("backup", help="copy the SQLite store to FILE (safe while serving)")

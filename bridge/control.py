@@ -21,6 +21,7 @@ from pathlib import Path
 import structlog
 
 from bridge.core.auth import Authenticator, valid_barcode
+from bridge.files import private_dir
 
 log = structlog.get_logger("bridge.control")
 
@@ -39,7 +40,7 @@ class ControlServer:
         self.reloader: Callable[[str], dict[str, object]] | None = None
 
     async def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         old = os.umask(0o177)

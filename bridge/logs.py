@@ -214,6 +214,9 @@ class _StdlibBridge(logging.Handler):
 
 _writer: _Writer | None = None
 _files: list[TextIO] = []
+# The console renderer when lines go to a terminal: audit lines assembled as JSON by
+# `emit_members` are rendered with it too, so a terminal reads one style.
+_console: Any = None
 
 
 def _open(dest: str | Path) -> TextIO:
@@ -242,7 +245,7 @@ def configure(
     command recorded, and the audit file still gets it). `journal`: stderr is journald's
     stream, so lines that go there carry no timestamp (the journal adds its own) and start with
     their syslog priority (`<6>` info, `<4>` warning, ...), which journald reads as the level."""
-    global _writer
+    global _writer, _console
     stop()
     main = _open(destination)
     audit = None if audit_destination in (None, destination) else _open(audit_destination)
@@ -253,6 +256,7 @@ def configure(
     _journal[0] = journal and main is sys.stderr
     _journal[1] = audit is not None
     _threshold[0] = _LEVELS[level]
+    _console = renderer if console else None
     structlog.configure(
         processors=[
             gate,
@@ -349,7 +353,20 @@ def emit_members(event: str, members: str, latency_ms: float) -> bool:
     configured."""
     if _writer is None:
         return False
-    if _journal[0] and not _journal[1]:  # to the journal: no timestamp, a priority prefix
+    if _console is not None:  # a person is reading: the same style as every other line
+        fields = msgspec.json.decode(f"{{{members}}}")
+        line = _console(
+            None,
+            "info",
+            {
+                "timestamp": timestamp(),
+                "level": "info",
+                "event": event,
+                **fields,
+                "latency_ms": round(latency_ms, 3),
+            },
+        )
+    elif _journal[0] and not _journal[1]:  # to the journal: no timestamp, a priority prefix
         line = f'<6>{{"level":"info","event":"{event}",{members},"latency_ms":{latency_ms:.3f}}}'
     else:
         line = (

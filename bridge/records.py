@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+import structlog
+
 from bridge.core import legacy_hashes
 from bridge.core.auth import valid_barcode
 from bridge.core.patron import Patron
@@ -146,7 +148,12 @@ async def load_demo(store: WritableStore, csv_path: Path) -> int:
     bad = [r for r in rows if isinstance(r, BadRow)]
     if bad:
         raise StoreUnavailable(f"{csv_path}: line {bad[0].line}: {bad[0].message}")
-    return await store.add_patrons(r for r in rows if not isinstance(r, BadRow))
+    count = await store.add_patrons(r for r in rows if not isinstance(r, BadRow))
+    # the first start says what it created
+    structlog.get_logger("bridge.store").info(
+        "demo_patrons_loaded", count=count, file=str(csv_path)
+    )
+    return count
 
 
 # -- shared by the stores that keep their own PIN hashes (sqlite, postgres) ----------------------

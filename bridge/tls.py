@@ -13,6 +13,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from bridge.files import private_dir
+
 
 def server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
     """TLS 1.2+ server context from PEM files."""
@@ -57,7 +59,7 @@ def generate_self_signed(
         .sign(key, hashes.SHA256())
     )
     cert_file.parent.mkdir(parents=True, exist_ok=True)
-    key_file.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(key_file.parent)  # 0700 when the bridge makes it
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_file.unlink(missing_ok=True)  # a new file gets 0600 whatever the old one had
     fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

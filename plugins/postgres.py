@@ -13,7 +13,8 @@ PostgreSQL-specific choices:
 - A PIN change is one UPDATE in one transaction: a backend killed at any instant leaves the old
   or the new hash, never neither, and the tests prove it with `pg_terminate_backend`.
 - Schema changes are numbered migrations in `patron_bridge_migrations`, applied under an
-  advisory lock so two bridge hosts starting together do not race.
+  advisory lock so two bridge hosts starting together do not race, and only after the pepper
+  check (`bridge.core.pepper`): a refused start writes nothing.
 - Barcodes and every other value are bound parameters; SQL text is constant.
 
 Stores never hash: the core's `PinHasher` arrives in `StoreServices`.
@@ -38,7 +39,17 @@ import psycopg_pool
 import structlog
 from psycopg import sql
 
+from bridge.core import pepper as pepper_check
+from bridge.core.admin import (
+    Listing,
+    PatronDetails,
+    PatronInsert,
+    PatronUpdate,
+    update_params,
+    update_sql,
+)
 from bridge.core.patron import Patron
+from bridge.core.pepper import Pepper, StoredPepper
 from bridge.core.pin import PinHasher
 from bridge.core.secret import Secret
 from bridge.core.store import (
@@ -293,6 +304,14 @@ MIGRATIONS: list[str] = [
         locked        boolean NOT NULL
     );
     """,
+    # 3: patrons an import left without a PIN (policy) await a reset; the pepper's fingerprint
+    """
+    ALTER TABLE patrons ADD COLUMN needs_reset boolean NOT NULL DEFAULT false;
+    CREATE TABLE bridge_meta (
+        key   text PRIMARY KEY,
+        value text NOT NULL
+    );
+    """,
 ]
 
 # Any fixed 64-bit number; every bridge host agrees on it.
@@ -308,8 +327,30 @@ _BY_EMAIL = f"SELECT {_COLUMNS} FROM patrons WHERE lower(email) = lower(%s) LIMI
 _BY_RECORD = f"SELECT {_COLUMNS} FROM patrons WHERE record_id = %s"  # noqa: S608
 _PAGE = f"SELECT {_COLUMNS} FROM patrons WHERE barcode > %s ORDER BY barcode LIMIT 500"  # noqa: S608
 _SET_HASH = (
-    "UPDATE patrons SET pin_hash = %s, pin_changed_at = now(), updated_at = now() "
-    "WHERE barcode = %s"
+    "UPDATE patrons SET pin_hash = %s, pin_changed_at = now(), updated_at = now(), "
+    "needs_reset = false WHERE barcode = %s"
+)
+_DETAILS = f"{_COLUMNS}, coalesce(pin_hash, '') <> '', needs_reset"
+_BY_BARCODES = f"SELECT {_DETAILS} FROM patrons WHERE barcode = ANY(%s)"  # noqa: S608
+_LISTINGS = {
+    Listing.ALL: "",
+    Listing.BLOCKED: "AND blocked ",
+    Listing.EXPIRED: "AND expires IS NOT NULL AND expires < %(today)s ",
+    Listing.NO_PIN: "AND coalesce(pin_hash, '') = '' ",
+}
+_LIST = {
+    which: f"SELECT {_DETAILS} FROM patrons WHERE barcode > %(after)s {cond}"  # noqa: S608
+    "ORDER BY barcode LIMIT %(limit)s"
+    for which, cond in _LISTINGS.items()
+}
+_INSERT_FULL = (
+    f"INSERT INTO patrons ({_COLUMNS}, pin_hash, pin_changed_at, needs_reset, "  # noqa: S608
+    "updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+_UPDATE = update_sql("%s", "true", "false")
+_PEPPERED = (
+    "SELECT EXISTS (SELECT 1 FROM patrons "
+    "WHERE pin_hash LIKE '$argon2id$%%' OR pin_hash LIKE '$scrypt$%%')"
 )
 _SET_BLOCKED = (
     "UPDATE patrons SET blocked = %s, blocked_reason = %s, updated_at = now() "  # noqa: S608
@@ -342,6 +383,49 @@ def _patron(row: Sequence[Any]) -> Patron:
         fines=Decimal(row[8]).quantize(Decimal("0.01")),
         home_library=row[9],
     )
+
+
+def _details(row: Sequence[Any]) -> PatronDetails:
+    return PatronDetails(_patron(row), bool(row[10]), bool(row[11]))
+
+
+def _convert(name: str, value: Any) -> Any:
+    return value
+
+
+async def inspect_pepper_conn(conn: Conn) -> StoredPepper:
+    """The recorded fingerprints and whether peppered hashes exist, read without writing
+    (the tables may not exist yet: a new database, or one from before the meta table)."""
+    cur = await conn.execute(
+        "SELECT to_regclass('patrons') IS NOT NULL, to_regclass('bridge_meta') IS NOT NULL"
+    )
+    row = await cur.fetchone()
+    has_patrons, has_meta = (bool(row[0]), bool(row[1])) if row else (False, False)
+    fingerprints: dict[str, str] = {}
+    if has_meta:
+        cur = await conn.execute(
+            "SELECT key, value FROM bridge_meta WHERE key LIKE 'pepper.%%.fingerprint'"
+        )
+        for key, value in await cur.fetchall():
+            fingerprints[str(key).split(".")[1]] = str(value)
+    has_hashes = False
+    if has_patrons:
+        cur = await conn.execute(_PEPPERED)
+        found = await cur.fetchone()
+        has_hashes = bool(found and found[0])
+    return StoredPepper(fingerprints, has_hashes)
+
+
+async def record_fingerprint(conn: Conn, pepper: Pepper) -> str:
+    """Insert this pepper's fingerprint unless one is there; return what the store holds."""
+    key = pepper_check.meta_key(pepper.id)
+    await conn.execute(
+        "INSERT INTO bridge_meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING",
+        (key, pepper.fingerprint),
+    )
+    cur = await conn.execute("SELECT value FROM bridge_meta WHERE key = %s", (key,))
+    row = await cur.fetchone()
+    return str(row[0]) if row else ""
 
 
 def _values(p: Patron) -> tuple[Any, ...]:
@@ -529,6 +613,57 @@ class PostgresStore:
                 yield patron
             last = batch[-1].barcode
 
+    # -- AdminStore -------------------------------------------------------------------------
+    async def details(self, barcodes: Sequence[str]) -> dict[str, PatronDetails]:
+        async def query(conn: Conn) -> dict[str, PatronDetails]:
+            cur = await conn.execute(_BY_BARCODES, (list(barcodes),))
+            return {r[0]: _details(r) for r in await cur.fetchall()}
+
+        return await self.db.run(query, "patron details")
+
+    async def write_patrons(
+        self, inserts: Sequence[PatronInsert], updates: Sequence[PatronUpdate]
+    ) -> None:
+        """One transaction; an import batch is repeat-safe, so a dead connection is retried."""
+        now = dt.datetime.now(dt.UTC)
+        new_rows = [
+            (*_values(i.patron), i.pin_hash, now if i.pin_hash else None, i.needs_pin_reset, now)
+            for i in inserts
+        ]
+        changes = [update_params(u, now, _convert) for u in updates]
+
+        async def write(conn: Conn) -> None:
+            async with conn.transaction(), conn.cursor() as cur:
+                if new_rows:
+                    await cur.executemany(_INSERT_FULL, new_rows)
+                if changes:
+                    await cur.executemany(_UPDATE, changes)
+
+        try:
+            await self.db.run(write, "import batch")
+        except psycopg.errors.UniqueViolation as exc:
+            raise StoreError(
+                f"batch refused: {_short(exc)} (a record_id used by two cards?)"
+            ) from None
+
+    async def delete_patron(self, barcode: str) -> bool:
+        async def delete(conn: Conn) -> bool:
+            async with conn.transaction():
+                await conn.execute("DELETE FROM reset_tokens WHERE barcode = %s", (barcode,))
+                cur = await conn.execute("DELETE FROM patrons WHERE barcode = %s", (barcode,))
+                return cur.rowcount == 1
+
+        return await self.db.run(delete, "delete patron", retry=False)
+
+    async def list_page(
+        self, which: Listing, after: str, today: dt.date, limit: int = 500
+    ) -> list[PatronDetails]:
+        async def query(conn: Conn) -> list[PatronDetails]:
+            cur = await conn.execute(_LIST[which], {"after": after, "today": today, "limit": limit})
+            return [_details(r) for r in await cur.fetchall()]
+
+        return await self.db.run(query, "list patrons")
+
     # -- TokenStore -------------------------------------------------------------------------
     async def put_token(self, token_hash: bytes, barcode: str, expires_at: dt.datetime) -> None:
         async def insert(conn: Conn) -> None:
@@ -678,13 +813,30 @@ async def open_store(settings: PostgresSettings, services: StoreServices) -> Pos
     db = PgPool("postgres", settings, dsn)
     await db.open()
     store = PostgresStore(db, services.hasher, dsn)
+    pepper: Pepper | None = services.pepper
     try:
+        record = False
+        if pepper is not None:
+
+            async def inspect(conn: Conn) -> StoredPepper:
+                return await inspect_pepper_conn(conn)
+
+            # judged before any write: a refused start leaves the database as it was
+            record = pepper_check.judge(pepper, await db.run(inspect, "pepper check"))
         if settings.migrate:
 
             async def run_migrations(conn: Conn) -> int:
                 return await migrate(conn)
 
             await db.run(run_migrations, "migration")
+        if pepper is not None:
+            await asyncio.to_thread(pepper.persist)
+            if record:
+
+                async def put(conn: Conn) -> str:
+                    return await record_fingerprint(conn, pepper)
+
+                pepper_check.confirm(pepper, await db.run(put, "pepper fingerprint"))
         if settings.demo and await store.count() == 0:
             await load_demo(store, Path(services.base_dir) / settings.demo_file)
     except BaseException:
@@ -693,9 +845,24 @@ async def open_store(settings: PostgresSettings, services: StoreServices) -> Pos
     return store
 
 
+async def inspect_pepper(settings: PostgresSettings, base_dir: str) -> StoredPepper | None:
+    """What the database records of the pepper, read without writing (`check-config`)."""
+    db = PgPool("postgres", settings, conninfo(settings, base_dir))
+    await db.open()
+    try:
+
+        async def inspect(conn: Conn) -> StoredPepper:
+            return await inspect_pepper_conn(conn)
+
+        return await db.run(inspect, "pepper check")
+    finally:
+        await db.close()
+
+
 PLUGIN = StorePlugin(
     name="postgres",
     settings=PostgresSettings,
     open=open_store,
+    inspect_pepper=inspect_pepper,
     description="the bridge's own store on PostgreSQL (shared by several bridge hosts)",
 )

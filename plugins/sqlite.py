@@ -4,28 +4,42 @@ WAL mode; reads run on a small thread pool with one connection per thread; a PIN
 transaction committed with `synchronous=FULL`, so it is durable when the call returns and a
 crash at any instant leaves the old or the new hash, never neither. Lookups by barcode use the
 primary key, so they stay flat from a thousand to a million patrons. Schema changes are
-numbered migrations recorded in `PRAGMA user_version`.
+numbered migrations recorded in `PRAGMA user_version`, applied at open after the pepper check
+(`bridge.core.pepper`), so a refused start leaves the file as it was. The file is created mode
+0600 (SQLite gives its -wal and -shm files the same mode).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
 
+from bridge.core import pepper as pepper_check
+from bridge.core.admin import (
+    Listing,
+    PatronDetails,
+    PatronInsert,
+    PatronUpdate,
+    update_params,
+    update_sql,
+)
 from bridge.core.patron import Patron
+from bridge.core.pepper import Pepper, StoredPepper
 from bridge.core.pin import PinHasher
 from bridge.core.secret import Secret
 from bridge.core.store import (
     Health,
     NewPatron,
+    StoreError,
     StorePlugin,
     StoreServices,
     StoreUnavailable,
@@ -33,6 +47,7 @@ from bridge.core.store import (
     Verification,
     same_barcode,
 )
+from bridge.files import create_private
 from bridge.records import OWN_STORE_CAPABILITIES, hash_of, load_demo, verify_found
 from bridge.settings import Section
 from bridge.workers import Workers
@@ -75,6 +90,14 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX reset_tokens_barcode ON reset_tokens (barcode);
     """,
+    # 2: patrons an import left without a PIN (policy) await a reset; the pepper's fingerprint
+    """
+    ALTER TABLE patrons ADD COLUMN needs_reset INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE bridge_meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+    """,
 ]
 
 _COLUMNS = (
@@ -86,6 +109,27 @@ _BY_BARCODE = f"SELECT {_COLUMNS}, pin_hash FROM patrons WHERE barcode = ?"  # n
 _BY_EMAIL = f"SELECT {_COLUMNS} FROM patrons WHERE email = ? COLLATE NOCASE LIMIT 50"  # noqa: S608
 _BY_RECORD = f"SELECT {_COLUMNS} FROM patrons WHERE record_id = ?"  # noqa: S608
 _PAGE = f"SELECT {_COLUMNS} FROM patrons WHERE barcode > ? ORDER BY barcode LIMIT 500"  # noqa: S608
+_DETAILS = f"{_COLUMNS}, coalesce(pin_hash, '') <> '', needs_reset"
+_BY_BARCODES = f"SELECT {_DETAILS} FROM patrons WHERE barcode IN (SELECT value FROM json_each(?))"  # noqa: S608
+_LISTINGS = {
+    Listing.ALL: "",
+    Listing.BLOCKED: "AND blocked ",
+    Listing.EXPIRED: "AND expires IS NOT NULL AND expires < :today ",
+    Listing.NO_PIN: "AND coalesce(pin_hash, '') = '' ",
+}
+_LIST = {
+    which: f"SELECT {_DETAILS} FROM patrons WHERE barcode > :after {cond}"  # noqa: S608
+    "ORDER BY barcode LIMIT :limit"
+    for which, cond in _LISTINGS.items()
+}
+_INSERT_FULL = (
+    f"INSERT INTO patrons ({_COLUMNS}, pin_hash, pin_changed_at, needs_reset, "  # noqa: S608
+    "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_UPDATE = update_sql("?", "1", "0")
+_PEPPERED = (
+    "SELECT 1 FROM patrons WHERE pin_hash LIKE '$argon2id$%' OR pin_hash LIKE '$scrypt$%' LIMIT 1"
+)
 
 
 def _now() -> str:
@@ -105,6 +149,45 @@ def _patron(row: tuple[Any, ...]) -> Patron:
         fines=Decimal(row[8]),
         home_library=row[9],
     )
+
+
+def _details(row: tuple[Any, ...]) -> PatronDetails:
+    return PatronDetails(_patron(row), bool(row[10]), bool(row[11]))
+
+
+def _convert(name: str, value: Any) -> Any:
+    """A field's value as this store keeps it (dates and amounts as text, flags as 0/1)."""
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def inspect_pepper_sync(conn: sqlite3.Connection) -> StoredPepper:
+    """The recorded fingerprints and whether peppered hashes exist, read without writing
+    (tables may not exist yet: a new file, or one from before the meta table)."""
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    fingerprints: dict[str, str] = {}
+    if "bridge_meta" in tables:
+        for key, value in conn.execute(
+            "SELECT key, value FROM bridge_meta WHERE key LIKE 'pepper.%.fingerprint'"
+        ):
+            fingerprints[str(key).split(".")[1]] = str(value)
+    has_hashes = "patrons" in tables and conn.execute(_PEPPERED).fetchone() is not None
+    return StoredPepper(fingerprints, has_hashes)
+
+
+def record_fingerprint(conn: sqlite3.Connection, pepper: Pepper) -> str:
+    """Insert this pepper's fingerprint unless one is there; return what the store holds."""
+    key = pepper_check.meta_key(pepper.id)
+    conn.execute(
+        "INSERT OR IGNORE INTO bridge_meta (key, value) VALUES (?, ?)", (key, pepper.fingerprint)
+    )
+    row = conn.execute("SELECT value FROM bridge_meta WHERE key = ?", (key,)).fetchone()
+    return str(row[0])
 
 
 def _values(p: Patron) -> tuple[Any, ...]:
@@ -148,9 +231,17 @@ class SqliteStore:
     # `barcode = ?` on a TEXT key with SQLite's default BINARY collation: exact, case and all.
     canonical_barcode = staticmethod(same_barcode)
 
-    def __init__(self, path: Path, hasher: PinHasher, readers: int = 4, busy_ms: int = 5000):
+    def __init__(
+        self,
+        path: Path,
+        hasher: PinHasher,
+        readers: int = 4,
+        busy_ms: int = 5000,
+        pepper: Pepper | None = None,
+    ):
         self.path = path
         self.hasher = hasher
+        self.pepper = pepper
         self._busy_ms = busy_ms
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
@@ -178,10 +269,20 @@ class SqliteStore:
             raise StoreUnavailable(f"sqlite: {exc}") from None
 
     def open_sync(self) -> bool:
-        """Create or migrate the file; True when it was new (empty)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Check the pepper, then create or migrate the file; True when it was new (empty).
+
+        The pepper is judged before any write (a refused start leaves the file's bytes as they
+        were); a new pepper file is written, and its fingerprint recorded, before any hash."""
+        create_private(self.path)
         conn = self._conn()
+        record = False
+        if self.pepper is not None:
+            record = pepper_check.judge(self.pepper, inspect_pepper_sync(conn))
         migrate(conn)
+        if self.pepper is not None:
+            self.pepper.persist()
+            if record:
+                pepper_check.confirm(self.pepper, record_fingerprint(conn, self.pepper))
         return int(conn.execute("SELECT count(*) FROM patrons").fetchone()[0]) == 0
 
     # -- Store ------------------------------------------------------------------------------
@@ -202,8 +303,8 @@ class SqliteStore:
         conn.execute("BEGIN IMMEDIATE")
         try:
             cur = conn.execute(
-                "UPDATE patrons SET pin_hash = ?, pin_changed_at = ?, updated_at = ? "
-                "WHERE barcode = ?",
+                "UPDATE patrons SET pin_hash = ?, pin_changed_at = ?, updated_at = ?, "
+                "needs_reset = 0 WHERE barcode = ?",
                 (pin_hash, now, now, barcode),
             )
             if cur.rowcount != 1:
@@ -341,6 +442,75 @@ class SqliteStore:
                 yield patron
             last = batch[-1].barcode
 
+    # -- AdminStore -------------------------------------------------------------------------
+    async def details(self, barcodes: Sequence[str]) -> dict[str, PatronDetails]:
+        def query() -> dict[str, PatronDetails]:
+            rows = self._conn().execute(_BY_BARCODES, (json.dumps(list(barcodes)),)).fetchall()
+            return {r[0]: _details(r) for r in rows}
+
+        return await self._run(query)
+
+    def _write(self, inserts: Sequence[PatronInsert], updates: Sequence[PatronUpdate]) -> None:
+        conn = self._conn()
+        now = _now()
+        new_rows = [
+            (
+                *_values(i.patron),
+                i.pin_hash,
+                now if i.pin_hash else None,
+                int(i.needs_pin_reset),
+                now,
+            )
+            for i in inserts
+        ]
+        changes = [update_params(u, now, _convert) for u in updates]
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if new_rows:
+                conn.executemany(_INSERT_FULL, new_rows)
+            if changes:
+                conn.executemany(_UPDATE, changes)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    async def write_patrons(
+        self, inserts: Sequence[PatronInsert], updates: Sequence[PatronUpdate]
+    ) -> None:
+        try:
+            await self._run(self._write, inserts, updates)
+        except sqlite3.IntegrityError as exc:
+            raise StoreError(f"batch refused: {exc} (a record_id used by two cards?)") from None
+
+    async def delete_patron(self, barcode: str) -> bool:
+        def delete() -> bool:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("DELETE FROM reset_tokens WHERE barcode = ?", (barcode,))
+                gone = conn.execute("DELETE FROM patrons WHERE barcode = ?", (barcode,)).rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return gone == 1
+
+        return await self._run(delete)
+
+    async def list_page(
+        self, which: Listing, after: str, today: dt.date, limit: int = 500
+    ) -> list[PatronDetails]:
+        def query() -> list[PatronDetails]:
+            rows = (
+                self._conn()
+                .execute(_LIST[which], {"after": after, "today": today.isoformat(), "limit": limit})
+                .fetchall()
+            )
+            return [_details(r) for r in rows]
+
+        return await self._run(query)
+
     # -- TokenStore -------------------------------------------------------------------------
     async def put_token(self, token_hash: bytes, barcode: str, expires_at: dt.datetime) -> None:
         def insert() -> None:
@@ -396,19 +566,42 @@ async def open_store(settings: SqliteSettings, services: StoreServices) -> Sqlit
         services.hasher,
         readers=settings.readers,
         busy_ms=settings.busy_timeout_ms,
+        pepper=services.pepper,
     )
     try:
         is_new = await store._run(store.open_sync)
     except sqlite3.DatabaseError as exc:
+        await store.aclose()
         raise StoreUnavailable(f"sqlite: cannot open {store.path}: {exc}") from None
+    except BaseException:
+        await store.aclose()  # a refused pepper: close, so the file is left as it was
+        raise
     if is_new and settings.demo:
         await load_demo(store, base / settings.demo_file)
     return store
+
+
+async def inspect_pepper(settings: SqliteSettings, base_dir: str) -> StoredPepper | None:
+    """What the file records of the pepper, opened read-only (`check-config`); None: no file."""
+    path = Path(settings.path)
+    path = path if path.is_absolute() else Path(base_dir) / path
+    if not path.exists():
+        return None
+
+    def read() -> StoredPepper:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            return inspect_pepper_sync(conn)
+        finally:
+            conn.close()
+
+    return await asyncio.to_thread(read)
 
 
 PLUGIN = StorePlugin(
     name="sqlite",
     settings=SqliteSettings,
     open=open_store,
+    inspect_pepper=inspect_pepper,
     description="embedded SQLite file (the default)",
 )

@@ -140,6 +140,8 @@ def test_patron_add_and_show(config: Path) -> None:
     record = json.loads(shown.stdout)
     assert record["email"] == "alice@example.org" and record["expires"] == "2031-01-31"
     assert record["locked"] is False
+    # PIN state as two flags, never PIN material
+    assert record.pop("has_pin") is True and record.pop("needs_pin_reset") is False
     assert not any("pin" in key or "hash" in key for key in record)
     assert "$argon2id$" not in shown.stdout and NEW_PIN not in shown.stdout
     assert verify(config, NEW_CARD, NEW_PIN)
@@ -206,7 +208,7 @@ def test_import_keeps_good_rows_and_reports_bad_ones(config: Path, tmp_path: Pat
     csv.write_text(
         "barcode,pin,name,email,expires,category,blocked,fines\n"
         f"21234000000201,{NEW_PIN},Good One,,2030-01-01,ADULT,,0\n"  # line 2
-        f"21234000000202,3434,Bad Pin,,,,,\n"  # line 3
+        f"21234000000202,3434,Bad Pin,,,,,\n"  # line 3: imported without a PIN
         f"21234000000203,{OTHER_PIN},Bad Date,,2030-13-01,,,\n"  # line 4
         f"21234000000204,{NEW_PIN},Good Two,,,JUVENILE,Lost card,2.50\n"  # line 5
         f"bad barcode,{NEW_PIN},Bad Card,,,,,\n"  # line 6
@@ -220,10 +222,12 @@ def test_import_keeps_good_rows_and_reports_bad_ones(config: Path, tmp_path: Pat
     assert [e.split(": line ")[1].split(":")[0] for e in errors] == ["3", "4", "6", "7", "8"]
     for pin in (NEW_PIN, OTHER_PIN, "3434"):
         assert pin not in result.stderr  # bad rows are described, never quoted
-    assert "imported 3 patrons, skipped 5 bad rows" in result.stdout
-    for card in ("21234000000201", "21234000000204", "21234000000208"):
+    assert "imported 4 patrons (4 added" in result.stdout
+    assert "1 without a PIN" in result.stdout and "skipped 4 bad rows" in result.stdout
+    for card in ("21234000000201", "21234000000202", "21234000000204", "21234000000208"):
         assert cli(config, "patron", "show", card).returncode == 0
-    for card in ("21234000000202", "21234000000203", "21234000000206", "21234000000207"):
+    assert json.loads(cli(config, "patron", "show", "21234000000202").stdout)["needs_pin_reset"]
+    for card in ("21234000000203", "21234000000206", "21234000000207"):
         assert cli(config, "patron", "show", card).returncode == 1
     assert verify(config, "21234000000204", NEW_PIN)
     assert not verify(config, "21234000000208", NEW_PIN)
@@ -237,7 +241,8 @@ def test_import_all_good_exits_0(config: Path, tmp_path: Path) -> None:
     csv.write_text("barcode,pin,name,email,expires,category,blocked,fines\n" + rows)
     result = cli(config, "patron", "import", str(csv))
     assert result.returncode == 0, result.stderr
-    assert "imported 450 patrons, skipped 0 bad rows" in result.stdout
+    assert "imported 450 patrons (450 added" in result.stdout
+    assert "skipped 0 bad rows" in result.stdout and "rows/s" in result.stdout
 
 
 def test_import_bad_header_and_missing_file(config: Path, tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from bridge.core.secret import Secret
+from bridge.files import write_private
 
 # ---------------------------------------------------------------------------------------------
 # Policy
@@ -151,14 +152,8 @@ def read_or_create_pepper(path: Path) -> bytes:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
         data = os.urandom(PEPPER_BYTES)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_private(path, data)
         return data
     if len(data) < 16:
         raise HashFormatError(f"{path}: pepper file is shorter than 16 bytes")

@@ -187,6 +187,9 @@ class StoreServices:
 
     hasher: Any  # bridge.core.pin.PinHasher; Any here keeps this module free of the KDF import
     base_dir: str
+    # bridge.core.pepper.Pepper: the stores that keep the bridge's own hashes check it against
+    # their recorded fingerprint before writing anything (None: no check, e.g. unit tests)
+    pepper: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +200,9 @@ class StorePlugin:
     settings: type[Any]  # a msgspec.Struct for the plugin's `[store]` keys
     open: OpenStore
     description: str = ""
+    # async (settings, base_dir) -> bridge.core.pepper.StoredPepper | None, read without
+    # writing: `check-config` reports whether the pepper file matches (own stores only)
+    inspect_pepper: Callable[[Any, str], Awaitable[Any]] | None = None
 
 
 class PluginNotFound(StoreError):

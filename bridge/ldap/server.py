@@ -378,6 +378,7 @@ def tls_context(settings: LdapSettings, config: Config) -> ssl.SSLContext | None
     key = config.path(settings.tls_key)
     if settings.tls_generate and not (cert.exists() and key.exists()):
         generate_self_signed(cert, key, ["localhost", "127.0.0.1"])
+        log.info("ldap_certificate_created", certificate=str(cert), key=str(key), self_signed=True)
     try:
         return server_context(cert, key)
     except (OSError, ssl.SSLError) as exc:

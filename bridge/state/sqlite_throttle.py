@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bridge.core.throttle import Counter
+from bridge.files import create_private
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS throttle (
@@ -28,7 +29,7 @@ CREATE TABLE IF NOT EXISTS throttle (
 class SqliteThrottleBackend:
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        create_private(path)  # 0600 (and its -wal/-shm), in a 0700 directory if new
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="throttle-db")
         self._conn: sqlite3.Connection | None = None
         self._writer.submit(self._open).result()

@@ -4,6 +4,7 @@ recovery when the database stalls or goes away, migrations shared by several hos
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -302,6 +303,9 @@ async def test_throttle_state_store_through_the_config(pg: Opened, tmp_path: Pat
     text = harness.base_config(tmp_path, store=store).replace(
         "[throttle]\n", '[throttle]\nstate = "store"\n'
     )
+    # The seeded store holds hashes but no fingerprint (the fixture opened it without a pepper
+    # file): an existing pepper file is taken and recorded; a missing one would be refused.
+    (tmp_path / "pepper.key").write_bytes(os.urandom(32))
     core = await open_core(loads(text, base_dir=tmp_path))
     try:
         assert isinstance(core.throttle.backend, PostgresThrottleBackend)
