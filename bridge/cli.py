@@ -329,15 +329,18 @@ def cmd_lockout_clear(args: argparse.Namespace) -> int:
 
 
 def cmd_cert_generate(args: argparse.Namespace) -> int:
-    from bridge.tls import generate_self_signed
+    from bridge.tls import generate_chain, generate_self_signed
 
+    hosts = args.host or ["localhost", "127.0.0.1"]
     try:
-        generate_self_signed(
-            Path(args.cert), Path(args.key), args.host or ["localhost", "127.0.0.1"]
-        )
+        if args.ca:  # a CA plus a server certificate it signed (802.1X supplicants need one)
+            ca_key = args.ca_key or str(Path(args.ca).with_name("ca-key.pem"))
+            generate_chain(Path(args.ca), Path(ca_key), Path(args.cert), Path(args.key), hosts)
+        else:
+            generate_self_signed(Path(args.cert), Path(args.key), hosts)
     except OSError as exc:
         raise UsageError(f"cannot write {exc.filename}: {exc.strerror}") from None
-    print(f"wrote {args.cert} and {args.key}")
+    print(f"wrote {args.cert} and {args.key}" + (f", CA {args.ca}" if args.ca else ""))
     return OK
 
 
@@ -409,6 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--cert", default="var/tls/cert.pem")
     gen.add_argument("--key", default="var/tls/key.pem")
     gen.add_argument("--host", action="append", help="DNS name or IP (repeatable)")
+    gen.add_argument("--ca", help="also write a CA here and sign the certificate with it")
+    gen.add_argument("--ca-key", help="where the CA's key goes (default: ca-key.pem beside --ca)")
     gen.set_defaults(fn=cmd_cert_generate)
     return parser
 

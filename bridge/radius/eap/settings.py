@@ -1,0 +1,36 @@
+"""`[radius.eap]`: the tunnel's certificate and the bounds on conversations.
+
+```toml
+[radius.eap]
+certificate = "tls/radius.pem"   # server certificate (chain) the supplicants must trust
+key = "tls/radius-key.pem"
+ca = "tls/ca.pem"                # optional: appended to the chain sent to supplicants
+```
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from bridge.settings import Section
+
+
+class EapSettings(Section, frozen=True):
+    certificate: str
+    key: str
+    ca: str | None = None
+    # EAP packet size before Framed-MTU lowers it (FreeRADIUS's fragment_size is 1024).
+    fragment_size: Annotated[int, msgspec.Meta(ge=100, le=4000)] = 1024
+    # Conversations in flight: per client (NAS) and in total. A new one over a limit is rejected.
+    max_conversations: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 4096
+    max_per_client: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1024
+    # Seconds a conversation may wait for the next round before it is forgotten.
+    timeout: Annotated[float, msgspec.Meta(gt=0, le=600)] = 30.0
+    # Access-Challenge rounds per conversation (a TLS 1.2 handshake with 1 KiB fragments: ~8).
+    max_rounds: Annotated[int, msgspec.Meta(ge=4, le=1000)] = 50
+    # Largest TLS message accepted from a peer (its fragments joined).
+    max_message: Annotated[int, msgspec.Meta(ge=4096, le=1 << 20)] = 65536
+    # Put the inner User-Name (the barcode) in the Access-Accept, for accounting.
+    accept_user_name: bool = False

@@ -1,0 +1,117 @@
+"""The TLS server end of the tunnel, in memory (pyOpenSSL memory BIOs; no sockets).
+
+The standard library's ssl cannot export keying material, which EAP needs for its MSK, so this
+uses pyca's pyOpenSSL: OpenSSL does all of TLS, this module only moves octets between the
+conversation and OpenSSL. TLS 1.2 only for now (TTLS over TLS 1.3 needs RFC 9427's key
+derivation; wpa_supplicant keeps TLS 1.3 off for TTLS by default).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+from OpenSSL import SSL
+
+from bridge.radius.packet import ProtocolError
+
+TTLS_LABEL: Final = b"ttls keying material"  # RFC 5281 section 8
+READ_CHUNK: Final = 16384
+
+
+def server_context(certificate: Path, key: Path, ca: Path | None) -> SSL.Context:
+    """One context per daemon: the certificate chain (the CA appended, so supplicants that
+    were given only the root can build the path), no session tickets (resumption is not done)."""
+    ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+    ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+    ctx.set_max_proto_version(SSL.TLS1_2_VERSION)
+    ctx.set_options(SSL.OP_NO_TICKET | SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION)
+    ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+    ctx.use_certificate_chain_file(str(certificate))
+    ctx.use_privatekey_file(str(key))
+    ctx.check_privatekey()
+    if ca is not None:
+        from cryptography import x509
+
+        for cert in x509.load_pem_x509_certificates(ca.read_bytes()):
+            from OpenSSL import crypto
+
+            ctx.add_extra_chain_cert(crypto.X509.from_cryptography(cert))
+    return ctx
+
+
+class Tunnel:
+    """One TLS server connection fed with the peer's TLS messages."""
+
+    __slots__ = ("_conn", "established")
+
+    def __init__(self, ctx: SSL.Context) -> None:
+        self._conn = SSL.Connection(ctx, None)
+        self._conn.set_accept_state()
+        self.established = False
+
+    def receive(self, data: bytes) -> tuple[bytes, bytes]:
+        """Feed the peer's TLS octets; (octets to send back, decrypted application data)."""
+        try:
+            self._conn.bio_write(data)
+            if not self.established:
+                try:
+                    self._conn.do_handshake()
+                    self.established = True
+                except SSL.WantReadError:
+                    pass
+            plain = bytearray()
+            if self.established:
+                while True:
+                    try:
+                        chunk = self._conn.recv(READ_CHUNK)
+                    except (SSL.WantReadError, SSL.ZeroReturnError):
+                        break
+                    if not chunk:
+                        break
+                    plain += chunk
+            return self._drain(), bytes(plain)
+        except SSL.Error as exc:
+            raise ProtocolError(f"TLS: {_reason(exc)}", "TLS handshake failed") from None
+
+    def send(self, data: bytes) -> bytes:
+        """Encrypt application data; the TLS records to send."""
+        try:
+            self._conn.sendall(data)
+        except SSL.Error as exc:
+            raise ProtocolError(f"TLS: {_reason(exc)}", "TLS write failed") from None
+        return self._drain()
+
+    def alert(self) -> bytes:
+        """Any alert OpenSSL queued (sent to the peer before failing)."""
+        return self._drain()
+
+    def keying_material(self, label: bytes = TTLS_LABEL, size: int = 128) -> bytes:
+        return bytes(self._conn.export_keying_material(label, size))
+
+    @property
+    def version(self) -> str:
+        return str(self._conn.get_protocol_version_name())
+
+    def _drain(self) -> bytes:
+        out = bytearray()
+        while True:
+            try:
+                chunk = self._conn.bio_read(READ_CHUNK)
+            except SSL.WantReadError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        return bytes(out)
+
+
+def _reason(exc: SSL.Error) -> str:
+    """OpenSSL's reason text (e.g. "tlsv1 alert unknown ca"), bounded."""
+    try:
+        errors = exc.args[0]
+        if errors and isinstance(errors, list):
+            return str(errors[-1][-1])[:120]
+    except (IndexError, TypeError):
+        pass
+    return type(exc).__name__
