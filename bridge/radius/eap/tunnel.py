@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
+from cryptography import x509
 from OpenSSL import SSL
 
 from bridge.radius.packet import ProtocolError
@@ -31,12 +32,8 @@ def server_context(certificate: Path, key: Path, ca: Path | None) -> SSL.Context
     ctx.use_privatekey_file(str(key))
     ctx.check_privatekey()
     if ca is not None:
-        from cryptography import x509
-
         for cert in x509.load_pem_x509_certificates(ca.read_bytes()):
-            from OpenSSL import crypto
-
-            ctx.add_extra_chain_cert(crypto.X509.from_cryptography(cert))
+            ctx.add_extra_chain_cert(cert)
     return ctx
 
 

@@ -1,0 +1,82 @@
+"""An in-memory EAP-TTLS/PAP peer on pyOpenSSL: the supplicant's side of `Conversation`, for
+tests that drive the state machine without sockets (eapol_test covers the real supplicant)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from OpenSSL import SSL
+
+from bridge.radius.eap import avp, codec
+from bridge.radius.eap.codec import Eap
+from bridge.radius.eap.fragments import Fragmenter, Reassembler
+
+
+class Peer:
+    def __init__(self, ca: Path, user: bytes, password: bytes, fragment: int = 1000) -> None:
+        ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
+        ctx.set_max_proto_version(SSL.TLS1_2_VERSION)
+        ctx.load_verify_locations(str(ca))
+        ctx.set_verify(SSL.VERIFY_PEER, lambda *_: bool(_[-1]))
+        self.conn = SSL.Connection(ctx, None)
+        self.conn.set_connect_state()
+        self.out = Fragmenter()
+        self.inbox = Reassembler(1 << 16)
+        self.fragment = fragment
+        self.user, self.password = user, password
+        self.sent_inner = False
+        self.failed: str | None = None
+        self.fragments_sent = 0
+        self.acks_sent = 0
+
+    def respond(self, request: Eap) -> Eap:
+        payload = codec.decode_tls(request.data)
+        if payload.flags & codec.FLAG_START:
+            self._handshake()
+        elif self.out.busy:
+            assert not payload.data  # the server's ACK
+        else:
+            message = self.inbox.feed(payload)
+            if message is None:
+                self.acks_sent += 1
+                return self._reply(codec.encode_tls(0, b""), request)
+            self.conn.bio_write(message)
+            self._handshake()
+        if not self.out.busy:
+            self.out.load(b"")
+        if self.out.busy and len(self.out.pending) - self.out.offset > self.fragment:
+            self.fragments_sent += 1
+        return self._reply(self.out.next(0, self.fragment), request)
+
+    def _handshake(self) -> None:
+        try:
+            self.conn.do_handshake()
+            if not self.sent_inner:
+                self.sent_inner = True
+                self.conn.send(
+                    avp.encode(
+                        [
+                            avp.Avp(avp.USER_NAME, 0, self.user),
+                            avp.Avp(avp.USER_PASSWORD, 0, self.password),
+                        ]
+                    )
+                )
+        except SSL.WantReadError:
+            pass
+        except SSL.Error as exc:
+            self.failed = str(exc)
+        self.out.load(self._drain())
+
+    def _drain(self) -> bytes:
+        out = b""
+        while True:
+            try:
+                out += self.conn.bio_read(16384)
+            except SSL.WantReadError:
+                return out
+
+    def _reply(self, payload: bytes, request: Eap) -> Eap:
+        return Eap(codec.RESPONSE, request.identifier, codec.TTLS, payload)
+
+    def msk(self) -> bytes:
+        return bytes(self.conn.export_keying_material(b"ttls keying material", 128))[:64]
