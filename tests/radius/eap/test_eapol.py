@@ -128,6 +128,17 @@ def test_ttls_pap_right_pin_succeeds_with_mppe_keys(daemon: Daemon) -> None:
     assert result.returncode == 0, result.stdout[-3000:]
     assert "MPPE keys OK: 1  mismatch: 0" in result.stdout
     assert "SUCCESS" in result.stdout
+    accept = result.stdout[result.stdout.index("code=2 (Access-Accept)") :]
+    assert "Attribute 27 (Session-Timeout)" in accept  # the client's reply attributes
+    assert "Attribute 1 (User-Name)" not in accept  # accept_user_name is off by default
+
+
+@pytest.mark.parametrize("card", ["expired", "blocked"])
+def test_expired_and_blocked_cards_fail(daemon: Daemon, card: str) -> None:
+    result = eapol_test(daemon, ttls(daemon, DEMO[card], DEMO_PIN), name=card)
+    assert result.returncode != 0
+    assert "code=3 (Access-Reject)" in result.stdout
+    assert "FAILURE" in result.stdout
 
 
 def test_ttls_pap_wrong_pin_fails(daemon: Daemon) -> None:
@@ -188,7 +199,9 @@ def test_last_audit_names_inner_cards_only(daemon: Daemon) -> None:
     outcomes = [e["outcome"] for e in events]
     assert outcomes.count("accepted") == 3  # right PIN, anonymous outer, small MTU
     assert "bad_pin" in outcomes and "unknown_card" in outcomes
-    assert all(e["barcode"] != "**********0003" for e in events)
+    assert "card_expired" in outcomes and "card_blocked" in outcomes
+    # the blocked card was audited once, from its own inner run, never as an outer identity
+    assert sum(e["barcode"] == "**********0003" for e in events) == 1
     assert all(e["client"] == "wifi" for e in events)
     logs = Path(daemon.stderr_path).read_text()
     assert "inner MS-CHAP-V2 is not supported" in logs
