@@ -146,6 +146,8 @@ class Conversation:
             self.phase = Phase.INNER
             if plain:
                 return self._inner(plain)
+            if not out:  # TLS 1.3: the peer's Finished alone; ask for the tunnelled request
+                return Challenge(self._request(codec.encode_tls(VERSION, b"")))
         if not out:
             return self._fail("TLS handshake stalled")
         self.fragmenter.load(out)

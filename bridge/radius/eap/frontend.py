@@ -290,7 +290,9 @@ def eap_attributes(eap: bytes) -> list[tuple[int, bytes]]:
 def build(settings: EapSettings, resolve: Callable[[str], Path]) -> EapFrontEnd:
     """The front end from config; a certificate that will not load is an OSError/SSL.Error."""
     ca = resolve(settings.ca) if settings.ca else None
-    context = server_context(resolve(settings.certificate), resolve(settings.key), ca)
+    context = server_context(
+        resolve(settings.certificate), resolve(settings.key), ca, settings.tls_max_version
+    )
     table = ConversationTable(settings.max_conversations, settings.max_per_client, settings.timeout)
     return EapFrontEnd(settings, context, table)
 
@@ -308,5 +310,5 @@ def start(settings: EapSettings, config: Config, loop: asyncio.AbstractEventLoop
             f"{config.source}: radius.eap.certificate: cannot load: {type(exc).__name__}: {exc}"
         ) from None
     front.start_sweeper(loop)
-    log.info("radius_eap_ready", methods=["EAP-TTLS/PAP"], tls="1.2")
+    log.info("radius_eap_ready", methods=["EAP-TTLS/PAP"], tls_max=settings.tls_max_version)
     return front

@@ -10,7 +10,7 @@ ca = "tls/ca.pem"                # optional: appended to the chain sent to suppl
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -32,5 +32,8 @@ class EapSettings(Section, frozen=True):
     max_rounds: Annotated[int, msgspec.Meta(ge=4, le=1000)] = 50
     # Largest TLS message accepted from a peer (its fragments joined).
     max_message: Annotated[int, msgspec.Meta(ge=4096, le=1 << 20)] = 65536
+    # Highest TLS version offered. "1.3" follows RFC 9427; "1.2" is FreeRADIUS 3.2's default for
+    # TTLS and what supplicants (wpa_supplicant 2.10) use unless told otherwise.
+    tls_max_version: Literal["1.2", "1.3"] = "1.2"
     # Put the inner User-Name (the barcode) in the Access-Accept, for accounting.
     accept_user_name: bool = False

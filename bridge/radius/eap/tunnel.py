@@ -2,8 +2,9 @@
 
 The standard library's ssl cannot export keying material, which EAP needs for its MSK, so this
 uses pyca's pyOpenSSL: OpenSSL does all of TLS, this module only moves octets between the
-conversation and OpenSSL. TLS 1.2 only for now (TTLS over TLS 1.3 needs RFC 9427's key
-derivation; wpa_supplicant keeps TLS 1.3 off for TTLS by default).
+conversation and OpenSSL. TLS 1.2, and TLS 1.3 when configured (RFC 9427 key derivation;
+FreeRADIUS 3.2 also defaults to 1.2 for TTLS, and wpa_supplicant keeps 1.3 off for TTLS unless
+`tls_disable_tlsv1_3=0`).
 """
 
 from __future__ import annotations
@@ -16,16 +17,20 @@ from OpenSSL import SSL
 
 from bridge.radius.packet import ProtocolError
 
-TTLS_LABEL: Final = b"ttls keying material"  # RFC 5281 section 8
+TTLS_LABEL: Final = b"ttls keying material"  # RFC 5281 section 8, TLS 1.2
+TLS13_LABEL: Final = b"EXPORTER_EAP_TLS_Key_Material"  # RFC 9427 section 2.1, TLS 1.3
+TTLS_TYPE: Final = b"\x15"  # the EAP Type-Code, RFC 9427's exporter context
 READ_CHUNK: Final = 16384
 
 
-def server_context(certificate: Path, key: Path, ca: Path | None) -> SSL.Context:
+def server_context(
+    certificate: Path, key: Path, ca: Path | None, max_version: str = "1.2"
+) -> SSL.Context:
     """One context per daemon: the certificate chain (the CA appended, so supplicants that
     were given only the root can build the path), no session tickets (resumption is not done)."""
     ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
     ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
-    ctx.set_max_proto_version(SSL.TLS1_2_VERSION)
+    ctx.set_max_proto_version(SSL.TLS1_3_VERSION if max_version == "1.3" else SSL.TLS1_2_VERSION)
     ctx.set_options(SSL.OP_NO_TICKET | SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION)
     ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
     ctx.use_certificate_chain_file(str(certificate))
@@ -83,8 +88,11 @@ class Tunnel:
         """Any alert OpenSSL queued (sent to the peer before failing)."""
         return self._drain()
 
-    def keying_material(self, label: bytes = TTLS_LABEL, size: int = 128) -> bytes:
-        return bytes(self._conn.export_keying_material(label, size))
+    def keying_material(self, size: int = 128) -> bytes:
+        """RFC 5281 section 8 on TLS 1.2; RFC 9427 section 2.1 (label, Type-Code) on TLS 1.3."""
+        if self._conn.get_protocol_version() == SSL.TLS1_3_VERSION:
+            return bytes(self._conn.export_keying_material(TLS13_LABEL, size, TTLS_TYPE))
+        return bytes(self._conn.export_keying_material(TTLS_LABEL, size))
 
     @property
     def version(self) -> str:

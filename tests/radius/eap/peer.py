@@ -13,9 +13,11 @@ from bridge.radius.eap.fragments import Fragmenter, Reassembler
 
 
 class Peer:
-    def __init__(self, ca: Path, user: bytes, password: bytes, fragment: int = 1000) -> None:
+    def __init__(
+        self, ca: Path, user: bytes, password: bytes, fragment: int = 1000, tls13: bool = False
+    ) -> None:
         ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
-        ctx.set_max_proto_version(SSL.TLS1_2_VERSION)
+        ctx.set_max_proto_version(SSL.TLS1_3_VERSION if tls13 else SSL.TLS1_2_VERSION)
         ctx.load_verify_locations(str(ca))
         ctx.set_verify(SSL.VERIFY_PEER, lambda *_: bool(_[-1]))
         self.conn = SSL.Connection(ctx, None)
@@ -79,4 +81,11 @@ class Peer:
         return Eap(codec.RESPONSE, request.identifier, codec.TTLS, payload)
 
     def msk(self) -> bytes:
-        return bytes(self.conn.export_keying_material(b"ttls keying material", 128))[:64]
+        """RFC 5281 on TLS 1.2, RFC 9427 (label and the TTLS Type-Code) on TLS 1.3."""
+        if self.conn.get_protocol_version() == SSL.TLS1_3_VERSION:
+            material = self.conn.export_keying_material(
+                b"EXPORTER_EAP_TLS_Key_Material", 128, b"\x15"
+            )
+        else:
+            material = self.conn.export_keying_material(b"ttls keying material", 128)
+        return bytes(material)[:64]

@@ -75,6 +75,17 @@ def test_full_conversation_gives_the_peer_msk(context: SSL.Context, chain: dict[
     assert done.msk == peer.msk() and len(done.msk) == 64
 
 
+def test_tls13_conversation_uses_rfc9427_keys(chain: dict[str, Path]) -> None:
+    ctx13 = server_context(chain["server"], chain["key"], chain["ca"], "1.3")
+    peer = Peer(chain["ca"], b"21234000000001", PIN, fragment=200, tls13=True)
+    conv = conversation(ctx13)
+    step, _ = drive(conv, peer, mtu=400)
+    assert step == Authenticate(b"21234000000001", PIN)
+    assert conv.tunnel.version == "TLSv1.3"
+    done = conv.finish(True)
+    assert isinstance(done, Succeed) and done.msk == peer.msk()
+
+
 def test_small_mtu_fragments_both_ways(context: SSL.Context, chain: dict[str, Path]) -> None:
     peer = Peer(chain["ca"], b"21234000000001", PIN, fragment=90)
     conv = conversation(context)

@@ -76,6 +76,19 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         d.stop()
 
 
+@pytest.fixture(scope="module")
+def daemon13(daemon: Daemon, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """A second daemon offering TLS 1.3, with the first one's certificates."""
+    tmp = tmp_path_factory.mktemp("eap13")
+    (tmp / "tls").symlink_to(daemon.dir / "tls")
+    sections = SECTIONS.replace("[radius.eap]\n", '[radius.eap]\ntls_max_version = "1.3"\n')
+    d = Daemon(tmp, sections).start()
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
 def eapol_test(
     daemon: Daemon,
     network: dict[str, str],
@@ -139,6 +152,20 @@ def test_expired_and_blocked_cards_fail(daemon: Daemon, card: str) -> None:
     assert result.returncode != 0
     assert "code=3 (Access-Reject)" in result.stdout
     assert "FAILURE" in result.stdout
+
+
+def test_tls13_offered_but_supplicant_default_uses_tls12(daemon13: Daemon) -> None:
+    result = eapol_test(daemon13, ttls(daemon13, DEMO["active"], DEMO_PIN), name="13-default")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "MPPE keys OK: 1  mismatch: 0" in result.stdout
+
+
+def test_ttls_pap_over_tls13(daemon13: Daemon) -> None:
+    net = ttls(daemon13, DEMO["active"], DEMO_PIN, phase1='"tls_disable_tlsv1_3=0"')
+    result = eapol_test(daemon13, net, name="13")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "TLSv1.3" in result.stdout
+    assert "MPPE keys OK: 1  mismatch: 0" in result.stdout
 
 
 def test_ttls_pap_wrong_pin_fails(daemon: Daemon) -> None:
