@@ -119,6 +119,7 @@ class EapFrontEnd:
             max_message=self.settings.max_message,
             max_rounds=self.settings.max_rounds,
             now=now,
+            peap=self.settings.peap,
         )
         self.table.add(conversation, now)
         self.act(server, pending, conversation, conversation.start(eap))
@@ -135,7 +136,13 @@ class EapFrontEnd:
                 pending.endpoint.dedup.forget(pending.key, pending.packet.authenticator)
             case Fail(reason=reason, eap=eap):
                 self.table.remove(conversation.state)
-                self.reject(server, pending, eap, reason, REFUSED_MESSAGE)
+                verdict = conversation.verdict  # PEAP: the decision sent in the Result TLV
+                message = verdict[0].message if verdict is not None else REFUSED_MESSAGE
+                self.reject(server, pending, eap, reason, message)
+            case Succeed():
+                self.table.remove(conversation.state)
+                result, decision, barcode = conversation.verdict
+                self.accept(server, pending, step, result, decision, barcode)
             case Authenticate(user_name=user, password=password):
                 self.authenticate(server, pending, conversation, user, password)
 
@@ -205,16 +212,20 @@ class EapFrontEnd:
         decision: Decision,
     ) -> None:
         result: Answer = answer(decision, server.settings.store_unavailable)
-        self.table.remove(conversation.state)
         if result.code is None:  # store unavailable, silent: the NAS fails over
+            self.table.remove(conversation.state)
             pending.endpoint.dedup.forget(pending.key, pending.packet.authenticator)
             log.info("radius_silent", client=pending.client.name, reason="store unavailable")
             return
-        outcome = conversation.finish(decision.outcome is Outcome.ACCEPTED)
-        if isinstance(outcome, Fail):
-            self.reject(server, pending, outcome.eap, "", result.message)
+        try:
+            outcome = conversation.finish(
+                decision.outcome is Outcome.ACCEPTED, (result, decision, barcode)
+            )
+        except ProtocolError as exc:
+            self.table.remove(conversation.state)
+            self.reject(server, pending, None, exc.kind, result.message)
             return
-        self.accept(server, pending, outcome, result, decision, barcode)
+        self.act(server, pending, conversation, outcome)
 
     # -- replies ----------------------------------------------------------------------------
     def accept(
@@ -310,5 +321,6 @@ def start(settings: EapSettings, config: Config, loop: asyncio.AbstractEventLoop
             f"{config.source}: radius.eap.certificate: cannot load: {type(exc).__name__}: {exc}"
         ) from None
     front.start_sweeper(loop)
-    log.info("radius_eap_ready", methods=["EAP-TTLS/PAP"], tls_max=settings.tls_max_version)
+    methods = ["EAP-TTLS/PAP", "PEAPv0/EAP-GTC"] if settings.peap else ["EAP-TTLS/PAP"]
+    log.info("radius_eap_ready", methods=methods, tls_max=settings.tls_max_version)
     return front

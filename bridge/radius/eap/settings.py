@@ -35,5 +35,8 @@ class EapSettings(Section, frozen=True):
     # Highest TLS version offered. "1.3" follows RFC 9427; "1.2" is FreeRADIUS 3.2's default for
     # TTLS and what supplicants (wpa_supplicant 2.10) use unless told otherwise.
     tls_max_version: Literal["1.2", "1.3"] = "1.2"
+    # Offer PEAPv0 with inner EAP-GTC to peers that refuse TTLS asking for PEAP (Android, Linux;
+    # Windows' built-in supplicant has no GTC). TTLS/PAP is always offered first.
+    peap: bool = True
     # Put the inner User-Name (the barcode) in the Access-Accept, for accounting.
     accept_user_name: bool = False

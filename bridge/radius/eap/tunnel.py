@@ -19,7 +19,8 @@ from bridge.radius.packet import ProtocolError
 
 TTLS_LABEL: Final = b"ttls keying material"  # RFC 5281 section 8, TLS 1.2
 TLS13_LABEL: Final = b"EXPORTER_EAP_TLS_Key_Material"  # RFC 9427 section 2.1, TLS 1.3
-TTLS_TYPE: Final = b"\x15"  # the EAP Type-Code, RFC 9427's exporter context
+PEAP_LABEL: Final = b"client EAP encryption"  # PEAPv0 (as RFC 5216), TLS 1.2
+LABELS: Final = {21: TTLS_LABEL, 25: PEAP_LABEL}
 READ_CHUNK: Final = 16384
 
 
@@ -88,11 +89,13 @@ class Tunnel:
         """Any alert OpenSSL queued (sent to the peer before failing)."""
         return self._drain()
 
-    def keying_material(self, size: int = 128) -> bytes:
-        """RFC 5281 section 8 on TLS 1.2; RFC 9427 section 2.1 (label, Type-Code) on TLS 1.3."""
+    def keying_material(self, method: int, size: int = 128) -> bytes:
+        """TLS 1.2: RFC 5281 section 8 (TTLS) or "client EAP encryption" (PEAPv0); TLS 1.3:
+        RFC 9427 section 2.1, the common label with the method's Type-Code as context."""
         if self._conn.get_protocol_version() == SSL.TLS1_3_VERSION:
-            return bytes(self._conn.export_keying_material(TLS13_LABEL, size, TTLS_TYPE))
-        return bytes(self._conn.export_keying_material(TTLS_LABEL, size))
+            context = bytes([method])
+            return bytes(self._conn.export_keying_material(TLS13_LABEL, size, context))
+        return bytes(self._conn.export_keying_material(LABELS[method], size))
 
     @property
     def version(self) -> str:

@@ -168,6 +168,24 @@ def test_ttls_pap_over_tls13(daemon13: Daemon) -> None:
     assert "MPPE keys OK: 1  mismatch: 0" in result.stdout
 
 
+def peap(daemon: Daemon, user: str, pin: str, inner: str = "GTC") -> dict[str, str]:
+    return ttls(daemon, user, pin, eap="PEAP", phase2=f'"auth={inner}"')
+
+
+def test_peap_gtc_right_pin_succeeds_with_mppe_keys(daemon: Daemon) -> None:
+    result = eapol_test(daemon, peap(daemon, DEMO["minor"], DEMO_PIN), name="peap-ok")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "MPPE keys OK: 1  mismatch: 0" in result.stdout
+    assert "EAP-PEAP" in result.stdout
+
+
+def test_peap_gtc_wrong_pin_and_peap_mschapv2_fail(daemon: Daemon) -> None:
+    wrong = eapol_test(daemon, peap(daemon, DEMO["fines"], WRONG_PIN), name="peap-wrong")
+    assert wrong.returncode != 0 and "FAILURE" in wrong.stdout
+    mschap = eapol_test(daemon, peap(daemon, DEMO["active"], DEMO_PIN, "MSCHAPV2"), name="pm")
+    assert mschap.returncode != 0 and "FAILURE" in mschap.stdout
+
+
 def test_ttls_pap_wrong_pin_fails(daemon: Daemon) -> None:
     result = eapol_test(daemon, ttls(daemon, DEMO["active"], WRONG_PIN), name="wrong")
     assert result.returncode != 0
@@ -224,7 +242,10 @@ def test_last_audit_names_inner_cards_only(daemon: Daemon) -> None:
     assert daemon.stop() == 0
     events = [e for e in daemon.audit_events() if e.get("protocol") == "radius-eap"]
     outcomes = [e["outcome"] for e in events]
-    assert outcomes.count("accepted") == 3  # right PIN, anonymous outer, small MTU
+    # right PIN, anonymous outer, small MTU, PEAP/GTC (the TLS 1.3 daemon audits to its own file)
+    assert outcomes.count("accepted") == 4
+    assert any(e["barcode"] == "**********0004" and e["outcome"] == "accepted" for e in events)
+    assert any(e["barcode"] == "**********0005" and e["outcome"] == "bad_pin" for e in events)
     assert "bad_pin" in outcomes and "unknown_card" in outcomes
     assert "card_expired" in outcomes and "card_blocked" in outcomes
     # the blocked card was audited once, from its own inner run, never as an outer identity
@@ -234,3 +255,4 @@ def test_last_audit_names_inner_cards_only(daemon: Daemon) -> None:
     assert "inner MS-CHAP-V2 is not supported" in logs
     assert "asked for EAP-MSCHAPv2" in logs
     assert "TLS handshake failed" in logs  # the supplicant that did not trust the server
+    assert "inner EAP-GTC refused, peer asked for EAP-MSCHAPv2" in logs

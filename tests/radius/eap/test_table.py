@@ -69,9 +69,8 @@ def half_open(context: SSL.Context, chain: dict[str, Path], n: int) -> Conversat
     """A conversation that got the peer's ClientHello and sent its flight, then was abandoned."""
     conv = make(context, n)
     peer = Peer(chain["ca"], b"u", b"p")
-    step = conv.start(Eap(codec.RESPONSE, 1, codec.IDENTITY, b"anonymous"))
-    request = codec.decode(step.eap)
-    step = conv.step(peer.respond(request), 1000)
+    start = conv.start(Eap(codec.RESPONSE, 1, codec.IDENTITY, b"anonymous"))
+    step = conv.step(peer.respond(codec.decode(start.eap)), 1000)
     assert isinstance(step, Challenge)
     return conv
 
