@@ -23,7 +23,7 @@ from bridge.radius.eap.conversation import (
 from bridge.radius.eap.fragments import fragment_size
 from bridge.radius.eap.tunnel import Tunnel, server_context
 from bridge.tls import generate_chain
-from tests.radius.eap.peer import Peer
+from tests.radius.eap.peer import PeapPeer, Peer
 
 PIN = b"5961"
 
@@ -44,18 +44,21 @@ def context(chain: dict[str, Path]) -> SSL.Context:
     return server_context(chain["server"], chain["key"], chain["ca"])
 
 
-def conversation(context: SSL.Context, rounds: int = 50) -> Conversation:
+def conversation(context: SSL.Context, rounds: int = 50, peap: bool = False) -> Conversation:
     return Conversation(
-        b"s" * 16, "wifi", Tunnel(context), max_message=65536, max_rounds=rounds, now=0.0
+        b"s" * 16, "wifi", Tunnel(context), max_message=65536, max_rounds=rounds, now=0.0, peap=peap
     )
 
 
 def drive(conv: Conversation, peer: Peer, mtu: int | None = None) -> tuple[object, int]:
     step: object = conv.start(Eap(codec.RESPONSE, 200, codec.IDENTITY, b"anonymous@lib"))
     rounds = 0
+    if peer.method == codec.PEAP:  # the peer refuses TTLS and asks for PEAP
+        ident = codec.decode(step.eap).identifier  # type: ignore[attr-defined]
+        step = conv.step(Eap(codec.RESPONSE, ident, codec.NAK, bytes([codec.PEAP])), 1000)
     while isinstance(step, Challenge):
         request = codec.decode(step.eap)
-        assert request.code == codec.REQUEST and request.kind == codec.TTLS
+        assert request.code == codec.REQUEST and request.kind == peer.method
         if mtu is not None:
             assert len(step.eap) <= mtu - 4
         rounds += 1
@@ -151,26 +154,29 @@ def test_rounds_are_bounded(context: SSL.Context) -> None:
 @settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.binary(max_size=300), min_size=1, max_size=6))
 def test_hostile_payloads_never_crash(context: SSL.Context, payloads: list[bytes]) -> None:
-    conv = conversation(context)
+    conv = conversation(context, peap=True)
     ident = codec.decode(conv.start(Eap(codec.RESPONSE, 1, codec.IDENTITY, b"x")).eap).identifier
     for data in payloads:
         kind = data[0] if data else codec.TTLS
         step = conv.step(Eap(codec.RESPONSE, ident, kind, data[1:]), 200)
-        assert isinstance(step, Challenge | Fail | Discard | Authenticate)
+        assert isinstance(step, Challenge | Fail | Discard | Authenticate | Succeed)
         if not isinstance(step, Challenge):
             break
         ident = codec.decode(step.eap).identifier
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.integers(0, 10_000), st.integers(0, 255))
+@settings(max_examples=80, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.integers(0, 10_000), st.integers(0, 255), st.booleans())
 def test_mutated_handshake_never_crashes(
-    context: SSL.Context, chain: dict[str, Path], position: int, value: int
+    context: SSL.Context, chain: dict[str, Path], position: int, value: int, use_peap: bool
 ) -> None:
     """A real peer's messages with one octet changed: a Fail or a Discard, never an exception."""
-    peer = Peer(chain["ca"], b"21234000000001", PIN, fragment=120)
-    conv = conversation(context)
+    peer = (PeapPeer if use_peap else Peer)(chain["ca"], b"21234000000001", PIN, fragment=120)
+    conv = conversation(context, peap=True)
     step: object = conv.start(Eap(codec.RESPONSE, 7, codec.IDENTITY, b"x"))
+    if use_peap:
+        ident = codec.decode(step.eap).identifier  # type: ignore[attr-defined]
+        step = conv.step(Eap(codec.RESPONSE, ident, codec.NAK, bytes([codec.PEAP])), 200)
     seen = 0
     while isinstance(step, Challenge):
         response = peer.respond(codec.decode(step.eap))
@@ -185,3 +191,31 @@ def test_mutated_handshake_never_crashes(
             return
         step = conv.step(eap, 200)
     assert isinstance(step, Fail | Discard | Authenticate)
+
+
+@pytest.mark.parametrize("tls13", [False, True])
+@pytest.mark.parametrize("accepted", [True, False])
+def test_peap_gtc_conversation(chain: dict[str, Path], tls13: bool, accepted: bool) -> None:
+    ctx = server_context(chain["server"], chain["key"], None, "1.3" if tls13 else "1.2")
+    peer = PeapPeer(chain["ca"], b"21234000000001", PIN, fragment=150, tls13=tls13)
+    conv = conversation(ctx, peap=True)
+    step, _ = drive(conv, peer, mtu=300)
+    assert step == Authenticate(b"21234000000001", PIN)  # inner identity, GTC response
+    assert conv.identity == b"anonymous@lib"
+    result = conv.finish(accepted, "verdict")
+    assert isinstance(result, Challenge)  # the Result TLV, inside the tunnel
+    request = codec.decode(result.eap)
+    end = conv.step(peer.respond(request), 1000)
+    assert peer.inner_result == (1 if accepted else 2)
+    if accepted:
+        assert isinstance(end, Succeed) and end.msk == peer.msk()
+    else:
+        assert isinstance(end, Fail) and end.reason == ""
+    assert conv.verdict == "verdict"
+
+
+def test_nak_for_peap_without_peap_enabled_fails(context: SSL.Context) -> None:
+    conv = conversation(context, peap=False)
+    start = codec.decode(conv.start(Eap(codec.RESPONSE, 1, codec.IDENTITY, b"x")).eap)
+    step = conv.step(Eap(codec.RESPONSE, start.identifier, codec.NAK, b"\x19"), 500)
+    assert isinstance(step, Fail) and "asked for PEAP" in step.reason

@@ -186,6 +186,15 @@ def test_peap_gtc_wrong_pin_and_peap_mschapv2_fail(daemon: Daemon) -> None:
     assert mschap.returncode != 0 and "FAILURE" in mschap.stdout
 
 
+def test_peap_gtc_over_tls13(daemon13: Daemon) -> None:
+    net = peap(daemon13, DEMO["active"], DEMO_PIN)
+    net["phase1"] = '"tls_disable_tlsv1_3=0"'
+    result = eapol_test(daemon13, net, name="peap13")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "TLSv1.3" in result.stdout
+    assert "MPPE keys OK: 1  mismatch: 0" in result.stdout
+
+
 def test_ttls_pap_wrong_pin_fails(daemon: Daemon) -> None:
     result = eapol_test(daemon, ttls(daemon, DEMO["active"], WRONG_PIN), name="wrong")
     assert result.returncode != 0
