@@ -101,7 +101,12 @@ class EapFrontEnd:
         if conversation is None:
             self.reject(server, pending, None, "unknown or expired EAP conversation", BUSY_MESSAGE)
             return
-        self.act(server, pending, conversation, conversation.step(eap, size))
+        try:
+            step = conversation.step(eap, size)
+        except Exception as exc:  # noqa: BLE001 - by type only; one peer must not stop the rest
+            log.error("radius_eap_step_failed", client=client.name, error=type(exc).__name__)
+            step = Fail("internal error", codec.Eap(codec.FAILURE, eap.identifier).encode())
+        self.act(server, pending, conversation, step)
 
     def open(self, server: RadiusServer, pending: Pending, eap: codec.Eap, now: float) -> None:
         client = pending.client
