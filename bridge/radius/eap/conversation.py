@@ -14,6 +14,7 @@ except the Result TLV, which ends phase 2 before the outer Success or Failure.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -101,7 +102,7 @@ class Conversation:
         max_message: int,
         max_rounds: int,
         now: float,
-        peap: bool = False,
+        peap: Callable[[], Tunnel] | None = None,
     ) -> None:
         self.state = state
         self.client = client
@@ -115,7 +116,7 @@ class Conversation:
         self.identity = b""
         self.inner_identity = b""
         self.method = codec.TTLS
-        self.peap = peap  # PEAP/GTC may be offered after a Nak
+        self.peap = peap  # PEAP/GTC may be offered after a Nak: its own tunnel (TLS context)
         self.verdict: Any = None  # the adapter's decision, kept across PEAP's Result round
         self.accepted = False
         self.touched = now
@@ -147,11 +148,14 @@ class Conversation:
 
     def _nak(self, wanted: tuple[int, ...]) -> Step:
         first = self.phase is Phase.STARTED and self.method == codec.TTLS
-        if first and self.peap and codec.PEAP in wanted:
+        if first and self.peap is not None and codec.PEAP in wanted:
             self.method = codec.PEAP
+            self.tunnel = self.peap()  # no TLS octet has gone through the TTLS one
             return Challenge(self._request(codec.encode_tls(codec.FLAG_START | VERSION, b"")))
         offered = ", ".join(codec.method_name(k) for k in wanted) or "none"
-        methods = "EAP-TTLS with inner PAP" + (" or PEAP with EAP-GTC" if self.peap else "")
+        methods = "EAP-TTLS with inner PAP" + (
+            " or PEAP with EAP-GTC" if self.peap is not None else ""
+        )
         return self._fail(
             f"peer refused {codec.method_name(self.method)} and asked for {offered}; only"
             f" {methods} is offered (PINs are not stored in clear, so MSCHAPv2 cannot work)"
@@ -219,6 +223,7 @@ class Conversation:
             self.phase = Phase.DONE
             if status == TLV_SUCCESS and self.accepted:
                 msk = self.tunnel.keying_material(codec.PEAP)[:64]
+                self.tunnel.keep_session()
                 return Succeed(Eap(codec.SUCCESS, self.last_id).encode(), msk)
             reason = "peer did not confirm the PEAP result" if self.accepted else ""
             return Fail(reason, Eap(codec.FAILURE, self.last_id).encode())
@@ -261,6 +266,8 @@ class Conversation:
         self.phase = Phase.DONE
         if not accepted:
             return Fail("inner PAP rejected", Eap(codec.FAILURE, self.last_id).encode())
+        # Not kept for resumption: supplicants skip the inner PAP on a resumed TTLS tunnel,
+        # and access is never granted without a PIN check.
         msk = self.tunnel.keying_material(codec.TTLS)[:64]
         return Succeed(Eap(codec.SUCCESS, self.last_id).encode(), msk)
 

@@ -73,6 +73,7 @@ class EapFrontEnd:
     settings: EapSettings
     context: SSL.Context
     table: ConversationTable
+    peap_context: SSL.Context | None = None  # its own context: the only one that resumes
     random: Callable[[int], bytes] = os.urandom
     contexts: dict[tuple[str, str], Context] = field(default_factory=dict)
     sweeper: asyncio.TimerHandle | None = None
@@ -124,7 +125,7 @@ class EapFrontEnd:
             max_message=self.settings.max_message,
             max_rounds=self.settings.max_rounds,
             now=now,
-            peap=self.settings.peap,
+            peap=partial(Tunnel, self.peap_context) if self.peap_context is not None else None,
         )
         self.table.add(conversation, now)
         self.act(server, pending, conversation, conversation.start(eap))
@@ -304,13 +305,21 @@ def eap_attributes(eap: bytes) -> list[tuple[int, bytes]]:
 
 
 def build(settings: EapSettings, resolve: Callable[[str], Path]) -> EapFrontEnd:
-    """The front end from config; a certificate that will not load is an OSError/SSL.Error."""
+    """The front end from config; a certificate that will not load is an OSError/SSL.Error.
+
+    TTLS gets a context without a session cache (a resumed TTLS tunnel skips the inner PAP in
+    wpa_supplicant, and access is never granted without a PIN check); PEAP gets its own with
+    `resumption_lifetime`, since a resumed PEAP tunnel still runs EAP-GTC."""
     ca = resolve(settings.ca) if settings.ca else None
-    context = server_context(
-        resolve(settings.certificate), resolve(settings.key), ca, settings.tls_max_version
-    )
+    files = (resolve(settings.certificate), resolve(settings.key), ca)
+    context = server_context(*files, settings.tls_max_version, 0)
+    peap_context = None
+    if settings.peap:
+        peap_context = server_context(
+            *files, settings.tls_max_version, settings.resumption_lifetime
+        )
     table = ConversationTable(settings.max_conversations, settings.max_per_client, settings.timeout)
-    return EapFrontEnd(settings, context, table)
+    return EapFrontEnd(settings, context, table, peap_context)
 
 
 def describe(front: EapFrontEnd) -> dict[str, Any]:

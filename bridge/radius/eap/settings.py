@@ -38,5 +38,9 @@ class EapSettings(Section, frozen=True):
     # Offer PEAPv0 with inner EAP-GTC to peers that refuse TTLS asking for PEAP (Android, Linux;
     # Windows' built-in supplicant has no GTC). TTLS/PAP is always offered first.
     peap: bool = True
+    # PEAP only: seconds a TLS session stays resumable after an Access-Accept (OpenSSL's bounded
+    # in-memory session cache); a resumed PEAP tunnel still runs EAP-GTC. TTLS never resumes:
+    # supplicants skip the inner PAP on a resumed TTLS tunnel. 0: off.
+    resumption_lifetime: Annotated[int, msgspec.Meta(ge=0, le=86400)] = 3600
     # Put the inner User-Name (the barcode) in the Access-Accept, for accounting.
     accept_user_name: bool = False

@@ -25,15 +25,33 @@ READ_CHUNK: Final = 16384
 
 
 def server_context(
-    certificate: Path, key: Path, ca: Path | None, max_version: str = "1.2"
+    certificate: Path,
+    key: Path,
+    ca: Path | None,
+    max_version: str = "1.2",
+    resumption: int = 0,
 ) -> SSL.Context:
     """One context per daemon: the certificate chain (the CA appended, so supplicants that
-    were given only the root can build the path), no session tickets (resumption is not done)."""
+    were given only the root can build the path).
+
+    `resumption` > 0 keeps sessions that many seconds in OpenSSL's in-memory server cache, by
+    session ID (wpa_supplicant turns TLS session tickets off for EAP). OpenSSL bounds the cache
+    (20,480 sessions by default, the oldest evicted). Only conversations that ended in an
+    Access-Accept stay resumable (`Tunnel.keep_session`); OpenSSL drops the others when their
+    connection is freed. Used for PEAP only, whose resumed tunnel still runs EAP-GTC:
+    resumption skips only the certificate and key exchange. 0: every conversation is a full
+    handshake."""
     ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
     ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
     ctx.set_max_proto_version(SSL.TLS1_3_VERSION if max_version == "1.3" else SSL.TLS1_2_VERSION)
+    # Stateful sessions only (in TLS 1.3 the tickets then name cached sessions).
     ctx.set_options(SSL.OP_NO_TICKET | SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION)
-    ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+    if resumption > 0:
+        ctx.set_session_id(b"patron-bridge-eap")
+        ctx.set_timeout(resumption)
+        ctx.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
+    else:
+        ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
     ctx.use_certificate_chain_file(str(certificate))
     ctx.use_privatekey_file(str(key))
     ctx.check_privatekey()
@@ -84,6 +102,11 @@ class Tunnel:
         except SSL.Error as exc:
             raise ProtocolError(f"TLS: {_reason(exc)}", "TLS write failed") from None
         return self._drain()
+
+    def keep_session(self) -> None:
+        """Mark the connection cleanly closed so OpenSSL keeps its session for resumption
+        (a connection freed mid-conversation takes its session out of the cache)."""
+        self._conn.set_shutdown(SSL.SENT_SHUTDOWN | SSL.RECEIVED_SHUTDOWN)
 
     def alert(self) -> bytes:
         """Any alert OpenSSL queued (sent to the peer before failing)."""

@@ -45,8 +45,15 @@ def context(chain: dict[str, Path]) -> SSL.Context:
 
 
 def conversation(context: SSL.Context, rounds: int = 50, peap: bool = False) -> Conversation:
+    factory = (lambda: Tunnel(context)) if peap else None
     return Conversation(
-        b"s" * 16, "wifi", Tunnel(context), max_message=65536, max_rounds=rounds, now=0.0, peap=peap
+        b"s" * 16,
+        "wifi",
+        Tunnel(context),
+        max_message=65536,
+        max_rounds=rounds,
+        now=0.0,
+        peap=factory,
     )
 
 

@@ -195,6 +195,25 @@ def test_peap_gtc_over_tls13(daemon13: Daemon) -> None:
     assert "MPPE keys OK: 1  mismatch: 0" in result.stdout
 
 
+@pytest.mark.parametrize("method", ["TTLS", "PEAP"])
+def test_second_authentication_resumes_and_still_checks_the_pin(
+    daemon: Daemon, method: str
+) -> None:
+    """eapol_test -r1 authenticates twice on one supplicant. PEAP: the second run resumes the
+    TLS session and still runs EAP-GTC. TTLS: the supplicant offers its session, but a resumed
+    TTLS tunnel would skip the inner PAP, so the bridge never resumes one: two full handshakes,
+    two PIN checks."""
+    net = ttls(daemon, DEMO["active"], DEMO_PIN)
+    if method == "PEAP":
+        net = peap(daemon, DEMO["active"], DEMO_PIN)
+    result = eapol_test(daemon, net, name=f"resume-{method}", extra=("-r1",))
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "MPPE keys OK: 2  mismatch: 0" in result.stdout
+    resumed = 1 if method == "PEAP" else 0
+    assert result.stdout.count("Handshake finished - resumed=1") == resumed
+    assert result.stdout.count("Handshake finished - resumed=0") == 2 - resumed
+
+
 def test_ttls_pap_wrong_pin_fails(daemon: Daemon) -> None:
     result = eapol_test(daemon, ttls(daemon, DEMO["active"], WRONG_PIN), name="wrong")
     assert result.returncode != 0
@@ -251,8 +270,9 @@ def test_last_audit_names_inner_cards_only(daemon: Daemon) -> None:
     assert daemon.stop() == 0
     events = [e for e in daemon.audit_events() if e.get("protocol") == "radius-eap"]
     outcomes = [e["outcome"] for e in events]
-    # right PIN, anonymous outer, small MTU, PEAP/GTC (the TLS 1.3 daemon audits to its own file)
-    assert outcomes.count("accepted") == 4
+    # right PIN, anonymous outer, small MTU, PEAP/GTC, 2 x 2 resumption runs (the TLS 1.3
+    # daemon audits to its own file): a resumed PEAP run is a PIN check like any other
+    assert outcomes.count("accepted") == 8
     assert any(e["barcode"] == "**********0004" and e["outcome"] == "accepted" for e in events)
     assert any(e["barcode"] == "**********0005" and e["outcome"] == "bad_pin" for e in events)
     assert "bad_pin" in outcomes and "unknown_card" in outcomes
