@@ -348,7 +348,7 @@ def _config_dir(args: argparse.Namespace) -> Path:
 
 
 def cmd_cert_generate(args: argparse.Namespace) -> int:
-    from bridge.tls import generate_self_signed
+    from bridge.tls import generate_chain, generate_self_signed
 
     base = _config_dir(args)
     cert_name, key_name = args.cert, args.key
@@ -359,11 +359,17 @@ def cmd_cert_generate(args: argparse.Namespace) -> int:
         cert_name = cert_name or getattr(ldap, "tls_certificate", None) or "var/tls/cert.pem"
         key_name = key_name or getattr(ldap, "tls_key", None) or "var/tls/key.pem"
     cert, key = base / cert_name, base / key_name  # an absolute path stays as given
+    hosts = args.host or ["localhost", "127.0.0.1"]
+    ca = base / args.ca if args.ca else None
     try:
-        generate_self_signed(cert, key, args.host or ["localhost", "127.0.0.1"])
+        if ca is not None:  # a CA plus a server certificate it signed (802.1X supplicants need one)
+            ca_key = base / args.ca_key if args.ca_key else ca.with_name("ca-key.pem")
+            generate_chain(ca, ca_key, cert, key, hosts)
+        else:
+            generate_self_signed(cert, key, hosts)
     except OSError as exc:
         raise UsageError(f"cannot write {exc.filename}: {exc.strerror}") from None
-    print(f"wrote {cert} and {key}")
+    print(f"wrote {cert} and {key}" + (f", CA {ca}" if ca is not None else ""))
     return OK
 
 
@@ -544,6 +550,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--key", help="key file (0600), relative like --cert (default: [ldap] tls_key)"
     )
     gen.add_argument("--host", action="append", help="DNS name or IP (repeatable)")
+    gen.add_argument("--ca", help="also write a CA here and sign the certificate with it")
+    gen.add_argument("--ca-key", help="where the CA's key goes (default: ca-key.pem beside --ca)")
     gen.set_defaults(fn=cmd_cert_generate)
     back = verbs.add_parser("backup", help="copy the SQLite store to FILE (safe while serving)")
     back.add_argument("file", metavar="FILE")

@@ -11,7 +11,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from bridge.files import private_dir
 
@@ -71,3 +71,80 @@ def generate_self_signed(
                 serialization.NoEncryption(),
             )
         )
+
+
+def _write_key(key_file: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    key_file.unlink(missing_ok=True)  # a new file gets 0600 whatever the old one had
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+
+
+def generate_chain(
+    ca_file: Path,
+    ca_key_file: Path,
+    cert_file: Path,
+    key_file: Path,
+    hostnames: list[str],
+    days: int = 365,
+) -> None:
+    """Write a private CA and a server certificate it signed (EC P-256, for trials).
+
+    802.1X supplicants verify the RADIUS server's certificate against a CA they were given
+    (`ca_cert` in wpa_supplicant, a profile on Apple devices), so a test needs a chain: a CA
+    certificate to hand out, and a server certificate with the serverAuth usage that the
+    supplicants check."""
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Patron Bridge test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    names: list[x509.GeneralName] = []
+    for host in hostnames:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostnames[0])]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    for path, item in ((ca_file, ca), (cert_file, cert)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(item.public_bytes(serialization.Encoding.PEM))
+    _write_key(ca_key_file, ca_key)
+    _write_key(key_file, key)

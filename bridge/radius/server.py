@@ -42,12 +42,14 @@ from bridge.radius.clients import (
     LogLimiter,
 )
 from bridge.radius.dedup import DuplicateCache, Key, Verdict
+from bridge.radius.eap import frontend as eap_frontend
 from bridge.radius.packet import (
     ACCESS_ACCEPT,
     ACCESS_REJECT,
     ACCESS_REQUEST,
     ACCOUNTING_REQUEST,
     ACCOUNTING_RESPONSE,
+    EAP_MESSAGE,
     PROXY_STATE,
     REPLY_MESSAGE,
     STATUS_SERVER,
@@ -150,6 +152,7 @@ class RadiusServer:
     contexts: dict[tuple[str, str], Context] = field(default_factory=dict)
     authenticators: AuthenticatorPolicy = field(default_factory=AuthenticatorPolicy)
     drops: dict[str, int] = field(default_factory=dict)  # reason (before any detail) → count
+    eap: eap_frontend.EapFrontEnd | None = None  # [radius.eap]: 802.1X EAP-TTLS/PAP
 
     # -- entry ----------------------------------------------------------------------------
     def received(self, endpoint: Endpoint, data: bytes, addr: Address) -> None:
@@ -236,6 +239,9 @@ class RadiusServer:
             log.debug("radius_duplicate_replayed", client=client.name, source=host)
             return
         pending = Pending(endpoint, client, packet, addr, key, fields.proxy_state)
+        if self.eap is not None and packet.has(EAP_MESSAGE):
+            self.eap.access_request(self, pending)  # bridge/radius/eap/frontend.py
+            return
         user, hidden = fields.user_name, fields.user_password
         if fields.unsupported is not None or user is None or hidden is None:
             self.refused(client, host, fields.unsupported or "no User-Name or no User-Password")
@@ -424,6 +430,8 @@ class RadiusServer:
 
     # -- life -------------------------------------------------------------------------------
     async def aclose(self) -> None:
+        if self.eap is not None:
+            self.eap.close()
         for endpoint in self.endpoints:
             if endpoint.transport is not None:
                 endpoint.transport.close()
@@ -466,6 +474,8 @@ async def start(settings: RadiusSettings, services: Services) -> RadiusListener:
         loop=loop,
         health=HealthCache(settings.health_ttl),
     )
+    if settings.eap is not None:
+        server.eap = eap_frontend.start(settings.eap, services.config, loop)
     listener = RadiusListener(server)
     if not settings.clients:
         log.warning("radius_no_clients", detail="every packet will be dropped")

@@ -28,6 +28,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from bridge.radius.attributes import ConfigValue, encode_table, merge
+from bridge.radius.eap.settings import EapSettings
 from bridge.settings import PolicySettings, Section
 
 
@@ -77,3 +78,5 @@ class RadiusSettings(Section, frozen=True):
     # When the store cannot answer an Access-Request: stay silent (the NAS fails over to its
     # next server) or send Access-Reject. Never Accept.
     store_unavailable: Literal["silent", "reject"] = "silent"
+    # 802.1X: terminate EAP-TTLS with inner PAP here (bridge/radius/eap/). None: EAP refused.
+    eap: EapSettings | None = None

@@ -1,0 +1,340 @@
+"""The adapter between the UDP server and the EAP state machines.
+
+The server hands over every authenticated Access-Request that carries EAP-Message (after its
+Message-Authenticator, client and duplicate checks). Here: the EAP packet is joined from its
+attributes, its conversation found by State (or opened for an EAP-Response/Identity, within
+the limits), stepped, and the step becomes an Access-Challenge, an Access-Accept with EAP-Success
+and the MPPE keys, or an Access-Reject with EAP-Failure. The inner PAP pair goes to the same
+`Authenticator` as plain RADIUS PAP, with protocol `radius-eap`; the reject delay is applied once,
+to the final Access-Reject.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import structlog
+from OpenSSL import SSL
+
+from bridge.config import Config, ConfigError
+from bridge.core.patron import Context, Decision, Outcome
+from bridge.core.secret import Secret
+from bridge.radius.answers import Answer, answer
+from bridge.radius.eap import codec
+from bridge.radius.eap.conversation import (
+    Authenticate,
+    Challenge,
+    Conversation,
+    Discard,
+    Fail,
+    Step,
+    Succeed,
+)
+from bridge.radius.eap.fragments import fragment_size
+from bridge.radius.eap.mppe import key_attributes
+from bridge.radius.eap.settings import EapSettings
+from bridge.radius.eap.table import ConversationTable
+from bridge.radius.eap.tunnel import Tunnel, server_context
+from bridge.radius.packet import (
+    ACCESS_ACCEPT,
+    ACCESS_CHALLENGE,
+    ACCESS_REJECT,
+    EAP_MESSAGE,
+    PROXY_STATE,
+    REPLY_MESSAGE,
+    USER_NAME,
+    ProtocolError,
+    encode_attributes,
+    encode_reply,
+)
+
+if TYPE_CHECKING:
+    from bridge.radius.server import Pending, RadiusServer
+
+log = structlog.get_logger("bridge.radius.eap")
+
+STATE: Final = 24
+FRAMED_MTU: Final = 12
+PROTOCOL: Final = "radius-eap"
+REFUSED_MESSAGE: Final = (
+    "This network accepts EAP-TTLS with PAP (card number and PIN) only; MSCHAPv2 cannot work."
+)
+BUSY_MESSAGE: Final = "Service busy. Please try again shortly."
+
+
+@dataclass(slots=True)
+class EapFrontEnd:
+    settings: EapSettings
+    context: SSL.Context
+    table: ConversationTable
+    peap_context: SSL.Context | None = None  # its own context: the only one that resumes
+    random: Callable[[int], bytes] = os.urandom
+    contexts: dict[tuple[str, str], Context] = field(default_factory=dict)
+    sweeper: asyncio.TimerHandle | None = None
+
+    # -- entry from the server ------------------------------------------------------------
+    def access_request(self, server: RadiusServer, pending: Pending) -> None:
+        packet, client, host = pending.packet, pending.client, pending.addr[0]
+        if packet.mac_offset < 0:  # RFC 3579 3.3: EAP-Message without it is silently dropped
+            server.drop(client, host, "EAP-Message without Message-Authenticator")
+            pending.endpoint.dedup.forget(pending.key, packet.authenticator)
+            return
+        now = server.loop.time()
+        try:
+            eap = codec.decode(b"".join(packet.all(EAP_MESSAGE)))
+            framed = packet.get(FRAMED_MTU)
+            mtu = int.from_bytes(framed, "big") if framed is not None and len(framed) == 4 else None
+        except ProtocolError as exc:
+            self.reject(server, pending, None, f"malformed EAP: {exc.kind}", REFUSED_MESSAGE)
+            return
+        size = fragment_size(self.settings.fragment_size, mtu)
+        state = packet.get(STATE)
+        if state is None:
+            self.open(server, pending, eap, now)
+            return
+        conversation = self.table.get(state, client.name, now)
+        if conversation is None:
+            self.reject(server, pending, None, "unknown or expired EAP conversation", BUSY_MESSAGE)
+            return
+        try:
+            step = conversation.step(eap, size)
+        except Exception as exc:  # noqa: BLE001 - by type only; one peer must not stop the rest
+            log.error("radius_eap_step_failed", client=client.name, error=type(exc).__name__)
+            step = Fail("internal error", codec.Eap(codec.FAILURE, eap.identifier).encode())
+        self.act(server, pending, conversation, step)
+
+    def open(self, server: RadiusServer, pending: Pending, eap: codec.Eap, now: float) -> None:
+        client = pending.client
+        if eap.code != codec.RESPONSE or eap.kind != codec.IDENTITY:
+            self.reject(server, pending, None, "EAP conversation must open with an Identity")
+            return
+        full = self.table.room_for(client.name, now)
+        if full is not None:
+            self.reject(server, pending, None, full, BUSY_MESSAGE)
+            return
+        conversation = Conversation(
+            self.random(16),
+            client.name,
+            Tunnel(self.context),
+            max_message=self.settings.max_message,
+            max_rounds=self.settings.max_rounds,
+            now=now,
+            peap=partial(Tunnel, self.peap_context) if self.peap_context is not None else None,
+        )
+        self.table.add(conversation, now)
+        self.act(server, pending, conversation, conversation.start(eap))
+
+    def act(
+        self, server: RadiusServer, pending: Pending, conversation: Conversation, step: Step
+    ) -> None:
+        match step:
+            case Challenge(eap=eap):
+                attributes = [*eap_attributes(eap), (STATE, conversation.state)]
+                self.send(server, pending, ACCESS_CHALLENGE, attributes)
+            case Discard(reason=reason):
+                server.drop(pending.client, pending.addr[0], reason)
+                pending.endpoint.dedup.forget(pending.key, pending.packet.authenticator)
+            case Fail(reason=reason, eap=eap):
+                self.table.remove(conversation.state)
+                verdict = conversation.verdict  # PEAP: the decision sent in the Result TLV
+                message = verdict[0].message if verdict is not None else REFUSED_MESSAGE
+                self.reject(server, pending, eap, reason, message)
+            case Succeed():
+                self.table.remove(conversation.state)
+                result, decision, barcode = conversation.verdict
+                self.accept(server, pending, step, result, decision, barcode)
+            case Authenticate(user_name=user, password=password):
+                self.authenticate(server, pending, conversation, user, password)
+
+    # -- inner PAP --------------------------------------------------------------------------
+    def authenticate(
+        self,
+        server: RadiusServer,
+        pending: Pending,
+        conversation: Conversation,
+        user: bytes,
+        password: bytes,
+    ) -> None:
+        client, host = pending.client, pending.addr[0]
+        barcode = user.decode("utf-8", "replace")
+        pin = Secret(password)
+        ctx = self.contexts.get((client.name, host))
+        if ctx is None:
+            if len(self.contexts) >= 4096:
+                self.contexts.clear()
+            ctx = self.contexts[(client.name, host)] = Context(
+                PROTOCOL, client.name, host, client.policy
+            )
+        done = partial(self.decided, server, pending, conversation, barcode)
+        try:
+            decision = server.authenticator.settle(barcode, pin, ctx)
+        except Exception as exc:  # noqa: BLE001 - logged by type; one request must not stop us
+            self.failed(server, pending, conversation, exc)
+            return
+        if decision is not None:
+            done(decision)
+            return
+        task = server.loop.create_task(server.authenticator.authenticate(barcode, pin, ctx))
+        server.tasks.add(task)
+        task.add_done_callback(partial(self.task_done, server, pending, conversation, done))
+
+    def task_done(
+        self,
+        server: RadiusServer,
+        pending: Pending,
+        conversation: Conversation,
+        done: Callable[[Decision], None],
+        task: asyncio.Task[Decision],
+    ) -> None:
+        server.tasks.discard(task)
+        if task.cancelled():
+            self.table.remove(conversation.state)
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.failed(server, pending, conversation, exc)
+            return
+        done(task.result())
+
+    def failed(
+        self, server: RadiusServer, pending: Pending, conversation: Conversation, exc: BaseException
+    ) -> None:
+        log.error("radius_eap_auth_failed", client=pending.client.name, error=type(exc).__name__)
+        self.table.remove(conversation.state)
+        pending.endpoint.dedup.forget(pending.key, pending.packet.authenticator)
+
+    def decided(
+        self,
+        server: RadiusServer,
+        pending: Pending,
+        conversation: Conversation,
+        barcode: str,
+        decision: Decision,
+    ) -> None:
+        result: Answer = answer(decision, server.settings.store_unavailable)
+        if result.code is None:  # store unavailable, silent: the NAS fails over
+            self.table.remove(conversation.state)
+            pending.endpoint.dedup.forget(pending.key, pending.packet.authenticator)
+            log.info("radius_silent", client=pending.client.name, reason="store unavailable")
+            return
+        try:
+            outcome = conversation.finish(
+                decision.outcome is Outcome.ACCEPTED, (result, decision, barcode)
+            )
+        except ProtocolError as exc:
+            self.table.remove(conversation.state)
+            self.reject(server, pending, None, exc.kind, result.message)
+            return
+        self.act(server, pending, conversation, outcome)
+
+    # -- replies ----------------------------------------------------------------------------
+    def accept(
+        self,
+        server: RadiusServer,
+        pending: Pending,
+        success: Succeed,
+        result: Answer,
+        decision: Decision,
+        barcode: str,
+    ) -> None:
+        client, packet = pending.client, pending.packet
+        attributes = eap_attributes(success.eap)
+        attributes += key_attributes(success.msk, client.secret, packet.authenticator, self.random)
+        attributes.append((REPLY_MESSAGE, result.message.encode("utf-8")))
+        if self.settings.accept_user_name:
+            attributes.append((USER_NAME, barcode.encode("utf-8")[:253]))
+        category = decision.patron.category if decision.patron is not None else ""
+        extra = client.attributes_for(category) if result.patron_attributes else b""
+        self.send(server, pending, ACCESS_ACCEPT, attributes, extra)
+
+    def reject(
+        self,
+        server: RadiusServer,
+        pending: Pending,
+        eap: bytes | None,
+        reason: str,
+        message: str = REFUSED_MESSAGE,
+    ) -> None:
+        if reason:
+            server.refused(pending.client, pending.addr[0], reason)
+        if eap is None:  # no conversation yet: an EAP-Failure with the response's identifier
+            raw = b"".join(pending.packet.all(EAP_MESSAGE))
+            identifier = raw[1] if len(raw) > 1 else 0
+            eap = codec.Eap(codec.FAILURE, identifier).encode()
+        attributes = [*eap_attributes(eap), (REPLY_MESSAGE, message.encode("utf-8"))]
+        self.send(server, pending, ACCESS_REJECT, attributes)
+
+    def send(
+        self,
+        server: RadiusServer,
+        pending: Pending,
+        code: int,
+        attributes: list[tuple[int, bytes]],
+        extra: bytes = b"",
+    ) -> None:
+        encoded = encode_attributes(attributes) + extra
+        if pending.proxy_state:
+            proxy = pending.packet.all(PROXY_STATE)
+            encoded += encode_attributes((PROXY_STATE, value) for value in proxy)
+        data = encode_reply(code, pending.packet, encoded, pending.client.secret)
+        delay = server.settings.reject_delay
+        if code == ACCESS_REJECT and delay > 0:
+            server.loop.call_later(delay, server.send, pending, data)
+        else:
+            server.send(pending, data)
+
+    def start_sweeper(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Forget idle conversations even when no packet arrives to expire them."""
+        self.table.expire(loop.time())
+        self.sweeper = loop.call_later(self.settings.timeout, self.start_sweeper, loop)
+
+    def close(self) -> None:
+        if self.sweeper is not None:
+            self.sweeper.cancel()
+        self.table.clear()
+
+
+def eap_attributes(eap: bytes) -> list[tuple[int, bytes]]:
+    return [(EAP_MESSAGE, chunk) for chunk in codec.split_attributes(eap)]
+
+
+def build(settings: EapSettings, resolve: Callable[[str], Path]) -> EapFrontEnd:
+    """The front end from config; a certificate that will not load is an OSError/SSL.Error.
+
+    TTLS gets a context without a session cache (a resumed TTLS tunnel skips the inner PAP in
+    wpa_supplicant, and access is never granted without a PIN check); PEAP gets its own with
+    `resumption_lifetime`, since a resumed PEAP tunnel still runs EAP-GTC."""
+    ca = resolve(settings.ca) if settings.ca else None
+    files = (resolve(settings.certificate), resolve(settings.key), ca)
+    context = server_context(*files, settings.tls_max_version, 0)
+    peap_context = None
+    if settings.peap:
+        peap_context = server_context(
+            *files, settings.tls_max_version, settings.resumption_lifetime
+        )
+    table = ConversationTable(settings.max_conversations, settings.max_per_client, settings.timeout)
+    return EapFrontEnd(settings, context, table, peap_context)
+
+
+def describe(front: EapFrontEnd) -> dict[str, Any]:
+    return {"conversations": len(front.table)}
+
+
+def start(settings: EapSettings, config: Config, loop: asyncio.AbstractEventLoop) -> EapFrontEnd:
+    """Build from `[radius.eap]` (paths relative to the config file) and start expiring."""
+    try:
+        front = build(settings, config.path)
+    except (OSError, SSL.Error, ValueError) as exc:
+        raise ConfigError(
+            f"{config.source}: radius.eap.certificate: cannot load: {type(exc).__name__}: {exc}"
+        ) from None
+    front.start_sweeper(loop)
+    methods = ["EAP-TTLS/PAP", "PEAPv0/EAP-GTC"] if settings.peap else ["EAP-TTLS/PAP"]
+    log.info("radius_eap_ready", methods=methods, tls_max=settings.tls_max_version)
+    return front

@@ -1,0 +1,148 @@
+"""The TLS server end of the tunnel, in memory (pyOpenSSL memory BIOs; no sockets).
+
+The standard library's ssl cannot export keying material, which EAP needs for its MSK, so this
+uses pyca's pyOpenSSL: OpenSSL does all of TLS, this module only moves octets between the
+conversation and OpenSSL. TLS 1.2, and TLS 1.3 when configured (RFC 9427 key derivation;
+FreeRADIUS 3.2 also defaults to 1.2 for TTLS, and wpa_supplicant keeps 1.3 off for TTLS unless
+`tls_disable_tlsv1_3=0`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+from cryptography import x509
+from OpenSSL import SSL
+
+from bridge.radius.packet import ProtocolError
+
+TTLS_LABEL: Final = b"ttls keying material"  # RFC 5281 section 8, TLS 1.2
+TLS13_LABEL: Final = b"EXPORTER_EAP_TLS_Key_Material"  # RFC 9427 section 2.1, TLS 1.3
+PEAP_LABEL: Final = b"client EAP encryption"  # PEAPv0 (as RFC 5216), TLS 1.2
+LABELS: Final = {21: TTLS_LABEL, 25: PEAP_LABEL}
+READ_CHUNK: Final = 16384
+
+
+def server_context(
+    certificate: Path,
+    key: Path,
+    ca: Path | None,
+    max_version: str = "1.2",
+    resumption: int = 0,
+) -> SSL.Context:
+    """One context per daemon: the certificate chain (the CA appended, so supplicants that
+    were given only the root can build the path).
+
+    `resumption` > 0 keeps sessions that many seconds in OpenSSL's in-memory server cache, by
+    session ID (wpa_supplicant turns TLS session tickets off for EAP). OpenSSL bounds the cache
+    (20,480 sessions by default, the oldest evicted). Only conversations that ended in an
+    Access-Accept stay resumable (`Tunnel.keep_session`); OpenSSL drops the others when their
+    connection is freed. Used for PEAP only, whose resumed tunnel still runs EAP-GTC:
+    resumption skips only the certificate and key exchange. 0: every conversation is a full
+    handshake."""
+    ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+    ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+    ctx.set_max_proto_version(SSL.TLS1_3_VERSION if max_version == "1.3" else SSL.TLS1_2_VERSION)
+    # Stateful sessions only (in TLS 1.3 the tickets then name cached sessions).
+    ctx.set_options(SSL.OP_NO_TICKET | SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION)
+    if resumption > 0:
+        ctx.set_session_id(b"patron-bridge-eap")
+        ctx.set_timeout(resumption)
+        ctx.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
+    else:
+        ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+    ctx.use_certificate_chain_file(str(certificate))
+    ctx.use_privatekey_file(str(key))
+    ctx.check_privatekey()
+    if ca is not None:
+        for cert in x509.load_pem_x509_certificates(ca.read_bytes()):
+            ctx.add_extra_chain_cert(cert)
+    return ctx
+
+
+class Tunnel:
+    """One TLS server connection fed with the peer's TLS messages."""
+
+    __slots__ = ("_conn", "established")
+
+    def __init__(self, ctx: SSL.Context) -> None:
+        self._conn = SSL.Connection(ctx, None)
+        self._conn.set_accept_state()
+        self.established = False
+
+    def receive(self, data: bytes) -> tuple[bytes, bytes]:
+        """Feed the peer's TLS octets; (octets to send back, decrypted application data)."""
+        try:
+            self._conn.bio_write(data)
+            if not self.established:
+                try:
+                    self._conn.do_handshake()
+                    self.established = True
+                except SSL.WantReadError:
+                    pass
+            plain = bytearray()
+            if self.established:
+                while True:
+                    try:
+                        chunk = self._conn.recv(READ_CHUNK)
+                    except (SSL.WantReadError, SSL.ZeroReturnError):
+                        break
+                    if not chunk:
+                        break
+                    plain += chunk
+            return self._drain(), bytes(plain)
+        except SSL.Error as exc:
+            raise ProtocolError(f"TLS: {_reason(exc)}", "TLS handshake failed") from None
+
+    def send(self, data: bytes) -> bytes:
+        """Encrypt application data; the TLS records to send."""
+        try:
+            self._conn.sendall(data)
+        except SSL.Error as exc:
+            raise ProtocolError(f"TLS: {_reason(exc)}", "TLS write failed") from None
+        return self._drain()
+
+    def keep_session(self) -> None:
+        """Mark the connection cleanly closed so OpenSSL keeps its session for resumption
+        (a connection freed mid-conversation takes its session out of the cache)."""
+        self._conn.set_shutdown(SSL.SENT_SHUTDOWN | SSL.RECEIVED_SHUTDOWN)
+
+    def alert(self) -> bytes:
+        """Any alert OpenSSL queued (sent to the peer before failing)."""
+        return self._drain()
+
+    def keying_material(self, method: int, size: int = 128) -> bytes:
+        """TLS 1.2: RFC 5281 section 8 (TTLS) or "client EAP encryption" (PEAPv0); TLS 1.3:
+        RFC 9427 section 2.1, the common label with the method's Type-Code as context."""
+        if self._conn.get_protocol_version() == SSL.TLS1_3_VERSION:
+            context = bytes([method])
+            return bytes(self._conn.export_keying_material(TLS13_LABEL, size, context))
+        return bytes(self._conn.export_keying_material(LABELS[method], size))
+
+    @property
+    def version(self) -> str:
+        return str(self._conn.get_protocol_version_name())
+
+    def _drain(self) -> bytes:
+        out = bytearray()
+        while True:
+            try:
+                chunk = self._conn.bio_read(READ_CHUNK)
+            except SSL.WantReadError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        return bytes(out)
+
+
+def _reason(exc: SSL.Error) -> str:
+    """OpenSSL's reason text (e.g. "tlsv1 alert unknown ca"), bounded."""
+    try:
+        errors = exc.args[0]
+        if errors and isinstance(errors, list):
+            return str(errors[-1][-1])[:120]
+    except (IndexError, TypeError):
+        pass
+    return type(exc).__name__
