@@ -163,7 +163,10 @@ def test_the_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
         [tool, "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
-    assert result.stderr == ""
+    # verify also loads the machine's other units and warns about them (Debian's
+    # freeradius.service uses MemoryLimit=): only what it says of ours counts.
+    ours = [line for line in result.stderr.splitlines() if unit.name in line]
+    assert ours == []
     text = UNIT.read_text()
     for line in (
         "Type=notify",
