@@ -330,6 +330,20 @@ def cmd_lockout_clear(args: argparse.Namespace) -> int:
     return run_loop(_with_core(config, body))
 
 
+def cmd_staff_add(args: argparse.Namespace) -> int:
+    from bridge.staff import cli as staff_cli
+
+    config = _config(args)
+    try:
+        password = staff_cli.read_password(sys.stdin, args.stdin)
+        role, created = staff_cli.add(config, args.name, args.role, password)
+    except staff_cli.StaffRefused as exc:
+        raise Refused(str(exc)) from None
+    done = "added" if created else "replaced"
+    print(f"staff account {args.name.strip().lower()} {done} ({role.value})")
+    return OK
+
+
 def cmd_cert_generate(args: argparse.Namespace) -> int:
     from bridge.tls import generate_self_signed
 
@@ -404,6 +418,14 @@ def build_parser() -> argparse.ArgumentParser:
     clear = lverbs.add_parser("clear", help="clear the lock on a card")
     clear.add_argument("barcode")
     clear.set_defaults(fn=cmd_lockout_clear)
+
+    staff = verbs.add_parser("staff", help="staff desk accounts")
+    sverbs = staff.add_subparsers(dest="staff_verb", required=True, metavar="VERB")
+    sadd = sverbs.add_parser("add", help="add (or replace) a local staff account")
+    sadd.add_argument("name")
+    sadd.add_argument("--role", required=True, choices=["desk", "supervisor", "admin"])
+    sadd.add_argument("--stdin", action="store_true", help="read the password once from stdin")
+    sadd.set_defaults(fn=cmd_staff_add)
 
     cert = verbs.add_parser("cert", help="TLS certificates for trials")
     cverbs = cert.add_subparsers(dest="cert_verb", required=True, metavar="VERB")

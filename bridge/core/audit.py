@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import logging
 import re
+from collections.abc import Callable
 from typing import Any, Literal
 
 import msgspec
@@ -67,6 +68,9 @@ class Audit:
             logger_factory_args=("audit",),
         ).bind(kind="audit")
         self._fragments: dict[tuple[str, str, str, str, Outcome, str], str] = {}
+        # Called with every decision (e.g. the staff desk's per-card history): each must be
+        # O(1) and never block (append to a queue; the writing happens elsewhere).
+        self.taps: list[Callable[[str, Context, Decision], None]] = []
 
     def barcode(self, barcode: str) -> str:
         if not showable_barcode(barcode):
@@ -87,6 +91,8 @@ class Audit:
         Only well-formed questions are remembered: a line about bad input (a 200 KB DN, a
         garbled barcode) is built, written and forgotten, so hostile values cannot fill the
         table, and every field is bounded before it is encoded."""
+        for tap in self.taps:
+            tap(barcode, ctx, decision)
         key = (ctx.protocol, ctx.client, ctx.source, barcode, decision.outcome, decision.reason)
         members = self._fragments.get(key)
         if members is None:

@@ -326,6 +326,21 @@ class Authenticator:
         self.audit.event("patron_blocked", barcode=barcode, actor=actor, reason=reason)
         return patron
 
+    async def unblock(self, barcode: str, *, actor: str) -> Patron | None:
+        """Lift a block (staff desk, supervisor). None when the card is unknown."""
+        barcode = self.canonical(barcode)
+        store = self.store
+        if Capability.BLOCK not in store.capabilities or not isinstance(store, WritableStore):
+            raise NotSupported("this store cannot block cards")
+        try:
+            await in_task()
+            patron = await store.set_blocked(barcode, None)
+        except LookupError:
+            return None
+        self.invalidate(barcode)
+        self.audit.event("patron_unblocked", barcode=barcode, actor=actor)
+        return patron
+
     def clear_lock(self, barcode: str, *, actor: str) -> bool:
         barcode = self.canonical(barcode)
         cleared = self.throttle.clear(barcode)

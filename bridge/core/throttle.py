@@ -14,6 +14,7 @@ behind to a `ThrottleBackend` so locks survive a restart.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -127,6 +128,11 @@ class Throttle:
     def failures(self, barcode: str, now: float) -> int:
         card = self._card(barcode, now)
         return 0 if card is None else card.failures
+
+    def card_counter(self, barcode: str, now: float) -> Counter | None:
+        """A copy of the card's live counter (the staff desk shows failures and lock end)."""
+        card = self._card(barcode, now)
+        return None if card is None else dataclasses.replace(card)
 
     def global_pressure(self, now: float) -> bool:
         self._drain(now)
