@@ -240,3 +240,26 @@ def test_password_never_in_audit(env: StaffEnv) -> None:
     env.login("dana", "wrong password!!")
     env.login("dana")
     assert all(PASSWORD not in str(e) for e in env.audit.events)
+
+
+def test_resend_reset_link(env: StaffEnv) -> None:
+    env.login("dana")
+    assert "Email a reset link" in env.client.get(f"/card/{ADULT}").text
+    assert "Email a reset link" not in env.client.get(f"/card/{MINOR}").text  # no address
+    page = env.post(f"/card/{ADULT}/link")
+    assert "A reset link was emailed" in page.text
+    env.drain()
+    (mail,) = env.mailer.messages
+    assert mail["To"] == "ana.rivera@example.org"
+    assert "http://127.0.0.1:8080/reset?token=" in str(mail.get_body(("plain",)))
+    event = next(e for e in env.audit.events if e["event"] == "staff_reset_link")
+    assert event["staff"] == "dana" and event["sent"] is True
+    page = env.post(f"/card/{MINOR}/link")
+    assert "No reset link could be sent" in page.text
+
+
+def test_unknown_and_malformed_cards(env: StaffEnv) -> None:
+    env.login("dana")
+    assert env.client.get(f"/card/{UNKNOWN}").status_code == 404
+    assert env.client.get("/card/%20%00bad").status_code == 404
+    assert env.client.get("/card/" + "9" * 500).status_code == 404
