@@ -336,11 +336,15 @@ def cmd_staff_add(args: argparse.Namespace) -> int:
     config = _config(args)
     try:
         password = staff_cli.read_password(sys.stdin, args.stdin)
-        role, created = staff_cli.add(config, args.name, args.role, password)
+        secret = staff_cli.new_secret() if args.totp else None
+        role, created = staff_cli.add(config, args.name, args.role, password, totp_secret=secret)
     except staff_cli.StaffRefused as exc:
         raise Refused(str(exc)) from None
-    done = "added" if created else "replaced"
-    print(f"staff account {args.name.strip().lower()} {done} ({role.value})")
+    name = args.name.strip().lower()
+    print(f"staff account {name} {'added' if created else 'replaced'} ({role.value})")
+    if secret is not None:  # shown once, for the authenticator app; never logged
+        print(f"TOTP secret: {secret}")
+        print(f"TOTP URI: {staff_cli.provisioning_uri(secret, name, 'Patron Bridge')}")
     return OK
 
 
@@ -425,6 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     sadd.add_argument("name")
     sadd.add_argument("--role", required=True, choices=["desk", "supervisor", "admin"])
     sadd.add_argument("--stdin", action="store_true", help="read the password once from stdin")
+    sadd.add_argument("--totp", action="store_true", help="require a TOTP code at sign-in")
     sadd.set_defaults(fn=cmd_staff_add)
 
     cert = verbs.add_parser("cert", help="TLS certificates for trials")

@@ -10,6 +10,7 @@ Every SQLite call here is synchronous and is run in a worker thread by its calle
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 import time
@@ -28,7 +29,8 @@ CREATE TABLE IF NOT EXISTS staff_accounts (
     role TEXT NOT NULL,
     password_hash TEXT NOT NULL,
     created REAL NOT NULL,
-    disabled INTEGER NOT NULL DEFAULT 0
+    disabled INTEGER NOT NULL DEFAULT 0,
+    totp_secret TEXT
 )
 """
 
@@ -39,6 +41,9 @@ class Account:
     role: Role
     password_hash: str
     disabled: bool = False
+    # Base32 TOTP secret when the account has a second factor (it must be readable to check a
+    # code, so the file is as sensitive as the pepper's directory: mode 0600, no backups).
+    totp_secret: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,18 +93,25 @@ class AccountFile:
         conn = sqlite3.connect(self.path, timeout=10)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(_SCHEMA)
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(staff_accounts)")}
+        if "totp_secret" not in columns:  # a file made before TOTP existed
+            conn.execute("ALTER TABLE staff_accounts ADD COLUMN totp_secret TEXT")
+        with contextlib.suppress(OSError):
+            self.path.chmod(0o600)
         return conn
 
-    def put(self, name: str, role: Role, password_hash: str) -> bool:
+    def put(
+        self, name: str, role: Role, password_hash: str, totp_secret: str | None = None
+    ) -> bool:
         """Add or replace an account. True when it is new."""
-        with self._connect() as conn:
+        with contextlib.closing(self._connect()) as conn, conn:
             existed = conn.execute(
                 "SELECT 1 FROM staff_accounts WHERE name = ?", (name,)
             ).fetchone()
             conn.execute(
                 "INSERT OR REPLACE INTO staff_accounts (name, role, password_hash, created, "
-                "disabled) VALUES (?, ?, ?, ?, 0)",
-                (name, role.value, password_hash, time.time()),
+                "disabled, totp_secret) VALUES (?, ?, ?, ?, 0, ?)",
+                (name, role.value, password_hash, time.time(), totp_secret),
             )
         return existed is None
 
@@ -109,7 +121,8 @@ class AccountFile:
         conn = self._connect()
         try:
             row = conn.execute(
-                "SELECT name, role, password_hash, disabled FROM staff_accounts WHERE name = ?",
+                "SELECT name, role, password_hash, disabled, totp_secret FROM staff_accounts "
+                "WHERE name = ?",
                 (name,),
             ).fetchone()
         finally:
@@ -120,7 +133,7 @@ class AccountFile:
             role = Role(row[1])
         except ValueError:
             return None
-        return Account(row[0], role, row[2], bool(row[3]))
+        return Account(row[0], role, row[2], bool(row[3]), row[4])
 
     def names(self) -> list[tuple[str, str]]:
         conn = self._connect()

@@ -14,6 +14,9 @@ from bridge.config import Config
 from bridge.core.secret import Secret
 from bridge.staff.accounts import POLICY_TEXT, AccountFile, check_password, valid_name
 from bridge.staff.roles import Role, parse_role
+from bridge.staff.totp import new_secret, provisioning_uri
+
+__all__ = ["StaffRefused", "add", "new_secret", "provisioning_uri", "read_password"]
 
 
 class StaffRefused(Exception):
@@ -32,7 +35,9 @@ def read_password(stdin: TextIO, from_stdin: bool) -> Secret:
     return first
 
 
-def add(config: Config, name: str, role_name: str, password: Secret) -> tuple[Role, bool]:
+def add(
+    config: Config, name: str, role_name: str, password: Secret, *, totp_secret: str | None = None
+) -> tuple[Role, bool]:
     """Create or replace the account; (role, whether it is new)."""
     from bridge.app import make_hasher
 
@@ -52,5 +57,6 @@ def add(config: Config, name: str, role_name: str, password: Secret) -> tuple[Ro
         password_hash = hasher.hash_sync(password)
     finally:
         hasher.close()
-    created = AccountFile(config.path(config.staff.state_path)).put(name, role, password_hash)
+    accounts = AccountFile(config.path(config.staff.state_path))
+    created = accounts.put(name, role, password_hash, totp_secret)
     return role, created

@@ -108,6 +108,10 @@ async def login(request: Request) -> Response:
             ok = (await desk.hasher.verify(password, account.password_hash)).ok
         except HashFormatError:
             ok = False
+    factor = "password"
+    if ok and account is not None and account.totp_secret:
+        factor = "totp"
+        ok = desk.totp.check(account.name, account.totp_secret, form.get("code", ""), now)
     if (
         not ok
         or account is None
@@ -115,7 +119,13 @@ async def login(request: Request) -> Response:
         or int(branch) >= len(desk.settings.branches)
     ):
         desk.throttle.record_failure(key, visit.source, desk.clock())
-        audit.event("staff_login_failed", staff=key, source=visit.source, severity="warning")
+        audit.event(
+            "staff_login_failed",
+            staff=key,
+            source=visit.source,
+            factor=factor,
+            severity="warning",
+        )
         return _login_page(visit, name=name, error="staff.login_failed")
     desk.throttle.record_success(account.name, desk.clock())
     visit.sign_in(session_key(account.name, int(branch)))
@@ -123,6 +133,7 @@ async def login(request: Request) -> Response:
         "staff_login",
         staff=account.name,
         role=account.role.value,
+        second_factor=bool(account.totp_secret),
         branch=desk.settings.branches[int(branch)],
         source=visit.source,
     )

@@ -34,6 +34,7 @@ from bridge.portal.settings import LANGUAGES, Language
 from bridge.staff.accounts import AccountFile
 from bridge.staff.history import DecisionHistory
 from bridge.staff.settings import StaffSettings
+from bridge.staff.totp import TotpChecker
 
 log = structlog.get_logger("bridge.staff")
 
@@ -76,6 +77,7 @@ class Desk:
     mail_enabled: bool
     fines_limit: Decimal | None
     links: ResetLinks | None = None
+    totp: TotpChecker = field(default_factory=TotpChecker)
     clock: Callable[[], float] = time.time
     env: jinja2.Environment = field(default_factory=templates)
     catalogs: dict[Language, dict[str, str]] = field(default_factory=catalogs)

@@ -238,3 +238,28 @@ def test_desk_resets_pins_and_roles_hold(
     expect(page.locator("#notice")).to_contain_text("unblocked")
     assert three_protocols(bridge, ADULT, NEW_PIN) == (True, True, True)
     supervisor.close()
+
+
+def test_totp_sign_in(daemon: tuple[Daemon, str], browser: Browser) -> None:
+    import pyotp
+
+    bridge, base = daemon
+    made = bridge.cli("staff", "add", "tess", "--role", "desk", "--totp", "--stdin", input=PASSWORD)
+    assert made.returncode == 0, made.stderr
+    found = re.search(r"TOTP secret: ([A-Z2-7]+)", made.stdout)
+    assert found is not None
+    assert "otpauth://totp/" in made.stdout
+    page = browser.new_context(locale="en-US", viewport=DESKTOP).new_page()
+    page.goto(f"{base}/login")
+    page.get_by_label("Staff account").fill("tess")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_contain_text("not correct")
+    page.get_by_label("Staff account").fill("tess")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_label("One-time code").fill(pyotp.TOTP(found.group(1)).now())
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(f"{base}/desk")
+    events = [e for e in bridge.audit_events() if e.get("event") == "staff_login"]
+    assert events[-1]["staff"] == "tess" and events[-1]["second_factor"] is True
+    assert found.group(1) not in bridge.logs()

@@ -263,3 +263,32 @@ def test_unknown_and_malformed_cards(env: StaffEnv) -> None:
     assert env.client.get(f"/card/{UNKNOWN}").status_code == 404
     assert env.client.get("/card/%20%00bad").status_code == 404
     assert env.client.get("/card/" + "9" * 500).status_code == 404
+
+
+def test_totp_second_factor(env: StaffEnv) -> None:
+    import pyotp
+
+    from bridge.staff.roles import Role
+    from bridge.staff.totp import new_secret
+
+    secret = new_secret()
+    account = env.desk.accounts.get("dana")
+    assert account is not None
+    env.desk.accounts.put("dana", Role.DESK, account.password_hash, secret)
+    assert "not correct" in env.login("dana").text  # the password alone is not enough
+    wrong = "000000" if pyotp.TOTP(secret).at(env.clock()) != "000000" else "111111"
+    data = {"name": "dana", "password": PASSWORD, "branch": "0"}
+    assert (
+        "not correct"
+        in env.client.post("/login", data={"csrf": env.csrf(), **data, "code": wrong}).text
+    )
+    code = pyotp.TOTP(secret).at(env.clock())
+    page = env.client.post("/login", data={"csrf": env.csrf(), **data, "code": code})
+    assert page.url.path == "/desk"
+    failed = [e for e in env.audit.events if e["event"] == "staff_login_failed"]
+    assert {e["factor"] for e in failed} == {"totp"}
+    # The same code again (another PC, a shoulder-surfer): refused.
+    env.csrf("/desk")
+    env.client.post("/logout", data={"csrf": env.csrf("/desk")})
+    again = env.client.post("/login", data={"csrf": env.csrf(), **data, "code": code})
+    assert "not correct" in again.text
