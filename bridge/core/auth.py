@@ -32,6 +32,7 @@ from bridge.core.secret import Secret
 from bridge.core.store import (
     Capability,
     Health,
+    NewPatron,
     NotSupported,
     SearchableStore,
     Store,
@@ -325,6 +326,22 @@ class Authenticator:
         self.invalidate(barcode)
         self.audit.event("patron_blocked", barcode=barcode, actor=actor, reason=reason)
         return patron
+
+    @property
+    def can_add_patrons(self) -> bool:
+        """Whether the store is one the bridge owns (cards can be made here, not in an ILS)."""
+        store = self.store
+        return Capability.ADMIN in store.capabilities and isinstance(store, WritableStore)
+
+    async def add_patron(self, new: NewPatron, *, actor: str) -> None:
+        """A new card with its first PIN (staff desk). ValueError when the card exists."""
+        store = self.store
+        if Capability.ADMIN not in store.capabilities or not isinstance(store, WritableStore):
+            raise NotSupported("this store cannot add patrons")
+        await in_task()
+        await store.add_patron(new)
+        self.invalidate(new.patron.barcode)
+        self.audit.event("patron_added", barcode=new.patron.barcode, actor=actor)
 
     async def unblock(self, barcode: str, *, actor: str) -> Patron | None:
         """Lift a block (staff desk, supervisor). None when the card is unknown."""

@@ -17,7 +17,8 @@ from bridge.core.auth import valid_barcode
 from bridge.core.patron import Outcome, Patron
 from bridge.core.pin import HashFormatError
 from bridge.core.secret import Secret
-from bridge.core.store import NotSupported, StoreUnavailable
+from bridge.core.store import NewPatron, NotSupported, StoreUnavailable
+from bridge.records import RowError, row_to_patron
 from bridge.staff.accounts import valid_name
 from bridge.staff.roles import Action, allowed
 from bridge.staff.search import find
@@ -171,15 +172,19 @@ async def desk_page(request: Request) -> Response:
     if refusal is not None:
         return refusal
     query = request.query_params.get("q", "").strip()[:128]
+    role = visit.staff.account.role if visit.staff else None
+    can_new = role is not None and allowed(role, Action.NEW_CARD)
     if not query:
-        return visit.render("desk.html", query="", results=None, error=None)
+        return visit.render("desk.html", query="", results=None, error=None, can_new=can_new)
     try:
         exact, results = await find(visit.desk, query)
     except StoreUnavailable:
-        return visit.render("desk.html", query=query, results=None, error="error.unavailable")
+        return visit.render(
+            "desk.html", query=query, results=None, error="error.unavailable", can_new=can_new
+        )
     if exact is not None:
         return visit.redirect(card_path(exact.barcode))
-    return visit.render("desk.html", query=query, results=results, error=None)
+    return visit.render("desk.html", query=query, results=results, error=None, can_new=can_new)
 
 
 # -- the card ---------------------------------------------------------------------------------
@@ -212,7 +217,7 @@ async def card(request: Request) -> Response:
     return await _card_page(visit, patron, errors={}, notice=done if done in NOTICES else None)
 
 
-NOTICES = ("pin", "unlock", "block", "unblock", "link", "no_link")
+NOTICES = ("pin", "unlock", "block", "unblock", "link", "no_link", "new")
 
 
 async def _card_page(
@@ -362,3 +367,48 @@ async def send_link(request: Request) -> Response:
         sent=sent,
     )
     return visit.redirect(card_path(patron.barcode, "link" if sent else "no_link"))
+
+
+# -- a new card -------------------------------------------------------------------------------
+NEW_FIELDS = ("barcode", "name", "email", "category", "expires")
+
+
+async def new_card(request: Request) -> Response:
+    """A supervisor makes a card with its first PIN (the patron's choice, the policy applies).
+    With an ILS store the page says the card is made in the ILS, and the PIN part is the
+    card page's reset form once the card exists there."""
+    visit, form, refusal = await _gate(request, Action.NEW_CARD)
+    if refusal is not None or visit.staff is None:
+        return refusal  # type: ignore[return-value]
+    auth = visit.desk.authenticator
+    if not auth.can_add_patrons:
+        return visit.render("new.html", writable=False, values={}, errors={})
+    if form is None:
+        return visit.render("new.html", writable=True, values={}, errors={})
+    values = {k: " ".join(form.get(k, "").split())[:128] for k in NEW_FIELDS}
+    errors: dict[str, str] = {}
+    try:
+        new = row_to_patron(values, auth.pin_policy)
+    except RowError as exc:
+        field = str(exc).partition(":")[0]
+        key = field if field in NEW_FIELDS else "form"
+        errors[key] = visit.t("staff.new_bad_" + ("barcode" if key == "barcode" else "field"))
+        return visit.render("new.html", writable=True, values=values, errors=errors)
+    pin, again = Secret(form.get("new_pin", "")), Secret(form.get("new_again", ""))
+    verdict = auth.pin_policy.check(pin)
+    if not verdict.ok:
+        errors["new_pin"] = visit.policy_text(verdict)
+    elif not pin.matches(again):
+        errors["new_again"] = visit.t("pin.mismatch")
+    if errors:
+        return visit.render("new.html", writable=True, values=values, errors=errors)
+    actor = f"staff:{visit.staff.name}@{visit.staff.branch}"
+    try:
+        await auth.add_patron(NewPatron(new.patron, pin=pin), actor=actor)
+    except ValueError:
+        errors["barcode"] = visit.t("staff.new_exists")
+    except (StoreUnavailable, NotSupported):
+        errors["form"] = visit.t("error.unavailable")
+    if errors:
+        return visit.render("new.html", writable=True, values=values, errors=errors)
+    return visit.redirect(card_path(new.patron.barcode, "new"))

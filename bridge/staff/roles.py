@@ -1,8 +1,9 @@
 """Who may do what at the desk: one table, checked on the server for every page and action.
 
 desk: look up a card, reset its PIN after the ID check, clear a lock, resend a reset link.
-supervisor: also block and unblock. admin: everything a supervisor may (and, later, manage
-staff accounts). A hidden button is a courtesy; this table is the rule.
+supervisor: also block and unblock, and make a new card with its first PIN.
+admin: everything a supervisor may (and, later, manage staff accounts).
+A hidden button is a courtesy; this table is the rule.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class Action(enum.Enum):
     RESEND_LINK = "resend_link"
     BLOCK = "block"
     UNBLOCK = "unblock"
+    NEW_CARD = "new_card"
     MANAGE_STAFF = "manage_staff"
 
 
@@ -36,6 +38,7 @@ NEEDS: dict[Action, Role] = {
     Action.RESEND_LINK: Role.DESK,
     Action.BLOCK: Role.SUPERVISOR,
     Action.UNBLOCK: Role.SUPERVISOR,
+    Action.NEW_CARD: Role.SUPERVISOR,
     Action.MANAGE_STAFF: Role.ADMIN,
 }
 

@@ -21,6 +21,7 @@ def create_app(desk: Desk) -> ASGIApp:
             Route("/login", pages.login, methods=["GET", "POST"]),
             Route("/logout", pages.logout, methods=["POST"]),
             Route("/desk", pages.desk_page),
+            Route("/new", pages.new_card, methods=["GET", "POST"]),
             Route(card, pages.card),
             Route(card + "/pin", pages.reset_pin, methods=["POST"]),
             Route(card + "/unlock", pages.clear_lock, methods=["POST"]),

@@ -237,6 +237,19 @@ def test_desk_resets_pins_and_roles_hold(
     page.get_by_role("button", name="Unblock this card").click()
     expect(page.locator("#notice")).to_contain_text("unblocked")
     assert three_protocols(bridge, ADULT, NEW_PIN) == (True, True, True)
+
+    # A new card with the first PIN the patron chose.
+    page.goto(f"{base}/desk")
+    page.get_by_role("link", name="New card with its first PIN").click()
+    shot(page, "10-new-card")
+    page.get_by_label("Card number").fill("21234000000099")
+    page.get_by_label("Name (Surname, Given)").fill("Haddad, Lina")
+    page.get_by_label("Patron category").fill("ADULT")
+    page.get_by_label("New PIN", exact=True).fill(NEW_PIN)
+    page.get_by_label("New PIN again").fill(NEW_PIN)
+    page.get_by_role("button", name="Make the card").click()
+    expect(page.locator("#notice")).to_contain_text("The card is made")
+    assert three_protocols(bridge, "21234000000099", NEW_PIN) == (True, True, True)
     supervisor.close()
 
 

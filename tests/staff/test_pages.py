@@ -292,3 +292,33 @@ def test_totp_second_factor(env: StaffEnv) -> None:
     env.client.post("/logout", data={"csrf": env.csrf("/desk")})
     again = env.client.post("/login", data={"csrf": env.csrf(), **data, "code": code})
     assert "not correct" in again.text
+
+
+def test_new_card_with_first_pin(env: StaffEnv) -> None:
+    env.login("dana")
+    assert "New card" not in env.client.get("/desk").text
+    assert env.client.get("/new").status_code == 403
+    assert env.post("/new", barcode="21234000000099").status_code == 403
+    env.client.post("/logout", data={"csrf": env.csrf("/desk")})
+    env.login("sam")
+    assert "New card with its first PIN" in env.client.get("/desk").text
+    fields = {
+        "barcode": "21234000000099",
+        "name": "Haddad, Lina",
+        "email": "lina@example.org",
+        "category": "ADULT",
+        "expires": "2031-06-30",
+    }
+    page = env.post("/new", **fields, new_pin="1212", new_again="1212")
+    assert "repeating number" in page.text and 'value="Haddad, Lina"' in page.text
+    page = env.post(
+        "/new", **{**fields, "expires": "next year"}, new_pin=NEW_PIN, new_again=NEW_PIN
+    )
+    assert "A field is not valid" in page.text
+    page = env.post("/new", **fields, new_pin=NEW_PIN, new_again=NEW_PIN)
+    assert "The card is made" in page.text and "Haddad, Lina" in page.text
+    assert authenticate(env, "21234000000099", NEW_PIN) == "accepted"
+    again = env.post("/new", **fields, new_pin=NEW_PIN, new_again=NEW_PIN)
+    assert "already exists" in again.text
+    added = next(e for e in env.audit.events if e["event"] == "patron_added")
+    assert added["actor"] == "staff:sam@Central"

@@ -15,6 +15,7 @@ EXPECTED = {
         Action.RESEND_LINK,
         Action.BLOCK,
         Action.UNBLOCK,
+        Action.NEW_CARD,
     },
     Role.ADMIN: set(Action),
 }
