@@ -19,11 +19,12 @@ from bridge.core.pin import HashFormatError
 from bridge.core.secret import Secret
 from bridge.core.store import NewPatron, NotSupported, StoreUnavailable
 from bridge.records import RowError, row_to_patron
-from bridge.staff.accounts import valid_name
+from bridge.staff import directory
+from bridge.staff.accounts import Account, valid_name
 from bridge.staff.roles import Action, allowed
 from bridge.staff.search import find
 from bridge.staff.standing import standing_of
-from bridge.staff.state import Desk
+from bridge.staff.state import Desk, log
 from bridge.staff.visit import StaffVisit, session_key
 
 CHECKS = ("photo_id", "card")
@@ -100,15 +101,14 @@ async def login(request: Request) -> Response:
     if refusal is not None:
         audit.event("staff_login_refused", staff=key, source=visit.source, reason=refusal.reason)
         return _login_page(visit, name=name, error="staff.login_locked", status=429)
-    account = None if key is None else await asyncio.to_thread(desk.accounts.get, key)
-    ok = False
-    if account is None or account.disabled or not password:
-        await desk.hasher.dummy_verify(password or Secret("x"))
+    if desk.settings.auth == "ldap":
+        account, failed = await _directory_account(desk, key, password)
+        if failed is not None:
+            return _login_page(visit, name=name, error=failed, status=503)
+        ok = account is not None
     else:
-        try:
-            ok = (await desk.hasher.verify(password, account.password_hash)).ok
-        except HashFormatError:
-            ok = False
+        account = None if key is None else await asyncio.to_thread(desk.accounts.get, key)
+        ok = await _password_ok(desk, account, password)
     factor = "password"
     if ok and account is not None and account.totp_secret:
         factor = "totp"
@@ -129,7 +129,8 @@ async def login(request: Request) -> Response:
         )
         return _login_page(visit, name=name, error="staff.login_failed")
     desk.throttle.record_success(account.name, desk.clock())
-    visit.sign_in(session_key(account.name, int(branch)))
+    directory_role = account.role if desk.settings.auth == "ldap" else None
+    visit.sign_in(session_key(account.name, int(branch), directory_role))
     audit.event(
         "staff_login",
         staff=account.name,
@@ -139,6 +140,32 @@ async def login(request: Request) -> Response:
         source=visit.source,
     )
     return visit.redirect("/desk")
+
+
+async def _password_ok(desk: Desk, account: Account | None, password: Secret) -> bool:
+    """A local account's password check (the same KDF work when there is no such account)."""
+    if account is None or account.disabled or not password:
+        await desk.hasher.dummy_verify(password or Secret("x"))
+        return False
+    try:
+        return (await desk.hasher.verify(password, account.password_hash)).ok
+    except HashFormatError:
+        return False
+
+
+async def _directory_account(
+    desk: Desk, key: str | None, password: Secret
+) -> tuple[Account | None, str | None]:
+    """(the account the directory vouches for, or None; a message key when it cannot answer)."""
+    settings = desk.settings.ldap
+    if key is None or settings is None:
+        return None, None
+    try:
+        role = await asyncio.to_thread(directory.sign_in, settings, desk.base_dir, key, password)
+    except directory.DirectoryUnavailable as exc:
+        log.error("staff_directory_failed", error=str(exc))
+        return None, "staff.directory_down"
+    return (None if role is None else Account(key, role, "")), None
 
 
 def _login_page(

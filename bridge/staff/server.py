@@ -95,6 +95,7 @@ async def build_desk(settings: StaffSettings, services: Services) -> Desk:
         mailer=_mailer(services),
         sender=config.smtp.sender if config.smtp is not None else "",
         mail_enabled=config.smtp is not None,
+        base_dir=Path(config.base_dir),
         fines_limit=config.client_policy(None).fines_limit,
         links=(
             reset_links(

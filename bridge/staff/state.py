@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -78,6 +79,7 @@ class Desk:
     fines_limit: Decimal | None
     links: ResetLinks | None = None
     totp: TotpChecker = field(default_factory=TotpChecker)
+    base_dir: Path = Path()  # where the config's relative paths (ldap.ca_file) start
     clock: Callable[[], float] = time.time
     env: jinja2.Environment = field(default_factory=templates)
     catalogs: dict[Language, dict[str, str]] = field(default_factory=catalogs)

@@ -23,6 +23,7 @@ from bridge.portal.i18n import Translator
 from bridge.portal.sessions import new_id, plausible_id
 from bridge.portal.settings import LANGUAGES, Language
 from bridge.staff.accounts import Account
+from bridge.staff.roles import Role, parse_role
 from bridge.staff.state import Desk
 
 MAX_FIELD = 256
@@ -47,8 +48,11 @@ def when(timestamp: float) -> str:
     return dt.datetime.fromtimestamp(timestamp).astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
-def session_key(name: str, branch: int) -> str:
-    return f"{name}|{branch}"
+def session_key(name: str, branch: int, directory_role: Role | None = None) -> str:
+    """`name|branch`; a directory sign-in adds `|role` (the directory was asked at sign-in, so
+    a group change there takes effect at the next sign-in)."""
+    base = f"{name}|{branch}"
+    return base if directory_role is None else f"{base}|{directory_role.value}"
 
 
 @dataclass(slots=True)
@@ -87,14 +91,20 @@ class StaffVisit:
 
     @staticmethod
     async def _staff(desk: Desk, key: str) -> Staff | None:
-        name, _, index = key.partition("|")
+        name, index, *rest = [*key.split("|"), ""][:3]
         branches = desk.settings.branches
         if not index.isdigit() or int(index) >= len(branches):
+            return None
+        branch = branches[int(index)]
+        if desk.settings.auth == "ldap":
+            role = parse_role(rest[0])
+            return None if role is None else Staff(Account(name, role, ""), branch)
+        if rest[0]:
             return None
         account = await asyncio.to_thread(desk.accounts.get, name)
         if account is None or account.disabled:
             return None
-        return Staff(account, branches[int(index)])
+        return Staff(account, branch)
 
     @property
     def source(self) -> str:

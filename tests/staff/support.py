@@ -67,12 +67,12 @@ class StaffEnv:
         portal.call(self.desk.drain)
 
 
-def staff_config(tmp: Path) -> Config:
-    return make_config(tmp, PORTAL_SECTION + STAFF_SECTION)
+def staff_config(tmp: Path, extra: str = "") -> Config:
+    return make_config(tmp, PORTAL_SECTION + STAFF_SECTION + extra)
 
 
-def open_staff_env(tmp: Path) -> Iterator[StaffEnv]:
-    config = staff_config(tmp)
+def open_staff_env(tmp: Path, extra: str = "") -> Iterator[StaffEnv]:
+    config = staff_config(tmp, extra)
     assert config.staff is not None
     core = asyncio.run(open_core(config))
     audit = RecordingAudit()
@@ -99,6 +99,7 @@ def open_staff_env(tmp: Path) -> Iterator[StaffEnv]:
         fines_limit=config.client_policy(None).fines_limit,
         links=reset_links(core.authenticator, "http://127.0.0.1:8080", 30),
         clock=clock,
+        base_dir=tmp,
     )
     try:
         with TestClient(create_app(desk), base_url="http://127.0.0.1:8081") as client:
