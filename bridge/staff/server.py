@@ -2,7 +2,7 @@
 (same socket binding, uvicorn driving, TLS context; no access log: URLs carry card numbers).
 
 Staff passwords are checked with a `PinHasher` of the desk's own (the same pepper and KDF
-settings as the core's, its own small worker pool), so a burst of staff sign-ins never queues
+settings as the core's, a worker pool of its own), so a burst of staff sign-ins never queues
 in front of patrons' PIN checks. The decision history starts listening to the audit here.
 """
 
