@@ -46,6 +46,7 @@ FRONT_ENDS: tuple[tuple[str, str], ...] = (
     ("ldap", "bridge.ldap.server"),
     ("radius", "bridge.radius.server"),
     ("portal", "bridge.portal.server"),
+    ("staff", "bridge.staff.server"),
     ("metrics", "bridge.metrics.server"),  # last: its /readyz means every listener above is up
 )
 

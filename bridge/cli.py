@@ -337,6 +337,24 @@ def cmd_lockout_clear(args: argparse.Namespace) -> int:
     return run_loop(_with_core(config, body))
 
 
+def cmd_staff_add(args: argparse.Namespace) -> int:
+    from bridge.staff import cli as staff_cli
+
+    config = _config(args)
+    try:
+        password = staff_cli.read_password(sys.stdin, args.stdin)
+        secret = staff_cli.new_secret() if args.totp else None
+        role, created = staff_cli.add(config, args.name, args.role, password, totp_secret=secret)
+    except staff_cli.StaffRefused as exc:
+        raise Refused(str(exc)) from None
+    name = args.name.strip().lower()
+    print(f"staff account {name} {'added' if created else 'replaced'} ({role.value})")
+    if secret is not None:  # shown once, for the authenticator app; never logged
+        print(f"TOTP secret: {secret}")
+        print(f"TOTP URI: {staff_cli.provisioning_uri(secret, name, 'Patron Bridge')}")
+    return OK
+
+
 def _config_dir(args: argparse.Namespace) -> Path:
     """Where relative paths start: the config file's directory, as for every path in it (the
     current directory when no config file is given or found)."""
@@ -537,6 +555,15 @@ def build_parser() -> argparse.ArgumentParser:
     clear.add_argument("barcode", help="the locked card")
     clear.add_argument("--staff", metavar="ID", help=staff_help)
     clear.set_defaults(fn=cmd_lockout_clear)
+
+    staff = verbs.add_parser("staff", help="staff desk accounts")
+    sverbs = staff.add_subparsers(dest="staff_verb", required=True, metavar="VERB")
+    sadd = sverbs.add_parser("add", help="add (or replace) a local staff account")
+    sadd.add_argument("name")
+    sadd.add_argument("--role", required=True, choices=["desk", "supervisor", "admin"])
+    sadd.add_argument("--stdin", action="store_true", help="read the password once from stdin")
+    sadd.add_argument("--totp", action="store_true", help="require a TOTP code at sign-in")
+    sadd.set_defaults(fn=cmd_staff_add)
 
     cert = verbs.add_parser("cert", help="TLS certificates for trials")
     cverbs = cert.add_subparsers(dest="cert_verb", required=True, metavar="VERB")

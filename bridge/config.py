@@ -23,6 +23,7 @@ from bridge.portal.settings import PortalSettings, SmtpSettings
 from bridge.radius.settings import RadiusSettings
 from bridge.settings import SECRET_KEYS, PolicySettings, Section, parse_listen
 from bridge.sip2.settings import Sip2Settings
+from bridge.staff.settings import StaffSettings
 
 DEFAULT_CONFIG = "conf/bridge.toml"
 
@@ -123,6 +124,7 @@ class Config(Section, frozen=True):
     portal: PortalSettings | None = None
     smtp: SmtpSettings | None = None
     metrics: MetricsSettings | None = None  # absent: no metrics listener
+    staff: StaffSettings | None = None
     # Filled by load(): where relative paths start, and the file's name for messages.
     base_dir: str = "."
     source: str = "<memory>"
@@ -254,7 +256,7 @@ def _check(config: Config) -> None:
         raise ConfigError(f"{src}: sip2.upstream: {upstream!r} is not the configured store.plugin")
     for key, message in config.throttle.problems():
         raise ConfigError(f"{src}: throttle.{key}: {message}")
-    for name in ("portal", "smtp"):  # sections that check their own cross-key rules
+    for name in ("portal", "smtp", "staff"):  # sections that check their own cross-key rules
         section = getattr(config, name)
         for key, message in section.problems() if section is not None else ():
             raise ConfigError(f"{src}: {name}.{key}: {message}")

@@ -108,6 +108,11 @@ _COLUMNS = (
 _BY_BARCODE = f"SELECT {_COLUMNS}, pin_hash FROM patrons WHERE barcode = ?"  # noqa: S608
 _BY_EMAIL = f"SELECT {_COLUMNS} FROM patrons WHERE email = ? COLLATE NOCASE LIMIT 50"  # noqa: S608
 _BY_RECORD = f"SELECT {_COLUMNS} FROM patrons WHERE record_id = ?"  # noqa: S608
+# Name search for the staff desk: a prefix of the surname or of any word, escaped, bounded.
+_BY_NAME = (
+    f"SELECT {_COLUMNS} FROM patrons WHERE name LIKE ? ESCAPE '\\' OR name LIKE ? ESCAPE '\\' "  # noqa: S608
+    "ORDER BY name LIMIT ?"
+)
 _PAGE = f"SELECT {_COLUMNS} FROM patrons WHERE barcode > ? ORDER BY barcode LIMIT 500"  # noqa: S608
 _DETAILS = f"{_COLUMNS}, coalesce(pin_hash, '') <> '', needs_reset"
 _BY_BARCODES = f"SELECT {_DETAILS} FROM patrons WHERE barcode IN (SELECT value FROM json_each(?))"  # noqa: S608
@@ -344,6 +349,24 @@ class SqliteStore:
                     _BY_EMAIL,
                     (email,),
                 )
+                .fetchall()
+            )
+            return [_patron(r) for r in rows]
+
+        return await self._run(query)
+
+    async def search_by_name(self, text: str, limit: int) -> list[Patron]:
+        """Patrons whose name starts with `text`, or has a word that does (staff desk search;
+        at most `limit`, never a list of everyone: an empty text finds nothing)."""
+        text = text.strip()
+        if not text:
+            return []
+        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+        def query() -> list[Patron]:
+            rows = (
+                self._conn()
+                .execute(_BY_NAME, (f"{escaped}%", f"% {escaped}%", min(limit, 20)))
                 .fetchall()
             )
             return [_patron(r) for r in rows]

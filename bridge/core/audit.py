@@ -71,6 +71,9 @@ class Audit:
         # Called with (ctx, decision, latency, path) for every decision: the metrics recorder's
         # one hook (path: "cached" when answered before the store, "store" otherwise).
         self.observe: Callable[[Context, Decision, float, str], None] | None = None
+        # Called with every decision (e.g. the staff desk's per-card history): each must be
+        # O(1) and never block (append to a queue; the writing happens elsewhere).
+        self.taps: list[Callable[[str, Context, Decision], None]] = []
 
     def barcode(self, barcode: str) -> str:
         if not showable_barcode(barcode):
@@ -95,6 +98,8 @@ class Audit:
         table, and every field is bounded before it is encoded."""
         if self.observe is not None:
             self.observe(ctx, decision, latency, path)
+        for tap in self.taps:
+            tap(barcode, ctx, decision)
         key = (ctx.protocol, ctx.client, ctx.source, barcode, decision.outcome, decision.reason)
         members = self._fragments.get(key)
         if members is None:

@@ -34,6 +34,7 @@ from bridge.core.secret import Secret
 from bridge.core.store import (
     Capability,
     Health,
+    NewPatron,
     NotSupported,
     SearchableStore,
     Store,
@@ -415,6 +416,37 @@ class Authenticator:
             return None
         self.invalidate(barcode)
         self.audit.event("patron_blocked", barcode=barcode, actor=actor, reason=reason)
+        return patron
+
+    @property
+    def can_add_patrons(self) -> bool:
+        """Whether the store is one the bridge owns (cards can be made here, not in an ILS)."""
+        store = self.store
+        return Capability.ADMIN in store.capabilities and isinstance(store, WritableStore)
+
+    async def add_patron(self, new: NewPatron, *, actor: str) -> None:
+        """A new card with its first PIN (staff desk). ValueError when the card exists."""
+        store = self.store
+        if Capability.ADMIN not in store.capabilities or not isinstance(store, WritableStore):
+            raise NotSupported("this store cannot add patrons")
+        await in_task()
+        await store.add_patron(new)
+        self.invalidate(new.patron.barcode)
+        self.audit.event("patron_added", barcode=new.patron.barcode, actor=actor)
+
+    async def unblock(self, barcode: str, *, actor: str) -> Patron | None:
+        """Lift a block (staff desk, supervisor). None when the card is unknown."""
+        barcode = self.canonical(barcode)
+        store = self.store
+        if Capability.BLOCK not in store.capabilities or not isinstance(store, WritableStore):
+            raise NotSupported("this store cannot block cards")
+        try:
+            await in_task()
+            patron = await store.set_blocked(barcode, None)
+        except LookupError:
+            return None
+        self.invalidate(barcode)
+        self.audit.event("patron_unblocked", barcode=barcode, actor=actor)
         return patron
 
     def clear_lock(self, barcode: str, *, actor: str) -> bool:

@@ -25,6 +25,7 @@ Reservations are never persisted: a restart releases them all.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import itertools
 import math
@@ -311,6 +312,11 @@ class Throttle:
     def failures(self, barcode: str, now: float) -> int:
         card = self._card(barcode, now)
         return 0 if card is None else card.failures
+
+    def card_counter(self, barcode: str, now: float) -> Counter | None:
+        """A copy of the card's live counter (the staff desk shows failures and lock end)."""
+        card = self._card(barcode, now)
+        return None if card is None else dataclasses.replace(card)
 
     def global_pressure(self, now: float) -> bool:
         """Whether the global guard is up: failures in the window plus checks in flight."""

@@ -22,8 +22,9 @@ class MissingMessage(KeyError):
     """A key absent from a locale file (a bug; tests check every locale has every key)."""
 
 
-def load_catalogs() -> dict[Language, dict[str, str]]:
-    root = files("bridge.portal").joinpath("locales")
+def load_catalogs(package: str = "bridge.portal") -> dict[Language, dict[str, str]]:
+    """Every language's messages from `<package>/locales` (the staff pages load theirs too)."""
+    root = files(package).joinpath("locales")
     catalogs: dict[Language, dict[str, str]] = {}
     for lang in LANGUAGES:
         data: Any = json.loads(root.joinpath(f"{lang}.json").read_text(encoding="utf-8"))

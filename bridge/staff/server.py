@@ -1,0 +1,143 @@
+"""Serve the staff desk on its own listener inside the daemon's event loop, like the portal
+(same socket binding, uvicorn driving, TLS context; no access log: URLs carry card numbers).
+
+Staff passwords are checked with a `PinHasher` of the desk's own (the same pepper and KDF
+settings as the core's, a worker pool of its own), so a burst of staff sign-ins never queues
+in front of patrons' PIN checks. The decision history starts listening to the audit here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+import uvicorn
+
+from bridge.config import ConfigError
+from bridge.core.pin import PinHasher
+from bridge.core.throttle import Throttle
+from bridge.portal.mail import Mailer, NoMailer, SmtpMailer
+from bridge.portal.server import _address, bind
+from bridge.portal.sessions import SessionStore
+from bridge.services import Services
+from bridge.staff.accounts import AccountFile
+from bridge.staff.history import DecisionHistory
+from bridge.staff.settings import StaffSettings
+from bridge.staff.state import Desk, reset_links
+from bridge.staff.web import create_app
+from bridge.tls import server_context
+
+log = structlog.get_logger("bridge.staff")
+
+
+@dataclass(slots=True)
+class StaffListener:
+    name: str
+    addresses: list[str]
+    desk: Desk
+    server: uvicorn.Server
+    sock: socket.socket
+    task: asyncio.Task[None]
+
+    async def aclose(self) -> None:
+        self.server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        await self.server.shutdown(sockets=[self.sock])
+        audit = self.desk.authenticator.audit
+        if self.desk.history.tap in audit.taps:
+            audit.taps.remove(self.desk.history.tap)
+        await self.desk.aclose()
+        self.desk.hasher.close()
+
+
+def _mailer(services: Services) -> Mailer:
+    smtp = services.config.smtp
+    return NoMailer() if smtp is None else SmtpMailer(smtp, Path(services.config.base_dir))
+
+
+def own_hasher(services: Services) -> PinHasher:
+    from bridge.app import make_hasher
+
+    return make_hasher(services.config)
+
+
+async def build_desk(settings: StaffSettings, services: Services) -> Desk:
+    config = services.config
+    for key, message in settings.problems():
+        raise ConfigError(f"{config.source}: staff.{key}: {message}")
+    hasher = await asyncio.to_thread(own_hasher, services)  # its first hash is a KDF run
+    history = DecisionHistory(
+        config.path(settings.state_path),
+        hasher.derived_key("staff-history"),
+        keep_days=settings.history_days,
+    )
+    from bridge.app import throttle_rules
+
+    desk = Desk(
+        settings=settings,
+        authenticator=services.authenticator,
+        accounts=AccountFile(config.path(settings.state_path)),
+        hasher=hasher,
+        history=history,
+        sessions=SessionStore(
+            time.time,
+            idle_seconds=settings.session_idle_minutes * 60.0,
+            max_seconds=settings.session_max_hours * 3600.0,
+            max_sessions=10_000,
+        ),
+        throttle=Throttle(throttle_rules(config)),
+        mailer=_mailer(services),
+        sender=config.smtp.sender if config.smtp is not None else "",
+        mail_enabled=config.smtp is not None,
+        base_dir=Path(config.base_dir),
+        fines_limit=config.client_policy(None).fines_limit,
+        links=(
+            reset_links(
+                services.authenticator, config.portal.base_url, config.portal.reset_token_minutes
+            )
+            if config.portal is not None
+            else None
+        ),
+    )
+    services.audit.taps.append(history.tap)
+    history.start()
+    return desk
+
+
+async def start(settings: StaffSettings, services: Services) -> StaffListener:
+    config = services.config
+    desk = await build_desk(settings, services)
+    uv_config = uvicorn.Config(
+        create_app(desk),
+        lifespan="off",
+        access_log=False,
+        log_config=None,
+        log_level="warning",
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies) or None,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+    uv_config.load()
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        uv_config.ssl = server_context(
+            config.path(settings.tls_cert), config.path(settings.tls_key)
+        )
+    sock = bind(settings.listen)
+    server = uvicorn.Server(uv_config)
+    server.lifespan = uv_config.lifespan_class(uv_config)
+    try:
+        await server.startup(sockets=[sock])
+    except BaseException:
+        sock.close()
+        raise
+    task = asyncio.get_running_loop().create_task(server.main_loop(), name="staff")
+    scheme = "https" if uv_config.ssl else "http"
+    log.info("staff_listening", address=_address(sock), scheme=scheme)
+    return StaffListener("staff", [_address(sock)], desk, server, sock, task)
