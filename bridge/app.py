@@ -16,6 +16,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, cast
 
 import structlog
@@ -59,6 +60,13 @@ class Core:
         await self.store.aclose()
         self.throttle.close()
         self.hasher.close()
+
+
+def control_path(config: Config, worker: int | None = None) -> Path:
+    """The control socket: `control.socket`, and `control.socket.N` for worker N (the CLI tells
+    every one of them, see `bridge.control.notify`)."""
+    path = config.path(config.control.socket)
+    return path if worker is None else path.with_name(f"{path.name}.{worker}")
 
 
 def pin_policy(config: Config) -> PinPolicy:
@@ -161,11 +169,14 @@ async def open_core(config: Config) -> Core:
     return Core(hasher, store, throttle, authenticator, audit)
 
 
-async def serve(config: Config, on_ready: Callable[[dict[str, Any]], None]) -> None:
-    """Run until SIGINT/SIGTERM (or cancellation)."""
+async def serve(
+    config: Config, on_ready: Callable[[dict[str, Any]], None], *, worker: int | None = None
+) -> None:
+    """Run until SIGINT/SIGTERM (or cancellation). `worker`: this process's index among the
+    `[server] workers` (listeners shared with SO_REUSEPORT, a control socket of its own)."""
     core = await open_core(config)
-    services = Services(config, core.authenticator, core.audit)
-    control = ControlServer(config.path(config.control.socket), core.authenticator)
+    services = Services(config, core.authenticator, core.audit, reuse_port=worker is not None)
+    control = ControlServer(control_path(config, worker), core.authenticator)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

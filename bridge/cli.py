@@ -119,6 +119,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from bridge.app import serve
 
     config = _config(args)
+    worker: int | None = getattr(args, "worker", None)
+    if worker is None and config.server.worker_count() > 1:
+        return _supervise(args, config)
     logs.configure(config.log.level, config.log.format, "stderr", _audit_destination(config))
 
     def ready(info: dict[str, Any]) -> None:
@@ -126,12 +129,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
         sys.stdout.flush()
 
     try:
-        run_loop(serve(config, ready))
+        if worker is not None:
+            from bridge.runtime import worker as runtime_worker
+
+            mapping = runtime_worker.parse_mapping(args.listen_map or "{}", config.source)
+            run_loop(runtime_worker.run(config, worker, mapping, ready))
+        else:
+            run_loop(serve(config, ready))
     except KeyboardInterrupt:
         pass
     finally:
         logs.stop()
     return OK
+
+
+def _supervise(args: argparse.Namespace, config: Config) -> int:
+    """`[server] workers` > 1: this process supervises the workers (bridge.runtime.supervisor)."""
+    from bridge.runtime.supervisor import supervise
+
+    logs.configure(config.log.level, config.log.format, "stderr")
+
+    def ready(info: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(info) + "\n")
+        sys.stdout.flush()
+
+    path = Path(args.config or os.environ.get("BRIDGE_CONFIG") or DEFAULT_CONFIG).resolve()
+    try:
+        return supervise(config, path, ready)
+    finally:
+        logs.stop()
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -354,7 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    verbs.add_parser("serve", help="run the daemon in the foreground").set_defaults(fn=cmd_serve)
+    serve = verbs.add_parser("serve", help="run the daemon in the foreground")
+    serve.set_defaults(fn=cmd_serve)
+    # Set by the supervisor of `[server] workers = N` for each worker it starts; not for people.
+    serve.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--listen-map", help=argparse.SUPPRESS)
     verbs.add_parser(
         "check-config", help="validate the config and print it with secrets masked"
     ).set_defaults(fn=cmd_check_config)

@@ -82,7 +82,16 @@ class ControlServer:
 
 
 def notify(path: Path, op: str, barcode: str) -> bool:
-    """Tell a running daemon; False when none is listening (then there is nothing to tell)."""
+    """Tell a running daemon, and every worker of one (`path.N`, `[server] workers`); False when
+    none is listening (then there is nothing to tell)."""
+    told = _notify_one(path, op, barcode)
+    for worker in sorted(path.parent.glob(f"{path.name}.*")):
+        if worker.name[len(path.name) + 1 :].isdigit():
+            told = _notify_one(worker, op, barcode) or told
+    return told
+
+
+def _notify_one(path: Path, op: str, barcode: str) -> bool:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(5)

@@ -31,3 +31,7 @@ class Services:
     authenticator: Authenticator
     audit: Audit
     listeners: list[Listener] = field(default_factory=list)
+    # True in a worker of `[server] workers = N`: every listener binds with SO_REUSEPORT so the
+    # kernel spreads connections and datagrams over the workers (the same UDP source address
+    # and port always reach the same worker, so RADIUS duplicates meet their first copy).
+    reuse_port: bool = False

@@ -245,6 +245,7 @@ class LdapListener:
         self.addresses: list[str] = []
         self.servers: list[asyncio.AbstractServer] = []
         self.connections: set[Connection] = set()
+        self.reuse_port = False  # a worker of `[server] workers = N`: SO_REUSEPORT
 
     async def listen(self, address: str, *, tls: bool) -> None:
         host, port = parse_listen(address)
@@ -256,7 +257,12 @@ class LdapListener:
             return Connection(self, tls=tls, require_tls=require_tls)
 
         server = await loop.create_server(
-            factory, host, port, ssl=self.tls_context if tls else None, reuse_address=True
+            factory,
+            host,
+            port,
+            ssl=self.tls_context if tls else None,
+            reuse_address=True,
+            reuse_port=self.reuse_port or None,
         )
         self.servers.append(server)
         for sock in server.sockets:
@@ -292,6 +298,7 @@ async def start(settings: LdapSettings, services: Services) -> LdapListener:
     directory = Directory(settings)
     shared = Shared(services, directory, starttls=ctx is not None, deadline=asyncio.timeout)
     listener = LdapListener(settings, shared, ctx)
+    listener.reuse_port = services.reuse_port
     try:
         for address in settings.listen:
             await listener.listen(address, tls=False)

@@ -46,11 +46,13 @@ class PortalListener:
         await self.portal.aclose()
 
 
-def bind(listen: str) -> socket.socket:
+def bind(listen: str, *, reuse_port: bool = False) -> socket.socket:
     host, port = parse_listen(listen)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:  # a worker of `[server] workers = N`
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError:
@@ -106,7 +108,7 @@ async def start(settings: PortalSettings, services: Services) -> PortalListener:
         uv_config.ssl = server_context(
             config.path(settings.tls_cert), config.path(settings.tls_key)
         )
-    sock = bind(settings.listen)
+    sock = bind(settings.listen, reuse_port=services.reuse_port)
     server = uvicorn.Server(uv_config)
     # What Server._serve does before startup(); lifespan is "off", so this is a no-op object.
     server.lifespan = uv_config.lifespan_class(uv_config)

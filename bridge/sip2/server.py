@@ -71,7 +71,9 @@ class Sip2Listener:
         loop = asyncio.get_running_loop()
         for addr in self.settings.listen:
             host, port = parse_listen(addr)
-            server = await loop.create_server(self._protocol, host, port)
+            server = await loop.create_server(
+                self._protocol, host, port, reuse_port=self.services.reuse_port or None
+            )
             self._servers.append(server)
             self.addresses.extend(_bound(server))
         if self.settings.tls_listen:
@@ -88,6 +90,7 @@ class Sip2Listener:
                     port,
                     ssl=context,
                     ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+                    reuse_port=self.services.reuse_port or None,
                 )
                 self._servers.append(server)
                 self.tls_addresses.extend(_bound(server))
