@@ -23,6 +23,7 @@ import structlog
 
 from bridge.config import Config, ConfigError, decode_section
 from bridge.control import ControlServer
+from bridge.core.admission import Gate, GateLimits
 from bridge.core.audit import Audit
 from bridge.core.auth import Authenticator
 from bridge.core.cache import VerifiedCache
@@ -109,6 +110,20 @@ def throttle_rules(config: Config) -> ThrottleRules:
     )
 
 
+def check_gate(config: Config, kdf_workers: int) -> Gate:
+    """The bound on pending PIN checks (`[throttle] max_*_checks`, `check_wait_deadline`)."""
+    t = config.throttle
+    active = t.max_active_checks or min(4 * kdf_workers, t.max_pending_checks)
+    return Gate(
+        GateLimits(
+            max_active=active,
+            max_pending=t.max_pending_checks,
+            max_pending_per_source=t.max_pending_per_source,
+            wait_deadline=t.check_wait_deadline,
+        )
+    )
+
+
 def make_hasher(config: Config) -> PinHasher:
     s = config.security
     params = KdfParams(
@@ -165,6 +180,7 @@ async def open_core(config: Config) -> Core:
         audit=audit,
         policy=pin_policy(config),
         clock=time.time,
+        gate=check_gate(config, hasher.workers),
     )
     return Core(hasher, store, throttle, authenticator, audit)
 

@@ -68,6 +68,22 @@ class ThrottleSettings(Section, frozen=True):
     source_block_seconds: Annotated[float, msgspec.Meta(ge=0)] = 300.0
     global_max_failures: Annotated[int, msgspec.Meta(ge=1)] = 300
     global_window: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    # Bounded work (bridge/core/admission.py): checks calling the store at once (0: four per
+    # KDF worker), checks pending in total and per source (beyond: BUSY at once), and how long
+    # a check may wait for a running slot.
+    max_active_checks: Annotated[int, msgspec.Meta(ge=0, le=4096)] = 0
+    max_pending_checks: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 256
+    max_pending_per_source: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 64
+    check_wait_deadline: Annotated[float, msgspec.Meta(gt=0, le=300)] = 5.0
+
+    def problems(self) -> list[tuple[str, str]]:
+        """Cross-key rules of the work bounds."""
+        found = []
+        if self.max_pending_per_source > self.max_pending_checks:
+            found.append(("max_pending_per_source", "greater than throttle.max_pending_checks"))
+        if self.max_active_checks > self.max_pending_checks:
+            found.append(("max_active_checks", "greater than throttle.max_pending_checks"))
+        return found
 
 
 class CacheSettings(Section, frozen=True):
@@ -248,6 +264,8 @@ def _check(config: Config) -> None:
     upstream = config.sip2.upstream if config.sip2 is not None else ""
     if upstream and upstream != config.store_plugin:
         raise ConfigError(f"{src}: sip2.upstream: {upstream!r} is not the configured store.plugin")
+    for key, message in config.throttle.problems():
+        raise ConfigError(f"{src}: throttle.{key}: {message}")
     _check_scale_out(config)
     for name in ("portal", "smtp"):  # sections that check their own cross-key rules
         section = getattr(config, name)

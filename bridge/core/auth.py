@@ -18,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
+import traceback
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
+from bridge.core.admission import Busy, Gate, GateLimits
 from bridge.core.audit import Audit
 from bridge.core.cache import VerifiedCache
 from bridge.core.patron import ClientPolicy, Context, Decision, Outcome, Patron
@@ -38,7 +40,7 @@ from bridge.core.store import (
     StoreUnavailable,
     WritableStore,
 )
-from bridge.core.throttle import Refusal, Throttle
+from bridge.core.throttle import GuardUnavailable, GuessGuard, Refusal, Result, Ticket
 
 MAX_BARCODE = 64
 MAX_PIN = 128
@@ -60,6 +62,33 @@ async def in_task() -> None:
 
 _MALFORMED_BARCODE = Decision(Outcome.BAD_INPUT, reason="malformed barcode")
 _MALFORMED_PIN = Decision(Outcome.BAD_INPUT, reason="missing or malformed PIN")
+_SHED = Decision(Outcome.BUSY, reason="too many PIN checks pending")
+_NO_SLOT = Decision(Outcome.BUSY, reason="no PIN check slot within the deadline")
+_STORE_ERROR = Decision(Outcome.STORE_UNAVAILABLE, reason="store error")
+_STORE_LATE = Decision(Outcome.STORE_UNAVAILABLE, reason="store did not answer in time")
+_GUARD_DOWN = Decision(Outcome.STORE_UNAVAILABLE, reason="guessing-limit state unavailable")
+_HASH_UNREADABLE = Decision(Outcome.STORE_UNAVAILABLE, reason="stored PIN hash unreadable")
+
+#: A store call is abandoned after this long (the reservation must be settled well before a
+#: shared backend's `ThrottleRules.reservation_ttl` reclaims it).
+STORE_DEADLINE = 60.0
+
+
+def refused(refusal: Refusal) -> Decision:
+    """A guessing limit's refusal as the decision: BUSY when only checks in flight stand in
+    the way (try again), CARD_LOCKED otherwise."""
+    outcome = Outcome.BUSY if refusal.busy else Outcome.CARD_LOCKED
+    return Decision(outcome, reason=refusal.reason, retry_after=refusal.retry_after)
+
+
+def where(exc: BaseException) -> str:
+    """file:line where an exception was raised: for the log, without its message (a store's
+    message could quote what it was given)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "?"
+    last = frames[-1]
+    return f"{last.filename.rsplit('/', 1)[-1]}:{last.lineno}"
 
 
 def valid_barcode(barcode: str) -> bool:
@@ -86,15 +115,20 @@ class Authenticator:
         self,
         store: Store,
         *,
-        throttle: Throttle,
+        throttle: GuessGuard,
         cache: VerifiedCache,
         audit: Audit,
         policy: PinPolicy | None = None,
         clock: Callable[[], float] = time.time,
         today: Callable[[], dt.date] = dt.date.today,
+        gate: Gate | None = None,
+        store_deadline: float = STORE_DEADLINE,
     ) -> None:
         self.store = store
         self.throttle = throttle
+        self.gate = gate or Gate(GateLimits())
+        self.store_deadline = store_deadline
+        self.busy = 0  # BUSY answers given (for metrics): shed, no slot, budgets in flight
         self.cache = cache
         self.audit = audit
         self.pin_policy = policy or PinPolicy()
@@ -135,14 +169,16 @@ class Authenticator:
         entry = self.cache.lookup(barcode, pin, now)
         if entry is None:
             if not valid_barcode(barcode):
+                self.throttle.record_bad_input(ctx.source, now)
                 return _MALFORMED_BARCODE
             if not pin or len(pin) > MAX_PIN or pin.text() is None:
+                self.throttle.record_bad_input(ctx.source, now)
                 return _MALFORMED_PIN
         refusal = self.throttle.check(barcode, ctx.source, now)
         if refusal is not None and (refusal.scope == "card" or entry is None):
-            return Decision(
-                Outcome.CARD_LOCKED, reason=refusal.reason, retry_after=refusal.retry_after
-            )
+            if refusal.busy:
+                self.busy += 1
+            return refused(refusal)
         if entry is None:
             return None
         today = self.today()
@@ -154,33 +190,86 @@ class Authenticator:
         return decision
 
     async def _verify(self, barcode: str, pin: Secret, ctx: Context) -> Decision:
-        """Ask the store (the KDF in the hasher's pool, or the ILS) and count the result."""
+        """Reserve, ask the store, settle: the bounded, budgeted path to a PIN evaluation.
+
+        The gate first (a flood is shed here at the cost of a dict lookup), then a reservation
+        against the guessing limits (so checks in flight count before they are made), then a
+        running slot (the KDF queue never grows past the gate's cap), then the store. The
+        reservation is settled on every way out, cancellation included."""
+        gate = self.gate
+        source = ctx.source
+        if not gate.admit(source):
+            self.busy += 1
+            return _SHED
         try:
             await in_task()
-            verification = await self.store.verify_pin(barcode, pin)
+            try:
+                reserved = await self.throttle.reserve(barcode, source, self.clock())
+            except GuardUnavailable as exc:
+                log.error("guard_unavailable", error=str(exc))
+                return _GUARD_DOWN
+            if not isinstance(reserved, Ticket):
+                if reserved.busy:
+                    self.busy += 1
+                return refused(reserved)
+            try:
+                decision, result = await self._run(barcode, pin, ctx)
+            except BaseException:
+                await self.throttle.settle(reserved, Result.RELEASE, self.clock())
+                raise
+            settled = await self.throttle.settle(reserved, result, self.clock())
+        finally:
+            gate.leave(source)
+        if settled.card_locked:
+            self.invalidate(barcode)
+            self.audit.event("card_locked", barcode=barcode, source=source)
+        if result is Result.SUCCESS and decision.patron is not None:
+            self.cache.put(barcode, pin, decision.patron, self.clock())
+        return decision
+
+    async def _run(self, barcode: str, pin: Secret, ctx: Context) -> tuple[Decision, Result]:
+        """Wait for a running slot, then ask the store."""
+        gate = self.gate
+        try:
+            await gate.acquire(ctx.source)
+        except Busy:
+            self.busy += 1
+            return _NO_SLOT, Result.RELEASE
+        try:
+            return await self._ask_store(barcode, pin, ctx)
+        finally:
+            gate.release()
+
+    async def _ask_store(self, barcode: str, pin: Secret, ctx: Context) -> tuple[Decision, Result]:
+        """The store's verdict and what it means for the guessing limits. Anything but a
+        verdict (unavailable, corrupt hash, too slow, a store's own bug) evaluates nothing:
+        STORE_UNAVAILABLE, the reservation released, never silence."""
+        try:
+            async with asyncio.timeout(self.store_deadline):
+                verification = await self.store.verify_pin(barcode, pin)
         except StoreUnavailable as exc:
-            return Decision(Outcome.STORE_UNAVAILABLE, reason=str(exc) or "store unavailable")
+            decision = Decision(Outcome.STORE_UNAVAILABLE, reason=str(exc) or "store unavailable")
+            return decision, Result.RELEASE
         except HashFormatError:
             # A corrupt stored hash is the library's problem, not a wrong PIN: never counted
             # as a failure (it would lock the patron out), never quoted.
             log.error("pin_hash_unreadable", barcode=self.audit.barcode(barcode))
-            return Decision(Outcome.STORE_UNAVAILABLE, reason="stored PIN hash unreadable")
-        now = self.clock()
+            return _HASH_UNREADABLE, Result.RELEASE
+        except TimeoutError as exc:
+            log.error("store_error", error="timeout", at=where(exc), protocol=ctx.protocol)
+            return _STORE_LATE, Result.RELEASE
+        except Exception as exc:  # noqa: BLE001 - any store bug must still answer and audit
+            # Type and place only: a store's message could quote what it was given.
+            log.error("store_error", error=type(exc).__name__, at=where(exc), protocol=ctx.protocol)
+            return _STORE_ERROR, Result.RELEASE
         if verification.patron is None:
-            self.throttle.record_failure(barcode, ctx.source, now)
-            return Decision(Outcome.UNKNOWN_CARD, reason="no such card")
+            return Decision(Outcome.UNKNOWN_CARD, reason="no such card"), Result.FAILURE
         patron = verification.patron
         if not verification.pin_ok:
-            self.throttle.record_failure(barcode, ctx.source, now)
-            if self.throttle.card_locked(barcode, now):
-                self.invalidate(barcode)
-                self.audit.event("card_locked", barcode=barcode, source=ctx.source)
-            return Decision(Outcome.BAD_PIN, patron=patron, reason="wrong PIN")
-        self.throttle.record_success(barcode, now)
-        self.cache.put(barcode, pin, patron, now)
+            return Decision(Outcome.BAD_PIN, patron=patron, reason="wrong PIN"), Result.FAILURE
         if verification.needs_rehash and Capability.CHANGE_PIN in self.store.capabilities:
             self._spawn(self._rehash(patron, pin))
-        return self._standing(patron, ctx.policy, "verified")
+        return self._standing(patron, ctx.policy, "verified"), Result.SUCCESS
 
     def _today_cached(self) -> dt.date:
         """The local date, read at most once a second (date.today() is a system call away)."""

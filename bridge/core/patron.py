@@ -54,6 +54,10 @@ class Outcome(enum.Enum):
     FINES_OVER_LIMIT = "fines_over_limit"
     STORE_UNAVAILABLE = "store_unavailable"
     BAD_INPUT = "bad_input"
+    # Shed unchecked: too many PIN checks pending (in total or from this source), no check
+    # slot within the deadline, or a guessing budget fully taken by checks in flight. Every
+    # protocol answers "try again" (RADIUS: no answer, so the NAS retries elsewhere).
+    BUSY = "busy"
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,19 +5,32 @@ Three layers, because a four-digit PIN has only 9,900 allowed values:
   without checking the PIN), then a lock for a configured time (0 = until staff clear it);
 - per source: too many failures from one address within a window blocks that address a while;
 - global: one PIN sprayed over sequential barcodes defeats per-card limits, so when failures
-  across all cards exceed a rate, new attempts are refused until the window drains (patrons
-  whose credentials are in the verified cache still get in).
+  across all cards reach a rate, sources that failed recently are refused until the window
+  drains (see `GuessGuard` for the scope; patrons whose credentials are in the verified cache,
+  and sources that have not failed, still get in).
 
-This module is pure: the clock is passed in. Counters live in memory for speed and are written
-behind to a `ThrottleBackend` so locks survive a restart.
+Reserve before the check, settle after. Every PIN evaluation first takes a reservation
+(`reserve`) that counts as a failure-to-be against the card, the source and the global guard;
+the store is asked only with a ticket in hand, and the ticket is settled with what the store
+said (`settle`). So requests that arrive together cannot all pass a check that only a recorded
+failure would close: at most `card_lock_after` evaluations are ever made for one card before it
+locks, whatever arrives at once. The full contract, written for other backends (Redis, a shared
+SQLite file), is `GuessGuard` below and docs/throttle-api.md.
+
+This module is pure: the clock is passed in. `Throttle` keeps counters in memory (a check is a
+dict lookup) and is authoritative for one process; every change of a counter that must
+outlive a restart is written behind to a `ThrottleBackend`, so locks survive a restart.
+Reservations are never persisted: a restart releases them all.
 """
 
 from __future__ import annotations
 
+import enum
+import itertools
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +46,10 @@ class ThrottleRules:
     source_block_seconds: float = 300.0
     global_max_failures: int = 300
     global_window: float = 60.0
+    # A reservation not settled by then belongs to a dead process or a lost request: a shared
+    # backend drops it (released, not counted). Longer than any check may take (the core
+    # abandons a check after `throttle.check_deadline`, which is shorter).
+    reservation_ttl: float = 120.0
 
 
 @dataclass(slots=True)
@@ -41,6 +58,7 @@ class Counter:
     last_failure: float = 0.0
     blocked_until: float = 0.0  # delay or lock end; math.inf = until cleared
     locked: bool = False  # True once the hard lock was reached
+    inflight: int = 0  # reservations not yet settled (never persisted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +66,108 @@ class Refusal:
     scope: str  # "card", "source", "global"
     reason: str
     retry_after: float | None  # None: until staff clear it
+    # True when nothing is wrong with this request except that others like it are being
+    # checked right now (a budget fully reserved by checks in flight): the core answers BUSY,
+    # which every protocol maps to "try again", not to "locked".
+    busy: bool = False
+
+
+class Result(enum.Enum):
+    """What a reserved evaluation turned out to be."""
+
+    SUCCESS = "success"  # the PIN was right: the card's counter is reset
+    FAILURE = "failure"  # a wrong PIN, or no such card: counted on card, source and global
+    RELEASE = "release"  # nothing was evaluated (store unavailable, shed, cancelled, crashed)
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """One reserved PIN evaluation. `id` is unique among live reservations (a shared backend
+    keys the reservation by it); `expires` is when a backend may drop it unsettled."""
+
+    id: str
+    barcode: str
+    source: str
+    expires: float
+
+
+class GuardUnavailable(Exception):
+    """A shared backend cannot reach its state: `reserve` raises it (nothing reserved) and the
+    core answers STORE_UNAVAILABLE. The message must not contain a PIN or a secret."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """What settling changed: `card_locked` is True when this failure locked the card (the
+    core then drops the card from the verified cache and audits `card_locked`)."""
+
+    card_locked: bool = False
+
+
+UNCHANGED = Settled(False)
+LOCKED_NOW = Settled(True)
+
+
+@runtime_checkable
+class GuessGuard(Protocol):
+    """The guessing limits as the Authenticator uses them. `Throttle` (memory, one process)
+    implements it; a shared backend (Redis, SQLite file) implements the same rules atomically
+    for several processes and hosts. docs/throttle-api.md states every rule in prose.
+
+    Budgets (`committed` = failures counted + reservations in flight):
+    - card: refused while its delay or lock runs; refused when committed >= card_lock_after
+      (fully reserved); refused when committed >= card_free_failures and a reservation is
+      already in flight (the delay stage checks one PIN at a time). Unknown barcodes have
+      cards too (a spray over non-existent barcodes counts).
+    - source: refused while blocked; BUSY when committed >= source_max_failures.
+    - global: "up" when failures in the window + reservations in flight (all sources)
+      >= global_max_failures. While up, a source that failed within global_window is refused,
+      a source with a reservation in flight gets BUSY, any other source is let through.
+    """
+
+    rules: ThrottleRules
+
+    async def reserve(self, barcode: str, source: str, now: float) -> Ticket | Refusal:
+        """Atomically: the refusal `check` would give, or a reservation against the card,
+        the source and the global guard. Raises `GuardUnavailable` when a shared state
+        cannot be reached. If cancelled, must not leave a reservation behind (or the TTL
+        reclaims it)."""
+        ...
+
+    async def settle(self, ticket: Ticket, result: Result, now: float) -> Settled:
+        """Return the reservation (at most once per ticket) and apply the result (a FAILURE
+        counts even when the reservation had expired). Never raises; must complete even if
+        the awaiting task is cancelled meanwhile (the core awaits it on the way out of a
+        cancelled check)."""
+        ...
+
+    def check(self, barcode: str, source: str, now: float) -> Refusal | None:
+        """Why an attempt would be refused now (sync, local, no I/O: the cached fast path asks
+        it). May be stale for a shared backend; `reserve` is the authority."""
+        ...
+
+    def check_source(self, source: str, now: float) -> Refusal | None:
+        """The source and global rules alone (secrets that are not a card's PIN)."""
+        ...
+
+    def record_failure(self, barcode: str | None, source: str, now: float) -> None:
+        """Count a failure that was not reserved (a vendor's service secret, synchronous
+        check): card (if given), source and global. Sync; a shared backend may write behind."""
+        ...
+
+    def record_bad_input(self, source: str, now: float) -> None:
+        """A malformed barcode or PIN: counts on the source only (no card, not global)."""
+        ...
+
+    def card_locked(self, barcode: str, now: float) -> bool: ...
+
+    def failures(self, barcode: str, now: float) -> int: ...
+
+    def clear(self, barcode: str) -> bool:
+        """Staff clear a card: failures, delay and lock go (reservations in flight stay)."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class ThrottleBackend(Protocol):
@@ -76,8 +196,14 @@ class MemoryBackend:
 CARD = "card:"
 SOURCE = "source:"
 
+_CARD_BUSY = "PIN checks for this card are in progress"
+_SOURCE_BUSY = "this address's failure budget is taken by checks in progress"
+_GLOBAL = "failed-attempt rate too high"
+
 
 class Throttle:
+    """In-memory `GuessGuard`, authoritative for one process, written behind to a backend."""
+
     def __init__(self, rules: ThrottleRules, backend: ThrottleBackend | None = None) -> None:
         self.rules = rules
         self.backend: ThrottleBackend = backend or MemoryBackend()
@@ -86,38 +212,69 @@ class Throttle:
         self._cards: dict[str, Counter] = {}
         self._sources: dict[str, Counter] = {}
         for key, counter in self.backend.load().items():
+            counter.inflight = 0
             if key.startswith(CARD):
                 self._cards[key[len(CARD) :]] = counter
             elif key.startswith(SOURCE):
                 self._sources[key[len(SOURCE) :]] = counter
         self._global: deque[float] = deque()
+        self._global_inflight = 0
+        self._open: set[str] = set()  # ids of reservations not yet settled
+        self._ids = itertools.count()
         self._since_sweep = 0
 
     def __len__(self) -> int:
         """How many counters are kept (cards and sources)."""
         return len(self._cards) + len(self._sources)
 
+    @property
+    def inflight(self) -> int:
+        """Reservations not yet settled (all cards and sources)."""
+        return self._global_inflight
+
     # -- queries ----------------------------------------------------------------------------
     def check(self, barcode: str, source: str, now: float) -> Refusal | None:
         """Why this attempt must be refused before any PIN work, or None."""
         card = self._card(barcode, now)
-        if card is not None and card.blocked_until > now:
+        if card is not None:
+            refusal = self._card_refusal(card, now)
+            if refusal is not None:
+                return refusal
+        return self.check_source(source, now)
+
+    def _card_refusal(self, card: Counter, now: float) -> Refusal | None:
+        r = self.rules
+        if card.blocked_until > now:
             if card.locked:
                 retry = None if math.isinf(card.blocked_until) else card.blocked_until - now
                 return Refusal("card", "card locked after too many failed PINs", retry)
             return Refusal("card", "too many failed PINs, wait", card.blocked_until - now)
-        return self.check_source(source, now)
+        # Fully reserved (committed >= card_lock_after), or in the delay stage (committed >=
+        # card_free_failures) with a check already running: both need a reservation in flight.
+        floor = min(r.card_lock_after, r.card_free_failures)
+        if card.inflight and card.failures + card.inflight >= floor:
+            return Refusal("card", _CARD_BUSY, max(r.card_delay_base, 1.0))
+        return None
 
     def check_source(self, source: str, now: float) -> Refusal | None:
         """The source and global guards alone (secrets that are not a card's PIN)."""
         src = self._source(source, now)
-        if src is not None and src.blocked_until > now:
-            return Refusal("source", "too many failures from this address", src.blocked_until - now)
-        if self._global and self.global_pressure(now):
-            oldest = self._global[0]
-            return Refusal(
-                "global", "failed-attempt rate too high", oldest + self.rules.global_window - now
-            )
+        if src is not None:
+            if src.blocked_until > now:
+                return Refusal(
+                    "source", "too many failures from this address", src.blocked_until - now
+                )
+            if src.inflight and src.failures + src.inflight >= self.rules.source_max_failures:
+                return Refusal("source", _SOURCE_BUSY, 1.0, busy=True)
+        if (self._global or self._global_inflight) and self.global_pressure(now):
+            if src is None:
+                return None
+            window = self.rules.global_window
+            retry = (self._global[0] + window - now) if self._global else 1.0
+            if src.failures and src.last_failure > now - window:
+                return Refusal("global", _GLOBAL, retry)
+            if src.inflight:
+                return Refusal("global", _GLOBAL, retry, busy=True)
         return None
 
     def card_locked(self, barcode: str, now: float) -> bool:
@@ -129,17 +286,84 @@ class Throttle:
         return 0 if card is None else card.failures
 
     def global_pressure(self, now: float) -> bool:
+        """Whether the global guard is up: failures in the window plus checks in flight."""
         self._drain(now)
-        return len(self._global) >= self.rules.global_max_failures
+        return len(self._global) + self._global_inflight >= self.rules.global_max_failures
+
+    # -- reservations -----------------------------------------------------------------------
+    async def reserve(self, barcode: str, source: str, now: float) -> Ticket | Refusal:
+        """A reservation against card, source and global, or the refusal. No suspension
+        happens here, so check-and-take is atomic on the event loop."""
+        return self.reserve_now(barcode, source, now)
+
+    def reserve_now(self, barcode: str, source: str, now: float) -> Ticket | Refusal:
+        refusal = self.check(barcode, source, now)
+        if refusal is not None:
+            return refusal
+        card = self._cards.get(barcode)
+        if card is None:
+            card = self._cards[barcode] = Counter()
+        card.inflight += 1
+        src = self._sources.get(source)
+        if src is None:
+            src = self._sources[source] = Counter()
+        src.inflight += 1
+        self._global_inflight += 1
+        ticket = Ticket(str(next(self._ids)), barcode, source, now + self.rules.reservation_ttl)
+        self._open.add(ticket.id)
+        return ticket
+
+    async def settle(self, ticket: Ticket, result: Result, now: float) -> Settled:
+        return self.settle_now(ticket, result, now)
+
+    def settle_now(self, ticket: Ticket, result: Result, now: float) -> Settled:
+        """Return the reservation (once) and apply the result."""
+        if ticket.id in self._open:
+            self._open.discard(ticket.id)
+            self._global_inflight -= 1
+            card = self._cards.get(ticket.barcode)
+            if card is not None and card.inflight:
+                card.inflight -= 1
+            src = self._sources.get(ticket.source)
+            if src is not None and src.inflight:
+                src.inflight -= 1
+        if result is Result.FAILURE:
+            locked = self._count(ticket.barcode, ticket.source, now, count_global=True)
+            return LOCKED_NOW if locked else UNCHANGED
+        if result is Result.SUCCESS:
+            self.record_success(ticket.barcode, now)
+        else:
+            self._tidy(ticket.barcode, ticket.source)
+        return UNCHANGED
+
+    def _tidy(self, barcode: str, source: str) -> None:
+        """Drop counters that only existed to hold a reservation (nothing to persist)."""
+        card = self._cards.get(barcode)
+        if card is not None and not (card.inflight or card.failures or card.blocked_until):
+            del self._cards[barcode]
+        src = self._sources.get(source)
+        if src is not None and not (src.inflight or src.failures or src.blocked_until):
+            del self._sources[source]
 
     # -- updates ----------------------------------------------------------------------------
     def record_failure(self, barcode: str | None, source: str, now: float) -> None:
+        """An unreserved failure (service secrets, tests): card, source and global."""
+        self._count(barcode, source, now, count_global=True)
+
+    def record_bad_input(self, source: str, now: float) -> None:
+        """A malformed barcode or PIN counts against its source only."""
+        self._count(None, source, now, count_global=False)
+
+    def _count(self, barcode: str | None, source: str, now: float, *, count_global: bool) -> bool:
+        """Count one failure; True when it locked the card."""
         r = self.rules
+        locked = False
         if barcode is not None:
             card = self._card(barcode, now) or Counter()
             card.failures += 1
             card.last_failure = now
             if card.failures >= r.card_lock_after:
+                locked = True
                 card.locked = True
                 card.blocked_until = now + r.card_lock_seconds if r.card_lock_seconds else math.inf
             elif card.failures > r.card_free_failures:
@@ -155,11 +379,13 @@ class Throttle:
             src.failures = 0
         self._sources[source] = src
         self.backend.save(SOURCE + source, src)
-        self._drain(now)
-        self._global.append(now)
+        if count_global:
+            self._drain(now)
+            self._global.append(now)
         self._since_sweep += 1
         if self._since_sweep >= self.SWEEP_EVERY:
             self.sweep(now)
+        return locked
 
     SWEEP_EVERY = 1000
 
@@ -175,13 +401,24 @@ class Throttle:
         return before - len(self)
 
     def record_success(self, barcode: str, now: float) -> None:
-        """A right PIN resets the card's counter."""
-        if self._cards.pop(barcode, None) is not None:
+        """A right PIN resets the card's counter (reservations in flight stay counted)."""
+        card = self._cards.get(barcode)
+        if card is None:
+            return
+        persisted = bool(card.failures or card.blocked_until)
+        if card.inflight:
+            self._cards[barcode] = Counter(inflight=card.inflight)
+        else:
+            del self._cards[barcode]
+        if persisted:
             self.backend.save(CARD + barcode, None)
 
     def clear(self, barcode: str) -> bool:
         """Staff clear a card's lock. True when there was something to clear."""
-        existed = self._cards.pop(barcode, None) is not None
+        card = self._cards.pop(barcode, None)
+        existed = card is not None and bool(card.failures or card.blocked_until)
+        if card is not None and card.inflight:
+            self._cards[barcode] = Counter(inflight=card.inflight)
         self.backend.save(CARD + barcode, None)
         return existed
 
@@ -207,11 +444,19 @@ class Throttle:
         now: float,
         quiet: float,
     ) -> Counter | None:
-        """The counter, or None after forgetting it when its delay is over and it has been
-        quiet long enough."""
+        """The counter, or None after forgetting it when its delay is over, it has been quiet
+        long enough and no reservation holds it. A counter holding only reservations (no
+        failures yet) starts over from zero failures when it had been quiet."""
         if counter.blocked_until <= now and now - counter.last_failure > quiet:
+            if counter.inflight:
+                if counter.failures:
+                    counter.failures = 0
+                    counter.locked = False
+                    self.backend.save(prefix + name, None)
+                return counter
             del table[name]
-            self.backend.save(prefix + name, None)
+            if counter.failures or counter.blocked_until:
+                self.backend.save(prefix + name, None)
             return None
         return counter
 

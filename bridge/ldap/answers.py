@@ -54,6 +54,7 @@ EXPIRED = BindAnswer(INVALID_CREDENTIALS, "card expired")
 BLOCKED = BindAnswer(INVALID_CREDENTIALS, "card blocked")
 FINES = BindAnswer(INVALID_CREDENTIALS, "fines over the limit")
 UNAVAILABLE_ANSWER = BindAnswer(UNAVAILABLE, "patron records are unavailable; try again")
+BUSY_ANSWER = BindAnswer(BUSY, "too many PIN checks in progress; try again")
 
 
 def bind_answer(decision: Decision, locked_message: str = "account locked") -> BindAnswer:
@@ -73,6 +74,8 @@ def bind_answer(decision: Decision, locked_message: str = "account locked") -> B
             return FINES
         case Outcome.STORE_UNAVAILABLE:
             return UNAVAILABLE_ANSWER
+        case Outcome.BUSY:
+            return BUSY_ANSWER
         case _:
             assert_never(outcome)
 

@@ -28,7 +28,7 @@ def login_message(outcome: Outcome) -> tuple[str, int] | None:
             return "login.blocked", 200
         case Outcome.FINES_OVER_LIMIT:
             return "login.fines", 200
-        case Outcome.STORE_UNAVAILABLE:
+        case Outcome.STORE_UNAVAILABLE | Outcome.BUSY:
             return "error.unavailable", 503
         case _:
             assert_never(outcome)
@@ -41,7 +41,7 @@ def old_pin_message(outcome: Outcome) -> tuple[str, str]:
             return "old_pin", "pin.old_wrong"
         case Outcome.CARD_LOCKED:
             return "old_pin", "login.locked"
-        case Outcome.STORE_UNAVAILABLE:
+        case Outcome.STORE_UNAVAILABLE | Outcome.BUSY:
             return "form", "error.unavailable"
         case (
             Outcome.ACCEPTED

@@ -33,6 +33,7 @@ EXPIRED = Answer(ACCESS_REJECT, "Your library card has expired. Please ask staff
 BLOCKED = Answer(ACCESS_REJECT, "Your library card is blocked. Please ask staff.")
 FINES = Answer(ACCESS_REJECT, "Please see library staff about fines on your card.")
 SILENT = Answer(None, "")
+SHED = Answer(None, "busy")  # too many checks pending: no answer, the NAS retries elsewhere
 UNAVAILABLE = Answer(ACCESS_REJECT, "Service unavailable. Please try again shortly.")
 REFUSED = Answer(ACCESS_REJECT, "This network accepts a library card number and PIN only.")
 
@@ -53,6 +54,8 @@ def answer(decision: Decision, store_unavailable: Literal["silent", "reject"]) -
             return FINES
         case Outcome.STORE_UNAVAILABLE:
             return SILENT if store_unavailable == "silent" else UNAVAILABLE
+        case Outcome.BUSY:
+            return SHED
         case _:
             assert_never(decision.outcome)
 

@@ -267,7 +267,8 @@ class RadiusServer:
         packet = pending.packet
         if result.code is None:
             pending.endpoint.dedup.forget(pending.key, packet.authenticator)
-            log.info("radius_silent", client=pending.client.name, reason="store unavailable")
+            reason = result.message or "store unavailable"  # SHED says "busy"
+            log.info("radius_silent", client=pending.client.name, reason=reason)
             return
         attributes = self.reply_attributes(pending.client, result, category)
         if pending.proxy_state:

@@ -197,7 +197,7 @@ def check_answer(
             return unknown(request, date, options, hidden_text)
         case Outcome.CARD_LOCKED:
             return unknown(request, date, options, LOCKED)
-        case Outcome.STORE_UNAVAILABLE:
+        case Outcome.STORE_UNAVAILABLE | Outcome.BUSY:
             return unknown(request, date, options, UNAVAILABLE)
         case _:
             assert_never(decision.outcome)

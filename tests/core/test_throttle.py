@@ -121,8 +121,9 @@ def test_global_spray_guard() -> None:
     assert refused_at == 300
     assert all(t.failures(f"2123400{i:07d}", T0 + 5) <= 1 for i in range(400))
     assert t.global_pressure(T0 + 5)
-    refusal = t.check(CARD, SRC, T0 + 5)
+    refusal = t.check(CARD, "198.51.100.7", T0 + 5)  # an address that sprayed
     assert refusal is not None and refusal.retry_after is not None and refusal.retry_after > 0
+    assert t.check(CARD, SRC, T0 + 5) is None  # an address that never failed is not refused
     assert not t.global_pressure(T0 + 60 + 3.0)  # the window drains
 
 
