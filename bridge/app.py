@@ -29,9 +29,11 @@ from bridge.core.auth import Authenticator
 from bridge.core.cache import VerifiedCache
 from bridge.core.pin import KdfParams, PinHasher, PinPolicy, load_blocklist, read_or_create_pepper
 from bridge.core.store import PluginNotFound, Store, StorePlugin, StoreServices, load_plugin
-from bridge.core.throttle import MemoryBackend, Throttle, ThrottleBackend, ThrottleRules
+from bridge.core.throttle import GuessGuard, MemoryBackend, Throttle, ThrottleBackend, ThrottleRules
 from bridge.loop import loop_name
 from bridge.services import Listener, Services
+from bridge.state.shared import SharedState
+from bridge.state.shared import build as build_state
 
 log = structlog.get_logger("bridge.app")
 
@@ -52,13 +54,16 @@ class StartFrontEnd(Protocol):
 class Core:
     hasher: PinHasher
     store: Store
-    throttle: Throttle
+    throttle: GuessGuard
     authenticator: Authenticator
     audit: Audit
+    state: SharedState | None = None  # the [state] backend's bus and connections
 
     async def aclose(self) -> None:
         await self.authenticator.aclose()
         await self.store.aclose()
+        if self.state is not None:
+            await self.state.aclose()
         self.throttle.close()
         self.hasher.close()
 
@@ -168,7 +173,9 @@ async def open_core(config: Config) -> Core:
         raise
     audit = Audit(config.audit.barcode, hash_key=hasher.derived_key("audit-barcode"))
     try:
-        throttle = Throttle(throttle_rules(config), throttle_backend(config, store))
+        rules = throttle_rules(config)
+        state = build_state(config, rules, lambda: Throttle(rules, throttle_backend(config, store)))
+        throttle = state.guard
     except BaseException:
         await store.aclose()
         hasher.close()
@@ -182,7 +189,8 @@ async def open_core(config: Config) -> Core:
         clock=time.time,
         gate=check_gate(config, hasher.workers),
     )
-    return Core(hasher, store, throttle, authenticator, audit)
+    await state.start(authenticator)
+    return Core(hasher, store, throttle, authenticator, audit, state)
 
 
 async def serve(

@@ -59,7 +59,9 @@ def decode(data: bytes) -> tuple[str, str] | None:
 
 
 class Bus(Protocol):
-    async def start(self, handler: Handler, on_deaf: Callable[[], None], on_hearing: Callable[[], None]) -> None:
+    async def start(
+        self, handler: Handler, on_deaf: Callable[[], None], on_hearing: Callable[[], None]
+    ) -> None:
         """Begin delivering other processes' messages to `handler` (on the event loop)."""
         ...
 
@@ -77,7 +79,9 @@ class Bus(Protocol):
 class LocalBus:
     """One process: nobody else to tell."""
 
-    async def start(self, handler: Handler, on_deaf: Callable[[], None], on_hearing: Callable[[], None]) -> None:
+    async def start(
+        self, handler: Handler, on_deaf: Callable[[], None], on_hearing: Callable[[], None]
+    ) -> None:
         return None
 
     def publish(self, op: str, barcode: str) -> None:
@@ -120,10 +124,16 @@ class SqliteBus:
         conn.execute(_SQLITE_SCHEMA)
         return conn
 
-    async def start(self, handler: Handler, on_deaf: Callable[[], None], on_hearing: Callable[[], None]) -> None:
+    async def start(
+        self, handler: Handler, on_deaf: Callable[[], None], on_hearing: Callable[[], None]
+    ) -> None:
         loop = asyncio.get_running_loop()
         reader = await asyncio.to_thread(self._connect)
-        last = (await asyncio.to_thread(lambda: reader.execute("SELECT max(id) FROM invalidations").fetchone()))[0] or 0
+        last = (
+            await asyncio.to_thread(
+                lambda: reader.execute("SELECT max(id) FROM invalidations").fetchone()
+            )
+        )[0] or 0
 
         def poll() -> None:
             nonlocal last
@@ -205,10 +215,16 @@ class RedisBus:
         self._pending: set[asyncio.Task[None]] = set()
         self.listening = asyncio.Event()
 
-    async def start(self, handler: Handler, on_deaf: Callable[[], None], on_hearing: Callable[[], None]) -> None:
-        self._task = asyncio.create_task(self._listen(handler, on_deaf, on_hearing), name="state-bus")
+    async def start(
+        self, handler: Handler, on_deaf: Callable[[], None], on_hearing: Callable[[], None]
+    ) -> None:
+        self._task = asyncio.create_task(
+            self._listen(handler, on_deaf, on_hearing), name="state-bus"
+        )
 
-    async def _listen(self, handler: Handler, on_deaf: Callable[[], None], on_hearing: Callable[[], None]) -> None:
+    async def _listen(
+        self, handler: Handler, on_deaf: Callable[[], None], on_hearing: Callable[[], None]
+    ) -> None:
         deaf = False
         while True:
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)
@@ -219,7 +235,7 @@ class RedisBus:
                     on_hearing()
                 self.listening.set()
                 while True:
-                    message = await pubsub.get_message(timeout=None)  # type: ignore[arg-type]
+                    message = await pubsub.get_message(timeout=None)
                     if message is None or message.get("type") != "message":
                         continue
                     parsed = decode(message["data"])
@@ -233,7 +249,7 @@ class RedisBus:
                     on_deaf()
             finally:
                 with contextlib.suppress(*UNAVAILABLE):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
             await asyncio.sleep(self.retry_seconds)
 
     def publish(self, op: str, barcode: str) -> None:

@@ -65,7 +65,10 @@ class Availability:
             self.up = False
             self._next_probe = self.clock() + self.retry_seconds
             log.error(
-                "state_unavailable", backend=self.what, error=type(error).__name__, detail=str(error)[:200]
+                "state_unavailable",
+                backend=self.what,
+                error=type(error).__name__,
+                detail=str(error)[:200],
             )
             for callback in self.on_change:
                 callback(False)

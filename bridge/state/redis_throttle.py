@@ -11,7 +11,7 @@ when any process clears the card (the bus's `clear_lock`). A cache hit therefore
 call at all.
 
 When Redis cannot be reached (`[state] on_state_unavailable`):
-- `refuse`: `reserve` raises `StateUnavailable` (a `StoreUnavailable`): every front end gives
+- `refuse`: `reserve` raises `StateUnavailable` (a `GuardUnavailable`): every front end gives
   its store-unavailable answer;
 - `local`: this process counts alone, in an in-memory `Throttle` whose card, source and global
   thresholds are divided by `hosts` x this host's workers, so all processes together still allow
@@ -35,8 +35,15 @@ from typing import Any
 import redis.asyncio as aioredis
 import structlog
 
-from bridge.core.store import StoreUnavailable
-from bridge.core.throttle import Refusal, Result, Settled, Throttle, ThrottleRules, Ticket
+from bridge.core.throttle import (
+    GuardUnavailable,
+    Refusal,
+    Result,
+    Settled,
+    Throttle,
+    ThrottleRules,
+    Ticket,
+)
 from bridge.state.bus import Bus
 from bridge.state.redis_client import UNAVAILABLE, Availability
 
@@ -60,7 +67,7 @@ _SOURCE = {
 _GLOBAL = "failed-attempt rate too high"
 
 
-class StateUnavailable(StoreUnavailable):
+class StateUnavailable(GuardUnavailable):
     """The shared state cannot be reached and `on_state_unavailable = "refuse"`."""
 
 
@@ -71,7 +78,9 @@ def local_rules(rules: ThrottleRules, share: int) -> ThrottleRules:
     return dataclasses.replace(
         rules,
         card_lock_after=max(1, rules.card_lock_after // share),
-        card_free_failures=min(rules.card_free_failures, max(0, rules.card_lock_after // share - 1)),
+        card_free_failures=min(
+            rules.card_free_failures, max(0, rules.card_lock_after // share - 1)
+        ),
         source_max_failures=max(1, rules.source_max_failures // share),
         global_max_failures=max(1, rules.global_max_failures // share),
     )
@@ -146,7 +155,9 @@ class RedisGuard:
             f"{p}t:{ticket}",
         ]
 
-    async def _run(self, op: str, barcode: str, source: str, now: float, ticket: str, arg: Any) -> list[Any]:
+    async def _run(
+        self, op: str, barcode: str, source: str, now: float, ticket: str, arg: Any
+    ) -> list[Any]:
         self.round_trips += 1
         keys = self._keys(barcode, source, ticket)
         reply = await self._script(keys=keys, args=[op, now, ticket, arg, *self._args])
@@ -203,11 +214,15 @@ class RedisGuard:
         self.availability.worked()
         locked = reply[1] == b"1"
         if locked:
-            self._remember(ticket.barcode, ticket.source, Refusal("card", _CARD["locked"], None), now)
+            self._remember(
+                ticket.barcode, ticket.source, Refusal("card", _CARD["locked"], None), now
+            )
         return Settled(locked)
 
     async def _settle(self, ticket: Ticket, result: Result, now: float) -> list[Any]:
-        return await self._run("settle", ticket.barcode, ticket.source, now, ticket.id, result.value)
+        return await self._run(
+            "settle", ticket.barcode, ticket.source, now, ticket.id, result.value
+        )
 
     def _changed(self, up: bool) -> None:
         if up and self._unsent:
@@ -239,7 +254,9 @@ class RedisGuard:
         while len(table) > MAX_MIRROR:
             table.popitem(last=False)
 
-    def _mirrored(self, table: OrderedDict[str, tuple[float, Refusal]], name: str, now: float) -> Refusal | None:
+    def _mirrored(
+        self, table: OrderedDict[str, tuple[float, Refusal]], name: str, now: float
+    ) -> Refusal | None:
         entry = table.get(name)
         if entry is None:
             return None
@@ -283,7 +300,9 @@ class RedisGuard:
                 self.local.record_bad_input(source, now)
             return
         try:
-            reply = await self._run(op, barcode or "", source, now, uuid.uuid4().hex, "card" if barcode else "none")
+            reply = await self._run(
+                op, barcode or "", source, now, uuid.uuid4().hex, "card" if barcode else "none"
+            )
         except UNAVAILABLE as exc:
             self.availability.failed(exc)
             return
@@ -302,7 +321,7 @@ class RedisGuard:
     async def clear_async(self, barcode: str) -> bool:
         reply = await self._run("clear", barcode, "", 0.0, "", "")
         self.bus.publish("clear_lock", barcode)
-        return reply[1] == b"1"
+        return bool(reply[1] == b"1")
 
     async def peek(self, barcode: str, now: float) -> tuple[int, bool]:
         """(failures, locked) as Redis has them (the CLI's `patron show`)."""

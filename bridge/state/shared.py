@@ -108,6 +108,6 @@ def build(config: Config, rules: Any, make_default: Callable[[], Any]) -> Shared
         from bridge.state.sqlite_guard import SqliteGuard
 
         path = config.state_path
-        bus = SqliteBus(path, state.poll_seconds)
-        return SharedState(SqliteGuard(rules, path, bus=bus), bus)
+        file_bus = SqliteBus(path, state.poll_seconds)
+        return SharedState(SqliteGuard(rules, path, bus=file_bus), file_bus)
     return SharedState(make_default())

@@ -1,0 +1,353 @@
+"""The guessing limits (`GuessGuard`) shared by the workers of one host through a SQLite file.
+
+For `[server] workers = N` without Redis. Every decision is one `BEGIN IMMEDIATE` transaction
+(the file's write lock is taken before anything is read, so two workers can never both pass a
+check that only one of them may pass), run on this process's one state thread so the event loop
+never waits on the disk. The rules are those of the in-memory `Throttle` (docs/throttle-api.md),
+applied to rows: counters in the `throttle` table the single-process write-behind backend has
+always used (a lock set before the switch to workers still holds), reservations in
+`reservations` (expired ones are dropped on every decision touching them: released, not
+counted), failures of the global window in `global_failures`.
+
+The synchronous questions (`check`, the cached fast path) answer from a local mirror of the
+refusals this process was given, dropped when any worker clears the card (the bus).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sqlite3
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bridge.core.throttle import (
+    CARD,
+    SOURCE,
+    Counter,
+    GuardUnavailable,
+    Refusal,
+    Result,
+    Settled,
+    ThrottleRules,
+    Ticket,
+)
+from bridge.state.bus import Bus
+from bridge.workers import Workers
+
+T = TypeVar("T")
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS throttle (key TEXT PRIMARY KEY, failures INTEGER NOT NULL,"
+    " last_failure REAL NOT NULL, blocked_until REAL NOT NULL, locked INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS reservations (id TEXT PRIMARY KEY, barcode TEXT NOT NULL,"
+    " source TEXT NOT NULL, expires REAL NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS reservations_barcode ON reservations (barcode)",
+    "CREATE INDEX IF NOT EXISTS reservations_source ON reservations (source)",
+    "CREATE INDEX IF NOT EXISTS reservations_expires ON reservations (expires)",
+    "CREATE TABLE IF NOT EXISTS global_failures (at REAL NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS global_failures_at ON global_failures (at)",
+)
+
+_CARD_LOCKED = "card locked after too many failed PINs"
+_CARD_WAIT = "too many failed PINs, wait"
+_CARD_BUSY = "PIN checks for this card are in progress"
+_SOURCE_BLOCKED = "too many failures from this address"
+_SOURCE_BUSY = "this address's failure budget is taken by checks in progress"
+_GLOBAL = "failed-attempt rate too high"
+MAX_MIRROR = 100_000
+
+
+class Tx:
+    """The rules on the rows of one open transaction (all methods run on the state thread)."""
+
+    def __init__(self, conn: sqlite3.Connection, rules: ThrottleRules, now: float) -> None:
+        self.conn = conn
+        self.rules = rules
+        self.now = now
+        conn.execute("DELETE FROM reservations WHERE expires <= ?", (now,))
+        conn.execute("DELETE FROM global_failures WHERE at <= ?", (now - rules.global_window,))
+
+    def counter(self, prefix: str, name: str, quiet: float) -> tuple[Counter | None, int]:
+        """(the live counter or None, reservations in flight) after forgetting a quiet one."""
+        column = "barcode" if prefix == CARD else "source"
+        inflight = self.conn.execute(
+            f"SELECT count(*) FROM reservations WHERE {column} = ?",  # noqa: S608 - fixed names
+            (name,),
+        ).fetchone()[0]
+        row = self.conn.execute(
+            "SELECT failures, last_failure, blocked_until, locked FROM throttle WHERE key = ?",
+            (prefix + name,),
+        ).fetchone()
+        if row is None:
+            return None, inflight
+        counter = Counter(row[0], row[1], row[2], bool(row[3]), inflight)
+        if counter.blocked_until <= self.now and self.now - counter.last_failure > quiet:
+            self.conn.execute("DELETE FROM throttle WHERE key = ?", (prefix + name,))
+            return None, inflight
+        return counter, inflight
+
+    def save(self, prefix: str, name: str, c: Counter) -> None:
+        self.conn.execute(
+            "INSERT INTO throttle (key, failures, last_failure, blocked_until, locked)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET failures=excluded.failures,"
+            " last_failure=excluded.last_failure, blocked_until=excluded.blocked_until,"
+            " locked=excluded.locked",
+            (prefix + name, c.failures, c.last_failure, c.blocked_until, int(c.locked)),
+        )
+
+    def card_refusal(self, barcode: str) -> Refusal | None:
+        r, now = self.rules, self.now
+        card, inflight = self.counter(CARD, barcode, r.card_forget_after)
+        failures = 0
+        if card is not None:
+            if card.blocked_until > now:
+                if card.locked:
+                    retry = None if math.isinf(card.blocked_until) else card.blocked_until - now
+                    return Refusal("card", _CARD_LOCKED, retry)
+                return Refusal("card", _CARD_WAIT, card.blocked_until - now)
+            failures = card.failures
+        floor = min(r.card_lock_after, r.card_free_failures)
+        if inflight and failures + inflight >= floor:
+            return Refusal("card", _CARD_BUSY, max(r.card_delay_base, 1.0))
+        return None
+
+    def source_refusal(self, source: str) -> Refusal | None:
+        r, now = self.rules, self.now
+        src, inflight = self.counter(SOURCE, source, r.source_window)
+        if src is not None:
+            if src.blocked_until > now:
+                return Refusal("source", _SOURCE_BLOCKED, src.blocked_until - now)
+            if inflight and src.failures + inflight >= r.source_max_failures:
+                return Refusal("source", _SOURCE_BUSY, 1.0, busy=True)
+        if src is None and not inflight:
+            return None
+        failed, oldest = self.conn.execute(
+            "SELECT count(*), min(at) FROM global_failures"
+        ).fetchone()
+        total = self.conn.execute("SELECT count(*) FROM reservations").fetchone()[0]
+        if failed + total >= r.global_max_failures:
+            window = r.global_window
+            retry = (oldest + window - now) if failed else 1.0
+            if src is not None and src.failures and src.last_failure > now - window:
+                return Refusal("global", _GLOBAL, retry)
+            if inflight:
+                return Refusal("global", _GLOBAL, retry, busy=True)
+        return None
+
+    def fail(self, barcode: str | None, source: str, *, count_global: bool) -> bool:
+        """Count one failure; True when it locked a card that was not locked."""
+        r, now = self.rules, self.now
+        locked_now = False
+        if barcode is not None:
+            card = self.counter(CARD, barcode, r.card_forget_after)[0] or Counter()
+            card.failures += 1
+            card.last_failure = now
+            if card.failures >= r.card_lock_after:
+                locked_now = not card.locked or card.blocked_until <= now
+                card.locked = True
+                card.blocked_until = now + r.card_lock_seconds if r.card_lock_seconds else math.inf
+            elif card.failures > r.card_free_failures:
+                extra = card.failures - r.card_free_failures - 1
+                card.blocked_until = now + min(r.card_delay_base * 2**extra, r.card_delay_max)
+            self.save(CARD, barcode, card)
+        src = self.counter(SOURCE, source, r.source_window)[0] or Counter()
+        src.failures += 1
+        src.last_failure = now
+        if src.failures >= r.source_max_failures:
+            src.blocked_until = now + r.source_block_seconds
+            src.failures = 0
+        self.save(SOURCE, source, src)
+        if count_global:
+            self.conn.execute("INSERT INTO global_failures (at) VALUES (?)", (now,))
+        return locked_now
+
+
+class SqliteGuard:
+    """`GuessGuard` on a SQLite file shared by one host's workers; see the module docstring."""
+
+    def __init__(self, rules: ThrottleRules, path: Path, *, bus: Bus) -> None:
+        self.rules = rules
+        self.path = path
+        self.bus = bus
+        self.round_trips = 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._thread = Workers(1, "state-db")
+        self._conn: sqlite3.Connection | None = None
+        self._cards: OrderedDict[str, tuple[float, Refusal]] = OrderedDict()
+        self._sources: OrderedDict[str, tuple[float, Refusal]] = OrderedDict()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def _open(self) -> sqlite3.Connection:
+        if self._conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=10000")
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            self._conn = conn
+        return self._conn
+
+    def _tx(self, now: float, body: Callable[[Tx], T], conn: sqlite3.Connection | None = None) -> T:
+        conn = conn or self._open()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = body(Tx(conn, self.rules, now))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    async def _run(self, now: float, body: Callable[[Tx], T]) -> T:
+        self.round_trips += 1
+        try:
+            return await self._thread.run(self._tx, now, body)
+        except sqlite3.Error as exc:
+            raise GuardUnavailable(f"state file: {exc}") from None
+
+    # -- reservations -----------------------------------------------------------------------
+    async def reserve(self, barcode: str, source: str, now: float) -> Ticket | Refusal:
+        ticket = Ticket(uuid.uuid4().hex, barcode, source, now + self.rules.reservation_ttl)
+
+        def body(tx: Tx) -> Refusal | None:
+            refusal = tx.card_refusal(barcode) or tx.source_refusal(source)
+            if refusal is None:
+                tx.conn.execute(
+                    "INSERT INTO reservations (id, barcode, source, expires) VALUES (?, ?, ?, ?)",
+                    (ticket.id, barcode, source, ticket.expires),
+                )
+            return refusal
+
+        refusal = await self._run(now, body)
+        if refusal is not None:
+            self._remember(barcode, source, refusal, now)
+            return refusal
+        return ticket
+
+    async def settle(self, ticket: Ticket, result: Result, now: float) -> Settled:
+        def body(tx: Tx) -> bool:
+            tx.conn.execute("DELETE FROM reservations WHERE id = ?", (ticket.id,))
+            if result is Result.FAILURE:
+                return tx.fail(ticket.barcode, ticket.source, count_global=True)
+            if result is Result.SUCCESS:
+                tx.conn.execute("DELETE FROM throttle WHERE key = ?", (CARD + ticket.barcode,))
+            return False
+
+        # Shielded: the core settles on its way out of a cancelled check.
+        locked = await asyncio.shield(self._run(now, body))
+        if locked:
+            self._remember(ticket.barcode, ticket.source, Refusal("card", _CARD_LOCKED, None), now)
+        return Settled(locked)
+
+    # -- the synchronous view ---------------------------------------------------------------
+    def _remember(self, barcode: str, source: str, refusal: Refusal, now: float) -> None:
+        if refusal.busy or refusal.scope == "global" or refusal.reason == _CARD_BUSY:
+            return
+        until = math.inf if refusal.retry_after is None else now + refusal.retry_after
+        table, name = (self._cards, barcode) if refusal.scope == "card" else (self._sources, source)
+        table[name] = (until, refusal)
+        while len(table) > MAX_MIRROR:
+            table.popitem(last=False)
+
+    @staticmethod
+    def _mirrored(
+        table: OrderedDict[str, tuple[float, Refusal]], name: str, now: float
+    ) -> Refusal | None:
+        entry = table.get(name)
+        if entry is None:
+            return None
+        until, refusal = entry
+        if until <= now:
+            del table[name]
+            return None
+        return Refusal(
+            refusal.scope, refusal.reason, None if math.isinf(until) else until - now, refusal.busy
+        )
+
+    def check(self, barcode: str, source: str, now: float) -> Refusal | None:
+        return self._mirrored(self._cards, barcode, now) or self.check_source(source, now)
+
+    def check_source(self, source: str, now: float) -> Refusal | None:
+        return self._mirrored(self._sources, source, now)
+
+    def card_locked(self, barcode: str, now: float) -> bool:
+        refusal = self._mirrored(self._cards, barcode, now)
+        return refusal is not None and refusal.reason == _CARD_LOCKED
+
+    def failures(self, barcode: str, now: float) -> int:
+        def body(tx: Tx) -> int:
+            card = tx.counter(CARD, barcode, self.rules.card_forget_after)[0]
+            return 0 if card is None else card.failures
+
+        return self._thread_call(now, body)
+
+    def locked_now(self, barcode: str, now: float) -> bool:
+        """The file's answer (the CLI: `patron show`)."""
+
+        def body(tx: Tx) -> bool:
+            card = tx.counter(CARD, barcode, self.rules.card_forget_after)[0]
+            return card is not None and card.locked and card.blocked_until > now
+
+        return self._thread_call(now, body)
+
+    def _thread_call(self, now: float, body: Callable[[Tx], T]) -> T:
+        """A blocking call for the CLI (never on the daemon's request path)."""
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            conn.execute("PRAGMA busy_timeout=10000")
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            return self._tx(now, body, conn)
+        finally:
+            conn.close()
+
+    # -- writes nobody awaits -----------------------------------------------------------------
+    def record_failure(self, barcode: str | None, source: str, now: float) -> None:
+        self._spawn(self._run(now, lambda tx: tx.fail(barcode, source, count_global=True)))
+
+    def record_bad_input(self, source: str, now: float) -> None:
+        self._spawn(self._run(now, lambda tx: tx.fail(None, source, count_global=False)))
+
+    def clear(self, barcode: str) -> bool:
+        self.forget(barcode)
+        self._spawn(self.clear_async(barcode))
+        return True
+
+    async def clear_async(self, barcode: str) -> bool:
+        def body(tx: Tx) -> bool:
+            gone = tx.conn.execute("DELETE FROM throttle WHERE key = ?", (CARD + barcode,))
+            return gone.rowcount > 0
+
+        existed = await self._run(0.0, body)
+        self.bus.publish("clear_lock", barcode)
+        return existed
+
+    def forget(self, barcode: str) -> None:
+        self._cards.pop(barcode, None)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def settled(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def close(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        await self.settled()
+        await self._thread.run(self._close_conn)
+        self._thread.close()
+
+    def _close_conn(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
