@@ -26,6 +26,7 @@ from bridge.core.secret import Secret
 from bridge.core.store import NewPatron, StoreError, WritableStore
 from bridge.loop import run as run_loop
 from bridge.records import BadRow, RowError, read_csv
+from bridge.state.shared import card_failures, card_locked, flush_guard
 
 OK, REFUSED, USAGE = 0, 1, 2
 
@@ -276,7 +277,9 @@ def cmd_patron_show(args: argparse.Namespace) -> int:
         if patron is None:
             raise Refused(f"no card {args.barcode}")
         record = _patron_json(patron)
-        record["locked"] = core.throttle.card_locked(args.barcode, core.authenticator.clock())
+        record["locked"] = await card_locked(
+            core.throttle, args.barcode, core.authenticator.clock()
+        )
         print(json.dumps(record, indent=2))
         return OK
 
@@ -294,6 +297,7 @@ def _set_block(args: argparse.Namespace, reason: str | None) -> int:
             raise Refused(f"no card {args.barcode}") from None
         event = "patron_blocked" if reason else "patron_unblocked"
         core.audit.event(event, barcode=args.barcode, actor="cli", reason=reason)
+        core.authenticator.invalidate(args.barcode)  # other workers and hosts ([state] bus)
         notify(config.path(config.control.socket), "invalidate", args.barcode)
         print(json.dumps(_patron_json(patron)))
         return OK
@@ -342,11 +346,11 @@ def cmd_lockout_clear(args: argparse.Namespace) -> int:
     config = _config(args)
 
     async def body(core: Any) -> int:
-        had_counter = core.throttle.failures(args.barcode, core.authenticator.clock()) > 0
+        had_counter = await card_failures(core.throttle, args.barcode, core.authenticator.clock())
         if not had_counter and await core.authenticator.lookup(args.barcode) is None:
             raise Refused(f"no card {args.barcode}")
         core.authenticator.clear_lock(args.barcode, actor="cli")
-        core.throttle.backend.close()
+        await flush_guard(core.throttle)
         told = notify(config.path(config.control.socket), "clear_lock", args.barcode)
         print(f"lock cleared for {args.barcode}" + (" (daemon told)" if told else ""))
         return OK

@@ -8,6 +8,7 @@ and any local copy of the card's throttle refusal.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -111,3 +112,36 @@ def build(config: Config, rules: Any, make_default: Callable[[], Any]) -> Shared
         file_bus = SqliteBus(path, state.poll_seconds)
         return SharedState(SqliteGuard(rules, path, bus=file_bus), file_bus)
     return SharedState(make_default())
+
+
+# -- the CLI's questions, answered by the shared state itself (not a process's local view) -------
+
+
+async def card_locked(guard: Any, barcode: str, now: float) -> bool:
+    peek = getattr(guard, "peek", None)
+    if peek is not None:  # Redis
+        return bool((await peek(barcode, now))[1])
+    locked_now = getattr(guard, "locked_now", None)
+    if locked_now is not None:  # the SQLite file of several workers
+        return bool(await asyncio.to_thread(locked_now, barcode, now))
+    return bool(guard.card_locked(barcode, now))
+
+
+async def card_failures(guard: Any, barcode: str, now: float) -> int:
+    peek = getattr(guard, "peek", None)
+    if peek is not None:
+        return int((await peek(barcode, now))[0])
+    if hasattr(guard, "locked_now"):
+        return int(await asyncio.to_thread(guard.failures, barcode, now))
+    return int(guard.failures(barcode, now))
+
+
+async def flush_guard(guard: Any) -> None:
+    """Wait until the guard's writes are done (the CLI exits right after)."""
+    settled = getattr(guard, "settled", None)
+    if settled is not None:
+        await settled()
+        return
+    backend = getattr(guard, "backend", None)
+    if backend is not None:
+        backend.close()
