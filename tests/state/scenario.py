@@ -53,6 +53,14 @@ def bind(daemon: Daemon, barcode: str, pin: str) -> int:
         conn.unbind()
 
 
+def open_ldap(daemon: Daemon) -> Connection:
+    """An open, anonymous LDAP connection (the caller unbinds it)."""
+    host, port = daemon.address("ldap")
+    conn = Connection(Server(host, port, get_info="NO_INFO"), raise_exceptions=False)
+    conn.open()
+    return conn
+
+
 def change_pin(daemon: Daemon, barcode: str, old: str, new: str) -> bool:
     """The patron's own change (RFC 3062 exop, as SSSD sends it)."""
     host, port = daemon.address("ldap")

@@ -41,9 +41,7 @@ def redis_prefix() -> Iterator[tuple[str, str]]:
         yield found
 
 
-def test_two_daemons_one_postgres_one_redis(
-    tmp_path: Path, redis_prefix: tuple[str, str]
-) -> None:
+def test_two_daemons_one_postgres_one_redis(tmp_path: Path, redis_prefix: tuple[str, str]) -> None:
     url, prefix = redis_prefix
     with servers.pg_database() as dbname:
         a_dir, b_dir = tmp_path / "a", tmp_path / "b"
@@ -68,9 +66,7 @@ def test_one_daemon_two_workers_sqlite_state(tmp_path: Path) -> None:
     assert daemon.stop() == 0
 
 
-def test_one_daemon_two_workers_redis_state(
-    tmp_path: Path, redis_prefix: tuple[str, str]
-) -> None:
+def test_one_daemon_two_workers_redis_state(tmp_path: Path, redis_prefix: tuple[str, str]) -> None:
     url, prefix = redis_prefix
     sections = scenario.LDAP + WORKERS + redis_state(url, prefix)
     with Daemon(tmp_path, sections, throttle=scenario.THROTTLE) as daemon:
