@@ -141,6 +141,7 @@ class RedisGuard:
         self._sources: OrderedDict[str, tuple[float, Refusal]] = OrderedDict()
         self._unsent: deque[tuple[Ticket, Result, float]] = deque(maxlen=MAX_UNSENT)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._prober: asyncio.Future[None] | None = None
 
     # -- keys -------------------------------------------------------------------------------
     def _keys(self, barcode: str, source: str, ticket: str = "") -> list[str]:
@@ -225,8 +226,21 @@ class RedisGuard:
         )
 
     def _changed(self, up: bool) -> None:
-        if up and self._unsent:
+        if not up and (self._prober is None or self._prober.done()):
+            self._prober = asyncio.ensure_future(self._probe())
+        elif self._unsent:
             self._spawn(self._resend())
+
+    async def _probe(self) -> None:
+        """While Redis is down, ask it every `retry_seconds` whether it is back, so recovery
+        does not wait for a request that misses the cache."""
+        while not self.availability.up:
+            await asyncio.sleep(self.availability.retry_seconds)
+            try:
+                await self.client.ping()
+            except UNAVAILABLE:
+                continue
+            self.availability.worked()
 
     async def _resend(self) -> None:
         """Settlements made while Redis was away, applied now (once each)."""
@@ -353,5 +367,10 @@ class RedisGuard:
         return None
 
     async def aclose(self) -> None:
+        if self._prober is not None:
+            self._prober.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prober
         with contextlib.suppress(*UNAVAILABLE):
-            await self.settled()
+            async with asyncio.timeout(5):  # writes to a Redis that is down are given up
+                await self.settled()
