@@ -23,10 +23,10 @@ import structlog
 
 from bridge.config import Config, ConfigError, decode_section
 from bridge.control import ControlServer
-from bridge.core.admission import Gate, GateLimits
 from bridge.core.audit import Audit
 from bridge.core.auth import Authenticator
 from bridge.core.cache import VerifiedCache
+from bridge.core.gate import Gate, GateLimits
 from bridge.core.pin import KdfParams, PinHasher, PinPolicy, load_blocklist, read_or_create_pepper
 from bridge.core.store import PluginNotFound, Store, StorePlugin, StoreServices, load_plugin
 from bridge.core.throttle import GuessGuard, MemoryBackend, Throttle, ThrottleBackend, ThrottleRules

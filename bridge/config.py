@@ -68,7 +68,7 @@ class ThrottleSettings(Section, frozen=True):
     source_block_seconds: Annotated[float, msgspec.Meta(ge=0)] = 300.0
     global_max_failures: Annotated[int, msgspec.Meta(ge=1)] = 300
     global_window: Annotated[float, msgspec.Meta(gt=0)] = 60.0
-    # Bounded work (bridge/core/admission.py): checks calling the store at once (0: four per
+    # Bounded work (bridge/core/gate.py): checks calling the store at once (0: four per
     # KDF worker), checks pending in total and per source (beyond: BUSY at once), and how long
     # a check may wait for a running slot.
     max_active_checks: Annotated[int, msgspec.Meta(ge=0, le=4096)] = 0

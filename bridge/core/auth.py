@@ -25,9 +25,9 @@ from typing import Any
 
 import structlog
 
-from bridge.core.admission import Busy, Gate, GateLimits
 from bridge.core.audit import Audit
 from bridge.core.cache import VerifiedCache
+from bridge.core.gate import Busy, Gate, GateLimits
 from bridge.core.patron import ClientPolicy, Context, Decision, Outcome, Patron
 from bridge.core.pin import HashFormatError, PinPolicy, PolicyResult
 from bridge.core.secret import Secret

@@ -332,8 +332,7 @@ class Throttle:
             return LOCKED_NOW if locked else UNCHANGED
         if result is Result.SUCCESS:
             self.record_success(ticket.barcode, now)
-        else:
-            self._tidy(ticket.barcode, ticket.source)
+        self._tidy(ticket.barcode, ticket.source)
         return UNCHANGED
 
     def _tidy(self, barcode: str, source: str) -> None:

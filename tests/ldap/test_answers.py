@@ -13,6 +13,7 @@ def test_every_outcome_is_mapped() -> None:
         expected = {
             Outcome.ACCEPTED: rc.SUCCESS,
             Outcome.STORE_UNAVAILABLE: rc.UNAVAILABLE,
+            Outcome.BUSY: rc.BUSY,
         }.get(outcome, rc.INVALID_CREDENTIALS)
         assert answer.code == expected, outcome
 
@@ -36,3 +37,10 @@ def test_change_codes() -> None:
     assert rc.change_code(None) == rc.UNWILLING_TO_PERFORM
     assert rc.change_code(Outcome.BAD_PIN) == rc.INVALID_CREDENTIALS
     assert rc.change_code(Outcome.STORE_UNAVAILABLE) == rc.UNAVAILABLE
+    assert rc.change_code(Outcome.BUSY) == rc.BUSY
+
+
+def test_busy_is_busy_51() -> None:
+    """Shed unchecked: resultCode 51 tells a client to retry (another server, or later)."""
+    answer = rc.bind_answer(Decision(Outcome.BUSY))
+    assert (answer.code, answer.ppolicy_error) == (51, None)

@@ -141,6 +141,7 @@ async def test_every_outcome_through_bind(auth: FakeAuth) -> None:
     expected = {
         Outcome.ACCEPTED: 0,
         Outcome.STORE_UNAVAILABLE: 52,
+        Outcome.BUSY: 51,
     }
     for outcome in Outcome:
         auth.outcomes[ANA.barcode] = outcome

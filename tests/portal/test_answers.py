@@ -19,6 +19,11 @@ def test_every_outcome_is_mapped_to_an_existing_message() -> None:
     assert answers.login_message(Outcome.BAD_PIN) == answers.login_message(Outcome.UNKNOWN_CARD)
 
 
+def test_busy_is_503() -> None:
+    assert answers.login_message(Outcome.BUSY) == ("error.unavailable", 503)
+    assert answers.old_pin_message(Outcome.BUSY) == ("form", "error.unavailable")
+
+
 def test_every_policy_code_has_a_message() -> None:
     english = load_catalogs()["en"]
     policy = PinPolicy(blocklist=frozenset({"2580"}))

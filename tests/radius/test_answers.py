@@ -17,6 +17,8 @@ def test_every_outcome_is_mapped(outcome: Outcome, unavailable: str) -> None:
         assert result.code == ACCESS_ACCEPT and result.patron_attributes
     elif outcome is Outcome.STORE_UNAVAILABLE and unavailable == "silent":
         assert result.code is None
+    elif outcome is Outcome.BUSY:  # shed: always silent, so the NAS retries elsewhere
+        assert result.code is None and result.message == "busy"
     else:
         assert result.code == ACCESS_REJECT and not result.patron_attributes
         assert result.message

@@ -42,7 +42,7 @@ def answer(decision: Decision, **options: object) -> PatronResponse:
 
 def decision_for(outcome: Outcome) -> Decision:
     patron = None if outcome in (Outcome.UNKNOWN_CARD, Outcome.BAD_INPUT) else PATRON
-    if outcome in (Outcome.CARD_LOCKED, Outcome.STORE_UNAVAILABLE):
+    if outcome in (Outcome.CARD_LOCKED, Outcome.STORE_UNAVAILABLE, Outcome.BUSY):
         patron = None
     pin_ok = outcome in (
         Outcome.ACCEPTED,
@@ -126,3 +126,10 @@ def test_64_fields_and_limits() -> None:
 def test_property_screen_never_contains_markers(text: str) -> None:
     cleaned = answers.screen(text)
     assert "CQY" not in cleaned and "BLN" not in cleaned
+
+
+def test_busy_reads_as_store_unavailable() -> None:
+    """Shed unchecked: the store-unavailable answer (CQN, the unavailable screen message)."""
+    busy = answer(decision_for(Outcome.BUSY))
+    assert busy == answer(decision_for(Outcome.STORE_UNAVAILABLE))
+    assert busy.valid_pin is False
