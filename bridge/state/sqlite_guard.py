@@ -118,11 +118,11 @@ class Tx:
     def source_refusal(self, source: str) -> Refusal | None:
         r, now = self.rules, self.now
         src, inflight = self.counter(SOURCE, source, r.source_window)
-        if src is not None:
-            if src.blocked_until > now:
-                return Refusal("source", _SOURCE_BLOCKED, src.blocked_until - now)
-            if inflight and src.failures + inflight >= r.source_max_failures:
-                return Refusal("source", _SOURCE_BUSY, 1.0, busy=True)
+        if src is not None and src.blocked_until > now:
+            return Refusal("source", _SOURCE_BLOCKED, src.blocked_until - now)
+        failures = 0 if src is None else src.failures
+        if inflight and failures + inflight >= r.source_max_failures:
+            return Refusal("source", _SOURCE_BUSY, 1.0, busy=True)
         if src is None and not inflight:
             return None
         failed, oldest = self.conn.execute(
