@@ -174,7 +174,9 @@ async def open_core(config: Config) -> Core:
     audit = Audit(config.audit.barcode, hash_key=hasher.derived_key("audit-barcode"))
     try:
         rules = throttle_rules(config)
-        state = build_state(config, rules, lambda: Throttle(rules, throttle_backend(config, store)))
+        state = build_state(
+            config, rules, lambda: Throttle(rules, throttle_backend(config, store)), store
+        )
         throttle = state.guard
     except BaseException:
         await store.aclose()

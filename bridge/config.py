@@ -282,7 +282,7 @@ def _check_scale_out(config: Config) -> None:
             raise ConfigError(
                 f"{src}: state.backend: {state.backend!r} contradicts throttle.state {given!r}"
             )
-    if config.server.worker_count() > 1 and config.state_backend in ("memory", "store"):
+    if config.server.worker_count() > 1 and config.state_backend == "memory":
         raise ConfigError(
             f"{src}: server.workers: {config.state_backend!r} throttle state would be per worker;"
             ' set [state] backend = "sqlite" (one host) or "redis"'

@@ -37,11 +37,12 @@ log = structlog.get_logger("bridge.state")
 
 Handler = Callable[[str, str], None]  # (op, barcode)
 OPS = frozenset({"invalidate", "clear_lock"})
+SEP = "\t"  # never in a barcode (printable, no spaces), allowed in a NOTIFY payload
 MAX_BARCODE = 64
 
 
 def encode(op: str, barcode: str) -> bytes:
-    return f"{op}\x00{barcode}".encode()
+    return f"{op}{SEP}{barcode}".encode()
 
 
 def decode(data: bytes) -> tuple[str, str] | None:
@@ -50,8 +51,8 @@ def decode(data: bytes) -> tuple[str, str] | None:
         text = data.decode()
     except UnicodeDecodeError:
         return None
-    op, sep, barcode = text.partition("\x00")
-    if not sep or op not in OPS or not 0 < len(barcode) <= MAX_BARCODE or "\x00" in barcode:
+    op, sep, barcode = text.partition(SEP)
+    if not sep or op not in OPS or not 0 < len(barcode) <= MAX_BARCODE:
         return None
     if not barcode.isascii() or not barcode.isprintable():
         return None

@@ -81,12 +81,25 @@ class SharedState:
             await self.client.aclose()
 
 
-def build(config: Config, rules: Any, make_default: Callable[[], Any]) -> SharedState:
-    """The configured backend; `make_default` builds the process-local Throttle (memory,
-    sqlite write-behind, store) exactly as before for a single process."""
+def build(
+    config: Config, rules: Any, make_default: Callable[[], Any], store: Any = None
+) -> SharedState:
+    """The configured backend; `make_default` builds the process-local Throttle (memory, or
+    sqlite write-behind for one process) exactly as before."""
     backend = config.state_backend
     state = config.state
     share = state.hosts * config.server.worker_count()
+    if backend == "store":  # the postgres store's own tables, live
+        make = getattr(store, "shared_throttle", None)
+        if make is None:
+            from bridge.config import ConfigError
+
+            raise ConfigError(
+                f"{config.source}: throttle.state: the {config.store_plugin} store cannot keep "
+                "throttle counters"
+            )
+        guard, store_bus = make(rules, state.retry_seconds)
+        return SharedState(guard, store_bus)
     if backend == "redis":
         from bridge.state.bus import RedisBus
         from bridge.state.redis_client import connect

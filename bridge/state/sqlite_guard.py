@@ -16,11 +16,13 @@ refusals this process was given, dropped when any worker clears the card (the bu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import sqlite3
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -61,42 +63,90 @@ _GLOBAL = "failed-attempt rate too high"
 MAX_MIRROR = 100_000
 
 
-class Tx:
-    """The rules on the rows of one open transaction (all methods run on the state thread)."""
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """What differs between the SQL engines that keep the shared counters."""
 
-    def __init__(self, conn: sqlite3.Connection, rules: ThrottleRules, now: float) -> None:
+    p: str = "?"  # the driver's placeholder
+    counters: str = "throttle"
+    reservations: str = "reservations"
+    failures: str = "global_failures"
+
+
+SQLITE = Dialect()
+
+
+class Tx:
+    """The rules on the rows of one open transaction (all methods run on the state thread).
+    The caller holds the write lock for the whole transaction (SQLite: BEGIN IMMEDIATE;
+    PostgreSQL: a transaction-scoped advisory lock), so nothing here can interleave."""
+
+    def __init__(
+        self, conn: Any, rules: ThrottleRules, now: float, dialect: Dialect = SQLITE
+    ) -> None:
         self.conn = conn
         self.rules = rules
         self.now = now
-        conn.execute("DELETE FROM reservations WHERE expires <= ?", (now,))
-        conn.execute("DELETE FROM global_failures WHERE at <= ?", (now - rules.global_window,))
+        self.d = d = dialect
+        # Table names come from the fixed Dialect, values are always bound (S608 below).
+        expired = f"DELETE FROM {d.reservations} WHERE expires <= {d.p}"  # noqa: S608
+        old = f"DELETE FROM {d.failures} WHERE at <= {d.p}"  # noqa: S608
+        conn.execute(expired, (now,))
+        conn.execute(old, (now - rules.global_window,))
 
     def counter(self, prefix: str, name: str, quiet: float) -> tuple[Counter | None, int]:
         """(the live counter or None, reservations in flight) after forgetting a quiet one."""
+        d = self.d
         column = "barcode" if prefix == CARD else "source"
         inflight = self.conn.execute(
-            f"SELECT count(*) FROM reservations WHERE {column} = ?",  # noqa: S608 - fixed names
+            f"SELECT count(*) FROM {d.reservations} WHERE {column} = {d.p}",  # noqa: S608
             (name,),
         ).fetchone()[0]
         row = self.conn.execute(
-            "SELECT failures, last_failure, blocked_until, locked FROM throttle WHERE key = ?",
+            "SELECT failures, last_failure, blocked_until, locked"  # noqa: S608 - fixed names
+            f" FROM {d.counters} WHERE key = {d.p}",
             (prefix + name,),
         ).fetchone()
         if row is None:
             return None, inflight
         counter = Counter(row[0], row[1], row[2], bool(row[3]), inflight)
         if counter.blocked_until <= self.now and self.now - counter.last_failure > quiet:
-            self.conn.execute("DELETE FROM throttle WHERE key = ?", (prefix + name,))
+            self.delete(prefix + name)
             return None, inflight
         return counter, inflight
 
-    def save(self, prefix: str, name: str, c: Counter) -> None:
+    def delete(self, key: str) -> bool:
+        gone = self.conn.execute(
+            f"DELETE FROM {self.d.counters} WHERE key = {self.d.p}",  # noqa: S608
+            (key,),
+        )
+        return bool(gone.rowcount > 0)
+
+    def reserve(self, ticket: Ticket) -> None:
+        d = self.d
         self.conn.execute(
-            "INSERT INTO throttle (key, failures, last_failure, blocked_until, locked)"
-            " VALUES (?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET failures=excluded.failures,"
-            " last_failure=excluded.last_failure, blocked_until=excluded.blocked_until,"
-            " locked=excluded.locked",
-            (prefix + name, c.failures, c.last_failure, c.blocked_until, int(c.locked)),
+            f"INSERT INTO {d.reservations} (id, barcode, source, expires)"  # noqa: S608
+            f" VALUES ({d.p}, {d.p}, {d.p}, {d.p})",
+            (ticket.id, ticket.barcode, ticket.source, ticket.expires),
+        )
+
+    def unreserve(self, ticket_id: str) -> None:
+        self.conn.execute(
+            f"DELETE FROM {self.d.reservations} WHERE id = {self.d.p}",  # noqa: S608
+            (ticket_id,),
+        )
+
+    def inflight(self) -> int:
+        return int(self.conn.execute(f"SELECT count(*) FROM {self.d.reservations}").fetchone()[0])  # noqa: S608
+
+    def save(self, prefix: str, name: str, c: Counter) -> None:
+        d = self.d
+        self.conn.execute(
+            f"INSERT INTO {d.counters} (key, failures, last_failure, blocked_until, locked)"  # noqa: S608
+            f" VALUES ({d.p}, {d.p}, {d.p}, {d.p}, {d.p}) ON CONFLICT(key) DO UPDATE SET"
+            " failures=excluded.failures, last_failure=excluded.last_failure,"
+            " blocked_until=excluded.blocked_until, locked=excluded.locked",
+            (prefix + name, c.failures, c.last_failure, c.blocked_until, c.locked),
         )
 
     def card_refusal(self, barcode: str) -> Refusal | None:
@@ -126,9 +176,9 @@ class Tx:
         if src is None and not inflight:
             return None
         failed, oldest = self.conn.execute(
-            "SELECT count(*), min(at) FROM global_failures"
+            f"SELECT count(*), min(at) FROM {self.d.failures}"  # noqa: S608
         ).fetchone()
-        total = self.conn.execute("SELECT count(*) FROM reservations").fetchone()[0]
+        total = self.inflight()
         if failed + total >= r.global_max_failures:
             window = r.global_window
             retry = (oldest + window - now) if failed else 1.0
@@ -162,53 +212,71 @@ class Tx:
             src.failures = 0
         self.save(SOURCE, source, src)
         if count_global:
-            self.conn.execute("INSERT INTO global_failures (at) VALUES (?)", (now,))
+            self.conn.execute(
+                f"INSERT INTO {self.d.failures} (at) VALUES ({self.d.p})",  # noqa: S608
+                (now,),
+            )
         return locked_now
 
 
-class SqliteGuard:
-    """`GuessGuard` on a SQLite file shared by one host's workers; see the module docstring."""
+class SqlGuard:
+    """`GuessGuard` on SQL rows every process can reach; see the module docstring. Subclasses
+    say how to connect, how to take the write lock, and their dialect."""
 
-    def __init__(self, rules: ThrottleRules, path: Path, *, bus: Bus) -> None:
+    dialect = SQLITE
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+    what = "state file"
+
+    def __init__(self, rules: ThrottleRules, *, bus: Bus) -> None:
         self.rules = rules
-        self.path = path
         self.bus = bus
         self.round_trips = 0
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._thread = Workers(1, "state-db")
-        self._conn: sqlite3.Connection | None = None
+        self._conn: Any = None
         self._cards: OrderedDict[str, tuple[float, Refusal]] = OrderedDict()
         self._sources: OrderedDict[str, tuple[float, Refusal]] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    def _open(self) -> sqlite3.Connection:
+    def _connect(self) -> Any:
+        raise NotImplementedError
+
+    def _begin(self, conn: Any) -> None:
+        raise NotImplementedError
+
+    def _open(self) -> Any:
         if self._conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=10000")
-            for statement in _SCHEMA:
-                conn.execute(statement)
-            self._conn = conn
+            self._conn = self._connect()
         return self._conn
 
-    def _tx(self, now: float, body: Callable[[Tx], T], conn: sqlite3.Connection | None = None) -> T:
+    def _tx(self, now: float, body: Callable[[Tx], T], conn: Any = None) -> T:
         conn = conn or self._open()
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            result = body(Tx(conn, self.rules, now))
+            self._begin(conn)
+            result = body(Tx(conn, self.rules, now, self.dialect))
         except BaseException:
-            conn.execute("ROLLBACK")
+            try:
+                conn.execute("ROLLBACK")
+            except self.errors:
+                self._drop(conn)
             raise
         conn.execute("COMMIT")
         return result
+
+    def _drop(self, conn: Any) -> None:
+        """A connection in doubt is closed, never reused."""
+        if conn is self._conn:
+            self._conn = None
+        with contextlib.suppress(*self.errors):
+            conn.close()
 
     async def _run(self, now: float, body: Callable[[Tx], T]) -> T:
         self.round_trips += 1
         try:
             return await self._thread.run(self._tx, now, body)
-        except sqlite3.Error as exc:
-            raise GuardUnavailable(f"state file: {exc}") from None
+        except self.errors as exc:
+            if self._conn is not None:
+                await self._thread.run(self._drop, self._conn)
+            raise GuardUnavailable(f"{self.what}: {type(exc).__name__}") from None
 
     # -- reservations -----------------------------------------------------------------------
     async def reserve(self, barcode: str, source: str, now: float) -> Ticket | Refusal:
@@ -217,10 +285,7 @@ class SqliteGuard:
         def body(tx: Tx) -> Refusal | None:
             refusal = tx.card_refusal(barcode) or tx.source_refusal(source)
             if refusal is None:
-                tx.conn.execute(
-                    "INSERT INTO reservations (id, barcode, source, expires) VALUES (?, ?, ?, ?)",
-                    (ticket.id, barcode, source, ticket.expires),
-                )
+                tx.reserve(ticket)
             return refusal
 
         refusal = await self._run(now, body)
@@ -231,11 +296,11 @@ class SqliteGuard:
 
     async def settle(self, ticket: Ticket, result: Result, now: float) -> Settled:
         def body(tx: Tx) -> bool:
-            tx.conn.execute("DELETE FROM reservations WHERE id = ?", (ticket.id,))
+            tx.unreserve(ticket.id)
             if result is Result.FAILURE:
                 return tx.fail(ticket.barcode, ticket.source, count_global=True)
             if result is Result.SUCCESS:
-                tx.conn.execute("DELETE FROM throttle WHERE key = ?", (CARD + ticket.barcode,))
+                tx.delete(CARD + ticket.barcode)
             return False
 
         # Shielded: the core settles on its way out of a cancelled check.
@@ -297,11 +362,8 @@ class SqliteGuard:
 
     def _thread_call(self, now: float, body: Callable[[Tx], T]) -> T:
         """A blocking call for the CLI (never on the daemon's request path)."""
-        conn = sqlite3.connect(self.path, isolation_level=None)
+        conn = self._connect()
         try:
-            conn.execute("PRAGMA busy_timeout=10000")
-            for statement in _SCHEMA:
-                conn.execute(statement)
             return self._tx(now, body, conn)
         finally:
             conn.close()
@@ -320,8 +382,7 @@ class SqliteGuard:
 
     async def clear_async(self, barcode: str) -> bool:
         def body(tx: Tx) -> bool:
-            gone = tx.conn.execute("DELETE FROM throttle WHERE key = ?", (CARD + barcode,))
-            return gone.rowcount > 0
+            return tx.delete(CARD + barcode)
 
         existed = await self._run(0.0, body)
         self.bus.publish("clear_lock", barcode)
@@ -351,3 +412,24 @@ class SqliteGuard:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+class SqliteGuard(SqlGuard):
+    """One host's workers on one SQLite file: BEGIN IMMEDIATE takes the file's write lock."""
+
+    def __init__(self, rules: ThrottleRules, path: Path, *, bus: Bus) -> None:
+        super().__init__(rules, bus=bus)
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=10000")
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        return conn
+
+    def _begin(self, conn: Any) -> None:
+        conn.execute("BEGIN IMMEDIATE")

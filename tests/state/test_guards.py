@@ -38,7 +38,18 @@ RULES = ThrottleRules(
 Factory = Callable[[ThrottleRules], Any]
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+def postgres_tables(dbname: str) -> str:
+    """The store's throttle tables in a fresh database (its migrations 2 and 3); the DSN."""
+    from plugins.postgres import MIGRATIONS
+    from tests.plugins import servers
+
+    with servers.pg_admin(dbname) as admin:
+        admin.execute(MIGRATIONS[1])
+        admin.execute(MIGRATIONS[2])
+    return f"host={servers.PG_HOST} port={servers.PG_PORT} user=postgres dbname={dbname}"
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
 async def make(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Factory]:
     """Builds guards of one kind that share their state (one file, one Redis prefix)."""
     made: list[Any] = []
@@ -61,6 +72,22 @@ async def make(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
         yield sqlite
         for guard in made:
             await guard.aclose()
+        return
+    if kind == "postgres":
+        from bridge.state.postgres_guard import PostgresGuard
+        from tests.plugins import servers
+
+        with servers.pg_database() as dbname:
+            dsn = postgres_tables(dbname)
+
+            def on_postgres(rules: ThrottleRules) -> Any:
+                guard = PostgresGuard(rules, dsn, bus=LocalBus())
+                made.append(guard)
+                return guard
+
+            yield on_postgres
+            for guard in made:
+                await guard.aclose()
         return
     with shared_prefix() as (url, prefix):
         clients: list[Any] = []

@@ -102,7 +102,7 @@ class SyncShared:
                 return 0, False
             return card.failures, card.locked and card.blocked_until > now
 
-        return guard._thread_call(now, body)  # type: ignore[no-any-return]
+        return self._do(guard._run(now, body))  # type: ignore[no-any-return]
 
     @property
     def inflight(self) -> int:
@@ -110,9 +110,7 @@ class SyncShared:
         if isinstance(guard, RedisGuard):
             count: int = self._do(guard.client.zcard(f"{guard.prefix}gi"))
             return count
-        return guard._thread_call(  # type: ignore[no-any-return]
-            0.0, lambda tx: tx.conn.execute("SELECT count(*) FROM reservations").fetchone()[0]
-        )
+        return self._do(guard._run(0.0, lambda tx: tx.inflight()))  # type: ignore[no-any-return]
 
     def global_pressure(self, now: float) -> bool:
         rules = self.rules
@@ -125,21 +123,45 @@ class SyncShared:
             return bool(failed + flying >= rules.global_max_failures)
 
         def body(tx: Tx) -> bool:
-            failed = tx.conn.execute("SELECT count(*) FROM global_failures").fetchone()[0]
-            flying = tx.conn.execute("SELECT count(*) FROM reservations").fetchone()[0]
-            return bool(failed + flying >= rules.global_max_failures)
+            failed = tx.conn.execute(f"SELECT count(*) FROM {tx.d.failures}").fetchone()[0]  # noqa: S608
+            return bool(failed + tx.inflight() >= rules.global_max_failures)
 
-        return guard._thread_call(now, body)  # type: ignore[no-any-return]
+        return self._do(guard._run(now, body))  # type: ignore[no-any-return]
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., SyncShared]]:
     loop = asyncio.new_event_loop()
     made: list[Any] = []
     numbers = itertools.count()
-    if request.param == "sqlite":
+    if request.param == "postgres":
+        from bridge.state.postgres_guard import PostgresGuard
+        from tests.plugins import servers
+        from tests.state.test_guards import postgres_tables
+
+        with servers.pg_database() as dbname:
+            dsn = postgres_tables(dbname)
+
+            def on_postgres(rules: ThrottleRules, *_: object) -> SyncShared:
+                # One guard (one connection) for every example, emptied like a new Throttle.
+                if not made:
+                    made.append(PostgresGuard(rules, dsn, bus=LocalBus()))
+                guard = made[0]
+                guard.rules = rules
+                guard._cards.clear()
+                guard._sources.clear()
+                loop.run_until_complete(guard._run(0.0, _empty))
+                return SyncShared(guard, loop)
+
+            yield on_postgres
+            for guard in made:
+                loop.run_until_complete(guard.aclose())
+            made.clear()
+    elif request.param == "sqlite":
 
         def sqlite(rules: ThrottleRules, *_: object) -> SyncShared:
+            while made:
+                loop.run_until_complete(made.pop().aclose())
             guard = SqliteGuard(rules, tmp_path / f"state{next(numbers)}.db", bus=LocalBus())
             made.append(guard)
             return SyncShared(guard, loop)
@@ -162,6 +184,11 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable
     for guard in made:
         loop.run_until_complete(guard.aclose())
     loop.close()
+
+
+def _empty(tx: Tx) -> None:
+    for table in (tx.d.counters, tx.d.reservations, tx.d.failures):
+        tx.conn.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed names
 
 
 async def _client(url: str) -> Any:

@@ -71,3 +71,18 @@ def test_one_daemon_two_workers_redis_state(tmp_path: Path, redis_prefix: tuple[
     sections = scenario.LDAP + WORKERS + redis_state(url, prefix)
     with Daemon(tmp_path, sections, throttle=scenario.THROTTLE) as daemon:
         scenario.run(daemon, daemon, cli)
+
+
+def test_two_daemons_postgres_only(tmp_path: Path) -> None:
+    """No Redis: the postgres store's own throttle tables, decided live in the database, and
+    invalidations by LISTEN/NOTIFY (`[throttle] state = "store"`)."""
+    with servers.pg_database() as dbname:
+        a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+        a_dir.mkdir()
+        b_dir.mkdir()
+        throttle = 'state = "store"\n' + scenario.THROTTLE
+        store = store_toml(dbname)
+        with Daemon(a_dir, scenario.LDAP, store=store, throttle=throttle) as a:
+            shutil.copy(a_dir / "pepper.key", b_dir / "pepper.key")
+            with Daemon(b_dir, scenario.LDAP, store=store, throttle=throttle) as b:
+                scenario.run(a, b, cli)
