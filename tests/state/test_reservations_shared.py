@@ -123,7 +123,7 @@ class SyncShared:
             return bool(failed + flying >= rules.global_max_failures)
 
         def body(tx: Tx) -> bool:
-            failed = tx.conn.execute(f"SELECT count(*) FROM {tx.d.failures}").fetchone()[0]  # noqa: S608
+            failed = tx.conn.execute(f"SELECT count(*) FROM {tx.d.failures}").fetchone()[0]
             return bool(failed + tx.inflight() >= rules.global_max_failures)
 
         return self._do(guard._run(now, body))  # type: ignore[no-any-return]
@@ -188,7 +188,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable
 
 def _empty(tx: Tx) -> None:
     for table in (tx.d.counters, tx.d.reservations, tx.d.failures):
-        tx.conn.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed names
+        tx.conn.execute(f"DELETE FROM {table}")
 
 
 async def _client(url: str) -> Any:
