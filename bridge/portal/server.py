@@ -20,7 +20,9 @@ import uvicorn
 from bridge.config import ConfigError
 from bridge.portal.mail import Mailer, NoMailer, SmtpMailer
 from bridge.portal.settings import PortalSettings
+from bridge.portal.shared_sessions import RecordingSessions, Shared, SharedSessions, from_config
 from bridge.portal.state import Portal, read_logo
+from bridge.portal.visit import cookie_name
 from bridge.portal.web import create_app
 from bridge.services import Services
 from bridge.settings import parse_listen
@@ -37,6 +39,7 @@ class PortalListener:
     server: uvicorn.Server
     sock: socket.socket
     task: asyncio.Task[None]
+    shared: Shared | None = None  # sessions shared by workers and hosts ([state])
 
     async def aclose(self) -> None:
         self.server.should_exit = True
@@ -44,6 +47,8 @@ class PortalListener:
             await self.task
         await self.server.shutdown(sockets=[self.sock])
         await self.portal.aclose()
+        if self.shared is not None:
+            await self.shared.aclose()
 
 
 def bind(listen: str, *, reuse_port: bool = False) -> socket.socket:
@@ -92,8 +97,13 @@ async def start(settings: PortalSettings, services: Services) -> PortalListener:
         logo=logo,
         mail_enabled=config.smtp is not None,
     )
+    shared = await share_sessions(portal, services)
+    app = create_app(portal)
+    if shared is not None:
+        assert isinstance(portal.sessions, RecordingSessions)
+        app = SharedSessions(app, portal.sessions, cookie_name(portal))
     uv_config = uvicorn.Config(
-        create_app(portal),
+        app,
         lifespan="off",
         access_log=False,
         log_config=None,
@@ -120,4 +130,28 @@ async def start(settings: PortalSettings, services: Services) -> PortalListener:
     task = asyncio.get_running_loop().create_task(server.main_loop(), name="portal")
     scheme = "https" if uv_config.ssl else "http"
     log.info("portal_listening", address=_address(sock), scheme=scheme, base_url=settings.base_url)
-    return PortalListener("portal", [_address(sock)], portal, server, sock, task)
+    return PortalListener("portal", [_address(sock)], portal, server, sock, task, shared)
+
+
+async def share_sessions(portal: Portal, services: Services) -> Shared | None:
+    """With shared state, sessions (and the CSRF key) live there: `bridge.portal.
+    shared_sessions`. The portal's own store is swapped for a recording one."""
+    shared = from_config(services.config, services.authenticator.store)
+    if shared is None:
+        return None
+    old = portal.sessions
+    sessions = RecordingSessions(
+        old.clock,
+        idle_seconds=old.idle_seconds,
+        max_seconds=old.max_seconds,
+        max_sessions=old.max_sessions,
+        csrf_key=await shared.csrf_key(),
+    )
+    sessions.shared = shared
+    sessions._tasks = set()
+    callbacks = portal.authenticator.on_invalidate
+    if old.end_patron in callbacks:
+        callbacks.remove(old.end_patron)
+    callbacks.append(sessions.end_patron)
+    portal.sessions = sessions
+    return shared
