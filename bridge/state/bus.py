@@ -54,7 +54,7 @@ def decode(data: bytes) -> tuple[str, str] | None:
     op, sep, barcode = text.partition(SEP)
     if not sep or op not in OPS or not 0 < len(barcode) <= MAX_BARCODE:
         return None
-    if not barcode.isascii() or not barcode.isprintable():
+    if not barcode.isascii() or not barcode.isprintable() or " " in barcode:
         return None
     return op, barcode
 

@@ -41,6 +41,8 @@ class SharedState:
         return publish
 
     async def start(self, authenticator: Authenticator) -> None:
+        if isinstance(self.bus, LocalBus):  # one process: nobody to tell, nothing to hear
+            return
         publish = self.attach(authenticator)
         guard = self.guard
 
