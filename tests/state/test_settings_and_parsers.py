@@ -25,7 +25,7 @@ def test_state_defaults_to_the_older_throttle_state() -> None:
 
 
 def test_state_contradicting_throttle_state_is_refused() -> None:
-    with pytest.raises(ConfigError, match="state.backend"):
+    with pytest.raises(ConfigError, match=r"state\.backend"):
         loads(STORE + '[throttle]\nstate = "memory"\n[state]\nbackend = "redis"\n')
 
 
