@@ -29,6 +29,7 @@ class ControlServer:
         self.path = path
         self.authenticator = authenticator
         self._server: asyncio.AbstractServer | None = None
+        self._inode = -1
 
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -39,6 +40,7 @@ class ControlServer:
             self._server = await asyncio.start_unix_server(self._handle, path=str(self.path))
         finally:
             os.umask(old)
+        self._inode = self.path.stat().st_ino
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -77,8 +79,10 @@ class ControlServer:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        # Only our own socket file: a worker replacing this one (SIGHUP) already bound the path.
         with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+            if self.path.stat().st_ino == self._inode:
+                self.path.unlink()
 
 
 def notify(path: Path, op: str, barcode: str) -> bool:
