@@ -133,6 +133,10 @@ def test_sighup_replaces_every_worker(daemon: Daemon) -> None:
     daemon.proc.send_signal(signal.SIGHUP)
     assert scenario.within(60, lambda: '"event":"reloaded"' in daemon.stderr_path.read_text())
     assert scenario.bind(daemon, DEMO["active"], DEMO_PIN) == 0
+    # Each new worker's control socket survived its predecessor's exit: the CLI reaches both.
+    assert (daemon.dir / "bridge.sock.0").exists() and (daemon.dir / "bridge.sock.1").exists()
+    cleared = daemon.cli("lockout", "clear", DEMO["active"])
+    assert cleared.returncode == 0 and "daemon told" in cleared.stdout
     port = daemon.address("ldap")[1]
     conns = [scenario.open_ldap(daemon) for _ in range(16)]
     try:
