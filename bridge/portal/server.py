@@ -140,12 +140,19 @@ async def share_sessions(portal: Portal, services: Services) -> Shared | None:
     if shared is None:
         return None
     old = portal.sessions
+    try:
+        key: bytes | None = await shared.csrf_key()
+    except Exception as exc:  # noqa: BLE001 - any backend's error: the state is away
+        # Forms then only work on the host that rendered them, until a restart with the
+        # state reachable; sessions themselves are still read from the shared state.
+        log.error("portal_csrf_key_unshared", error=type(exc).__name__)
+        key = None
     sessions = RecordingSessions(
         old.clock,
         idle_seconds=old.idle_seconds,
         max_seconds=old.max_seconds,
         max_sessions=old.max_sessions,
-        csrf_key=await shared.csrf_key(),
+        csrf_key=key,
     )
     sessions.shared = shared
     sessions._tasks = set()

@@ -292,7 +292,12 @@ class SharedSessions:
             return
         sid = _cookie(scope, self.cookie)
         if sid is not None:
-            self.sessions.adopt(sid, await shared.load(sid))
+            try:
+                self.sessions.adopt(sid, await shared.load(sid))
+            except Exception as exc:  # noqa: BLE001 - any backend's error: the state is away
+                log.error("portal_sessions_unavailable", error=type(exc).__name__)
+                await _unavailable(send)
+                return
         changes: list[Change] = []
         token = _CHANGES.set(changes)
         ttl = self.sessions.idle_seconds
@@ -305,13 +310,34 @@ class SharedSessions:
                     if session is not None:
                         touched.append(("put", sid, session))
                 if touched:
-                    await shared.apply(touched, ttl)
+                    try:
+                        await shared.apply(touched, ttl)
+                    except Exception as exc:  # noqa: BLE001 - logged; this host still knows
+                        log.error("portal_sessions_unwritten", error=type(exc).__name__)
             await send(message)
 
         try:
             await self.app(scope, receive, send_after_writing)
         finally:
             _CHANGES.reset(token)
+
+
+async def _unavailable(send: Send) -> None:
+    """503 while the shared sessions cannot be read (a session we cannot check is no session,
+    and sending the patron to the login page would not help either)."""
+    body = b"The PIN pages are unavailable for a moment. Please try again shortly.\n"
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", b"5"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def _cookie(scope: Scope, name: str) -> str | None:

@@ -116,3 +116,22 @@ def scenario_config(directory: Path, dbname: str) -> str:
     from tests.harness import base_config
 
     return base_config(directory, store=store_toml(dbname))
+
+
+def test_pages_answer_503_while_shared_sessions_are_away(tmp_path: Path) -> None:
+    from tests.state.redis_server import PrivateRedis
+
+    with PrivateRedis(tmp_path) as server:
+        sections = PORTAL + f'\n[state]\nbackend = "redis"\nurl = "{server.url}"\n'
+        with Daemon(tmp_path, sections) as daemon, httpx.Client(follow_redirects=True) as client:
+            data = {"csrf": csrf(client, base(daemon) + "/login"), "barcode": DEMO["active"]}
+            page = client.post(base(daemon) + "/login", data={**data, "pin": DEMO_PIN})
+            assert page.url.path == "/account"
+            server.stop()
+            assert client.get(base(daemon) + "/account").status_code == 503
+            server.start()  # no persistence in this test's server: the session is gone
+            assert scenario.within(
+                20, lambda: client.get(base(daemon) + "/account").status_code == 200
+            )
+            assert client.get(base(daemon) + "/account").url.path == "/login"
+        assert "portal_sessions_unavailable" in daemon.logs()
