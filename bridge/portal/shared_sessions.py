@@ -213,8 +213,9 @@ def from_config(config: Config, store: Any) -> Shared | None:
     backend = config.state_backend
     if backend == "redis":
         from bridge.state.redis_client import connect
+        from bridge.state.shared import redis_ca
 
-        return RedisSessions(connect(config.state), config.state.key_prefix)
+        return RedisSessions(connect(config.state, redis_ca(config)), config.state.key_prefix)
     if backend == "sqlite" and config.server.worker_count() > 1:
         path: Path = config.state_path
 

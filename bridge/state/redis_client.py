@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
@@ -24,10 +26,16 @@ log = structlog.get_logger("bridge.state")
 UNAVAILABLE: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
 
 
-def connect(settings: StateSettings) -> aioredis.Redis:
-    """A client (lazy: nothing is connected until the first command)."""
+def connect(settings: StateSettings, ca_file: Path | None = None) -> aioredis.Redis:
+    """A client (lazy: nothing is connected until the first command). With rediss:// the
+    server's certificate is verified against `ca_file` (`state.tls_ca_file`), else the
+    system's CAs."""
+    tls: dict[str, Any] = {}
+    if settings.url.startswith("rediss://") and ca_file is not None:
+        tls["ssl_ca_certs"] = str(ca_file)
     return aioredis.Redis.from_url(
         settings.url,
+        **tls,
         username=settings.username,
         password=settings.password,
         socket_connect_timeout=settings.connect_timeout,

@@ -23,6 +23,7 @@ class StateSettings(Section, frozen=True):
     backend: Literal["memory", "sqlite", "redis"] | None = None  # None: `throttle.state`
     path: str | None = None  # sqlite: None means `throttle.path`
     url: str = "redis://127.0.0.1:6379/0"  # redis://, rediss:// (TLS), unix:///path?db=0
+    tls_ca_file: str | None = None  # rediss://: the CA that signed Redis's certificate
     username: str | None = None
     password: str | None = None  # or password_file / password_env
     key_prefix: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] = "patron-bridge:"

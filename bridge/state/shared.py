@@ -83,6 +83,11 @@ class SharedState:
             await self.client.aclose()
 
 
+def redis_ca(config: Config) -> Any:
+    """`state.tls_ca_file` resolved against the config file's directory, or None."""
+    return config.path(config.state.tls_ca_file) if config.state.tls_ca_file else None
+
+
 def build(
     config: Config, rules: Any, make_default: Callable[[], Any], store: Any = None
 ) -> SharedState:
@@ -107,7 +112,7 @@ def build(
         from bridge.state.redis_client import connect
         from bridge.state.redis_throttle import RedisGuard
 
-        client = connect(state)
+        client = connect(state, redis_ca(config))
         bus = RedisBus(client, state.key_prefix, state.retry_seconds)
         guard = RedisGuard(
             rules,

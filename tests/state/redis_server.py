@@ -55,23 +55,54 @@ class PrivateRedis:
     """A redis-server of the test's own on 127.0.0.1:`port`, no persistence; stop/start keep
     the port (the bridges reconnect to the same URL)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *extra: str, tls: bool = False) -> None:
+        """`extra`: more redis-server options; `tls`: serve TLS only (cert.pem/key.pem in
+        `directory`, self-signed for 127.0.0.1)."""
         self.binary = require_tool("redis-server")
         self.directory = directory
         self.port = free_port()
+        self.extra = list(extra)
+        self.tls = tls
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
+
+    def _ports(self) -> list[str]:
+        if not self.tls:
+            return ["--port", str(self.port)]
+        cert, key = self.directory / "cert.pem", self.directory / "key.pem"
+        if not cert.exists():
+            from bridge.tls import generate_self_signed
+
+            generate_self_signed(cert, key, ["127.0.0.1", "localhost"])
+        return [
+            "--port",
+            "0",
+            "--tls-port",
+            str(self.port),
+            "--tls-cert-file",
+            str(cert),
+            "--tls-key-file",
+            str(key),
+            "--tls-auth-clients",
+            "no",
+        ]
+
+    def _readies(self) -> int:
+        path = self.directory / "redis.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return text.count("Ready to accept connections")
 
     def start(self) -> PrivateRedis:
+        before = self._readies()
         log = (self.directory / "redis.log").open("ab")
         self.proc = subprocess.Popen(
             [
                 self.binary,
-                "--port",
-                str(self.port),
+                *self._ports(),
+                *self.extra,
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -86,18 +117,12 @@ class PrivateRedis:
         )
         log.close()
         deadline = time.monotonic() + 20
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
-        try:
-            while True:  # readiness by asking it, spaced by a short pause, never a fixed sleep
-                try:
-                    if client.ping():
-                        return self
-                except redis.RedisError:
-                    if time.monotonic() > deadline or self.proc.poll() is not None:
-                        raise RuntimeError("private redis-server did not start") from None
-                    time.sleep(0.05)
-        finally:
-            client.close()
+        while True:  # readiness by its log line, spaced by a short pause, never a fixed sleep
+            if self._readies() > before:
+                return self
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError("private redis-server did not start")
+            time.sleep(0.05)
 
     def stop(self) -> None:
         if self.proc is not None:

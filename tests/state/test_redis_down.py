@@ -281,3 +281,36 @@ async def test_a_cached_request_costs_no_redis_round_trip(tmp_path: Path) -> Non
             hasher.close()
             await guard.aclose()
             await client.aclose()
+
+
+@pytest.mark.parametrize("kind", ["unix", "tls", "password"])
+async def test_redis_connection_forms(tmp_path: Path, kind: str) -> None:
+    """unix:// sockets, rediss:// with the server's CA, and a password from a file, each
+    through the config file as an operator writes it."""
+    from bridge.config import loads
+    from bridge.state.shared import redis_ca
+
+    sock = tmp_path / "redis.sock"
+    extra = {
+        "unix": ("--unixsocket", str(sock), "--unixsocketperm", "700"),
+        "tls": (),
+        "password": ("--requirepass", "r3dis-pw-for-the-test"),
+    }[kind]
+    with PrivateRedis(tmp_path, *extra, tls=kind == "tls") as server:
+        url = f"unix://{sock}?db=0" if kind == "unix" else server.url
+        lines = [f'backend = "redis"\nurl = "{url}"']
+        if kind == "tls":
+            lines.append('tls_ca_file = "cert.pem"')
+        if kind == "password":
+            (tmp_path / "redis.pw").write_text("r3dis-pw-for-the-test\n")
+            lines.append('password_file = "redis.pw"')
+        config = loads(
+            '[store]\nplugin = "sqlite"\n[state]\n' + "\n".join(lines) + "\n", base_dir=tmp_path
+        )
+        client = connect(config.state, redis_ca(config))
+        guard = RedisGuard(ThrottleRules(), client, prefix="t:", bus=LocalBus())
+        try:
+            assert isinstance(await guard.reserve(CARD, SRC, 1000.0), Ticket)
+        finally:
+            await guard.aclose()
+            await client.aclose()
