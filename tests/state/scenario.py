@@ -114,6 +114,16 @@ def within(seconds: float, condition: Callable[[], bool]) -> bool:
         time.sleep(0.02)
 
 
+BOUND = 1.0  # issue 12: every process drops an invalidated entry within one second
+
+
+def when_bound_passed(start: float) -> None:
+    """Wait out the bound measured from `start`: what the issue promises is the state once it
+    has passed (a process may still answer from its cache inside it, the SQLite bus is polled
+    every 0.2 s). The wait is the bound under test, not a pause for readiness."""
+    time.sleep(max(0.0, start + BOUND - time.monotonic()))
+
+
 def run(a: Daemon, b: Daemon, cli: Callable[..., Any]) -> None:
     """The whole scenario; `cli(daemon, *args)` runs a staff command against that host."""
     daemons = [a, b]
@@ -142,8 +152,9 @@ def run(a: Daemon, b: Daemon, cli: Callable[..., Any]) -> None:
     other = DEMO["minor"]
     for door in (a, b, a, b):  # both cache the old PIN
         assert bind(door, other, DEMO_PIN) == 0
+    changed = time.monotonic()
     assert change_pin(a, other, DEMO_PIN, NEW_PIN)
-    assert within(1.0, lambda: bind(b, other, DEMO_PIN) == 49)
+    when_bound_passed(changed)
     for door in (b, a, b, a):
         assert bind(door, other, DEMO_PIN) == 49
         assert bind(door, other, NEW_PIN) == 0
@@ -154,7 +165,7 @@ def run(a: Daemon, b: Daemon, cli: Callable[..., Any]) -> None:
         assert bind(door, patron, DEMO_PIN) == 0
     blocked = cli(b, "patron", "block", patron, "card reported lost")
     assert blocked.returncode == 0, blocked.stderr
-    assert within(1.0, lambda: bind(a, patron, DEMO_PIN) != 0)
+    when_bound_passed(time.monotonic())  # the CLI has exited: its publish has left
     for door in (a, b, a, b):
         assert bind(door, patron, DEMO_PIN) != 0
 
