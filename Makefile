@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 CONFIG ?= conf/bridge.toml
 
-.PHONY: run test lint bench fuzz clean venv dev
+.PHONY: run test lint bench fuzz clean venv dev stress
 
 $(BIN)/patron-bridge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ bench: $(VENV)/.dev
 
 fuzz: $(VENV)/.dev
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -k "property or hypothesis or fuzz" tests
+
+stress: $(VENV)/.dev
+	STRESS=full $(BIN)/python -m pytest -q tests/stress
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

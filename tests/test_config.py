@@ -66,6 +66,23 @@ def test_defaults_and_relative_paths(tmp_path: Path) -> None:
             STORE + "[throttle]\ncard_lock_after = 0\n",
             "throttle.card_lock_after: Expected `int` >= 1",
         ),
+        (
+            STORE + "[throttle]\nmax_pending_checks = 0\n",
+            "throttle.max_pending_checks: Expected `int` >= 1",
+        ),
+        (
+            STORE + "[throttle]\nmax_pending_per_source = 300\n",
+            "throttle.max_pending_per_source: greater than throttle.max_pending_checks",
+        ),
+        (
+            STORE + "[throttle]\nmax_active_checks = 257\n",
+            "throttle.max_active_checks: greater than throttle.max_pending_checks",
+        ),
+        (
+            STORE + "[throttle]\ncheck_wait_deadline = 0\n",
+            "throttle.check_wait_deadline: Expected `float` > 0",
+        ),
+        (STORE + "[throttle]\nmax_active_checks = -1\n", "throttle.max_active_checks: Expected"),
         (STORE + '[pin]\nmin_length = "4"\n', "pin.min_length: Expected `int`, got `str`"),
         (STORE + '[pin]\nforbid_repeats = "false"\n', "pin.forbid_repeats: Expected `bool`"),
         (STORE + "[cache]\nttl = true\n", "cache.ttl: Expected `float`, got `bool`"),

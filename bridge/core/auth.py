@@ -384,12 +384,22 @@ class Authenticator:
 
     def service_refusal(self, source: str) -> Refusal | None:
         """Before checking a vendor's own secret (an LDAP service account): is this source
-        blocked, or the global guard up? Guessing service secrets is throttled like PINs."""
-        return self.throttle.check_source(source, self.clock())
+        blocked, or the global guard up against it? Guessing service secrets is throttled like
+        PINs. A refusal only because PIN checks from that address are in flight (busy) does
+        not apply: the secret is checked and counted in one step, nothing is reserved, and a
+        busy vendor must still be able to re-bind its service account."""
+        refusal = self.throttle.check_source(source, self.clock())
+        return None if refusal is None or refusal.busy else refusal
 
     def record_service_failure(self, source: str) -> None:
         """A wrong vendor secret counts against its source address (no card involved)."""
         self.throttle.record_failure(None, source, self.clock())
+
+    def record_bad_input(self, source: str) -> None:
+        """A front end refused a malformed barcode or PIN before asking (an LDAP bind name that
+        names no patron, a RADIUS password that does not decrypt): it counts against the
+        source like the malformed input the core itself refuses."""
+        self.throttle.record_bad_input(source, self.clock())
 
     def invalidate(self, barcode: str) -> None:
         self.cache.invalidate(barcode)

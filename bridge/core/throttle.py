@@ -47,8 +47,9 @@ class ThrottleRules:
     global_max_failures: int = 300
     global_window: float = 60.0
     # A reservation not settled by then belongs to a dead process or a lost request: a shared
-    # backend drops it (released, not counted). Longer than any check may take (the core
-    # abandons a check after `throttle.check_deadline`, which is shorter).
+    # backend drops it (released, not counted). Longer than any check may take: the core
+    # waits at most `throttle.check_wait_deadline` for a slot and `auth.STORE_DEADLINE` (60 s)
+    # for the store.
     reservation_ttl: float = 120.0
 
 
@@ -121,8 +122,9 @@ class GuessGuard(Protocol):
       cards too (a spray over non-existent barcodes counts).
     - source: refused while blocked; BUSY when committed >= source_max_failures.
     - global: "up" when failures in the window + reservations in flight (all sources)
-      >= global_max_failures. While up, a source that failed within global_window is refused,
-      a source with a reservation in flight gets BUSY, any other source is let through.
+      >= global_max_failures. While up, a source that failed within global_window is refused
+      (BUSY while the failures alone are under the threshold), a source with a reservation in
+      flight gets BUSY, any other source is let through.
     """
 
     rules: ThrottleRules
@@ -268,13 +270,13 @@ class Throttle:
                 return Refusal("source", _SOURCE_BUSY, 1.0, busy=True)
         if (self._global or self._global_inflight) and self.global_pressure(now):
             if src is None:
-                return None
+                return None  # an address that never failed (nor has a check running) passes
             window = self.rules.global_window
-            retry = (self._global[0] + window - now) if self._global else 1.0
-            if src.failures and src.last_failure > now - window:
-                return Refusal("global", _GLOBAL, retry)
-            if src.inflight:
-                return Refusal("global", _GLOBAL, retry, busy=True)
+            recent = src.last_failure > now - window
+            if recent and len(self._global) >= self.rules.global_max_failures:
+                return Refusal("global", _GLOBAL, self._global[0] + window - now)
+            if recent or src.inflight:  # up only with checks in flight: try again
+                return Refusal("global", _GLOBAL, 1.0, busy=True)
         return None
 
     def card_locked(self, barcode: str, now: float) -> bool:

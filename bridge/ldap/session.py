@@ -274,6 +274,7 @@ class Session:
             return self._service_bind(mid, target.index, password)
         if not isinstance(target, PatronName):
             s.audit.event("ldap_bind_refused", source=self.source, reason="not a patron name")
+            s.auth.record_bad_input(self.source)
             return self._bind_result(mid, rc.INVALID_CREDENTIALS)
         return target.barcode, password
 

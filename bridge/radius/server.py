@@ -220,6 +220,7 @@ class RadiusServer:
             pin = Secret(decrypt_password(hidden, secret, packet.authenticator))
         except ProtocolError as exc:
             self.refused(client, host, str(exc))
+            self.authenticator.record_bad_input(host)  # a malformed PIN counts, like in the core
             self.reply(pending, refusal(), "")
             return
         barcode = user.decode("utf-8", "replace")

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import bridge.core.auth as auth_module
 from bridge.core.audit import Audit
@@ -242,3 +244,83 @@ async def test_bad_input_counts_against_the_source(store: Wrapped, barcode: str,
     assert refused.outcome is Outcome.CARD_LOCKED and "address" in refused.reason
     assert (await auth.authenticate(ACTIVE, Secret(DEMO_PIN), ctx())).accepted
     assert store.calls == 1
+
+
+async def test_service_secrets_are_not_refused_for_checks_in_flight(store: Wrapped) -> None:
+    """A vendor's address with its whole failure budget taken by patron checks in flight:
+    its patrons wait (busy), its service account still binds; a blocked address does not."""
+    rules = ThrottleRules(source_max_failures=3)
+    auth, throttle, _, _ = build(store, rules)
+    store.hold = asyncio.Event()
+    vendor = "198.51.100.20"
+    checks = [
+        asyncio.create_task(
+            auth.authenticate(f"2999000000{i:04d}", Secret(WRONG_PIN), ctx(source=vendor))
+        )
+        for i in range(3)
+    ]
+    while throttle.inflight < 3:
+        await asyncio.sleep(0)
+    busy = await auth.authenticate(MINOR, Secret(DEMO_PIN), ctx(source=vendor))
+    assert busy.outcome is Outcome.BUSY
+    assert auth.service_refusal(vendor) is None
+    store.hold.set()
+    await asyncio.gather(*checks)
+    refusal = auth.service_refusal(vendor)  # three unknown cards: the address is blocked
+    assert refusal is not None and refusal.scope == "source"
+
+
+class Held:
+    """A store whose every `verify_pin` waits until the test lets that call finish."""
+
+    def __init__(self, inner: Wrapped) -> None:
+        self.inner = inner
+        self.capabilities = inner.capabilities
+        self.calls: list[asyncio.Event] = []
+
+    async def verify_pin(self, barcode: str, pin: Secret) -> Verification:
+        gate = asyncio.Event()
+        self.calls.append(gate)
+        await gate.wait()
+        return await self.inner.inner.verify_pin(barcode, pin)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    ops=st.lists(st.one_of(st.just(-1), st.integers(0, 50)), min_size=1, max_size=60),
+    free=st.integers(0, 5),
+    lock=st.integers(1, 6),
+)
+async def test_property_authenticator_interleavings(
+    store: Wrapped, ops: list[int], free: int, lock: int
+) -> None:
+    """Wrong guesses for one card arrive (-1) and store calls finish (k: the k-th still
+    running) in any order, through the real Authenticator: the store is asked at most
+    `card_lock_after` times, and everything is settled at the end."""
+    rules = ThrottleRules(card_free_failures=free, card_lock_after=lock, card_lock_seconds=0)
+    held = Held(store)
+    auth, throttle, _, gate = build(store, rules, GateLimits(max_active=100, max_pending=1000))
+    auth.store = held  # type: ignore[assignment]
+    tasks = []
+    released: set[int] = set()
+
+    async def settle_loop() -> None:
+        for _ in range(10):
+            await asyncio.sleep(0)
+
+    for n, op in enumerate(ops):
+        if op == -1:
+            tasks.append(asyncio.create_task(auth.authenticate(ACTIVE, Secret(PINS[n]), ctx())))
+        else:
+            running = [i for i in range(len(held.calls)) if i not in released]
+            if running:
+                k = running[op % len(running)]
+                released.add(k)
+                held.calls[k].set()
+        await settle_loop()
+        assert len(held.calls) <= lock
+    for event in held.calls:
+        event.set()
+    outcomes = [d.outcome for d in await asyncio.gather(*tasks)]
+    assert outcomes.count(Outcome.BAD_PIN) == len(held.calls) <= lock
+    assert throttle.inflight == 0 and gate.pending == 0 and gate.active == 0

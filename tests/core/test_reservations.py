@@ -331,3 +331,44 @@ def test_property_right_pin_in_a_burst(order: list[int], right_at: int) -> None:
     if right_at not in tickets:  # the right PIN came after the budget was taken: refused
         assert t.card_locked(CARD, T0)
         assert isinstance(t.reserve_now(CARD, SRC, T0), Refusal)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["reserve", "reserve", "settle"]),
+            st.integers(0, 10**6),
+            st.integers(0, 5),
+        ),
+        max_size=250,
+    ),
+    threshold=st.integers(1, 30),
+)
+def test_property_global_guard_holds_within_one_window(
+    ops: list[tuple[str, int, int]], threshold: int
+) -> None:
+    """A spray (every check fails, each barcode once, card and source limits out of reach)
+    from up to six addresses within one window: the failures evaluated never exceed the
+    threshold plus one per distinct address (an address that never failed gets one check
+    through the raised guard, then it has failed)."""
+    rules = ThrottleRules(
+        source_max_failures=10**9, global_max_failures=threshold, global_window=3600
+    )
+    t = Throttle(rules)
+    sources = [f"198.51.100.{i}" for i in range(6)]
+    open_tickets: list[Ticket] = []
+    failures = 0
+    seen: set[str] = set()
+    for n, (kind, pick, src) in enumerate(ops):
+        if kind == "reserve":
+            got = t.reserve_now(f"2999{n:010d}", sources[src], T0)
+            if isinstance(got, Ticket):
+                open_tickets.append(got)
+                seen.add(got.source)
+        elif open_tickets:
+            ticket = open_tickets.pop(pick % len(open_tickets))
+            t.settle_now(ticket, Result.FAILURE, T0)
+            failures += 1
+        assert failures <= threshold + len(seen)
+        assert failures + len(open_tickets) <= threshold + len(seen)

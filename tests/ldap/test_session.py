@@ -54,6 +54,9 @@ class FakeAuth:
     def record_service_failure(self, source: str) -> None:
         self.throttle.record_failure(None, source, self.clock())
 
+    def record_bad_input(self, source: str) -> None:
+        self.throttle.record_bad_input(source, self.clock())
+
     def settle(self, barcode: str, pin: Secret, ctx: Context) -> Decision | None:
         return None  # nothing is cached here: every bind reaches `authenticate`
 
@@ -158,6 +161,16 @@ async def test_locked_card_gets_ppolicy_only_when_asked(auth: FakeAuth) -> None:
     asked = await bind(session, dn_of(ANA), DEMO_PIN, controls=[(m.OID_PPOLICY, False, None)])
     control = asked["controls"][0][3]
     assert control[0][3] == m.OID_PPOLICY.encode() and control[1][3] == b"0\x03\x81\x01\x01"
+
+
+async def test_bind_names_that_name_no_patron_count_against_the_source(auth: FakeAuth) -> None:
+    """A bind name that is no patron's (garbage, another tree) is bad input: it counts against
+    the source like a malformed barcode does in the core, so it cannot be sent for free."""
+    session = make(auth)
+    for name in ("uid=x,dc=elsewhere", "cn=\\zz,,,", "o=" + "x" * 5000):
+        assert code(await bind(session, name, DEMO_PIN)) == 49
+    refusal = auth.throttle.check_source("127.0.0.1", auth.clock())
+    assert refusal is not None and refusal.scope == "source"
 
 
 async def test_bind_names_and_refusals(auth: FakeAuth) -> None:
