@@ -101,13 +101,14 @@ local function source_refusal(s)
   drain()
   local gf, gi = redis.call('ZCARD', KEYS[5]), redis.call('ZCARD', KEYS[6])
   if gf + gi >= gmax and (s.exists or s.inflight > 0) then
-    local retry = 1
-    if gf > 0 then
+    -- failed recently: refused while the failures alone reach the threshold, busy while
+    -- checks in flight make up the rest; an address with a check in flight: busy
+    local recent = s.exists and s.lf > now - gwin
+    if recent and gf >= gmax then
       local oldest = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
-      retry = tonumber(oldest[2]) + gwin - now
+      return {'global', 'refused', tostring(tonumber(oldest[2]) + gwin - now)}
     end
-    if s.f > 0 and s.lf > now - gwin then return {'global', 'refused', tostring(retry)} end
-    if s.inflight > 0 then return {'global', 'busy', tostring(retry)} end
+    if recent or s.inflight > 0 then return {'global', 'busy', '1'} end
   end
   return nil
 end

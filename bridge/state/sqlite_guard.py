@@ -180,12 +180,13 @@ class Tx:
         ).fetchone()
         total = self.inflight()
         if failed + total >= r.global_max_failures:
-            window = r.global_window
-            retry = (oldest + window - now) if failed else 1.0
-            if src is not None and src.failures and src.last_failure > now - window:
-                return Refusal("global", _GLOBAL, retry)
-            if inflight:
-                return Refusal("global", _GLOBAL, retry, busy=True)
+            # Failed recently: refused while the failures alone reach the threshold, busy while
+            # checks in flight make up the rest; an address with a check in flight: busy.
+            recent = src is not None and src.last_failure > now - r.global_window
+            if recent and failed >= r.global_max_failures:
+                return Refusal("global", _GLOBAL, oldest + r.global_window - now)
+            if recent or inflight:
+                return Refusal("global", _GLOBAL, 1.0, busy=True)
         return None
 
     def fail(self, barcode: str | None, source: str, *, count_global: bool) -> bool:

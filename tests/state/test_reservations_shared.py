@@ -40,6 +40,7 @@ RUN = [
     "test_bad_input_counts_on_the_source_only",
     "test_property_budgets_hold_for_any_interleaving",
     "test_property_right_pin_in_a_burst",
+    "test_property_global_guard_holds_within_one_window",
 ]
 
 
