@@ -135,3 +135,24 @@ def test_pages_answer_503_while_shared_sessions_are_away(tmp_path: Path) -> None
             )
             assert client.get(base(daemon) + "/account").url.path == "/login"
         assert "portal_sessions_unavailable" in daemon.logs()
+
+
+def test_sessions_across_two_hosts_on_postgres_alone(tmp_path: Path) -> None:
+    """No Redis: sessions and the CSRF key in the postgres store's database."""
+    with servers.pg_database() as dbname:
+        a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+        a_dir.mkdir()
+        b_dir.mkdir()
+        store, throttle = store_toml(dbname), 'state = "store"'
+        with Daemon(a_dir, PORTAL, store=store, throttle=throttle) as a:
+            shutil.copy(a_dir / "pepper.key", b_dir / "pepper.key")
+            with (
+                Daemon(b_dir, PORTAL, store=store, throttle=throttle) as b,
+                httpx.Client(follow_redirects=True) as client,
+            ):
+                data = {"csrf": csrf(client, base(a) + "/login"), "barcode": DEMO["active"]}
+                page = client.post(base(b) + "/login", data={**data, "pin": DEMO_PIN})
+                assert page.url.path == "/account"
+                assert signed_in(client, a)
+                client.post(base(b) + "/logout", data={"csrf": csrf(client, base(b) + "/")})
+                assert not signed_in(client, a)
