@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any, Protocol, cast
 
 import structlog
@@ -31,12 +32,14 @@ from bridge.core.gate import Gate, GateLimits
 from bridge.core.pepper import Pepper, PepperError, load_pepper
 from bridge.core.pin import KdfParams, PinHasher, PinPolicy, load_blocklist
 from bridge.core.store import PluginNotFound, Store, StorePlugin, StoreServices, load_plugin
-from bridge.core.throttle import MemoryBackend, Throttle, ThrottleBackend, ThrottleRules
+from bridge.core.throttle import GuessGuard, MemoryBackend, Throttle, ThrottleBackend, ThrottleRules
 from bridge.fdbudget import start as fd_budget
 from bridge.loop import loop_name
 from bridge.runtime import systemd
 from bridge.runtime.binding import bind_error
 from bridge.services import Listener, Services
+from bridge.state.shared import SharedState
+from bridge.state.shared import build as build_state
 
 log = structlog.get_logger("bridge.app")
 
@@ -59,15 +62,25 @@ class StartFrontEnd(Protocol):
 class Core:
     hasher: PinHasher
     store: Store
-    throttle: Throttle
+    throttle: GuessGuard
     authenticator: Authenticator
     audit: Audit
+    state: SharedState | None = None  # the [state] backend's bus and connections
 
     async def aclose(self) -> None:
         await self.authenticator.aclose()
         await self.store.aclose()
+        if self.state is not None:
+            await self.state.aclose()
         self.throttle.close()
         self.hasher.close()
+
+
+def control_path(config: Config, worker: int | None = None) -> Path:
+    """The control socket: `control.socket`, and `control.socket.N` for worker N (the CLI tells
+    every one of them, see `bridge.control.notify`)."""
+    path = config.path(config.control.socket)
+    return path if worker is None else path.with_name(f"{path.name}.{worker}")
 
 
 def pin_policy(config: Config) -> PinPolicy:
@@ -199,7 +212,11 @@ async def open_core(config: Config) -> Core:
         ) from None
     audit = Audit(config.audit.barcode, hash_key=hasher.derived_key("audit-barcode"))
     try:
-        throttle = Throttle(throttle_rules(config), throttle_backend(config, store))
+        rules = throttle_rules(config)
+        state = build_state(
+            config, rules, lambda: Throttle(rules, throttle_backend(config, store)), store
+        )
+        throttle = state.guard
     except BaseException:
         await store.aclose()
         hasher.close()
@@ -213,7 +230,8 @@ async def open_core(config: Config) -> Core:
         clock=time.time,
         gate=check_gate(config, hasher.workers),
     )
-    return Core(hasher, store, throttle, authenticator, audit)
+    await state.start(authenticator)
+    return Core(hasher, store, throttle, authenticator, audit, state)
 
 
 def reopen_logs() -> None:
@@ -251,13 +269,16 @@ def ready_status(listening: dict[str, list[str]]) -> str:
     return "serving " + ", ".join(f"{name} {' '.join(addrs)}" for name, addrs in listening.items())
 
 
-async def serve(config: Config, on_ready: Callable[[dict[str, Any]], None]) -> None:
-    """Run until SIGINT/SIGTERM (or cancellation)."""
+async def serve(
+    config: Config, on_ready: Callable[[dict[str, Any]], None], *, worker: int | None = None
+) -> None:
+    """Run until SIGINT/SIGTERM (or cancellation). `worker`: this process's index among the
+    `[server] workers` (listeners shared with SO_REUSEPORT, a control socket of its own)."""
     core = await open_core(config)
-    services = Services(config, core.authenticator, core.audit)
+    services = Services(config, core.authenticator, core.audit, reuse_port=worker is not None)
     services.hasher = core.hasher
     services.fds = fd_budget()  # raise the open-file limit, keep a reserve below it
-    control = ControlServer(config.path(config.control.socket), core.authenticator)
+    control = ControlServer(control_path(config, worker), core.authenticator)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

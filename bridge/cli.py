@@ -26,6 +26,7 @@ from bridge.core.secret import Secret
 from bridge.core.store import NewPatron, StoreError, WritableStore
 from bridge.loop import run as run_loop
 from bridge.records import RowError
+from bridge.state.shared import card_failures, card_locked, flush_guard
 
 OK, REFUSED, USAGE = 0, 1, 2
 
@@ -144,13 +145,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from bridge.runtime.instance import AlreadyRunning, InstanceLock, lock_path
 
     config = _config(args)
-    # Before anything opens the store or a socket: a second daemon must touch nothing.
-    instance = InstanceLock(lock_path(config.path(config.control.socket)))
-    try:
-        instance.acquire()
-    except AlreadyRunning as exc:
-        print(f"patron-bridge: {exc}", file=sys.stderr)
-        return REFUSED
+    worker: int | None = getattr(args, "worker", None)
+    if worker is None:  # the supervisor or the one process; workers run under its lock
+        # Before anything opens the store or a socket: a second daemon must touch nothing.
+        instance = InstanceLock(lock_path(config.path(config.control.socket)))
+        try:
+            instance.acquire()
+        except AlreadyRunning as exc:
+            print(f"patron-bridge: {exc}", file=sys.stderr)
+            return REFUSED
+        if config.server.worker_count() > 1:
+            return _supervise(args, config)
     from bridge.runtime.systemd import stderr_is_journal
 
     logs.configure(
@@ -170,13 +175,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
         sys.stdout.flush()
 
     try:
-        run_loop(serve(config, ready))
+        if worker is not None:
+            from bridge.runtime import worker as runtime_worker
+
+            mapping = runtime_worker.parse_mapping(args.listen_map or "{}", config.source)
+            run_loop(runtime_worker.run(config, worker, mapping, ready))
+        else:
+            run_loop(serve(config, ready))
     except KeyboardInterrupt:
         pass
     finally:
         logs.stop()
         instance.release()
     return OK
+
+
+def _supervise(args: argparse.Namespace, config: Config) -> int:
+    """`[server] workers` > 1: this process supervises the workers (bridge.runtime.supervisor)."""
+    from bridge.runtime.supervisor import supervise
+
+    logs.configure(config.log.level, config.log.format, "stderr")
+
+    def ready(info: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(info) + "\n")
+        sys.stdout.flush()
+
+    path = Path(args.config or os.environ.get("BRIDGE_CONFIG") or DEFAULT_CONFIG).resolve()
+    try:
+        return supervise(config, path, ready)
+    finally:
+        logs.stop()
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -258,7 +286,7 @@ def cmd_patron_show(args: argparse.Namespace) -> int:
                 record["has_pin"] = found.has_pin
                 record["needs_pin_reset"] = found.needs_pin_reset
         card = core.authenticator.canonical(args.barcode)  # the key locks are kept under
-        record["locked"] = core.throttle.card_locked(card, core.authenticator.clock())
+        record["locked"] = await card_locked(core.throttle, card, core.authenticator.clock())
         print(json.dumps(record, indent=2))
         return OK
 
@@ -276,6 +304,7 @@ def _set_block(args: argparse.Namespace, reason: str | None) -> int:
             raise Refused(f"no card {args.barcode}") from None
         event = "patron_blocked" if reason else "patron_unblocked"
         core.audit.event(event, barcode=args.barcode, actor="cli", reason=reason)
+        core.authenticator.invalidate(args.barcode)  # other workers and hosts ([state] bus)
         print(json.dumps(_patron_json(patron)))
         return _tell_daemon(config, "invalidate", args.barcode, f"card {args.barcode} changed")
 
@@ -323,11 +352,11 @@ def cmd_lockout_clear(args: argparse.Namespace) -> int:
 
     async def body(core: Any) -> int:
         card = core.authenticator.canonical(args.barcode)  # the key locks are kept under
-        had_counter = core.throttle.failures(card, core.authenticator.clock()) > 0
+        had_counter = await card_failures(core.throttle, card, core.authenticator.clock())
         if not had_counter and await core.authenticator.lookup(args.barcode) is None:
             raise Refused(f"no card {args.barcode}")
         core.authenticator.clear_lock(args.barcode, actor=getattr(args, "staff", None) or "cli")
-        core.throttle.backend.close()
+        await flush_guard(core.throttle)
         from bridge.runtime.instance import tell
 
         told = tell(config.path(config.control.socket), "clear_lock", args.barcode)
@@ -507,7 +536,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    verbs.add_parser("serve", help="run the daemon in the foreground").set_defaults(fn=cmd_serve)
+    serve = verbs.add_parser("serve", help="run the daemon in the foreground")
+    serve.set_defaults(fn=cmd_serve)
+    # Set by the supervisor of `[server] workers = N` for each worker it starts; not for people.
+    serve.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--listen-map", help=argparse.SUPPRESS)
     verbs.add_parser(
         "check-config", help="validate the config and print it with secrets masked"
     ).set_defaults(fn=cmd_check_config)

@@ -21,9 +21,11 @@ from bridge.ldap.settings import LdapSettings
 from bridge.metrics.settings import MetricsSettings
 from bridge.portal.settings import PortalSettings, SmtpSettings
 from bridge.radius.settings import RadiusSettings
+from bridge.runtime.settings import ServerSettings
 from bridge.settings import SECRET_KEYS, PolicySettings, Section, parse_listen
 from bridge.sip2.settings import Sip2Settings
 from bridge.staff.settings import StaffSettings
+from bridge.state.settings import Backend, StateSettings
 
 DEFAULT_CONFIG = "conf/bridge.toml"
 
@@ -118,6 +120,8 @@ class Config(Section, frozen=True):
     log: LogSettings = LogSettings()
     policy: PolicySettings = PolicySettings()
     control: ControlSettings = ControlSettings()
+    server: ServerSettings = ServerSettings()
+    state: StateSettings = StateSettings()
     sip2: Sip2Settings | None = None
     ldap: LdapSettings | None = None
     radius: RadiusSettings | None = None
@@ -141,6 +145,16 @@ class Config(Section, frozen=True):
     @property
     def store_plugin(self) -> str:
         return str(self.store.get("plugin", ""))
+
+    @property
+    def state_backend(self) -> Backend:
+        """`[state] backend`, else the older `[throttle] state`."""
+        return self.state.backend or self.throttle.state
+
+    @property
+    def state_path(self) -> Path:
+        """The SQLite state file: `[state] path`, else `[throttle] path`."""
+        return self.path(self.state.path or self.throttle.path)
 
 
 _AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
@@ -256,10 +270,36 @@ def _check(config: Config) -> None:
         raise ConfigError(f"{src}: sip2.upstream: {upstream!r} is not the configured store.plugin")
     for key, message in config.throttle.problems():
         raise ConfigError(f"{src}: throttle.{key}: {message}")
+    _check_scale_out(config)
     for name in ("portal", "smtp", "staff"):  # sections that check their own cross-key rules
         section = getattr(config, name)
         for key, message in section.problems() if section is not None else ():
             raise ConfigError(f"{src}: {name}.{key}: {message}")
+
+
+def _check_scale_out(config: Config) -> None:
+    """`[server] workers` and `[state]`: refuse what would give each worker its own counters."""
+    src, state = config.source, config.state
+    if state.backend is not None:
+        given = config.throttle.state
+        if given != ThrottleSettings().state and given != state.backend:
+            raise ConfigError(
+                f"{src}: state.backend: {state.backend!r} contradicts throttle.state {given!r}"
+            )
+    if config.server.worker_count() > 1 and config.state_backend == "memory":
+        raise ConfigError(
+            f"{src}: server.workers: {config.state_backend!r} throttle state would be per worker;"
+            ' set [state] backend = "sqlite" (one host) or "redis"'
+        )
+    if config.state_backend == "redis":
+        scheme, sep, rest = state.url.partition("://")
+        if not sep or scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError(f"{src}: state.url: want redis://, rediss:// or unix://")
+        if "@" in rest.split("/", 1)[0] if scheme != "unix" else "@" in rest:
+            raise ConfigError(
+                f"{src}: state.url: no credentials in the URL; use state.password_file or"
+                " state.password_env"
+            )
 
 
 def decode_section(config: Config, table: dict[str, Any], kind: type[Any], where: str) -> Any:

@@ -38,6 +38,7 @@ class ControlServer:
         self.exposition: Callable[[], bytes] | None = None
         # Re-reads the config (bridge.reload), given who asked; its answer goes back as is.
         self.reloader: Callable[[str], dict[str, object]] | None = None
+        self._inode = -1
 
     async def start(self) -> None:
         private_dir(self.path.parent)
@@ -48,6 +49,7 @@ class ControlServer:
             self._server = await asyncio.start_unix_server(self._handle, path=str(self.path))
         finally:
             os.umask(old)
+        self._inode = self.path.stat().st_ino
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -94,8 +96,10 @@ class ControlServer:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        # Only our own socket file: a worker replacing this one (SIGHUP) already bound the path.
         with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+            if self.path.stat().st_ino == self._inode:
+                self.path.unlink()
 
 
 def _peer(writer: asyncio.StreamWriter) -> str:
@@ -129,7 +133,16 @@ def request(
 
 
 def notify(path: Path, op: str, barcode: str) -> bool:
-    """Tell a running daemon; False when none is listening (then there is nothing to tell)."""
+    """Tell a running daemon, and every worker of one (`path.N`, `[server] workers`); False when
+    none is listening (then there is nothing to tell)."""
+    told = _notify_one(path, op, barcode)
+    for worker in sorted(path.parent.glob(f"{path.name}.*")):
+        if worker.name[len(path.name) + 1 :].isdigit():
+            told = _notify_one(worker, op, barcode) or told
+    return told
+
+
+def _notify_one(path: Path, op: str, barcode: str) -> bool:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(5)

@@ -38,3 +38,7 @@ class Services:
     fds: FdBudget = field(default_factory=FdBudget.unlimited)
     # Refused and cut connections, one line per listener, reason kind and source per interval.
     refusals: RefusalLog = field(default_factory=RefusalLog)
+    # True in a worker of `[server] workers = N`: every listener binds with SO_REUSEPORT so the
+    # kernel spreads connections and datagrams over the workers (the same UDP source address
+    # and port always reach the same worker, so RADIUS duplicates meet their first copy).
+    reuse_port: bool = False

@@ -63,7 +63,7 @@ from bridge.core.store import (
     Verification,
     same_barcode,
 )
-from bridge.core.throttle import Counter
+from bridge.core.throttle import Counter, ThrottleRules
 from bridge.records import OWN_STORE_CAPABILITIES, hash_of, load_demo, verify_found
 from bridge.settings import Port, Section
 
@@ -312,6 +312,21 @@ MIGRATIONS: list[str] = [
         value text NOT NULL
     );
     """,
+    # 4: the live shared throttle (bridge.state.postgres_guard): reservations in flight and the
+    # global guard's window, next to the counters
+    """
+    CREATE TABLE throttle_reservations (
+        id      text PRIMARY KEY,
+        barcode text NOT NULL,
+        source  text NOT NULL,
+        expires double precision NOT NULL
+    );
+    CREATE INDEX throttle_reservations_barcode ON throttle_reservations (barcode);
+    CREATE INDEX throttle_reservations_source ON throttle_reservations (source);
+    CREATE INDEX throttle_reservations_expires ON throttle_reservations (expires);
+    CREATE TABLE throttle_global_failures (at double precision NOT NULL);
+    CREATE INDEX throttle_global_failures_at ON throttle_global_failures (at);
+    """,
 ]
 
 # Any fixed 64-bit number; every bridge host agrees on it.
@@ -478,8 +493,17 @@ class PostgresStore:
         self._dsn = dsn
 
     def throttle_backend(self) -> PostgresThrottleBackend:
-        """Throttle counters in this database (`[throttle] state = "store"`)."""
+        """Throttle counters written behind to this database (one process's memory is the
+        authority; kept for tools and tests: the daemon uses `shared_throttle`)."""
         return PostgresThrottleBackend(self._dsn)
+
+    def shared_throttle(self, rules: ThrottleRules, retry_seconds: float) -> tuple[Any, Any]:
+        """`[throttle] state = "store"`: the guessing limits decided live in this database by
+        every host (one locked transaction per decision), and invalidations by NOTIFY."""
+        from bridge.state.postgres_guard import PostgresBus, PostgresGuard
+
+        bus = PostgresBus(self._dsn, retry_seconds)
+        return PostgresGuard(rules, self._dsn, bus=bus), bus
 
     # -- Store ------------------------------------------------------------------------------
     async def _lookup_row(self, barcode: str) -> tuple[Patron, str | None] | None:

@@ -89,6 +89,7 @@ class Daemon:
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.listeners: dict[str, list[str]] = {}
+        self.workers: list[int] = []  # `[server] workers`: the worker pids of the ready line
 
     def start(self, timeout: float = 60) -> Daemon:
         stderr = self.stderr_path.open("ab")
@@ -116,6 +117,7 @@ class Daemon:
             info: dict[str, Any] = json.loads(line)
             if info.get("event") == "ready":
                 self.listeners = info["listeners"]
+                self.workers = list(info.get("workers", []))
                 return self
 
     def address(self, name: str, index: int = 0) -> tuple[str, int]:

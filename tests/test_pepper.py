@@ -105,7 +105,9 @@ def downgrade(setup: Setup) -> None:
     with servers.pg_admin(setup.dbname) as admin:
         admin.execute("DROP TABLE bridge_meta")
         admin.execute("ALTER TABLE patrons DROP COLUMN needs_reset")
-        admin.execute("DELETE FROM patron_bridge_migrations WHERE version = 3")
+        # and what came after it (4: the live shared throttle's tables)
+        admin.execute("DROP TABLE throttle_reservations, throttle_global_failures")
+        admin.execute("DELETE FROM patron_bridge_migrations WHERE version >= 3")
 
 
 def test_upgrade_from_the_previous_schema_keeps_pins(setup: Setup) -> None:

@@ -343,6 +343,7 @@ class LdapListener:
         self.addresses: list[str] = []
         self.servers: list[asyncio.AbstractServer] = []
         self.connections: set[Connection] = set()
+        self.reuse_port = False  # a worker of `[server] workers = N`: SO_REUSEPORT
 
     async def listen(self, address: str, *, tls: bool) -> None:
         host, port = parse_listen(address)
@@ -354,7 +355,9 @@ class LdapListener:
             return Connection(self, tls=tls, require_tls=require_tls)
 
         # LDAPS too is plain TCP here: the connection starts TLS once its gate admitted it.
-        server = await loop.create_server(factory, host, port, reuse_address=True)
+        server = await loop.create_server(
+            factory, host, port, reuse_address=True, reuse_port=self.reuse_port or None
+        )
         self.servers.append(server)
         for sock in server.sockets:
             name: Any = sock.getsockname()
@@ -398,6 +401,7 @@ async def start(settings: LdapSettings, services: Services) -> LdapListener:
         refusals=services.refusals,
     )
     listener = LdapListener(settings, shared, ctx, gate, services.refusals)
+    listener.reuse_port = services.reuse_port
     try:
         for address in settings.listen:
             await listener.listen(address, tls=False)

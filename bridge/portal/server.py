@@ -24,7 +24,9 @@ from bridge.config import ConfigError
 from bridge.portal.guard import exempt_sources, guarded_protocol
 from bridge.portal.mail import Mailer, NoMailer, SmtpMailer
 from bridge.portal.settings import PortalSettings
+from bridge.portal.shared_sessions import RecordingSessions, Shared, SharedSessions, from_config
 from bridge.portal.state import Portal, read_logo
+from bridge.portal.visit import cookie_name
 from bridge.portal.web import create_app
 from bridge.services import Services
 from bridge.settings import parse_listen
@@ -41,6 +43,7 @@ class PortalListener:
     server: uvicorn.Server
     sock: socket.socket
     task: asyncio.Task[None]
+    shared: Shared | None = None  # sessions shared by workers and hosts ([state])
 
     async def aclose(self) -> None:
         self.server.should_exit = True
@@ -48,13 +51,17 @@ class PortalListener:
             await self.task
         await self.server.shutdown(sockets=[self.sock])
         await self.portal.aclose()
+        if self.shared is not None:
+            await self.shared.aclose()
 
 
-def bind(listen: str) -> socket.socket:
+def bind(listen: str, *, reuse_port: bool = False) -> socket.socket:
     host, port = parse_listen(listen)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:  # a worker of `[server] workers = N`
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError:
@@ -94,6 +101,11 @@ async def start(settings: PortalSettings, services: Services) -> PortalListener:
         logo=logo,
         mail_enabled=config.smtp is not None,
     )
+    shared = await share_sessions(portal, services)
+    app = create_app(portal)
+    if shared is not None:
+        assert isinstance(portal.sessions, RecordingSessions)
+        app = SharedSessions(app, portal.sessions, cookie_name(portal))
     gate = Gate(
         "portal",
         max_connections=settings.max_connections,
@@ -114,7 +126,7 @@ async def start(settings: PortalSettings, services: Services) -> PortalListener:
         tls_handshake_timeout=settings.tls_handshake_timeout,
     )
     uv_config = uvicorn.Config(
-        create_app(portal),
+        app,
         http=protocol,
         # The gate caps connections; this caps requests in progress (503 beyond it).
         limit_concurrency=settings.max_connections + 1,
@@ -130,7 +142,7 @@ async def start(settings: PortalSettings, services: Services) -> PortalListener:
         timeout_graceful_shutdown=10,  # a stalled client cannot hold up the daemon's stop
     )
     uv_config.load()
-    sock = bind(settings.listen)
+    sock = bind(settings.listen, reuse_port=services.reuse_port)
     server = uvicorn.Server(uv_config)
     # What Server._serve does before startup(); lifespan is "off", so this is a no-op object.
     server.lifespan = uv_config.lifespan_class(uv_config)
@@ -142,4 +154,35 @@ async def start(settings: PortalSettings, services: Services) -> PortalListener:
     task = asyncio.get_running_loop().create_task(server.main_loop(), name="portal")
     scheme = "https" if tls_context is not None else "http"
     log.info("portal_listening", address=_address(sock), scheme=scheme, base_url=settings.base_url)
-    return PortalListener("portal", [_address(sock)], portal, server, sock, task)
+    return PortalListener("portal", [_address(sock)], portal, server, sock, task, shared)
+
+
+async def share_sessions(portal: Portal, services: Services) -> Shared | None:
+    """With shared state, sessions (and the CSRF key) live there: `bridge.portal.
+    shared_sessions`. The portal's own store is swapped for a recording one."""
+    shared = from_config(services.config, services.authenticator.store)
+    if shared is None:
+        return None
+    old = portal.sessions
+    try:
+        key: bytes | None = await shared.csrf_key()
+    except Exception as exc:  # noqa: BLE001 - any backend's error: the state is away
+        # Forms then only work on the host that rendered them, until a restart with the
+        # state reachable; sessions themselves are still read from the shared state.
+        log.error("portal_csrf_key_unshared", error=type(exc).__name__)
+        key = None
+    sessions = RecordingSessions(
+        old.clock,
+        idle_seconds=old.idle_seconds,
+        max_seconds=old.max_seconds,
+        max_sessions=old.max_sessions,
+        csrf_key=key,
+    )
+    sessions.shared = shared
+    sessions._tasks = set()
+    callbacks = portal.authenticator.on_invalidate
+    if old.end_patron in callbacks:
+        callbacks.remove(old.end_patron)
+    callbacks.append(sessions.end_patron)
+    portal.sessions = sessions
+    return shared

@@ -52,13 +52,14 @@ class SessionStore:
         idle_seconds: float,
         max_seconds: float,
         max_sessions: int = 100_000,
+        csrf_key: bytes | None = None,  # shared by every worker and host ([state]), or random
     ) -> None:
         self.clock = clock
         self.idle_seconds = idle_seconds
         self.max_seconds = max_seconds
         self.max_sessions = max_sessions
         self._sessions: OrderedDict[str, Session] = OrderedDict()  # oldest use first
-        self._csrf_key = secrets.token_bytes(32)
+        self._csrf_key = csrf_key or secrets.token_bytes(32)
 
     def create(self, barcode: str) -> str:
         now = self.clock()

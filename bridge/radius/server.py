@@ -486,7 +486,9 @@ async def start(settings: RadiusSettings, services: Services) -> RadiusListener:
                 server, DuplicateCache(settings.duplicate_window, settings.duplicate_max_entries)
             )
             transport, _ = await loop.create_datagram_endpoint(
-                partial(_same, endpoint), local_addr=(host, port)
+                partial(_same, endpoint),
+                local_addr=(host, port),
+                reuse_port=services.reuse_port or None,
             )
             endpoint.transport = transport  # uvloop calls connection_made a little later
             endpoint.address = _format(transport.get_extra_info("sockname"))

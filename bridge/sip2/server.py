@@ -80,7 +80,9 @@ class Sip2Listener:
         loop = asyncio.get_running_loop()
         for addr in self.settings.listen:
             host, port = parse_listen(addr)
-            server = await loop.create_server(self._protocol, host, port)
+            server = await loop.create_server(
+                self._protocol, host, port, reuse_port=self.services.reuse_port or None
+            )
             self._servers.append(server)
             self.addresses.extend(_bound(server))
         if self.settings.tls_listen:
@@ -91,7 +93,9 @@ class Sip2Listener:
             )
             for addr in self.settings.tls_listen:
                 host, port = parse_listen(addr)
-                server = await loop.create_server(self._tls_protocol, host, port)
+                server = await loop.create_server(
+                    self._tls_protocol, host, port, reuse_port=self.services.reuse_port or None
+                )
                 self._servers.append(server)
                 self.tls_addresses.extend(_bound(server))
         self.addresses.extend(self.tls_addresses)

@@ -293,7 +293,7 @@ async def test_throttle_counters_in_the_store(
 
 async def test_throttle_state_store_through_the_config(pg: Opened, tmp_path: Path) -> None:
     from bridge.app import open_core
-    from plugins.postgres import PostgresThrottleBackend
+    from bridge.state.postgres_guard import PostgresGuard
     from tests import harness
 
     store = (
@@ -308,7 +308,7 @@ async def test_throttle_state_store_through_the_config(pg: Opened, tmp_path: Pat
     (tmp_path / "pepper.key").write_bytes(os.urandom(32))
     core = await open_core(loads(text, base_dir=tmp_path))
     try:
-        assert isinstance(core.throttle.backend, PostgresThrottleBackend)
+        assert isinstance(core.throttle, PostgresGuard)  # decided live in the database
     finally:
         await core.aclose()
     sqlite = harness.base_config(tmp_path).replace("[throttle]\n", '[throttle]\nstate = "store"\n')

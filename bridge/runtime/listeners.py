@@ -1,0 +1,89 @@
+"""The listen addresses every worker must share, with port 0 turned into one real port.
+
+A worker binds its listeners with SO_REUSEPORT; for the workers to share a listener they must
+bind the same port. A config that asks for port 0 (any free port: tests, trials) would give each
+worker a port of its own, so the supervisor binds a placeholder socket with SO_REUSEPORT first,
+reads the port the kernel chose, and hands every worker the same concrete address. The
+placeholders are closed once every worker listens (a bound UDP placeholder would otherwise take
+its share of the datagrams).
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import msgspec
+
+from bridge.config import Config
+from bridge.settings import parse_listen
+
+# (section, key, transport); a str key holds one address, a list key several.
+LISTEN_KEYS: tuple[tuple[str, str, int], ...] = (
+    ("sip2", "listen", socket.SOCK_STREAM),
+    ("sip2", "tls_listen", socket.SOCK_STREAM),
+    ("ldap", "listen", socket.SOCK_STREAM),
+    ("ldap", "listen_tls", socket.SOCK_STREAM),
+    ("radius", "listen", socket.SOCK_DGRAM),
+    ("portal", "listen", socket.SOCK_STREAM),
+)
+
+
+def _addresses(config: Config) -> list[tuple[str, int, str, int]]:
+    """(`section.key`, index in it, address, transport) for every configured address."""
+    found: list[tuple[str, int, str, int]] = []
+    for section, key, kind in LISTEN_KEYS:
+        settings = getattr(config, section)
+        if settings is None:
+            continue
+        value = getattr(settings, key)
+        for i, address in enumerate([value] if isinstance(value, str) else value):
+            found.append((f"{section}.{key}", i, address, kind))
+    return found
+
+
+def _format(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def reserve(config: Config) -> tuple[dict[str, str], list[socket.socket]]:
+    """Concrete addresses for every `HOST:0` listener (`"sip2.listen.0": "127.0.0.1:40123"`),
+    and the placeholder sockets holding those ports (close them when the workers listen)."""
+    mapping: dict[str, str] = {}
+    held: list[socket.socket] = []
+    try:
+        for where, i, address, kind in _addresses(config):
+            host, port = parse_listen(address)
+            if port != 0:
+                continue
+            info = socket.getaddrinfo(host, 0, type=kind, flags=socket.AI_PASSIVE)[0]
+            sock = socket.socket(info[0], kind)
+            held.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(info[4])
+            mapping[f"{where}.{i}"] = _format(host, sock.getsockname()[1])
+    except BaseException:
+        for sock in held:
+            sock.close()
+        raise
+    return mapping, held
+
+
+def apply(config: Config, mapping: dict[str, str]) -> Config:
+    """The config with the reserved addresses in place of `HOST:0`."""
+    if not mapping:
+        return config
+    sections: dict[str, Any] = {}
+    for section, key, _kind in LISTEN_KEYS:
+        settings = sections.get(section, getattr(config, section))
+        if settings is None:
+            continue
+        value = getattr(settings, key)
+        if isinstance(value, str):
+            new: Any = mapping.get(f"{section}.{key}.0", value)
+        else:
+            new = [mapping.get(f"{section}.{key}.{i}", v) for i, v in enumerate(value)]
+        if new != value:
+            sections[section] = msgspec.structs.replace(settings, **{key: new})
+    return msgspec.structs.replace(config, **sections)

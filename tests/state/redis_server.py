@@ -1,0 +1,137 @@
+"""Redis for tests: the machine's shared server (unique key prefix per test, deleted after), or
+a private `redis-server` on a free loopback port that a test may stop and start again (never
+the shared one: other engineers' tests use it)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import redis
+
+from tests.conftest import require_server, require_tool
+
+HOST, PORT = "127.0.0.1", 6379
+
+
+def unique_prefix() -> str:
+    return f"pbtest:{uuid.uuid4().hex[:12]}:"
+
+
+def delete_prefix(url: str, prefix: str) -> None:
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def shared_prefix() -> Iterator[tuple[str, str]]:
+    """(url, prefix) on the machine's Redis; every key under the prefix deleted afterwards."""
+    require_server("Redis", HOST, PORT)
+    url, prefix = f"redis://{HOST}:{PORT}/0", unique_prefix()
+    try:
+        yield url, prefix
+    finally:
+        delete_prefix(url, prefix)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class PrivateRedis:
+    """A redis-server of the test's own on 127.0.0.1:`port`, no persistence; stop/start keep
+    the port (the bridges reconnect to the same URL)."""
+
+    def __init__(self, directory: Path, *extra: str, tls: bool = False) -> None:
+        """`extra`: more redis-server options; `tls`: serve TLS only (cert.pem/key.pem in
+        `directory`, self-signed for 127.0.0.1)."""
+        self.binary = require_tool("redis-server")
+        self.directory = directory
+        self.port = free_port()
+        self.extra = list(extra)
+        self.tls = tls
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
+
+    def _ports(self) -> list[str]:
+        if not self.tls:
+            return ["--port", str(self.port)]
+        cert, key = self.directory / "cert.pem", self.directory / "key.pem"
+        if not cert.exists():
+            from bridge.tls import generate_self_signed
+
+            generate_self_signed(cert, key, ["127.0.0.1", "localhost"])
+        return [
+            "--port",
+            "0",
+            "--tls-port",
+            str(self.port),
+            "--tls-cert-file",
+            str(cert),
+            "--tls-key-file",
+            str(key),
+            "--tls-auth-clients",
+            "no",
+        ]
+
+    def _readies(self) -> int:
+        path = self.directory / "redis.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return text.count("Ready to accept connections")
+
+    def start(self) -> PrivateRedis:
+        before = self._readies()
+        log = (self.directory / "redis.log").open("ab")
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                *self._ports(),
+                *self.extra,
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + 20
+        while True:  # readiness by its log line, spaced by a short pause, never a fixed sleep
+            if self._readies() > before:
+                return self
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError("private redis-server did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+            self.proc = None
+
+    def __enter__(self) -> PrivateRedis:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
