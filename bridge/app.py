@@ -275,7 +275,9 @@ async def serve(
     """Run until SIGINT/SIGTERM (or cancellation). `worker`: this process's index among the
     `[server] workers` (listeners shared with SO_REUSEPORT, a control socket of its own)."""
     core = await open_core(config)
-    services = Services(config, core.authenticator, core.audit, reuse_port=worker is not None)
+    services = Services(
+        config, core.authenticator, core.audit, reuse_port=worker is not None, worker=worker
+    )
     services.hasher = core.hasher
     services.fds = fd_budget()  # raise the open-file limit, keep a reserve below it
     control = ControlServer(control_path(config, worker), core.authenticator)

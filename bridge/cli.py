@@ -129,6 +129,7 @@ def _untold(config: Config, told: Any, barcode: str, done: str) -> int:
     """Exit 1 with one line when a daemon runs but did not answer; else 0."""
     socket_path = config.path(config.control.socket)
     if told.failed:
+        logs.flush()  # the audit lines of the change first, then this line on its own
         who = f"pid {told.pid}" if told.pid else "a running daemon"
         print(
             f"patron-bridge: {done}, but the daemon ({who}) could not be told through "
@@ -614,11 +615,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--ca-key", help="where the CA's key goes (default: ca-key.pem beside --ca)")
     gen.set_defaults(fn=cmd_cert_generate)
     back = verbs.add_parser("backup", help="copy the SQLite store to FILE (safe while serving)")
-    back.add_argument("file", metavar="FILE")
+    back.add_argument("file", metavar="FILE", help="the backup file to write (mode 0600)")
     back.add_argument("--force", action="store_true", help="replace FILE if it exists")
     back.set_defaults(fn=cmd_backup)
     rest = verbs.add_parser("restore", help="replace the SQLite store with FILE (daemon stopped)")
-    rest.add_argument("file", metavar="FILE")
+    rest.add_argument("file", metavar="FILE", help="a backup made by `patron-bridge backup`")
     rest.set_defaults(fn=cmd_restore)
     verbs.add_parser(
         "reload", help="make the running daemon re-read its config (as SIGHUP does)"

@@ -124,6 +124,7 @@ class _Writer(threading.Thread):
         self.audit_to_main = audit_to_main and audit is not None
         self.stopping = threading.Event()
         self.reopening = threading.Event()
+        self.lock = threading.Lock()  # one drain at a time (this thread, or `flush`)
 
     def run(self) -> None:
         wait = BATCH_WINDOW
@@ -156,6 +157,10 @@ class _Writer(threading.Thread):
 
     def drain(self) -> bool:
         """Write everything buffered: one write and one flush per stream per batch."""
+        with self.lock:
+            return self._drain()
+
+    def _drain(self) -> bool:
         main: list[str] = []
         audit: list[str] = []
         take = _BUFFER.popleft
@@ -380,6 +385,13 @@ def emit_members(event: str, members: str, latency_ms: float) -> bool:
 def configured() -> bool:
     """True once `configure` ran in this process (and `stop` did not follow)."""
     return _writer is not None
+
+
+def flush() -> None:
+    """Write every line queued so far before returning (the CLI, before it prints a line of its
+    own to the same stream, so the two never interleave)."""
+    if _writer is not None:
+        _writer.drain()
 
 
 def stop() -> None:

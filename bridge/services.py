@@ -42,3 +42,5 @@ class Services:
     # kernel spreads connections and datagrams over the workers (the same UDP source address
     # and port always reach the same worker, so RADIUS duplicates meet their first copy).
     reuse_port: bool = False
+    # This process's index among the `[server] workers` (None: the only process).
+    worker: int | None = None

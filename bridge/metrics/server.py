@@ -9,6 +9,11 @@ with 200, every configured listener is bound and the store answered its last hea
 - `/readyz`: 200 `ready` when the listeners are up and the store is healthy, else 503 and the
   reason on one line (a readiness probe; load balancers take the node out on 503).
 - `/metrics`: the exposition, text format or OpenMetrics by the Accept header.
+
+With `[server] workers = N` only worker 0 binds this listener; every worker keeps its own
+numbers and hands them out over its control socket, and worker 0 answers a scrape with all of
+them merged (a `worker` label; `bridge.metrics.aggregate`), and `/readyz` with 503 while a
+worker does not answer.
 """
 
 from __future__ import annotations
@@ -18,10 +23,11 @@ import contextlib
 import socket
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import structlog
 import uvicorn
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
@@ -32,6 +38,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from bridge.loop import loop_name
+from bridge.metrics.aggregate import gather
 from bridge.metrics.collectors import BridgeCollector, StoreHealth
 from bridge.metrics.recorder import Recorder, instrument_store
 from bridge.metrics.settings import MetricsSettings
@@ -102,8 +109,25 @@ class Metrics:
     # -- HTTP -------------------------------------------------------------------------------
     async def metrics(self, request: Request) -> Response:
         await self.refresh_health()
+        workers = self.workers()
+        if workers:  # `[server] workers = N`: every worker's numbers, labelled by worker
+            merged, _silent = await gather(workers)
+            return Response(merged, media_type=CONTENT_TYPE_LATEST)
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
         return Response(encoder(self.registry), media_type=content_type)
+
+    def workers(self) -> dict[str, Path]:
+        """Worker id → control socket, when this process is one of several workers (worker 0
+        serves the listener and asks the others over their control sockets), else empty."""
+        services = self.services
+        if services.worker is None:
+            return {}
+        config = services.config
+        socket_path = config.path(config.control.socket)
+        return {
+            str(i): socket_path.with_name(f"{socket_path.name}.{i}")
+            for i in range(config.server.worker_count())
+        }
 
     async def healthz(self, request: Request) -> Response:
         return PlainTextResponse("ok\n")
@@ -112,6 +136,12 @@ class Metrics:
         health = await self.refresh_health()
         if not health.ok:
             return PlainTextResponse(f"store not ready: {health.detail}\n", status_code=503)
+        workers = self.workers()
+        if workers:
+            _merged, silent = await gather(workers)
+            if silent:
+                names = ", ".join(silent)
+                return PlainTextResponse(f"workers not answering: {names}\n", status_code=503)
         return PlainTextResponse("ready\n")
 
     def app(self) -> Starlette:
@@ -129,9 +159,10 @@ class MetricsListener:
     name: str
     addresses: list[str]
     metrics: Metrics
-    server: uvicorn.Server
-    sock: socket.socket
-    task: asyncio.Task[None]
+    # None in workers other than 0: they only count, worker 0 answers the scrape for them all
+    server: uvicorn.Server | None
+    sock: socket.socket | None
+    task: asyncio.Task[None] | None
 
     def exposition(self) -> bytes:
         """This process's metrics in the text format (the control socket's `metrics` op)."""
@@ -139,10 +170,11 @@ class MetricsListener:
 
     async def aclose(self) -> None:
         self.metrics.detach()
-        self.server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
-        await self.server.shutdown(sockets=[self.sock])
+        if self.server is not None and self.task is not None and self.sock is not None:
+            self.server.should_exit = True
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+            await self.server.shutdown(sockets=[self.sock])
         if self.metrics._probe is not None:
             self.metrics._probe.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -171,6 +203,9 @@ def _address(sock: socket.socket) -> str:
 
 async def start(settings: MetricsSettings, services: Services) -> MetricsListener:
     metrics = Metrics(settings, services)
+    if services.worker not in (None, 0):  # worker 0 serves the scrape for every worker
+        metrics.attach()
+        return MetricsListener("metrics", [], metrics, None, None, None)
     uv_config = uvicorn.Config(
         metrics.app(),
         lifespan="off",

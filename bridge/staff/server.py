@@ -129,7 +129,7 @@ async def start(settings: StaffSettings, services: Services) -> StaffListener:
         uv_config.ssl = server_context(
             config.path(settings.tls_cert), config.path(settings.tls_key)
         )
-    sock = bind(settings.listen)
+    sock = bind(settings.listen, reuse_port=services.reuse_port)
     server = uvicorn.Server(uv_config)
     server.lifespan = uv_config.lifespan_class(uv_config)
     try:

@@ -183,3 +183,19 @@ def test_per_worker_counters_are_refused(tmp_path: Path, state: str) -> None:
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "server.workers" in lines[0] and "per worker" in lines[0]
+
+
+def test_one_scrape_sees_every_worker(tmp_path: Path) -> None:
+    """Worker 0 serves /metrics for both workers: their decisions appear under a `worker`
+    label, whichever worker answered the bind."""
+    import httpx
+
+    sections = SECTIONS + '\n[metrics]\nlisten = "127.0.0.1:0"\n'
+    with Daemon(tmp_path, sections) as daemon:
+        for _ in range(8):  # new connections: the kernel spreads them over both workers
+            assert scenario.bind(daemon, DEMO["active"], DEMO_PIN) == 0
+        host, port = daemon.address("metrics")
+        text = httpx.get(f"http://{host}:{port}/metrics", timeout=30).text
+        assert 'worker="0"' in text and 'worker="1"' in text
+        ready = httpx.get(f"http://{host}:{port}/readyz", timeout=30)
+        assert ready.status_code == 200, ready.text
