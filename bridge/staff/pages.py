@@ -26,6 +26,7 @@ from bridge.staff.search import find
 from bridge.staff.standing import standing_of
 from bridge.staff.state import Desk, log
 from bridge.staff.visit import StaffVisit, session_key
+from bridge.state.shared import card_counter
 
 CHECKS = ("photo_id", "card")
 
@@ -258,10 +259,12 @@ async def _card_page(
 ) -> Response:
     desk = visit.desk
     auth = desk.authenticator
+    now = auth.clock()
+    counter = await card_counter(auth.throttle, auth.canonical(patron.barcode), now)
     standing = standing_of(
         patron,
-        auth.throttle,
-        now=auth.clock(),
+        counter,
+        now=now,
         today=auth.today(),
         fines_limit=desk.fines_limit,
         minor=desk.is_minor(patron),

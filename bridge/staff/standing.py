@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from bridge.core.patron import Patron
-from bridge.core.throttle import Throttle
+from bridge.core.throttle import Counter
 
 
 def mask_email(email: str | None) -> str | None:
@@ -42,14 +42,13 @@ class Standing:
 
 def standing_of(
     patron: Patron,
-    throttle: Throttle,
+    card: Counter | None,
     *,
     now: float,
     today: dt.date,
     fines_limit: Decimal | None,
     minor: bool,
 ) -> Standing:
-    card = throttle.card_counter(patron.barcode, now)
     locked = delayed = False
     until: dt.datetime | None = None
     failures = 0 if card is None else card.failures

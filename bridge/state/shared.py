@@ -9,12 +9,14 @@ and any local copy of the card's throttle refusal.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 
+from bridge.core.throttle import Counter
 from bridge.state.bus import Bus, LocalBus
 
 if TYPE_CHECKING:
@@ -145,6 +147,20 @@ async def card_locked(guard: Any, barcode: str, now: float) -> bool:
     if locked_now is not None:  # the SQLite file of several workers
         return bool(await asyncio.to_thread(locked_now, barcode, now))
     return bool(guard.card_locked(barcode, now))
+
+
+async def card_counter(guard: Any, barcode: str, now: float) -> Counter | None:
+    """The card's counter for display (the staff desk): the live copy from this process's
+    throttle, or what a shared backend says (failures and whether locked; the lock's end is
+    not read back from it, so a shared lock shows as held until cleared or expired)."""
+    local = getattr(guard, "card_counter", None)
+    if local is not None:
+        return cast(Counter | None, local(barcode, now))
+    failures = await card_failures(guard, barcode, now)
+    locked = await card_locked(guard, barcode, now)
+    if not failures and not locked:
+        return None
+    return Counter(failures=failures, locked=locked, blocked_until=math.inf if locked else 0.0)
 
 
 async def card_failures(guard: Any, barcode: str, now: float) -> int:

@@ -1,7 +1,7 @@
 """`[server] workers = N` with the real daemon: one ready line, listeners shared by the workers
 (SO_REUSEPORT), RADIUS retransmissions meeting their first copy, a worker killed and restarted,
-SIGTERM losing no audit line, SIGHUP reloading every worker in place, and a config that would give each
-worker its own counters refused."""
+SIGTERM losing no audit line, SIGHUP reloading every worker in place, one scrape for every worker,
+and a config that would give each worker its own counters refused."""
 
 from __future__ import annotations
 
