@@ -39,6 +39,7 @@ FRONT_ENDS: tuple[tuple[str, str], ...] = (
     ("ldap", "bridge.ldap.server"),
     ("radius", "bridge.radius.server"),
     ("portal", "bridge.portal.server"),
+    ("oidc", "bridge.federation.server"),
 )
 
 
