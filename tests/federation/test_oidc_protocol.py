@@ -217,6 +217,12 @@ def test_wrong_pin_and_unknown_card_read_the_same(
     assert message in wrong.text and message in unknown.text
     assert WRONG_PIN not in wrong.text
     assert 'action="/oidc/login"' in wrong.text  # still the sign-in form
+    daemon.stop()
+    audited = [e for e in daemon.audit_events() if e.get("event") == "auth"]
+    assert [(e["protocol"], e["outcome"]) for e in audited] == [
+        ("oidc", "bad_pin"),
+        ("oidc", "unknown_card"),
+    ]
 
 
 def test_locked_card_says_so(bridge: tuple[Daemon, str], http: httpx.Client) -> None:
