@@ -126,7 +126,7 @@ def _sign_in_page(
         barcode=barcode,
         error=error,
         notice=None,
-        action="/oidc/login",
+        action="/oidc/login?" + urlencode({"request": rid}),  # language links keep it too
         hidden={"request": rid},
         forgot_url=p.forgot_url,
         client_name=_client(p, auth.client_id).name or auth.client_id,
@@ -179,13 +179,20 @@ async def authorize(request: Request) -> Response:
     )
     prompt = set(q.get("prompt", "").split())
     if visit.session is not None and "login" not in prompt:
-        return await _single_sign_on(visit, client, auth)
+        return await _single_sign_on(visit, client, auth, prompt)
     if "none" in prompt:
         return refuse("login_required", "the patron is not signed in")
     return _sign_in_page(visit, p.grants.park(auth), auth)
 
 
-async def _single_sign_on(visit: Visit, client: OidcClient, auth: AuthRequest) -> Response:
+def _error(code: str, description: str, state: str | None) -> dict[str, str]:
+    found = {"error": code, "error_description": description}
+    return found if state is None else {**found, "state": state}
+
+
+async def _single_sign_on(
+    visit: Visit, client: OidcClient, auth: AuthRequest, prompt: set[str]
+) -> Response:
     p = provider_of(visit.request)
     assert visit.session is not None
     try:
@@ -201,6 +208,8 @@ async def _single_sign_on(visit: Visit, client: OidcClient, auth: AuthRequest) -
         "oidc_sso", barcode=patron.barcode, client=client.client_id, outcome=decision.outcome.value
     )
     if refusal is not None:
+        if "none" in prompt:
+            return redirect_to(auth.redirect_uri, _error("access_denied", refusal[0], auth.state))
         return _sign_in_page(visit, p.grants.park(auth), auth, error=refusal[0])
     auth_time = int(visit.session.created)
     return _code_redirect(visit, client, auth, patron, auth_time)
@@ -221,6 +230,11 @@ def _code_redirect(
 async def login(request: Request) -> Response:
     p = provider_of(request)
     visit = _visit(request)
+    if request.method == "GET":  # the sign-in page again, e.g. in the other language
+        parked = p.grants.parked(request.query_params.get("request", ""))
+        if parked is None:
+            return _problem(visit, "oidc.expired_request")
+        return _sign_in_page(visit, request.query_params["request"], parked)
     form = await visit.form()
     if form is None:
         p.portal.authenticator.audit.event("csrf_refused", source=visit.source)

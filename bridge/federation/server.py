@@ -61,7 +61,7 @@ def create_app(provider: Provider) -> ASGIApp:
             Route("/.well-known/openid-configuration", oidc.discovery),
             Route("/oidc/jwks", oidc.jwks),
             Route("/oidc/authorize", oidc.authorize),
-            Route("/oidc/login", oidc.login, methods=["POST"]),
+            Route("/oidc/login", oidc.login, methods=["GET", "POST"]),
             Route("/oidc/token", oidc.token, methods=["POST"]),
             Route("/oidc/userinfo", oidc.userinfo, methods=["GET", "POST"]),
             Route("/oidc/logout", oidc.logout),

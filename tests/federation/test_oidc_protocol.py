@@ -216,7 +216,7 @@ def test_wrong_pin_and_unknown_card_read_the_same(
     message = "The card number or PIN is not correct"
     assert message in wrong.text and message in unknown.text
     assert WRONG_PIN not in wrong.text
-    assert 'action="/oidc/login"' in wrong.text  # still the sign-in form
+    assert 'action="/oidc/login?request=' in wrong.text  # still the sign-in form
     daemon.stop()
     audited = [e for e in daemon.audit_events() if e.get("event") == "auth"]
     assert [(e["protocol"], e["outcome"]) for e in audited] == [
@@ -252,6 +252,8 @@ def test_expired_card_follows_each_clients_policy(
     strict = Flow("strict", STRICT_RP, scope="openid library")
     again = http.get(f"{issuer}/oidc/authorize?{strict.query()}")
     assert again.status_code == 200 and "This card has expired" in again.text
+    silent = http.get(f"{issuer}/oidc/authorize?{strict.query(prompt='none')}")
+    assert error_of(silent) == "access_denied"
 
 
 def test_logout_ends_single_sign_on(bridge: tuple[Daemon, str], http: httpx.Client) -> None:
