@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from bridge.core.patron import ClientPolicy
+from bridge.federation.saml_settings import SamlSettings
 from bridge.federation.settings import OidcSettings
 from bridge.ldap.settings import LdapSettings
 from bridge.portal.settings import PortalSettings, SmtpSettings
@@ -107,6 +108,7 @@ class Config(Section, frozen=True):
     portal: PortalSettings | None = None
     smtp: SmtpSettings | None = None
     oidc: OidcSettings | None = None
+    saml: SamlSettings | None = None  # served on the [oidc] listener
     # Filled by load(): where relative paths start, and the file's name for messages.
     base_dir: str = "."
     source: str = "<memory>"
@@ -236,7 +238,7 @@ def _check(config: Config) -> None:
     upstream = config.sip2.upstream if config.sip2 is not None else ""
     if upstream and upstream != config.store_plugin:
         raise ConfigError(f"{src}: sip2.upstream: {upstream!r} is not the configured store.plugin")
-    for name in ("portal", "smtp", "oidc"):  # sections that check their own cross-key rules
+    for name in ("portal", "smtp", "oidc", "saml"):  # sections that check their own cross-key rules
         section = getattr(config, name)
         for key, message in section.problems() if section is not None else ():
             raise ConfigError(f"{src}: {name}.{key}: {message}")

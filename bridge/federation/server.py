@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 import structlog
@@ -55,9 +56,21 @@ class OidcListener:
         await self.provider.aclose()
 
 
-def create_app(provider: Provider) -> ASGIApp:
+def saml_routes() -> list[Route]:
+    from bridge.federation import saml
+
+    return [
+        Route("/saml/metadata", saml.metadata),
+        Route("/saml/sso/redirect", saml.sso),
+        Route("/saml/sso/post", saml.sso, methods=["POST"]),
+        Route("/saml/login", saml.login, methods=["POST"]),
+    ]
+
+
+def create_app(provider: Provider, idp: Any = None) -> ASGIApp:
     app = Starlette(
         routes=[
+            *(saml_routes() if idp is not None else []),
             Route("/.well-known/openid-configuration", oidc.discovery),
             Route("/oidc/jwks", oidc.jwks),
             Route("/oidc/authorize", oidc.authorize),
@@ -71,6 +84,7 @@ def create_app(provider: Provider) -> ASGIApp:
     )
     app.state.portal = provider.portal
     app.state.provider = provider
+    app.state.saml = idp
     return SecurityHeaders(app, hsts=provider.portal.settings.secure)
 
 
@@ -99,10 +113,35 @@ def build_provider(settings: OidcSettings, services: Services) -> Provider:
     return Provider.build(settings, portal, keys, secret, config.policy, forgot)
 
 
+def build_idp(settings: OidcSettings, services: Services) -> Any:
+    """The SAML IdP when `[saml]` is configured (pysaml2 is imported only then)."""
+    config = services.config
+    saml_settings = config.saml
+    if saml_settings is None:
+        return None
+    from urllib.parse import urlsplit
+
+    from bridge.federation.saml import IdentityProvider, read_or_create_identity
+
+    paths = {
+        "key": config.path(saml_settings.key_file),
+        "cert": config.path(saml_settings.cert_file),
+    }
+    for i, sp in enumerate(saml_settings.service_providers):
+        paths[f"sp{i}"] = config.path(sp.metadata_file)
+    try:
+        read_or_create_identity(
+            paths["key"], paths["cert"], urlsplit(settings.issuer).hostname or ""
+        )
+        return IdentityProvider.build(saml_settings, settings.issuer, paths)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{config.source}: saml: {exc}") from None
+
+
 async def start(settings: OidcSettings, services: Services) -> OidcListener:
     provider = build_provider(settings, services)
     uv_config = uvicorn.Config(
-        create_app(provider),
+        create_app(provider, build_idp(settings, services)),
         lifespan="off",
         access_log=False,
         log_config=None,

@@ -10,6 +10,7 @@ message as an unknown card. Every step is kept as a screenshot under tests/artif
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import re
@@ -19,7 +20,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -110,19 +111,12 @@ def bridge(tmp_path: Path) -> Iterator[tuple[Daemon, str, int]]:
         daemon.stop()
 
 
-@pytest.fixture
-def apache(bridge: tuple[Daemon, str, int]) -> Iterator[str]:
-    daemon, issuer, port = bridge
+@contextlib.contextmanager
+def running_apache(daemon: Daemon, port: int, write: Callable[[Path], None]) -> Iterator[str]:
+    """Debian's Apache in the foreground on a loopback port, as `nobody` when we are root."""
     binary = require_tool("apache2")
-    if not (MODULES / "mod_auth_openidc.so").exists():
-        message = "mod_auth_openidc is not installed (libapache2-mod-auth-openidc)"
-        if in_ci():
-            pytest.fail(message + "; .ci/run must install it")
-        pytest.skip(message)
-    root = Path(tempfile.mkdtemp(prefix="bridge-apache-oidc-"))
-    (root / "htdocs" / "protected").mkdir(parents=True)
-    (root / "htdocs" / "protected" / "index.html").write_text(PAGE)
-    (root / "httpd.conf").write_text(apache_config(root, port, issuer))
+    root = Path(tempfile.mkdtemp(prefix="bridge-apache-fed-"))
+    write(root)
     user: str | None = None
     if os.geteuid() == 0:
         user = "nobody"
@@ -167,6 +161,28 @@ def apache(bridge: tuple[Daemon, str, int]) -> Iterator[str]:
             shutil.copy(error_log, kept)
             LOG_FILES.append(kept)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def require_module(name: str, package: str) -> None:
+    if not (MODULES / name).exists():
+        message = f"{name} is not installed ({package})"
+        if in_ci():
+            pytest.fail(message + "; .ci/run must install it")
+        pytest.skip(message)
+
+
+@pytest.fixture
+def apache(bridge: tuple[Daemon, str, int]) -> Iterator[str]:
+    daemon, issuer, port = bridge
+    require_module("mod_auth_openidc.so", "libapache2-mod-auth-openidc")
+
+    def write(root: Path) -> None:
+        (root / "htdocs" / "protected").mkdir(parents=True)
+        (root / "htdocs" / "protected" / "index.html").write_text(PAGE)
+        (root / "httpd.conf").write_text(apache_config(root, port, issuer))
+
+    with running_apache(daemon, port, write) as url:
+        yield url
 
 
 @pytest.fixture
