@@ -68,7 +68,9 @@ class Provider:
     def standing(self, patron: Patron, client: OidcClient) -> Decision:
         """Whether this client accepts a patron already signed in (single sign-on): the same
         rules as the core's, for a patron whose PIN was checked earlier for another client."""
-        policy = self.policy(client)
+        return self.standing_for(patron, self.policy(client))
+
+    def standing_for(self, patron: Patron, policy: ClientPolicy) -> Decision:
         if patron.blocked and not policy.allow_blocked:
             return Decision(Outcome.CARD_BLOCKED, patron, "card blocked", pin_ok=True)
         if patron.is_expired(self.portal.authenticator.today()) and not policy.allow_expired:

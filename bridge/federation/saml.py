@@ -23,11 +23,12 @@ from saml2.config import IdPConfig
 from saml2.metadata import create_metadata_string
 from saml2.saml import NAMEID_FORMAT_PERSISTENT, NAMEID_FORMAT_TRANSIENT, NameID
 from saml2.server import Server
+from saml2.sigver import verify_redirect_signature
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bridge.core.patron import Context, Patron
+from bridge.core.patron import ClientPolicy, Context, Patron
 from bridge.core.secret import Secret
 from bridge.core.store import StoreUnavailable
 from bridge.federation.provider import Provider
@@ -153,16 +154,27 @@ async def sso(request: Request) -> Response:
     if request.method == "POST":
         form = await request.form(max_files=0, max_fields=10, max_part_size=16 * 1024)
         raw, relay, binding = form.get("SAMLRequest"), form.get("RelayState", ""), BINDING_HTTP_POST
+        query: dict[str, str] = {}
     else:
-        q = request.query_params
-        raw, relay, binding = q.get("SAMLRequest"), q.get("RelayState", ""), BINDING_HTTP_REDIRECT
+        query = dict(request.query_params)
+        raw, relay, binding = (
+            query.get("SAMLRequest"),
+            query.get("RelayState", ""),
+            BINDING_HTTP_REDIRECT,
+        )
     if not isinstance(raw, str) or not isinstance(relay, str) or len(relay) > 1024:
         return _problem(visit, "saml.bad_request")
+
+    def check() -> dict[str, Any]:
+        parsed = idp.server.parse_authn_request(raw, binding)
+        entity = parsed.message.issuer.text if parsed.message.issuer is not None else None
+        if binding == BINDING_HTTP_REDIRECT and not _signed_by(idp, entity, query):
+            raise ValueError("unsigned or badly signed request")
+        args: dict[str, Any] = idp.server.response_args(parsed.message, [BINDING_HTTP_POST])
+        return args
+
     try:
-        parsed = await run_in_threadpool(idp.server.parse_authn_request, raw, binding)
-        resp_args = await run_in_threadpool(
-            idp.server.response_args, parsed.message, [BINDING_HTTP_POST]
-        )
+        resp_args = await run_in_threadpool(check)
     except Exception:  # noqa: BLE001 - pysaml2 raises many types for a bad request
         p.portal.authenticator.audit.event(
             "saml_request_refused", severity="warning", source=visit.source
@@ -178,8 +190,31 @@ async def sso(request: Request) -> Response:
         except StoreUnavailable:
             return _problem(visit, "error.unavailable", 503)
         if patron is not None:
-            return await _answer(visit, idp, p, pending, patron)
+            decision = p.standing_for(patron, _policy(p, idp.sps[entity]))
+            refusal = answers.login_message(decision.outcome)
+            if refusal is None:
+                return await _answer(visit, idp, p, pending, patron)
+            return _sign_in(visit, idp, pending, error=refusal[0])
     return _sign_in(visit, idp, pending)
+
+
+def _signed_by(idp: IdentityProvider, entity: str | None, query: dict[str, str]) -> bool:
+    """The HTTP-Redirect signature (SigAlg, Signature over the query) by one of the SP's signing
+    certificates from its metadata. Required when the SP's metadata says it signs
+    (AuthnRequestsSigned), checked whenever a signature is present."""
+    if entity is None or entity not in idp.sps:
+        return False
+    descriptor = idp.server.metadata[entity].get("spsso_descriptor", [{}])[0]
+    wants = str(descriptor.get("authn_requests_signed", "false")).lower() == "true"
+    if "Signature" not in query:
+        return not wants
+    certs = idp.server.metadata.certs(entity, "spsso", "signing")
+    crypto = idp.server.sec.sec_backend
+    return any(verify_redirect_signature(query, crypto, cert) for _, cert in certs)
+
+
+def _policy(p: Provider, sp: ServiceProvider) -> ClientPolicy:
+    return (sp.policy or p.default_policy).client_policy()
 
 
 def _sign_in(
@@ -220,7 +255,7 @@ async def login(request: Request) -> Response:
     if pending is None:
         return _problem(visit, "oidc.expired_request")
     sp = idp.sps[pending.sp]
-    policy = (sp.policy or p.default_policy).client_policy()
+    policy = _policy(p, sp)
     barcode = form.get("barcode", "").strip()
     ctx = Context("saml", pending.sp, visit.source, policy)
     decision = await p.portal.authenticator.authenticate(barcode, Secret(form.get("pin", "")), ctx)

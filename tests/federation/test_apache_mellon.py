@@ -156,3 +156,59 @@ def test_apache_mod_auth_mellon_signs_a_patron_in(
         expect(page.locator("#name")).to_have_text("Rivera, Ana")
         assert DEMO["active"] not in page.locator("#nameid").inner_text()
         shot(page, "13-saml-protected-page")
+
+
+def test_tampered_request_and_replayed_assertion_are_refused(
+    setup: tuple[Daemon, str, int, Path], browser: Browser
+) -> None:
+    daemon, issuer, port, sp_dir = setup
+    idp_metadata = httpx.get(f"{issuer}/saml/metadata", timeout=30).text
+
+    def write(root: Path) -> None:
+        (root / "htdocs" / "protected").mkdir(parents=True)
+        (root / "htdocs" / "protected" / "index.html").write_text(PAGE)
+        for name in ("sp-key.pem", "sp-cert.pem", "sp.xml"):
+            (root / name).write_bytes((sp_dir / name).read_bytes())
+        (root / "idp.xml").write_text(idp_metadata)
+        (root / "httpd.conf").write_text(apache_config(root, port))
+
+    with running_apache(daemon, port, write) as apache:
+        with httpx.Client(timeout=30, follow_redirects=False) as http:
+            login = http.get(f"{apache}/protected/index.html").headers["location"]
+            to_idp = http.get(login).headers["location"]
+            assert to_idp.startswith(f"{issuer}/saml/sso/redirect?")
+            query = dict(httpx.URL(to_idp).params)
+            assert "Signature" in query  # mellon signs its AuthnRequests
+            good = http.get(to_idp)
+            assert good.status_code == 200 and 'action="/saml/login?request=' in good.text
+            # Another request under the same signature: refused.
+            other = http.get(f"{apache}/protected/other.html").headers["location"]
+            other_query = dict(httpx.URL(http.get(other).headers["location"]).params)
+            tampered = {**query, "SAMLRequest": other_query["SAMLRequest"]}
+            refused = http.get(f"{issuer}/saml/sso/redirect", params=tampered)
+            assert refused.status_code == 400 and "could not be read" in refused.text
+            unsigned = {"SAMLRequest": query["SAMLRequest"]}
+            assert http.get(f"{issuer}/saml/sso/redirect", params=unsigned).status_code == 400
+            garbage = {**query, "SAMLRequest": "AAAA" + query["SAMLRequest"][4:]}
+            assert http.get(f"{issuer}/saml/sso/redirect", params=garbage).status_code == 400
+
+        context = browser.new_context(locale="en-US")
+        page = context.new_page()
+        page.goto(f"{apache}/protected/index.html")
+        fill(page, DEMO["active"], DEMO_PIN)
+        form = page.locator('input[name="SAMLResponse"]')
+        assertion = form.get_attribute("value") or ""
+        acs = page.locator("form").get_attribute("action") or ""
+        assert assertion and acs == f"{apache}/protected/mellon/postResponse"
+        page.get_by_role("button", name="Continue").click()
+        expect(page.locator("#affiliation")).to_have_text("member@library.example.org")
+        # The same assertion posted again, from this browser or another client: refused.
+        again = context.request.post(acs, form={"SAMLResponse": assertion}, max_redirects=0)
+        assert again.status >= 400
+        fresh = httpx.post(acs, data={"SAMLResponse": assertion}, timeout=30)
+        assert fresh.status_code >= 400
+    # Refused by mod_auth_mellon's own replay check, not only for a missing cookie.
+    assert "has already been used" in (daemon.dir / "apache-error.log").read_text()
+    daemon.stop()
+    events = [e.get("event") for e in daemon.audit_events()]
+    assert "saml_request_refused" in events and "saml_assertion" in events
