@@ -55,7 +55,7 @@ class Token:
     expires: float
 
 
-class _Expiring(Generic[T]):
+class Expiring(Generic[T]):
     def __init__(self) -> None:
         self.items: OrderedDict[str, tuple[float, T]] = OrderedDict()
 
@@ -84,9 +84,9 @@ class Grants:
     code_seconds: float
     token_seconds: float
     request_seconds: float
-    _requests: _Expiring[Request] = field(default_factory=_Expiring)
-    _codes: _Expiring[Grant] = field(default_factory=_Expiring)
-    _tokens: _Expiring[Token] = field(default_factory=_Expiring)
+    _requests: Expiring[Request] = field(default_factory=Expiring)
+    _codes: Expiring[Grant] = field(default_factory=Expiring)
+    _tokens: Expiring[Token] = field(default_factory=Expiring)
 
     def park(self, request: Request) -> str:
         """Keep a request while the patron signs in; the id goes in the sign-in form."""

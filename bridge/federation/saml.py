@@ -31,6 +31,7 @@ from starlette.responses import Response
 from bridge.core.patron import ClientPolicy, Context, Patron
 from bridge.core.secret import Secret
 from bridge.core.store import StoreUnavailable
+from bridge.federation.grants import Expiring
 from bridge.federation.provider import Provider
 from bridge.federation.saml_settings import SamlSettings, ServiceProvider
 from bridge.portal import answers
@@ -65,7 +66,7 @@ class IdentityProvider:
     server: Server
     base: str
     sps: dict[str, ServiceProvider]
-    pending: dict[str, Pending] = field(default_factory=dict)
+    pending: Expiring[Pending] = field(default_factory=Expiring)
 
     @classmethod
     def build(cls, settings: SamlSettings, issuer: str, paths: dict[str, Path]) -> IdentityProvider:
@@ -228,9 +229,10 @@ def _sign_in(
 ) -> Response:
     if rid is None:
         rid = secrets.token_urlsafe(24)
-        idp.pending[rid] = pending
-        while len(idp.pending) > 10_000:
-            idp.pending.pop(next(iter(idp.pending)))
+        p: Provider = visit.request.app.state.provider
+        now = p.clock()
+        idp.pending.sweep(now)
+        idp.pending.put(rid, now + p.settings.sign_in_minutes * 60.0, pending)
     return visit.render(
         "login.html",
         barcode=barcode,
@@ -238,7 +240,7 @@ def _sign_in(
         notice=None,
         action=f"/saml/login?request={rid}",
         hidden={"request": rid},
-        forgot_url=None,
+        forgot_url=visit.request.app.state.provider.forgot_url,
         client_name=pending.sp,
     )
 
@@ -247,11 +249,17 @@ async def login(request: Request) -> Response:
     idp: IdentityProvider = request.app.state.saml
     p: Provider = request.app.state.provider
     visit = _visit(request)
+    if request.method == "GET":  # the sign-in page again, e.g. in the other language
+        rid = request.query_params.get("request", "")
+        parked = idp.pending.get(rid, p.clock())
+        if parked is None:
+            return _problem(visit, "oidc.expired_request")
+        return _sign_in(visit, idp, parked, rid=rid)
     form = await visit.form()
     if form is None:
         return _problem(visit, "csrf.message", 403)
     rid = form.get("request", "")
-    pending = idp.pending.get(rid)
+    pending = idp.pending.get(rid, p.clock())
     if pending is None:
         return _problem(visit, "oidc.expired_request")
     sp = idp.sps[pending.sp]
@@ -263,7 +271,7 @@ async def login(request: Request) -> Response:
     if refusal is not None or decision.patron is None:
         key = refusal[0] if refusal else "login.failed"
         return _sign_in(visit, idp, pending, barcode=barcode, error=key, rid=rid)
-    idp.pending.pop(rid, None)
+    idp.pending.items.pop(rid, None)
     visit.sign_in(barcode)
     return await _answer(visit, idp, p, pending, decision.patron)
 

@@ -63,7 +63,7 @@ def saml_routes() -> list[Route]:
         Route("/saml/metadata", saml.metadata),
         Route("/saml/sso/redirect", saml.sso),
         Route("/saml/sso/post", saml.sso, methods=["POST"]),
-        Route("/saml/login", saml.login, methods=["POST"]),
+        Route("/saml/login", saml.login, methods=["GET", "POST"]),
     ]
 
 

@@ -149,6 +149,10 @@ def test_apache_mod_auth_mellon_signs_a_patron_in(
         fill(page, DEMO["active"], WRONG_PIN)
         expect(page.get_by_role("alert")).to_contain_text("The card number or PIN is not correct")
         shot(page, "12-saml-wrong-pin")
+        expect(page.get_by_role("link", name="Forgot your PIN?")).to_be_visible()
+        page.get_by_role("link", name="Español").click()  # keeps the pending request
+        expect(page.get_by_role("button", name="Iniciar sesión")).to_be_visible()
+        page.get_by_role("link", name="English").click()
         fill(page, DEMO["active"], DEMO_PIN)
         page.get_by_role("button", name="Continue").click()
         expect(page).to_have_url(f"{apache}/protected/index.html")

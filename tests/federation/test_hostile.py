@@ -111,3 +111,83 @@ def test_truncated_oversized_and_malformed(issuer: str) -> None:
         hint = http.get(f"{issuer}/oidc/logout", params={"id_token_hint": "a.b.c" * 100})
         assert hint.status_code == 200
         assert SECRET not in page.text
+
+
+@pytest.fixture(scope="module")
+def saml_issuer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from bridge.federation.saml import read_or_create_identity
+    from tests.federation.support import sections
+    from tests.federation.test_apache_mellon import sp_metadata
+    from tests.portal.support import free_port
+
+    tmp: Path = tmp_path_factory.mktemp("saml-hostile")
+    read_or_create_identity(tmp / "sp-key.pem", tmp / "sp-cert.pem", "127.0.0.1")
+    (tmp / "sp.xml").write_text(sp_metadata("http://127.0.0.1:9", tmp / "sp-cert.pem"))
+    (tmp / "vendor-secret").write_text(SECRET + "\n")
+    port = free_port()
+    extra = f"""
+[saml]
+scope = "library.example.org"
+[[saml.service_providers]]
+metadata_file = "{tmp / "sp.xml"}"
+"""
+    daemon = Daemon(tmp, sections(port) + extra, throttle="source_max_failures = 100000").start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        daemon.stop()
+
+
+SAML_KEYS = st.sampled_from(["SAMLRequest", "RelayState", "SigAlg", "Signature", "x"])
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.dictionaries(SAML_KEYS, TEXT), st.booleans())
+def test_any_saml_request_is_refused_on_our_page(
+    saml_issuer: str, fields: dict[str, str], post: bool
+) -> None:
+    if post:
+        answer = httpx.post(f"{saml_issuer}/saml/sso/post", data=fields, timeout=30)
+    else:
+        answer = httpx.get(f"{saml_issuer}/saml/sso/redirect", params=fields, timeout=30)
+    assert answer.status_code == 400, answer.text
+    assert "location" not in answer.headers
+
+
+def test_saml_hostile_inputs(saml_issuer: str) -> None:
+    import zlib
+
+    def deflated(xml: str) -> str:
+        raw = zlib.compress(xml.encode())[2:-4]
+        return base64.b64encode(raw).decode()
+
+    bomb = '<!DOCTYPE x [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]>'
+    hostile = [
+        "",
+        "%%%",
+        base64.b64encode(b"\x00" * 10).decode(),
+        deflated("<notsaml/>"),
+        deflated(bomb + "<samlp:AuthnRequest>&b;</samlp:AuthnRequest>"),
+        deflated('<?xml version="1.0"?><!DOCTYPE x SYSTEM "file:///etc/passwd"><x/>'),
+        deflated("<" * 5000),
+    ]
+    for value in hostile:
+        answer = httpx.get(
+            f"{saml_issuer}/saml/sso/redirect", params={"SAMLRequest": value}, timeout=30
+        )
+        assert answer.status_code == 400 and "root:" not in answer.text
+    big = httpx.get(
+        f"{saml_issuer}/saml/sso/redirect", params={"SAMLRequest": "A" * 60000}, timeout=30
+    )
+    assert big.status_code in (400, 414, 431)
+    relay = httpx.get(
+        f"{saml_issuer}/saml/sso/redirect",
+        params={"SAMLRequest": deflated("<x/>"), "RelayState": "r" * 5000},
+        timeout=30,
+    )
+    assert relay.status_code == 400
+    metadata = httpx.get(f"{saml_issuer}/saml/metadata", timeout=30)
+    assert metadata.status_code == 200 and "PRIVATE KEY" not in metadata.text
+    assert "IDPSSODescriptor" in metadata.text
