@@ -50,6 +50,7 @@ FRONT_ENDS: tuple[tuple[str, str], ...] = (
     ("radius", "bridge.radius.server"),
     ("portal", "bridge.portal.server"),
     ("staff", "bridge.staff.server"),
+    ("oidc", "bridge.federation.server"),
     ("metrics", "bridge.metrics.server"),  # last: its /readyz means every listener above is up
 )
 

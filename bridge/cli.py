@@ -519,6 +519,21 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return OK
 
 
+def cmd_oidc_rotate_key(args: argparse.Namespace) -> int:
+    from bridge.federation.keys import rotate
+    from bridge.federation.server import keep_seconds
+
+    config = _config(args)
+    if config.oidc is None:
+        raise UsageError("no [oidc] section in the config")
+    try:
+        fresh = rotate(config.path(config.oidc.keys_file), keep_seconds(config.oidc))
+    except OSError as exc:
+        raise UsageError(f"cannot rotate {exc.filename}: {exc.strerror}") from None
+    print(f"new signing key {fresh.kid}; the old key stays published until its tokens expire")
+    return OK
+
+
 # --- parser ----------------------------------------------------------------------------------
 
 
@@ -629,6 +644,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="exit 1 if migrations are pending; change nothing"
     )
     mig.set_defaults(fn=cmd_migrate)
+
+    oidc = verbs.add_parser("oidc", help="the OpenID Connect provider")
+    overbs = oidc.add_subparsers(dest="oidc_verb", required=True, metavar="VERB")
+    overbs.add_parser("rotate-key", help="start signing with a new key").set_defaults(
+        fn=cmd_oidc_rotate_key
+    )
     return parser
 
 

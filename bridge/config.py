@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from bridge.core.patron import ClientPolicy
+from bridge.federation.saml_settings import SamlSettings
+from bridge.federation.settings import OidcSettings
 from bridge.ldap.settings import LdapSettings
 from bridge.metrics.settings import MetricsSettings
 from bridge.portal.settings import PortalSettings, SmtpSettings
@@ -129,6 +131,8 @@ class Config(Section, frozen=True):
     smtp: SmtpSettings | None = None
     metrics: MetricsSettings | None = None  # absent: no metrics listener
     staff: StaffSettings | None = None
+    oidc: OidcSettings | None = None
+    saml: SamlSettings | None = None  # served on the [oidc] listener
     # Filled by load(): where relative paths start, and the file's name for messages.
     base_dir: str = "."
     source: str = "<memory>"
@@ -271,7 +275,7 @@ def _check(config: Config) -> None:
     for key, message in config.throttle.problems():
         raise ConfigError(f"{src}: throttle.{key}: {message}")
     _check_scale_out(config)
-    for name in ("portal", "smtp", "staff"):  # sections that check their own cross-key rules
+    for name in ("portal", "smtp", "staff", "oidc", "saml"):  # sections with cross-key rules
         section = getattr(config, name)
         for key, message in section.problems() if section is not None else ():
             raise ConfigError(f"{src}: {name}.{key}: {message}")

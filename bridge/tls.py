@@ -10,7 +10,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from bridge.files import private_dir
@@ -34,10 +34,16 @@ def client_context(ca_file: Path | None = None, *, verify: bool = True) -> ssl.S
 
 
 def generate_self_signed(
-    cert_file: Path, key_file: Path, hostnames: list[str], days: int = 365
+    cert_file: Path, key_file: Path, hostnames: list[str], days: int = 365, *, rsa_key: bool = False
 ) -> None:
-    """Write a self-signed EC P-256 certificate and key (for trials; use a real CA in service)."""
-    key = ec.generate_private_key(ec.SECP256R1())
+    """Write a self-signed EC P-256 certificate and key (for trials; use a real CA in service).
+    `rsa_key`: RSA 2048 instead, for XML signatures (SAML), where RSA-SHA256 is what every
+    service provider verifies."""
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        if rsa_key
+        else ec.generate_private_key(ec.SECP256R1())
+    )
     names: list[x509.GeneralName] = []
     for host in hostnames:
         try:

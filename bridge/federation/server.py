@@ -1,0 +1,169 @@
+"""Serve the OpenID Connect provider on its own listener, with the PIN pages' web pieces.
+
+Its own listener (and so its own host name in production): the SSO cookie then never meets the
+PIN pages' session cookie, and the provider can be exposed to vendors without exposing My
+Account. Uvicorn is driven the way `bridge.portal.server` drives it (no signal takeover, no
+access log: query strings carry codes and states).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import structlog
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
+
+from bridge.config import ConfigError
+from bridge.federation import oidc
+from bridge.federation.keys import KeyRing
+from bridge.federation.provider import Provider
+from bridge.federation.settings import OidcSettings
+from bridge.federation.subjects import read_or_create_secret
+from bridge.portal.mail import NoMailer
+from bridge.portal.server import bind
+from bridge.portal.settings import PortalSettings
+from bridge.portal.state import Portal, read_logo
+from bridge.portal.web import SecurityHeaders, logo
+from bridge.services import Services
+from bridge.tls import server_context
+
+log = structlog.get_logger("bridge.federation")
+
+
+@dataclass(slots=True)
+class OidcListener:
+    name: str
+    addresses: list[str]
+    provider: Provider
+    server: uvicorn.Server
+    sock: socket.socket
+    task: asyncio.Task[None]
+
+    async def aclose(self) -> None:
+        self.server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        await self.server.shutdown(sockets=[self.sock])
+        await self.provider.aclose()
+
+
+def saml_routes() -> list[Route]:
+    from bridge.federation import saml
+
+    return [
+        Route("/saml/metadata", saml.metadata),
+        Route("/saml/sso/redirect", saml.sso),
+        Route("/saml/sso/post", saml.sso, methods=["POST"]),
+        Route("/saml/login", saml.login, methods=["GET", "POST"]),
+    ]
+
+
+def create_app(provider: Provider, idp: Any = None) -> ASGIApp:
+    app = Starlette(
+        routes=[
+            *(saml_routes() if idp is not None else []),
+            Route("/.well-known/openid-configuration", oidc.discovery),
+            Route("/oidc/jwks", oidc.jwks),
+            Route("/oidc/authorize", oidc.authorize),
+            Route("/oidc/login", oidc.login, methods=["GET", "POST"]),
+            Route("/oidc/token", oidc.token, methods=["POST"]),
+            Route("/oidc/userinfo", oidc.userinfo, methods=["GET", "POST"]),
+            Route("/oidc/logout", oidc.logout),
+            Route("/logo", logo),
+            Mount("/static", StaticFiles(packages=[("bridge.portal", "static")]), name="static"),
+        ]
+    )
+    app.state.portal = provider.portal
+    app.state.provider = provider
+    app.state.saml = idp
+    return SecurityHeaders(app, hsts=provider.portal.settings.secure)
+
+
+def keep_seconds(settings: OidcSettings) -> float:
+    """How long a retired key stays published: the longest life of a token it signed."""
+    return max(settings.id_token_minutes, settings.access_token_minutes) * 60.0
+
+
+def build_provider(settings: OidcSettings, services: Services) -> Provider:
+    config = services.config
+    for key, message in settings.problems():
+        raise ConfigError(f"{config.source}: oidc.{key}: {message}")
+    pages = config.portal or PortalSettings()
+    # The sign-in pages take their look and languages from [portal]; cookies follow the issuer.
+    look = msgspec.structs.replace(pages, base_url=settings.issuer, listen=settings.listen)
+    try:
+        logo_data = read_logo(config.path(pages.logo_file) if pages.logo_file else None)
+        keys = KeyRing(config.path(settings.keys_file), keep_seconds(settings))
+        secret = read_or_create_secret(config.path(settings.pairwise_key_file))
+    except OSError as exc:
+        raise ConfigError(f"{config.source}: oidc: {exc.filename}: {exc.strerror}") from None
+    portal = Portal.build(
+        look, services.authenticator, NoMailer(), sender="", logo=logo_data, mail_enabled=False
+    )
+    forgot = f"{config.portal.base_url}/forgot" if config.portal is not None else None
+    return Provider.build(settings, portal, keys, secret, config.policy, forgot)
+
+
+def build_idp(settings: OidcSettings, services: Services) -> Any:
+    """The SAML IdP when `[saml]` is configured (pysaml2 is imported only then)."""
+    config = services.config
+    saml_settings = config.saml
+    if saml_settings is None:
+        return None
+    from urllib.parse import urlsplit
+
+    from bridge.federation.saml import IdentityProvider, read_or_create_identity
+
+    paths = {
+        "key": config.path(saml_settings.key_file),
+        "cert": config.path(saml_settings.cert_file),
+    }
+    for i, sp in enumerate(saml_settings.service_providers):
+        paths[f"sp{i}"] = config.path(sp.metadata_file)
+    try:
+        read_or_create_identity(
+            paths["key"], paths["cert"], urlsplit(settings.issuer).hostname or ""
+        )
+        return IdentityProvider.build(saml_settings, settings.issuer, paths)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{config.source}: saml: {exc}") from None
+
+
+async def start(settings: OidcSettings, services: Services) -> OidcListener:
+    provider = build_provider(settings, services)
+    uv_config = uvicorn.Config(
+        create_app(provider, build_idp(settings, services)),
+        lifespan="off",
+        access_log=False,
+        log_config=None,
+        log_level="warning",
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+    uv_config.load()
+    portal = services.config.portal
+    if portal is not None and portal.tls_cert is not None and portal.tls_key is not None:
+        config = services.config
+        uv_config.ssl = server_context(config.path(portal.tls_cert), config.path(portal.tls_key))
+    sock = bind(settings.listen)
+    server = uvicorn.Server(uv_config)
+    server.lifespan = uv_config.lifespan_class(uv_config)
+    try:
+        await server.startup(sockets=[sock])
+    except BaseException:
+        sock.close()
+        raise
+    task = asyncio.get_running_loop().create_task(server.main_loop(), name="oidc")
+    host, port = sock.getsockname()[:2]
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    log.info("oidc_listening", address=address, issuer=settings.issuer)
+    return OidcListener("oidc", [address], provider, server, sock, task)

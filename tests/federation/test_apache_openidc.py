@@ -1,0 +1,259 @@
+"""A real relying party: Debian's Apache with mod_auth_openidc protects a page through the
+bridge's OpenID Connect provider, and Playwright drives Debian's chromium through the sign-in.
+
+Apache runs as in tests/ldap/test_apache.py: in the foreground, non-root, on a loopback port,
+with its own minimal config in a temporary directory. The protected page is a server-side
+include that prints the claims mod_auth_openidc put in the request environment. The right PIN
+reaches it with the expected claims; a wrong PIN stays on the bridge's sign-in page with the same
+message as an unknown card. Every step is kept as a screenshot under tests/artifacts/federation/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.conftest import ARTIFACTS, in_ci, require_tool
+from tests.federation.support import start_daemon
+from tests.harness import DEMO, LOG_FILES, UNKNOWN, Daemon
+from tests.pins import DEMO_PIN, WRONG_PIN
+from tests.portal.support import free_port
+from tests.portal.test_browser import CHROMIUM_ARGS
+
+pytestmark = pytest.mark.browser
+
+SHOTS = ARTIFACTS / "federation"
+MODULES = Path("/usr/lib/apache2/modules")
+APACHE_SECRET = "apache-oidc-6c1e93"
+PAGE = """<html><body>
+<p id="user"><!--#echo var="REMOTE_USER" --></p>
+<p id="name"><!--#echo var="OIDC_CLAIM_name" --></p>
+<p id="email"><!--#echo var="OIDC_CLAIM_email" --></p>
+<p id="standing"><!--#echo var="OIDC_CLAIM_library_patron" --></p>
+<p id="category"><!--#echo var="OIDC_CLAIM_patron_category" --></p>
+</body></html>
+"""
+
+
+def apache_config(root: Path, port: int, issuer: str) -> str:
+    modules = [
+        ("mpm_event_module", "mod_mpm_event.so"),
+        ("authn_core_module", "mod_authn_core.so"),
+        ("authz_core_module", "mod_authz_core.so"),
+        ("authz_user_module", "mod_authz_user.so"),
+        ("include_module", "mod_include.so"),
+        ("auth_openidc_module", "mod_auth_openidc.so"),
+    ]
+    loads = "\n".join(f"LoadModule {name} {MODULES / so}" for name, so in modules)
+    return f"""
+ServerRoot "{root}"
+ServerName 127.0.0.1
+Listen 127.0.0.1:{port}
+PidFile "{root}/httpd.pid"
+ErrorLog "{root}/error.log"
+LogLevel warn auth_openidc:info
+Mutex file:{root} default
+DefaultRuntimeDir "{root}"
+{loads}
+OIDCProviderMetadataURL {issuer}/.well-known/openid-configuration
+OIDCClientID apache
+OIDCClientSecret {APACHE_SECRET}
+OIDCRedirectURI http://127.0.0.1:{port}/protected/redirect_uri
+OIDCCryptoPassphrase apache-test-passphrase-0b7d
+OIDCScope "openid profile email library"
+OIDCPKCEMethod S256
+OIDCProviderTokenEndpointAuth client_secret_basic
+OIDCSessionInactivityTimeout 600
+DocumentRoot "{root}/htdocs"
+<Directory "{root}/htdocs">
+    Require all granted
+</Directory>
+<Location "/protected">
+    AuthType openid-connect
+    Require valid-user
+    Options +Includes
+    SetOutputFilter INCLUDES
+</Location>
+"""
+
+
+def clients(apache_port: int) -> str:
+    return f"""
+[[oidc.clients]]
+client_id = "apache"
+secret = "{APACHE_SECRET}"
+name = "Riverside Databases"
+redirect_uris = ["http://127.0.0.1:{apache_port}/protected/redirect_uri"]
+scopes = ["openid", "profile", "email", "library"]
+"""
+
+
+@pytest.fixture
+def bridge(tmp_path: Path) -> Iterator[tuple[Daemon, str, int]]:
+    apache_port = free_port()
+    daemon, issuer = start_daemon(tmp_path, extra_clients=clients(apache_port))
+    try:
+        yield daemon, issuer, apache_port
+    finally:
+        daemon.stop()
+
+
+@contextlib.contextmanager
+def running_apache(daemon: Daemon, port: int, write: Callable[[Path], None]) -> Iterator[str]:
+    """Debian's Apache in the foreground on a loopback port, as `nobody` when we are root."""
+    binary = require_tool("apache2")
+    root = Path(tempfile.mkdtemp(prefix="bridge-apache-fed-"))
+    write(root)
+    user: str | None = None
+    if os.geteuid() == 0:
+        user = "nobody"
+        nobody = pwd.getpwnam(user)
+        for path in [root, *root.rglob("*")]:
+            os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    error_log = root / "error.log"
+    LOG_FILES.append(error_log)
+    proc = subprocess.Popen(
+        [binary, "-d", str(root), "-f", str(root / "httpd.conf"), "-DFOREGROUND"],
+        user=user,
+        group="nogroup" if user else None,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # ready when it accepts connections (an event: the socket answers)
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode() if proc.stderr else ""
+                raise RuntimeError(f"apache exited {proc.returncode}: {err}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+        kept = daemon.dir / "apache-error.log"
+        if error_log.exists():
+            shutil.copy(error_log, kept)
+            LOG_FILES.append(kept)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def require_module(name: str, package: str) -> None:
+    if not (MODULES / name).exists():
+        message = f"{name} is not installed ({package})"
+        if in_ci():
+            pytest.fail(message + "; .ci/run must install it")
+        pytest.skip(message)
+
+
+@pytest.fixture
+def apache(bridge: tuple[Daemon, str, int]) -> Iterator[str]:
+    daemon, issuer, port = bridge
+    require_module("mod_auth_openidc.so", "libapache2-mod-auth-openidc")
+
+    def write(root: Path) -> None:
+        (root / "htdocs" / "protected").mkdir(parents=True)
+        (root / "htdocs" / "protected" / "index.html").write_text(PAGE)
+        (root / "httpd.conf").write_text(apache_config(root, port, issuer))
+
+    with running_apache(daemon, port, write) as url:
+        yield url
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    chromium = require_tool("/usr/bin/chromium")
+    with sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+def shot(page: Page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def fill(page: Page, barcode: str, pin: str) -> None:
+    page.get_by_label("Library card number").fill(barcode)
+    page.get_by_label("PIN", exact=True).fill(pin)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def test_apache_mod_auth_openidc_signs_a_patron_in(
+    bridge: tuple[Daemon, str, int], apache: str, browser: Browser
+) -> None:
+    daemon, issuer, _ = bridge
+    page = browser.new_context(locale="en-US").new_page()
+    page.goto(f"{apache}/protected/index.html")
+    expect(page).to_have_url(f"{issuer}/oidc/authorize?" + page.url.split("?", 1)[1])
+    expect(page.get_by_role("heading", name="Sign in with your library card")).to_be_visible()
+    expect(page.get_by_text("to continue to Riverside Databases")).to_be_visible()
+    expect(page.get_by_role("link", name="Forgot your PIN?")).to_be_visible()
+    shot(page, "01-sign-in")
+
+    fill(page, DEMO["active"], WRONG_PIN)
+    expect(page).to_have_url(re.compile(re.escape(f"{issuer}/oidc/login?request=")))
+    wrong = page.get_by_role("alert").inner_text()
+    assert "The card number or PIN is not correct" in wrong
+    shot(page, "02-wrong-pin")
+    # The language links keep the pending sign-in.
+    page.get_by_role("link", name="Español").click()
+    heading = "Inicie sesión con su tarjeta de la biblioteca"
+    expect(page.get_by_role("heading", name=heading)).to_be_visible()
+    shot(page, "02b-sign-in-es")
+    page.get_by_role("link", name="English").click()
+    expect(page.get_by_role("heading", name="Sign in with your library card")).to_be_visible()
+    fill(page, UNKNOWN, WRONG_PIN)
+    assert page.get_by_role("alert").inner_text() == wrong  # an unknown card reads the same
+
+    fill(page, DEMO["active"], DEMO_PIN)
+    expect(page).to_have_url(f"{apache}/protected/index.html")
+    expect(page.locator("#name")).to_have_text("Rivera, Ana")
+    expect(page.locator("#email")).to_have_text("ana.rivera@example.org")
+    expect(page.locator("#standing")).to_have_text("active")
+    expect(page.locator("#category")).to_have_text("ADULT")
+    remote_user = page.locator("#user").inner_text()
+    assert remote_user and DEMO["active"] not in remote_user
+    shot(page, "03-protected-page")
+
+    # Spanish from the browser's language: the same sign-in page.
+    es = browser.new_context(locale="es-ES").new_page()
+    es.goto(f"{apache}/protected/index.html")
+    expect(es.get_by_role("heading", name=heading)).to_be_visible()
+    shot(es, "04-sign-in-es")
+
+    daemon.stop()
+    audited = [e for e in daemon.audit_events() if e.get("event") == "auth"]
+    assert [(e["protocol"], e["client"], e["outcome"]) for e in audited] == [
+        ("oidc", "apache", "bad_pin"),
+        ("oidc", "apache", "unknown_card"),
+        ("oidc", "apache", "accepted"),
+    ]
