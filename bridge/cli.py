@@ -560,6 +560,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="exit 1 if migrations are pending; change nothing"
     )
     mig.set_defaults(fn=cmd_migrate)
+    from bridge.cli_pepper import register as register_pepper
+
+    register_pepper(verbs)
     return parser
 
 
