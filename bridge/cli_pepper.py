@@ -86,7 +86,8 @@ def _admin(core: Any) -> PepperAdmin:
 
 def _files(config: Config, ids: list[str]) -> dict[str, str]:
     base = config.path(config.security.pepper_file)
-    return {pid: str(base if pid == "1" else rotated_path(base, pid)) for pid in ids}
+    paths = {pid: base if pid == "1" else rotated_path(base, pid) for pid in ids}
+    return {pid: os.path.normpath(path) for pid, path in paths.items()}
 
 
 def _plural(n: int) -> str:
@@ -145,8 +146,9 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     if code != OK:
         path.unlink(missing_ok=True)
         raise Refused(f"{path} was written but not taken up: removed, nothing changed")
-    print(f"pepper {new_id} added: {path} (mode 0600); new hashes use pepper {new_id}")
-    print(f"back up {path} with {base}: hashes made with it need it")
+    shown, base_shown = os.path.normpath(path), os.path.normpath(base)
+    print(f"pepper {new_id} added: {shown} (mode 0600); new hashes use pepper {new_id}")
+    print(f"back up {shown} with {base_shown}: hashes made with it need it")
     told = _tell_daemon(config)
     if told is None:
         print("no daemon is running: it uses the new pepper from its next start")
@@ -206,7 +208,8 @@ def cmd_retire(args: argparse.Namespace) -> int:
         left = result.by_pepper.get(pepper_id, 0)
         if left:
             raise Refused(
-                f"{_plural(left)} still use pepper {pepper_id}: each moves to pepper "
+                f"{_plural(left)} still {'uses' if left == 1 else 'use'} pepper {pepper_id}: "
+                f"each moves to pepper "
                 f"{result.current} at the patron's next login (or a staff PIN reset)"
             )
         await store.forget_pepper(pepper_id)
