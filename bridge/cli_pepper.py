@@ -136,7 +136,10 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     write_private(path, os.urandom(PEPPER_BYTES))
 
     async def record(core: Any) -> int:  # opening checks and records the new fingerprint
-        return OK if core.hasher.current_id == new_id else REFUSED
+        if core.hasher.current_id != new_id:
+            return REFUSED
+        core.audit.event("pepper_rotated", actor="cli", pepper_id=new_id, file=str(path))
+        return OK
 
     try:
         code = run_loop(_with_core(config, record))
@@ -215,6 +218,7 @@ def cmd_retire(args: argparse.Namespace) -> int:
         await store.forget_pepper(pepper_id)
         path = Path(_files(config, [pepper_id])[pepper_id])
         await asyncio.to_thread(path.unlink, missing_ok=True)
+        core.audit.event("pepper_retired", actor="cli", pepper_id=pepper_id, file=str(path))
         print(f"pepper {pepper_id} retired: {path} removed, its fingerprint forgotten")
         return OK
 

@@ -124,6 +124,14 @@ async def test_rotate_rehash_and_retire(setup: Setup) -> None:
         assert "pepper 2 retired" in retired.stdout and not second.exists()
         assert ldap_bind(daemon, DEMO["minor"], DEMO_PIN)
     assert fingerprints(setup) == ["pepper.1.fingerprint", "pepper.3.fingerprint"]
+    events = [e for e in setup.daemon.audit_events() if str(e.get("event")).startswith("pepper_")]
+    assert [(e["event"], e["pepper_id"]) for e in events] == [
+        ("pepper_rotated", "2"),
+        ("pepper_rotated", "3"),
+        ("pepper_retired", "2"),
+    ]
+    reloads = [e for e in setup.daemon.audit_events() if e.get("event") == "config_reloaded"]
+    assert any("pepper 3" in str(e.get("applied")) for e in reloads)
     assert counts(setup) == {"1": PATRONS - 2, "3": 2}
     assert all(h.endswith("$pepper=3") for h in hashes(setup) if "$pepper=" in h)
     with setup.daemon as daemon:  # the next start checks peppers 1 and 3 and serves
