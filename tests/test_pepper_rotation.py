@@ -149,6 +149,8 @@ async def test_missing_or_wrong_rotated_pepper_refuses_the_start(setup: Setup) -
     kept = second.read_bytes()
     second.unlink()
     before = setup.snapshot()
+    report = json.loads(setup.daemon.cli("check-config").stdout)["pepper"]
+    assert report["rotated"]["2"].startswith("MISSING")
     for args in (("serve",), ("pepper", "status")):
         refused = setup.daemon.cli(*args)
         assert refused.returncode == 2, refused.stderr
@@ -161,7 +163,11 @@ async def test_missing_or_wrong_rotated_pepper_refuses_the_start(setup: Setup) -
     line = one_line(refused.stderr)
     assert str(second) in line and "is not pepper 2" in line
     assert setup.snapshot() == before
+    report = json.loads(setup.daemon.cli("check-config").stdout)["pepper"]
+    assert report["rotated"]["2"].startswith("WRONG")
     second.write_bytes(kept)
+    report = json.loads(setup.daemon.cli("check-config").stdout)["pepper"]
+    assert report["rotated"] == {"2": f"{second}: matches the store"}
     with setup.daemon as daemon:
         assert ldap_bind(daemon, DEMO["active"], DEMO_PIN)
     no_secrets_logged(setup)

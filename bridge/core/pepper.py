@@ -225,3 +225,26 @@ def judge_rotated(base: Path, rotated: list[Pepper], stored: StoredPepper) -> li
                 "from a backup or another bridge host"
             )
     return [p for p in rotated if p.id not in stored.fingerprints]
+
+
+def rotated_state(base: Path, stored: StoredPepper) -> dict[str, str]:
+    """`check-config`'s report on the rotated peppers: id -> state (never the pepper)."""
+    try:
+        rotated = {p.id: p for p in load_rotated(base)}
+    except PepperDamaged as exc:
+        return {"error": str(exc)}
+    except OSError as exc:
+        return {"error": f"unreadable ({exc.strerror})"}
+    report: dict[str, str] = {}
+    for pepper_id in sorted(set(rotated) | set(stored.fingerprints) - {PEPPER_ID}, key=int):
+        pepper, known = rotated.get(pepper_id), stored.fingerprints.get(pepper_id)
+        path = rotated_path(base, pepper_id)
+        if pepper is None:
+            report[pepper_id] = f"MISSING: {path}; the bridge will refuse to start"
+        elif known is None:
+            report[pepper_id] = f"{path}: present, recorded at the next start"
+        elif hmac.compare_digest(known, pepper.fingerprint):
+            report[pepper_id] = f"{path}: matches the store"
+        else:
+            report[pepper_id] = f"WRONG: {path}; the bridge will refuse to start"
+    return report
