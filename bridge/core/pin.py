@@ -274,11 +274,11 @@ class PinHasher:
         """True when a peppered hash was made with other KDF parameters than the configured
         ones (`pepper status`; the same test `needs_rehash` makes after a login)."""
         _, stored = split_pepper(stored)
-        if stored.startswith("$argon2id$"):
-            return self._argon_outdated(stored)
         try:
+            if stored.startswith("$argon2id$"):
+                return self._argon_outdated(stored)
             params = stored.split("$")[2]
-        except IndexError:
+        except IndexError:  # a damaged row: counted, never fatal to the report
             return True
         p = self.params
         want = f"ln={p.scrypt_log2_n},r={p.scrypt_r},p={p.scrypt_p}"

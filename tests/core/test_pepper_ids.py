@@ -114,6 +114,7 @@ def test_kdf_outdated(keys: dict[str, bytes]) -> None:
     made = scrypt.hash_sync(PIN)
     assert not scrypt.kdf_outdated(made) and hasher.kdf_outdated(made)
     assert scrypt.kdf_outdated("$scrypt$") and scrypt.kdf_outdated("$scrypt")
+    assert hasher.kdf_outdated("$argon2id$") and hasher.kdf_outdated("$argon2id$$pepper=2")
     for h in (hasher, stronger, scrypt):
         h.close()
 
