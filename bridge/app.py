@@ -29,7 +29,7 @@ from bridge.core.audit import Audit
 from bridge.core.auth import Authenticator
 from bridge.core.cache import VerifiedCache
 from bridge.core.gate import Gate, GateLimits
-from bridge.core.pepper import Pepper, PepperError, load_pepper
+from bridge.core.pepper import Pepper, PepperError, load_pepper, load_rotated
 from bridge.core.pin import KdfParams, PinHasher, PinPolicy, load_blocklist
 from bridge.core.store import PluginNotFound, Store, StorePlugin, StoreServices, load_plugin
 from bridge.core.throttle import GuessGuard, MemoryBackend, Throttle, ThrottleBackend, ThrottleRules
@@ -151,7 +151,21 @@ def pepper_file(config: Config) -> Pepper:
         ) from None
 
 
-def make_hasher(config: Config, pepper: Pepper | None = None) -> PinHasher:
+def rotated_peppers(config: Config) -> list[Pepper]:
+    """The peppers `pepper rotate` added beside the configured file (`<pepper_file>.N`)."""
+    try:
+        return load_rotated(config.path(config.security.pepper_file))
+    except PepperError as exc:
+        raise ConfigError(f"{config.source}: security.pepper_file: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(
+            f"{config.source}: security.pepper_file: cannot read: {exc.strerror}"
+        ) from None
+
+
+def make_hasher(
+    config: Config, pepper: Pepper | None = None, rotated: list[Pepper] | None = None
+) -> PinHasher:
     s = config.security
     params = KdfParams(
         algorithm=s.kdf,
@@ -171,7 +185,8 @@ def make_hasher(config: Config, pepper: Pepper | None = None) -> PinHasher:
                 raise ConfigError(
                     f"{config.source}: security.pepper_file: cannot create: {exc.strerror}"
                 ) from None
-    return PinHasher(pepper.data, params, workers=s.kdf_workers or None)
+    more = {p.id: p.data for p in (rotated or ())}
+    return PinHasher(pepper.data, params, workers=s.kdf_workers or None, rotated=more)
 
 
 def store_settings(config: Config) -> tuple[StorePlugin, Any]:
@@ -184,9 +199,16 @@ def store_settings(config: Config) -> tuple[StorePlugin, Any]:
     return plugin, decode_section(config, table, plugin.settings, "store")
 
 
-async def open_store(config: Config, hasher: PinHasher, pepper: Pepper | None = None) -> Store:
+async def open_store(
+    config: Config,
+    hasher: PinHasher,
+    pepper: Pepper | None = None,
+    rotated: list[Pepper] | None = None,
+) -> Store:
     plugin, settings = store_settings(config)
-    services = StoreServices(hasher=hasher, base_dir=config.base_dir, pepper=pepper)
+    services = StoreServices(
+        hasher=hasher, base_dir=config.base_dir, pepper=pepper, rotated=tuple(rotated or ())
+    )
     try:
         return await plugin.open(settings, services)
     except PepperError as exc:  # one line naming the key; nothing was written
@@ -195,9 +217,10 @@ async def open_store(config: Config, hasher: PinHasher, pepper: Pepper | None = 
 
 async def open_core(config: Config) -> Core:
     pepper = pepper_file(config)
-    hasher = make_hasher(config, pepper)
+    rotated = rotated_peppers(config)
+    hasher = make_hasher(config, pepper, rotated)
     try:
-        store = await open_store(config, hasher, pepper)
+        store = await open_store(config, hasher, pepper, rotated)
     except BaseException:
         hasher.close()
         raise

@@ -650,6 +650,10 @@ def build_parser() -> argparse.ArgumentParser:
     overbs.add_parser("rotate-key", help="start signing with a new key").set_defaults(
         fn=cmd_oidc_rotate_key
     )
+
+    from bridge.cli_pepper import register as register_pepper
+
+    register_pepper(verbs)
     return parser
 
 

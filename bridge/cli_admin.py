@@ -302,7 +302,11 @@ def pepper_report(config: Config) -> dict[str, object]:
         report = pepper_check.state(path, None)
         report["store"] = "new (no file yet)"
         return report
-    return pepper_check.state(path, stored)
+    report = pepper_check.state(path, stored)
+    rotated = pepper_check.rotated_state(path, stored)
+    if rotated:  # peppers `pepper rotate` added beside the file
+        report["rotated"] = rotated
+    return report
 
 
 # -- parser -----------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ not at all. Applied live:
 - `radius.clients` (networks, secrets, reply attributes);
 - `policy` and every client's own policy, `pin` (the PIN policy and its blocklist);
 - TLS certificates and keys of the SIP2 and LDAP listeners (new handshakes use them);
-- `log.level`.
+- `log.level`;
+- peppers `patron-bridge pepper rotate` added (`<pepper_file>.N`): new hashes use the newest.
 
 Anything else that changed (listen addresses, the store, security, throttle, cache, audit,
 log.format, control, metrics, portal, smtp, other front-end keys) needs a restart and is named
@@ -284,12 +285,26 @@ class Revoked:
         return self.handle_now(msg)
 
 
+def _peppers(services: Services, new: Config) -> dict[str, bytes]:
+    """Peppers `pepper rotate` wrote since the daemon started (their fingerprints are in the
+    store already: the CLI recorded them); held ones stay, so a hash made with any still
+    verifies. A damaged file refuses the whole reload."""
+    from bridge.app import rotated_peppers
+
+    hasher = services.hasher
+    if hasher is None or not hasattr(hasher, "add_peppers"):
+        return {}
+    held = set(hasher.pepper_ids())
+    return {p.id: p.data for p in rotated_peppers(new) if p.id not in held}
+
+
 def reload(services: Services, *, actor: str) -> ReloadResult:
     """Re-read `services.config.source` and apply what can be applied live."""
     old = services.config
     try:
         new = load(Path(old.source))
         plan = Plan(services, new)
+        peppers = _peppers(services, new)
     except ConfigError as exc:
         services.audit.event("config_reload_refused", actor=actor, error=str(exc))
         log.warning("config_reload_refused", actor=actor, error=str(exc))
@@ -298,5 +313,8 @@ def reload(services: Services, *, actor: str) -> ReloadResult:
     applied = [key for key in changes if _live(key)]
     restart = [key for key in changes if not _live(key)]
     plan.apply()
+    if peppers:
+        now = services.hasher.add_peppers(peppers)
+        applied.append(f"security.pepper_file (pepper {now} for new hashes)")
     services.audit.event("config_reloaded", actor=actor, applied=applied, restart_needed=restart)
     return ReloadResult(True, applied=applied, restart_needed=restart)

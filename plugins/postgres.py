@@ -621,6 +621,27 @@ class PostgresStore:
 
         return await self.db.run(query, "count")
 
+    # -- pepper rotation (bridge.pepper_admin) ----------------------------------------------
+    async def pin_hashes(self) -> list[str]:
+        """Every stored PIN hash, for `pepper status`'s counts (never printed)."""
+
+        async def query(conn: Conn) -> list[str]:
+            cur = await conn.execute(
+                "SELECT pin_hash FROM patrons WHERE coalesce(pin_hash, '') <> ''"
+            )
+            return [str(row[0]) for row in await cur.fetchall()]
+
+        return await self.db.run(query, "pin hashes")
+
+    async def forget_pepper(self, pepper_id: str) -> None:
+        """Remove a retired pepper's fingerprint."""
+
+        async def delete(conn: Conn) -> None:
+            key = pepper_check.meta_key(pepper_id)
+            await conn.execute("DELETE FROM bridge_meta WHERE key = %s", (key,))
+
+        await self.db.run(delete, "forget pepper")
+
     async def iter_patrons(self) -> AsyncIterator[Patron]:
         """Keyset pages of 500, so no cursor or transaction stays open between pages."""
         last = ""
@@ -840,13 +861,16 @@ async def open_store(settings: PostgresSettings, services: StoreServices) -> Pos
     pepper: Pepper | None = services.pepper
     try:
         record = False
+        more: list[Pepper] = []
         if pepper is not None:
 
             async def inspect(conn: Conn) -> StoredPepper:
                 return await inspect_pepper_conn(conn)
 
             # judged before any write: a refused start leaves the database as it was
-            record = pepper_check.judge(pepper, await db.run(inspect, "pepper check"))
+            stored = await db.run(inspect, "pepper check")
+            record = pepper_check.judge(pepper, stored)
+            more = pepper_check.judge_rotated(pepper.path, list(services.rotated), stored)
         if settings.migrate:
 
             async def run_migrations(conn: Conn) -> int:
@@ -861,6 +885,12 @@ async def open_store(settings: PostgresSettings, services: StoreServices) -> Pos
                     return await record_fingerprint(conn, pepper)
 
                 pepper_check.confirm(pepper, await db.run(put, "pepper fingerprint"))
+            for rotated in more:
+
+                async def put_rotated(conn: Conn, rotated: Pepper = rotated) -> str:
+                    return await record_fingerprint(conn, rotated)
+
+                pepper_check.confirm(rotated, await db.run(put_rotated, "pepper fingerprint"))
         if settings.demo and await store.count() == 0:
             await load_demo(store, Path(services.base_dir) / settings.demo_file)
     except BaseException:

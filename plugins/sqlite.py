@@ -247,6 +247,7 @@ class SqliteStore:
         self.path = path
         self.hasher = hasher
         self.pepper = pepper
+        self.rotated: Sequence[Pepper] = ()
         self._busy_ms = busy_ms
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
@@ -281,13 +282,18 @@ class SqliteStore:
         create_private(self.path)
         conn = self._conn()
         record = False
+        more: list[Pepper] = []
         if self.pepper is not None:
-            record = pepper_check.judge(self.pepper, inspect_pepper_sync(conn))
+            stored = inspect_pepper_sync(conn)
+            record = pepper_check.judge(self.pepper, stored)
+            more = pepper_check.judge_rotated(self.pepper.path, list(self.rotated), stored)
         migrate(conn)
         if self.pepper is not None:
             self.pepper.persist()
             if record:
                 pepper_check.confirm(self.pepper, record_fingerprint(conn, self.pepper))
+            for rotated in more:
+                pepper_check.confirm(rotated, record_fingerprint(conn, rotated))
         return int(conn.execute("SELECT count(*) FROM patrons").fetchone()[0]) == 0
 
     # -- Store ------------------------------------------------------------------------------
@@ -443,6 +449,27 @@ class SqliteStore:
 
         return await self._run(query)
 
+    # -- pepper rotation (bridge.pepper_admin) ----------------------------------------------
+    async def pin_hashes(self) -> list[str]:
+        """Every stored PIN hash, for `pepper status`'s counts (never printed)."""
+
+        def query() -> list[str]:
+            rows = self._conn().execute(
+                "SELECT pin_hash FROM patrons WHERE coalesce(pin_hash, '') <> ''"
+            )
+            return [str(row[0]) for row in rows]
+
+        return await self._run(query)
+
+    async def forget_pepper(self, pepper_id: str) -> None:
+        """Remove a retired pepper's fingerprint."""
+
+        def delete() -> None:
+            key = pepper_check.meta_key(pepper_id)
+            self._conn().execute("DELETE FROM bridge_meta WHERE key = ?", (key,))
+
+        await self._run(delete)
+
     async def iter_patrons(self) -> AsyncIterator[Patron]:
         last = ""
         while True:
@@ -591,6 +618,7 @@ async def open_store(settings: SqliteSettings, services: StoreServices) -> Sqlit
         busy_ms=settings.busy_timeout_ms,
         pepper=services.pepper,
     )
+    store.rotated = tuple(services.rotated)
     try:
         is_new = await store._run(store.open_sync)
     except sqlite3.DatabaseError as exc:

@@ -14,14 +14,16 @@ it before anything is written:
 - no fingerprint yet (a new store, or one made before fingerprints existed): record it.
 
 Fingerprints are kept per pepper id (`pepper.<id>.fingerprint` in the store's meta table), so
-pepper rotation can hold several peppers side by side; today there is one, id "1".
+pepper rotation can hold several peppers side by side (see "rotation" below).
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import hmac
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,4 +172,79 @@ def state(pepper_path: Path, stored: StoredPepper | None) -> dict[str, object]:
         report["state"] = "missing: created at first start (the store holds no hashes yet)"
     else:
         report["state"] = "matches the store" if pepper.id in stored.fingerprints else "present"
+    return report
+
+
+# -- rotation: more peppers beside the configured file ------------------------------------------
+#
+# The configured `security.pepper_file` is pepper 1 (it also keys the audit barcode hashes and
+# reset-token MACs, so it is never retired). `pepper rotate` writes pepper N (N >= 2) to the
+# file `<pepper_file>.N` beside it, mode 0600, and records its fingerprint; the highest id is the
+# one new hashes use. A config with one file works as before: there are no `.N` files.
+
+_ROTATED_SUFFIX: Final = re.compile(r"\.([2-9]|[1-9][0-9]{1,5})")
+
+
+def rotated_path(base: Path, pepper_id: str) -> Path:
+    return base.with_name(f"{base.name}.{pepper_id}")
+
+
+def load_rotated(base: Path) -> list[Pepper]:
+    """Every `<pepper_file>.N` beside the configured file, by id (a damaged one raises)."""
+    found: list[Pepper] = []
+    if not base.parent.is_dir():
+        return found
+    for path in base.parent.glob(glob.escape(base.name) + ".*"):
+        match = _ROTATED_SUFFIX.fullmatch(path.name[len(base.name) :])
+        if match is None:
+            continue
+        data = path.read_bytes()
+        if len(data) < 16:
+            raise PepperDamaged(f"{path}: pepper file is shorter than 16 bytes")
+        found.append(Pepper(path, data, id=match.group(1)))
+    return sorted(found, key=lambda p: int(p.id))
+
+
+def judge_rotated(base: Path, rotated: list[Pepper], stored: StoredPepper) -> list[Pepper]:
+    """Raise when a pepper the store recorded (other than 1) is missing or is not its file;
+    return the files whose fingerprint is to be recorded (written, not yet recorded: a rotation
+    interrupted before it recorded, finished here)."""
+    by_id = {p.id: p for p in rotated}
+    for pepper_id, known in sorted(stored.fingerprints.items()):
+        if pepper_id == PEPPER_ID:
+            continue
+        pepper = by_id.get(pepper_id)
+        if pepper is None:
+            raise PepperMissing(
+                f"{rotated_path(base, pepper_id)} does not exist but the store records pepper "
+                f"{pepper_id}: restore the file from a backup or another bridge host"
+            )
+        if not hmac.compare_digest(known, pepper.fingerprint):
+            raise PepperMismatch(
+                f"{pepper.path} is not pepper {pepper_id} of this store: restore the right file "
+                "from a backup or another bridge host"
+            )
+    return [p for p in rotated if p.id not in stored.fingerprints]
+
+
+def rotated_state(base: Path, stored: StoredPepper) -> dict[str, str]:
+    """`check-config`'s report on the rotated peppers: id -> state (never the pepper)."""
+    try:
+        rotated = {p.id: p for p in load_rotated(base)}
+    except PepperDamaged as exc:
+        return {"error": str(exc)}
+    except OSError as exc:
+        return {"error": f"unreadable ({exc.strerror})"}
+    report: dict[str, str] = {}
+    for pepper_id in sorted(set(rotated) | set(stored.fingerprints) - {PEPPER_ID}, key=int):
+        pepper, known = rotated.get(pepper_id), stored.fingerprints.get(pepper_id)
+        path = rotated_path(base, pepper_id)
+        if pepper is None:
+            report[pepper_id] = f"MISSING: {path}; the bridge will refuse to start"
+        elif known is None:
+            report[pepper_id] = f"{path}: present, recorded at the next start"
+        elif hmac.compare_digest(known, pepper.fingerprint):
+            report[pepper_id] = f"{path}: matches the store"
+        else:
+            report[pepper_id] = f"WRONG: {path}; the bridge will refuse to start"
     return report

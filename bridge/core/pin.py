@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import os
 import re
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,6 +161,25 @@ def read_or_create_pepper(path: Path) -> bytes:
     return data
 
 
+PEPPER_ONE: Final = "1"
+PEPPERED: Final = ("$argon2id$", "$scrypt$")
+_PEPPER_TAG: Final = re.compile(r"\$pepper=([1-9][0-9]{0,5})")
+
+
+def tag_pepper(phc: str, pepper_id: str) -> str:
+    return phc if pepper_id == PEPPER_ONE else f"{phc}$pepper={pepper_id}"
+
+
+def split_pepper(stored: str) -> tuple[str, str]:
+    """(pepper id, the KDF string without the tag): an untagged peppered hash is pepper 1."""
+    head, sep, tail = stored.rpartition("$")
+    if sep and stored.startswith(PEPPERED):
+        match = _PEPPER_TAG.fullmatch(sep + tail)
+        if match is not None:
+            return match.group(1), head
+    return PEPPER_ONE, stored
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii").rstrip("=")
 
@@ -172,8 +192,16 @@ def _unb64(text: str) -> bytes:
 class PinHasher:
     """Pepper + KDF + worker pool. One per process; stores receive it when they open."""
 
-    def __init__(self, pepper: bytes, params: KdfParams | None = None, workers: int | None = None):
-        self._pepper = pepper
+    def __init__(
+        self,
+        pepper: bytes,
+        params: KdfParams | None = None,
+        workers: int | None = None,
+        rotated: Mapping[str, bytes] | None = None,
+    ):
+        self._pepper = pepper  # pepper 1, the configured file: also keys `derived_key`
+        self._peppers: dict[str, bytes] = {PEPPER_ONE: pepper, **(rotated or {})}
+        self.current_id = max(self._peppers, key=int)  # new hashes use the newest pepper
         self.params = params or KdfParams()
         self.workers = workers or os.cpu_count() or 1
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="kdf")
@@ -183,19 +211,39 @@ class PinHasher:
     def __repr__(self) -> str:
         return f"PinHasher({self.params.algorithm}, workers={self.workers})"
 
+    def add_peppers(self, rotated: Mapping[str, bytes]) -> str:
+        """A rotation reached the daemon (reload): new hashes use the newest pepper from now on;
+        peppers already held stay (a hash made with one still verifies). Returns the current
+        id. One dict swap: hashes in flight keep the mapping they started with."""
+        self._peppers = {**self._peppers, **rotated}
+        self.current_id = max(self._peppers, key=int)
+        return self.current_id
+
+    def pepper_ids(self) -> list[str]:
+        return sorted(self._peppers, key=int)
+
     def derived_key(self, label: str) -> bytes:
         """A key for another purpose (audit barcode hashing, token MACs), derived from the
         pepper so the pepper itself is used only for PINs."""
         return hmac.new(self._pepper, b"derive|" + label.encode(), hashlib.sha256).digest()
 
     # -- keyed pre-hash --------------------------------------------------------------------
-    def _keyed(self, pin: Secret) -> bytes:
-        return hmac.new(self._pepper, _PEPPER_LABEL + pin.reveal(), hashlib.sha256).digest()
+    def _keyed(self, pin: Secret, pepper_id: str = PEPPER_ONE) -> bytes:
+        pepper = self._peppers.get(pepper_id)
+        if pepper is None:  # the start check refuses this; a row edited by hand gets here
+            raise HashFormatError(f"hash names pepper {pepper_id}, which is not loaded")
+        return hmac.new(pepper, _PEPPER_LABEL + pin.reveal(), hashlib.sha256).digest()
 
     # -- synchronous primitives (run in the pool) ------------------------------------------
     def hash_sync(self, pin: Secret) -> str:
+        """Hash with the current pepper; its id is appended (`$pepper=N`) unless it is 1, so
+        strings made before rotation existed mean pepper 1."""
+        pepper_id = self.current_id
+        return tag_pepper(self._hash_with(pin, pepper_id), pepper_id)
+
+    def _hash_with(self, pin: Secret, pepper_id: str) -> str:
         p = self.params
-        key = self._keyed(pin)
+        key = self._keyed(pin, pepper_id)
         if p.algorithm == "argon2id":
             kdf = Argon2id(
                 salt=os.urandom(16),
@@ -216,6 +264,27 @@ class PinHasher:
         raise HashFormatError(f"unknown KDF algorithm {p.algorithm!r}")
 
     def verify_sync(self, pin: Secret, stored: str) -> HashCheck:
+        pepper_id, stored = split_pepper(stored)
+        check = self._verify_with(pin, stored, pepper_id)
+        if check.ok and pepper_id != self.current_id and stored.startswith(PEPPERED):
+            return HashCheck(True, True)  # an older pepper: re-hashed with the current one
+        return check
+
+    def kdf_outdated(self, stored: str) -> bool:
+        """True when a peppered hash was made with other KDF parameters than the configured
+        ones (`pepper status`; the same test `needs_rehash` makes after a login)."""
+        _, stored = split_pepper(stored)
+        try:
+            if stored.startswith("$argon2id$"):
+                return self._argon_outdated(stored)
+            params = stored.split("$")[2]
+        except IndexError:  # a damaged row: counted, never fatal to the report
+            return True
+        p = self.params
+        want = f"ln={p.scrypt_log2_n},r={p.scrypt_r},p={p.scrypt_p}"
+        return p.algorithm != "scrypt" or params != want
+
+    def _verify_with(self, pin: Secret, stored: str, pepper_id: str) -> HashCheck:
         if stored.startswith("$argon2id$"):
             # cryptography raises InvalidKey both for a wrong PIN and for a malformed string,
             # so the form is checked first: a corrupt row must not read as "wrong PIN".
@@ -228,7 +297,7 @@ class PinHasher:
             if not 1 <= lanes <= 64:
                 raise HashFormatError("argon2id parameters out of range")
             try:
-                Argon2id.verify_phc_encoded(self._keyed(pin), stored)
+                Argon2id.verify_phc_encoded(self._keyed(pin, pepper_id), stored)
                 ok = True
             except InvalidKey:
                 ok = False
@@ -236,7 +305,7 @@ class PinHasher:
                 raise HashFormatError("malformed argon2id hash") from exc
             return HashCheck(ok, ok and self._argon_outdated(stored))
         if stored.startswith("$scrypt$"):
-            return self._verify_scrypt(pin, stored)
+            return self._verify_scrypt(pin, stored, pepper_id)
         from bridge.core import legacy_hashes  # imported ILS hashes: rare, never hot
 
         ok = legacy_hashes.verify(pin, stored)
@@ -249,7 +318,7 @@ class PinHasher:
         want = f"m={p.argon2_memory_kib},t={p.argon2_iterations},p={p.argon2_lanes}"
         return stored.split("$")[3] != want
 
-    def _verify_scrypt(self, pin: Secret, stored: str) -> HashCheck:
+    def _verify_scrypt(self, pin: Secret, stored: str, pepper_id: str) -> HashCheck:
         try:
             _, _, params, salt_b64, hash_b64 = stored.split("$")
             fields = dict(item.split("=", 1) for item in params.split(","))
@@ -263,7 +332,7 @@ class PinHasher:
             raise HashFormatError("scrypt parameters out of range")
         try:
             Scrypt(salt=salt, length=len(expected), n=1 << log2_n, r=r, p=p).verify(
-                self._keyed(pin), expected
+                self._keyed(pin, pepper_id), expected
             )
             ok = True
         except InvalidKey:

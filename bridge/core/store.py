@@ -190,6 +190,8 @@ class StoreServices:
     # bridge.core.pepper.Pepper: the stores that keep the bridge's own hashes check it against
     # their recorded fingerprint before writing anything (None: no check, e.g. unit tests)
     pepper: Any = None
+    # the peppers `pepper rotate` added beside it (list of Pepper, ids >= 2), checked the same way
+    rotated: Any = ()
 
 
 @dataclass(frozen=True, slots=True)
