@@ -40,7 +40,9 @@ class Recorder(Audit):
         self.decisions: list[tuple[str, str, Decision]] = []
         self.events: list[tuple[str, dict[str, Any]]] = []
 
-    def decision(self, barcode: str, ctx: Context, decision: Decision, latency: float) -> None:
+    def decision(
+        self, barcode: str, ctx: Context, decision: Decision, latency: float, path: str = "cached"
+    ) -> None:
         self.decisions.append((barcode, ctx.source, decision))
 
     def event(self, event: str, *, barcode: str | None = None, **fields: Any) -> None:
