@@ -112,3 +112,16 @@ def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def verdict(label: str, ours: Result, anchor: Result, goal: float) -> str:
+    """One line: the bridge's server CPU per request as a multiple of the anchor's, and whether
+    the issue's goal (at most `goal` times the anchor) is met; when not, by how much."""
+    if not anchor.cpu_per_request_us or anchor.cpu_per_request_us != anchor.cpu_per_request_us:
+        return f"{label}: no anchor figure (goal <= {goal:g}x not judged)"
+    ratio = round(ours.cpu_per_request_us / anchor.cpu_per_request_us, 2)
+    state = "met" if ratio <= goal else f"NOT met, {ratio / goal - 1:.0%} over"
+    return (
+        f"{label}: {ratio:.2f}x {anchor.server} ({ours.cpu_per_request_us:.1f} against "
+        f"{anchor.cpu_per_request_us:.1f} us server CPU per request); goal <= {goal:g}x: {state}"
+    )

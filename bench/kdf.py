@@ -8,8 +8,8 @@
 2. The latency of a cached verification (the same patron re-checked within the TTL) while the
    KDF pool is saturated by uncached work (a spray of unknown cards, each paying the dummy KDF),
    next to the same latency on an idle bridge: the cache path must not queue behind the pool.
-3. Lookup latency by barcode in the SQLite store at 1,000 and 1,000,000 patrons (rows inserted
-   in bulk with one precomputed hash): the primary-key lookup stays flat.
+3. Lookup latency by barcode in the SQLite store at 1,000, 100,000 and 1,000,000 patrons (rows
+   inserted in bulk with one precomputed hash): the primary-key lookup stays flat.
 
 Every part is bounded by a wall-clock budget; the million-row file takes most of the time.
 """
@@ -42,7 +42,7 @@ PIN = "5961"  # the demo PIN (tests/pins.py DEMO_PIN)
 VERIFY_SECONDS = 4.0
 SATURATED_SECONDS = 4.0
 LOOKUPS = 3000
-SIZES = (1_000, 1_000_000)
+SIZES = (1_000, 100_000, 1_000_000)
 PRODUCTION = {
     "argon2id 19MiB t=2": KdfParams(),
     "scrypt 2^14 r=8": KdfParams(algorithm="scrypt"),
@@ -296,7 +296,10 @@ def main(argv: list[str] | None = None) -> None:
     logs.configure("info", "json", os.devnull)
     parser = argparse.ArgumentParser(prog="bench.kdf", description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--patrons", type=int, action="append", help="store sizes (default 1,000 and 1,000,000)"
+        "--patrons",
+        type=int,
+        action="append",
+        help="store sizes (default 1,000, 100,000 and 1,000,000)",
     )
     args = parser.parse_args(argv if argv is not None else [])
     try:

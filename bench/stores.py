@@ -1,5 +1,5 @@
 """Store benchmark: PIN verifications per second and lookup latency, for the SQLite, PostgreSQL,
-Koha (MariaDB) and Evergreen (PostgreSQL) stores, at 1,000 and 1,000,000 patrons.
+Koha (MariaDB) and Evergreen (PostgreSQL) stores, at 1,000, 100,000 and 1,000,000 patrons.
 
 `python -m bench stores` (or `python -m bench.stores --sizes 1000` for a quick run).
 
@@ -46,7 +46,7 @@ MY = ("127.0.0.1", 3306)
 PIN = "5961"  # the demo PIN (tests/pins.py DEMO_PIN)
 LOOKUPS = 2000
 VERIFY_SECONDS = 3.0
-SIZES = (1_000, 1_000_000)
+SIZES = (1_000, 100_000, 1_000_000)
 
 
 def barcode(i: int) -> str:

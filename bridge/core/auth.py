@@ -490,6 +490,15 @@ class Authenticator:
         await in_task()
         return await self.store.lookup(barcode)
 
+    def recent(self, barcode: str) -> Patron | None:
+        """The record of a card whose PIN was verified within cache.ttl, else None (then ask
+        `lookup`). For directory searches by barcode (the EZproxy search-then-bind login):
+        answered inline, no thread hop and no store call, and never staler than the cached
+        binds the same front end answers. Admin and PIN-reset paths keep using `lookup`."""
+        if not valid_barcode(barcode):
+            return None
+        return self.cache.patron(self.canonical(barcode), self.clock())
+
     async def lookup_by_email(self, email: str) -> list[Patron]:
         store = self.store
         if isinstance(store, SearchableStore) and Capability.BY_EMAIL in store.capabilities:

@@ -68,6 +68,18 @@ class VerifiedCache:
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 
+    def patron(self, barcode: str, now: float) -> Patron | None:
+        """The record of a card verified within the TTL, without a PIN: what a directory
+        search for that card may answer with (no store round trip). It is exactly as fresh as
+        what a cached bind answers from, and a PIN change, a block or a lock drops it at once.
+        Reading does not extend or reorder the entry."""
+        if self.ttl <= 0:
+            return None
+        entry = self._entries.get(barcode)
+        if entry is None or entry.expires_at <= now:
+            return None
+        return entry.patron
+
     def invalidate(self, barcode: str) -> None:
         self._entries.pop(barcode, None)
 

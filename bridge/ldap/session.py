@@ -519,7 +519,9 @@ class Session:
     async def _fetch_many(self, key: Lookup, time_limit: int) -> list[Patron]:
         auth = self.shared.auth
         if key.kind == "barcode":
-            one = await self._fetch(auth.lookup(key.value), time_limit)
+            one = auth.recent(key.value)  # verified within cache.ttl: no store round trip
+            if one is None:
+                one = await self._fetch(auth.lookup(key.value), time_limit)
             return [] if one is None else [one]
         if key.kind == "record":
             one = await self._fetch(auth.lookup_by_record_id(key.value), time_limit)

@@ -70,6 +70,11 @@ class FakeAuth:
                 outcome = Outcome.BAD_PIN
         return Decision(outcome, patron, pin_ok=outcome is Outcome.ACCEPTED)
 
+    def recent(self, barcode: str) -> Patron | None:
+        """Nothing verified lately: every search asks `lookup` (the real cache is tested in
+        tests/core/test_recent.py and end to end in tests/ldap/test_search_cached.py)."""
+        return None
+
     async def lookup(self, barcode: str) -> Patron | None:
         if self.down:
             raise StoreUnavailable("down")
