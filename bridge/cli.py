@@ -608,8 +608,13 @@ def build_parser() -> argparse.ArgumentParser:
     staff = verbs.add_parser("staff", help="staff desk accounts")
     sverbs = staff.add_subparsers(dest="staff_verb", required=True, metavar="VERB")
     sadd = sverbs.add_parser("add", help="add (or replace) a local staff account")
-    sadd.add_argument("name")
-    sadd.add_argument("--role", required=True, choices=["desk", "supervisor", "admin"])
+    sadd.add_argument("name", help="the account's sign-in name (stored in lower case)")
+    sadd.add_argument(
+        "--role",
+        required=True,
+        choices=["desk", "supervisor", "admin"],
+        help="desk: look up, reset, unlock; supervisor: also block and new cards; admin: all",
+    )
     sadd.add_argument("--stdin", action="store_true", help="read the password once from stdin")
     sadd.add_argument("--totp", action="store_true", help="require a TOTP code at sign-in")
     sadd.set_defaults(fn=cmd_staff_add)
