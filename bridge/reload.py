@@ -12,14 +12,15 @@ not at all. Applied live:
   one whose account is gone gets a Notice of Disconnection at its next request;
 - `radius.clients` (networks, secrets, reply attributes);
 - `policy` and every client's own policy, `pin` (the PIN policy and its blocklist);
-- TLS certificates and keys of the SIP2 and LDAP listeners (new handshakes use them);
+- TLS certificates and keys of the SIP2 and LDAP listeners and of the PIN pages when they
+  serve HTTPS themselves (new handshakes use them);
 - `log.level`;
 - peppers `patron-bridge pepper rotate` added (`<pepper_file>.N`): new hashes use the newest.
 
 Anything else that changed (listen addresses, the store, security, throttle, cache, audit,
-log.format, control, metrics, portal, smtp, other front-end keys) needs a restart and is named
-in the answer. Every reload is audited: who asked, which keys changed, what needs a restart; never a
-value (secrets live in these keys).
+log.format, control, metrics, other portal keys, smtp, other front-end keys) needs a restart and
+is named in the answer. Every reload is audited: who asked, which keys changed, what needs a
+restart; never a value (secrets live in these keys).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ LIVE = (
     "sip2.tls_key",
     "ldap.tls_certificate",
     "ldap.tls_key",
+    "portal.tls_cert",
+    "portal.tls_key",
     "log.level",
 )
 IGNORED = ("base_dir", "source")
@@ -120,8 +123,15 @@ class Plan:
             )
         if radius is not None and new.radius is not None:
             radius = msgspec.structs.replace(radius, clients=new.radius.clients)
+        portal = old.portal
+        # HTTPS on or off needs a restart; a new certificate for HTTPS already on does not
+        if portal and new.portal and portal.tls_cert and new.portal.tls_cert:
+            portal = msgspec.structs.replace(
+                portal, tls_cert=new.portal.tls_cert, tls_key=new.portal.tls_key
+            )
         self.running = msgspec.structs.replace(
             old,
+            portal=portal,
             pin=new.pin,
             policy=new.policy,
             sip2=sip2,
@@ -137,8 +147,9 @@ class Plan:
         try:
             for listener in services.listeners:
                 build = getattr(self, f"_{listener.name}", None)
-                if build is not None:
-                    self.steps.append(build(listener))
+                step = build(listener) if build is not None else None
+                if step is not None:
+                    self.steps.append(step)
         finally:
             services.config = old
 
@@ -231,6 +242,22 @@ class Plan:
                     self.running.path(cast(str, settings.tls_certificate)),
                     self.running.path(cast(str, settings.tls_key)),
                 )
+
+        return swap
+
+    def _portal(self, listener: Any) -> Any:
+        """The PIN pages' certificate, when they serve HTTPS themselves."""
+        settings = self.running.portal
+        context = getattr(listener, "tls_context", None)
+        if settings is None or context is None:
+            return None
+        _tls_files(self.running, settings.tls_cert, settings.tls_key, "portal.tls_cert")
+
+        def swap() -> None:
+            context.load_cert_chain(
+                self.running.path(cast(str, settings.tls_cert)),
+                self.running.path(cast(str, settings.tls_key)),
+            )
 
         return swap
 

@@ -354,3 +354,28 @@ def test_log_level_changes_on_reload(tmp_path: Path) -> None:
         assert wait_for_text(daemon.stderr_path, '"event":"sip2_connected"')
     # Only the connection made after the reload was logged at debug level.
     assert daemon.stderr_path.read_text().count('"event":"sip2_connected"') == 1
+
+
+def test_the_pin_pages_certificate_rotates_by_reload(tmp_path: Path) -> None:
+    """The PIN pages serving HTTPS themselves: a reload serves the new certificate to new
+    handshakes, without a restart."""
+    from bridge.tls import generate_self_signed
+
+    generate_self_signed(tmp_path / "portal.crt", tmp_path / "portal.key", ["127.0.0.1"])
+    pages = (
+        '[portal]\nlisten = "127.0.0.1:0"\nbase_url = "https://127.0.0.1"\n'
+        'tls_cert = "portal.crt"\ntls_key = "portal.key"\n'
+    )
+    with Daemon(tmp_path, pages) as daemon:
+        before = ssl.get_server_certificate(daemon.address("portal"))
+        made = daemon.cli(
+            "cert", "generate", "--cert", "portal.crt", "--key", "portal.key", "--host", "new.test"
+        )
+        assert made.returncode == 0, made.stderr
+        answer = daemon.cli("reload")
+        assert answer.returncode == 0, answer.stderr
+        after = ssl.get_server_certificate(daemon.address("portal"))
+        assert after != before
+        assert ssl.PEM_cert_to_DER_cert(after) == ssl.PEM_cert_to_DER_cert(
+            (tmp_path / "portal.crt").read_text()
+        )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,9 @@ class PortalListener:
     sock: socket.socket
     task: asyncio.Task[None]
     shared: Shared | None = None  # sessions shared by workers and hosts ([state])
+    # HTTPS served directly: the context every new handshake uses (a reload loads a rotated
+    # certificate into it, bridge.reload)
+    tls_context: ssl.SSLContext | None = None
 
     async def aclose(self) -> None:
         self.server.should_exit = True
@@ -154,7 +158,9 @@ async def start(settings: PortalSettings, services: Services) -> PortalListener:
     task = asyncio.get_running_loop().create_task(server.main_loop(), name="portal")
     scheme = "https" if tls_context is not None else "http"
     log.info("portal_listening", address=_address(sock), scheme=scheme, base_url=settings.base_url)
-    return PortalListener("portal", [_address(sock)], portal, server, sock, task, shared)
+    return PortalListener(
+        "portal", [_address(sock)], portal, server, sock, task, shared, tls_context
+    )
 
 
 async def share_sessions(portal: Portal, services: Services) -> Shared | None:
