@@ -168,9 +168,35 @@ def cmd_patron_import(args: argparse.Namespace) -> int:
             )
         print(closing_line(summary, str(path), options.dry_run))
         clean = summary.bad == summary.without_pin == summary.pin_kept == 0
+        if summary.touched and not _forget_updated(config, core, summary.touched):
+            return REFUSED
         return OK if clean else REFUSED
 
     return run_loop(_with_core(config, body))
+
+
+def _forget_updated(config: Config, core: Any, barcodes: list[str]) -> bool:
+    """After an import rewrote existing patrons: other workers and hosts drop them (the
+    `[state]` bus), and the running daemon forgets its verified cache, so a replaced PIN or a
+    new block counts at once rather than after `cache.ttl`. False (said on stderr) when a
+    daemon runs but could not be told."""
+    from bridge import logs
+    from bridge.runtime.instance import tell
+
+    for barcode in barcodes:
+        core.authenticator.invalidate(barcode)
+    told = tell(config.path(config.control.socket), "forget_all", "")
+    if told.failed:
+        logs.flush()
+        who = f"pid {told.pid}" if told.pid else "a running daemon"
+        print(
+            f"patron-bridge: imported, but the daemon ({who}) could not be told through "
+            f"{config.path(config.control.socket)}: it may accept a replaced PIN from its "
+            "cache until cache.ttl passes; run `patron-bridge reload` or restart it",
+            file=sys.stderr,
+        )
+        return False
+    return True
 
 
 # -- patron update / delete / list ------------------------------------------------------------

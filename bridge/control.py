@@ -25,7 +25,7 @@ from bridge.files import private_dir
 
 log = structlog.get_logger("bridge.control")
 
-OPS = frozenset({"invalidate", "clear_lock", "ping", "metrics", "reload"})
+OPS = frozenset({"invalidate", "clear_lock", "ping", "metrics", "reload", "forget_all"})
 
 
 class ControlServer:
@@ -80,6 +80,12 @@ class ControlServer:
             if self.exposition is None:
                 return {"ok": False, "error": "metrics are off"}
             return {"ok": True, "text": self.exposition().decode("utf-8")}
+        if op == "forget_all":
+            # An import rewrote patrons: drop every verified credential (each patron's next
+            # login is checked against the store again; sessions are left alone).
+            self.authenticator.cache.clear()
+            log.info("control", op=op)
+            return {"ok": True}
         if not isinstance(barcode, str) or not valid_barcode(barcode):
             return {"ok": False, "error": "bad barcode"}
         if op == "invalidate":

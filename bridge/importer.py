@@ -134,6 +134,9 @@ class Summary:
     rows: int = 0
     seconds: float = 0.0
     changes: list[str] = field(default_factory=list)
+    # Barcodes of existing patrons the import wrote: a running daemon's verified cache may hold
+    # them with an old PIN or standing (`patron import` tells it to forget).
+    touched: list[str] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
@@ -453,6 +456,8 @@ class Importer:
                     continue
             self.summary.added += len(inserts)
             self.summary.updated += len(updates)
+            if not self.options.dry_run:
+                self.summary.touched.extend(update.barcode for update in updates)
             self._done += batch.rows
             self.progress(self._done)
 

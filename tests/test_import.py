@@ -49,6 +49,20 @@ def test_reimport_without_pin_keeps_the_pin_and_ldap_still_binds(setup: Setup) -
         assert ldap_bind(daemon, card, DEMO_PIN)
 
 
+def test_an_imported_pin_replaces_the_cached_one_at_once(setup: Setup) -> None:
+    """The daemon had verified the old PIN (cached for cache.ttl): after an import that
+    replaces it, the old PIN fails at once and the new one binds."""
+    card = DEMO["active"]
+    with setup.daemon as daemon:
+        assert ldap_bind(daemon, card, DEMO_PIN)  # verified and cached
+        csv = write(daemon.dir, "pins.csv", f"barcode,pin\n{card},{NEW_PIN}\n")
+        result = daemon.cli("patron", "import", str(csv))
+        assert result.returncode == 0, result.stderr
+        assert "1 updated" in result.stdout
+        assert not ldap_bind(daemon, card, DEMO_PIN)
+        assert ldap_bind(daemon, card, NEW_PIN)
+
+
 def test_duplicate_barcode_reported_with_both_lines_and_neither_applied(setup: Setup) -> None:
     tmp = setup.daemon.dir
     csv = write(
