@@ -51,3 +51,10 @@ async def connection_refused(plugin: str, settings: dict[str, Any], tmp_path: Pa
         assert not (await store.health()).ok
     finally:
         await store.aclose()
+
+
+async def pin_check_fails(double: Any, store: Any, route: str, kind: str) -> None:
+    """A fault of `kind` on `route` while checking a PIN is `StoreUnavailable`, nothing else."""
+    double.fail(route, kind)
+    with pytest.raises(StoreUnavailable):
+        await store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))

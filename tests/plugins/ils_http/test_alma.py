@@ -30,6 +30,7 @@ from tests.plugins.ils_http.conftest import alma_settings
 from tests.plugins.ils_http.scenarios import (
     breaker_holds_after_429,
     connection_refused,
+    pin_check_fails,
     slow_check_ends_at_the_deadline,
 )
 from tests.plugins.ils_http.serve import Served, free_port
@@ -137,9 +138,7 @@ async def test_429_holds_the_breaker(alma: Alma, alma_store: Any) -> None:
 @pytest.mark.parametrize("route", ["auth", "user"])
 async def test_500_is_unavailable_and_not_resent(alma: Alma, alma_store: Any, route: str) -> None:
     double, _ = alma
-    double.fail(route, "500")
-    with pytest.raises(StoreUnavailable):
-        await alma_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
+    await pin_check_fails(double, alma_store, route, "500")
     assert double.count("POST") == 1
 
 
@@ -164,9 +163,7 @@ async def test_unreadable_answers_are_unavailable(
     alma: Alma, alma_store: Any, kind: str, route: str
 ) -> None:
     double, _ = alma
-    double.fail(route, kind)
-    with pytest.raises(StoreUnavailable):
-        await alma_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
+    await pin_check_fails(double, alma_store, route, kind)
 
 
 HOSTILE = ["A+B/C D", "29 00/11+22", "Ünïcödé-卡-42", "a&op=auth", "x%2Fy?z#w", "../test"]

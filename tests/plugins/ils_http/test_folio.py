@@ -26,7 +26,11 @@ from tests.pins import ALL, DEMO_PIN, NEW_PIN, WRONG_PIN
 from tests.plugins.conftest import CountingHasher, authenticator, ctx, open_plugin
 from tests.plugins.ils_http.conftest import folio_settings
 from tests.plugins.ils_http.folio_double import GROUPS, FolioDouble, FolioUser, cql_filter
-from tests.plugins.ils_http.scenarios import breaker_holds_after_429, connection_refused
+from tests.plugins.ils_http.scenarios import (
+    breaker_holds_after_429,
+    connection_refused,
+    pin_check_fails,
+)
 from tests.plugins.ils_http.serve import Served, free_port
 from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, NO_PIN, UNKNOWN
 
@@ -234,9 +238,7 @@ async def test_500_is_unavailable_and_the_pin_check_not_resent(
     folio: Folio, folio_store: Any, route: str
 ) -> None:
     double, _ = folio
-    double.fail(route, "500")
-    with pytest.raises(StoreUnavailable):
-        await folio_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
+    await pin_check_fails(double, folio_store, route, "500")
     assert double.count("/patron-pin/verify") <= 1
 
 
@@ -267,9 +269,7 @@ async def test_unreadable_answers_are_unavailable(
     folio: Folio, folio_store: Any, kind: str, route: str
 ) -> None:
     double, _ = folio
-    double.fail(route, kind)
-    with pytest.raises(StoreUnavailable):
-        await folio_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
+    await pin_check_fails(double, folio_store, route, kind)
 
 
 # -- escaping -----------------------------------------------------------------------------------

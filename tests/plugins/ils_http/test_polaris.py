@@ -29,6 +29,7 @@ from tests.plugins.ils_http.polaris_double import PolarisDouble, PolarisPatron
 from tests.plugins.ils_http.scenarios import (
     breaker_holds_after_429,
     connection_refused,
+    pin_check_fails,
     slow_check_ends_at_the_deadline,
 )
 from tests.plugins.ils_http.serve import Served, free_port
@@ -215,9 +216,7 @@ async def test_500_is_unavailable_and_not_resent(
     polaris: Polaris, polaris_store: Any, route: str
 ) -> None:
     double, _ = polaris
-    double.fail(route, "500")
-    with pytest.raises(StoreUnavailable):
-        await polaris_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
+    await pin_check_fails(double, polaris_store, route, "500")
     assert double.count("/authenticator/patron") == 1
 
 
@@ -244,9 +243,7 @@ async def test_unreadable_answers_are_unavailable(
     polaris: Polaris, polaris_store: Any, kind: str, route: str
 ) -> None:
     double, _ = polaris
-    double.fail(route, kind)
-    with pytest.raises(StoreUnavailable):
-        await polaris_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
+    await pin_check_fails(double, polaris_store, route, kind)
 
 
 HOSTILE = ["A+B/C D", "29 00/11+22", "Ünïcödé-卡-42", "a&b=c", "x%2Fy?z#w", "../../api"]

@@ -27,6 +27,7 @@ from tests.plugins.ils_http.conftest import sierra_settings
 from tests.plugins.ils_http.scenarios import (
     breaker_holds_after_429,
     connection_refused,
+    pin_check_fails,
     slow_check_ends_at_the_deadline,
 )
 from tests.plugins.ils_http.serve import Served, free_port
@@ -151,9 +152,7 @@ async def test_500_is_unavailable_and_not_resent(
     sierra: Sierra, sierra_store: Any, route: str
 ) -> None:
     double, _ = sierra
-    double.fail(route, "500")
-    with pytest.raises(StoreUnavailable):
-        await sierra_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
+    await pin_check_fails(double, sierra_store, route, "500")
     assert double.count("/patrons/validate") == 1
 
 
@@ -180,9 +179,7 @@ async def test_unreadable_answers_are_unavailable(
     sierra: Sierra, sierra_store: Any, kind: str, route: str
 ) -> None:
     double, _ = sierra
-    double.fail(route, kind)
-    with pytest.raises(StoreUnavailable):
-        await sierra_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
+    await pin_check_fails(double, sierra_store, route, kind)
 
 
 HOSTILE = ["A+B/C D", "29 00/11+22", "Ünïcödé-卡-42", "a&varFieldTag=z", "x%2Fy?z#w"]

@@ -24,6 +24,7 @@ from tests.plugins.ils_http.conftest import symphony_settings
 from tests.plugins.ils_http.scenarios import (
     breaker_holds_after_429,
     connection_refused,
+    pin_check_fails,
     slow_check_ends_at_the_deadline,
 )
 from tests.plugins.ils_http.serve import Served, free_port
@@ -134,9 +135,7 @@ async def test_500_is_unavailable_and_not_resent(
     symphony: Symphony, symphony_store: Any, route: str
 ) -> None:
     double, _ = symphony
-    double.fail(route, "500")
-    with pytest.raises(StoreUnavailable):
-        await symphony_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
+    await pin_check_fails(double, symphony_store, route, "500")
     assert double.count("/user/patron/authenticate") == 1
 
 
@@ -163,9 +162,7 @@ async def test_unreadable_answers_are_unavailable(
     symphony: Symphony, symphony_store: Any, kind: str, route: str
 ) -> None:
     double, _ = symphony
-    double.fail(route, kind)
-    with pytest.raises(StoreUnavailable):
-        await symphony_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
+    await pin_check_fails(double, symphony_store, route, kind)
 
 
 HOSTILE = ["A+B/C D", "29 00/11+22", "Ünïcödé-卡-42", "a&includeFields=*", "x%2Fy?z#w"]
