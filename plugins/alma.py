@@ -33,12 +33,12 @@ from bridge.core.store import (
     NotSupported,
     StorePlugin,
     StoreServices,
-    StoreUnavailable,
     Verification,
 )
 from plugins.ils_http.client import HttpIls, IlsUnavailable, Reply
 from plugins.ils_http.records import RecordCache
 from plugins.ils_http.settings import HttpStoreSettings
+from plugins.ils_http.store import probe_health, refused
 
 AUTH_FAILED = "401866"
 NOT_FOUND = frozenset({"401890", "401861"})
@@ -133,7 +133,7 @@ class AlmaStore:
     async def verify_pin(self, barcode: str, pin: Secret) -> Verification:
         text = pin.text()
         if text is None or not barcode:
-            return Verification(Patron(barcode=barcode, record_id=""), pin_ok=False)
+            return refused(barcode)
         async with self.http.deadline("PIN check"):
             reply = await self.http.send(
                 "POST",
@@ -147,7 +147,7 @@ class AlmaStore:
                 return Verification(patron, pin_ok=patron is not None)
             code = self._error_code(reply, "PIN check")
             if code == AUTH_FAILED:
-                return Verification(Patron(barcode=barcode, record_id=""), pin_ok=False)
+                return refused(barcode)
             if code in NOT_FOUND:
                 return Verification(None, pin_ok=False)
             raise self._failure(reply, code, "PIN check")
@@ -162,23 +162,16 @@ class AlmaStore:
         raise NotSupported("the alma connector does not change passwords")
 
     async def health(self) -> Health:
-        known = self.http.circuit_health()
-        if known is not None:
-            return known
-        try:
-            async with self.http.deadline("health"):
-                reply = await self.http.send(
-                    "GET",
-                    "/almaws/v1/users/test",
-                    what="health",
-                    params=self._params({}),
-                    headers=self._auth(),
-                )
-        except StoreUnavailable as exc:
-            return Health(False, str(exc))
-        if reply.status != 200:
-            return Health(False, f"alma: health: status {reply.status}")
-        return Health(True, "Alma API answering")
+        async def probe() -> Reply:
+            return await self.http.send(
+                "GET",
+                "/almaws/v1/users/test",
+                what="health",
+                params=self._params({}),
+                headers=self._auth(),
+            )
+
+        return await probe_health(self.http, probe, "alma", "Alma API answering")
 
     async def aclose(self) -> None:
         await self.http.aclose()

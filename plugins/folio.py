@@ -51,6 +51,7 @@ from bridge.core.store import (
 from plugins.ils_http.client import HttpIls, IlsUnavailable, Reply
 from plugins.ils_http.records import RecordCache
 from plugins.ils_http.settings import HttpStoreSettings
+from plugins.ils_http.store import probe_health
 
 _TENANT = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 BlockKind = Literal["borrowing", "renewals", "requests"]
@@ -328,19 +329,12 @@ class FolioStore:
             raise self._failure(reply, "PIN change")
 
     async def health(self) -> Health:
-        known = self.http.circuit_health()
-        if known is not None:
-            return known
-        try:
-            async with self.http.deadline("health"):
-                reply = await self.http.call(
-                    "GET", "/users", what="health", auth=self.auth, params={"limit": "0"}
-                )
-        except StoreUnavailable as exc:
-            return Health(False, str(exc))
-        if reply.status != 200:
-            return Health(False, f"folio: health: status {reply.status}")
-        return Health(True, "FOLIO answering")
+        async def probe() -> Reply:
+            return await self.http.call(
+                "GET", "/users", what="health", auth=self.auth, params={"limit": "0"}
+            )
+
+        return await probe_health(self.http, probe, "folio", "FOLIO answering")
 
     async def aclose(self) -> None:
         await self.http.aclose()

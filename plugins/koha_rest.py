@@ -48,6 +48,7 @@ from bridge.core.store import (
 from plugins.ils_http.client import Authorizer, HttpIls, IlsUnavailable, Reply
 from plugins.ils_http.records import RecordCache
 from plugins.ils_http.settings import HttpStoreSettings
+from plugins.ils_http.store import probe_health, refused
 from plugins.ils_http.tokens import ClientCredentials
 
 API = "/api/v1"
@@ -170,7 +171,7 @@ class KohaRestStore:
     async def verify_pin(self, barcode: str, pin: Secret) -> Verification:
         text = pin.text()
         if text is None or not barcode:
-            return Verification(Patron(barcode=barcode, record_id=""), pin_ok=False)
+            return refused(barcode)
         async with self.http.deadline("PIN check"):
             reply = await self.http.call(
                 "POST",
@@ -183,7 +184,7 @@ class KohaRestStore:
                 found = self.http.decode(reply, Validated, "PIN check")
                 if self.settings.identifier == "cardnumber" and found.cardnumber != barcode:
                     # Koha matched a username: not what this library lets patrons type.
-                    return Verification(Patron(barcode=barcode, record_id=""), pin_ok=False)
+                    return refused(barcode)
                 patron = await self._status(str(found.patron_id), barcode)
                 return Verification(patron, pin_ok=patron is not None)
             if reply.status == 204:  # the first releases: no body, find the record ourselves
@@ -236,23 +237,12 @@ class KohaRestStore:
         raise self._failure(reply, "PIN change")
 
     async def health(self) -> Health:
-        known = self.http.circuit_health()
-        if known is not None:
-            return known
-        try:
-            async with self.http.deadline("health"):
-                reply = await self.http.call(
-                    "GET",
-                    f"{API}/patrons",
-                    what="health",
-                    auth=self.auth,
-                    params={"_per_page": "1"},
-                )
-        except StoreUnavailable as exc:
-            return Health(False, str(exc))
-        if reply.status != 200:
-            return Health(False, f"koha-rest: health: status {reply.status}")
-        return Health(True, "Koha REST API answering")
+        async def probe() -> Reply:
+            return await self.http.call(
+                "GET", f"{API}/patrons", what="health", auth=self.auth, params={"_per_page": "1"}
+            )
+
+        return await probe_health(self.http, probe, "koha-rest", "Koha REST API answering")
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -276,7 +266,7 @@ class KohaRestStore:
         if self.settings.tell_unknown:
             known = await self._find(barcode, with_fines=False)
             return Verification(known, pin_ok=False)
-        return Verification(Patron(barcode=barcode, record_id=""), pin_ok=False)
+        return refused(barcode)
 
     def _failure(self, reply: Reply, what: str) -> IlsUnavailable:
         if reply.status == 403:

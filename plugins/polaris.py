@@ -58,6 +58,7 @@ from bridge.core.store import (
 from plugins.ils_http.client import HttpIls, IlsUnavailable, Reply
 from plugins.ils_http.records import RecordCache
 from plugins.ils_http.settings import HttpStoreSettings
+from plugins.ils_http.store import probe_health, refused
 
 
 class SignatureRefused(IlsUnavailable):
@@ -188,7 +189,7 @@ class PolarisStore:
     async def verify_pin(self, barcode: str, pin: Secret) -> Verification:
         text = pin.text()
         if text is None or not barcode:
-            return Verification(Patron(barcode=barcode, record_id=""), pin_ok=False)
+            return refused(barcode)
         s = self.settings
         async with self.http.deadline("PIN check"):
             reply = await self._signed(
@@ -220,17 +221,10 @@ class PolarisStore:
         raise NotSupported("the polaris connector does not change PINs; change it in Polaris")
 
     async def health(self) -> Health:
-        known = self.http.circuit_health()
-        if known is not None:
-            return known
-        try:
-            async with self.http.deadline("health"):
-                reply = await self.http.send("GET", f"{self.settings.public}/api", what="health")
-        except StoreUnavailable as exc:
-            return Health(False, str(exc))
-        if reply.status != 200:
-            return Health(False, f"polaris: health: status {reply.status}")
-        return Health(True, "Polaris API answering")
+        async def probe() -> Reply:
+            return await self.http.send("GET", f"{self.settings.public}/api", what="health")
+
+        return await probe_health(self.http, probe, "polaris", "Polaris API answering")
 
     async def aclose(self) -> None:
         await self.http.aclose()

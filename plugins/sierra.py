@@ -37,6 +37,7 @@ from bridge.core.store import (
 from plugins.ils_http.client import HttpIls, IlsUnavailable, Reply
 from plugins.ils_http.records import RecordCache
 from plugins.ils_http.settings import HttpStoreSettings
+from plugins.ils_http.store import probe_health, refused
 from plugins.ils_http.tokens import ClientCredentials
 
 FIELDS = (
@@ -101,7 +102,7 @@ class SierraStore:
     async def verify_pin(self, barcode: str, pin: Secret) -> Verification:
         text = pin.text()
         if text is None or not barcode:
-            return Verification(Patron(barcode=barcode, record_id=""), pin_ok=False)
+            return refused(barcode)
         async with self.http.deadline("PIN check"):
             reply = await self.http.call(
                 "POST",
@@ -123,7 +124,7 @@ class SierraStore:
                     found = await self._find("b", barcode)
                     known = None if found is None else self._patron(found, barcode)
                     return Verification(known, pin_ok=False)
-                return Verification(Patron(barcode=barcode, record_id=""), pin_ok=False)
+                return refused(barcode)
             raise self._failure(reply, "PIN check")
 
     async def lookup(self, barcode: str) -> Patron | None:
@@ -184,15 +185,10 @@ class SierraStore:
         raise self._failure(reply, "PIN change")
 
     async def health(self) -> Health:
-        known = self.http.circuit_health()
-        if known is not None:
-            return known
-        try:
-            async with self.http.deadline("health"):
-                await self.auth.headers(self.http)  # a token proves the key and the server
-        except StoreUnavailable as exc:
-            return Health(False, str(exc))
-        return Health(True, "Sierra API answering")
+        async def probe() -> None:
+            await self.auth.headers(self.http)  # a token proves the key and the server
+
+        return await probe_health(self.http, probe, "sierra", "Sierra API answering")
 
     async def aclose(self) -> None:
         await self.http.aclose()

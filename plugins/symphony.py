@@ -35,12 +35,12 @@ from bridge.core.store import (
     NotSupported,
     StorePlugin,
     StoreServices,
-    StoreUnavailable,
     Verification,
 )
 from plugins.ils_http.client import HttpIls, IlsUnavailable, Reply
 from plugins.ils_http.records import RecordCache
 from plugins.ils_http.settings import HttpStoreSettings
+from plugins.ils_http.store import probe_health, refused
 
 INCLUDE = (
     "barcode,firstName,lastName,preferredName,privilegeExpiresDate,profile,library,standing,"
@@ -165,7 +165,7 @@ class SymphonyStore:
     async def verify_pin(self, barcode: str, pin: Secret) -> Verification:
         text = pin.text()
         if text is None or not barcode:
-            return Verification(Patron(barcode=barcode, record_id=""), pin_ok=False)
+            return refused(barcode)
         async with self.http.deadline("PIN check"):
             reply = await self.http.send(
                 "POST",
@@ -181,7 +181,7 @@ class SymphonyStore:
                 if self.settings.tell_unknown:
                     found = await self._by_barcode(barcode)
                     return Verification(found, pin_ok=False)
-                return Verification(Patron(barcode=barcode, record_id=""), pin_ok=False)
+                return refused(barcode)
             raise self._failure(reply, "PIN check")
 
     async def lookup(self, barcode: str) -> Patron | None:
@@ -194,15 +194,10 @@ class SymphonyStore:
         raise NotSupported("the symphony connector does not change PINs")
 
     async def health(self) -> Health:
-        known = self.http.circuit_health()
-        if known is not None:
-            return known
-        try:
-            async with self.http.deadline("health"):
-                await self.staff.headers(self.http)  # a staff session proves id, login and server
-        except StoreUnavailable as exc:
-            return Health(False, str(exc))
-        return Health(True, "Symphony Web Services answering")
+        async def probe() -> None:
+            await self.staff.headers(self.http)  # a staff session proves id, login and server
+
+        return await probe_health(self.http, probe, "symphony", "Symphony Web Services answering")
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -18,10 +17,9 @@ from bridge.core.pin import PolicyResult
 from bridge.portal import answers, i18n
 from bridge.portal.i18n import Translator
 from bridge.portal.sessions import Session, new_id, plausible_id
-from bridge.portal.settings import LANGUAGES, Language
+from bridge.portal.settings import Language
 from bridge.portal.state import Portal
-
-MAX_FIELD = 256  # longer than any barcode, PIN or token the pages accept
+from bridge.portal.visit_parts import lang_links, pin_length, read_form, set_lang_cookie
 
 
 def cookie_name(portal: Portal) -> str:
@@ -68,11 +66,7 @@ class Visit:
 
     async def form(self) -> dict[str, str] | None:
         """The posted fields, or None when the CSRF token is missing or wrong."""
-        data = await self.request.form(max_files=0, max_fields=10, max_part_size=4096)
-        fields = {k: v[:MAX_FIELD] for k, v in data.items() if isinstance(v, str)}
-        if not self.portal.sessions.csrf_ok(self.cookie, fields.get("csrf")):
-            return None
-        return fields
+        return await read_form(self.request, self.portal.sessions, self.cookie, max_fields=10)
 
     # -- session changes --------------------------------------------------------------------
     def sign_in(self, barcode: str) -> None:
@@ -90,18 +84,10 @@ class Visit:
 
     # -- responses --------------------------------------------------------------------------
     def lang_links(self) -> list[tuple[Language, str]]:
-        params = {k: v for k, v in self.request.query_params.items() if k != "lang"}
-        return [
-            (lang, "?" + urlencode({**params, "lang": lang}))
-            for lang in LANGUAGES
-            if lang != self.lang
-        ]
+        return lang_links(self.request, self.lang)
 
     def pin_length(self) -> str:
-        policy = self.portal.authenticator.pin_policy
-        if policy.min_length == policy.max_length:
-            return str(policy.min_length)
-        return f"{policy.min_length}–{policy.max_length}"
+        return pin_length(self.portal.authenticator.pin_policy)
 
     def policy_text(self, policy: PolicyResult) -> str:
         return self.t(answers.policy_message(policy), length=self.pin_length())
@@ -139,13 +125,5 @@ class Visit:
                 path="/",
             )
         if self._set_lang:
-            response.set_cookie(
-                i18n.LANG_COOKIE,
-                self.lang,
-                max_age=365 * 86400,
-                httponly=True,
-                secure=secure,
-                samesite="lax",
-                path="/",
-            )
+            set_lang_cookie(response, self.lang, secure)
         return response

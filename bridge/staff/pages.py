@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import NamedTuple
 from urllib.parse import quote
 
 from starlette.requests import Request
@@ -25,7 +26,7 @@ from bridge.staff.roles import Action, allowed
 from bridge.staff.search import find
 from bridge.staff.standing import standing_of
 from bridge.staff.state import Desk, log
-from bridge.staff.visit import StaffVisit, session_key
+from bridge.staff.visit import Staff, StaffVisit, session_key
 from bridge.state.shared import card_counter
 
 CHECKS = ("photo_id", "card")
@@ -234,6 +235,27 @@ async def _patron(visit: StaffVisit, barcode: str) -> tuple[Patron | None, Respo
     return patron, None
 
 
+class CardAction(NamedTuple):
+    """A POST on a card page that passed the gate, and the card it acts on."""
+
+    visit: StaffVisit
+    form: dict[str, str]
+    staff: Staff
+    patron: Patron
+
+
+async def _card_action(request: Request, action: Action) -> CardAction | Response:
+    """`_gate`, then the card the path names; else the response that refuses (sign-in, role,
+    CSRF, no such card, store down), sent as it is."""
+    visit, form, refusal = await _gate(request, action)
+    if refusal is not None or form is None or visit.staff is None:
+        return refusal  # type: ignore[return-value]
+    patron, missing = await _patron(visit, request.path_params["barcode"])
+    if patron is None:
+        return missing  # type: ignore[return-value]
+    return CardAction(visit, form, visit.staff, patron)
+
+
 async def card(request: Request) -> Response:
     visit, _, refusal = await _gate(request, Action.LOOK_UP)
     if refusal is not None:
@@ -288,12 +310,10 @@ async def _card_page(
 
 
 async def reset_pin(request: Request) -> Response:
-    visit, form, refusal = await _gate(request, Action.RESET_PIN)
-    if refusal is not None or form is None or visit.staff is None:
-        return refusal  # type: ignore[return-value]
-    patron, missing = await _patron(visit, request.path_params["barcode"])
-    if patron is None:
-        return missing  # type: ignore[return-value]
+    target = await _card_action(request, Action.RESET_PIN)
+    if not isinstance(target, CardAction):
+        return target
+    visit, form, staff, patron = target
     desk = visit.desk
     check = form.get("check", "")
     minor = desk.is_minor(patron)
@@ -306,16 +326,14 @@ async def reset_pin(request: Request) -> Response:
     if not errors and not new.matches(again):
         errors["new_again"] = visit.t("pin.mismatch")
     if not errors:
-        result = await desk.authenticator.set_pin(
-            patron.barcode, new, actor=f"staff:{visit.staff.name}"
-        )
+        result = await desk.authenticator.set_pin(patron.barcode, new, actor=f"staff:{staff.name}")
         if result.ok:
             desk.authenticator.audit.event(
                 "staff_pin_reset",
                 barcode=patron.barcode,
-                staff=visit.staff.name,
-                role=visit.staff.account.role.value,
-                branch=visit.staff.branch,
+                staff=staff.name,
+                role=staff.account.role.value,
+                branch=staff.branch,
                 check=check,
                 minor=minor,
                 source=visit.source,
@@ -332,31 +350,27 @@ async def reset_pin(request: Request) -> Response:
 
 
 async def clear_lock(request: Request) -> Response:
-    visit, form, refusal = await _gate(request, Action.CLEAR_LOCK)
-    if refusal is not None or form is None or visit.staff is None:
-        return refusal  # type: ignore[return-value]
-    patron, missing = await _patron(visit, request.path_params["barcode"])
-    if patron is None:
-        return missing  # type: ignore[return-value]
+    target = await _card_action(request, Action.CLEAR_LOCK)
+    if not isinstance(target, CardAction):
+        return target
+    visit, _form, staff, patron = target
     auth = visit.desk.authenticator
-    auth.clear_lock(patron.barcode, actor=f"staff:{visit.staff.name}@{visit.staff.branch}")
+    auth.clear_lock(patron.barcode, actor=f"staff:{staff.name}@{staff.branch}")
     auth.invalidate(patron.barcode)
     return visit.redirect(card_path(patron.barcode, "unlock"))
 
 
 async def block(request: Request) -> Response:
-    visit, form, refusal = await _gate(request, Action.BLOCK)
-    if refusal is not None or form is None or visit.staff is None:
-        return refusal  # type: ignore[return-value]
-    patron, missing = await _patron(visit, request.path_params["barcode"])
-    if patron is None:
-        return missing  # type: ignore[return-value]
+    target = await _card_action(request, Action.BLOCK)
+    if not isinstance(target, CardAction):
+        return target
+    visit, form, staff, patron = target
     reason = " ".join(form.get("reason", "").split())[:120]
     if not reason:
         return await _card_page(
             visit, patron, errors={"reason": visit.t("staff.block_reason_required")}
         )
-    actor = f"staff:{visit.staff.name}@{visit.staff.branch}"
+    actor = f"staff:{staff.name}@{staff.branch}"
     try:
         await visit.desk.authenticator.block(patron.barcode, reason, actor=actor)
     except (NotSupported, StoreUnavailable):
@@ -365,13 +379,11 @@ async def block(request: Request) -> Response:
 
 
 async def unblock(request: Request) -> Response:
-    visit, form, refusal = await _gate(request, Action.UNBLOCK)
-    if refusal is not None or form is None or visit.staff is None:
-        return refusal  # type: ignore[return-value]
-    patron, missing = await _patron(visit, request.path_params["barcode"])
-    if patron is None:
-        return missing  # type: ignore[return-value]
-    actor = f"staff:{visit.staff.name}@{visit.staff.branch}"
+    target = await _card_action(request, Action.UNBLOCK)
+    if not isinstance(target, CardAction):
+        return target
+    visit, _form, staff, patron = target
+    actor = f"staff:{staff.name}@{staff.branch}"
     try:
         await visit.desk.authenticator.unblock(patron.barcode, actor=actor)
     except (NotSupported, StoreUnavailable):
@@ -380,20 +392,18 @@ async def unblock(request: Request) -> Response:
 
 
 async def send_link(request: Request) -> Response:
-    visit, form, refusal = await _gate(request, Action.RESEND_LINK)
-    if refusal is not None or form is None or visit.staff is None:
-        return refusal  # type: ignore[return-value]
-    patron, missing = await _patron(visit, request.path_params["barcode"])
-    if patron is None:
-        return missing  # type: ignore[return-value]
+    target = await _card_action(request, Action.RESEND_LINK)
+    if not isinstance(target, CardAction):
+        return target
+    visit, _form, staff, patron = target
     sent = False
     with contextlib.suppress(StoreUnavailable):
         sent = await visit.desk.send_link(patron, visit.t, visit.source)
     visit.desk.authenticator.audit.event(
         "staff_reset_link",
         barcode=patron.barcode,
-        staff=visit.staff.name,
-        branch=visit.staff.branch,
+        staff=staff.name,
+        branch=staff.branch,
         sent=sent,
     )
     return visit.redirect(card_path(patron.barcode, "link" if sent else "no_link"))

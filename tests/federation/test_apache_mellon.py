@@ -15,8 +15,9 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from bridge.federation.saml import read_or_create_identity
+from tests.apache import MODULES, running_apache
 from tests.federation.support import sections
-from tests.federation.test_apache_openidc import browser, fill, require_module, running_apache, shot
+from tests.federation.test_apache_openidc import browser, fill, require_module, shot
 from tests.harness import DEMO, Daemon
 from tests.pins import DEMO_PIN, WRONG_PIN
 from tests.portal.support import free_port
@@ -24,7 +25,6 @@ from tests.portal.support import free_port
 __all__ = ["browser"]
 pytestmark = pytest.mark.browser
 
-MODULES = Path("/usr/lib/apache2/modules")
 PAGE = """<html><body>
 <p id="affiliation"><!--#echo var="AFFILIATION" --></p>
 <p id="name"><!--#echo var="DISPLAYNAME" --></p>
@@ -141,7 +141,7 @@ def test_apache_mod_auth_mellon_signs_a_patron_in(
         (root / "idp.xml").write_text(idp_metadata)
         (root / "httpd.conf").write_text(apache_config(root, port))
 
-    with running_apache(daemon, port, write) as apache:
+    with running_apache(daemon, port, write, prefix="bridge-apache-fed-") as apache:
         page = browser.new_context(locale="en-US").new_page()
         page.goto(f"{apache}/protected/index.html")
         expect(page).to_have_url(re.compile(re.escape(f"{issuer}/saml/sso/redirect?")))
@@ -176,7 +176,7 @@ def test_tampered_request_and_replayed_assertion_are_refused(
         (root / "idp.xml").write_text(idp_metadata)
         (root / "httpd.conf").write_text(apache_config(root, port))
 
-    with running_apache(daemon, port, write) as apache:
+    with running_apache(daemon, port, write, prefix="bridge-apache-fed-") as apache:
         with httpx.Client(timeout=30, follow_redirects=False) as http:
             login = http.get(f"{apache}/protected/index.html").headers["location"]
             to_idp = http.get(login).headers["location"]

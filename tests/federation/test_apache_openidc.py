@@ -10,25 +10,17 @@ message as an unknown card. Every step is kept as a screenshot under tests/artif
 
 from __future__ import annotations
 
-import contextlib
-import os
-import pwd
 import re
-import shutil
-import signal
-import socket
-import subprocess
-import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from tests.apache import MODULES, running_apache
 from tests.conftest import ARTIFACTS, in_ci, require_tool
 from tests.federation.support import start_daemon
-from tests.harness import DEMO, LOG_FILES, UNKNOWN, Daemon
+from tests.harness import DEMO, UNKNOWN, Daemon
 from tests.pins import DEMO_PIN, WRONG_PIN
 from tests.portal.support import free_port
 from tests.portal.test_browser import CHROMIUM_ARGS
@@ -36,7 +28,6 @@ from tests.portal.test_browser import CHROMIUM_ARGS
 pytestmark = pytest.mark.browser
 
 SHOTS = ARTIFACTS / "federation"
-MODULES = Path("/usr/lib/apache2/modules")
 APACHE_SECRET = "apache-oidc-6c1e93"
 PAGE = """<html><body>
 <p id="user"><!--#echo var="REMOTE_USER" --></p>
@@ -111,58 +102,6 @@ def bridge(tmp_path: Path) -> Iterator[tuple[Daemon, str, int]]:
         daemon.stop()
 
 
-@contextlib.contextmanager
-def running_apache(daemon: Daemon, port: int, write: Callable[[Path], None]) -> Iterator[str]:
-    """Debian's Apache in the foreground on a loopback port, as `nobody` when we are root."""
-    binary = require_tool("apache2")
-    root = Path(tempfile.mkdtemp(prefix="bridge-apache-fed-"))
-    write(root)
-    user: str | None = None
-    if os.geteuid() == 0:
-        user = "nobody"
-        nobody = pwd.getpwnam(user)
-        for path in [root, *root.rglob("*")]:
-            os.chown(path, nobody.pw_uid, nobody.pw_gid)
-    error_log = root / "error.log"
-    LOG_FILES.append(error_log)
-    proc = subprocess.Popen(
-        [binary, "-d", str(root), "-f", str(root / "httpd.conf"), "-DFOREGROUND"],
-        user=user,
-        group="nogroup" if user else None,
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:  # ready when it accepts connections (an event: the socket answers)
-            if proc.poll() is not None:
-                err = proc.stderr.read().decode() if proc.stderr else ""
-                raise RuntimeError(f"apache exited {proc.returncode}: {err}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
-        kept = daemon.dir / "apache-error.log"
-        if error_log.exists():
-            shutil.copy(error_log, kept)
-            LOG_FILES.append(kept)
-        shutil.rmtree(root, ignore_errors=True)
-
-
 def require_module(name: str, package: str) -> None:
     if not (MODULES / name).exists():
         message = f"{name} is not installed ({package})"
@@ -181,7 +120,7 @@ def apache(bridge: tuple[Daemon, str, int]) -> Iterator[str]:
         (root / "htdocs" / "protected" / "index.html").write_text(PAGE)
         (root / "httpd.conf").write_text(apache_config(root, port, issuer))
 
-    with running_apache(daemon, port, write) as url:
+    with running_apache(daemon, port, write, prefix="bridge-apache-fed-") as url:
         yield url
 
 

@@ -15,22 +15,15 @@ test_server.py's `test_group_entries_are_comparable_and_readable_by_every_servic
 
 from __future__ import annotations
 
-import os
-import pwd
-import shutil
-import signal
 import socket
-import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import require_tool
-from tests.harness import DEMO, LOG_FILES, Daemon
+from tests.apache import MODULES, running_apache
+from tests.harness import DEMO, Daemon
 from tests.pins import DEMO_PIN, WRONG_PIN
 
 BASE_DN = "dc=library,dc=example"
@@ -47,7 +40,6 @@ dn = "{EZPROXY}"
 password = "{SECRET}"
 attributes = ["uid", "cn", "memberOf"]
 """
-MODULES = Path("/usr/lib/apache2/modules")
 
 
 def free_port() -> int:
@@ -116,58 +108,16 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
 
 @pytest.fixture
 def apache(daemon: Daemon) -> Iterator[str]:
-    binary = require_tool("apache2")
-    # A directory of its own that a non-root Apache can write (pytest's tmp is root-only).
-    root = Path(tempfile.mkdtemp(prefix="bridge-apache-"))
-    for sub in ("htdocs/patrons", "htdocs/adults"):
-        (root / sub).mkdir(parents=True)
-        (root / sub / "index.html").write_text("inside\n")
     port = free_port()
-    (root / "httpd.conf").write_text(apache_config(root, port, daemon.address("ldap")))
-    user: str | None = None
-    if os.geteuid() == 0:
-        user = "nobody"
-        nobody = pwd.getpwnam(user)
-        for path in [root, *root.rglob("*")]:
-            os.chown(path, nobody.pw_uid, nobody.pw_gid)
-    error_log = root / "error.log"
-    LOG_FILES.append(error_log)
-    proc = subprocess.Popen(
-        [binary, "-d", str(root), "-f", str(root / "httpd.conf"), "-DFOREGROUND"],
-        user=user,
-        group="nogroup" if user else None,
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:  # ready when it accepts connections (an event: the socket answers)
-            if proc.poll() is not None:
-                err = proc.stderr.read().decode() if proc.stderr else ""
-                raise RuntimeError(f"apache exited {proc.returncode}: {err}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
-        kept = daemon.dir / "apache-error.log"
-        if error_log.exists():
-            shutil.copy(error_log, kept)
-            LOG_FILES.append(kept)
-        shutil.rmtree(root, ignore_errors=True)
+
+    def write(root: Path) -> None:
+        for sub in ("htdocs/patrons", "htdocs/adults"):
+            (root / sub).mkdir(parents=True)
+            (root / sub / "index.html").write_text("inside\n")
+        (root / "httpd.conf").write_text(apache_config(root, port, daemon.address("ldap")))
+
+    with running_apache(daemon, port, write, prefix="bridge-apache-") as url:
+        yield url
 
 
 def get(base: str, path: str, barcode: str, pin: str) -> int:

@@ -9,19 +9,18 @@ from __future__ import annotations
 import json
 import socket
 import ssl
-import time
 from pathlib import Path
 from typing import Any
 
 from ldap3 import Connection
 
 from bridge.ldap import messages as m
+from tests import limits
 from tests.harness import DEMO, Daemon
 from tests.ldap import oracle
 from tests.ldap.test_server import EZPROXY, EZPROXY_SECRET, SECTIONS, dn, server
+from tests.limits import LIVENESS, closed_by_server, stalled_handshakes
 from tests.pins import DEMO_PIN
-
-LIVENESS = 20.0  # seconds a deadline of 1-2 s gets before the test calls it broken
 
 
 def daemon(tmp_path: Path, **limits: object) -> Daemon:
@@ -31,11 +30,7 @@ def daemon(tmp_path: Path, **limits: object) -> Daemon:
 
 
 def connect(d: Daemon, source: str = "127.0.0.1", *, tls: bool = False) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind((source, 0))
-    sock.settimeout(LIVENESS)
-    sock.connect(d.address("ldap", 1 if tls else 0))
-    return sock
+    return limits.connect(d, "ldap", source, 1 if tls else 0)
 
 
 def bind(sock: socket.socket) -> int:
@@ -44,32 +39,9 @@ def bind(sock: socket.socket) -> int:
     return code
 
 
-def closed_by_server(sock: socket.socket) -> bytes:
-    """Everything the server sent until it closed (a reset counts as closed)."""
-    data = b""
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except ConnectionResetError:
-        pass
-    return data
-
-
 def refusal_lines(d: Daemon, reason: str, source: str | None = None) -> list[dict[str, Any]]:
     """The daemon's `ldap_connection_refused` lines for a reason, waiting (bounded) for one."""
-    deadline = time.monotonic() + LIVENESS
-    while True:
-        lines = [json.loads(x) for x in d.stderr_path.read_text().splitlines() if x.startswith("{")]
-        found = [
-            x
-            for x in lines
-            if x.get("event") == "ldap_connection_refused"
-            and x.get("reason") == reason
-            and (source is None or x.get("source") == source)
-        ]
-        if found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.05)
+    return limits.refusal_lines(d, "ldap_connection_refused", reason, source)
 
 
 def patron_bind_works(d: Daemon, *, tls: bool = False) -> bool:
@@ -202,15 +174,7 @@ def test_handshakes_that_never_finish_leave_nothing_behind(tmp_path: Path) -> No
         listener = await start(config.ldap, Services(config, core.authenticator, core.audit))
         try:
             host, port = listener.addresses[1].rsplit(":", 1)
-            writers = []
-            for i in range(40):  # ten times the handshake slots: most are evicted
-                _, writer = await asyncio.open_connection(host, int(port))
-                writer.write(b"\x16\x03\x01")
-                writers.append(writer)
-                if i % 10 == 9:
-                    await asyncio.sleep(0)  # let the server accept (no time is asserted)
-            for writer in writers:
-                writer.close()
+            await stalled_handshakes(host, int(port))
             loop = asyncio.get_running_loop()
             give_up = loop.time() + LIVENESS
             while (listener.connections or len(listener.gate)) and loop.time() < give_up:

@@ -6,18 +6,17 @@ rate-limited refusal log. No sleeps: each test waits for the server's own answer
 
 from __future__ import annotations
 
-import json
 import socket
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from bridge.tls import generate_self_signed
+from tests import limits
 from tests.harness import Daemon
+from tests.limits import LIVENESS, closed_by_server, stalled_handshakes
 
-LIVENESS = 20.0
 REQUEST = b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: test\r\n\r\n"
 
 
@@ -26,21 +25,7 @@ def daemon(tmp_path: Path, limits: str = "") -> Daemon:
 
 
 def connect(d: Daemon, source: str = "127.0.0.1") -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind((source, 0))
-    sock.settimeout(LIVENESS)
-    sock.connect(d.address("portal"))
-    return sock
-
-
-def closed_by_server(sock: socket.socket) -> bytes:
-    data = b""
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except ConnectionResetError:
-        pass
-    return data
+    return limits.connect(d, "portal", source)
 
 
 def page(d: Daemon) -> int:
@@ -49,19 +34,7 @@ def page(d: Daemon) -> int:
 
 
 def refusal_lines(d: Daemon, reason: str, source: str) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + LIVENESS
-    while True:
-        lines = [json.loads(x) for x in d.stderr_path.read_text().splitlines() if x.startswith("{")]
-        found = [
-            x
-            for x in lines
-            if x.get("event") == "portal_connection_refused"
-            and x.get("reason") == reason
-            and x.get("source") == source
-        ]
-        if found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.05)
+    return limits.refusal_lines(d, "portal_connection_refused", reason, source)
 
 
 def test_a_trickled_request_header_gets_408_at_its_deadline(tmp_path: Path) -> None:
@@ -183,15 +156,7 @@ def test_abandoned_connections_leave_nothing_behind(tmp_path: Path) -> None:
         gate = protocol.gate
         try:
             host, port = listener.addresses[0].rsplit(":", 1)
-            writers = []
-            for i in range(40):
-                _, writer = await asyncio.open_connection(host, int(port))
-                writer.write(b"\x16\x03\x01")
-                writers.append(writer)
-                if i % 10 == 9:
-                    await asyncio.sleep(0)
-            for writer in writers:
-                writer.close()
+            await stalled_handshakes(host, int(port))
             loop = asyncio.get_running_loop()
             give_up = loop.time() + LIVENESS
             state = listener.server.server_state

@@ -5,18 +5,17 @@ each test waits for the server's own disconnect, with a socket timeout as the li
 
 from __future__ import annotations
 
-import json
 import socket
 import ssl
-import time
 from pathlib import Path
 from typing import Any
 
+from tests import limits
 from tests.harness import DEMO, Daemon
+from tests.limits import LIVENESS, closed_by_server, stalled_handshakes
 from tests.pins import DEMO_PIN
 from tests.sip2.wire import login_msg, patron_msg
 
-LIVENESS = 20.0
 ACCOUNT = """
 [[sip2.accounts]]
 login = "selfcheck"
@@ -36,11 +35,7 @@ def daemon(tmp_path: Path, limits: str = "", *, tls: bool = False) -> Daemon:
 
 
 def connect(d: Daemon, source: str = "127.0.0.1", *, tls: bool = False) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind((source, 0))
-    sock.settimeout(LIVENESS)
-    sock.connect(d.address("sip2", 1 if tls else 0))
-    return sock
+    return limits.connect(d, "sip2", source, 1 if tls else 0)
 
 
 def login(sock: socket.socket) -> None:
@@ -48,30 +43,8 @@ def login(sock: socket.socket) -> None:
     assert sock.recv(64) == b"941\r"
 
 
-def closed_by_server(sock: socket.socket) -> bytes:
-    data = b""
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except ConnectionResetError:
-        pass
-    return data
-
-
 def refusal_lines(d: Daemon, reason: str, source: str) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + LIVENESS
-    while True:
-        lines = [json.loads(x) for x in d.stderr_path.read_text().splitlines() if x.startswith("{")]
-        found = [
-            x
-            for x in lines
-            if x.get("event") == "sip2_connection_refused"
-            and x.get("reason") == reason
-            and x.get("source") == source
-        ]
-        if found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.05)
+    return limits.refusal_lines(d, "sip2_connection_refused", reason, source)
 
 
 def test_full_listener_evicts_a_connection_that_never_logged_in(tmp_path: Path) -> None:
@@ -174,15 +147,7 @@ def test_handshakes_that_never_finish_leave_nothing_behind(tmp_path: Path) -> No
         listener = await start(config.sip2, Services(config, core.authenticator, core.audit))
         try:
             host, port = listener.tls_addresses[0].rsplit(":", 1)
-            writers = []
-            for i in range(40):  # ten times the handshake slots: most are evicted
-                _, writer = await asyncio.open_connection(host, int(port))
-                writer.write(b"\x16\x03\x01")
-                writers.append(writer)
-                if i % 10 == 9:
-                    await asyncio.sleep(0)
-            for writer in writers:
-                writer.close()
+            await stalled_handshakes(host, int(port))
             loop = asyncio.get_running_loop()
             give_up = loop.time() + LIVENESS
             gate = listener.gate

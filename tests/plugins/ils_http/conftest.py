@@ -4,11 +4,14 @@ against the schema we wrote from the vendor's contract when the test ends."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import pytest
+from starlette.applications import Starlette
 
 from tests.plugins.conftest import CountingHasher, Opened, open_plugin
 from tests.plugins.ils_http import (
@@ -39,16 +42,47 @@ def schema_problems(responses: list[Any], schemas: dict[str, dict[int, Any]]) ->
     return problems
 
 
-@pytest.fixture
-def koha() -> Iterator[tuple[koha_double.KohaDouble, Served]]:
-    double = koha_double.KohaDouble()
+class Double(Protocol):
+    """What every vendor double offers the fixtures: its app, its record of answers, a latch."""
+
+    @property
+    def responses(self) -> Sequence[Any]: ...
+
+    @property
+    def release(self) -> threading.Event: ...
+
+    def app(self) -> Starlette: ...
+
+
+D = TypeVar("D", bound=Double)
+
+
+def serving(double: D, schemas: dict[str, dict[int, Any]]) -> Iterator[tuple[D, Served]]:
+    """A double served on loopback for one test; after it, every answer checked by its schema."""
     served = Served(double.app()).start()
     try:
         yield double, served
     finally:
         double.release.set()
         served.stop()
-    assert not schema_problems(double.responses, koha_double.SCHEMAS)
+    assert not schema_problems(double.responses, schemas)
+
+
+@contextlib.asynccontextmanager
+async def opened(
+    plugin: str, settings: dict[str, Any], hasher: CountingHasher, tmp_path: Path
+) -> AsyncIterator[Any]:
+    """The connector opened as the daemon opens it, and closed after the test."""
+    store = await open_plugin(plugin, settings, hasher, tmp_path)
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+@pytest.fixture
+def koha() -> Iterator[tuple[koha_double.KohaDouble, Served]]:
+    yield from serving(koha_double.KohaDouble(), koha_double.SCHEMAS)
 
 
 def koha_settings(double: koha_double.KohaDouble, url: str, **more: Any) -> dict[str, Any]:
@@ -67,23 +101,13 @@ async def koha_store(
     koha: tuple[koha_double.KohaDouble, Served], hasher: CountingHasher, tmp_path: Path
 ) -> AsyncIterator[Any]:
     double, served = koha
-    store = await open_plugin("koha-rest", koha_settings(double, served.url), hasher, tmp_path)
-    try:
+    async with opened("koha-rest", koha_settings(double, served.url), hasher, tmp_path) as store:
         yield store
-    finally:
-        await store.aclose()
 
 
 @pytest.fixture
 def folio() -> Iterator[tuple[folio_double.FolioDouble, Served]]:
-    double = folio_double.FolioDouble()
-    served = Served(double.app()).start()
-    try:
-        yield double, served
-    finally:
-        double.release.set()
-        served.stop()
-    assert not schema_problems(double.responses, folio_double.SCHEMAS)
+    yield from serving(folio_double.FolioDouble(), folio_double.SCHEMAS)
 
 
 def folio_settings(double: folio_double.FolioDouble, url: str, **more: Any) -> dict[str, Any]:
@@ -103,23 +127,13 @@ async def folio_store(
     folio: tuple[folio_double.FolioDouble, Served], hasher: CountingHasher, tmp_path: Path
 ) -> AsyncIterator[Any]:
     double, served = folio
-    store = await open_plugin("folio", folio_settings(double, served.url), hasher, tmp_path)
-    try:
+    async with opened("folio", folio_settings(double, served.url), hasher, tmp_path) as store:
         yield store
-    finally:
-        await store.aclose()
 
 
 @pytest.fixture
 def sierra() -> Iterator[tuple[sierra_double.SierraDouble, Served]]:
-    double = sierra_double.SierraDouble()
-    served = Served(double.app()).start()
-    try:
-        yield double, served
-    finally:
-        double.release.set()
-        served.stop()
-    assert not schema_problems(double.responses, sierra_double.SCHEMAS)
+    yield from serving(sierra_double.SierraDouble(), sierra_double.SCHEMAS)
 
 
 def sierra_settings(double: sierra_double.SierraDouble, url: str, **more: Any) -> dict[str, Any]:
@@ -139,23 +153,13 @@ async def sierra_store(
     sierra: tuple[sierra_double.SierraDouble, Served], hasher: CountingHasher, tmp_path: Path
 ) -> AsyncIterator[Any]:
     double, served = sierra
-    store = await open_plugin("sierra", sierra_settings(double, served.url), hasher, tmp_path)
-    try:
+    async with opened("sierra", sierra_settings(double, served.url), hasher, tmp_path) as store:
         yield store
-    finally:
-        await store.aclose()
 
 
 @pytest.fixture
 def polaris() -> Iterator[tuple[polaris_double.PolarisDouble, Served]]:
-    double = polaris_double.PolarisDouble()
-    served = Served(double.app()).start()
-    try:
-        yield double, served
-    finally:
-        double.release.set()
-        served.stop()
-    assert not schema_problems(double.responses, polaris_double.SCHEMAS)
+    yield from serving(polaris_double.PolarisDouble(), polaris_double.SCHEMAS)
 
 
 def polaris_settings(double: polaris_double.PolarisDouble, url: str, **more: Any) -> dict[str, Any]:
@@ -178,23 +182,13 @@ async def polaris_store(
     polaris: tuple[polaris_double.PolarisDouble, Served], hasher: CountingHasher, tmp_path: Path
 ) -> AsyncIterator[Any]:
     double, served = polaris
-    store = await open_plugin("polaris", polaris_settings(double, served.url), hasher, tmp_path)
-    try:
+    async with opened("polaris", polaris_settings(double, served.url), hasher, tmp_path) as store:
         yield store
-    finally:
-        await store.aclose()
 
 
 @pytest.fixture
 def alma() -> Iterator[tuple[alma_double.AlmaDouble, Served]]:
-    double = alma_double.AlmaDouble()
-    served = Served(double.app()).start()
-    try:
-        yield double, served
-    finally:
-        double.release.set()
-        served.stop()
-    assert not schema_problems(double.responses, alma_double.SCHEMAS)
+    yield from serving(alma_double.AlmaDouble(), alma_double.SCHEMAS)
 
 
 def alma_settings(double: alma_double.AlmaDouble, url: str, **more: Any) -> dict[str, Any]:
@@ -212,23 +206,13 @@ async def alma_store(
     alma: tuple[alma_double.AlmaDouble, Served], hasher: CountingHasher, tmp_path: Path
 ) -> AsyncIterator[Any]:
     double, served = alma
-    store = await open_plugin("alma", alma_settings(double, served.url), hasher, tmp_path)
-    try:
+    async with opened("alma", alma_settings(double, served.url), hasher, tmp_path) as store:
         yield store
-    finally:
-        await store.aclose()
 
 
 @pytest.fixture
 def symphony() -> Iterator[tuple[symphony_double.SymphonyDouble, Served]]:
-    double = symphony_double.SymphonyDouble()
-    served = Served(double.app()).start()
-    try:
-        yield double, served
-    finally:
-        double.release.set()
-        served.stop()
-    assert not schema_problems(double.responses, symphony_double.SCHEMAS)
+    yield from serving(symphony_double.SymphonyDouble(), symphony_double.SCHEMAS)
 
 
 def symphony_settings(
@@ -250,11 +234,8 @@ async def symphony_store(
     symphony: tuple[symphony_double.SymphonyDouble, Served], hasher: CountingHasher, tmp_path: Path
 ) -> AsyncIterator[Any]:
     double, served = symphony
-    store = await open_plugin("symphony", symphony_settings(double, served.url), hasher, tmp_path)
-    try:
+    async with opened("symphony", symphony_settings(double, served.url), hasher, tmp_path) as store:
         yield store
-    finally:
-        await store.aclose()
 
 
 NOT_SEARCHABLE = {

@@ -27,6 +27,12 @@ from tests.pins import ALL, DEMO_PIN, NEW_PIN, WRONG_PIN
 from tests.plugins.conftest import CountingHasher, authenticator, ctx, open_plugin
 from tests.plugins.ils_http.alma_double import AlmaDouble, AlmaUser
 from tests.plugins.ils_http.conftest import alma_settings
+from tests.plugins.ils_http.scenarios import (
+    breaker_holds_after_429,
+    connection_refused,
+    pin_check_fails,
+    slow_check_ends_at_the_deadline,
+)
 from tests.plugins.ils_http.serve import Served, free_port
 from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, UNKNOWN
 
@@ -126,21 +132,13 @@ async def test_pin_change_is_not_offered(alma_store: Any) -> None:
 
 async def test_429_holds_the_breaker(alma: Alma, alma_store: Any) -> None:
     double, _ = alma
-    double.fail("auth", "429")
-    with pytest.raises(StoreUnavailable, match="rate limited"):
-        await alma_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
-    before = len(double.requests)
-    with pytest.raises(StoreUnavailable, match="circuit"):
-        await alma_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
-    assert len(double.requests) == before
+    await breaker_holds_after_429(double, alma_store, "auth")
 
 
 @pytest.mark.parametrize("route", ["auth", "user"])
 async def test_500_is_unavailable_and_not_resent(alma: Alma, alma_store: Any, route: str) -> None:
     double, _ = alma
-    double.fail(route, "500")
-    with pytest.raises(StoreUnavailable):
-        await alma_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
+    await pin_check_fails(double, alma_store, route, "500")
     assert double.count("POST") == 1
 
 
@@ -148,26 +146,15 @@ async def test_slow_ends_at_the_deadline(alma: Alma, tmp_path: Path) -> None:
     double, _ = alma
     store = await open_alma(alma, tmp_path, request_timeout=0.5)
     try:
-        double.fail("auth", "slow")
-        with pytest.raises(StoreUnavailable, match="timed out"):
-            await store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
-        assert double.count("POST") == 1
-        double.release.set()
+        await slow_check_ends_at_the_deadline(double, store, "auth", lambda: double.count("POST"))
     finally:
         await store.aclose()
 
 
 async def test_connection_refused(alma: Alma, tmp_path: Path) -> None:
     double, _ = alma
-    store = await open_plugin(
-        "alma", alma_settings(double, f"http://127.0.0.1:{free_port()}"), CountingHasher(), tmp_path
-    )
-    try:
-        with pytest.raises(StoreUnavailable, match="cannot connect"):
-            await store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
-        assert not (await store.health()).ok
-    finally:
-        await store.aclose()
+    settings = alma_settings(double, f"http://127.0.0.1:{free_port()}")
+    await connection_refused("alma", settings, tmp_path)
 
 
 @pytest.mark.parametrize("kind", ["malformed", "wrongtype"])
@@ -176,9 +163,7 @@ async def test_unreadable_answers_are_unavailable(
     alma: Alma, alma_store: Any, kind: str, route: str
 ) -> None:
     double, _ = alma
-    double.fail(route, kind)
-    with pytest.raises(StoreUnavailable):
-        await alma_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
+    await pin_check_fails(double, alma_store, route, kind)
 
 
 HOSTILE = ["A+B/C D", "29 00/11+22", "Ünïcödé-卡-42", "a&op=auth", "x%2Fy?z#w", "../test"]

@@ -26,6 +26,11 @@ from tests.pins import ALL, DEMO_PIN, NEW_PIN, WRONG_PIN
 from tests.plugins.conftest import CountingHasher, authenticator, ctx, open_plugin
 from tests.plugins.ils_http.conftest import folio_settings
 from tests.plugins.ils_http.folio_double import GROUPS, FolioDouble, FolioUser, cql_filter
+from tests.plugins.ils_http.scenarios import (
+    breaker_holds_after_429,
+    connection_refused,
+    pin_check_fails,
+)
 from tests.plugins.ils_http.serve import Served, free_port
 from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, NO_PIN, UNKNOWN
 
@@ -225,13 +230,7 @@ async def test_bad_service_password(folio: Folio, tmp_path: Path) -> None:
 # -- failures -----------------------------------------------------------------------------------
 async def test_429_holds_the_breaker(folio: Folio, folio_store: Any) -> None:
     double, _ = folio
-    double.fail("pin-verify", "429")
-    with pytest.raises(StoreUnavailable, match="rate limited"):
-        await folio_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
-    before = len(double.requests)
-    with pytest.raises(StoreUnavailable, match="circuit"):
-        await folio_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
-    assert len(double.requests) == before
+    await breaker_holds_after_429(double, folio_store, "pin-verify")
 
 
 @pytest.mark.parametrize("route", ["pin-verify", "users", "manual", "automated", "accounts"])
@@ -239,9 +238,7 @@ async def test_500_is_unavailable_and_the_pin_check_not_resent(
     folio: Folio, folio_store: Any, route: str
 ) -> None:
     double, _ = folio
-    double.fail(route, "500")
-    with pytest.raises(StoreUnavailable):
-        await folio_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
+    await pin_check_fails(double, folio_store, route, "500")
     assert double.count("/patron-pin/verify") <= 1
 
 
@@ -261,13 +258,7 @@ async def test_slow_pin_check_ends_at_the_deadline(folio: Folio, tmp_path: Path)
 async def test_connection_refused(folio: Folio, tmp_path: Path) -> None:
     double, _ = folio
     settings = folio_settings(double, f"http://127.0.0.1:{free_port()}")
-    store = await open_plugin("folio", settings, CountingHasher(), tmp_path)
-    try:
-        with pytest.raises(StoreUnavailable, match="cannot connect"):
-            await store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
-        assert not (await store.health()).ok
-    finally:
-        await store.aclose()
+    await connection_refused("folio", settings, tmp_path)
 
 
 @pytest.mark.parametrize("kind", ["malformed", "wrongtype"])
@@ -278,9 +269,7 @@ async def test_unreadable_answers_are_unavailable(
     folio: Folio, folio_store: Any, kind: str, route: str
 ) -> None:
     double, _ = folio
-    double.fail(route, kind)
-    with pytest.raises(StoreUnavailable):
-        await folio_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
+    await pin_check_fails(double, folio_store, route, kind)
 
 
 # -- escaping -----------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from tests.pins import ALL, DEMO_PIN, NEW_PIN, WRONG_PIN
 from tests.plugins.conftest import CountingHasher, authenticator, ctx, open_plugin
 from tests.plugins.ils_http.conftest import koha_settings, schema_problems
 from tests.plugins.ils_http.koha_double import SCHEMAS, KohaDouble, KohaPatron
+from tests.plugins.ils_http.scenarios import breaker_holds_after_429
 from tests.plugins.ils_http.serve import Served, free_port
 from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, UNKNOWN
 
@@ -206,13 +207,7 @@ async def test_bad_client_secret_is_unavailable(koha: Koha, tmp_path: Path) -> N
 # -- failures -----------------------------------------------------------------------------------
 async def test_429_holds_the_breaker_for_retry_after(koha: Koha, koha_store: Any) -> None:
     double, _ = koha
-    double.fail("validation", "429")
-    with pytest.raises(StoreUnavailable, match="rate limited"):
-        await koha_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
-    before = len(double.requests)
-    with pytest.raises(StoreUnavailable, match="circuit"):
-        await koha_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
-    assert len(double.requests) == before  # not sent: the ILS asked for a pause
+    await breaker_holds_after_429(double, koha_store, "validation")
     health = await koha_store.health()
     assert not health.ok and "circuit" in health.detail
 

@@ -26,6 +26,12 @@ from tests.pins import ALL, DEMO_PIN, NEW_PIN, WRONG_PIN
 from tests.plugins.conftest import CountingHasher, authenticator, ctx, open_plugin
 from tests.plugins.ils_http.conftest import polaris_settings
 from tests.plugins.ils_http.polaris_double import PolarisDouble, PolarisPatron
+from tests.plugins.ils_http.scenarios import (
+    breaker_holds_after_429,
+    connection_refused,
+    pin_check_fails,
+    slow_check_ends_at_the_deadline,
+)
 from tests.plugins.ils_http.serve import Served, free_port
 from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, UNKNOWN
 
@@ -202,13 +208,7 @@ async def test_bad_staff_password(polaris: Polaris, tmp_path: Path) -> None:
 # -- failures -----------------------------------------------------------------------------------
 async def test_429_holds_the_breaker(polaris: Polaris, polaris_store: Any) -> None:
     double, _ = polaris
-    double.fail("patron-auth", "429")
-    with pytest.raises(StoreUnavailable, match="rate limited"):
-        await polaris_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
-    before = len(double.requests)
-    with pytest.raises(StoreUnavailable, match="circuit"):
-        await polaris_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
-    assert len(double.requests) == before
+    await breaker_holds_after_429(double, polaris_store, "patron-auth")
 
 
 @pytest.mark.parametrize("route", ["patron-auth", "blocks", "basic"])
@@ -216,9 +216,7 @@ async def test_500_is_unavailable_and_not_resent(
     polaris: Polaris, polaris_store: Any, route: str
 ) -> None:
     double, _ = polaris
-    double.fail(route, "500")
-    with pytest.raises(StoreUnavailable):
-        await polaris_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
+    await pin_check_fails(double, polaris_store, route, "500")
     assert double.count("/authenticator/patron") == 1
 
 
@@ -226,11 +224,9 @@ async def test_slow_ends_at_the_deadline(polaris: Polaris, tmp_path: Path) -> No
     double, _ = polaris
     store = await open_polaris(polaris, tmp_path, request_timeout=0.5)
     try:
-        double.fail("patron-auth", "slow")
-        with pytest.raises(StoreUnavailable, match="timed out"):
-            await store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
-        assert double.count("/authenticator/patron") == 1
-        double.release.set()
+        await slow_check_ends_at_the_deadline(
+            double, store, "patron-auth", lambda: double.count("/authenticator/patron")
+        )
     finally:
         await store.aclose()
 
@@ -238,13 +234,7 @@ async def test_slow_ends_at_the_deadline(polaris: Polaris, tmp_path: Path) -> No
 async def test_connection_refused(polaris: Polaris, tmp_path: Path) -> None:
     double, _ = polaris
     settings = polaris_settings(double, f"http://127.0.0.1:{free_port()}")
-    store = await open_plugin("polaris", settings, CountingHasher(), tmp_path)
-    try:
-        with pytest.raises(StoreUnavailable, match="cannot connect"):
-            await store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
-        assert not (await store.health()).ok
-    finally:
-        await store.aclose()
+    await connection_refused("polaris", settings, tmp_path)
 
 
 @pytest.mark.parametrize("kind", ["malformed", "wrongtype"])
@@ -253,9 +243,7 @@ async def test_unreadable_answers_are_unavailable(
     polaris: Polaris, polaris_store: Any, kind: str, route: str
 ) -> None:
     double, _ = polaris
-    double.fail(route, kind)
-    with pytest.raises(StoreUnavailable):
-        await polaris_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
+    await pin_check_fails(double, polaris_store, route, kind)
 
 
 HOSTILE = ["A+B/C D", "29 00/11+22", "Ünïcödé-卡-42", "a&b=c", "x%2Fy?z#w", "../../api"]

@@ -24,6 +24,12 @@ from plugins.sierra import SierraSettings
 from tests.pins import ALL, DEMO_PIN, NEW_PIN, WRONG_PIN
 from tests.plugins.conftest import CountingHasher, authenticator, ctx, open_plugin
 from tests.plugins.ils_http.conftest import sierra_settings
+from tests.plugins.ils_http.scenarios import (
+    breaker_holds_after_429,
+    connection_refused,
+    pin_check_fails,
+    slow_check_ends_at_the_deadline,
+)
 from tests.plugins.ils_http.serve import Served, free_port
 from tests.plugins.ils_http.sierra_double import SierraDouble, SierraPatron
 from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, UNKNOWN
@@ -138,13 +144,7 @@ async def test_bad_key(sierra: Sierra, tmp_path: Path) -> None:
 
 async def test_429_holds_the_breaker(sierra: Sierra, sierra_store: Any) -> None:
     double, _ = sierra
-    double.fail("validate", "429")
-    with pytest.raises(StoreUnavailable, match="rate limited"):
-        await sierra_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
-    before = len(double.requests)
-    with pytest.raises(StoreUnavailable, match="circuit"):
-        await sierra_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
-    assert len(double.requests) == before
+    await breaker_holds_after_429(double, sierra_store, "validate")
 
 
 @pytest.mark.parametrize("route", ["validate", "find"])
@@ -152,9 +152,7 @@ async def test_500_is_unavailable_and_not_resent(
     sierra: Sierra, sierra_store: Any, route: str
 ) -> None:
     double, _ = sierra
-    double.fail(route, "500")
-    with pytest.raises(StoreUnavailable):
-        await sierra_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
+    await pin_check_fails(double, sierra_store, route, "500")
     assert double.count("/patrons/validate") == 1
 
 
@@ -162,11 +160,9 @@ async def test_slow_ends_at_the_deadline(sierra: Sierra, tmp_path: Path) -> None
     double, _ = sierra
     store = await open_sierra(sierra, tmp_path, request_timeout=0.5)
     try:
-        double.fail("validate", "slow")
-        with pytest.raises(StoreUnavailable, match="timed out"):
-            await store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
-        assert double.count("/patrons/validate") == 1
-        double.release.set()
+        await slow_check_ends_at_the_deadline(
+            double, store, "validate", lambda: double.count("/patrons/validate")
+        )
     finally:
         await store.aclose()
 
@@ -174,13 +170,7 @@ async def test_slow_ends_at_the_deadline(sierra: Sierra, tmp_path: Path) -> None
 async def test_connection_refused(sierra: Sierra, tmp_path: Path) -> None:
     double, _ = sierra
     settings = sierra_settings(double, f"http://127.0.0.1:{free_port()}")
-    store = await open_plugin("sierra", settings, CountingHasher(), tmp_path)
-    try:
-        with pytest.raises(StoreUnavailable, match="cannot connect"):
-            await store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
-        assert not (await store.health()).ok
-    finally:
-        await store.aclose()
+    await connection_refused("sierra", settings, tmp_path)
 
 
 @pytest.mark.parametrize("kind", ["malformed", "wrongtype"])
@@ -189,9 +179,7 @@ async def test_unreadable_answers_are_unavailable(
     sierra: Sierra, sierra_store: Any, kind: str, route: str
 ) -> None:
     double, _ = sierra
-    double.fail(route, kind)
-    with pytest.raises(StoreUnavailable):
-        await sierra_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
+    await pin_check_fails(double, sierra_store, route, kind)
 
 
 HOSTILE = ["A+B/C D", "29 00/11+22", "Ünïcödé-卡-42", "a&varFieldTag=z", "x%2Fy?z#w"]

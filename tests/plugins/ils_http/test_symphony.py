@@ -21,6 +21,12 @@ from plugins.symphony import SymphonySettings
 from tests.pins import ALL, DEMO_PIN, NEW_PIN, WRONG_PIN
 from tests.plugins.conftest import CountingHasher, authenticator, ctx, open_plugin
 from tests.plugins.ils_http.conftest import symphony_settings
+from tests.plugins.ils_http.scenarios import (
+    breaker_holds_after_429,
+    connection_refused,
+    pin_check_fails,
+    slow_check_ends_at_the_deadline,
+)
 from tests.plugins.ils_http.serve import Served, free_port
 from tests.plugins.ils_http.symphony_double import SymphonyDouble, SymphonyPatron
 from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, UNKNOWN
@@ -121,13 +127,7 @@ async def test_pin_change_is_not_offered(symphony_store: Any) -> None:
 
 async def test_429_holds_the_breaker(symphony: Symphony, symphony_store: Any) -> None:
     double, _ = symphony
-    double.fail("authenticate", "429")
-    with pytest.raises(StoreUnavailable, match="rate limited"):
-        await symphony_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
-    before = len(double.requests)
-    with pytest.raises(StoreUnavailable, match="circuit"):
-        await symphony_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
-    assert len(double.requests) == before
+    await breaker_holds_after_429(double, symphony_store, "authenticate")
 
 
 @pytest.mark.parametrize("route", ["authenticate", "patron", "staff-login"])
@@ -135,9 +135,7 @@ async def test_500_is_unavailable_and_not_resent(
     symphony: Symphony, symphony_store: Any, route: str
 ) -> None:
     double, _ = symphony
-    double.fail(route, "500")
-    with pytest.raises(StoreUnavailable):
-        await symphony_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
+    await pin_check_fails(double, symphony_store, route, "500")
     assert double.count("/user/patron/authenticate") == 1
 
 
@@ -145,11 +143,9 @@ async def test_slow_ends_at_the_deadline(symphony: Symphony, tmp_path: Path) -> 
     double, _ = symphony
     store = await open_symphony(symphony, tmp_path, request_timeout=0.5)
     try:
-        double.fail("authenticate", "slow")
-        with pytest.raises(StoreUnavailable, match="timed out"):
-            await store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
-        assert double.count("/user/patron/authenticate") == 1
-        double.release.set()
+        await slow_check_ends_at_the_deadline(
+            double, store, "authenticate", lambda: double.count("/user/patron/authenticate")
+        )
     finally:
         await store.aclose()
 
@@ -157,13 +153,7 @@ async def test_slow_ends_at_the_deadline(symphony: Symphony, tmp_path: Path) -> 
 async def test_connection_refused(symphony: Symphony, tmp_path: Path) -> None:
     double, _ = symphony
     settings = symphony_settings(double, f"http://127.0.0.1:{free_port()}")
-    store = await open_plugin("symphony", settings, CountingHasher(), tmp_path)
-    try:
-        with pytest.raises(StoreUnavailable, match="cannot connect"):
-            await store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
-        assert not (await store.health()).ok
-    finally:
-        await store.aclose()
+    await connection_refused("symphony", settings, tmp_path)
 
 
 @pytest.mark.parametrize("kind", ["malformed", "wrongtype"])
@@ -172,9 +162,7 @@ async def test_unreadable_answers_are_unavailable(
     symphony: Symphony, symphony_store: Any, kind: str, route: str
 ) -> None:
     double, _ = symphony
-    double.fail(route, kind)
-    with pytest.raises(StoreUnavailable):
-        await symphony_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
+    await pin_check_fails(double, symphony_store, route, kind)
 
 
 HOSTILE = ["A+B/C D", "29 00/11+22", "Ünïcödé-卡-42", "a&includeFields=*", "x%2Fy?z#w"]
