@@ -199,6 +199,9 @@ def test_desk_resets_pins_and_roles_hold(
     # A minor, found by name: the card presented is check enough.
     page.get_by_label("Card number, name or email").fill("Nguyen")
     page.keyboard.press("Enter")
+    # the results page, not the desk page still navigating away (a screenshot taken mid-
+    # navigation can wait on the old page forever)
+    expect(page.get_by_role("link", name="Nguyen, Bao")).to_be_visible()
     shot(page, "06-search-results")
     page.get_by_role("link", name="Nguyen, Bao").click()
     expect(page.get_by_text("Minor", exact=True)).to_be_visible()
@@ -241,6 +244,7 @@ def test_desk_resets_pins_and_roles_hold(
     # A new card with the first PIN the patron chose.
     page.goto(f"{base}/desk")
     page.get_by_role("link", name="New card with its first PIN").click()
+    expect(page.get_by_label("Card number")).to_be_visible()
     shot(page, "10-new-card")
     page.get_by_label("Card number").fill("21234000000099")
     page.get_by_label("Name (Surname, Given)").fill("Haddad, Lina")
