@@ -47,6 +47,7 @@ from bridge.core.admin import (
     PatronUpdate,
     update_params,
     update_sql,
+    update_types,
 )
 from bridge.core.patron import Patron
 from bridge.core.pepper import Pepper, StoredPepper
@@ -358,11 +359,48 @@ _LIST = {
     "ORDER BY barcode LIMIT %(limit)s"
     for which, cond in _LISTINGS.items()
 }
-_INSERT_FULL = (
-    f"INSERT INTO patrons ({_COLUMNS}, pin_hash, pin_changed_at, needs_reset, "  # noqa: S608
-    "updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-)
 _UPDATE = update_sql("%s", "true", "false")
+# `patron import` loads a batch with COPY (one stream, no per-row statement): new patrons
+# straight into the table, updates into a temporary table that one UPDATE ... FROM applies.
+_COPY_NEW = (
+    f"COPY patrons ({_COLUMNS}, pin_hash, pin_changed_at, needs_reset, updated_at) FROM STDIN"
+)
+_UPDATE_TYPES = update_types(
+    {
+        "record_id": "text",
+        "name": "text",
+        "email": "text",
+        "category": "text",
+        "expires": "date",
+        "fines": "numeric(12, 2)",
+        "home_library": "text",
+    },
+    "boolean",
+    "text",
+    "timestamptz",
+)
+_CREATE_UPDATES = (
+    "CREATE TEMP TABLE import_updates ("
+    + ", ".join(f"c{i} {t}" for i, t in enumerate(_UPDATE_TYPES))
+    + ") ON COMMIT DROP"
+)
+_COPY_UPDATES = "COPY import_updates FROM STDIN"
+
+
+def _update_from_copy() -> str:
+    """`_UPDATE` with each bound value read from the temporary table's matching column."""
+    parts = _UPDATE.replace(
+        " WHERE barcode = %s", " FROM import_updates u WHERE patrons.barcode = %s"
+    ).split("%s")
+    if len(parts) != len(_UPDATE_TYPES) + 1:  # update_sql and update_types disagree
+        raise RuntimeError("import update columns out of step")
+    out = [parts[0]]
+    for i, part in enumerate(parts[1:]):
+        out += [f"u.c{i}", part]
+    return "".join(out)
+
+
+_UPDATE_FROM_COPY = _update_from_copy()
 _PEPPERED = (
     "SELECT EXISTS (SELECT 1 FROM patrons "
     "WHERE pin_hash LIKE '$argon2id$%%' OR pin_hash LIKE '$scrypt$%%')"
@@ -680,9 +718,15 @@ class PostgresStore:
         async def write(conn: Conn) -> None:
             async with conn.transaction(), conn.cursor() as cur:
                 if new_rows:
-                    await cur.executemany(_INSERT_FULL, new_rows)
+                    async with cur.copy(_COPY_NEW) as copy:
+                        for row in new_rows:
+                            await copy.write_row(row)
                 if changes:
-                    await cur.executemany(_UPDATE, changes)
+                    await cur.execute(_CREATE_UPDATES)
+                    async with cur.copy(_COPY_UPDATES) as copy:
+                        for change in changes:
+                            await copy.write_row(change)
+                    await cur.execute(_UPDATE_FROM_COPY)
 
         try:
             await self.db.run(write, "import batch")

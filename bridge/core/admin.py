@@ -111,6 +111,19 @@ def update_params(
     return tuple(values)
 
 
+def update_types(field_types: Mapping[str, str], flag: str, text: str, stamp: str) -> list[str]:
+    """The database type of each value `update_params` binds, in its order (for a store that
+    loads the updates into a temporary table first: PostgreSQL's COPY). `field_types`: each
+    UPDATABLE field's type; `flag`, `text`, `stamp`: the boolean, text and timestamp types."""
+    types: list[str] = []
+    for name in UPDATABLE:
+        if name == "blocked":
+            types += [flag, flag, flag, text]
+        else:
+            types += [flag, field_types[name]]
+    return [*types, flag, text, flag, stamp, flag, flag, stamp, text]
+
+
 def update_sql(mark: str, true: str, false: str) -> str:
     """The one UPDATE both stores run (`mark`: the driver's placeholder). Every value is bound;
     a field not given keeps its stored value."""
