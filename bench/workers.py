@@ -1,50 +1,56 @@
 """Workers benchmark: cached RADIUS PAP and LDAP binds against one daemon with `[server]
-workers = 1` and then 2, unpinned, 1000 patrons, audit on, shared state on a private
-redis-server (on a free loopback port, never the machine's shared one), whose command counter
-gives the Redis round trips per cached request.
+workers = 1` and then 2, unpinned, 1000 patrons (each with its own PIN), audit on, shared state
+on a private redis-server (on a free loopback port, never the machine's shared one), whose
+command counter gives the Redis round trips per cached request. In the same run, Debian's
+FreeRADIUS (pap + files, `auth = yes` logging) and slapd (back-mdb, {SSHA}) answer the same
+load for the same patrons, unpinned too; a reference that is not installed is skipped with a
+line saying so.
 
-Each load runs from two client processes (so the client is not one Python core), several
-sockets each (so the kernel spreads them over the workers); every socket first sends each of
-the 1000 patrons once (the worker it lands on verifies and caches them), then the measured
-phase cycles over them. On this shared 2-core machine the client and the workers compete for
-the same cores: read the numbers as what was seen, not as capacity.
+The load comes from `bench/loadgen.c`, compiled here with gcc (`-lcrypto` for the MD5 of
+User-Password hiding): RADIUS with sendmmsg/recvmmsg on several connected UDP sockets (the
+kernel spreads their source ports over the workers), LDAP with one bind in flight on each of
+many connections multiplexed by epoll. It costs a fraction of one core, where the Python client
+it replaces took whole cores from the two the workers need. Every row still reports what the
+generator took (its CPU as a share of one core) and the server's CPU per request, since on a
+shared 2-core machine the client, other people's work and the server compete for the same
+cores: read requests/s as what was seen, CPU per request as the steadier figure.
 
-    python -m bench workers
+Warm-up: every socket or connection first asks for each patron once, twice over (the first
+pass pays the KDF on the worker it lands on, and may be shed by the KDF bound; the second
+fills any gap), so the measured phase is the cached path.
+
+    python -m bench workers       (BENCH_WORKERS_SECONDS: measured seconds per row, default 5)
 """
 
 from __future__ import annotations
 
-import asyncio
-import csv
-import multiprocessing
+import json
 import os
-import select
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
 
-from bench.ldap import _code, _read_pdu
-from bench.radius import SECRET, _stop
-from bridge.ldap import ber
-from bridge.ldap import messages as m
-from bridge.radius import packet as rp
+from bench.common import process_cpu_seconds
+from bench.ldap import _slapd
+from bench.patrons import generate, write_csv
+from bench.radius import SECRET, _stop, freeradius_server, wait_answering
 
-PATRONS = 1000
-PIN = "5961"  # the demo PIN (tests/pins.py DEMO_PIN); never printed
-SECONDS = float(os.environ.get("BENCH_WORKERS_SECONDS", "10"))
-CLIENTS = 2
-SOCKETS = 4  # per client process
-WINDOW = 16  # RADIUS requests in flight per socket
+PEOPLE = generate(1000)
+SECONDS = float(os.environ.get("BENCH_WORKERS_SECONDS", "5"))
+SOCKETS = 8  # RADIUS: connected UDP sockets (source ports), spread over the workers
+WINDOW = 32  # RADIUS requests in flight per socket
+CONNECTIONS = 32  # LDAP connections, one bind in flight on each
 BASE_DN = "dc=library,dc=example"
-
-
-def barcode(i: int) -> str:
-    return f"3000{i:010d}"
+LOADGEN = Path(__file__).with_name("loadgen.c")
+RADIUS_LOAD = "radius PAP (cached)"
+LDAP_LOAD = "ldap simple bind (cached)"
 
 
 def _config(tmp: Path, workers: int, redis_port: int) -> Path:
@@ -97,12 +103,7 @@ base_dn = "{BASE_DN}"
 
 
 def _import_patrons(config: Path) -> None:
-    rows = config.parent / "patrons.csv"
-    with rows.open("w", newline="") as handle:
-        out = csv.writer(handle)
-        out.writerow(["barcode", "pin", "name"])
-        for i in range(PATRONS):
-            out.writerow([barcode(i), PIN, f"Bench Patron {i}"])
+    rows = write_csv(PEOPLE, config.parent / "patrons.csv")
     subprocess.run(
         [sys.executable, "-m", "bridge", "--config", str(config), "patron", "import", str(rows)],
         check=True,
@@ -111,9 +112,9 @@ def _import_patrons(config: Path) -> None:
     )
 
 
-def _start(config: Path) -> tuple[subprocess.Popen[bytes], dict[str, list[str]]]:
-    import json
-
+def _start(config: Path) -> tuple[subprocess.Popen[bytes], dict[str, list[str]], list[int]]:
+    """The daemon, its listeners, and the pids whose CPU is the server's (the supervisor and
+    its workers; the one process when workers = 1)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "bridge", "--config", str(config), "serve"],
         stdout=subprocess.PIPE,
@@ -127,7 +128,7 @@ def _start(config: Path) -> tuple[subprocess.Popen[bytes], dict[str, list[str]]]
             raise RuntimeError("bench daemon exited before ready")
         info = json.loads(line)
         if info.get("event") == "ready":
-            return proc, info["listeners"]
+            return proc, info["listeners"], [proc.pid, *info.get("workers", [])]
 
 
 def _address(listen: str) -> tuple[str, int]:
@@ -135,97 +136,111 @@ def _address(listen: str) -> tuple[str, int]:
     return host, int(port)
 
 
-# --- load (in client processes) ----------------------------------------------------------------
+# --- load: the compiled generator ----------------------------------------------------------
 
 
-def _radius_packet(i: int, ident: int) -> bytes:
-    auth = os.urandom(16)
-    hidden = rp.encrypt_password(PIN.encode(), SECRET, auth)
-    attrs = [(rp.USER_NAME, barcode(i % PATRONS).encode()), (rp.USER_PASSWORD, hidden)]
-    return rp.encode_request(rp.ACCESS_REQUEST, ident, auth, attrs, SECRET)
+def compile_loadgen(tmp: Path) -> Path | None:
+    """bench/loadgen.c built with gcc into `tmp`; None (and a line saying why) without gcc or
+    OpenSSL's headers."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        print("  loadgen: gcc not installed (apt-get install gcc libssl-dev): workers rows skipped")
+        return None
+    binary = tmp / "loadgen"
+    built = subprocess.run(
+        [gcc, "-O2", "-Wno-deprecated-declarations", "-o", str(binary), str(LOADGEN), "-lcrypto"],
+        capture_output=True,
+        text=True,
+    )
+    if built.returncode != 0:
+        print(f"  loadgen: does not build (libssl-dev missing?): {built.stderr.strip()[:300]}")
+        return None
+    return binary
 
 
-def _radius_client(address: tuple[str, int], warm: bool, seconds: float, out: object) -> None:
-    socks = []
-    for _ in range(SOCKETS):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.connect(address)
-        sock.setblocking(False)
-        socks.append(sock)
-    count = 0
-    end = time.monotonic() + seconds
-    todo = {s.fileno(): PATRONS if warm else 10**9 for s in socks}
-    nxt = {s.fileno(): 0 for s in socks}
-    flying = {s.fileno(): 0 for s in socks}
-    by_fd = {s.fileno(): s for s in socks}
-    for fd, sock in by_fd.items():
-        for _ in range(WINDOW):
-            sock.send(_radius_packet(nxt[fd], nxt[fd] % 256))
-            nxt[fd] += 1
-            flying[fd] += 1
-    while any(flying.values()) and (warm or time.monotonic() < end):
-        ready, _, _ = select.select(list(by_fd), [], [], 5.0)
-        if not ready:
-            break  # lost packets: stop here
-        for fd in ready:
-            sock = by_fd[fd]
-            try:
-                data = sock.recv(4096)
-            except BlockingIOError:
-                continue
-            flying[fd] -= 1
-            if data[0] == rp.ACCESS_ACCEPT:
-                count += 1
-            if nxt[fd] < todo[fd]:
-                sock.send(_radius_packet(nxt[fd], nxt[fd] % 256))
-                nxt[fd] += 1
-                flying[fd] += 1
-    out.put(count)  # type: ignore[attr-defined]
+@dataclass(frozen=True, slots=True)
+class Load:
+    """What one generator run saw: answers, accepts, wall and its own CPU seconds."""
+
+    answered: int
+    accepted: int
+    seconds: float
+    cpu: float
 
 
-def _bind_pdu(msgid: int, i: int) -> bytes:
-    name = f"uid={barcode(i % PATRONS)},ou=patrons,{BASE_DN}"
-    body = ber.integer(3) + ber.octets(name) + ber.tlv(0x80, PIN.encode())
-    return ber.sequence(ber.integer(msgid), ber.tlv(m.BIND_REQUEST, body))
+def drive(
+    loadgen: Path, protocol: str, address: tuple[str, int], users: Path, *, warm: bool
+) -> Load:
+    host, port = address
+    if protocol == "radius":
+        window = 4 if warm else WINDOW
+        args = [SECRET.decode(), str(users), str(SOCKETS), str(window)]
+    else:
+        args = [BASE_DN, str(users), str(CONNECTIONS)]
+    argv = [str(loadgen), protocol, host, str(port), *args, str(SECONDS), "1" if warm else "0"]
+    done = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=900)
+    answered, accepted, seconds, cpu = done.stdout.split()
+    return Load(int(answered), int(accepted), float(seconds), float(cpu))
 
 
-async def _ldap_conns(address: tuple[str, int], warm: bool, seconds: float) -> int:
-    end = time.monotonic() + seconds
-
-    async def one() -> int:
-        reader, writer = await asyncio.open_connection(*address)
-        done = 0
-        i = 0
-        while (i < PATRONS) if warm else (time.monotonic() < end):
-            writer.write(_bind_pdu(i % 1000 + 1, i))
-            if _code(await _read_pdu(reader)) == 0:
-                done += 1
-            i += 1
-        writer.close()
-        return done
-
-    return sum(await asyncio.gather(*(one() for _ in range(SOCKETS))))
+def _server_cpu(pids: list[int]) -> float:
+    return sum(process_cpu_seconds(pid) for pid in pids)
 
 
-def _ldap_client(address: tuple[str, int], warm: bool, seconds: float, out: object) -> None:
-    out.put(asyncio.run(_ldap_conns(address, warm, seconds)))  # type: ignore[attr-defined]
+@dataclass(frozen=True, slots=True)
+class Row:
+    load: str
+    server: str
+    req_s: float
+    cpu_us: float  # server CPU per answered request
+    client_share: float  # the generator's CPU over the row's wall time (1.0 = one core)
+    accepted: float  # share of answers that were accepts (1.0 expected)
+    redis_per_request: float | None = None
+
+    @property
+    def server_cores(self) -> float:
+        """The cores the server kept busy (1.0 = one core all the time): what it was given."""
+        return self.req_s * self.cpu_us / 1e6
+
+    def line(self) -> str:
+        redis_cell = "-" if self.redis_per_request is None else f"{self.redis_per_request:.4f}"
+        return (
+            f"{self.load:<26} {self.server:<24} {self.req_s:>9.0f} {self.cpu_us:>10.1f} "
+            f"{self.server_cores:>7.2f} {100 * self.client_share:>8.0f}% "
+            f"{100 * self.accepted:>8.1f}% {redis_cell:>10}"
+        )
 
 
-def _load(target: object, address: tuple[str, int], warm: bool) -> int:
-    queue: multiprocessing.Queue[int] = multiprocessing.Queue()
-    procs = [
-        multiprocessing.Process(target=target, args=(address, warm, SECONDS, queue))  # type: ignore[arg-type]
-        for _ in range(CLIENTS)
-    ]
-    for proc in procs:
-        proc.start()
-    total = sum(queue.get(timeout=600) for _ in procs)
-    for proc in procs:
-        proc.join()
-    return total
+def measure(
+    loadgen: Path,
+    protocol: str,
+    address: tuple[str, int],
+    users: Path,
+    pids: list[int],
+    label: tuple[str, str],
+    redis_port: int | None = None,
+) -> Row:
+    for _ in range(2):
+        drive(loadgen, protocol, address, users, warm=True)
+    before_cmds = _commands(redis_port) if redis_port else 0
+    before = _server_cpu(pids)
+    load = drive(loadgen, protocol, address, users, warm=False)
+    server = _server_cpu(pids) - before
+    trips = None
+    if redis_port:  # minus the INFO call that reads the counter
+        trips = (_commands(redis_port) - before_cmds - 1) / max(load.answered, 1)
+    answered = max(load.answered, 1)
+    return Row(
+        *label,
+        load.answered / load.seconds,
+        server / answered * 1e6,
+        load.cpu / load.seconds,
+        load.accepted / answered,
+        trips,
+    )
 
 
-# --- the runs ----------------------------------------------------------------------------------
+# --- the servers -------------------------------------------------------------------------------
 
 
 def _redis(tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
@@ -264,41 +279,90 @@ def _commands(port: int) -> int:
         client.close()
 
 
-def run(workers: int) -> list[tuple[str, float, float]]:
+def bridge_rows(loadgen: Path, tmp: Path, workers: int, users: Path) -> list[Row]:
     rows = []
-    with tempfile.TemporaryDirectory(prefix="bench-workers-") as name:
-        tmp = Path(name)
-        redis_proc, port = _redis(tmp)
+    redis_proc, port = _redis(tmp)
+    try:
+        config = _config(tmp, workers, port)
+        _import_patrons(config)
+        proc, listeners, pids = _start(config)
         try:
-            config = _config(tmp, workers, port)
-            _import_patrons(config)
-            proc, listeners = _start(config)
-            try:
-                for label, target, key in (
-                    ("radius PAP (cached)", _radius_client, "radius"),
-                    ("ldap simple bind (cached)", _ldap_client, "ldap"),
-                ):
-                    address = _address(listeners[key][0])
-                    _load(target, address, warm=True)
-                    before = _commands(port)
-                    started = time.monotonic()
-                    answered = _load(target, address, warm=False)
-                    wall = time.monotonic() - started
-                    trips = (_commands(port) - before - 1) / max(answered, 1)
-                    rows.append((label, answered / wall, trips))
-            finally:
-                _stop(proc)
+            for protocol, load in (("radius", RADIUS_LOAD), ("ldap", LDAP_LOAD)):
+                address = _address(listeners[protocol][0])
+                label = (load, f"bridge, workers = {workers}")
+                rows.append(measure(loadgen, protocol, address, users, pids, label, port))
         finally:
-            _stop(redis_proc)
+            _stop(proc)
+    finally:
+        _stop(redis_proc)
+    return rows
+
+
+def reference_rows(loadgen: Path, tmp: Path, users: Path) -> list[Row]:
+    rows = []
+    binary = shutil.which("freeradius") or shutil.which("radiusd")
+    if binary is None:
+        print("  freeradius: not installed (apt-get install freeradius): its row skipped")
+    else:
+        (tmp / "freeradius").mkdir()
+        with freeradius_server(tmp / "freeradius", binary, PEOPLE) as (pid, address):
+            wait_answering(address)
+            label = (RADIUS_LOAD, "FreeRADIUS (pap, files)")
+            rows.append(measure(loadgen, "radius", address, users, [pid], label))
+    if not (shutil.which("slapd") and shutil.which("slapadd")):
+        print("  slapd: not installed (apt-get install slapd): its row skipped")
+    else:
+        (tmp / "slapd").mkdir()
+        proc, address = _slapd(tmp / "slapd", PEOPLE)
+        try:
+            label = (LDAP_LOAD, "slapd (mdb, {SSHA})")
+            rows.append(measure(loadgen, "ldap", address, users, [proc.pid], label))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
     return rows
 
 
 def main() -> None:
-    print("\n## workers: cached requests, 1000 patrons, audit on, Redis state, unpinned")
-    print(f"{'load':<28} {'workers':>7} {'req/s':>10} {'redis cmds/req':>15}")
-    for workers in (1, 2):
-        for label, rate, trips in run(workers):
-            print(f"{label:<28} {workers:>7} {rate:>10.0f} {trips:>15.4f}")
+    print(
+        "\n## workers: cached requests, 1000 patrons, audit on, Redis state, unpinned; "
+        f"{SECONDS:g} s a row; load average {os.getloadavg()[0]:.1f} at the start"
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-workers-") as name:
+        tmp = Path(name)
+        loadgen = compile_loadgen(tmp)
+        if loadgen is None:
+            return
+        users = tmp / "users.txt"
+        users.write_text("".join(f"{p.barcode} {p.pin}\n" for p in PEOPLE))
+        rows: list[Row] = []
+        for workers in (1, 2):
+            (tmp / f"w{workers}").mkdir()
+            rows += bridge_rows(loadgen, tmp / f"w{workers}", workers, users)
+        rows += reference_rows(loadgen, tmp, users)
+    print(
+        f"{'load':<26} {'server':<24} {'req/s':>9} {'CPU us/req':>10} {'cores':>7} "
+        f"{'loadgen':>9} {'accepted':>9} {'redis/req':>10}"
+    )
+    for row in rows:
+        print(row.line())
+    for load in (RADIUS_LOAD, LDAP_LOAD):
+        mine = {r.server: r for r in rows if r.load == load}
+        one, two = mine.get("bridge, workers = 1"), mine.get("bridge, workers = 2")
+        if one and two:
+            print(
+                f"  {load}: workers = 2 gave {two.req_s / one.req_s:.2f}x the req/s of one "
+                f"(goal >= 1.8x), with {two.server_cores:.2f} cores against "
+                f"{one.server_cores:.2f}; CPU per request {two.cpu_us / one.cpu_us:.2f}x, so on "
+                f"two free cores (derived, not seen): {2 * one.cpu_us / two.cpu_us:.2f}x"
+            )
+        for ref in (r for r in mine.values() if not r.server.startswith("bridge")):
+            if two:
+                print(
+                    f"  {load}: bridge workers = 2 at {two.req_s / ref.req_s:.2f}x {ref.server}'s "
+                    f"req/s, {two.cpu_us / ref.cpu_us:.2f}x its CPU per request"
+                )
+    print(f"  load average at the end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
