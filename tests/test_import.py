@@ -149,6 +149,58 @@ def test_modes_dry_run_and_blank_clears(setup: Setup) -> None:
     assert record["name"] == "Renamed" and record["email"] is None and record["has_pin"] is True
 
 
+def test_every_field_through_a_batch_and_back(setup: Setup) -> None:
+    """Each column's type goes into the store and comes back (PostgreSQL loads a batch with
+    COPY: new patrons straight in, updates through a temporary table), then a second file
+    updates some fields, clears others (--blank-clears) and leaves the rest."""
+    tmp = setup.daemon.dir
+    new, old = "21234000000801", DEMO["fines"]
+    header = "barcode,record_id,name,email,category,expires,blocked,fines,home_library"
+    first = write(
+        tmp,
+        "all.csv",
+        f"{header}\n"
+        f'{new},rec-801,"Okafor, Ada",ada@example.org,ADULT,2031-05-06,lost card,4.25,MAIN\n'
+        f'{old},rec-805,"Lind, Bo",bo@example.org,CHILD,2030-01-02,,0.50,EAST\n',
+    )
+    loaded = run(setup, "patron", "import", str(first))
+    assert loaded.returncode == 0, loaded.stderr
+    added = show(setup, new)
+    assert {k: added[k] for k in added if k not in ("barcode", "locked")} == {
+        "record_id": "rec-801",
+        "name": "Okafor, Ada",
+        "email": "ada@example.org",
+        "category": "ADULT",
+        "expires": "2031-05-06",
+        "blocked": True,
+        "blocked_reason": "lost card",
+        "fines": "4.25",
+        "home_library": "MAIN",
+        "has_pin": False,
+        "needs_pin_reset": False,
+    }
+    updated = show(setup, old)
+    assert (updated["record_id"], updated["category"], updated["expires"]) == (
+        "rec-805",
+        "CHILD",
+        "2030-01-02",
+    )
+    assert (updated["fines"], updated["home_library"], updated["has_pin"]) == ("0.50", "EAST", True)
+    second = write(
+        tmp,
+        "again.csv",
+        f"barcode,name,email,expires,blocked,fines,pin\n{new},,,2032-07-08,,,{NEW_PIN}\n",
+    )
+    again = run(setup, "patron", "import", "--blank-clears", str(second))
+    assert again.returncode == 0, again.stderr
+    after = show(setup, new)
+    assert (after["name"], after["email"], after["expires"]) == ("", None, "2032-07-08")
+    assert (after["blocked"], after["blocked_reason"], after["fines"]) == (False, None, "0.00")
+    assert (after["category"], after["home_library"], after["has_pin"]) == ("ADULT", "MAIN", True)
+    with setup.daemon as daemon:  # the PIN the second file gave works over LDAP
+        assert ldap_bind(daemon, new, NEW_PIN)
+
+
 # -- update / delete / list / lockout ---------------------------------------------------------
 
 
