@@ -36,7 +36,12 @@ SPRAY = 300
 
 def bind(daemon: Daemon, barcode: str, pin: str) -> int:
     """One patron bind on a new connection; the LDAP result code (0: accepted)."""
-    host, port = daemon.address("ldap")
+    return bind_at(daemon.address("ldap"), barcode, pin)
+
+
+def bind_at(address: tuple[str, int], barcode: str, pin: str) -> int:
+    """`bind` to any LDAP address (a load balancer in front of the daemons)."""
+    host, port = address
     conn = Connection(
         Server(host, port, get_info="NO_INFO"),
         user=f"uid={barcode},ou=patrons,{BASE_DN}",

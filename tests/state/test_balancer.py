@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ldap3 import Connection, Server
 from pyrad import packet as pp
 from pyrad.client import Client as PyradClient
 from pyrad.dictionary import Dictionary
@@ -22,11 +21,11 @@ from tests.harness import DEMO, Daemon
 from tests.pins import DEMO_PIN, WRONG_PIN
 from tests.plugins import servers
 from tests.plugins.test_shared_store import store_toml
+from tests.sip2.wire import Wire, patron_msg
 from tests.state import scenario
 from tests.state.balancers import Address, haproxy, nginx_udp
 from tests.state.redis_server import shared_prefix
 from tests.state.test_scale_out import redis_state
-from tests.test_daemon import Sip2
 
 DICTIONARY = Path(__file__).resolve().parents[2] / "bridge" / "radius" / "dictionary"
 SECRET = "balancer-radius-secret-0123"
@@ -83,34 +82,6 @@ def marks(daemons: tuple[Daemon, Daemon]) -> list[int]:
     return [len(scenario.auth_lines([daemon])) for daemon in daemons]
 
 
-def ldap_bind(address: Address, barcode: str, pin: str) -> int:
-    conn = Connection(
-        Server(*address, get_info="NO_INFO"),
-        user=f"uid={barcode},ou=patrons,{scenario.BASE_DN}",
-        password=pin,
-        raise_exceptions=False,
-        receive_timeout=30,
-    )
-    try:
-        conn.open()
-        conn.bind()
-        code: int = conn.result["result"]
-        return code
-    finally:
-        conn.unbind()
-
-
-class SipAt(Sip2):
-    """The tests' raw SIP2 client, pointed at an address (the balancer) instead of a daemon."""
-
-    def __init__(self, address: Address) -> None:
-        class At:
-            def address(self, name: str) -> Address:
-                return address
-
-        super().__init__(At())  # type: ignore[arg-type]
-
-
 def radius_client(address: Address) -> PyradClient:
     """pyrad keeps one socket (one source port): nginx still balances every request, since
     each session ends with its one response."""
@@ -144,13 +115,11 @@ def test_haproxy_balances_ldap_and_sip2(tmp_path: Path, two_daemons: tuple[Daemo
     ) as front:
         start = marks(daemons)
         for _ in range(4):
-            assert ldap_bind(front["ldap"], DEMO["active"], DEMO_PIN) == 0
+            assert scenario.bind_at(front["ldap"], DEMO["active"], DEMO_PIN) == 0
         for _ in range(4):  # a new connection each time: round robin over A and B
-            sip = SipAt(front["sip2"])
-            try:
-                assert "|CQY|" in sip.check(DEMO["minor"], DEMO_PIN)
-            finally:
-                sip.close()
+            with Wire(front["sip2"]) as sip:
+                assert sip.login().startswith(b"941")
+                assert b"|CQY|" in sip.ask(patron_msg("63", DEMO["minor"], DEMO_PIN))
         settled(daemons, start, 8)
         for protocol in ("ldap", "sip2"):
             seen = by_daemon(daemons, protocol, start)
@@ -159,14 +128,14 @@ def test_haproxy_balances_ldap_and_sip2(tmp_path: Path, two_daemons: tuple[Daemo
         # 12 wrong PINs through HAProxy: the card's budget holds across A and B.
         start = marks(daemons)
         card = DEMO["fines"]
-        answers = [ldap_bind(front["ldap"], card, WRONG_PIN) for _ in range(12)]
+        answers = [scenario.bind_at(front["ldap"], card, WRONG_PIN) for _ in range(12)]
         assert answers == [49] * 12
         settled(daemons, start, 12)
         seen = by_daemon(daemons, "ldap", start)
         assert sum(c["bad_pin"] for c in seen) == scenario.LOCK_AFTER, seen
         assert all(sum(c.values()) >= 1 for c in seen), seen  # both took part
-        assert ldap_bind(front["ldap"], card, DEMO_PIN) == 49  # locked: even the right PIN
-        assert ldap_bind(front["ldap"], card, DEMO_PIN) == 49  # ... on the other daemon too
+        assert scenario.bind_at(front["ldap"], card, DEMO_PIN) == 49  # locked: even the right PIN
+        assert scenario.bind_at(front["ldap"], card, DEMO_PIN) == 49  # ... on the other daemon too
     log = (tmp_path / "haproxy.log").read_text()
     assert "ALERT" not in log, log
 
