@@ -46,10 +46,16 @@ def haproxy_config(frontends: dict[str, tuple[int, Sequence[Address]]]) -> str:
     return "\n".join(parts)
 
 
-def nginx_config(directory: Path, port: int, backends: Sequence[Address]) -> str:
+def nginx_config(
+    directory: Path, port: int, backends: Sequence[Address], *, affinity: bool = False
+) -> str:
     """nginx's stream module as a UDP balancer for RADIUS: one response per request closes the
-    session (`proxy_responses 1`), so the next request is balanced again."""
+    session (`proxy_responses 1`), so the next request is balanced again. `affinity`: choose
+    the daemon by a hash of the source address and port, so a NAS's retransmission reaches the
+    daemon whose duplicate cache holds the first copy."""
     servers = "".join(f"        server {host}:{bport};\n" for host, bport in backends)
+    if affinity:
+        servers = "        hash $remote_addr$remote_port;\n" + servers
     return f"""load_module {NGINX_STREAM_MODULE};
 daemon off;
 worker_processes 1;
@@ -123,14 +129,16 @@ def haproxy(
 
 
 @contextmanager
-def nginx_udp(directory: Path, backends: Sequence[Address]) -> Iterator[Address]:
+def nginx_udp(
+    directory: Path, backends: Sequence[Address], *, affinity: bool = False
+) -> Iterator[Address]:
     """nginx (stream module) balancing RADIUS datagrams over `backends`."""
     binary = require_tool("nginx")
     if not NGINX_STREAM_MODULE.exists():
         require_tool("ngx_stream_module.so (libnginx-mod-stream)")
     port = free_port(socket.SOCK_DGRAM)
     config = directory / "nginx.conf"
-    config.write_text(nginx_config(directory, port, backends))
+    config.write_text(nginx_config(directory, port, backends, affinity=affinity))
     argv = [binary, "-p", str(directory), "-e", str(directory / "nginx-error.log"), "-c"]
     checked = subprocess.run([*argv, str(config), "-t"], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -21,6 +21,7 @@ from tests.harness import DEMO, Daemon
 from tests.pins import DEMO_PIN, WRONG_PIN
 from tests.plugins import servers
 from tests.plugins.test_shared_store import store_toml
+from tests.radius.udp import Nas
 from tests.sip2.wire import Wire, patron_msg
 from tests.state import scenario
 from tests.state.balancers import Address, haproxy, nginx_udp
@@ -164,3 +165,36 @@ def test_nginx_balances_radius(tmp_path: Path, two_daemons: tuple[Daemon, Daemon
         settled(daemons, start, 14)
         seen = by_daemon(daemons, "radius", start)
         assert sum(c["card_locked"] for c in seen) >= 2, seen
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known limitation (docs/scale-out.md): nginx sends each datagram to the daemon from "
+    "a new source port of its own, and the duplicate cache is keyed by source address, port and "
+    "Identifier (RFC 5080), so a retransmission through nginx is decided again",
+)
+def test_nginx_keeps_each_nas_on_one_daemon_for_retransmissions(
+    tmp_path: Path, two_daemons: tuple[Daemon, Daemon]
+) -> None:
+    """With `hash $remote_addr$remote_port`, a retransmission (the same datagram again from the
+    same port) should reach the daemon that answered it and be answered from its duplicate
+    cache: one decision, not two. Sixteen NASes (source ports) still spread over both daemons.
+    Seen: 48 decisions for 32 requests (every retransmission decided again)."""
+    daemons = two_daemons
+    with nginx_udp(tmp_path, backends(daemons, "radius"), affinity=True) as front:
+        start = marks(daemons)
+        nases = [Nas(front, SECRET.encode()) for _ in range(16)]
+        try:
+            for nas in nases:
+                request = nas.access(DEMO["active"].encode(), DEMO_PIN.encode())
+                assert nas.ask(request).code == nas.ask(request).code == pp.AccessAccept
+            for nas in nases:  # one new request each: its line follows the first on its daemon
+                request = nas.access(DEMO["active"].encode(), DEMO_PIN.encode())
+                assert nas.ask(request).code == pp.AccessAccept
+        finally:
+            for nas in nases:
+                nas.close()
+        settled(daemons, start, 32)
+        seen = by_daemon(daemons, "radius", start)
+        assert sum(c["accepted"] for c in seen) == 32, seen  # 48 if retransmissions re-decided
+        assert all(c["accepted"] >= 2 for c in seen), seen  # both daemons had NASes
