@@ -15,6 +15,7 @@ import httpx
 
 from bridge.app import open_core
 from bridge.config import load
+from bridge.core.store import TokenStore
 from tests.harness import DEMO, Daemon
 from tests.pins import DEMO_PIN, NEW_PIN
 from tests.plugins import servers
@@ -101,12 +102,12 @@ async def test_reset_token_single_use_across_hosts(tmp_path: Path) -> None:
         try:
             now = dt.datetime.now(dt.UTC)
             hashed = token_hash("single-use-token-for-the-test")
-            await host_a.store.put_token(hashed, DEMO["active"], now + dt.timedelta(minutes=5))
-            taken = await asyncio.gather(
-                host_a.store.take_token(hashed, now), host_b.store.take_token(hashed, now)
-            )
+            a, b = host_a.store, host_b.store
+            assert isinstance(a, TokenStore) and isinstance(b, TokenStore)  # postgres keeps tokens
+            await a.put_token(hashed, DEMO["active"], now + dt.timedelta(minutes=5))
+            taken = await asyncio.gather(a.take_token(hashed, now), b.take_token(hashed, now))
             assert sorted(taken, key=str) == [DEMO["active"], None]
-            assert await host_a.store.take_token(hashed, now) is None
+            assert await a.take_token(hashed, now) is None
         finally:
             await host_b.aclose()
             await host_a.aclose()

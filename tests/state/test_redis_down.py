@@ -24,6 +24,7 @@ from tests.state import scenario
 from tests.state.redis_server import PrivateRedis, shared_prefix
 
 CARD, SRC = "21234000000001", "192.0.2.1"
+DOWN: tuple[type[BaseException], ...] = (StateUnavailable, *UNAVAILABLE)
 
 
 @pytest.fixture
@@ -131,7 +132,7 @@ async def test_settlement_during_an_outage_is_sent_later(private_redis: PrivateR
             try:  # any call lets the guard notice Redis is back, then it resends
                 await guard.reserve("21234000000003", SRC, 1000.0)
                 return (await peer.peek(CARD, 1000.0))[1]
-            except (StateUnavailable, *UNAVAILABLE):
+            except DOWN:
                 return False
 
         await until(counted)
