@@ -201,6 +201,23 @@ def test_every_field_through_a_batch_and_back(setup: Setup) -> None:
         assert ldap_bind(daemon, new, NEW_PIN)
 
 
+def test_a_batch_the_store_refuses_is_reported_and_not_applied(setup: Setup) -> None:
+    """A new card with a record_id another card holds: the store refuses the batch (on
+    PostgreSQL the COPY fails), the import names the lines and no row of the batch is in."""
+    taken = show(setup, DEMO["active"])["record_id"]
+    csv = write(
+        setup.daemon.dir,
+        "clash.csv",
+        f"barcode,record_id,name\n21234000000901,rec-901,Fine\n21234000000902,{taken},Clash\n",
+    )
+    result = run(setup, "patron", "import", str(csv))
+    assert result.returncode == 1
+    assert "clash.csv: lines 2-3: batch refused" in result.stderr, result.stderr
+    assert "record_id used by two cards" in result.stderr, result.stderr
+    for barcode in ("21234000000901", "21234000000902"):
+        assert run(setup, "patron", "show", barcode).returncode == 1
+
+
 # -- update / delete / list / lockout ---------------------------------------------------------
 
 
