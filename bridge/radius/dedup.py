@@ -14,6 +14,13 @@ against the patron. So:
 Replies are kept `window` seconds (RFC 5080: 5 to 30); the table holds at most `max_entries`,
 oldest evicted first, so a flood cannot grow memory. Packets that fail authentication must never
 reach this cache (the server verifies first).
+
+A retransmission can also arrive from another source port of the same address: a UDP balancer
+such as nginx's stream module forwards every datagram from a new port of its own. So a request
+whose key is unknown is looked up once more by (address, Identifier, Request Authenticator):
+the same 16 random bytes with the same Identifier from the same address are the same request.
+Requests from different ports with different authenticators (NASes behind one NAT address)
+stay apart, as before.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 Key = tuple[str, int, int]  # (source address, source port, Identifier)
+_Request = tuple[str, int, bytes]  # (source address, Identifier, Request Authenticator)
 
 
 class Verdict(enum.Enum):
@@ -57,6 +65,7 @@ class DuplicateCache:
         # An entry in flight longer than this (a lost task) stops absorbing retransmissions.
         self.in_flight_limit = in_flight_limit
         self._entries: OrderedDict[Key, _Entry] = OrderedDict()
+        self._by_request: dict[_Request, Key] = {}  # the same request from another port
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -64,14 +73,21 @@ class DuplicateCache:
     def check(self, key: Key, authenticator: bytes, now: float) -> Seen:
         """Classify a verified request; a `NEW` one is recorded as in flight."""
         entry = self._entries.get(key)
+        if entry is None:
+            first = self._by_request.get((key[0], key[2], authenticator))
+            if first is not None:
+                seen = self._entries.get(first)
+                if seen is not None and seen.expires > now and seen.authenticator == authenticator:
+                    return _IN_FLIGHT if seen.reply is None else Seen(Verdict.REPLAY, seen.reply)
         if entry is not None and entry.expires > now and entry.authenticator == authenticator:
             if entry.reply is None:
                 return _IN_FLIGHT
             return Seen(Verdict.REPLAY, entry.reply)
         if entry is not None:
-            del self._entries[key]
+            self._drop(key)
         self._expire(now)
         self._entries[key] = _Entry(authenticator, None, now + self.in_flight_limit)
+        self._by_request[(key[0], key[2], authenticator)] = key
         return _NEW
 
     def complete(self, key: Key, authenticator: bytes, reply: bytes, now: float) -> None:
@@ -87,12 +103,18 @@ class DuplicateCache:
         """No reply will be sent (silence by policy): let a retransmission be tried anew."""
         entry = self._entries.get(key)
         if entry is not None and entry.authenticator == authenticator:
-            del self._entries[key]
+            self._drop(key)
+
+    def _drop(self, key: Key) -> None:
+        entry = self._entries.pop(key)
+        request = (key[0], key[2], entry.authenticator)
+        if self._by_request.get(request) == key:
+            del self._by_request[request]
 
     def _expire(self, now: float) -> None:
         entries = self._entries
         while entries:
-            first = next(iter(entries.values()))
+            key, first = next(iter(entries.items()))
             if first.expires > now and len(entries) < self.max_entries:
                 break
-            entries.popitem(last=False)
+            self._drop(key)

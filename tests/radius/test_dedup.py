@@ -47,10 +47,38 @@ def test_forget_lets_retransmission_be_tried_again() -> None:
 
 
 def test_keys_differ_by_port_and_identifier() -> None:
+    """(The same authenticator from another port is the same request: see
+    test_the_same_request_from_another_port_is_a_retransmission.)"""
     cache = DuplicateCache()
     assert cache.check(("192.0.2.1", 1, 1), A, 0).verdict is Verdict.NEW
-    assert cache.check(("192.0.2.1", 2, 1), A, 0).verdict is Verdict.NEW
+    assert cache.check(("192.0.2.1", 2, 1), B, 0).verdict is Verdict.NEW
     assert cache.check(("192.0.2.1", 1, 2), A, 0).verdict is Verdict.NEW
+
+
+def test_the_same_request_from_another_port_is_a_retransmission() -> None:
+    """A UDP balancer (nginx) forwards each copy from a new port: same address, Identifier and
+    Request Authenticator are the same request, absorbed in flight and replayed after."""
+    cache = DuplicateCache(window=10)
+    assert cache.check(("192.0.2.1", 1, 7), A, 0).verdict is Verdict.NEW
+    assert cache.check(("192.0.2.1", 2, 7), A, 1).verdict is Verdict.IN_FLIGHT
+    cache.complete(("192.0.2.1", 1, 7), A, b"reply", 2)
+    seen = cache.check(("192.0.2.1", 3, 7), A, 3)
+    assert seen.verdict is Verdict.REPLAY and seen.reply == b"reply"
+    # another authenticator, another address or another Identifier: a different request
+    assert cache.check(("192.0.2.1", 4, 7), B, 4).verdict is Verdict.NEW
+    assert cache.check(("192.0.2.2", 5, 7), A, 4).verdict is Verdict.NEW
+    assert cache.check(("192.0.2.1", 6, 8), A, 4).verdict is Verdict.NEW
+    assert cache.check(("192.0.2.1", 7, 7), A, 13).verdict is Verdict.NEW  # the reply expired
+
+
+def test_forgotten_and_evicted_requests_leave_no_alias() -> None:
+    cache = DuplicateCache(max_entries=4)
+    cache.check(("192.0.2.1", 1, 7), A, 0)
+    cache.forget(("192.0.2.1", 1, 7), A)
+    assert cache.check(("192.0.2.1", 2, 7), A, 1).verdict is Verdict.NEW
+    for port in range(10, 40):
+        cache.check(("192.0.2.1", port, port), A, 2)
+    assert len(cache) <= 4 and len(cache._by_request) <= 4
 
 
 def test_lost_in_flight_entry_stops_absorbing() -> None:

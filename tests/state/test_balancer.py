@@ -167,19 +167,13 @@ def test_nginx_balances_radius(tmp_path: Path, two_daemons: tuple[Daemon, Daemon
         assert sum(c["card_locked"] for c in seen) >= 2, seen
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known limitation (docs/scale-out.md): nginx sends each datagram to the daemon from "
-    "a new source port of its own, and the duplicate cache is keyed by source address, port and "
-    "Identifier (RFC 5080), so a retransmission through nginx is decided again",
-)
 def test_nginx_keeps_each_nas_on_one_daemon_for_retransmissions(
     tmp_path: Path, two_daemons: tuple[Daemon, Daemon]
 ) -> None:
     """With `hash $remote_addr$remote_port`, a retransmission (the same datagram again from the
-    same port) should reach the daemon that answered it and be answered from its duplicate
-    cache: one decision, not two. Sixteen NASes (source ports) still spread over both daemons.
-    Seen: 48 decisions for 32 requests (every retransmission decided again)."""
+    same port) reaches the daemon that answered it, from a new nginx port, and is answered from
+    its duplicate cache (found by address, Identifier and Request Authenticator): one decision,
+    not two. Sixteen NASes (source ports) still spread over both daemons."""
     daemons = two_daemons
     with nginx_udp(tmp_path, backends(daemons, "radius"), affinity=True) as front:
         start = marks(daemons)
