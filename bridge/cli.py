@@ -147,6 +147,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config = _config(args)
     worker: int | None = getattr(args, "worker", None)
+    instance: InstanceLock | None = None  # a worker runs under its supervisor's lock
     if worker is None:  # the supervisor or the one process; workers run under its lock
         # Before anything opens the store or a socket: a second daemon must touch nothing.
         instance = InstanceLock(lock_path(config.path(config.control.socket)))
@@ -187,7 +188,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         pass
     finally:
         logs.stop()
-        instance.release()
+        if instance is not None:
+            instance.release()
     return OK
 
 

@@ -125,6 +125,8 @@ def test_sigterm_loses_no_audit_line(daemon: Daemon) -> None:
         scenario.bind(daemon, DEMO["active"], DEMO_PIN if i % 2 else "0000")
     assert daemon.stop() == 0  # SIGTERM to the supervisor, passed on to both workers
     assert len(scenario.auth_lines([daemon])) == n
+    log = daemon.stderr_path.read_text()
+    assert "Traceback" not in log and "worker_died" not in log  # each worker stopped cleanly
 
 
 def test_sighup_reloads_every_worker_in_place(daemon: Daemon) -> None:
