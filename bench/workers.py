@@ -171,9 +171,10 @@ class Load:
 def drive(
     loadgen: Path, protocol: str, address: tuple[str, int], users: Path, *, warm: bool
 ) -> Load:
+    """One run of the generator against `address`: a warm-up pass or SECONDS of load."""
     host, port = address
     if protocol == "radius":
-        window = 4 if warm else WINDOW
+        window = 4 if warm else WINDOW  # a warm-up pass pays the KDF: few in flight
         args = [SECRET.decode(), str(users), str(SOCKETS), str(window)]
     else:
         args = [BASE_DN, str(users), str(CONNECTIONS)]
@@ -189,6 +190,8 @@ def _server_cpu(pids: list[int]) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Row:
+    """One line of the table: a load against one server."""
+
     load: str
     server: str
     req_s: float
@@ -220,6 +223,8 @@ def measure(
     label: tuple[str, str],
     redis_port: int | None = None,
 ) -> Row:
+    """Two warm-up passes, then the measured run with the server's CPU (every pid in `pids`)
+    and, for the bridge, the private Redis's command counter read around it."""
     for _ in range(2):
         drive(loadgen, protocol, address, users, warm=True)
     before_cmds = _commands(redis_port) if redis_port else 0
