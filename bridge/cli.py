@@ -329,7 +329,16 @@ def cmd_pin_set(args: argparse.Namespace) -> int:
         if not result.ok:
             raise Refused(result.reason)
         print(f"PIN set for {args.barcode}")
-        return _tell_daemon(config, "clear_lock", args.barcode, f"PIN set for {args.barcode}")
+        told = _tell_daemon(config, "clear_lock", args.barcode, f"PIN set for {args.barcode}")
+        from bridge.cli_notice import mail_pin_changed  # the desk's notice, by mail
+
+        notice = await mail_pin_changed(config, core.authenticator, args.barcode)
+        logs.flush()
+        if notice.failed:
+            print(f"patron-bridge: PIN set, but {notice.line}", file=sys.stderr)
+            return REFUSED
+        print(notice.line)
+        return told
 
     return run_loop(_with_core(config, body))
 
