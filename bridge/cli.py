@@ -525,6 +525,9 @@ def cmd_reload(args: argparse.Namespace) -> int:
     if restart:
         parts.append(f"restart needed for {restart}")
     print("reloaded: " + "; ".join(parts))
+    if answer.get("pepper_error"):  # bridge.pepper_hosts: this host lacks a pepper in use
+        print(f"patron-bridge: {answer['pepper_error']}", file=sys.stderr)
+        return REFUSED
     return OK
 
 

@@ -15,7 +15,7 @@ import os
 import pwd
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import structlog
@@ -38,6 +38,10 @@ class ControlServer:
         self.exposition: Callable[[], bytes] | None = None
         # Re-reads the config (bridge.reload), given who asked; its answer goes back as is.
         self.reloader: Callable[[str], dict[str, object]] | None = None
+        # Awaited after a reload that applied, before the answer goes back (pepper rotation:
+        # the host takes up an activation and records what it holds); an error line is added
+        # to the answer as `pepper_error`.
+        self.settle: Callable[[], Awaitable[str | None]] | None = None
         self._inode = -1
 
     async def start(self) -> None:
@@ -55,6 +59,10 @@ class ControlServer:
         try:
             line = await asyncio.wait_for(reader.readline(), timeout=5)
             reply = self.apply(line[:4096], peer=_peer(writer))
+            if reply.get("applied") is not None and self.settle is not None:  # a reload
+                error = await self.settle()
+                if error is not None:
+                    reply = {**reply, "pepper_error": error}
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
         except (TimeoutError, ConnectionError, ValueError):  # ValueError: line over the limit

@@ -15,7 +15,8 @@ not at all. Applied live:
 - TLS certificates and keys of the SIP2 and LDAP listeners, and of the PIN pages and the
   metrics listener when they serve HTTPS already (new handshakes use them);
 - `log.level` and `log.format` (the renderer of the running chain is swapped);
-- peppers `patron-bridge pepper rotate` added (`<pepper_file>.N`): new hashes use the newest.
+- peppers `patron-bridge pepper rotate` added (`<pepper_file>.N`): they verify at once; which
+  one writes is the store's `pepper-active`, taken up after the reload (`bridge.pepper_hosts`).
 
 Anything else that changed (listen addresses, the store, security, throttle, cache, audit,
 control, other metrics and portal keys, HTTPS turned on or off, smtp, other front-end keys)
@@ -370,7 +371,8 @@ def reload(services: Services, *, actor: str) -> ReloadResult:
     restart = [key for key in changes if not _live(key, old, new)]
     plan.apply()
     if peppers:
-        now = services.hasher.add_peppers(peppers)
-        applied.append(f"security.pepper_file (pepper {now} for new hashes)")
+        services.hasher.add_peppers(peppers)
+        held = ", ".join(sorted(peppers, key=int))
+        applied.append(f"security.pepper_file (pepper {held} held)")
     services.audit.event("config_reloaded", actor=actor, applied=applied, restart_needed=restart)
     return ReloadResult(True, applied=applied, restart_needed=restart)
