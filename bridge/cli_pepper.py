@@ -129,6 +129,10 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     async def check(core: Any) -> int:  # every pepper in use is present and right
         _admin(core)
         found["next"] = str(max(int(pid) for pid in core.hasher.pepper_ids()) + 1)
+        store = core.store
+        if isinstance(store, RotationRecords) and ACTIVE not in await store.pepper_meta():
+            # pin the writer before a newer pepper exists that a start could take as newest
+            await store.put_pepper_meta(ACTIVE, core.hasher.current_id)
         return OK
 
     run_loop(_with_core(config, check))
@@ -141,10 +145,6 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     async def record(core: Any) -> int:  # opening checks and records the new fingerprint
         if new_id not in core.hasher.pepper_ids():
             return REFUSED
-        store = core.store
-        if isinstance(store, RotationRecords) and ACTIVE not in await store.pepper_meta():
-            # pin the writer before a second pepper exists that hosts could pick up as newest
-            await store.put_pepper_meta(ACTIVE, core.hasher.current_id)
         core.audit.event(
             "pepper_rotated", actor="cli", pepper_id=new_id, file=str(path), staged=args.stage
         )

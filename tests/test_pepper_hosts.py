@@ -1,0 +1,143 @@
+"""Two-phase pepper rotation with two hosts on one PostgreSQL database (host B runs `[server]
+workers = 2`): `pepper rotate --stage` adds pepper 2 verify-only; `pepper activate 2` is refused
+while B does not hold it, naming B; a third host without the file refuses to start with one line
+naming `security.pepper_file`; once B has the file and reloaded, activation goes through; a PIN
+re-hashed with pepper 2 on A verifies on B, and at no point does the database hold a hash made
+with a pepper that a serving host lacks."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+from pathlib import Path
+
+import pytest
+
+from tests.harness import DEMO, Daemon
+from tests.pins import DEMO_PIN
+from tests.plugins import servers
+from tests.store_setups import LDAP, ldap_bind, pg_store
+
+pytestmark = pytest.mark.service
+
+NO_CACHE = "\n[cache]\nttl = 0\n"  # every bind verifies the PIN, so every login can re-hash
+WORKERS = '\n[server]\nworkers = 2\n\n[state]\nbackend = "sqlite"\n'
+
+
+def records(dbname: str) -> dict[str, str]:
+    with servers.pg_admin(dbname) as admin:
+        rows = admin.execute("SELECT key, value FROM bridge_meta WHERE key LIKE 'pepper-%'")
+        return {str(k): str(v) for k, v in rows.fetchall()}
+
+
+def proof(dbname: str, daemon: Daemon) -> str:
+    key = f"pepper-host.{servers_hostname()}:{daemon.dir / 'pepper.key'}"
+    return records(dbname).get(key, "")
+
+
+def servers_hostname() -> str:
+    return socket.gethostname()
+
+
+def pepper_ids(dbname: str) -> dict[str, str]:
+    """barcode -> the pepper id its hash was made with."""
+    with servers.pg_admin(dbname) as admin:
+        rows = admin.execute("SELECT barcode, pin_hash FROM patrons WHERE pin_hash IS NOT NULL")
+        found = {}
+        for barcode, stored in rows.fetchall():
+            tag = str(stored).rpartition("$pepper=")
+            found[str(barcode)] = tag[2] if tag[1] else "1"
+        return found
+
+
+async def wait_proof(dbname: str, daemon: Daemon, want: str) -> None:
+    async def seen() -> bool:
+        return proof(dbname, daemon) == want
+
+    await servers.wait_until(seen, f"{daemon.dir.name} proves {want}")
+
+
+async def rehashed(daemon: Daemon, barcode: str) -> None:
+    async def seen() -> bool:
+        return any(
+            e.get("event") == "pin_rehashed" and str(e.get("barcode", ""))[-4:] == barcode[-4:]
+            for e in daemon.audit_events()
+        )
+
+    await servers.wait_until(seen, f"re-hash of {barcode} on {daemon.dir.name}")
+
+
+async def test_two_hosts_rotate_in_two_phases(tmp_path: Path) -> None:
+    with servers.pg_database() as db:
+        for name in ("a", "b", "c"):
+            (tmp_path / name).mkdir()
+        a = Daemon(tmp_path / "a", LDAP + NO_CACHE, store=pg_store(db))
+        with a:
+            shutil.copy(a.dir / "pepper.key", tmp_path / "b" / "pepper.key")
+            b = Daemon(tmp_path / "b", LDAP + NO_CACHE + WORKERS, store=pg_store(db))
+            with b:
+                await wait_proof(db, a, "held=1;writer=1")
+                await wait_proof(db, b, "held=1;writer=1")
+
+                staged = a.cli("pepper", "rotate", "--stage")
+                assert staged.returncode == 0, staged.stderr
+                assert "pepper 2 staged" in staged.stdout
+                assert "pepper activate 2" in staged.stdout
+                assert records(db)["pepper-active"] == "1"
+                await wait_proof(db, a, "held=1,2;writer=1")  # A reloaded: holds 2, writes 1
+
+                # staged only: a login on A verifies and writes nothing with pepper 2
+                assert ldap_bind(a, DEMO["active"], DEMO_PIN)
+                assert set(pepper_ids(db).values()) == {"1"}
+
+                refused = a.cli("pepper", "activate", "2")
+                assert refused.returncode == 1
+                assert f"{servers_hostname()}:{b.dir / 'pepper.key'} (holds 1)" in refused.stderr
+                assert records(db)["pepper-active"] == "1"
+
+                # a third host without pepper.key.2 refuses to start, one line naming the key
+                shutil.copy(a.dir / "pepper.key", tmp_path / "c" / "pepper.key")
+                c = Daemon(tmp_path / "c", LDAP, store=pg_store(db))
+                with pytest.raises(RuntimeError, match="exited 2"):
+                    c.start()
+                line = c.stderr_path.read_text().strip().splitlines()[-1]
+                assert "security.pepper_file" in line and "pepper.key.2 does not exist" in line
+
+                shutil.copy(a.dir / "pepper.key.2", b.dir / "pepper.key.2")
+                assert b.proc is not None
+                b.proc.send_signal(signal.SIGHUP)  # the supervisor passes it to both workers
+                await wait_proof(db, b, "held=1,2;writer=1")
+
+                activated = a.cli("pepper", "activate", "2")
+                assert activated.returncode == 0, activated.stderr
+                assert "pepper 2 is active" in activated.stdout
+                assert records(db)["pepper-active"] == "2"
+                await wait_proof(db, a, "held=1,2;writer=2")
+
+                # re-hashed with pepper 2 on A, verified on B (which still writes pepper 1 and
+                # leaves the newer hash alone)
+                assert ldap_bind(a, DEMO["active"], DEMO_PIN)
+                await rehashed(a, DEMO["active"])
+                assert pepper_ids(db)[DEMO["active"]] == "2"
+                for _ in range(4):  # both workers, whichever the kernel picks
+                    assert ldap_bind(b, DEMO["active"], DEMO_PIN)
+                assert ldap_bind(b, DEMO["active"], DEMO_PIN + "0") is False
+                assert pepper_ids(db)[DEMO["active"]] == "2"
+
+                b.proc.send_signal(signal.SIGHUP)  # B takes up the activation
+                await wait_proof(db, b, "held=1,2;writer=2")
+                assert ldap_bind(b, DEMO["minor"], DEMO_PIN)
+                await rehashed(b, DEMO["minor"])
+                assert pepper_ids(db)[DEMO["minor"]] == "2"
+                assert ldap_bind(a, DEMO["minor"], DEMO_PIN)
+
+                status = a.cli("pepper", "status")
+                assert status.returncode == 0, status.stderr
+                assert f"host {servers_hostname()}:{b.dir / 'pepper.key'}: holds 1,2, writes 2" in (
+                    status.stdout
+                )
+        for daemon in (a, b):  # no PIN, hash or pepper in any line
+            text = daemon.logs()
+            for path in daemon.dir.glob("pepper.key*"):
+                assert path.read_bytes().hex() not in text
