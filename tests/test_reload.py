@@ -414,10 +414,12 @@ def test_the_metrics_certificate_rotates_by_reload(tmp_path: Path) -> None:
         )
         context = ssl.create_default_context(cafile=str(tmp_path / "metrics.crt"))
         context.check_hostname = False
-        with socket.create_connection(address, timeout=20) as raw:
-            with context.wrap_socket(raw) as tls:
-                tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                assert tls.recv(65536).startswith(b"HTTP/1.1 200")
+        with (
+            socket.create_connection(address, timeout=20) as raw,
+            context.wrap_socket(raw) as tls,
+        ):
+            tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert tls.recv(65536).startswith(b"HTTP/1.1 200")
         (tmp_path / "metrics.key").write_text("not a key\n")
         refused = daemon.cli("reload")
         assert refused.returncode != 0
