@@ -499,7 +499,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_reload(args: argparse.Namespace) -> int:
     from bridge.config import control_socket_of
-    from bridge.control import request
+    from bridge.control import reload_all
     from bridge.runtime.instance import lock_path, running_pid
 
     source = args.config or os.environ.get("BRIDGE_CONFIG") or DEFAULT_CONFIG
@@ -509,7 +509,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
         raise UsageError(f"{source}: cannot be read")
     if running_pid(lock_path(socket_path)) is None:
         raise Refused("no daemon is running with this config: nothing to reload")
-    answer = request(socket_path, {"op": "reload"})
+    answer = reload_all(socket_path)  # every worker's socket under [server] workers
     if answer is None:
         raise Refused(f"the daemon did not answer on {socket_path}: nothing was reloaded")
     if not answer.get("ok"):

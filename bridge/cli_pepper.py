@@ -98,14 +98,14 @@ def _plural(n: int) -> str:
 def _tell_daemon(config: Config) -> str | None:
     """Ask a running daemon to reload (it reads the new pepper file); None when none runs,
     else the line to print (an error line when it could not be told)."""
-    from bridge.control import request
+    from bridge.control import reload_all
     from bridge.runtime.instance import lock_path, running_pid
 
     socket_path = config.path(config.control.socket)
     pid = running_pid(lock_path(socket_path))
     if pid is None:
         return None
-    answer = request(socket_path, {"op": "reload"})
+    answer = reload_all(socket_path)
     if answer is None or not answer.get("ok"):
         why = "no answer" if answer is None else str(answer.get("error"))
         return (

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
 import json
 import os
 import pwd
@@ -169,3 +170,25 @@ def _notify_one(path: Path, op: str, barcode: str) -> bool:
         return bool(json.loads(reply).get("ok"))
     except ValueError:
         return False
+
+
+def reload_all(path: Path) -> dict[str, object] | None:
+    """Ask the daemon to reload: its one control socket, or, under `[server] workers = N`
+    (one socket per worker, `<socket>.<i>`), every worker's; the answers merged (refused if
+    one refused, `pepper_error` if one had it). None when no socket answered."""
+    sockets = (
+        [path] if path.exists() else sorted(path.parent.glob(glob.escape(path.name) + ".[0-9]*"))
+    )
+    answers = [request(p, {"op": "reload"}) for p in sockets if p.suffix != ".pid"]
+    if not answers or any(a is None for a in answers):
+        return None
+    first = answers[0]
+    assert first is not None
+    merged: dict[str, object] = dict(first)
+    for answer in answers:
+        assert answer is not None
+        if not answer.get("ok"):
+            return answer
+        if answer.get("pepper_error"):
+            merged["pepper_error"] = answer["pepper_error"]
+    return merged

@@ -125,8 +125,12 @@ async def test_two_hosts_rotate_in_two_phases(tmp_path: Path) -> None:
                 assert ldap_bind(b, DEMO["active"], DEMO_PIN + "0") is False
                 assert pepper_ids(db)[DEMO["active"]] == "2"
 
-                b.proc.send_signal(signal.SIGHUP)  # B takes up the activation
-                await wait_proof(db, b, "held=1,2;writer=2")
+                # B takes up the activation: `patron-bridge reload` asks both workers, and each
+                # has proved what it holds before it answers
+                reloaded = b.cli("reload")
+                assert reloaded.returncode == 0, reloaded.stderr
+                assert reloaded.stdout.startswith("reloaded: ")
+                assert proof(db, b) == "held=1,2;writer=2"
                 assert ldap_bind(b, DEMO["minor"], DEMO_PIN)
                 await rehashed(b, DEMO["minor"])
                 assert pepper_ids(db)[DEMO["minor"]] == "2"
