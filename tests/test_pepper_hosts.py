@@ -145,3 +145,20 @@ async def test_two_hosts_rotate_in_two_phases(tmp_path: Path) -> None:
             text = daemon.logs()
             for path in daemon.dir.glob("pepper.key*"):
                 assert path.read_bytes().hex() not in text
+
+
+def test_proofs_read_back_and_judge() -> None:
+    from bridge.pepper_hosts import HOST, Proof, lacking, proofs, writing
+
+    meta = {
+        "pepper-active": "2",
+        HOST + "a:/p": Proof("a:/p", ("1", "2", "3"), "3").encode(),
+        HOST + "b:/p": Proof("b:/p", ("1", "2"), "2").encode(),
+        "pepper.1.fingerprint": "hmac-sha256:00",
+    }
+    assert [p.host for p in proofs(meta)] == ["a:/p", "b:/p"]
+    assert proofs(meta)[1] == Proof("b:/p", ("1", "2"), "2")
+    assert [p.host for p in lacking(meta, "3")] == ["b:/p"]  # activating 3 would strand b
+    assert lacking(meta, "2") == []
+    assert [p.host for p in writing(meta, "2")] == ["b:/p"]  # retiring 2 would strand b
+    assert Proof.decode("x", "garbage") == Proof("x", (), "")
