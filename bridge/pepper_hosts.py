@@ -18,6 +18,7 @@ before: the newest pepper writes.
 
 from __future__ import annotations
 
+import hmac
 import os
 import socket
 from dataclasses import dataclass
@@ -89,25 +90,62 @@ async def choose_writer(config: Config, store: Any, hasher: Any) -> None:
     hasher.set_writer(active)
 
 
+def recorded(meta: dict[str, str]) -> dict[str, str]:
+    """Pepper id -> the fingerprint the store recorded for it."""
+    return {
+        k.split(".")[1]: v
+        for k, v in meta.items()
+        if k.startswith("pepper.") and k.endswith(".fingerprint")
+    }
+
+
+def matching(meta: dict[str, str], hasher: Any) -> tuple[list[str], list[str]]:
+    """(held peppers whose fingerprint is the store's, held peppers whose is not)."""
+    known = recorded(meta)
+    good, wrong = [], []
+    for pid, mine in sorted(hasher.pepper_fingerprints().items(), key=lambda kv: int(kv[0])):
+        theirs = known.get(pid)
+        if theirs is not None and hmac.compare_digest(theirs, mine):
+            good.append(pid)
+        elif theirs is not None:
+            wrong.append(pid)
+    return good, wrong
+
+
 async def prove(config: Config, store: Any, hasher: Any) -> None:
-    """Record which peppers this host holds and which one it writes with."""
+    """Record which peppers this host holds (only those whose fingerprint is the store's) and
+    which one it writes with."""
     if not isinstance(store, RotationRecords) or hasher is None:
         return
-    proof = Proof(host_id(config), tuple(hasher.pepper_ids()), hasher.current_id)
+    held, _ = matching(await store.pepper_meta(), hasher)
+    proof = Proof(host_id(config), tuple(held), hasher.current_id)
     await store.put_pepper_meta(HOST + proof.host, proof.encode())
 
 
 async def sync(config: Config, store: Any, hasher: Any) -> str | None:
-    """After a reload: take up an activation, then prove again. None, or the error line (the
-    host keeps writing with the pepper it had; it never writes one it does not hold)."""
+    """After a reload: drop a pepper file that is not the store's, take up an activation, then
+    prove again. None, or the error line (the host keeps writing with the pepper it had; it
+    never writes one it does not hold)."""
+    if not isinstance(store, RotationRecords) or hasher is None:
+        return None
+    error = None
+    _, wrong = matching(await store.pepper_meta(), hasher)
+    if wrong:
+        hasher.drop_peppers(wrong)
+        base = config.path(config.security.pepper_file)
+        files = ", ".join(str(rotated_path(base, pid)) for pid in wrong)
+        error = (
+            f"{files}: not the pepper this store recorded: copy the right file from another host"
+        )
     try:
         await choose_writer(config, store, hasher)
     except PepperMissing as exc:
-        log.error("pepper_not_held", error=str(exc), key="security.pepper_file")
-        await prove(config, store, hasher)
-        return f"{config.source}: security.pepper_file: {exc}"
+        error = str(exc)
     await prove(config, store, hasher)
-    return None
+    if error is None:
+        return None
+    log.error("pepper_not_held", error=error, key="security.pepper_file")
+    return f"{config.source}: security.pepper_file: {error}"
 
 
 def lacking(meta: dict[str, str], pepper_id: str) -> list[Proof]:

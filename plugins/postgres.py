@@ -643,12 +643,10 @@ class PostgresStore:
         await self.db.run(delete, "forget pepper")
 
     async def pepper_meta(self) -> dict[str, str]:
-        """The two-phase rotation's records (`pepper-active`, `pepper-host.*`)."""
+        """The rotation records: fingerprints, `pepper-active`, `pepper-host.*`."""
 
         async def query(conn: Conn) -> dict[str, str]:
-            cur = await conn.execute(
-                "SELECT key, value FROM bridge_meta WHERE key LIKE 'pepper-%%'"
-            )
+            cur = await conn.execute("SELECT key, value FROM bridge_meta WHERE key LIKE 'pepper%%'")
             return {str(k): str(v) for k, v in await cur.fetchall()}
 
         return await self.db.run(query, "pepper records")

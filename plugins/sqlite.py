@@ -471,11 +471,11 @@ class SqliteStore:
         await self._run(delete)
 
     async def pepper_meta(self) -> dict[str, str]:
-        """The two-phase rotation's records (`pepper-active`, `pepper-host.*`)."""
+        """The rotation records: fingerprints, `pepper-active`, `pepper-host.*`."""
 
         def query() -> dict[str, str]:
             rows = self._conn().execute(
-                "SELECT key, value FROM bridge_meta WHERE key LIKE 'pepper-%'"
+                "SELECT key, value FROM bridge_meta WHERE key LIKE 'pepper%'"
             )
             return {str(k): str(v) for k, v in rows}
 

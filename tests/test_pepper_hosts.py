@@ -7,6 +7,7 @@ with a pepper that a serving host lacks."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -103,6 +104,15 @@ async def test_two_hosts_rotate_in_two_phases(tmp_path: Path) -> None:
                     c.start()
                 line = c.stderr_path.read_text().strip().splitlines()[-1]
                 assert "security.pepper_file" in line and "pepper.key.2 does not exist" in line
+
+                # a wrong file on B: its reload says so, B proves nothing new, B drops it
+                (b.dir / "pepper.key.2").write_bytes(os.urandom(32))
+                wrong = b.cli("reload")
+                assert wrong.returncode == 1
+                assert "pepper.key.2: not the pepper this store recorded" in wrong.stderr
+                assert "security.pepper_file" in wrong.stderr
+                assert proof(db, b) == "held=1;writer=1"
+                assert a.cli("pepper", "activate", "2").returncode == 1
 
                 shutil.copy(a.dir / "pepper.key.2", b.dir / "pepper.key.2")
                 assert b.proc is not None

@@ -226,6 +226,20 @@ class PinHasher:
             raise HashFormatError(f"pepper {pepper_id} is not loaded")
         self.current_id = pepper_id
 
+    def pepper_fingerprints(self) -> dict[str, str]:
+        """Each held pepper's fingerprint (`bridge.core.pepper.fingerprint`), to compare with
+        what the store recorded; never the pepper."""
+        from bridge.core.pepper import fingerprint
+
+        return {pid: fingerprint(data) for pid, data in self._peppers.items()}
+
+    def drop_peppers(self, ids: list[str]) -> None:
+        """Stop using peppers that are not the store's (a wrong file picked up by a reload):
+        a hash naming one is then unreadable (never counted as a wrong PIN) rather than
+        checked with the wrong key. Pepper 1 and the writer stay."""
+        keep = {PEPPER_ONE, self.current_id}
+        self._peppers = {k: v for k, v in self._peppers.items() if k in keep or k not in ids}
+
     def pepper_ids(self) -> list[str]:
         return sorted(self._peppers, key=int)
 
