@@ -1,13 +1,16 @@
-"""`patron-bridge pepper rotate | status | retire ID`: rotate the pepper, and see how many PIN
-hashes still wait to be re-hashed after a rotation or a raised KDF cost.
+"""`patron-bridge pepper rotate [--stage] | activate ID | status | retire ID`: rotate the pepper,
+and see how many PIN hashes still wait to be re-hashed after a rotation or a raised KDF cost.
 
 Peppers live beside the configured `security.pepper_file`: that file is pepper 1, `pepper rotate`
 writes pepper N as `<pepper_file>.N` (mode 0600) and records its fingerprint in the store, so
-every start checks it as it checks pepper 1. The highest id is the one new hashes use; a hash
-made with an older pepper still verifies with it and is re-hashed with the newest on the
-patron's next successful login (as a hash made with weaker KDF parameters is). The running
-daemon learns of a rotation through a reload (the command asks for one over the control
-socket). Pepper 1 is never retired: it also keys the audit barcode hashes and reset-token MACs.
+every start checks it as it checks pepper 1. The store's `pepper-active` record names the one new
+hashes use: `pepper rotate` on one host stages and activates at once; with several hosts on one
+store, `pepper rotate --stage` adds it verify-only and `pepper activate N` makes it the writer
+once every host has proved it holds it (`bridge.pepper_hosts`). A hash made with an older pepper
+still verifies with it and is re-hashed with the active one on the patron's next successful
+login (as a hash made with weaker KDF parameters is). The running daemon learns of a rotation
+through a reload (the commands ask for one over the control socket). Pepper 1 is never retired:
+it also keys the audit barcode hashes and reset-token MACs.
 
 Only the bridge's own stores (sqlite, postgres) keep bridge hashes; the commands refuse others.
 Nothing here ever prints a PIN, a hash or a pepper: only ids, file names and counts.
