@@ -19,10 +19,10 @@ from tests.harness import DEMO, Daemon
 from tests.pins import DEMO_PIN
 from tests.plugins import servers
 from tests.store_setups import LDAP, ldap_bind, pg_store
+from tests.test_pepper_rotation import NO_CACHE, rehashed
 
 pytestmark = pytest.mark.service
 
-NO_CACHE = "\n[cache]\nttl = 0\n"  # every bind verifies the PIN, so every login can re-hash
 WORKERS = '\n[server]\nworkers = 2\n\n[state]\nbackend = "sqlite"\n'
 
 
@@ -57,16 +57,6 @@ async def wait_proof(dbname: str, daemon: Daemon, want: str) -> None:
         return proof(dbname, daemon) == want
 
     await servers.wait_until(seen, f"{daemon.dir.name} proves {want}")
-
-
-async def rehashed(daemon: Daemon, barcode: str) -> None:
-    async def seen() -> bool:
-        return any(
-            e.get("event") == "pin_rehashed" and str(e.get("barcode", ""))[-4:] == barcode[-4:]
-            for e in daemon.audit_events()
-        )
-
-    await servers.wait_until(seen, f"re-hash of {barcode} on {daemon.dir.name}")
 
 
 async def test_two_hosts_rotate_in_two_phases(tmp_path: Path) -> None:
@@ -128,7 +118,7 @@ async def test_two_hosts_rotate_in_two_phases(tmp_path: Path) -> None:
                 # re-hashed with pepper 2 on A, verified on B (which still writes pepper 1 and
                 # leaves the newer hash alone)
                 assert ldap_bind(a, DEMO["active"], DEMO_PIN)
-                await rehashed(a, DEMO["active"])
+                await rehashed(a, DEMO["active"], 1)
                 assert pepper_ids(db)[DEMO["active"]] == "2"
                 for _ in range(4):  # both workers, whichever the kernel picks
                     assert ldap_bind(b, DEMO["active"], DEMO_PIN)
@@ -142,7 +132,7 @@ async def test_two_hosts_rotate_in_two_phases(tmp_path: Path) -> None:
                 assert reloaded.stdout.startswith("reloaded: ")
                 assert proof(db, b) == "held=1,2;writer=2"
                 assert ldap_bind(b, DEMO["minor"], DEMO_PIN)
-                await rehashed(b, DEMO["minor"])
+                await rehashed(b, DEMO["minor"], 1)
                 assert pepper_ids(db)[DEMO["minor"]] == "2"
                 assert ldap_bind(a, DEMO["minor"], DEMO_PIN)
 
