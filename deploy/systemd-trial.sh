@@ -174,6 +174,18 @@ inside /opt/patron-bridge/bin/python3 /root/probe.py radius-trial-secret-2 || fa
 say "grep config_reloaded /var/log/patron-bridge/audit.log"
 inside grep config_reloaded /var/log/patron-bridge/audit.log || fail "no config_reloaded line"
 
+say "systemctl kill -s KILL patron-bridge   # a crash: Restart=on-failure, RestartSec=2s"
+inside systemctl kill -s KILL patron-bridge
+for _ in $(seq 1 100); do
+  now=$(inside systemctl show -p MainPID --value patron-bridge)
+  [ "$now" != "$pid" ] && [ "$now" != "0" ] && inside systemctl is-active --quiet patron-bridge && break
+  sleep 0.2
+done
+say "systemctl show -p NRestarts -p MainPID -p ActiveState patron-bridge"
+inside systemctl show -p NRestarts -p MainPID -p ActiveState patron-bridge | tee "$WORK/restart"
+grep -qx "NRestarts=1" "$WORK/restart" || fail "not restarted after a crash"
+grep -qx "ActiveState=active" "$WORK/restart" || fail "not active after the restart"
+
 say "systemctl stop patron-bridge"
 inside systemctl stop patron-bridge || fail "stop"
 inside systemctl --no-pager status patron-bridge | sed -n 3p || true  # exit 3: inactive

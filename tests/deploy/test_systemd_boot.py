@@ -1,6 +1,6 @@
 """deploy/patron-bridge.service under a real systemd: `deploy/systemd-trial.sh` boots systemd as
 PID 1 in a systemd-nspawn container over a Debian bookworm tree, runs `systemctl enable --now`,
-`status`, `reload` (a RADIUS secret changed) and `stop`, and checks the notify messages systemd
+`status`, `reload` (a RADIUS secret changed), a crash (SIGKILL: restarted) and `stop`, and checks the notify messages systemd
 received (READY=1, RELOADING=1, STOPPING=1), the user, the one capability, and real LDAP and
 RADIUS clients on ports 389 and 1812. About 80 s on the first run (debootstrap), 10 s after."""
 
@@ -34,4 +34,5 @@ def test_the_unit_under_systemd() -> None:
     assert "CapEff:\t0000000000000400" in out and "\npatron-bridge\n" in out
     assert "radius on port 1812 with secret radius-trial-secret-2: Access-Accept" in out
     assert '"actor":"SIGHUP","applied":["radius.clients"]' in out
+    assert "NRestarts=1\nActiveState=active" in out  # killed, restarted (Restart=on-failure)
     assert out.rstrip().endswith("systemd trial: every check held")
