@@ -1,8 +1,9 @@
 """deploy/patron-bridge.service under a real systemd: `deploy/systemd-trial.sh` boots systemd as
 PID 1 in a systemd-nspawn container over a Debian bookworm tree, runs `systemctl enable --now`,
-`status`, `reload` (a RADIUS secret changed), a crash (SIGKILL: restarted) and `stop`, and checks the notify messages systemd
-received (READY=1, RELOADING=1, STOPPING=1), the user, the one capability, and real LDAP and
-RADIUS clients on ports 389 and 1812. About 80 s on the first run (debootstrap), 10 s after."""
+`status`, `reload` (a RADIUS secret changed), a crash (SIGKILL: restarted) and `stop`, and
+checks the notify messages systemd received (READY=1, RELOADING=1, STOPPING=1), the user, the
+one capability, and real LDAP and RADIUS clients on ports 389 and 1812. About 2.5 min on the
+first run here (debootstrap), 15 s after (the tree is kept)."""
 
 from __future__ import annotations
 
