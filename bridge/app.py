@@ -35,6 +35,7 @@ from bridge.core.store import PluginNotFound, Store, StorePlugin, StoreServices,
 from bridge.core.throttle import GuessGuard, MemoryBackend, Throttle, ThrottleBackend, ThrottleRules
 from bridge.fdbudget import start as fd_budget
 from bridge.loop import loop_name
+from bridge.pepper_hosts import choose_writer, prove, sync
 from bridge.runtime import systemd
 from bridge.runtime.binding import bind_error
 from bridge.services import Listener, Services
@@ -234,6 +235,12 @@ async def open_core(config: Config) -> Core:
         raise ConfigError(
             f"{config.source}: security.pepper_file: cannot create: {exc.strerror}"
         ) from None
+    try:  # which held pepper writes: the store's `pepper-active` (bridge.pepper_hosts)
+        await choose_writer(config, store, hasher)
+    except PepperError as exc:
+        await store.aclose()
+        hasher.close()
+        raise ConfigError(f"{config.source}: security.pepper_file: {exc}") from None
     audit = Audit(config.audit.barcode, hash_key=hasher.derived_key("audit-barcode"))
     try:
         rules = throttle_rules(config)
@@ -276,6 +283,18 @@ def hangup(services: Services) -> None:
     systemd.ready(
         "serving (reloaded)" if result.ok else f"serving (reload refused: {result.error})"
     )
+    if result.ok:  # take up a pepper activation, prove what this host holds
+        task = asyncio.get_running_loop().create_task(settle_peppers(services))
+        _settling.add(task)
+        task.add_done_callback(_settling.discard)
+
+
+_settling: set[asyncio.Task[str | None]] = set()
+
+
+async def settle_peppers(services: Services) -> str | None:
+    """After a reload (`bridge.pepper_hosts.sync`): None, or the error line."""
+    return await sync(services.config, services.authenticator.store, services.hasher)
 
 
 def reload_answer(services: Services, actor: str) -> dict[str, object]:
@@ -299,6 +318,7 @@ async def serve(
     """Run until SIGINT/SIGTERM (or cancellation). `worker`: this process's index among the
     `[server] workers` (listeners shared with SO_REUSEPORT, a control socket of its own)."""
     core = await open_core(config)
+    await prove(config, core.authenticator.store, core.hasher)  # the peppers this host holds
     services = Services(
         config, core.authenticator, core.audit, reuse_port=worker is not None, worker=worker
     )
@@ -331,6 +351,7 @@ async def serve(
         metrics = [lst for lst in services.listeners if lst.name == "metrics"]
         control.exposition = getattr(metrics[0], "exposition", None) if metrics else None
         control.reloader = partial(reload_answer, services)
+        control.settle = partial(settle_peppers, services)
         health = await core.authenticator.health()
         log.info("ready", loop=loop_name(), listeners=listening, store_ok=health.ok)
         on_ready({"event": "ready", "pid": os.getpid(), "listeners": listening})

@@ -331,7 +331,16 @@ def cmd_pin_set(args: argparse.Namespace) -> int:
         if not result.ok:
             raise Refused(result.reason)
         print(f"PIN set for {args.barcode}")
-        return _tell_daemon(config, "clear_lock", args.barcode, f"PIN set for {args.barcode}")
+        told = _tell_daemon(config, "clear_lock", args.barcode, f"PIN set for {args.barcode}")
+        from bridge.cli_notice import mail_pin_changed  # the desk's notice, by mail
+
+        notice = await mail_pin_changed(config, core.authenticator, args.barcode)
+        logs.flush()
+        if notice.failed:
+            print(f"patron-bridge: PIN set, but {notice.line}", file=sys.stderr)
+            return REFUSED
+        print(notice.line)
+        return told
 
     return run_loop(_with_core(config, body))
 
@@ -492,7 +501,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_reload(args: argparse.Namespace) -> int:
     from bridge.config import control_socket_of
-    from bridge.control import request
+    from bridge.control import reload_all
     from bridge.runtime.instance import lock_path, running_pid
 
     source = args.config or os.environ.get("BRIDGE_CONFIG") or DEFAULT_CONFIG
@@ -502,7 +511,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
         raise UsageError(f"{source}: cannot be read")
     if running_pid(lock_path(socket_path)) is None:
         raise Refused("no daemon is running with this config: nothing to reload")
-    answer = request(socket_path, {"op": "reload"})
+    answer = reload_all(socket_path)  # every worker's socket under [server] workers
     if answer is None:
         raise Refused(f"the daemon did not answer on {socket_path}: nothing was reloaded")
     if not answer.get("ok"):
@@ -518,6 +527,9 @@ def cmd_reload(args: argparse.Namespace) -> int:
     if restart:
         parts.append(f"restart needed for {restart}")
     print("reloaded: " + "; ".join(parts))
+    if answer.get("pepper_error"):  # bridge.pepper_hosts: this host lacks a pepper in use
+        print(f"patron-bridge: {answer['pepper_error']}", file=sys.stderr)
+        return REFUSED
     return OK
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
 import json
 import os
 import pwd
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import structlog
@@ -38,6 +39,10 @@ class ControlServer:
         self.exposition: Callable[[], bytes] | None = None
         # Re-reads the config (bridge.reload), given who asked; its answer goes back as is.
         self.reloader: Callable[[str], dict[str, object]] | None = None
+        # Awaited after a reload that applied, before the answer goes back (pepper rotation:
+        # the host takes up an activation and records what it holds); an error line is added
+        # to the answer as `pepper_error`.
+        self.settle: Callable[[], Awaitable[str | None]] | None = None
         self._inode = -1
 
     async def start(self) -> None:
@@ -55,6 +60,10 @@ class ControlServer:
         try:
             line = await asyncio.wait_for(reader.readline(), timeout=5)
             reply = self.apply(line[:4096], peer=_peer(writer))
+            if reply.get("applied") is not None and self.settle is not None:  # a reload
+                error = await self.settle()
+                if error is not None:
+                    reply = {**reply, "pepper_error": error}
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
         except (TimeoutError, ConnectionError, ValueError):  # ValueError: line over the limit
@@ -161,3 +170,25 @@ def _notify_one(path: Path, op: str, barcode: str) -> bool:
         return bool(json.loads(reply).get("ok"))
     except ValueError:
         return False
+
+
+def reload_all(path: Path) -> dict[str, object] | None:
+    """Ask the daemon to reload: its one control socket, or, under `[server] workers = N`
+    (one socket per worker, `<socket>.<i>`), every worker's; the answers merged (refused if
+    one refused, `pepper_error` if one had it). None when no socket answered."""
+    sockets = (
+        [path] if path.exists() else sorted(path.parent.glob(glob.escape(path.name) + ".[0-9]*"))
+    )
+    answers = [request(p, {"op": "reload"}) for p in sockets if p.suffix != ".pid"]
+    if not answers or any(a is None for a in answers):
+        return None
+    first = answers[0]
+    assert first is not None
+    merged: dict[str, object] = dict(first)
+    for answer in answers:
+        assert answer is not None
+        if not answer.get("ok"):
+            return answer
+        if answer.get("pepper_error"):
+            merged["pepper_error"] = answer["pepper_error"]
+    return merged

@@ -256,12 +256,12 @@ def configure(
     audit = None if audit_destination in (None, destination) else _open(audit_destination)
     _writer = _Writer(main, audit, audit_to_main)
     _writer.start()
-    console = fmt == "console" or (fmt == "auto" and main.isatty())
-    renderer: Any = structlog.dev.ConsoleRenderer(colors=False) if console else render_json
+    renderer = _renderer(fmt, main)
     _journal[0] = journal and main is sys.stderr
     _journal[1] = audit is not None
     _threshold[0] = _LEVELS[level]
-    _console = renderer if console else None
+    _console = None if renderer is render_json else renderer
+    step = _prioritised[0] = Prioritised(renderer)
     structlog.configure(
         processors=[
             gate,
@@ -269,7 +269,7 @@ def configure(
             stamp,
             redact,
             structlog.processors.format_exc_info,
-            Prioritised(renderer),
+            step,
         ],
         # Every level reaches `gate`, which reads the level at call time: loggers are cached
         # on first use, so a level baked into their class could not change on reload. Calls
@@ -293,6 +293,27 @@ def gate(logger: Any, name: str, event: MutableMapping[str, Any]) -> MutableMapp
     if _LEVELS.get(name, 40) < _threshold[0] and not getattr(logger, "_audit", False):
         raise structlog.DropEvent
     return event
+
+
+def _renderer(fmt: str, main: TextIO) -> Any:
+    """JSON, or readable key=value lines for `console` (and `auto` on a terminal)."""
+    if fmt == "console" or (fmt == "auto" and main.isatty()):
+        return structlog.dev.ConsoleRenderer(colors=False)
+    return render_json
+
+
+def set_format(fmt: str) -> None:
+    """Change the line format of the running process (config reload). Loggers are cached with
+    the processor chain, so the chain's last step keeps its identity and only its renderer is
+    replaced: one attribute store, which a line being rendered on another thread sees either
+    before or after, never half-made."""
+    global _console
+    writer, step = _writer, _prioritised[0]
+    if writer is None or step is None:
+        return
+    renderer = _renderer(fmt, writer.main)
+    _console = None if renderer is render_json else renderer
+    step.renderer = renderer
 
 
 def set_level(level: str) -> None:
@@ -329,6 +350,10 @@ class Prioritised:
         if _to_journal(logger):
             return f"<{_PRIORITY.get(str(event.get('level')), 6)}>{line}"
         return line
+
+
+# The chain's renderer step, kept so `set_format` can swap what it renders with.
+_prioritised: list[Prioritised | None] = [None]
 
 
 def reopen() -> None:

@@ -12,13 +12,15 @@ not at all. Applied live:
   one whose account is gone gets a Notice of Disconnection at its next request;
 - `radius.clients` (networks, secrets, reply attributes);
 - `policy` and every client's own policy, `pin` (the PIN policy and its blocklist);
-- TLS certificates and keys of the SIP2 and LDAP listeners and of the PIN pages when they
-  serve HTTPS themselves (new handshakes use them);
-- `log.level`;
-- peppers `patron-bridge pepper rotate` added (`<pepper_file>.N`): new hashes use the newest.
+- TLS certificates and keys of the SIP2 and LDAP listeners, and of the PIN pages and the
+  metrics listener when they serve HTTPS already (new handshakes use them);
+- `log.level` and `log.format` (the renderer of the running chain is swapped);
+- peppers `patron-bridge pepper rotate` added (`<pepper_file>.N`): they verify at once; which
+  one writes is the store's `pepper-active`, taken up after the reload (`bridge.pepper_hosts`).
 
 Anything else that changed (listen addresses, the store, security, throttle, cache, audit,
-log.format, control, metrics, other portal keys, smtp, other front-end keys) needs a restart and
+control, other metrics and portal keys, HTTPS turned on or off, smtp, other front-end keys)
+needs a restart and
 is named in the answer. Every reload is audited: who asked, which keys changed, what needs a
 restart; never a value (secrets live in these keys).
 """
@@ -51,8 +53,16 @@ LIVE = (
     "ldap.tls_key",
     "portal.tls_cert",
     "portal.tls_key",
+    "metrics.tls_cert",
+    "metrics.tls_key",
     "log.level",
+    "log.format",
 )
+# Live only while HTTPS stays on: a listener that served plain HTTP has no context to load into.
+SWITCHED = {
+    "portal": ("portal.tls_cert", "portal.tls_key"),
+    "metrics": ("metrics.tls_cert", "metrics.tls_key"),
+}
 IGNORED = ("base_dir", "source")
 
 
@@ -82,7 +92,11 @@ def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix]
 
 
-def _live(key: str) -> bool:
+def _live(key: str, old: Config, new: Config) -> bool:
+    for section, keys in SWITCHED.items():
+        if key in keys:
+            before, after = getattr(old, section), getattr(new, section)
+            return bool(before and after and before.tls_cert and after.tls_cert)
     return any(key == live or key.startswith(live + ".") for live in LIVE)
 
 
@@ -129,15 +143,21 @@ class Plan:
             portal = msgspec.structs.replace(
                 portal, tls_cert=new.portal.tls_cert, tls_key=new.portal.tls_key
             )
+        metrics = old.metrics
+        if metrics and new.metrics and metrics.tls_cert and new.metrics.tls_cert:
+            metrics = msgspec.structs.replace(
+                metrics, tls_cert=new.metrics.tls_cert, tls_key=new.metrics.tls_key
+            )
         self.running = msgspec.structs.replace(
             old,
             portal=portal,
+            metrics=metrics,
             pin=new.pin,
             policy=new.policy,
             sip2=sip2,
             ldap=ldap,
             radius=radius,
-            log=msgspec.structs.replace(old.log, level=new.log.level),
+            log=msgspec.structs.replace(old.log, level=new.log.level, format=new.log.format),
         )
         self.pin_policy = pin_policy(self.running)
         self.steps: list[Any] = []
@@ -247,11 +267,20 @@ class Plan:
 
     def _portal(self, listener: Any) -> Any:
         """The PIN pages' certificate, when they serve HTTPS themselves."""
-        settings = self.running.portal
+        return self._https(listener, self.running.portal, "portal.tls_cert")
+
+    def _metrics(self, listener: Any) -> Any:
+        """The metrics listener's certificate, when it serves HTTPS (worker 0 only binds it)."""
+        return self._https(listener, self.running.metrics, "metrics.tls_cert")
+
+    def _https(self, listener: Any, settings: Any, where: str) -> Any:
+        """Load the files once now (a bad pair refuses the reload), into the live context at
+        apply: the context object stays the one the server holds, so new handshakes use the
+        new pair and open connections keep theirs."""
         context = getattr(listener, "tls_context", None)
         if settings is None or context is None:
             return None
-        _tls_files(self.running, settings.tls_cert, settings.tls_key, "portal.tls_cert")
+        _tls_files(self.running, settings.tls_cert, settings.tls_key, where)
 
         def swap() -> None:
             context.load_cert_chain(
@@ -286,6 +315,7 @@ class Plan:
 
         self.services.config = self.running
         logs.set_level(self.running.log.level)
+        logs.set_format(self.running.log.format)
         self.services.authenticator.pin_policy = self.pin_policy
         for swap in self.steps:
             swap()
@@ -337,11 +367,12 @@ def reload(services: Services, *, actor: str) -> ReloadResult:
         log.warning("config_reload_refused", actor=actor, error=str(exc))
         return ReloadResult(False, str(exc))
     changes = changed_keys(msgspec.to_builtins(old), msgspec.to_builtins(new))
-    applied = [key for key in changes if _live(key)]
-    restart = [key for key in changes if not _live(key)]
+    applied = [key for key in changes if _live(key, old, new)]
+    restart = [key for key in changes if not _live(key, old, new)]
     plan.apply()
     if peppers:
-        now = services.hasher.add_peppers(peppers)
-        applied.append(f"security.pepper_file (pepper {now} for new hashes)")
+        services.hasher.add_peppers(peppers)
+        held = ", ".join(sorted(peppers, key=int))
+        applied.append(f"security.pepper_file (pepper {held} held)")
     services.audit.event("config_reloaded", actor=actor, applied=applied, restart_needed=restart)
     return ReloadResult(True, applied=applied, restart_needed=restart)

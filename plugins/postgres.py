@@ -680,6 +680,30 @@ class PostgresStore:
 
         await self.db.run(delete, "forget pepper")
 
+    async def pepper_meta(self) -> dict[str, str]:
+        """The rotation records: fingerprints, `pepper-active`, `pepper-host.*`."""
+
+        async def query(conn: Conn) -> dict[str, str]:
+            cur = await conn.execute("SELECT key, value FROM bridge_meta WHERE key LIKE 'pepper%%'")
+            return {str(k): str(v) for k, v in await cur.fetchall()}
+
+        return await self.db.run(query, "pepper records")
+
+    async def put_pepper_meta(self, key: str, value: str | None) -> None:
+        """Write one rotation record (None: remove it)."""
+
+        async def write(conn: Conn) -> None:
+            if value is None:
+                await conn.execute("DELETE FROM bridge_meta WHERE key = %s", (key,))
+            else:
+                await conn.execute(
+                    "INSERT INTO bridge_meta (key, value) VALUES (%s, %s) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (key, value),
+                )
+
+        await self.db.run(write, "pepper record")
+
     async def iter_patrons(self) -> AsyncIterator[Patron]:
         """Keyset pages of 500, so no cursor or transaction stays open between pages."""
         last = ""

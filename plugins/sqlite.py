@@ -470,6 +470,33 @@ class SqliteStore:
 
         await self._run(delete)
 
+    async def pepper_meta(self) -> dict[str, str]:
+        """The rotation records: fingerprints, `pepper-active`, `pepper-host.*`."""
+
+        def query() -> dict[str, str]:
+            rows = self._conn().execute(
+                "SELECT key, value FROM bridge_meta WHERE key LIKE 'pepper%'"
+            )
+            return {str(k): str(v) for k, v in rows}
+
+        return await self._run(query)
+
+    async def put_pepper_meta(self, key: str, value: str | None) -> None:
+        """Write one rotation record (None: remove it)."""
+
+        def write() -> None:
+            conn = self._conn()
+            if value is None:
+                conn.execute("DELETE FROM bridge_meta WHERE key = ?", (key,))
+            else:
+                conn.execute(
+                    "INSERT INTO bridge_meta (key, value) VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (key, value),
+                )
+
+        await self._run(write)
+
     async def iter_patrons(self) -> AsyncIterator[Patron]:
         last = ""
         while True:

@@ -54,7 +54,7 @@ def hashes(setup: Setup) -> list[str]:
 
 
 def fingerprints(setup: Setup) -> list[str]:
-    query = "SELECT key FROM bridge_meta ORDER BY key"
+    query = "SELECT key FROM bridge_meta WHERE key LIKE '%.fingerprint' ORDER BY key"
     if setup.kind == "sqlite":
         with sqlite3.connect(setup.daemon.dir / "patrons.db") as conn:
             return [str(r[0]) for r in conn.execute(query)]
@@ -127,7 +127,9 @@ async def test_rotate_rehash_and_retire(setup: Setup) -> None:
     events = [e for e in setup.daemon.audit_events() if str(e.get("event")).startswith("pepper_")]
     assert [(e["event"], e["pepper_id"]) for e in events] == [
         ("pepper_rotated", "2"),
+        ("pepper_activated", "2"),
         ("pepper_rotated", "3"),
+        ("pepper_activated", "3"),
         ("pepper_retired", "2"),
     ]
     reloads = [e for e in setup.daemon.audit_events() if e.get("event") == "config_reloaded"]

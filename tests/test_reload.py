@@ -379,3 +379,81 @@ def test_the_pin_pages_certificate_rotates_by_reload(tmp_path: Path) -> None:
         assert ssl.PEM_cert_to_DER_cert(after) == ssl.PEM_cert_to_DER_cert(
             (tmp_path / "portal.crt").read_text()
         )
+
+
+def test_the_metrics_certificate_rotates_by_reload(tmp_path: Path) -> None:
+    """The metrics listener serving HTTPS: a reload hands new handshakes the new certificate,
+    and the scrape keeps answering; a pair that does not load is refused and the old one kept."""
+    from bridge.tls import generate_self_signed
+
+    generate_self_signed(tmp_path / "metrics.crt", tmp_path / "metrics.key", ["127.0.0.1"])
+    scrape = (
+        '[metrics]\nlisten = "127.0.0.1:0"\ntls_cert = "metrics.crt"\ntls_key = "metrics.key"\n'
+    )
+    with Daemon(tmp_path, scrape) as daemon:
+        address = daemon.address("metrics")
+        before = ssl.get_server_certificate(address)
+        made = daemon.cli(
+            "cert",
+            "generate",
+            "--cert",
+            "metrics.crt",
+            "--key",
+            "metrics.key",
+            "--host",
+            "new.test",
+        )
+        assert made.returncode == 0, made.stderr
+        answer = daemon.cli("reload")
+        # the files changed, the config did not: the pair is loaded again on every reload
+        assert (answer.returncode, answer.stdout) == (0, "reloaded: no live change\n")
+        after = ssl.get_server_certificate(address)
+        assert after != before
+        assert ssl.PEM_cert_to_DER_cert(after) == ssl.PEM_cert_to_DER_cert(
+            (tmp_path / "metrics.crt").read_text()
+        )
+        context = ssl.create_default_context(cafile=str(tmp_path / "metrics.crt"))
+        context.check_hostname = False
+        with (
+            socket.create_connection(address, timeout=20) as raw,
+            context.wrap_socket(raw) as tls,
+        ):
+            tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert tls.recv(65536).startswith(b"HTTP/1.1 200")
+        (tmp_path / "metrics.key").write_text("not a key\n")
+        refused = daemon.cli("reload")
+        assert refused.returncode != 0
+        assert "metrics.tls_cert: cannot load" in refused.stderr
+        assert ssl.get_server_certificate(address) == after
+
+
+def test_turning_metrics_https_on_needs_a_restart(tmp_path: Path) -> None:
+    from bridge.tls import generate_self_signed
+
+    generate_self_signed(tmp_path / "metrics.crt", tmp_path / "metrics.key", ["127.0.0.1"])
+    with Daemon(tmp_path, '[metrics]\nlisten = "127.0.0.1:0"\n') as daemon:
+        daemon.config.write_text(
+            daemon.config.read_text() + 'tls_cert = "metrics.crt"\ntls_key = "metrics.key"\n'
+        )
+        answer = daemon.cli("reload")
+        assert answer.returncode == 0, answer.stderr
+        assert "restart needed for metrics.tls_cert, metrics.tls_key" in answer.stdout
+
+
+def test_log_format_changes_on_reload(tmp_path: Path) -> None:
+    """JSON lines before the reload, key=value lines after it, on the same stream."""
+    daemon = Daemon(tmp_path, sections() + '\n[log]\nlevel = "debug"\nformat = "json"\n')
+    with daemon:
+        Sip2(daemon, "selfcheck", "sc-secret-1").close()
+        assert wait_for_text(daemon.stderr_path, '"event":"sip2_connected"')
+        daemon.config.write_text(daemon.config.read_text().replace('"json"', '"console"'))
+        answer = daemon.cli("reload")
+        assert (answer.returncode, answer.stdout) == (0, "reloaded: applied log.format\n")
+        Sip2(daemon, "selfcheck", "sc-secret-1").close()
+        assert wait_for_text(daemon.stderr_path, "sip2_connected ")
+    lines = [
+        line for line in daemon.stderr_path.read_text().splitlines() if "sip2_connected" in line
+    ]
+    assert len(lines) == 2
+    assert lines[0].startswith("{") and '"event":"sip2_connected"' in lines[0]
+    assert not lines[1].startswith("{") and "[debug    ] sip2_connected" in lines[1]

@@ -212,12 +212,33 @@ class PinHasher:
         return f"PinHasher({self.params.algorithm}, workers={self.workers})"
 
     def add_peppers(self, rotated: Mapping[str, bytes]) -> str:
-        """A rotation reached the daemon (reload): new hashes use the newest pepper from now on;
-        peppers already held stay (a hash made with one still verifies). Returns the current
-        id. One dict swap: hashes in flight keep the mapping they started with."""
+        """A rotation reached the daemon (reload): the new peppers verify from now on; which
+        one new hashes use is the store's `pepper-active` (`bridge.pepper_hosts.sync`), so a
+        staged pepper is never written before every host holds it. Peppers already held stay.
+        Returns the current id. One dict swap: hashes in flight keep the mapping they started
+        with."""
         self._peppers = {**self._peppers, **rotated}
-        self.current_id = max(self._peppers, key=int)
         return self.current_id
+
+    def set_writer(self, pepper_id: str) -> None:
+        """Make a held pepper the one new hashes use (the store's `pepper-active`)."""
+        if pepper_id not in self._peppers:
+            raise HashFormatError(f"pepper {pepper_id} is not loaded")
+        self.current_id = pepper_id
+
+    def pepper_fingerprints(self) -> dict[str, str]:
+        """Each held pepper's fingerprint (`bridge.core.pepper.fingerprint`), to compare with
+        what the store recorded; never the pepper."""
+        from bridge.core.pepper import fingerprint
+
+        return {pid: fingerprint(data) for pid, data in self._peppers.items()}
+
+    def drop_peppers(self, ids: list[str]) -> None:
+        """Stop using peppers that are not the store's (a wrong file picked up by a reload):
+        a hash naming one is then unreadable (never counted as a wrong PIN) rather than
+        checked with the wrong key. Pepper 1 and the writer stay."""
+        keep = {PEPPER_ONE, self.current_id}
+        self._peppers = {k: v for k, v in self._peppers.items() if k in keep or k not in ids}
 
     def pepper_ids(self) -> list[str]:
         return sorted(self._peppers, key=int)
@@ -266,8 +287,10 @@ class PinHasher:
     def verify_sync(self, pin: Secret, stored: str) -> HashCheck:
         pepper_id, stored = split_pepper(stored)
         check = self._verify_with(pin, stored, pepper_id)
-        if check.ok and pepper_id != self.current_id and stored.startswith(PEPPERED):
-            return HashCheck(True, True)  # an older pepper: re-hashed with the current one
+        if check.ok and int(pepper_id) < int(self.current_id) and stored.startswith(PEPPERED):
+            # an older pepper: re-hashed with the current one (never a newer one back to an
+            # older: a host that has not yet taken up an activation leaves those alone)
+            return HashCheck(True, True)
         return check
 
     def kdf_outdated(self, stored: str) -> bool:

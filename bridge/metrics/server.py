@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ from bridge.metrics.recorder import Recorder, instrument_store
 from bridge.metrics.settings import MetricsSettings
 from bridge.services import Services
 from bridge.settings import parse_listen
+from bridge.tls import server_context
 
 log = structlog.get_logger("bridge.metrics")
 
@@ -163,6 +165,8 @@ class MetricsListener:
     server: uvicorn.Server | None
     sock: socket.socket | None
     task: asyncio.Task[None] | None
+    # HTTPS: the context every new handshake uses (a reload loads rotated files into it)
+    tls_context: ssl.SSLContext | None = None
 
     def exposition(self) -> bytes:
         """This process's metrics in the text format (the control socket's `metrics` op)."""
@@ -216,6 +220,11 @@ async def start(settings: MetricsSettings, services: Services) -> MetricsListene
         timeout_graceful_shutdown=5,
     )
     uv_config.load()
+    tls_context = None
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        config = services.config
+        tls_context = server_context(config.path(settings.tls_cert), config.path(settings.tls_key))
+        uv_config.ssl = tls_context  # what uvicorn's startup hands to create_server
     sock = bind(settings.listen)
     server = uvicorn.Server(uv_config)
     server.lifespan = uv_config.lifespan_class(uv_config)
@@ -226,5 +235,6 @@ async def start(settings: MetricsSettings, services: Services) -> MetricsListene
         raise
     metrics.attach()
     task = asyncio.get_running_loop().create_task(server.main_loop(), name="metrics")
-    log.info("metrics_listening", address=_address(sock))
-    return MetricsListener("metrics", [_address(sock)], metrics, server, sock, task)
+    scheme = "https" if tls_context is not None else "http"
+    log.info("metrics_listening", address=_address(sock), scheme=scheme)
+    return MetricsListener("metrics", [_address(sock)], metrics, server, sock, task, tls_context)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from decimal import Decimal
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -53,6 +54,18 @@ def templates() -> jinja2.Environment:
 def catalogs() -> dict[Language, dict[str, str]]:
     portal, own = load_catalogs("bridge.portal"), load_catalogs("bridge.staff")
     return {lang: {**portal[lang], **own[lang]} for lang in LANGUAGES}
+
+
+def pin_changed_notice(
+    patron: Patron, t: Translator, *, sender: str, library: str
+) -> EmailMessage | None:
+    """The "your PIN was changed" mail after a staff reset, at the desk or with `patron-bridge
+    pin set` (so a reset the card holder did not ask for is seen by them); None when the card
+    has no address."""
+    if not patron.email:
+        return None
+    name = patron.given_name or patron.name
+    return changed_message(t, sender=sender, to=patron.email, name=name, library=library)
 
 
 @dataclass(slots=True)
@@ -106,14 +119,10 @@ class Desk:
         task.add_done_callback(self._tasks.discard)
 
     def notify_changed(self, patron: Patron, t: Translator) -> None:
-        if self.mail_enabled and patron.email:
-            message = changed_message(
-                t,
-                sender=self.sender,
-                to=patron.email,
-                name=patron.given_name or patron.name,
-                library=self.settings.library_name,
-            )
+        message = pin_changed_notice(
+            patron, t, sender=self.sender, library=self.settings.library_name
+        )
+        if self.mail_enabled and message is not None:
             self.spawn(self._send(message, "staff_pin_reset_notice"))
 
     async def send_link(self, patron: Patron, t: Translator, source: str) -> bool:

@@ -93,14 +93,27 @@ def test_old_pepper_verifies_and_asks_for_a_rehash(keys: dict[str, bytes]) -> No
         h.close()
 
 
-def test_add_peppers_moves_new_hashes(keys: dict[str, bytes]) -> None:
+def test_added_peppers_verify_and_write_once_activated(keys: dict[str, bytes]) -> None:
+    """A reload adds a pepper verify-only; `set_writer` (the store's `pepper-active`) makes it
+    the writer; a hash made with a newer pepper than the writer is never re-hashed back."""
     hasher = PinHasher(keys["1"], FAST, workers=1)
     stored = hasher.hash_sync(PIN)
-    assert hasher.add_peppers({"2": keys["2"]}) == "2"
+    assert hasher.add_peppers({"2": keys["2"]}) == "1"  # staged: still writes pepper 1
     assert hasher.pepper_ids() == ["1", "2"]
+    assert not hasher.verify_sync(PIN, stored).needs_rehash
+    assert not hasher.hash_sync(PIN).endswith("$pepper=2")
+    other = PinHasher(keys["1"], FAST, workers=1, rotated={"2": keys["2"]})
+    newer = other.hash_sync(PIN)
+    assert newer.endswith("$pepper=2")
+    check = hasher.verify_sync(PIN, newer)
+    assert check.ok and not check.needs_rehash  # no downgrade to pepper 1
+    hasher.set_writer("2")
     assert hasher.verify_sync(PIN, stored).needs_rehash
     assert hasher.hash_sync(PIN).endswith("$pepper=2")
-    hasher.close()
+    with pytest.raises(HashFormatError):
+        hasher.set_writer("3")
+    for h in (hasher, other):
+        h.close()
 
 
 def test_kdf_outdated(keys: dict[str, bytes]) -> None:
