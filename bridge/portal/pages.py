@@ -56,6 +56,9 @@ async def login(request: Request) -> Response:
         barcode, Secret(form.get("pin", "")), context(visit)
     )
     refusal = answers.login_message(decision.outcome)
+    if refusal is None and decision.must_change:
+        # A one-time PIN from the desk: no session, only the form that replaces it.
+        return first_pin_page(visit, barcode, errors={})
     if refusal is None:
         visit.sign_in(barcode)
         return visit.redirect("/account")
@@ -124,6 +127,37 @@ async def modify_pin(request: Request) -> Response:
         visit.sign_out()
         return visit.render("login.html", barcode="", error="login.locked", notice=None)
     return visit.render("pin.html", errors={field: visit.t(key)})
+
+
+def first_pin_page(visit: Visit, barcode: str, errors: dict[str, str]) -> Response:
+    """The only page a one-time PIN opens: type it again, choose a new PIN twice."""
+    return visit.render("first_pin.html", barcode=barcode, errors=errors)
+
+
+async def first_pin(request: Request) -> Response:
+    """Replace a one-time PIN from the desk. No session yet: the one-time PIN is checked again
+    by the core's `change_pin` (throttled and audited like any sign-in), and only a changed PIN
+    signs the patron in."""
+    portal = portal_of(request)
+    visit = Visit.of(portal, request)
+    form = await visit.form()
+    if form is None:
+        return refused_form(visit)
+    barcode = form.get("barcode", "").strip()[:64]
+    old, new, again = (Secret(form.get(k, "")) for k in ("old_pin", "new_pin", "new_again"))
+    if not new.matches(again):
+        return first_pin_page(visit, barcode, {"new_again": visit.t("pin.mismatch")})
+    result = await portal.authenticator.change_pin(barcode, old, new, again, context(visit))
+    if result.ok:
+        visit.sign_in(barcode)
+        portal.notify_changed(barcode, visit.t, "pin_changed")
+        return visit.render("done.html", title="pin.title", message="pin.changed", next="/account")
+    if result.policy is not None:
+        return first_pin_page(visit, barcode, {"new_pin": visit.policy_text(result.policy)})
+    if result.outcome is None:
+        return first_pin_page(visit, barcode, {"form": visit.t("error.unexpected")})
+    field, key = answers.old_pin_message(result.outcome)
+    return first_pin_page(visit, barcode, {field: visit.t(key)})
 
 
 async def logout(request: Request) -> Response:

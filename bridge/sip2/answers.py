@@ -38,6 +38,7 @@ UNAVAILABLE = "The library system is not available right now. Please try again l
 BLOCKED = "This card is blocked"
 EXPIRED = "This card has expired"
 FINES = "Fines are over the limit"
+MUST_CHANGE = "Please change your PIN at My Account first."
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +198,20 @@ def check_answer(
             return unknown(request, date, options, hidden_text)
         case Outcome.CARD_LOCKED:
             return unknown(request, date, options, LOCKED)
+        case Outcome.PIN_MUST_CHANGE:
+            # A one-time PIN from the desk: never CQY here, whatever policy_refusal_cqn says.
+            if patron is None:
+                return unknown(request, date, options, MUST_CHANGE)
+            return known(
+                request,
+                patron,
+                pin_ok=False,
+                text=MUST_CHANGE,
+                date=date,
+                today=today,
+                policy=policy,
+                options=options,
+            )
         case Outcome.STORE_UNAVAILABLE | Outcome.BUSY:
             return unknown(request, date, options, UNAVAILABLE)
         case _:

@@ -14,7 +14,7 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bridge.core.auth import valid_barcode
+from bridge.core.auth import ChangeResult, valid_barcode
 from bridge.core.patron import Outcome, Patron
 from bridge.core.pin import HashFormatError
 from bridge.core.secret import Secret
@@ -267,7 +267,7 @@ async def card(request: Request) -> Response:
     return await _card_page(visit, patron, errors={}, notice=done if done in NOTICES else None)
 
 
-NOTICES = ("pin", "unlock", "block", "unblock", "link", "no_link", "new")
+NOTICES = ("pin", "pin_patron", "unlock", "block", "unblock", "link", "no_link", "new")
 
 
 async def _card_page(
@@ -303,9 +303,35 @@ async def _card_page(
         notice=notice,
         check=check,
         can_change=desk.can_change_pin,
+        can_one_time=auth.can_issue_one_time,
         can_block=auth.can_block and role is not None and allowed(role, Action.BLOCK),
         can_links=desk.can_send_links and bool(patron.email),
         path=card_path(patron.barcode),
+    )
+
+
+def check_errors(visit: StaffVisit, patron: Patron, check: str) -> dict[str, str]:
+    """The library's rule before any new PIN: photo ID seen, or for a minor the card."""
+    if check not in CHECKS:
+        return {"check": visit.t("staff.check_required")}
+    if check == "card" and not visit.desk.is_minor(patron):
+        return {"check": visit.t("staff.check_adult")}
+    return {}
+
+
+def audit_reset(visit: StaffVisit, staff: Staff, patron: Patron, check: str, how: str) -> None:
+    """The audit line of every PIN reset at the desk: who, where, which check, and how the PIN
+    was chosen (`staff_typed`, `patron_typed`, `one_time`)."""
+    visit.desk.authenticator.audit.event(
+        "staff_pin_reset",
+        barcode=patron.barcode,
+        staff=staff.name,
+        role=staff.account.role.value,
+        branch=staff.branch,
+        check=check,
+        minor=visit.desk.is_minor(patron),
+        how=how,
+        source=visit.source,
     )
 
 
@@ -316,37 +342,28 @@ async def reset_pin(request: Request) -> Response:
     visit, form, staff, patron = target
     desk = visit.desk
     check = form.get("check", "")
-    minor = desk.is_minor(patron)
-    errors: dict[str, str] = {}
-    if check not in CHECKS:
-        errors["check"] = visit.t("staff.check_required")
-    elif check == "card" and not minor:
-        errors["check"] = visit.t("staff.check_adult")
+    errors = check_errors(visit, patron, check)
     new, again = Secret(form.get("new_pin", "")), Secret(form.get("new_again", ""))
     if not errors and not new.matches(again):
         errors["new_again"] = visit.t("pin.mismatch")
     if not errors:
         result = await desk.authenticator.set_pin(patron.barcode, new, actor=f"staff:{staff.name}")
         if result.ok:
-            desk.authenticator.audit.event(
-                "staff_pin_reset",
-                barcode=patron.barcode,
-                staff=staff.name,
-                role=staff.account.role.value,
-                branch=staff.branch,
-                check=check,
-                minor=minor,
-                source=visit.source,
-            )
+            audit_reset(visit, staff, patron, check, "staff_typed")
             desk.notify_changed(patron, visit.t)
             return visit.redirect(card_path(patron.barcode, "pin"))
-        if result.policy is not None:
-            errors["new_pin"] = visit.policy_text(result.policy)
-        elif result.outcome is Outcome.STORE_UNAVAILABLE:
-            errors["form"] = visit.t("error.unavailable")
-        else:
-            errors["form"] = visit.t("staff.pin_elsewhere")
+        errors = change_errors(visit, result)
     return await _card_page(visit, patron, errors=errors, status=200, check=check)
+
+
+def change_errors(visit: StaffVisit, result: ChangeResult) -> dict[str, str]:
+    """A refused reset, per field: the policy's reason (in the patron's wording), or why the
+    store could not take it."""
+    if result.policy is not None:
+        return {"new_pin": visit.policy_text(result.policy)}
+    if result.outcome is Outcome.STORE_UNAVAILABLE:
+        return {"form": visit.t("error.unavailable")}
+    return {"form": visit.t("staff.pin_elsewhere")}
 
 
 async def clear_lock(request: Request) -> Response:

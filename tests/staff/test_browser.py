@@ -42,8 +42,9 @@ def smtp(tmp_path: Path) -> Iterator[SmtpServer]:
         yield server
 
 
-@pytest.fixture
-def daemon(tmp_path: Path, smtp: SmtpServer) -> Iterator[tuple[Daemon, str]]:
+def desk_daemon(tmp_path: Path, smtp: SmtpServer, extra: str = "") -> Daemon:
+    """The daemon with the desk, SIP2, LDAP, RADIUS and SMTP (and `extra` sections), and a
+    desk account `dana` and a supervisor `sam`."""
     (tmp_path / "smtp-password").write_text(SMTP_PASSWORD + "\n")
     sections = f"""
 [staff]
@@ -78,16 +79,30 @@ username = "{SMTP_USER}"
 password_file = "smtp-password"
 ca_file = "{smtp.cert}"
 sender = "pins@library.example.org"
-"""
+{extra}"""
     daemon = Daemon(tmp_path, sections=sections).start()
     try:
         for name, role in (("dana", "desk"), ("sam", "supervisor")):
             made = daemon.cli("staff", "add", name, "--role", role, "--stdin", input=PASSWORD)
             assert made.returncode == 0, made.stderr
-        host, port = daemon.address("staff")
-        yield daemon, f"http://{host}:{port}"
-    finally:
+    except BaseException:
         daemon.stop()
+        raise
+    return daemon
+
+
+def base_of(daemon: Daemon, listener: str = "staff") -> str:
+    host, port = daemon.address(listener)
+    return f"http://{host}:{port}"
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, smtp: SmtpServer) -> Iterator[tuple[Daemon, str]]:
+    bridge = desk_daemon(tmp_path, smtp)
+    try:
+        yield bridge, base_of(bridge)
+    finally:
+        bridge.stop()
 
 
 @pytest.fixture

@@ -1,0 +1,148 @@
+"""The two other ways a desk reset ends, after the same ID check as the staff-typed reset:
+
+- a one-time random PIN (`bridge.core.one_time`): shown once on a printable slip, never again,
+  stored hashed; the patron must change it at the next My Account sign-in, and until then
+  SIP2, LDAP, RADIUS and OIDC/SAML refuse it;
+- the patron-facing step: the page turns into a screen for the patron (no staff or card
+  details, large fields, keyboard only), the patron types the new PIN twice and reads the
+  policy's reasons in the patron pages' wording, then the desk view comes back with a
+  confirmation.
+
+The handover is held per staff session (the session cookie), for `HANDOVER_SECONDS`: the
+patron's screen posts no card number, so nothing on it can be aimed at another card.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from bridge.core import one_time
+from bridge.core.secret import Secret
+from bridge.staff.pages import (
+    CardAction,
+    _card_action,
+    _card_page,
+    _gate,
+    _patron,
+    audit_reset,
+    card_path,
+    change_errors,
+    check_errors,
+)
+from bridge.staff.roles import Action
+from bridge.staff.visit import StaffVisit
+
+HANDOVER_SECONDS = 300.0
+MAX_HANDOVERS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """A reset handed to the patron: which card, the check staff confirmed, until when."""
+
+    barcode: str
+    check: str
+    until: float
+
+
+async def issue_one_time(request: Request) -> Response:
+    target = await _card_action(request, Action.RESET_PIN)
+    if not isinstance(target, CardAction):
+        return target
+    visit, form, staff, patron = target
+    auth = visit.desk.authenticator
+    check = form.get("check", "")
+    errors = check_errors(visit, patron, check)
+    if errors:
+        return await _card_page(visit, patron, errors=errors, check=check)
+    actor = f"staff:{staff.name}@{staff.branch}"
+    result, pin = await auth.issue_one_time_pin(patron.barcode, actor=actor)
+    if not result.ok:
+        return await _card_page(visit, patron, errors=change_errors(visit, result), check=check)
+    audit_reset(visit, staff, patron, check, "one_time")
+    visit.desk.notify_changed(patron, visit.t)
+    until = one_time.expires_at(dt.datetime.now(dt.UTC), auth.pin_policy).astimezone()
+    links = visit.desk.links
+    # The only response that ever carries this PIN: a POST answer, never cached (the security
+    # headers say no-store), never in a URL or a log.
+    return visit.render(
+        "slip.html",
+        patron=patron,
+        pin=pin,
+        until=until.strftime("%Y-%m-%d %H:%M"),
+        portal_url=links.base_url if links is not None else None,
+        path=card_path(patron.barcode),
+    )
+
+
+async def hand_over(request: Request) -> Response:
+    """Staff confirmed the check: the patron's screen comes up."""
+    target = await _card_action(request, Action.RESET_PIN)
+    if not isinstance(target, CardAction):
+        return target
+    visit, form, _staff, patron = target
+    check = form.get("check", "")
+    errors = check_errors(visit, patron, check)
+    if errors:
+        return await _card_page(visit, patron, errors=errors, check=check)
+    handovers = visit.desk.handovers
+    now = visit.desk.clock()
+    for key in [k for k, h in handovers.items() if h.until < now]:
+        del handovers[key]
+    if len(handovers) >= MAX_HANDOVERS:
+        handovers.pop(next(iter(handovers)))
+    handovers[visit.cookie] = Handover(patron.barcode, check, now + HANDOVER_SECONDS)
+    return _patron_screen(visit, errors={})
+
+
+def _patron_screen(visit: StaffVisit, errors: dict[str, str], status: int = 200) -> Response:
+    return visit.render("patron_pin.html", status=status, errors=errors)
+
+
+def _current(visit: StaffVisit) -> Handover | None:
+    handover: Handover | None = visit.desk.handovers.get(visit.cookie)
+    if handover is None or handover.until < visit.desk.clock():
+        visit.desk.handovers.pop(visit.cookie, None)
+        return None
+    return handover
+
+
+async def patron_pin(request: Request) -> Response:
+    """The patron's screen posts here: the new PIN twice."""
+    visit, form, refusal = await _gate(request, Action.RESET_PIN)
+    if refusal is not None or form is None or visit.staff is None:
+        return refusal  # type: ignore[return-value]
+    staff = visit.staff
+    handover = _current(visit)
+    if handover is None:
+        return visit.render(
+            "message.html",
+            status=409,
+            title="staff.handover_gone_title",
+            message="staff.handover_gone",
+        )
+    if form.get("cancel"):
+        visit.desk.handovers.pop(visit.cookie, None)
+        return visit.redirect(card_path(handover.barcode))
+    new, again = Secret(form.get("new_pin", "")), Secret(form.get("new_again", ""))
+    auth = visit.desk.authenticator
+    verdict = auth.pin_policy.check(new)
+    if not verdict.ok:
+        return _patron_screen(visit, {"new_pin": visit.policy_text(verdict)})
+    if not new.matches(again):
+        return _patron_screen(visit, {"new_again": visit.t("pin.mismatch")})
+    patron, missing = await _patron(visit, handover.barcode)
+    if patron is None:
+        return missing  # type: ignore[return-value]
+    actor = f"staff:{staff.name}"
+    result = await auth.set_pin(patron.barcode, new, actor=actor)
+    if not result.ok:
+        return _patron_screen(visit, change_errors(visit, result))
+    visit.desk.handovers.pop(visit.cookie, None)
+    audit_reset(visit, staff, patron, handover.check, "patron_typed")
+    visit.desk.notify_changed(patron, visit.t)
+    return visit.redirect(card_path(patron.barcode, "pin_patron"))
