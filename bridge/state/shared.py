@@ -9,6 +9,7 @@ and any local copy of the card's throttle refusal.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -151,11 +152,17 @@ async def card_locked(guard: Any, barcode: str, now: float) -> bool:
 
 async def card_counter(guard: Any, barcode: str, now: float) -> Counter | None:
     """The card's counter for display (the staff desk): the live copy from this process's
-    throttle, or what a shared backend says (failures and whether locked; the lock's end is
-    not read back from it, so a shared lock shows as held until cleared or expired)."""
+    throttle, or what the shared backend holds (`counter_now`: SQLite file, PostgreSQL, Redis),
+    the end of its lock or delay included. A guard with neither gives failures and whether
+    locked, and its lock shows as held until cleared."""
     local = getattr(guard, "card_counter", None)
     if local is not None:
         return cast(Counter | None, local(barcode, now))
+    shared = getattr(guard, "counter_now", None)
+    if shared is not None:
+        if inspect.iscoroutinefunction(shared):
+            return cast(Counter | None, await shared(barcode, now))
+        return cast(Counter | None, await asyncio.to_thread(shared, barcode, now))
     failures = await card_failures(guard, barcode, now)
     locked = await card_locked(guard, barcode, now)
     if not failures and not locked:
