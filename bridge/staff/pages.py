@@ -19,6 +19,7 @@ from bridge.core.patron import Outcome, Patron
 from bridge.core.pin import HashFormatError
 from bridge.core.secret import Secret
 from bridge.core.store import NewPatron, NotSupported, StoreUnavailable
+from bridge.core.throttle import GuardUnavailable, Result, Ticket
 from bridge.records import RowError, row_to_patron
 from bridge.staff import directory
 from bridge.staff.accounts import Account, valid_name
@@ -99,29 +100,29 @@ async def login(request: Request) -> Response:
     audit = desk.authenticator.audit
     key = name if valid_name(name) else None
     now = desk.clock()
-    refusal = desk.throttle.check(key or "", visit.source, now)
-    if refusal is not None:
-        audit.event("staff_login_refused", staff=key, source=visit.source, reason=refusal.reason)
+    try:
+        reserved = await desk.throttle.reserve(throttle_key(key), visit.source, now)
+    except GuardUnavailable as exc:
+        log.error("staff_guard_unavailable", error=str(exc))
+        return _login_page(visit, name=name, error="error.unavailable", status=503)
+    if not isinstance(reserved, Ticket):
+        audit.event("staff_login_refused", staff=key, source=visit.source, reason=reserved.reason)
         return _login_page(visit, name=name, error="staff.login_locked", status=429)
-    if desk.settings.auth == "ldap":
-        account, failed = await _directory_account(desk, key, password)
-        if failed is not None:
-            return _login_page(visit, name=name, error=failed, status=503)
-        ok = account is not None
-    else:
-        account = None if key is None else await asyncio.to_thread(desk.accounts.get, key)
-        ok = await _password_ok(desk, account, password)
-    factor = "password"
-    if ok and account is not None and account.totp_secret:
-        factor = "totp"
-        ok = desk.totp.check(account.name, account.totp_secret, form.get("code", ""), now)
+    try:
+        account, ok, factor = await _check_sign_in(desk, visit, key, password, form, now)
+    except BaseException:
+        await desk.throttle.settle(reserved, Result.RELEASE, desk.clock())
+        raise
+    if account is None and factor == "directory":
+        await desk.throttle.settle(reserved, Result.RELEASE, desk.clock())
+        return _login_page(visit, name=name, error="staff.directory_down", status=503)
     if (
         not ok
         or account is None
         or not branch.isdigit()
         or int(branch) >= len(desk.settings.branches)
     ):
-        desk.throttle.record_failure(key, visit.source, desk.clock())
+        await desk.throttle.settle(reserved, Result.FAILURE, desk.clock())
         audit.event(
             "staff_login_failed",
             staff=key,
@@ -130,7 +131,7 @@ async def login(request: Request) -> Response:
             severity="warning",
         )
         return _login_page(visit, name=name, error="staff.login_failed")
-    desk.throttle.record_success(account.name, desk.clock())
+    await desk.throttle.settle(reserved, Result.SUCCESS, desk.clock())
     directory_role = account.role if desk.settings.auth == "ldap" else None
     visit.sign_in(session_key(account.name, int(branch), directory_role))
     audit.event(
@@ -142,6 +143,36 @@ async def login(request: Request) -> Response:
         source=visit.source,
     )
     return visit.redirect("/desk")
+
+
+def throttle_key(name: str | None) -> str:
+    """The staff sign-in limits' key: `staff <name>` (a space, so never a card number on a
+    guard shared with patrons); one key for every malformed name."""
+    return f"staff {name or '?'}"
+
+
+async def _check_sign_in(
+    desk: Desk,
+    visit: StaffVisit,
+    key: str | None,
+    password: Secret,
+    form: dict[str, str],
+    now: float,
+) -> tuple[Account | None, bool, str]:
+    """(account, right?, the factor that decided: "password", "totp"; "directory" with no
+    account when the directory could not be asked)."""
+    if desk.settings.auth == "ldap":
+        account, failed = await _directory_account(desk, key, password)
+        if failed is not None:
+            return None, False, "directory"
+        ok = account is not None
+    else:
+        account = None if key is None else await asyncio.to_thread(desk.accounts.get, key)
+        ok = await _password_ok(desk, account, password)
+    if ok and account is not None and account.totp_secret:
+        code = form.get("code", "")
+        return account, desk.totp.check(account.name, account.totp_secret, code, now), "totp"
+    return account, ok, "password"
 
 
 async def _password_ok(desk: Desk, account: Account | None, password: Secret) -> bool:

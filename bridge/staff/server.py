@@ -30,6 +30,7 @@ from bridge.staff.history import DecisionHistory
 from bridge.staff.settings import StaffSettings
 from bridge.staff.state import Desk, reset_links
 from bridge.staff.web import create_app
+from bridge.state.shared import SharedState, staff_guard
 from bridge.tls import server_context
 
 log = structlog.get_logger("bridge.staff")
@@ -79,6 +80,10 @@ async def build_desk(settings: StaffSettings, services: Services) -> Desk:
     )
     from bridge.app import throttle_rules
 
+    rules = throttle_rules(config)
+    staff_state = staff_guard(config, rules, services.authenticator.store) or SharedState(
+        Throttle(rules)
+    )
     desk = Desk(
         settings=settings,
         authenticator=services.authenticator,
@@ -91,7 +96,8 @@ async def build_desk(settings: StaffSettings, services: Services) -> Desk:
             max_seconds=settings.session_max_hours * 3600.0,
             max_sessions=10_000,
         ),
-        throttle=Throttle(throttle_rules(config)),
+        throttle=staff_state.guard,
+        shared_state=staff_state,
         mailer=_mailer(services),
         sender=config.smtp.sender if config.smtp is not None else "",
         mail_enabled=config.smtp is not None,

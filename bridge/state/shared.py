@@ -137,6 +137,43 @@ def build(
     return SharedState(make_default())
 
 
+def staff_guard(config: Config, rules: Any, store: Any = None) -> SharedState | None:
+    """The staff desk's sign-in limits on the shared backend, so every worker and host spends
+    one budget per staff account and per source; None where the state is one process's own
+    (then the desk keeps a `Throttle` of its own). A namespace apart from patrons' where the
+    backend allows it (Redis: `<key_prefix>staff:`; SQLite: a `-staff` file beside the state
+    file), so a staff password guess never counts against a card or a patron's source, and
+    back; with `[state] backend = "store"` (PostgreSQL's fixed tables) staff keys are
+    `staff <name>` (a space: never a barcode), and the source and global counters are shared
+    with patrons'. Its bus is local: staff sign-ins invalidate nothing."""
+    backend = config.state_backend
+    state = config.state
+    if backend == "store":
+        make = getattr(store, "shared_throttle", None)
+        return None if make is None else SharedState(make(rules, state.retry_seconds)[0])
+    if backend == "redis":
+        from bridge.state.redis_client import connect
+        from bridge.state.redis_throttle import RedisGuard
+
+        client = connect(state, redis_ca(config))
+        guard = RedisGuard(
+            rules,
+            client,
+            prefix=state.key_prefix + "staff:",
+            bus=LocalBus(),
+            fallback=state.on_state_unavailable,
+            share=state.hosts * config.server.worker_count(),
+            retry_seconds=state.retry_seconds,
+        )
+        return SharedState(guard, LocalBus(), client)
+    if backend == "sqlite" and config.server.worker_count() > 1:
+        from bridge.state.sqlite_guard import SqliteGuard
+
+        path = config.state_path
+        return SharedState(SqliteGuard(rules, path.with_name(path.name + "-staff"), bus=LocalBus()))
+    return None
+
+
 # -- the CLI's questions, answered by the shared state itself (not a process's local view) -------
 
 

@@ -71,7 +71,8 @@ def staff_config(tmp: Path, extra: str = "") -> Config:
     return make_config(tmp, PORTAL_SECTION + STAFF_SECTION + extra)
 
 
-def open_staff_env(tmp: Path, extra: str = "") -> Iterator[StaffEnv]:
+def open_staff_env(tmp: Path, extra: str = "", throttle: Any = None) -> Iterator[StaffEnv]:
+    """`throttle`: the staff sign-in guard (default: a `Throttle` of the desk's own)."""
     config = staff_config(tmp, extra)
     assert config.staff is not None
     core = asyncio.run(open_core(config))
@@ -92,7 +93,7 @@ def open_staff_env(tmp: Path, extra: str = "") -> Iterator[StaffEnv]:
         hasher=core.hasher,
         history=history,
         sessions=SessionStore(clock, idle_seconds=600, max_seconds=36000),
-        throttle=Throttle(throttle_rules(config)),
+        throttle=throttle or Throttle(throttle_rules(config)),
         mailer=mailer,
         sender="pins@library.example.org",
         mail_enabled=True,

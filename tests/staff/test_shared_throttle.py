@@ -1,0 +1,85 @@
+"""Staff sign-in limits on the shared `[state]` backend: two desks (two workers on one SQLite
+state file, or two hosts on one Redis) spend one budget per staff account, so spreading
+password guesses over workers gains nothing; and the desk builds its guard from `[state]`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.config import loads
+from bridge.core.throttle import ThrottleRules
+from bridge.state.bus import LocalBus
+from bridge.state.redis_client import connect
+from bridge.state.redis_throttle import RedisGuard
+from bridge.state.settings import StateSettings
+from bridge.state.shared import staff_guard
+from bridge.state.sqlite_guard import SqliteGuard
+from tests.harness import base_config
+from tests.staff.support import StaffEnv, open_staff_env
+from tests.state.redis_server import shared_prefix
+
+RULES = ThrottleRules(card_free_failures=3, card_delay_base=60.0, card_lock_after=6)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def guards(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Any]]:
+    """Makes guards that share one state: a file, or a Redis prefix."""
+    if request.param == "sqlite":
+        yield lambda: SqliteGuard(RULES, tmp_path / "state.db-staff", bus=LocalBus())
+        return
+    with shared_prefix() as (url, prefix):
+
+        def on_redis() -> Any:
+            client = connect(StateSettings(backend="redis", url=url))
+            return RedisGuard(RULES, client, prefix=prefix + "staff:", bus=LocalBus())
+
+        yield on_redis
+
+
+def test_two_workers_share_one_budget(tmp_path: Path, guards: Callable[[], Any]) -> None:
+    with ExitStack() as stack:
+        desks: list[StaffEnv] = []
+        for worker in ("a", "b"):
+            (tmp_path / worker).mkdir()
+            env_iter = open_staff_env(tmp_path / worker, throttle=guards())
+            desks.append(stack.enter_context(_entered(env_iter)))
+        a, b = desks
+        # Four wrong passwords, spread over both workers: the fourth is past the free three.
+        for desk in (a, b, a, b):
+            assert "not correct" in desk.login("dana", "wrong password!!").text
+        # Neither worker lets the right password in during the delay.
+        for desk in (a, b):
+            page = desk.login("dana")
+            assert page.status_code == 429, page.text
+        assert "staff_login_refused" in b.audit.names()
+
+
+class _entered:
+    """A generator-based env as a context manager (its `finally` closes the core)."""
+
+    def __init__(self, gen: Iterator[StaffEnv]) -> None:
+        self.gen = gen
+
+    def __enter__(self) -> StaffEnv:
+        return next(self.gen)
+
+    def __exit__(self, *exc: object) -> None:
+        for _ in self.gen:
+            pass
+
+
+def test_the_desk_builds_its_guard_from_state(tmp_path: Path) -> None:
+    def config(extra: str) -> Any:
+        return loads(base_config(tmp_path) + extra, source="bridge.toml", base_dir=tmp_path)
+
+    assert staff_guard(config(""), RULES) is None  # one process: the desk's own Throttle
+    shared = staff_guard(config('[server]\nworkers = 2\n[state]\nbackend = "sqlite"\n'), RULES)
+    assert shared is not None and isinstance(shared.guard, SqliteGuard)
+    assert shared.guard.path.name.endswith("-staff")
+    asyncio.run(shared.aclose())
