@@ -234,17 +234,36 @@ async def desk_page(request: Request) -> Response:
     query = request.query_params.get("q", "").strip()[:128]
     role = visit.staff.account.role if visit.staff else None
     can_new = role is not None and allowed(role, Action.NEW_CARD)
+    can_manage = (
+        role is not None
+        and allowed(role, Action.MANAGE_STAFF)
+        and visit.desk.settings.auth == "local"
+    )
     if not query:
-        return visit.render("desk.html", query="", results=None, error=None, can_new=can_new)
+        return visit.render(
+            "desk.html", query="", results=None, error=None, can_new=can_new, can_manage=can_manage
+        )
     try:
         exact, results = await find(visit.desk, query)
     except StoreUnavailable:
         return visit.render(
-            "desk.html", query=query, results=None, error="error.unavailable", can_new=can_new
+            "desk.html",
+            query=query,
+            results=None,
+            error="error.unavailable",
+            can_new=can_new,
+            can_manage=can_manage,
         )
     if exact is not None:
         return visit.redirect(card_path(exact.barcode))
-    return visit.render("desk.html", query=query, results=results, error=None, can_new=can_new)
+    return visit.render(
+        "desk.html",
+        query=query,
+        results=results,
+        error=None,
+        can_new=can_new,
+        can_manage=can_manage,
+    )
 
 
 # -- the card ---------------------------------------------------------------------------------
