@@ -88,7 +88,12 @@ async def accounts_page(request: Request) -> Response:
             return visit.redirect(account_path(name, "added"))
     accounts = await asyncio.to_thread(visit.desk.accounts.all)
     return visit.render(
-        "accounts.html", accounts=accounts, errors=errors, values=values, account_path=account_path
+        "accounts.html",
+        accounts=accounts,
+        errors=errors,
+        values=values,
+        account_path=account_path,
+        password_min=visit.desk.settings.password_min_length,
     )
 
 
@@ -120,6 +125,7 @@ def _account_page(
         totp=totp,
         own=account.name == visit.staff.name,
         path=account_path(account.name),
+        password_min=visit.desk.settings.password_min_length,
     )
 
 
