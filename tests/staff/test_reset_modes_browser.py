@@ -97,9 +97,18 @@ def test_patron_types_the_new_pin_on_a_screen_of_their_own(
     assert NEW_PIN not in page.content()
     shot(page, "13-patron-step-done")
     assert three_protocols(bridge, ADULT, NEW_PIN) == (True, True, True)
+
+    # Staff-typed entry stays, and Enter in its fields sets that PIN (not the hand-over).
+    page.get_by_label("I have seen the card holder's photo ID").check()
+    page.get_by_label("New PIN", exact=True).fill(OTHER_PIN)
+    page.get_by_label("New PIN again").fill(OTHER_PIN)
+    page.get_by_label("New PIN again").press("Enter")
+    expect(page.locator("#notice")).to_contain_text("The new PIN is set.")
+    assert three_protocols(bridge, ADULT, OTHER_PIN) == (True, True, True)
     resets = [e for e in bridge.audit_events() if e.get("event") == "staff_pin_reset"]
     assert [(e["staff"], e["check"], e["how"]) for e in resets] == [
-        ("dana", "photo_id", "patron_typed")
+        ("dana", "photo_id", "patron_typed"),
+        ("dana", "photo_id", "staff_typed"),
     ]
 
 
