@@ -24,11 +24,13 @@ from bridge.core.throttle import Throttle
 from bridge.portal.mail import Mailer, NoMailer, SmtpMailer
 from bridge.portal.server import _address, bind
 from bridge.portal.sessions import SessionStore
+from bridge.portal.shared_sessions import SharedSessions, recording_sessions
 from bridge.services import Services
 from bridge.staff.accounts import AccountFile
 from bridge.staff.history import DecisionHistory
 from bridge.staff.settings import StaffSettings
 from bridge.staff.state import Desk, reset_links
+from bridge.staff.visit import cookie_name
 from bridge.staff.web import create_app
 from bridge.state.shared import SharedState, staff_guard
 from bridge.tls import server_context
@@ -119,8 +121,14 @@ async def build_desk(settings: StaffSettings, services: Services) -> Desk:
 async def start(settings: StaffSettings, services: Services) -> StaffListener:
     config = services.config
     desk = await build_desk(settings, services)
+    app = create_app(desk)
+    sessions = await recording_sessions(desk.sessions, config, services.authenticator.store)
+    if sessions is not None:  # several workers or hosts: sessions in the `[state]` backend
+        desk.sessions = sessions
+        desk.shared_sessions = sessions.shared
+        app = SharedSessions(app, sessions, cookie_name(desk))
     uv_config = uvicorn.Config(
-        create_app(desk),
+        app,
         lifespan="off",
         access_log=False,
         log_config=None,

@@ -82,6 +82,7 @@ class Desk:
     fines_limit: Decimal | None
     links: ResetLinks | None = None
     shared_state: Any = None  # what to close with the desk (a SharedState), if anything
+    shared_sessions: Any = None  # the `[state]` session store with several workers or hosts
     totp: TotpChecker = field(default_factory=TotpChecker)
     base_dir: Path = Path()  # where the config's relative paths (ldap.ca_file) start
     clock: Callable[[], float] = time.time
@@ -161,6 +162,8 @@ class Desk:
         await self.history.aclose()
         if self.shared_state is not None:
             await self.shared_state.aclose()
+        if self.shared_sessions is not None:
+            await self.shared_sessions.aclose()
 
 
 def reset_links(authenticator: Authenticator, base_url: str, minutes: int) -> ResetLinks:

@@ -83,3 +83,63 @@ def test_the_desk_builds_its_guard_from_state(tmp_path: Path) -> None:
     assert shared is not None and isinstance(shared.guard, SqliteGuard)
     assert shared.guard.path.name.endswith("-staff")
     asyncio.run(shared.aclose())
+
+
+def test_a_daemon_with_two_workers(tmp_path: Path) -> None:
+    """The real daemon, `workers = 2` on SQLite state: every request on a new connection (the
+    kernel spreads them over both workers), yet wrong passwords spend one budget, and a staff
+    session and its form tokens hold on whichever worker answers."""
+    import re
+
+    import httpx
+
+    from tests.harness import Daemon
+    from tests.staff.support import PASSWORD
+
+    sections = """
+[server]
+workers = 2
+[state]
+backend = "sqlite"
+[staff]
+listen = "127.0.0.1:0"
+"""
+    throttle = "card_free_failures = 3\ncard_delay_base = 60.0\n"
+    with Daemon(tmp_path, sections, throttle=throttle) as bridge:
+        made = bridge.cli("staff", "add", "dana", "--role", "desk", "--stdin", input=PASSWORD)
+        assert made.returncode == 0, made.stderr
+        host, port = bridge.address("staff")
+        base = f"http://{host}:{port}"
+        cookies = httpx.Cookies()
+
+        def fresh() -> httpx.Client:  # a new connection each time, the session's cookie kept
+            return httpx.Client(base_url=base, cookies=cookies)
+
+        def token(path: str) -> str:
+            with fresh() as client:
+                page = client.get(path)
+                cookies.update(page.cookies)
+                found = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text)
+                assert found, page.text
+                return found.group(1)
+
+        def login(password: str) -> httpx.Response:
+            data = {"csrf": token("/login"), "name": "dana", "password": password, "branch": "0"}
+            with fresh() as client:
+                answer = client.post("/login", data=data)
+                cookies.update(answer.cookies)
+                return answer
+
+        assert login(PASSWORD).status_code == 303
+        for _ in range(6):  # signed in, on whichever worker answers
+            with fresh() as client:
+                assert "dana · Desk · Main" in client.get("/desk").text
+        with fresh() as client:
+            out = client.post("/logout", data={"csrf": token("/desk")})
+            assert out.headers["location"] == "/login?out=1"
+        for _ in range(4):
+            assert "not correct" in login("wrong password!!").text
+        for _ in range(4):
+            assert login(PASSWORD).status_code == 429
+    refused = [e for e in bridge.audit_events() if e.get("event") == "staff_login_refused"]
+    assert len(refused) == 4
