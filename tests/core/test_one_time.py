@@ -109,3 +109,32 @@ def test_random_pins_follow_the_policy() -> None:
     pins = {one_time.random_pin(policy) for _ in range(200)}
     assert all(len(p) == 6 and policy.check(p).ok for p in pins)
     assert len(pins) > 150  # random, not a sequence
+
+
+def test_every_front_end_has_its_must_change_answer() -> None:
+    """The answers each front end gives `pin_must_change` (the texts docs/staff.md quotes)."""
+    from bridge.core.patron import Decision
+    from bridge.ldap.answers import bind_answer
+    from bridge.ldap.messages import PPOLICY_CHANGE_AFTER_RESET
+    from bridge.portal.answers import login_message, old_pin_message
+    from bridge.radius.answers import answer
+
+    refused = Decision(Outcome.PIN_MUST_CHANGE, reason=one_time.MUST_CHANGE_REASON)
+    ldap = bind_answer(refused)
+    assert ldap.code == 49 and "My Account" in ldap.diagnostic
+    assert ldap.ppolicy_error == PPOLICY_CHANGE_AFTER_RESET
+    radius = answer(refused, "reject")
+    assert radius.code == 3 and "My Account" in radius.message
+    assert login_message(Outcome.PIN_MUST_CHANGE) == ("login.must_change", 200)
+    assert old_pin_message(Outcome.PIN_MUST_CHANGE) == ("old_pin", "login.must_change")
+
+
+async def test_the_eap_and_federation_protocol_names_refuse_it(rig: Rig) -> None:
+    """The names the RADIUS EAP, OIDC and SAML front ends put in their Context."""
+    from bridge.federation.oidc import PROTOCOL as OIDC
+    from bridge.radius.eap.frontend import PROTOCOL as EAP
+
+    pin = await issue(rig)
+    for protocol in (EAP, OIDC, "saml"):
+        decision = await rig.auth.authenticate(CARD, Secret(pin), at(protocol))
+        assert decision.outcome is Outcome.PIN_MUST_CHANGE
