@@ -88,12 +88,15 @@ def test_the_desk_builds_its_guard_from_state(tmp_path: Path) -> None:
 def test_a_daemon_with_two_workers(tmp_path: Path) -> None:
     """The real daemon, `workers = 2` on SQLite state: every request on a new connection (the
     kernel spreads them over both workers), yet wrong passwords spend one budget, and a staff
-    session and its form tokens hold on whichever worker answers."""
+    session and its form tokens hold on whichever worker answers. A card locked over LDAP
+    shows on the desk with the lock's end, read from the shared file."""
     import re
 
     import httpx
 
-    from tests.harness import Daemon
+    from tests.harness import DEMO, Daemon
+    from tests.pins import WRONG_PIN
+    from tests.portal.test_browser import ldap_bind
     from tests.staff.support import PASSWORD
 
     sections = """
@@ -103,8 +106,10 @@ workers = 2
 backend = "sqlite"
 [staff]
 listen = "127.0.0.1:0"
+[ldap]
+listen = ["127.0.0.1:0"]
 """
-    throttle = "card_free_failures = 3\ncard_delay_base = 60.0\n"
+    throttle = "card_free_failures = 3\ncard_delay_base = 60.0\ncard_lock_after = 4\n"
     with Daemon(tmp_path, sections, throttle=throttle) as bridge:
         made = bridge.cli("staff", "add", "dana", "--role", "desk", "--stdin", input=PASSWORD)
         assert made.returncode == 0, made.stderr
@@ -134,6 +139,12 @@ listen = "127.0.0.1:0"
         for _ in range(6):  # signed in, on whichever worker answers
             with fresh() as client:
                 assert "dana · Desk · Main" in client.get("/desk").text
+        for _ in range(4):  # the fourth wrong PIN locks the card
+            assert not ldap_bind(bridge, DEMO["active"], WRONG_PIN)
+        for _ in range(2):
+            with fresh() as client:
+                card = client.get(f"/card/{DEMO['active']}").text
+                assert re.search(r"Locked until \d{4}-\d\d-\d\d \d\d:\d\d after 4 wrong PINs", card)
         with fresh() as client:
             out = client.post("/logout", data={"csrf": token("/desk")})
             assert out.headers["location"] == "/login?out=1"
