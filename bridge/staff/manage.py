@@ -1,7 +1,7 @@
 """Staff accounts in the browser, for the admin role only: list, add, change the role, disable
 and enable, set a new password (the staff password policy), enrol or reset TOTP.
 
-Every handler passes `_gate` with `Action.MANAGE_STAFF` first (403 for desk and supervisor,
+Every handler passes `gate` with `Action.MANAGE_STAFF` first (403 for desk and supervisor,
 whatever the page showed) and CSRF on every POST; every change is audited with the admin's
 name. An admin cannot disable or demote their own account (the last admin could lock everyone
 out); with `auth = "ldap"` accounts live in the directory and this page says so. A new TOTP
@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from bridge.core.secret import Secret
 from bridge.staff.accounts import Account, check_password, valid_name
-from bridge.staff.pages import _gate
+from bridge.staff.pages import gate
 from bridge.staff.roles import Action, parse_role
 from bridge.staff.totp import new_secret, provisioning_uri
 from bridge.staff.visit import StaffVisit
@@ -31,7 +31,7 @@ def account_path(name: str, done: str | None = None) -> str:
 
 
 async def _admin(request: Request) -> tuple[StaffVisit, dict[str, str] | None, Response | None]:
-    visit, form, refusal = await _gate(request, Action.MANAGE_STAFF)
+    visit, form, refusal = await gate(request, Action.MANAGE_STAFF)
     if refusal is None and visit.desk.settings.auth != "local":
         refusal = visit.render(
             "message.html", title="manage.title", message="manage.directory", status=404

@@ -1,4 +1,4 @@
-"""The desk's pages and actions. Every handler starts with `_gate`, which signs the visitor in
+"""The desk's pages and actions. Every handler starts with `gate`, which signs the visitor in
 or refuses them (303 to sign-in, 403 for a role without the action, 403 for a POST without its
 CSRF token) before anything else is read: the role check is on the server, whatever the page
 showed. No page ever puts a PIN back into its HTML.
@@ -42,7 +42,7 @@ def card_path(barcode: str, done: str | None = None) -> str:
     return f"/card/{quote(barcode, safe='')}" + (f"?done={done}" if done else "")
 
 
-async def _gate(
+async def gate(
     request: Request, action: Action
 ) -> tuple[StaffVisit, dict[str, str] | None, Response | None]:
     """(visit, posted fields, refusal). A refusal is the response to send as it is."""
@@ -228,7 +228,7 @@ async def logout(request: Request) -> Response:
 
 # -- find a card ----------------------------------------------------------------------------
 async def desk_page(request: Request) -> Response:
-    visit, _, refusal = await _gate(request, Action.LOOK_UP)
+    visit, _, refusal = await gate(request, Action.LOOK_UP)
     if refusal is not None:
         return refusal
     query = request.query_params.get("q", "").strip()[:128]
@@ -267,7 +267,7 @@ async def desk_page(request: Request) -> Response:
 
 
 # -- the card ---------------------------------------------------------------------------------
-async def _patron(visit: StaffVisit, barcode: str) -> tuple[Patron | None, Response | None]:
+async def patron_of(visit: StaffVisit, barcode: str) -> tuple[Patron | None, Response | None]:
     if not valid_barcode(barcode):
         return None, visit.render(
             "message.html", status=404, title="staff.no_card", message="staff.no_card_text"
@@ -294,33 +294,33 @@ class CardAction(NamedTuple):
     patron: Patron
 
 
-async def _card_action(request: Request, action: Action) -> CardAction | Response:
-    """`_gate`, then the card the path names; else the response that refuses (sign-in, role,
+async def card_action(request: Request, action: Action) -> CardAction | Response:
+    """`gate`, then the card the path names; else the response that refuses (sign-in, role,
     CSRF, no such card, store down), sent as it is."""
-    visit, form, refusal = await _gate(request, action)
+    visit, form, refusal = await gate(request, action)
     if refusal is not None or form is None or visit.staff is None:
         return refusal  # type: ignore[return-value]
-    patron, missing = await _patron(visit, request.path_params["barcode"])
+    patron, missing = await patron_of(visit, request.path_params["barcode"])
     if patron is None:
         return missing  # type: ignore[return-value]
     return CardAction(visit, form, visit.staff, patron)
 
 
 async def card(request: Request) -> Response:
-    visit, _, refusal = await _gate(request, Action.LOOK_UP)
+    visit, _, refusal = await gate(request, Action.LOOK_UP)
     if refusal is not None:
         return refusal
-    patron, missing = await _patron(visit, request.path_params["barcode"])
+    patron, missing = await patron_of(visit, request.path_params["barcode"])
     if patron is None:
         return missing  # type: ignore[return-value]
     done = request.query_params.get("done")
-    return await _card_page(visit, patron, errors={}, notice=done if done in NOTICES else None)
+    return await card_page(visit, patron, errors={}, notice=done if done in NOTICES else None)
 
 
 NOTICES = ("pin", "pin_patron", "unlock", "block", "unblock", "link", "no_link", "new")
 
 
-async def _card_page(
+async def card_page(
     visit: StaffVisit,
     patron: Patron,
     *,
@@ -386,7 +386,7 @@ def audit_reset(visit: StaffVisit, staff: Staff, patron: Patron, check: str, how
 
 
 async def reset_pin(request: Request) -> Response:
-    target = await _card_action(request, Action.RESET_PIN)
+    target = await card_action(request, Action.RESET_PIN)
     if not isinstance(target, CardAction):
         return target
     visit, form, staff, patron = target
@@ -403,7 +403,7 @@ async def reset_pin(request: Request) -> Response:
             desk.notify_changed(patron, visit.t)
             return visit.redirect(card_path(patron.barcode, "pin"))
         errors = change_errors(visit, result)
-    return await _card_page(visit, patron, errors=errors, status=200, check=check)
+    return await card_page(visit, patron, errors=errors, status=200, check=check)
 
 
 def change_errors(visit: StaffVisit, result: ChangeResult) -> dict[str, str]:
@@ -417,7 +417,7 @@ def change_errors(visit: StaffVisit, result: ChangeResult) -> dict[str, str]:
 
 
 async def clear_lock(request: Request) -> Response:
-    target = await _card_action(request, Action.CLEAR_LOCK)
+    target = await card_action(request, Action.CLEAR_LOCK)
     if not isinstance(target, CardAction):
         return target
     visit, _form, staff, patron = target
@@ -428,25 +428,25 @@ async def clear_lock(request: Request) -> Response:
 
 
 async def block(request: Request) -> Response:
-    target = await _card_action(request, Action.BLOCK)
+    target = await card_action(request, Action.BLOCK)
     if not isinstance(target, CardAction):
         return target
     visit, form, staff, patron = target
     reason = " ".join(form.get("reason", "").split())[:120]
     if not reason:
-        return await _card_page(
+        return await card_page(
             visit, patron, errors={"reason": visit.t("staff.block_reason_required")}
         )
     actor = f"staff:{staff.name}@{staff.branch}"
     try:
         await visit.desk.authenticator.block(patron.barcode, reason, actor=actor)
     except (NotSupported, StoreUnavailable):
-        return await _card_page(visit, patron, errors={"form": visit.t("staff.cannot_block")})
+        return await card_page(visit, patron, errors={"form": visit.t("staff.cannot_block")})
     return visit.redirect(card_path(patron.barcode, "block"))
 
 
 async def unblock(request: Request) -> Response:
-    target = await _card_action(request, Action.UNBLOCK)
+    target = await card_action(request, Action.UNBLOCK)
     if not isinstance(target, CardAction):
         return target
     visit, _form, staff, patron = target
@@ -454,12 +454,12 @@ async def unblock(request: Request) -> Response:
     try:
         await visit.desk.authenticator.unblock(patron.barcode, actor=actor)
     except (NotSupported, StoreUnavailable):
-        return await _card_page(visit, patron, errors={"form": visit.t("staff.cannot_block")})
+        return await card_page(visit, patron, errors={"form": visit.t("staff.cannot_block")})
     return visit.redirect(card_path(patron.barcode, "unblock"))
 
 
 async def send_link(request: Request) -> Response:
-    target = await _card_action(request, Action.RESEND_LINK)
+    target = await card_action(request, Action.RESEND_LINK)
     if not isinstance(target, CardAction):
         return target
     visit, _form, staff, patron = target
@@ -484,7 +484,7 @@ async def new_card(request: Request) -> Response:
     """A supervisor makes a card with its first PIN (the patron's choice, the policy applies).
     With an ILS store the page says the card is made in the ILS, and the PIN part is the
     card page's reset form once the card exists there."""
-    visit, form, refusal = await _gate(request, Action.NEW_CARD)
+    visit, form, refusal = await gate(request, Action.NEW_CARD)
     if refusal is not None or visit.staff is None:
         return refusal  # type: ignore[return-value]
     auth = visit.desk.authenticator

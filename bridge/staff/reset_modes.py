@@ -24,14 +24,14 @@ from bridge.core import one_time
 from bridge.core.secret import Secret
 from bridge.staff.pages import (
     CardAction,
-    _card_action,
-    _card_page,
-    _gate,
-    _patron,
     audit_reset,
+    card_action,
+    card_page,
     card_path,
     change_errors,
     check_errors,
+    gate,
+    patron_of,
 )
 from bridge.staff.roles import Action
 from bridge.staff.visit import StaffVisit
@@ -50,7 +50,7 @@ class Handover:
 
 
 async def issue_one_time(request: Request) -> Response:
-    target = await _card_action(request, Action.RESET_PIN)
+    target = await card_action(request, Action.RESET_PIN)
     if not isinstance(target, CardAction):
         return target
     visit, form, staff, patron = target
@@ -58,11 +58,11 @@ async def issue_one_time(request: Request) -> Response:
     check = form.get("check", "")
     errors = check_errors(visit, patron, check)
     if errors:
-        return await _card_page(visit, patron, errors=errors, check=check)
+        return await card_page(visit, patron, errors=errors, check=check)
     actor = f"staff:{staff.name}@{staff.branch}"
     result, pin = await auth.issue_one_time_pin(patron.barcode, actor=actor)
     if not result.ok:
-        return await _card_page(visit, patron, errors=change_errors(visit, result), check=check)
+        return await card_page(visit, patron, errors=change_errors(visit, result), check=check)
     audit_reset(visit, staff, patron, check, "one_time")
     visit.desk.notify_changed(patron, visit.t)
     until = one_time.expires_at(dt.datetime.now(dt.UTC), auth.pin_policy).astimezone()
@@ -81,14 +81,14 @@ async def issue_one_time(request: Request) -> Response:
 
 async def hand_over(request: Request) -> Response:
     """Staff confirmed the check: the patron's screen comes up."""
-    target = await _card_action(request, Action.RESET_PIN)
+    target = await card_action(request, Action.RESET_PIN)
     if not isinstance(target, CardAction):
         return target
     visit, form, _staff, patron = target
     check = form.get("check", "")
     errors = check_errors(visit, patron, check)
     if errors:
-        return await _card_page(visit, patron, errors=errors, check=check)
+        return await card_page(visit, patron, errors=errors, check=check)
     handovers = visit.desk.handovers
     now = visit.desk.clock()
     for key in [k for k, h in handovers.items() if h.until < now]:
@@ -113,7 +113,7 @@ def _current(visit: StaffVisit) -> Handover | None:
 
 async def patron_pin(request: Request) -> Response:
     """The patron's screen posts here: the new PIN twice."""
-    visit, form, refusal = await _gate(request, Action.RESET_PIN)
+    visit, form, refusal = await gate(request, Action.RESET_PIN)
     if refusal is not None or form is None or visit.staff is None:
         return refusal  # type: ignore[return-value]
     staff = visit.staff
@@ -135,7 +135,7 @@ async def patron_pin(request: Request) -> Response:
         return _patron_screen(visit, {"new_pin": visit.policy_text(verdict)})
     if not new.matches(again):
         return _patron_screen(visit, {"new_again": visit.t("pin.mismatch")})
-    patron, missing = await _patron(visit, handover.barcode)
+    patron, missing = await patron_of(visit, handover.barcode)
     if patron is None:
         return missing  # type: ignore[return-value]
     actor = f"staff:{staff.name}"
