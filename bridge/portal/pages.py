@@ -11,6 +11,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from bridge.core.auth import ChangeResult
 from bridge.core.patron import Context
 from bridge.core.secret import Secret
 from bridge.core.store import StoreUnavailable
@@ -117,16 +118,23 @@ async def modify_pin(request: Request) -> Response:
         visit.sign_in(barcode)
         portal.notify_changed(barcode, visit.t, "pin_changed")
         return visit.render("done.html", title="pin.title", message="pin.changed", next="/account")
-    if result.policy is not None:
-        return visit.render("pin.html", errors={"new_pin": visit.policy_text(result.policy)})
-    if result.outcome is None:
-        return visit.render("pin.html", errors={"form": visit.t("error.unexpected")})
-    field, key = answers.old_pin_message(result.outcome)
-    if portal.sessions.get(visit.cookie) is None:
+    errors = change_refused(visit, result)
+    if result.outcome is not None and portal.sessions.get(visit.cookie) is None:
         # Too many wrong current PINs locked the card, which ended the session.
         visit.sign_out()
         return visit.render("login.html", barcode="", error="login.locked", notice=None)
-    return visit.render("pin.html", errors={field: visit.t(key)})
+    return visit.render("pin.html", errors=errors)
+
+
+def change_refused(visit: Visit, result: ChangeResult) -> dict[str, str]:
+    """A refused PIN change, per field: the policy's reason, or what the current-PIN check
+    said."""
+    if result.policy is not None:
+        return {"new_pin": visit.policy_text(result.policy)}
+    if result.outcome is None:
+        return {"form": visit.t("error.unexpected")}
+    field, key = answers.old_pin_message(result.outcome)
+    return {field: visit.t(key)}
 
 
 def first_pin_page(visit: Visit, barcode: str, errors: dict[str, str]) -> Response:
@@ -152,12 +160,7 @@ async def first_pin(request: Request) -> Response:
         visit.sign_in(barcode)
         portal.notify_changed(barcode, visit.t, "pin_changed")
         return visit.render("done.html", title="pin.title", message="pin.changed", next="/account")
-    if result.policy is not None:
-        return first_pin_page(visit, barcode, {"new_pin": visit.policy_text(result.policy)})
-    if result.outcome is None:
-        return first_pin_page(visit, barcode, {"form": visit.t("error.unexpected")})
-    field, key = answers.old_pin_message(result.outcome)
-    return first_pin_page(visit, barcode, {field: visit.t(key)})
+    return first_pin_page(visit, barcode, change_refused(visit, result))
 
 
 async def logout(request: Request) -> Response:
