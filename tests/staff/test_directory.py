@@ -8,7 +8,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from bridge.core.secret import Secret
 from bridge.staff import directory
@@ -48,8 +52,6 @@ def env(tmp_path: Path, slapd: Slapd) -> Iterator[StaffEnv]:
 
 
 def settings(url: str) -> StaffDirectory:
-    import msgspec
-
     return msgspec.convert(
         {
             "url": url,
@@ -114,8 +116,6 @@ def tls_slapd(tmp_path: Path) -> Iterator[Slapd]:
 
 def search_settings(url: str, tmp_path: Path, **more: object) -> StaffDirectory:
     """Search-then-bind as the service account, the role from `memberOf` (AD's shape)."""
-    import msgspec
-
     (tmp_path / "svc-password").write_text(SERVICE_PASSWORD + "\n")
     return msgspec.convert(
         {
@@ -156,8 +156,6 @@ def test_search_then_bind_with_a_group_search(slapd: Slapd, tmp_path: Path) -> N
 
 
 def test_member_of_with_a_dn_template(slapd: Slapd, tmp_path: Path) -> None:
-    import msgspec
-
     s = msgspec.convert(
         {
             "url": slapd.url,
@@ -220,3 +218,27 @@ groups = {{ "cn=circulation,{GROUPS}" = "desk", "cn=circ-supervisors,{GROUPS}" =
     for env in open_staff_env(tmp_path, extra):
         env.login("lee", PASSWORDS["lee"])
         assert "lee · Supervisor · Central" in env.client.get("/desk").text
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(name=st.text(max_size=40))
+def test_any_name_is_one_escaped_filter_value(name: str) -> None:
+    """Whatever the name, the filter keeps its shape: the value holds no raw `*()\\` or NUL,
+    and unescaping it gives the name back."""
+    import re
+
+    s = msgspec.convert(
+        {
+            "url": "ldap://127.0.0.1",
+            "user_base": PEOPLE,
+            "user_filter": "(uid={user})",
+            "groups": {f"cn=circulation,{GROUPS}": "desk"},
+        },
+        StaffDirectory,
+    )
+    built = directory.user_filter(s, name)
+    assert built.startswith("(uid=") and built.endswith(")")
+    inner = built[len("(uid=") : -1]
+    assert not any(c in inner for c in "*()\x00")
+    assert not re.search(r"\\(?![0-9a-f]{2})", inner)
+    assert re.sub(r"\\([0-9a-f]{2})", lambda m: chr(int(m.group(1), 16)), inner) == name
