@@ -8,15 +8,22 @@
   policy's reasons in the patron pages' wording, then the desk view comes back with a
   confirmation.
 
-The handover is held per staff session (the session cookie), for `HANDOVER_SECONDS`: the
-patron's screen posts no card number, so nothing on it can be aimed at another card.
+The hand-over travels in the patron's form as a sealed token (AES-GCM under a key derived from
+the desk's CSRF key, bound to the staff session's cookie, good for `HANDOVER_SECONDS`): any
+worker or host that shares the session store can open it, the patron's page shows and posts no
+readable card number, and a token from another session or past its time opens nothing.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
+import hmac
+import json
 from dataclasses import dataclass
 
+from cryptography.fernet import Fernet, InvalidToken
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -37,7 +44,6 @@ from bridge.staff.roles import Action
 from bridge.staff.visit import StaffVisit
 
 HANDOVER_SECONDS = 300.0
-MAX_HANDOVERS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,26 +95,43 @@ async def hand_over(request: Request) -> Response:
     errors = check_errors(visit, patron, check)
     if errors:
         return await card_page(visit, patron, errors=errors, check=check)
-    handovers = visit.desk.handovers
-    now = visit.desk.clock()
-    for key in [k for k, h in handovers.items() if h.until < now]:
-        del handovers[key]
-    if len(handovers) >= MAX_HANDOVERS:
-        handovers.pop(next(iter(handovers)))
-    handovers[visit.cookie] = Handover(patron.barcode, check, now + HANDOVER_SECONDS)
-    return _patron_screen(visit, errors={})
+    until = visit.desk.clock() + HANDOVER_SECONDS
+    return _patron_screen(visit, seal(visit, Handover(patron.barcode, check, until)), errors={})
 
 
-def _patron_screen(visit: StaffVisit, errors: dict[str, str], status: int = 200) -> Response:
-    return visit.render("patron_pin.html", status=status, errors=errors)
+def _fernet(visit: StaffVisit) -> Fernet:
+    return Fernet(base64.urlsafe_b64encode(visit.desk.sessions.derived_key("staff-handover")))
 
 
-def _current(visit: StaffVisit) -> Handover | None:
-    handover: Handover | None = visit.desk.handovers.get(visit.cookie)
-    if handover is None or handover.until < visit.desk.clock():
-        visit.desk.handovers.pop(visit.cookie, None)
+def _session_tag(visit: StaffVisit) -> str:
+    return hashlib.sha256(b"handover|" + visit.cookie.encode()).hexdigest()
+
+
+def seal(visit: StaffVisit, handover: Handover) -> str:
+    """The hand-over as an opaque token (Fernet: AES and HMAC) bound to this staff session."""
+    body = [_session_tag(visit), handover.barcode, handover.check, handover.until]
+    return _fernet(visit).encrypt(json.dumps(body).encode()).decode("ascii")
+
+
+def unseal(visit: StaffVisit, token: str) -> Handover | None:
+    """The hand-over in `token`, or None: tampered, another session's, malformed, or late."""
+    try:
+        tag, barcode, check, until = json.loads(_fernet(visit).decrypt(token.encode("ascii")))
+    except (ValueError, TypeError, InvalidToken):
         return None
-    return handover
+    if not isinstance(tag, str) or not hmac.compare_digest(tag, _session_tag(visit)):
+        return None
+    if not isinstance(barcode, str) or check not in ("photo_id", "card"):
+        return None
+    if not isinstance(until, float | int) or until < visit.desk.clock():
+        return None
+    return Handover(barcode, check, float(until))
+
+
+def _patron_screen(
+    visit: StaffVisit, token: str, errors: dict[str, str], status: int = 200
+) -> Response:
+    return visit.render("patron_pin.html", status=status, errors=errors, handover=token)
 
 
 async def patron_pin(request: Request) -> Response:
@@ -117,7 +140,8 @@ async def patron_pin(request: Request) -> Response:
     if refusal is not None or form is None or visit.staff is None:
         return refusal  # type: ignore[return-value]
     staff = visit.staff
-    handover = _current(visit)
+    token = form.get("handover", "")
+    handover = unseal(visit, token)
     if handover is None:
         return visit.render(
             "message.html",
@@ -126,23 +150,21 @@ async def patron_pin(request: Request) -> Response:
             message="staff.handover_gone",
         )
     if form.get("cancel"):
-        visit.desk.handovers.pop(visit.cookie, None)
         return visit.redirect(card_path(handover.barcode))
     new, again = Secret(form.get("new_pin", "")), Secret(form.get("new_again", ""))
     auth = visit.desk.authenticator
     verdict = auth.pin_policy.check(new)
     if not verdict.ok:
-        return _patron_screen(visit, {"new_pin": visit.policy_text(verdict)})
+        return _patron_screen(visit, token, {"new_pin": visit.policy_text(verdict)})
     if not new.matches(again):
-        return _patron_screen(visit, {"new_again": visit.t("pin.mismatch")})
+        return _patron_screen(visit, token, {"new_again": visit.t("pin.mismatch")})
     patron, missing = await patron_of(visit, handover.barcode)
     if patron is None:
         return missing  # type: ignore[return-value]
     actor = f"staff:{staff.name}"
     result = await auth.set_pin(patron.barcode, new, actor=actor)
     if not result.ok:
-        return _patron_screen(visit, change_errors(visit, result))
-    visit.desk.handovers.pop(visit.cookie, None)
+        return _patron_screen(visit, token, change_errors(visit, result))
     audit_reset(visit, staff, patron, handover.check, "patron_typed")
     visit.desk.notify_changed(patron, visit.t)
     return visit.redirect(card_path(patron.barcode, "pin_patron"))

@@ -89,8 +89,6 @@ class Desk:
     env: jinja2.Environment = field(default_factory=templates)
     catalogs: dict[Language, dict[str, str]] = field(default_factory=catalogs)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    # Resets handed to the patron's screen, by staff session (`bridge.staff.reset_modes`).
-    handovers: dict[str, Any] = field(default_factory=dict)
 
     @property
     def can_change_pin(self) -> bool:

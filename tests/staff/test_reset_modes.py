@@ -67,41 +67,63 @@ def test_a_minors_one_time_pin_needs_only_the_card(env: StaffEnv) -> None:
     assert SLIP_PIN.search(page.text) is not None
 
 
+HANDOVER = re.compile(r'name="handover" value="([^"]+)"')
+
+
+def hand_over(env: StaffEnv, barcode: str = ADULT) -> tuple[str, str]:
+    """(the patron's screen, its sealed hand-over token)."""
+    page = env.post(f"/card/{barcode}/handover", check="photo_id")
+    found = HANDOVER.search(page.text)
+    assert found is not None, page.text
+    return page.text, found.group(1)
+
+
 def test_the_patrons_screen_shows_nothing_of_staff_or_card(env: StaffEnv) -> None:
     env.login("dana")
-    page = env.post(f"/card/{ADULT}/handover", check="photo_id")
-    assert "Choose your new PIN" in page.text
+    page, token = hand_over(env)
+    assert "Choose your new PIN" in page
     for private in ("dana", "Rivera", ADULT, "Central", "Sign out", "/card/"):
-        assert private not in page.text
-    refused = env.post("/handover", new_pin="1212", new_again="1212")
+        assert private not in page
+    refused = env.post("/handover", handover=token, new_pin="1212", new_again="1212")
     assert "cannot be a repeating number" in refused.text and "Rivera" not in refused.text
-    mismatch = env.post("/handover", new_pin=NEW_PIN, new_again="4827")
+    assert ADULT not in refused.text
+    mismatch = env.post("/handover", handover=token, new_pin=NEW_PIN, new_again="4827")
     assert "do not match" in mismatch.text
-    done = env.post("/handover", new_pin=NEW_PIN, new_again=NEW_PIN)
+    done = env.post("/handover", handover=token, new_pin=NEW_PIN, new_again=NEW_PIN)
     assert done.url.path == f"/card/{ADULT}" and "The patron has set a new PIN." in done.text
     assert authenticate(env, ADULT, NEW_PIN) == "accepted"
     assert resets(env) == [("dana", "photo_id", "patron_typed")]
-    # Used once: the patron's screen is gone.
-    assert env.post("/handover", new_pin=NEW_PIN, new_again=NEW_PIN).status_code == 409
+
+
+def test_no_hand_over_without_its_token(env: StaffEnv) -> None:
+    env.login("dana")
+    _page, token = hand_over(env)
+    middle = len(token) // 2
+    flipped = token[:middle] + ("B" if token[middle] != "B" else "C") + token[middle + 1 :]
+    for forged in ("", "x", flipped, token[:-8]):
+        page = env.post("/handover", handover=forged, new_pin=NEW_PIN, new_again=NEW_PIN)
+        assert page.status_code == 409
+    assert authenticate(env, ADULT, NEW_PIN) == "bad_pin"
 
 
 def test_the_handover_times_out_and_can_be_cancelled(env: StaffEnv) -> None:
     env.login("dana")
-    env.post(f"/card/{ADULT}/handover", check="photo_id")
-    back = env.post("/handover", cancel="1")
+    _page, token = hand_over(env)
+    back = env.post("/handover", handover=token, cancel="1")
     assert back.url.path == f"/card/{ADULT}"
-    assert env.post("/handover", new_pin=NEW_PIN, new_again=NEW_PIN).status_code == 409
-    env.post(f"/card/{ADULT}/handover", check="photo_id")
+    _page, token = hand_over(env)
     env.clock.now += HANDOVER_SECONDS + 1
-    env.client.get("/desk")  # keep the staff session alive past the handover's end
-    assert env.post("/handover", new_pin=NEW_PIN, new_again=NEW_PIN).status_code == 409
+    page = env.post("/handover", handover=token, new_pin=NEW_PIN, new_again=NEW_PIN)
+    assert page.status_code == 409
     assert authenticate(env, ADULT, NEW_PIN) == "bad_pin"
 
 
 def test_the_handover_belongs_to_its_staff_session(env: StaffEnv) -> None:
-    """Another desk's session has no handover of its own, whatever card it names."""
+    """Another desk's session cannot use the token, even with the page in hand."""
     env.login("dana")
-    env.post(f"/card/{ADULT}/handover", check="photo_id")
+    _page, token = hand_over(env)
     env.client.cookies.clear()
     env.login("sam")
-    assert env.post("/handover", new_pin=NEW_PIN, new_again=NEW_PIN).status_code == 409
+    page = env.post("/handover", handover=token, new_pin=NEW_PIN, new_again=NEW_PIN)
+    assert page.status_code == 409
+    assert authenticate(env, ADULT, NEW_PIN) == "bad_pin"

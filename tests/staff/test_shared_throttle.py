@@ -95,7 +95,7 @@ def test_a_daemon_with_two_workers(tmp_path: Path) -> None:
     import httpx
 
     from tests.harness import DEMO, Daemon
-    from tests.pins import WRONG_PIN
+    from tests.pins import NEW_PIN, OTHER_PIN, WRONG_PIN
     from tests.portal.test_browser import ldap_bind
     from tests.staff.support import PASSWORD
 
@@ -145,6 +145,18 @@ listen = ["127.0.0.1:0"]
             with fresh() as client:
                 card = client.get(f"/card/{DEMO['active']}").text
                 assert re.search(r"Locked until \d{4}-\d\d-\d\d \d\d:\d\d after 4 wrong PINs", card)
+        # The patron's screen, its token opened by whichever worker gets the patron's post.
+        for pin in (NEW_PIN, OTHER_PIN):
+            with fresh() as client:
+                data = {"csrf": token("/desk"), "check": "photo_id"}
+                screen = client.post(f"/card/{DEMO['active']}/handover", data=data).text
+            found = re.search(r'name="handover" value="([^"]+)"', screen)
+            assert found, screen
+            with fresh() as client:
+                data = {"csrf": token("/desk"), "handover": found.group(1)}
+                done = client.post("/handover", data={**data, "new_pin": pin, "new_again": pin})
+                assert done.headers["location"].endswith("?done=pin_patron"), done.text
+            assert ldap_bind(bridge, DEMO["active"], pin)
         with fresh() as client:
             out = client.post("/logout", data={"csrf": token("/desk")})
             assert out.headers["location"] == "/login?out=1"
