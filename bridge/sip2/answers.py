@@ -148,12 +148,13 @@ def check_answer(
     patron = decision.patron
     hidden_text = CARD_OR_PIN_UNKNOWN if options.wrong_pin_as_unknown else CARD_UNKNOWN
 
-    def refused(text: str) -> PatronResponse:
+    def refused(text: str, pin_ok: bool | None = None) -> PatronResponse:
+        """The patron's record with CQN/CQY (`policy_refusal_cqn` unless `pin_ok` says)."""
         assert patron is not None
         return known(
             request,
             patron,
-            pin_ok=not options.policy_refusal_cqn,
+            pin_ok=not options.policy_refusal_cqn if pin_ok is None else pin_ok,
             text=text,
             date=date,
             today=today,
@@ -184,16 +185,7 @@ def check_answer(
         case Outcome.BAD_PIN:
             if options.wrong_pin_as_unknown or patron is None:
                 return unknown(request, date, options, hidden_text)
-            return known(
-                request,
-                patron,
-                pin_ok=False,
-                text=WRONG_PIN,
-                date=date,
-                today=today,
-                policy=policy,
-                options=options,
-            )
+            return refused(WRONG_PIN, pin_ok=False)
         case Outcome.UNKNOWN_CARD | Outcome.BAD_INPUT:
             return unknown(request, date, options, hidden_text)
         case Outcome.CARD_LOCKED:
@@ -202,16 +194,7 @@ def check_answer(
             # A one-time PIN from the desk: never CQY here, whatever policy_refusal_cqn says.
             if patron is None:
                 return unknown(request, date, options, MUST_CHANGE)
-            return known(
-                request,
-                patron,
-                pin_ok=False,
-                text=MUST_CHANGE,
-                date=date,
-                today=today,
-                policy=policy,
-                options=options,
-            )
+            return refused(MUST_CHANGE, pin_ok=False)
         case Outcome.STORE_UNAVAILABLE | Outcome.BUSY:
             return unknown(request, date, options, UNAVAILABLE)
         case _:

@@ -55,16 +55,25 @@ class Handover:
     until: float
 
 
-async def issue_one_time(request: Request) -> Response:
+async def checked(request: Request) -> tuple[CardAction, str] | Response:
+    """A reset POST that passed the gate, on a card, with the check the rule asks for; else
+    the page that refuses it."""
     target = await card_action(request, Action.RESET_PIN)
     if not isinstance(target, CardAction):
         return target
-    visit, form, staff, patron = target
-    auth = visit.desk.authenticator
-    check = form.get("check", "")
-    errors = check_errors(visit, patron, check)
+    check = target.form.get("check", "")
+    errors = check_errors(target.visit, target.patron, check)
     if errors:
-        return await card_page(visit, patron, errors=errors, check=check)
+        return await card_page(target.visit, target.patron, errors=errors, check=check)
+    return target, check
+
+
+async def issue_one_time(request: Request) -> Response:
+    found = await checked(request)
+    if not isinstance(found, tuple):
+        return found
+    (visit, _form, staff, patron), check = found
+    auth = visit.desk.authenticator
     actor = f"staff:{staff.name}@{staff.branch}"
     result, pin = await auth.issue_one_time_pin(patron.barcode, actor=actor)
     if not result.ok:
@@ -87,14 +96,10 @@ async def issue_one_time(request: Request) -> Response:
 
 async def hand_over(request: Request) -> Response:
     """Staff confirmed the check: the patron's screen comes up."""
-    target = await card_action(request, Action.RESET_PIN)
-    if not isinstance(target, CardAction):
-        return target
-    visit, form, _staff, patron = target
-    check = form.get("check", "")
-    errors = check_errors(visit, patron, check)
-    if errors:
-        return await card_page(visit, patron, errors=errors, check=check)
+    found = await checked(request)
+    if not isinstance(found, tuple):
+        return found
+    (visit, _form, _staff, patron), check = found
     until = visit.desk.clock() + HANDOVER_SECONDS
     return _patron_screen(visit, seal(visit, Handover(patron.barcode, check, until)), errors={})
 
