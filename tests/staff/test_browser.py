@@ -17,13 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from tests.conftest import ARTIFACTS, require_tool
+from tests.conftest import ARTIFACTS
 from tests.harness import DEMO, Daemon
 from tests.pins import DEMO_PIN, NEW_PIN, WRONG_PIN
 from tests.portal.support import SMTP_PASSWORD, SMTP_USER, SmtpServer, body_of
-from tests.portal.test_browser import CHROMIUM_ARGS, ldap_bind
+from tests.portal.test_browser import ldap_bind
 from tests.radius.test_server import SECRET, pyrad_auth
 from tests.test_daemon import Sip2
 
@@ -34,12 +34,6 @@ DESKTOP = {"width": 1280, "height": 900}
 NARROW = {"width": 390, "height": 844}
 PASSWORD = "river desk pass 42"  # a staff password, not a PIN
 ADULT, MINOR = DEMO["active"], DEMO["minor"]
-
-
-@pytest.fixture
-def smtp(tmp_path: Path) -> Iterator[SmtpServer]:
-    with SmtpServer(tls_dir=tmp_path) as server:
-        yield server
 
 
 def desk_daemon(tmp_path: Path, smtp: SmtpServer, extra: str = "") -> Daemon:
@@ -103,17 +97,6 @@ def daemon(tmp_path: Path, smtp: SmtpServer) -> Iterator[tuple[Daemon, str]]:
         yield bridge, base_of(bridge)
     finally:
         bridge.stop()
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    chromium = require_tool("/usr/bin/chromium")
-    with sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            yield instance
-        finally:
-            instance.close()
 
 
 def shot(page: Page, name: str) -> None:

@@ -20,15 +20,12 @@ from tests.staff.test_browser import (
     DESKTOP,
     PASSWORD,
     base_of,
-    browser,
     desk_daemon,
     shot,
     sign_in,
-    smtp,
 )
 
 pytestmark = pytest.mark.browser
-__all__ = ["browser", "smtp"]  # fixtures, shared with the desk's main browser test
 
 NEW_PASSWORD = "night desk pass 55"  # a staff password, not a PIN
 

@@ -28,17 +28,14 @@ from tests.radius.test_server import pyrad_auth
 from tests.staff.test_browser import (
     DESKTOP,
     base_of,
-    browser,
     desk_daemon,
     shot,
     sign_in,
-    smtp,
     three_protocols,
 )
 from tests.test_daemon import Sip2
 
 pytestmark = pytest.mark.browser
-__all__ = ["browser", "smtp"]  # fixtures, shared with the desk's main browser test
 
 ADULT = DEMO["active"]
 PORTAL = """
