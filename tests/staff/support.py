@@ -24,6 +24,19 @@ from bridge.staff.web import create_app
 from tests.portal.support import PORTAL_SECTION, Clock, FakeMailer, RecordingAudit, make_config
 
 CSRF = re.compile(r'name="csrf" value="([0-9a-f]+)"')
+# What a page may hold that is full of digits and is not a PIN: tokens, dates, times.
+_NOISE = re.compile(r"[0-9a-f]{32,}|[A-Za-z0-9_=-]{60,}|\d{4}-\d\d-\d\d( \d\d:\d\d(:\d\d)?)?")
+
+
+def shows_pin(text: str, pin: str, *cards: str) -> bool:
+    """Whether `pin` is on a page, apart from tokens, dates, times and these card numbers
+    (a random 4-digit PIN can be part of any of them by chance)."""
+    text = _NOISE.sub(" ", text)
+    for card in cards:
+        text = text.replace(card, " ")
+    return pin in text
+
+
 PASSWORD = "correct horse battery"  # a test password, not a PIN
 STAFF_SECTION = """
 [staff]

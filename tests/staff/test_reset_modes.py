@@ -11,7 +11,7 @@ import pytest
 from bridge.staff.reset_modes import HANDOVER_SECONDS
 from tests.harness import DEMO
 from tests.pins import NEW_PIN
-from tests.staff.support import StaffEnv
+from tests.staff.support import StaffEnv, shows_pin
 from tests.staff.test_pages import authenticate
 
 ADULT, MINOR = DEMO["active"], DEMO["minor"]
@@ -49,7 +49,8 @@ def test_one_time_pin_is_shown_once_and_refused_off_the_pin_pages(env: StaffEnv)
     found = SLIP_PIN.search(page.text)
     assert found is not None and "no-store" in page.headers["cache-control"]
     pin = found.group(1)
-    assert pin not in env.client.get(f"/card/{ADULT}").text
+    card = env.client.get(f"/card/{ADULT}").text
+    assert 'id="one-time-pin"' not in card and not shows_pin(card, pin, ADULT)
     assert authenticate(env, ADULT, pin, "sip2") == "pin_must_change"
     assert authenticate(env, ADULT, pin, "portal") == "accepted"
     assert resets(env) == [("dana", "photo_id", "one_time")]
