@@ -83,6 +83,12 @@ def test_the_desk_builds_its_guard_from_state(tmp_path: Path) -> None:
     assert shared is not None and isinstance(shared.guard, SqliteGuard)
     assert shared.guard.path.name.endswith("-staff")
     asyncio.run(shared.aclose())
+    with shared_prefix() as (url, prefix):
+        redis = f'[state]\nbackend = "redis"\nurl = "{url}"\nkey_prefix = "{prefix}"\n'
+        on_redis = staff_guard(config(redis), RULES)
+        assert on_redis is not None and isinstance(on_redis.guard, RedisGuard)
+        assert on_redis.guard.prefix == prefix + "staff:"
+        asyncio.run(on_redis.aclose())
 
 
 def test_a_daemon_with_two_workers(tmp_path: Path) -> None:
