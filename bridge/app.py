@@ -88,7 +88,7 @@ def control_path(config: Config, worker: int | None = None) -> Path:
 def pin_policy(config: Config) -> PinPolicy:
     p = config.pin
     blocklist = load_blocklist(config.path(p.blocklist_file)) if p.blocklist_file else frozenset()
-    return PinPolicy(p.min_length, p.max_length, p.forbid_repeats, blocklist)
+    return PinPolicy(p.min_length, p.max_length, p.forbid_repeats, blocklist, p.one_time_hours)
 
 
 def throttle_backend(config: Config, store: Store | None = None) -> ThrottleBackend:

@@ -56,6 +56,7 @@ class PinSettings(Section, frozen=True):
     max_length: Annotated[int, msgspec.Meta(ge=1, le=32)] = 4
     forbid_repeats: bool = True
     blocklist_file: str | None = None
+    one_time_hours: Annotated[int, msgspec.Meta(ge=1, le=720)] = 72  # staff-issued one-time PIN
 
 
 class ThrottleSettings(Section, frozen=True):

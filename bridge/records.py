@@ -167,15 +167,20 @@ OWN_STORE_CAPABILITIES = frozenset(
         Capability.BY_RECORD_ID,
         Capability.ADMIN,
         Capability.RESET_TOKENS,
+        Capability.ONE_TIME_PIN,
     }
 )
 
 
 async def verify_found(
-    hasher: PinHasher, found: tuple[Patron, str | None] | None, pin: Secret
+    hasher: PinHasher,
+    found: tuple[Patron, str | None] | None,
+    pin: Secret,
+    one_time_since: dt.datetime | None = None,
 ) -> Verification:
     """Check a PIN against a looked-up (patron, stored hash); unknown cards and cards with no
-    PIN set spend the same KDF work and never match."""
+    PIN set spend the same KDF work and never match. `one_time_since`: the stored PIN is a
+    one-time PIN set then (reported only when it matched)."""
     if found is None:
         await hasher.dummy_verify(pin)
         return Verification(None, False)
@@ -184,7 +189,21 @@ async def verify_found(
         await hasher.dummy_verify(pin)
         return Verification(patron, False)
     check = await hasher.verify(pin, stored)
-    return Verification(patron, check.ok, check.needs_rehash)
+    return Verification(patron, check.ok, check.needs_rehash, one_time_since if check.ok else None)
+
+
+def one_time_since(needs_reset: object, pin_changed_at: object) -> dt.datetime | None:
+    """When a card's PIN is a one-time PIN: the stores' `needs_reset` flag on a card that has
+    a PIN (an import sets it only on cards without one), read as the time the PIN was set."""
+    if not needs_reset:
+        return None
+    if isinstance(pin_changed_at, dt.datetime):
+        since = pin_changed_at
+    elif isinstance(pin_changed_at, str):
+        since = dt.datetime.fromisoformat(pin_changed_at)
+    else:
+        return dt.datetime.fromtimestamp(0, dt.UTC)  # no time: treat as long expired
+    return since if since.tzinfo is not None else since.replace(tzinfo=dt.UTC)
 
 
 async def hash_of(hasher: PinHasher, new: NewPatron) -> str | None:

@@ -65,7 +65,13 @@ from bridge.core.store import (
     same_barcode,
 )
 from bridge.core.throttle import Counter, ThrottleRules
-from bridge.records import OWN_STORE_CAPABILITIES, hash_of, load_demo, verify_found
+from bridge.records import (
+    OWN_STORE_CAPABILITIES,
+    hash_of,
+    load_demo,
+    one_time_since,
+    verify_found,
+)
 from bridge.settings import Port, Section
 
 T = TypeVar("T")
@@ -338,13 +344,15 @@ _COLUMNS = (
     "home_library"
 )
 # Every statement is a constant; values are always bound parameters.
-_BY_BARCODE = f"SELECT {_COLUMNS}, pin_hash FROM patrons WHERE barcode = %s"  # noqa: S608
+_BY_BARCODE = (
+    f"SELECT {_COLUMNS}, pin_hash, needs_reset, pin_changed_at FROM patrons WHERE barcode = %s"  # noqa: S608
+)
 _BY_EMAIL = f"SELECT {_COLUMNS} FROM patrons WHERE lower(email) = lower(%s) LIMIT 50"  # noqa: S608
 _BY_RECORD = f"SELECT {_COLUMNS} FROM patrons WHERE record_id = %s"  # noqa: S608
 _PAGE = f"SELECT {_COLUMNS} FROM patrons WHERE barcode > %s ORDER BY barcode LIMIT 500"  # noqa: S608
 _SET_HASH = (
     "UPDATE patrons SET pin_hash = %s, pin_changed_at = now(), updated_at = now(), "
-    "needs_reset = false WHERE barcode = %s"
+    "needs_reset = %s WHERE barcode = %s"
 )
 _DETAILS = f"{_COLUMNS}, coalesce(pin_hash, '') <> '', needs_reset"
 _BY_BARCODES = f"SELECT {_DETAILS} FROM patrons WHERE barcode = ANY(%s)"  # noqa: S608
@@ -544,12 +552,18 @@ class PostgresStore:
         return PostgresGuard(rules, self._dsn, bus=bus), bus
 
     # -- Store ------------------------------------------------------------------------------
-    async def _lookup_row(self, barcode: str) -> tuple[Patron, str | None] | None:
-        async def query(conn: Conn) -> tuple[Patron, str | None] | None:
+    async def _lookup_row(
+        self, barcode: str
+    ) -> tuple[Patron, str | None, dt.datetime | None] | None:
+        """(patron, stored hash, when its one-time PIN was set if it is one)."""
+
+        async def query(conn: Conn) -> tuple[Patron, str | None, dt.datetime | None] | None:
             cur = await conn.execute(_BY_BARCODE, (barcode,))
             row = await cur.fetchone()
+            if row is None:
+                return None
             # an empty hash is a card with no PIN set, as NULL is
-            return None if row is None else (_patron(row), row[10] or None)
+            return _patron(row), row[10] or None, one_time_since(row[11] and row[10], row[12])
 
         return await self.db.run(query, "lookup")
 
@@ -558,15 +572,24 @@ class PostgresStore:
         return None if found is None else found[0]
 
     async def verify_pin(self, barcode: str, pin: Secret) -> Verification:
-        return await verify_found(self.hasher, await self._lookup_row(barcode), pin)
+        found = await self._lookup_row(barcode)
+        if found is None:
+            return await verify_found(self.hasher, None, pin)
+        return await verify_found(self.hasher, found[:2], pin, found[2])
 
     async def change_pin(self, patron: Patron, new_pin: Secret) -> None:
+        await self._set_hash(patron, new_pin, one_time=False)
+
+    async def set_one_time_pin(self, patron: Patron, pin: Secret) -> None:
+        await self._set_hash(patron, pin, one_time=True)
+
+    async def _set_hash(self, patron: Patron, new_pin: Secret, *, one_time: bool) -> None:
         """Hash first (in the KDF pool), then one single-statement transaction."""
         pin_hash = await self.hasher.hash(new_pin)
 
         async def update(conn: Conn) -> None:
             async with conn.transaction():
-                cur = await conn.execute(_SET_HASH, (pin_hash, patron.barcode))
+                cur = await conn.execute(_SET_HASH, (pin_hash, one_time, patron.barcode))
                 if cur.rowcount != 1:
                     raise UnknownPatron(patron.barcode)
 

@@ -48,7 +48,13 @@ from bridge.core.store import (
     same_barcode,
 )
 from bridge.files import create_private
-from bridge.records import OWN_STORE_CAPABILITIES, hash_of, load_demo, verify_found
+from bridge.records import (
+    OWN_STORE_CAPABILITIES,
+    hash_of,
+    load_demo,
+    one_time_since,
+    verify_found,
+)
 from bridge.settings import Section
 from bridge.workers import Workers
 
@@ -105,7 +111,9 @@ _COLUMNS = (
     "home_library"
 )
 # Every query is a constant; values are always bound parameters.
-_BY_BARCODE = f"SELECT {_COLUMNS}, pin_hash FROM patrons WHERE barcode = ?"  # noqa: S608
+_BY_BARCODE = (
+    f"SELECT {_COLUMNS}, pin_hash, needs_reset, pin_changed_at FROM patrons WHERE barcode = ?"  # noqa: S608
+)
 _BY_EMAIL = f"SELECT {_COLUMNS} FROM patrons WHERE email = ? COLLATE NOCASE LIMIT 50"  # noqa: S608
 _BY_RECORD = f"SELECT {_COLUMNS} FROM patrons WHERE record_id = ?"  # noqa: S608
 # Name search for the staff desk: a prefix of the surname or of any word, escaped, bounded.
@@ -297,26 +305,32 @@ class SqliteStore:
         return int(conn.execute("SELECT count(*) FROM patrons").fetchone()[0]) == 0
 
     # -- Store ------------------------------------------------------------------------------
-    def _lookup_row(self, barcode: str) -> tuple[Patron, str | None] | None:
+    def _lookup_row(self, barcode: str) -> tuple[Patron, str | None, dt.datetime | None] | None:
+        """(patron, stored hash, when its one-time PIN was set if it is one)."""
         row = self._conn().execute(_BY_BARCODE, (barcode,)).fetchone()
-        return None if row is None else (_patron(row), row[10])
+        if row is None:
+            return None
+        return _patron(row), row[10], one_time_since(row[11] and row[10], row[12])
 
     async def lookup(self, barcode: str) -> Patron | None:
         found = await self._run(self._lookup_row, barcode)
         return None if found is None else found[0]
 
     async def verify_pin(self, barcode: str, pin: Secret) -> Verification:
-        return await verify_found(self.hasher, await self._run(self._lookup_row, barcode), pin)
+        found = await self._run(self._lookup_row, barcode)
+        if found is None:
+            return await verify_found(self.hasher, None, pin)
+        return await verify_found(self.hasher, found[:2], pin, found[2])
 
-    def _set_hash(self, barcode: str, pin_hash: str) -> None:
+    def _set_hash(self, barcode: str, pin_hash: str, one_time: bool = False) -> None:
         conn = self._conn()
         now = _now()
         conn.execute("BEGIN IMMEDIATE")
         try:
             cur = conn.execute(
                 "UPDATE patrons SET pin_hash = ?, pin_changed_at = ?, updated_at = ?, "
-                "needs_reset = 0 WHERE barcode = ?",
-                (pin_hash, now, now, barcode),
+                "needs_reset = ? WHERE barcode = ?",
+                (pin_hash, now, now, int(one_time), barcode),
             )
             if cur.rowcount != 1:
                 raise UnknownPatron(barcode)
@@ -328,6 +342,10 @@ class SqliteStore:
     async def change_pin(self, patron: Patron, new_pin: Secret) -> None:
         pin_hash = await self.hasher.hash(new_pin)
         await self._run(self._set_hash, patron.barcode, pin_hash)
+
+    async def set_one_time_pin(self, patron: Patron, pin: Secret) -> None:
+        pin_hash = await self.hasher.hash(pin)
+        await self._run(self._set_hash, patron.barcode, pin_hash, True)
 
     async def health(self) -> Health:
         def probe() -> None:

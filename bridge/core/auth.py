@@ -25,6 +25,7 @@ from typing import Any
 
 import structlog
 
+from bridge.core import one_time
 from bridge.core.audit import Audit
 from bridge.core.cache import VerifiedCache
 from bridge.core.gate import Busy, Gate, GateLimits
@@ -36,6 +37,7 @@ from bridge.core.store import (
     Health,
     NewPatron,
     NotSupported,
+    OneTimePinStore,
     SearchableStore,
     Store,
     StoreUnavailable,
@@ -262,7 +264,12 @@ class Authenticator:
         if settled.card_locked:
             self._forget(barcode)
             self.audit.event("card_locked", barcode=barcode, source=source)
-        if result is Result.SUCCESS and decision.patron is not None:
+        if (
+            result is Result.SUCCESS
+            and decision.patron is not None
+            and decision.outcome is not Outcome.PIN_MUST_CHANGE
+            and not decision.must_change  # a one-time PIN is never a cached credential
+        ):
             self.cache.put(barcode, pin, decision.patron, self.clock())
         return decision
 
@@ -306,6 +313,14 @@ class Authenticator:
         patron = verification.patron
         if not verification.pin_ok:
             return Decision(Outcome.BAD_PIN, patron=patron, reason="wrong PIN"), Result.FAILURE
+        if verification.one_time_since is not None:
+            # Right, but a one-time PIN: not a guess (SUCCESS), never cached, never rehashed.
+            refusal = one_time.refusal(verification, ctx.protocol, self.pin_policy, self.clock())
+            if refusal is not None:
+                return refusal, Result.SUCCESS
+            return one_time.must_change(self._standing(patron, ctx.policy, "verified")), (
+                Result.SUCCESS
+            )
         if verification.needs_rehash and Capability.CHANGE_PIN in self.store.capabilities:
             self._spawn(self._rehash(patron, pin))
         return self._standing(patron, ctx.policy, "verified"), Result.SUCCESS
@@ -384,6 +399,38 @@ class Authenticator:
         if result.ok:
             self.clear_lock(barcode, actor=actor)
         return result
+
+    @property
+    def can_issue_one_time(self) -> bool:
+        store = self.store
+        return Capability.ONE_TIME_PIN in store.capabilities and isinstance(store, OneTimePinStore)
+
+    async def issue_one_time_pin(self, barcode: str, *, actor: str) -> tuple[ChangeResult, str]:
+        """Staff at the desk: a random PIN the patron must change at the next My Account sign-in
+        (`bridge.core.one_time`). The PIN comes back once, for the printed slip; the store keeps
+        only its hash. The lock is cleared and caches and sessions forgotten, as for a reset."""
+        barcode = self.canonical(barcode)
+        store = self.store
+        if not self.can_issue_one_time or not isinstance(store, OneTimePinStore):
+            return ChangeResult(False, reason="this store cannot keep a one-time PIN"), ""
+        pin = one_time.random_pin(self.pin_policy)
+        try:
+            await in_task()
+            patron = await store.lookup(barcode)
+            if patron is None:
+                return ChangeResult(False, outcome=Outcome.UNKNOWN_CARD, reason="no such card"), ""
+            await store.set_one_time_pin(patron, Secret(pin))
+        except StoreUnavailable as exc:
+            return ChangeResult(False, outcome=Outcome.STORE_UNAVAILABLE, reason=str(exc)), ""
+        self.invalidate(barcode)
+        self.audit.event(
+            "pin_one_time_issued",
+            barcode=barcode,
+            actor=actor,
+            hours=self.pin_policy.one_time_hours,
+        )
+        self.clear_lock(barcode, actor=actor)
+        return ChangeResult(True), pin
 
     async def _apply(self, patron: Patron, new_pin: Secret, event: str, actor: str) -> ChangeResult:
         if Capability.CHANGE_PIN not in self.store.capabilities:

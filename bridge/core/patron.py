@@ -58,6 +58,10 @@ class Outcome(enum.Enum):
     # slot within the deadline, or a guessing budget fully taken by checks in flight. Every
     # protocol answers "try again" (RADIUS: no answer, so the NAS retries elsewhere).
     BUSY = "busy"
+    # The right PIN, but a one-time PIN staff issued at the desk: only the PIN pages (My
+    # Account) take it, and only to set a new PIN; every other front end refuses it with its
+    # "change your PIN at My Account" answer. Also a one-time PIN past its time, everywhere.
+    PIN_MUST_CHANGE = "pin_must_change"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +100,9 @@ class Decision:
     reason: str = ""
     retry_after: float | None = None
     pin_ok: bool = False
+    # ACCEPTED at the PIN pages with a one-time PIN: the page lets the patron do nothing but
+    # choose a new PIN (`bridge.core.auth.ONE_TIME_PROTOCOLS`).
+    must_change: bool = False
 
     @property
     def accepted(self) -> bool:

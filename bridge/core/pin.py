@@ -56,6 +56,9 @@ class PinPolicy:
     max_length: int = 4
     forbid_repeats: bool = True
     blocklist: frozenset[str] = frozenset()
+    # How long a one-time PIN issued at the staff desk stays usable (at My Account, to set a
+    # new PIN); after it, the patron needs staff or a reset link again.
+    one_time_hours: int = 72
 
     def check(self, pin: Secret | str, *, old: Secret | str | None = None) -> PolicyResult:
         text = pin.text() if isinstance(pin, Secret) else pin

@@ -30,6 +30,7 @@ class Capability(enum.Enum):
     BY_RECORD_ID = "by_record_id"
     ADMIN = "admin"  # add/import/update patrons (WritableStore)
     RESET_TOKENS = "reset_tokens"  # TokenStore
+    ONE_TIME_PIN = "one_time_pin"  # OneTimePinStore: a PIN that must be changed at next use
 
 
 class StoreError(Exception):
@@ -55,6 +56,9 @@ class Verification:
     patron: Patron | None
     pin_ok: bool
     needs_rehash: bool = False
+    # When the PIN that matched is a one-time PIN staff issued (the store's `needs_reset`
+    # flag on a card that has a PIN): the time it was set, which the core's expiry runs from.
+    one_time_since: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +143,15 @@ class NewPatron:
     patron: Patron
     pin: Secret | None = None
     pin_hash: str | None = None
+
+
+@runtime_checkable
+class OneTimePinStore(Store, Protocol):
+    """A store that can keep a PIN marked "must be changed" (`Capability.ONE_TIME_PIN`): it is
+    hashed like any PIN, `verify_pin` reports it in `Verification.one_time_since`, and the next
+    `change_pin` clears the mark."""
+
+    async def set_one_time_pin(self, patron: Patron, pin: Secret) -> None: ...
 
 
 @runtime_checkable

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Final, assert_never
 
 from bridge.core.patron import Decision, Outcome
-from bridge.ldap.messages import PPOLICY_LOCKED
+from bridge.ldap.messages import PPOLICY_CHANGE_AFTER_RESET, PPOLICY_LOCKED
 
 SUCCESS: Final = 0
 OPERATIONS_ERROR: Final = 1
@@ -55,6 +55,9 @@ BLOCKED = BindAnswer(INVALID_CREDENTIALS, "card blocked")
 FINES = BindAnswer(INVALID_CREDENTIALS, "fines over the limit")
 UNAVAILABLE_ANSWER = BindAnswer(UNAVAILABLE, "patron records are unavailable; try again")
 BUSY_ANSWER = BindAnswer(BUSY, "too many PIN checks in progress; try again")
+MUST_CHANGE = BindAnswer(
+    INVALID_CREDENTIALS, "PIN must be changed at My Account", PPOLICY_CHANGE_AFTER_RESET
+)
 
 
 def bind_answer(decision: Decision, locked_message: str = "account locked") -> BindAnswer:
@@ -72,6 +75,8 @@ def bind_answer(decision: Decision, locked_message: str = "account locked") -> B
             return BLOCKED
         case Outcome.FINES_OVER_LIMIT:
             return FINES
+        case Outcome.PIN_MUST_CHANGE:
+            return MUST_CHANGE
         case Outcome.STORE_UNAVAILABLE:
             return UNAVAILABLE_ANSWER
         case Outcome.BUSY:

@@ -28,6 +28,9 @@ def login_message(outcome: Outcome) -> tuple[str, int] | None:
             return "login.blocked", 200
         case Outcome.FINES_OVER_LIMIT:
             return "login.fines", 200
+        case Outcome.PIN_MUST_CHANGE:
+            # Reached only off the PIN pages (OIDC/SAML sign-in) or for an expired one.
+            return "login.must_change", 200
         case Outcome.STORE_UNAVAILABLE | Outcome.BUSY:
             return "error.unavailable", 503
         case _:
@@ -41,6 +44,8 @@ def old_pin_message(outcome: Outcome) -> tuple[str, str]:
             return "old_pin", "pin.old_wrong"
         case Outcome.CARD_LOCKED:
             return "old_pin", "login.locked"
+        case Outcome.PIN_MUST_CHANGE:
+            return "old_pin", "login.must_change"
         case Outcome.STORE_UNAVAILABLE | Outcome.BUSY:
             return "form", "error.unavailable"
         case (

@@ -11,6 +11,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from bridge.core.auth import ChangeResult
 from bridge.core.patron import Context
 from bridge.core.secret import Secret
 from bridge.core.store import StoreUnavailable
@@ -56,6 +57,9 @@ async def login(request: Request) -> Response:
         barcode, Secret(form.get("pin", "")), context(visit)
     )
     refusal = answers.login_message(decision.outcome)
+    if refusal is None and decision.must_change:
+        # A one-time PIN from the desk: no session, only the form that replaces it.
+        return first_pin_page(visit, barcode, errors={})
     if refusal is None:
         visit.sign_in(barcode)
         return visit.redirect("/account")
@@ -114,16 +118,49 @@ async def modify_pin(request: Request) -> Response:
         visit.sign_in(barcode)
         portal.notify_changed(barcode, visit.t, "pin_changed")
         return visit.render("done.html", title="pin.title", message="pin.changed", next="/account")
-    if result.policy is not None:
-        return visit.render("pin.html", errors={"new_pin": visit.policy_text(result.policy)})
-    if result.outcome is None:
-        return visit.render("pin.html", errors={"form": visit.t("error.unexpected")})
-    field, key = answers.old_pin_message(result.outcome)
-    if portal.sessions.get(visit.cookie) is None:
+    errors = change_refused(visit, result)
+    if result.outcome is not None and portal.sessions.get(visit.cookie) is None:
         # Too many wrong current PINs locked the card, which ended the session.
         visit.sign_out()
         return visit.render("login.html", barcode="", error="login.locked", notice=None)
-    return visit.render("pin.html", errors={field: visit.t(key)})
+    return visit.render("pin.html", errors=errors)
+
+
+def change_refused(visit: Visit, result: ChangeResult) -> dict[str, str]:
+    """A refused PIN change, per field: the policy's reason, or what the current-PIN check
+    said."""
+    if result.policy is not None:
+        return {"new_pin": visit.policy_text(result.policy)}
+    if result.outcome is None:
+        return {"form": visit.t("error.unexpected")}
+    field, key = answers.old_pin_message(result.outcome)
+    return {field: visit.t(key)}
+
+
+def first_pin_page(visit: Visit, barcode: str, errors: dict[str, str]) -> Response:
+    """The only page a one-time PIN opens: type it again, choose a new PIN twice."""
+    return visit.render("first_pin.html", barcode=barcode, errors=errors)
+
+
+async def first_pin(request: Request) -> Response:
+    """Replace a one-time PIN from the desk. No session yet: the one-time PIN is checked again
+    by the core's `change_pin` (throttled and audited like any sign-in), and only a changed PIN
+    signs the patron in."""
+    portal = portal_of(request)
+    visit = Visit.of(portal, request)
+    form = await visit.form()
+    if form is None:
+        return refused_form(visit)
+    barcode = form.get("barcode", "").strip()[:64]
+    old, new, again = (Secret(form.get(k, "")) for k in ("old_pin", "new_pin", "new_again"))
+    if not new.matches(again):
+        return first_pin_page(visit, barcode, {"new_again": visit.t("pin.mismatch")})
+    result = await portal.authenticator.change_pin(barcode, old, new, again, context(visit))
+    if result.ok:
+        visit.sign_in(barcode)
+        portal.notify_changed(barcode, visit.t, "pin_changed")
+        return visit.render("done.html", title="pin.title", message="pin.changed", next="/account")
+    return first_pin_page(visit, barcode, change_refused(visit, result))
 
 
 async def logout(request: Request) -> Response:

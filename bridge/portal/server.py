@@ -25,7 +25,12 @@ from bridge.config import ConfigError
 from bridge.portal.guard import exempt_sources, guarded_protocol
 from bridge.portal.mail import Mailer, NoMailer, SmtpMailer
 from bridge.portal.settings import PortalSettings
-from bridge.portal.shared_sessions import RecordingSessions, Shared, SharedSessions, from_config
+from bridge.portal.shared_sessions import (
+    RecordingSessions,
+    Shared,
+    SharedSessions,
+    recording_sessions,
+)
 from bridge.portal.state import Portal, read_logo
 from bridge.portal.visit import cookie_name
 from bridge.portal.web import create_app
@@ -166,26 +171,11 @@ async def start(settings: PortalSettings, services: Services) -> PortalListener:
 async def share_sessions(portal: Portal, services: Services) -> Shared | None:
     """With shared state, sessions (and the CSRF key) live there: `bridge.portal.
     shared_sessions`. The portal's own store is swapped for a recording one."""
-    shared = from_config(services.config, services.authenticator.store)
-    if shared is None:
-        return None
     old = portal.sessions
-    try:
-        key: bytes | None = await shared.csrf_key()
-    except Exception as exc:  # noqa: BLE001 - any backend's error: the state is away
-        # Forms then only work on the host that rendered them, until a restart with the
-        # state reachable; sessions themselves are still read from the shared state.
-        log.error("portal_csrf_key_unshared", error=type(exc).__name__)
-        key = None
-    sessions = RecordingSessions(
-        old.clock,
-        idle_seconds=old.idle_seconds,
-        max_seconds=old.max_seconds,
-        max_sessions=old.max_sessions,
-        csrf_key=key,
-    )
-    sessions.shared = shared
-    sessions._tasks = set()
+    sessions = await recording_sessions(old, services.config, services.authenticator.store)
+    if sessions is None or sessions.shared is None:
+        return None
+    shared = sessions.shared
     callbacks = portal.authenticator.on_invalidate
     if old.end_patron in callbacks:
         callbacks.remove(old.end_patron)

@@ -102,6 +102,11 @@ class SessionStore:
             self._csrf_key, b"csrf|" + cookie_value.encode(), hashlib.sha256
         ).hexdigest()
 
+    def derived_key(self, label: str) -> bytes:
+        """A 32-byte key for `label`, from the CSRF key: the same on every worker and host
+        that share it (the staff desk seals its hand-over step with one)."""
+        return hmac.new(self._csrf_key, b"key|" + label.encode(), hashlib.sha256).digest()
+
     def csrf_ok(self, cookie_value: str | None, submitted: str | None) -> bool:
         if not cookie_value or not submitted:
             return False

@@ -234,6 +234,34 @@ def from_config(config: Config, store: Any) -> Shared | None:
     return None
 
 
+async def recording_sessions(
+    old: SessionStore, config: Config, store: Any
+) -> RecordingSessions | None:
+    """With shared state: a `RecordingSessions` like `old` (same time-outs) on the shared store,
+    with the shared CSRF key; None for one process. Used by the PIN pages and the staff desk
+    (whose session keys start `staff `, with a space, so they never name a patron)."""
+    shared = from_config(config, store)
+    if shared is None:
+        return None
+    try:
+        key: bytes | None = await shared.csrf_key()
+    except Exception as exc:  # noqa: BLE001 - any backend's error: the state is away
+        # Forms then only work on the host that rendered them, until a restart with the
+        # state reachable; sessions themselves are still read from the shared state.
+        log.error("portal_csrf_key_unshared", error=type(exc).__name__)
+        key = None
+    sessions = RecordingSessions(
+        old.clock,
+        idle_seconds=old.idle_seconds,
+        max_seconds=old.max_seconds,
+        max_sessions=old.max_sessions,
+        csrf_key=key,
+    )
+    sessions.shared = shared
+    sessions._tasks = set()
+    return sessions
+
+
 class RecordingSessions(SessionStore):
     """A `SessionStore` that notes what a request changed (for `SharedSessions` to write back),
     and mirrors every ending of a patron's sessions to the shared store."""

@@ -92,6 +92,7 @@ def create_app(portal: Portal) -> ASGIApp:
             Route("/login", pages.login, methods=["GET", "POST"]),
             Route("/account", pages.account),
             Route("/pin", pages.modify_pin, methods=["GET", "POST"]),
+            Route("/pin/first", pages.first_pin, methods=["POST"]),
             Route("/logout", pages.logout, methods=["POST"]),
             Route("/forgot", reset_pages.forgot, methods=["GET", "POST"]),
             Route("/reset", reset_pages.reset, methods=["GET", "POST"]),

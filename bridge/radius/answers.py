@@ -32,6 +32,7 @@ LOCKED = Answer(ACCESS_REJECT, "Too many attempts. Try again later or ask staff.
 EXPIRED = Answer(ACCESS_REJECT, "Your library card has expired. Please ask staff.")
 BLOCKED = Answer(ACCESS_REJECT, "Your library card is blocked. Please ask staff.")
 FINES = Answer(ACCESS_REJECT, "Please see library staff about fines on your card.")
+MUST_CHANGE = Answer(ACCESS_REJECT, "Please change your PIN at My Account first.")
 SILENT = Answer(None, "")
 SHED = Answer(None, "busy")  # too many checks pending: no answer, the NAS retries elsewhere
 UNAVAILABLE = Answer(ACCESS_REJECT, "Service unavailable. Please try again shortly.")
@@ -52,6 +53,8 @@ def answer(decision: Decision, store_unavailable: Literal["silent", "reject"]) -
             return BLOCKED
         case Outcome.FINES_OVER_LIMIT:
             return FINES
+        case Outcome.PIN_MUST_CHANGE:
+            return MUST_CHANGE
         case Outcome.STORE_UNAVAILABLE:
             return SILENT if store_unavailable == "silent" else UNAVAILABLE
         case Outcome.BUSY:

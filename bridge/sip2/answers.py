@@ -38,6 +38,7 @@ UNAVAILABLE = "The library system is not available right now. Please try again l
 BLOCKED = "This card is blocked"
 EXPIRED = "This card has expired"
 FINES = "Fines are over the limit"
+MUST_CHANGE = "Please change your PIN at My Account first."
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,12 +148,13 @@ def check_answer(
     patron = decision.patron
     hidden_text = CARD_OR_PIN_UNKNOWN if options.wrong_pin_as_unknown else CARD_UNKNOWN
 
-    def refused(text: str) -> PatronResponse:
+    def refused(text: str, pin_ok: bool | None = None) -> PatronResponse:
+        """The patron's record with CQN/CQY (`policy_refusal_cqn` unless `pin_ok` says)."""
         assert patron is not None
         return known(
             request,
             patron,
-            pin_ok=not options.policy_refusal_cqn,
+            pin_ok=not options.policy_refusal_cqn if pin_ok is None else pin_ok,
             text=text,
             date=date,
             today=today,
@@ -183,20 +185,16 @@ def check_answer(
         case Outcome.BAD_PIN:
             if options.wrong_pin_as_unknown or patron is None:
                 return unknown(request, date, options, hidden_text)
-            return known(
-                request,
-                patron,
-                pin_ok=False,
-                text=WRONG_PIN,
-                date=date,
-                today=today,
-                policy=policy,
-                options=options,
-            )
+            return refused(WRONG_PIN, pin_ok=False)
         case Outcome.UNKNOWN_CARD | Outcome.BAD_INPUT:
             return unknown(request, date, options, hidden_text)
         case Outcome.CARD_LOCKED:
             return unknown(request, date, options, LOCKED)
+        case Outcome.PIN_MUST_CHANGE:
+            # A one-time PIN from the desk: never CQY here, whatever policy_refusal_cqn says.
+            if patron is None:
+                return unknown(request, date, options, MUST_CHANGE)
+            return refused(MUST_CHANGE, pin_ok=False)
         case Outcome.STORE_UNAVAILABLE | Outcome.BUSY:
             return unknown(request, date, options, UNAVAILABLE)
         case _:

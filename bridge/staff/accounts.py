@@ -135,6 +135,56 @@ class AccountFile:
             return None
         return Account(row[0], role, row[2], bool(row[3]), row[4])
 
+    def all(self) -> list[Account]:
+        """Every account (the admin's list), by name."""
+        conn = self._connect()
+        try:
+            rows = conn.execute(
+                "SELECT name, role, password_hash, disabled, totp_secret FROM staff_accounts "
+                "ORDER BY name"
+            ).fetchall()
+        finally:
+            conn.close()
+        found = []
+        for row in rows:
+            role = Role(row[1]) if row[1] in {r.value for r in Role} else None
+            if role is not None:
+                found.append(Account(row[0], role, row[2], bool(row[3]), row[4]))
+        return found
+
+    def update(
+        self,
+        name: str,
+        *,
+        role: Role | None = None,
+        disabled: bool | None = None,
+        password_hash: str | None = None,
+        totp_secret: str | None = None,
+        clear_totp: bool = False,
+    ) -> bool:
+        """Change what is given of one account; False when there is no such account."""
+        sets: list[str] = []
+        values: list[object] = []
+        for column, value in (
+            ("role", None if role is None else role.value),
+            ("disabled", None if disabled is None else int(disabled)),
+            ("password_hash", password_hash),
+            ("totp_secret", totp_secret),
+        ):
+            if value is not None:
+                sets.append(f"{column} = ?")
+                values.append(value)
+        if clear_totp:
+            sets.append("totp_secret = NULL")
+        if not sets or not valid_name(name):
+            return False
+        with contextlib.closing(self._connect()) as conn, conn:
+            cur = conn.execute(
+                f"UPDATE staff_accounts SET {', '.join(sets)} WHERE name = ?",  # noqa: S608 - fixed columns
+                (*values, name),
+            )
+            return cur.rowcount == 1
+
     def names(self) -> list[tuple[str, str]]:
         conn = self._connect()
         try:

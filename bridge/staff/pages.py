@@ -1,4 +1,4 @@
-"""The desk's pages and actions. Every handler starts with `_gate`, which signs the visitor in
+"""The desk's pages and actions. Every handler starts with `gate`, which signs the visitor in
 or refuses them (303 to sign-in, 403 for a role without the action, 403 for a POST without its
 CSRF token) before anything else is read: the role check is on the server, whatever the page
 showed. No page ever puts a PIN back into its HTML.
@@ -14,11 +14,12 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bridge.core.auth import valid_barcode
+from bridge.core.auth import ChangeResult, valid_barcode
 from bridge.core.patron import Outcome, Patron
 from bridge.core.pin import HashFormatError
 from bridge.core.secret import Secret
 from bridge.core.store import NewPatron, NotSupported, StoreUnavailable
+from bridge.core.throttle import GuardUnavailable, Result, Ticket
 from bridge.records import RowError, row_to_patron
 from bridge.staff import directory
 from bridge.staff.accounts import Account, valid_name
@@ -41,7 +42,7 @@ def card_path(barcode: str, done: str | None = None) -> str:
     return f"/card/{quote(barcode, safe='')}" + (f"?done={done}" if done else "")
 
 
-async def _gate(
+async def gate(
     request: Request, action: Action
 ) -> tuple[StaffVisit, dict[str, str] | None, Response | None]:
     """(visit, posted fields, refusal). A refusal is the response to send as it is."""
@@ -99,29 +100,29 @@ async def login(request: Request) -> Response:
     audit = desk.authenticator.audit
     key = name if valid_name(name) else None
     now = desk.clock()
-    refusal = desk.throttle.check(key or "", visit.source, now)
-    if refusal is not None:
-        audit.event("staff_login_refused", staff=key, source=visit.source, reason=refusal.reason)
+    try:
+        reserved = await desk.throttle.reserve(throttle_key(key), visit.source, now)
+    except GuardUnavailable as exc:
+        log.error("staff_guard_unavailable", error=str(exc))
+        return _login_page(visit, name=name, error="error.unavailable", status=503)
+    if not isinstance(reserved, Ticket):
+        audit.event("staff_login_refused", staff=key, source=visit.source, reason=reserved.reason)
         return _login_page(visit, name=name, error="staff.login_locked", status=429)
-    if desk.settings.auth == "ldap":
-        account, failed = await _directory_account(desk, key, password)
-        if failed is not None:
-            return _login_page(visit, name=name, error=failed, status=503)
-        ok = account is not None
-    else:
-        account = None if key is None else await asyncio.to_thread(desk.accounts.get, key)
-        ok = await _password_ok(desk, account, password)
-    factor = "password"
-    if ok and account is not None and account.totp_secret:
-        factor = "totp"
-        ok = desk.totp.check(account.name, account.totp_secret, form.get("code", ""), now)
+    try:
+        account, ok, factor = await _check_sign_in(desk, visit, key, password, form, now)
+    except BaseException:
+        await desk.throttle.settle(reserved, Result.RELEASE, desk.clock())
+        raise
+    if account is None and factor == "directory":
+        await desk.throttle.settle(reserved, Result.RELEASE, desk.clock())
+        return _login_page(visit, name=name, error="staff.directory_down", status=503)
     if (
         not ok
         or account is None
         or not branch.isdigit()
         or int(branch) >= len(desk.settings.branches)
     ):
-        desk.throttle.record_failure(key, visit.source, desk.clock())
+        await desk.throttle.settle(reserved, Result.FAILURE, desk.clock())
         audit.event(
             "staff_login_failed",
             staff=key,
@@ -130,7 +131,7 @@ async def login(request: Request) -> Response:
             severity="warning",
         )
         return _login_page(visit, name=name, error="staff.login_failed")
-    desk.throttle.record_success(account.name, desk.clock())
+    await desk.throttle.settle(reserved, Result.SUCCESS, desk.clock())
     directory_role = account.role if desk.settings.auth == "ldap" else None
     visit.sign_in(session_key(account.name, int(branch), directory_role))
     audit.event(
@@ -142,6 +143,36 @@ async def login(request: Request) -> Response:
         source=visit.source,
     )
     return visit.redirect("/desk")
+
+
+def throttle_key(name: str | None) -> str:
+    """The staff sign-in limits' key: `staff <name>` (a space, so never a card number on a
+    guard shared with patrons); one key for every malformed name."""
+    return f"staff {name or '?'}"
+
+
+async def _check_sign_in(
+    desk: Desk,
+    visit: StaffVisit,
+    key: str | None,
+    password: Secret,
+    form: dict[str, str],
+    now: float,
+) -> tuple[Account | None, bool, str]:
+    """(account, right?, the factor that decided: "password", "totp"; "directory" with no
+    account when the directory could not be asked)."""
+    if desk.settings.auth == "ldap":
+        account, failed = await _directory_account(desk, key, password)
+        if failed is not None:
+            return None, False, "directory"
+        ok = account is not None
+    else:
+        account = None if key is None else await asyncio.to_thread(desk.accounts.get, key)
+        ok = await _password_ok(desk, account, password)
+    if ok and account is not None and account.totp_secret:
+        code = form.get("code", "")
+        return account, desk.totp.check(account.name, account.totp_secret, code, now), "totp"
+    return account, ok, "password"
 
 
 async def _password_ok(desk: Desk, account: Account | None, password: Secret) -> bool:
@@ -197,27 +228,46 @@ async def logout(request: Request) -> Response:
 
 # -- find a card ----------------------------------------------------------------------------
 async def desk_page(request: Request) -> Response:
-    visit, _, refusal = await _gate(request, Action.LOOK_UP)
+    visit, _, refusal = await gate(request, Action.LOOK_UP)
     if refusal is not None:
         return refusal
     query = request.query_params.get("q", "").strip()[:128]
     role = visit.staff.account.role if visit.staff else None
     can_new = role is not None and allowed(role, Action.NEW_CARD)
+    can_manage = (
+        role is not None
+        and allowed(role, Action.MANAGE_STAFF)
+        and visit.desk.settings.auth == "local"
+    )
     if not query:
-        return visit.render("desk.html", query="", results=None, error=None, can_new=can_new)
+        return visit.render(
+            "desk.html", query="", results=None, error=None, can_new=can_new, can_manage=can_manage
+        )
     try:
         exact, results = await find(visit.desk, query)
     except StoreUnavailable:
         return visit.render(
-            "desk.html", query=query, results=None, error="error.unavailable", can_new=can_new
+            "desk.html",
+            query=query,
+            results=None,
+            error="error.unavailable",
+            can_new=can_new,
+            can_manage=can_manage,
         )
     if exact is not None:
         return visit.redirect(card_path(exact.barcode))
-    return visit.render("desk.html", query=query, results=results, error=None, can_new=can_new)
+    return visit.render(
+        "desk.html",
+        query=query,
+        results=results,
+        error=None,
+        can_new=can_new,
+        can_manage=can_manage,
+    )
 
 
 # -- the card ---------------------------------------------------------------------------------
-async def _patron(visit: StaffVisit, barcode: str) -> tuple[Patron | None, Response | None]:
+async def patron_of(visit: StaffVisit, barcode: str) -> tuple[Patron | None, Response | None]:
     if not valid_barcode(barcode):
         return None, visit.render(
             "message.html", status=404, title="staff.no_card", message="staff.no_card_text"
@@ -244,33 +294,33 @@ class CardAction(NamedTuple):
     patron: Patron
 
 
-async def _card_action(request: Request, action: Action) -> CardAction | Response:
-    """`_gate`, then the card the path names; else the response that refuses (sign-in, role,
+async def card_action(request: Request, action: Action) -> CardAction | Response:
+    """`gate`, then the card the path names; else the response that refuses (sign-in, role,
     CSRF, no such card, store down), sent as it is."""
-    visit, form, refusal = await _gate(request, action)
+    visit, form, refusal = await gate(request, action)
     if refusal is not None or form is None or visit.staff is None:
         return refusal  # type: ignore[return-value]
-    patron, missing = await _patron(visit, request.path_params["barcode"])
+    patron, missing = await patron_of(visit, request.path_params["barcode"])
     if patron is None:
         return missing  # type: ignore[return-value]
     return CardAction(visit, form, visit.staff, patron)
 
 
 async def card(request: Request) -> Response:
-    visit, _, refusal = await _gate(request, Action.LOOK_UP)
+    visit, _, refusal = await gate(request, Action.LOOK_UP)
     if refusal is not None:
         return refusal
-    patron, missing = await _patron(visit, request.path_params["barcode"])
+    patron, missing = await patron_of(visit, request.path_params["barcode"])
     if patron is None:
         return missing  # type: ignore[return-value]
     done = request.query_params.get("done")
-    return await _card_page(visit, patron, errors={}, notice=done if done in NOTICES else None)
+    return await card_page(visit, patron, errors={}, notice=done if done in NOTICES else None)
 
 
-NOTICES = ("pin", "unlock", "block", "unblock", "link", "no_link", "new")
+NOTICES = ("pin", "pin_patron", "unlock", "block", "unblock", "link", "no_link", "new")
 
 
-async def _card_page(
+async def card_page(
     visit: StaffVisit,
     patron: Patron,
     *,
@@ -303,54 +353,71 @@ async def _card_page(
         notice=notice,
         check=check,
         can_change=desk.can_change_pin,
+        can_one_time=auth.can_issue_one_time,
         can_block=auth.can_block and role is not None and allowed(role, Action.BLOCK),
         can_links=desk.can_send_links and bool(patron.email),
         path=card_path(patron.barcode),
     )
 
 
+def check_errors(visit: StaffVisit, patron: Patron, check: str) -> dict[str, str]:
+    """The library's rule before any new PIN: photo ID seen, or for a minor the card."""
+    if check not in CHECKS:
+        return {"check": visit.t("staff.check_required")}
+    if check == "card" and not visit.desk.is_minor(patron):
+        return {"check": visit.t("staff.check_adult")}
+    return {}
+
+
+def audit_reset(visit: StaffVisit, staff: Staff, patron: Patron, check: str, how: str) -> None:
+    """The audit line of every PIN reset at the desk: who, where, which check, and how the PIN
+    was chosen (`staff_typed`, `patron_typed`, `one_time`)."""
+    visit.desk.authenticator.audit.event(
+        "staff_pin_reset",
+        barcode=patron.barcode,
+        staff=staff.name,
+        role=staff.account.role.value,
+        branch=staff.branch,
+        check=check,
+        minor=visit.desk.is_minor(patron),
+        how=how,
+        source=visit.source,
+    )
+
+
 async def reset_pin(request: Request) -> Response:
-    target = await _card_action(request, Action.RESET_PIN)
+    target = await card_action(request, Action.RESET_PIN)
     if not isinstance(target, CardAction):
         return target
     visit, form, staff, patron = target
     desk = visit.desk
     check = form.get("check", "")
-    minor = desk.is_minor(patron)
-    errors: dict[str, str] = {}
-    if check not in CHECKS:
-        errors["check"] = visit.t("staff.check_required")
-    elif check == "card" and not minor:
-        errors["check"] = visit.t("staff.check_adult")
+    errors = check_errors(visit, patron, check)
     new, again = Secret(form.get("new_pin", "")), Secret(form.get("new_again", ""))
     if not errors and not new.matches(again):
         errors["new_again"] = visit.t("pin.mismatch")
     if not errors:
         result = await desk.authenticator.set_pin(patron.barcode, new, actor=f"staff:{staff.name}")
         if result.ok:
-            desk.authenticator.audit.event(
-                "staff_pin_reset",
-                barcode=patron.barcode,
-                staff=staff.name,
-                role=staff.account.role.value,
-                branch=staff.branch,
-                check=check,
-                minor=minor,
-                source=visit.source,
-            )
+            audit_reset(visit, staff, patron, check, "staff_typed")
             desk.notify_changed(patron, visit.t)
             return visit.redirect(card_path(patron.barcode, "pin"))
-        if result.policy is not None:
-            errors["new_pin"] = visit.policy_text(result.policy)
-        elif result.outcome is Outcome.STORE_UNAVAILABLE:
-            errors["form"] = visit.t("error.unavailable")
-        else:
-            errors["form"] = visit.t("staff.pin_elsewhere")
-    return await _card_page(visit, patron, errors=errors, status=200, check=check)
+        errors = change_errors(visit, result)
+    return await card_page(visit, patron, errors=errors, status=200, check=check)
+
+
+def change_errors(visit: StaffVisit, result: ChangeResult) -> dict[str, str]:
+    """A refused reset, per field: the policy's reason (in the patron's wording), or why the
+    store could not take it."""
+    if result.policy is not None:
+        return {"new_pin": visit.policy_text(result.policy)}
+    if result.outcome is Outcome.STORE_UNAVAILABLE:
+        return {"form": visit.t("error.unavailable")}
+    return {"form": visit.t("staff.pin_elsewhere")}
 
 
 async def clear_lock(request: Request) -> Response:
-    target = await _card_action(request, Action.CLEAR_LOCK)
+    target = await card_action(request, Action.CLEAR_LOCK)
     if not isinstance(target, CardAction):
         return target
     visit, _form, staff, patron = target
@@ -361,25 +428,25 @@ async def clear_lock(request: Request) -> Response:
 
 
 async def block(request: Request) -> Response:
-    target = await _card_action(request, Action.BLOCK)
+    target = await card_action(request, Action.BLOCK)
     if not isinstance(target, CardAction):
         return target
     visit, form, staff, patron = target
     reason = " ".join(form.get("reason", "").split())[:120]
     if not reason:
-        return await _card_page(
+        return await card_page(
             visit, patron, errors={"reason": visit.t("staff.block_reason_required")}
         )
     actor = f"staff:{staff.name}@{staff.branch}"
     try:
         await visit.desk.authenticator.block(patron.barcode, reason, actor=actor)
     except (NotSupported, StoreUnavailable):
-        return await _card_page(visit, patron, errors={"form": visit.t("staff.cannot_block")})
+        return await card_page(visit, patron, errors={"form": visit.t("staff.cannot_block")})
     return visit.redirect(card_path(patron.barcode, "block"))
 
 
 async def unblock(request: Request) -> Response:
-    target = await _card_action(request, Action.UNBLOCK)
+    target = await card_action(request, Action.UNBLOCK)
     if not isinstance(target, CardAction):
         return target
     visit, _form, staff, patron = target
@@ -387,12 +454,12 @@ async def unblock(request: Request) -> Response:
     try:
         await visit.desk.authenticator.unblock(patron.barcode, actor=actor)
     except (NotSupported, StoreUnavailable):
-        return await _card_page(visit, patron, errors={"form": visit.t("staff.cannot_block")})
+        return await card_page(visit, patron, errors={"form": visit.t("staff.cannot_block")})
     return visit.redirect(card_path(patron.barcode, "unblock"))
 
 
 async def send_link(request: Request) -> Response:
-    target = await _card_action(request, Action.RESEND_LINK)
+    target = await card_action(request, Action.RESEND_LINK)
     if not isinstance(target, CardAction):
         return target
     visit, _form, staff, patron = target
@@ -417,7 +484,7 @@ async def new_card(request: Request) -> Response:
     """A supervisor makes a card with its first PIN (the patron's choice, the policy applies).
     With an ILS store the page says the card is made in the ILS, and the PIN part is the
     card page's reset form once the card exists there."""
-    visit, form, refusal = await _gate(request, Action.NEW_CARD)
+    visit, form, refusal = await gate(request, Action.NEW_CARD)
     if refusal is not None or visit.staff is None:
         return refusal  # type: ignore[return-value]
     auth = visit.desk.authenticator

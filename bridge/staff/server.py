@@ -24,12 +24,15 @@ from bridge.core.throttle import Throttle
 from bridge.portal.mail import Mailer, NoMailer, SmtpMailer
 from bridge.portal.server import _address, bind
 from bridge.portal.sessions import SessionStore
+from bridge.portal.shared_sessions import SharedSessions, recording_sessions
 from bridge.services import Services
 from bridge.staff.accounts import AccountFile
 from bridge.staff.history import DecisionHistory
 from bridge.staff.settings import StaffSettings
 from bridge.staff.state import Desk, reset_links
+from bridge.staff.visit import cookie_name
 from bridge.staff.web import create_app
+from bridge.state.shared import SharedState, staff_guard
 from bridge.tls import server_context
 
 log = structlog.get_logger("bridge.staff")
@@ -79,6 +82,10 @@ async def build_desk(settings: StaffSettings, services: Services) -> Desk:
     )
     from bridge.app import throttle_rules
 
+    rules = throttle_rules(config)
+    staff_state = staff_guard(config, rules, services.authenticator.store) or SharedState(
+        Throttle(rules)
+    )
     desk = Desk(
         settings=settings,
         authenticator=services.authenticator,
@@ -91,7 +98,8 @@ async def build_desk(settings: StaffSettings, services: Services) -> Desk:
             max_seconds=settings.session_max_hours * 3600.0,
             max_sessions=10_000,
         ),
-        throttle=Throttle(throttle_rules(config)),
+        throttle=staff_state.guard,
+        shared_state=staff_state,
         mailer=_mailer(services),
         sender=config.smtp.sender if config.smtp is not None else "",
         mail_enabled=config.smtp is not None,
@@ -113,8 +121,14 @@ async def build_desk(settings: StaffSettings, services: Services) -> Desk:
 async def start(settings: StaffSettings, services: Services) -> StaffListener:
     config = services.config
     desk = await build_desk(settings, services)
+    app = create_app(desk)
+    sessions = await recording_sessions(desk.sessions, config, services.authenticator.store)
+    if sessions is not None:  # several workers or hosts: sessions in the `[state]` backend
+        desk.sessions = sessions
+        desk.shared_sessions = sessions.shared
+        app = SharedSessions(app, sessions, cookie_name(desk))
     uv_config = uvicorn.Config(
-        create_app(desk),
+        app,
         lifespan="off",
         access_log=False,
         log_config=None,

@@ -18,15 +18,23 @@ RoleName = Literal["desk", "supervisor", "admin"]
 
 
 class StaffDirectory(Section, frozen=True):
-    """`[staff.ldap]`: sign staff in against the library's directory (OpenLDAP, Active
-    Directory). The user's DN comes from `user_dn` (`{name}` is the sign-in name, which is
-    restricted to a-z 0-9 . _ -); the role from the groups (groupOfNames/group with `member`)
-    under `group_base` that list that DN, mapped by `groups` (the highest role wins; no mapped
-    group, no access)."""
+    """`[staff.ldap]`: sign staff in against the library's directory (OpenLDAP; Active
+    Directory's shape, not run here). The user's DN comes from `user_dn` (`{name}` is the
+    sign-in name, restricted to a-z 0-9 . _ -) or, search-then-bind, from one search under
+    `user_base` with `user_filter` (e.g. `(uid={user})`, `(sAMAccountName={user})`), bound as
+    `bind_dn` with the password in `bind_password_file`. The role from the groups: the user
+    entry's `member_attribute` (`memberOf`) when set, else the groups (groupOfNames/group with
+    `member`) under `group_base` that list the DN; mapped by `groups` (the highest role wins;
+    no mapped group, no access)."""
 
     url: str
-    user_dn: str
-    group_base: str
+    user_dn: str | None = None
+    group_base: str = ""
+    user_base: str | None = None
+    user_filter: str | None = None
+    bind_dn: str | None = None
+    bind_password_file: str | None = None
+    member_attribute: str | None = None
     start_tls: bool = False
     ca_file: str | None = None
     group_filter: str = "(|(objectClass=groupOfNames)(objectClass=group))"
@@ -95,8 +103,21 @@ class StaffSettings(Section, frozen=True):
             found.append(("ldap.url", "must be an ldap:// or ldaps:// URL"))
         elif parts.scheme == "ldap" and not d.start_tls and not is_loopback(parts.hostname):
             found.append(("ldap.url", "use ldaps:// or start_tls unless the host is loopback"))
-        if "{name}" not in d.user_dn:
-            found.append(("ldap.user_dn", "must contain {name}"))
+        if d.user_filter is not None:
+            if d.user_dn is not None:
+                found.append(("ldap.user_dn", "give user_dn or user_filter, not both"))
+            if "{name}" not in d.user_filter and "{user}" not in d.user_filter:
+                found.append(("ldap.user_filter", "must contain {user} (or {name})"))
+            if not (d.user_filter.startswith("(") and d.user_filter.endswith(")")):
+                found.append(("ldap.user_filter", "must be an LDAP filter in parentheses"))
+            if not d.user_base:
+                found.append(("ldap.user_base", "user_filter needs user_base"))
+            if (d.bind_dn is None) != (d.bind_password_file is None):
+                found.append(("ldap.bind_dn", "give bind_dn and bind_password_file together"))
+        elif d.user_dn is None or "{name}" not in d.user_dn:
+            found.append(("ldap.user_dn", "must contain {name} (or use user_filter)"))
+        if d.member_attribute is None and not d.group_base:
+            found.append(("ldap.group_base", "give group_base, or member_attribute"))
         if not d.groups:
             found.append(("ldap.groups", "map at least one group DN to a role"))
         return found

@@ -28,7 +28,7 @@ from bridge.core.patron import Patron
 from bridge.core.pin import PinHasher
 from bridge.core.reset import ResetTokens
 from bridge.core.store import Capability
-from bridge.core.throttle import Throttle
+from bridge.core.throttle import GuessGuard
 from bridge.portal.i18n import Translator, load_catalogs
 from bridge.portal.mail import Mailer, MailError, changed_message, reset_message
 from bridge.portal.sessions import SessionStore
@@ -85,12 +85,17 @@ class Desk:
     hasher: PinHasher
     history: DecisionHistory
     sessions: SessionStore
-    throttle: Throttle
+    # Staff sign-in limits, keyed `staff <name>`: a `Throttle` of the desk's own, or a guard on
+    # the shared `[state]` backend (`bridge.state.shared.staff_guard`), so every worker and host
+    # spends one budget.
+    throttle: GuessGuard
     mailer: Mailer
     sender: str
     mail_enabled: bool
     fines_limit: Decimal | None
     links: ResetLinks | None = None
+    shared_state: Any = None  # what to close with the desk (a SharedState), if anything
+    shared_sessions: Any = None  # the `[state]` session store with several workers or hosts
     totp: TotpChecker = field(default_factory=TotpChecker)
     base_dir: Path = Path()  # where the config's relative paths (ldap.ca_file) start
     clock: Callable[[], float] = time.time
@@ -162,6 +167,10 @@ class Desk:
     async def aclose(self) -> None:
         await self.drain()
         await self.history.aclose()
+        if self.shared_state is not None:
+            await self.shared_state.aclose()
+        if self.shared_sessions is not None:
+            await self.shared_sessions.aclose()
 
 
 def reset_links(authenticator: Authenticator, base_url: str, minutes: int) -> ResetLinks:

@@ -46,10 +46,15 @@ def when(timestamp: float) -> str:
     return dt.datetime.fromtimestamp(timestamp).astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
+#: Every staff session key starts so: with shared state the PIN pages' sessions (keyed by card
+#: number, which never has a space) live in the same store, and neither is the other.
+STAFF_KEY = "staff "
+
+
 def session_key(name: str, branch: int, directory_role: Role | None = None) -> str:
-    """`name|branch`; a directory sign-in adds `|role` (the directory was asked at sign-in, so
-    a group change there takes effect at the next sign-in)."""
-    base = f"{name}|{branch}"
+    """`staff name|branch`; a directory sign-in adds `|role` (the directory was asked at
+    sign-in, so a group change there takes effect at the next sign-in)."""
+    base = f"{STAFF_KEY}{name}|{branch}"
     return base if directory_role is None else f"{base}|{directory_role.value}"
 
 
@@ -89,7 +94,9 @@ class StaffVisit:
 
     @staticmethod
     async def _staff(desk: Desk, key: str) -> Staff | None:
-        name, index, *rest = [*key.split("|"), ""][:3]
+        if not key.startswith(STAFF_KEY):
+            return None  # a patron's session from the PIN pages, in a shared store
+        name, index, *rest = [*key[len(STAFF_KEY) :].split("|"), ""][:3]
         branches = desk.settings.branches
         if not index.isdigit() or int(index) >= len(branches):
             return None

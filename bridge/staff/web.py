@@ -9,7 +9,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from bridge.portal.web import SecurityHeaders
-from bridge.staff import pages
+from bridge.staff import manage, pages, reset_modes
 from bridge.staff.state import Desk
 
 
@@ -24,6 +24,12 @@ def create_app(desk: Desk) -> ASGIApp:
             Route("/new", pages.new_card, methods=["GET", "POST"]),
             Route(card, pages.card),
             Route(card + "/pin", pages.reset_pin, methods=["POST"]),
+            Route(card + "/onetime", reset_modes.issue_one_time, methods=["POST"]),
+            Route(card + "/handover", reset_modes.hand_over, methods=["POST"]),
+            Route("/handover", reset_modes.patron_pin, methods=["POST"]),
+            Route("/staff", manage.accounts_page, methods=["GET", "POST"]),
+            Route("/staff/{name}", manage.account_page),
+            Route("/staff/{name}/{what}", manage.change_account, methods=["POST"]),
             Route(card + "/unlock", pages.clear_lock, methods=["POST"]),
             Route(card + "/block", pages.block, methods=["POST"]),
             Route(card + "/unblock", pages.unblock, methods=["POST"]),

@@ -36,6 +36,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from bridge.core.throttle import (
+    Counter,
     GuardUnavailable,
     Refusal,
     Result,
@@ -341,6 +342,15 @@ class RedisGuard:
         """(failures, locked) as Redis has them (the CLI's `patron show`)."""
         reply = await self._run("peek", barcode, "", now, "", "")
         return int(float(reply[0])), reply[1] == b"1"
+
+    async def counter_now(self, barcode: str, now: float) -> Counter | None:
+        """The card's counter as Redis has it, with the end of its lock or delay (the staff
+        desk's standing panel); None when Redis holds nothing for it."""
+        reply = await self._run("peek", barcode, "", now, "", "")
+        failures, locked, retry = int(float(reply[0])), reply[1] == b"1", float(reply[2])
+        if not failures and retry <= 0:
+            return None
+        return Counter(failures=failures, blocked_until=now + retry, locked=locked)
 
     def forget(self, barcode: str) -> None:
         """Another process cleared this card: drop the local copy of its refusal."""

@@ -9,6 +9,7 @@ and any local copy of the card's throttle refusal.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -136,6 +137,43 @@ def build(
     return SharedState(make_default())
 
 
+def staff_guard(config: Config, rules: Any, store: Any = None) -> SharedState | None:
+    """The staff desk's sign-in limits on the shared backend, so every worker and host spends
+    one budget per staff account and per source; None where the state is one process's own
+    (then the desk keeps a `Throttle` of its own). A namespace apart from patrons' where the
+    backend allows it (Redis: `<key_prefix>staff:`; SQLite: a `-staff` file beside the state
+    file), so a staff password guess never counts against a card or a patron's source, and
+    back; with `[state] backend = "store"` (PostgreSQL's fixed tables) staff keys are
+    `staff <name>` (a space: never a barcode), and the source and global counters are shared
+    with patrons'. Its bus is local: staff sign-ins invalidate nothing."""
+    backend = config.state_backend
+    state = config.state
+    if backend == "store":
+        make = getattr(store, "shared_throttle", None)
+        return None if make is None else SharedState(make(rules, state.retry_seconds)[0])
+    if backend == "redis":
+        from bridge.state.redis_client import connect
+        from bridge.state.redis_throttle import RedisGuard
+
+        client = connect(state, redis_ca(config))
+        guard = RedisGuard(
+            rules,
+            client,
+            prefix=state.key_prefix + "staff:",
+            bus=LocalBus(),
+            fallback=state.on_state_unavailable,
+            share=state.hosts * config.server.worker_count(),
+            retry_seconds=state.retry_seconds,
+        )
+        return SharedState(guard, LocalBus(), client)
+    if backend == "sqlite" and config.server.worker_count() > 1:
+        from bridge.state.sqlite_guard import SqliteGuard
+
+        path = config.state_path
+        return SharedState(SqliteGuard(rules, path.with_name(path.name + "-staff"), bus=LocalBus()))
+    return None
+
+
 # -- the CLI's questions, answered by the shared state itself (not a process's local view) -------
 
 
@@ -151,11 +189,17 @@ async def card_locked(guard: Any, barcode: str, now: float) -> bool:
 
 async def card_counter(guard: Any, barcode: str, now: float) -> Counter | None:
     """The card's counter for display (the staff desk): the live copy from this process's
-    throttle, or what a shared backend says (failures and whether locked; the lock's end is
-    not read back from it, so a shared lock shows as held until cleared or expired)."""
+    throttle, or what the shared backend holds (`counter_now`: SQLite file, PostgreSQL, Redis),
+    the end of its lock or delay included. A guard with neither gives failures and whether
+    locked, and its lock shows as held until cleared."""
     local = getattr(guard, "card_counter", None)
     if local is not None:
         return cast(Counter | None, local(barcode, now))
+    shared = getattr(guard, "counter_now", None)
+    if shared is not None:
+        if inspect.iscoroutinefunction(shared):
+            return cast(Counter | None, await shared(barcode, now))
+        return cast(Counter | None, await asyncio.to_thread(shared, barcode, now))
     failures = await card_failures(guard, barcode, now)
     locked = await card_locked(guard, barcode, now)
     if not failures and not locked:

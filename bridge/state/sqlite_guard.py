@@ -352,6 +352,15 @@ class SqlGuard:
 
         return self._thread_call(now, body)
 
+    def counter_now(self, barcode: str, now: float) -> Counter | None:
+        """The card's counter as the shared file or database has it, with the end of its lock
+        or delay (the staff desk's standing panel; synchronous: callers use a thread)."""
+
+        def body(tx: Tx) -> Counter | None:
+            return tx.counter(CARD, barcode, self.rules.card_forget_after)[0]
+
+        return self._thread_call(now, body)
+
     def locked_now(self, barcode: str, now: float) -> bool:
         """The file's answer (the CLI: `patron show`)."""
 

@@ -243,3 +243,26 @@ async def test_tokens_are_single_use_and_expire(writable: Opened) -> None:
     assert await store.take_token(second, now + dt.timedelta(minutes=31)) is None
     assert await store.take_token(second, now) == FINES.barcode
     assert await store.take_token(hashlib.sha256(b"never issued").digest(), now) is None
+
+
+async def test_one_time_pin_is_marked_hashed_and_cleared_by_a_change(writable: Opened) -> None:
+    """A one-time PIN from the desk: hashed like any PIN, reported with the time it was set
+    (only when it matched), and the next PIN change makes it an ordinary PIN again."""
+    from bridge.core.store import OneTimePinStore
+
+    store = writable.store
+    assert isinstance(store, OneTimePinStore)
+    assert Capability.ONE_TIME_PIN in store.capabilities
+    patron = await store.lookup(ACTIVE.barcode)
+    assert patron is not None
+    before = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
+    await store.set_one_time_pin(patron, Secret(OTHER_PIN))
+    right = await store.verify_pin(ACTIVE.barcode, Secret(OTHER_PIN))
+    assert right.pin_ok and right.one_time_since is not None
+    assert before <= right.one_time_since <= dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5)
+    wrong = await store.verify_pin(ACTIVE.barcode, Secret(WRONG_PIN))
+    assert not wrong.pin_ok and wrong.one_time_since is None
+    assert not (await store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))).pin_ok
+    await store.change_pin(patron, Secret(NEW_PIN))
+    changed = await store.verify_pin(ACTIVE.barcode, Secret(NEW_PIN))
+    assert changed.pin_ok and changed.one_time_since is None

@@ -5,7 +5,12 @@ from pathlib import Path
 
 import pytest
 
+# Debian's chromium under Playwright and a real SMTP server (STARTTLS, AUTH): the PIN pages'
+# browser-test fixtures, for the desk's browser tests too.
+from tests.portal.test_browser import browser, smtp
 from tests.staff.support import StaffEnv, open_staff_env
+
+__all__ = ["browser", "env", "smtp"]
 
 
 @pytest.fixture

@@ -1,6 +1,12 @@
 """A test-local OpenLDAP (Debian's slapd) as the library's staff directory: its own config
 and database in a temporary directory, listening on a loopback port, ready when slapd says
-"slapd starting" (read from its debug output, never a sleep)."""
+"slapd starting" (read from its debug output, never a sleep).
+
+With `tls=True` it also answers LDAPS on a second port and StartTLS on the first, with a
+certificate signed by a private CA that `bridge.tls.generate_chain` (what `patron-bridge cert
+generate --ca` runs) writes beside it. The memberof overlay is loaded and each person's
+`memberOf` is in the data, as Active Directory keeps it; a service account `desk-svc` may
+search."""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from bridge.tls import generate_chain
 from tests.conftest import require_tool
 from tests.portal.support import free_port
 
@@ -17,6 +24,13 @@ SUFFIX = "dc=staff,dc=example"
 GROUPS = f"ou=groups,{SUFFIX}"
 PEOPLE = f"ou=people,{SUFFIX}"
 PASSWORDS = {"lee": "lee directory pw 1", "kim": "kim directory pw 2", "noor": "noor dir pw 3"}
+MEMBER_OF = {
+    "lee": [f"cn=circulation,{GROUPS}", f"cn=circ-supervisors,{GROUPS}"],
+    "kim": [f"cn=circulation,{GROUPS}"],
+    "noor": [],
+}
+SERVICE_DN = f"cn=desk-svc,{PEOPLE}"
+SERVICE_PASSWORD = "desk service pw 9"  # the service account's, in a file the test writes
 
 
 def _ldif() -> str:
@@ -29,6 +43,7 @@ cn: {uid}
 sn: {uid}
 userPassword: {password}
 """
+        + "".join(f"memberOf: {group}\n" for group in MEMBER_OF[uid])
         for uid, password in PASSWORDS.items()
     )
     return f"""dn: {SUFFIX}
@@ -45,6 +60,12 @@ dn: {GROUPS}
 objectClass: organizationalUnit
 ou: groups
 {people}
+dn: {SERVICE_DN}
+objectClass: organizationalRole
+objectClass: simpleSecurityObject
+cn: desk-svc
+userPassword: {SERVICE_PASSWORD}
+
 dn: cn=circulation,{GROUPS}
 objectClass: groupOfNames
 cn: circulation
@@ -59,17 +80,30 @@ member: uid=lee,{PEOPLE}
 
 
 class Slapd:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, *, tls: bool = False) -> None:
         self.binary = require_tool("/usr/sbin/slapd")
         self.slapadd = require_tool("/usr/sbin/slapadd")
         self.dir = tmp / "slapd"
         (self.dir / "db").mkdir(parents=True)
         self.port = free_port()
         self.url = f"ldap://127.0.0.1:{self.port}"
+        self.ldaps_url: str | None = None
+        self.ca_file = self.dir / "ca.pem"
+        tls_lines = ""
+        if tls:
+            self.ldaps_url = f"ldaps://127.0.0.1:{free_port()}"
+            cert, key = self.dir / "cert.pem", self.dir / "key.pem"
+            generate_chain(self.ca_file, self.dir / "ca-key.pem", cert, key, ["127.0.0.1"])
+            tls_lines = (
+                f"TLSCACertificateFile {self.ca_file}\n"
+                f"TLSCertificateFile {cert}\nTLSCertificateKeyFile {key}\n"
+            )
         self.conf = self.dir / "slapd.conf"
         self.conf.write_text(
             f"""modulepath /usr/lib/ldap
 moduleload back_mdb
+moduleload memberof
+{tls_lines}
 include /etc/ldap/schema/core.schema
 include /etc/ldap/schema/cosine.schema
 include /etc/ldap/schema/inetorgperson.schema
@@ -78,6 +112,7 @@ database mdb
 suffix "{SUFFIX}"
 rootdn "cn=admin,{SUFFIX}"
 directory {self.dir}/db
+overlay memberof
 access to attrs=userPassword by anonymous auth by * none
 access to * by users read by * none
 """
@@ -92,7 +127,7 @@ access to * by users read by * none
             capture_output=True,
         )
         self.proc = subprocess.Popen(
-            [self.binary, "-f", str(self.conf), "-h", f"{self.url}/", "-d", "256"],
+            [self.binary, "-f", str(self.conf), "-h", self._listeners(), "-d", "256"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -123,6 +158,10 @@ access to * by users read by * none
                 ready, _, _ = select.select([self.proc.stderr], [], [], 0.05)
                 if ready:
                     self.proc.stderr.readline()
+
+    def _listeners(self) -> str:
+        urls = [f"{self.url}/"] + ([f"{self.ldaps_url}/"] if self.ldaps_url else [])
+        return " ".join(urls)
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -24,6 +24,19 @@ from bridge.staff.web import create_app
 from tests.portal.support import PORTAL_SECTION, Clock, FakeMailer, RecordingAudit, make_config
 
 CSRF = re.compile(r'name="csrf" value="([0-9a-f]+)"')
+# What a page may hold that is full of digits and is not a PIN: tokens, dates, times.
+_NOISE = re.compile(r"[0-9a-f]{32,}|[A-Za-z0-9_=-]{60,}|\d{4}-\d\d-\d\d( \d\d:\d\d(:\d\d)?)?")
+
+
+def shows_pin(text: str, pin: str, *cards: str) -> bool:
+    """Whether `pin` is on a page, apart from tokens, dates, times and these card numbers
+    (a random 4-digit PIN can be part of any of them by chance)."""
+    text = _NOISE.sub(" ", text)
+    for card in cards:
+        text = text.replace(card, " ")
+    return pin in text
+
+
 PASSWORD = "correct horse battery"  # a test password, not a PIN
 STAFF_SECTION = """
 [staff]
@@ -71,7 +84,8 @@ def staff_config(tmp: Path, extra: str = "") -> Config:
     return make_config(tmp, PORTAL_SECTION + STAFF_SECTION + extra)
 
 
-def open_staff_env(tmp: Path, extra: str = "") -> Iterator[StaffEnv]:
+def open_staff_env(tmp: Path, extra: str = "", throttle: Any = None) -> Iterator[StaffEnv]:
+    """`throttle`: the staff sign-in guard (default: a `Throttle` of the desk's own)."""
     config = staff_config(tmp, extra)
     assert config.staff is not None
     core = asyncio.run(open_core(config))
@@ -92,7 +106,7 @@ def open_staff_env(tmp: Path, extra: str = "") -> Iterator[StaffEnv]:
         hasher=core.hasher,
         history=history,
         sessions=SessionStore(clock, idle_seconds=600, max_seconds=36000),
-        throttle=Throttle(throttle_rules(config)),
+        throttle=throttle or Throttle(throttle_rules(config)),
         mailer=mailer,
         sender="pins@library.example.org",
         mail_enabled=True,

@@ -17,13 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from tests.conftest import ARTIFACTS, require_tool
+from tests.conftest import ARTIFACTS
 from tests.harness import DEMO, Daemon
 from tests.pins import DEMO_PIN, NEW_PIN, WRONG_PIN
 from tests.portal.support import SMTP_PASSWORD, SMTP_USER, SmtpServer, body_of
-from tests.portal.test_browser import CHROMIUM_ARGS, ldap_bind
+from tests.portal.test_browser import ldap_bind
 from tests.radius.test_server import SECRET, pyrad_auth
 from tests.test_daemon import Sip2
 
@@ -36,14 +36,9 @@ PASSWORD = "river desk pass 42"  # a staff password, not a PIN
 ADULT, MINOR = DEMO["active"], DEMO["minor"]
 
 
-@pytest.fixture
-def smtp(tmp_path: Path) -> Iterator[SmtpServer]:
-    with SmtpServer(tls_dir=tmp_path) as server:
-        yield server
-
-
-@pytest.fixture
-def daemon(tmp_path: Path, smtp: SmtpServer) -> Iterator[tuple[Daemon, str]]:
+def desk_daemon(tmp_path: Path, smtp: SmtpServer, extra: str = "") -> Daemon:
+    """The daemon with the desk, SIP2, LDAP, RADIUS and SMTP (and `extra` sections), and a
+    desk account `dana` and a supervisor `sam`."""
     (tmp_path / "smtp-password").write_text(SMTP_PASSWORD + "\n")
     sections = f"""
 [staff]
@@ -78,27 +73,30 @@ username = "{SMTP_USER}"
 password_file = "smtp-password"
 ca_file = "{smtp.cert}"
 sender = "pins@library.example.org"
-"""
+{extra}"""
     daemon = Daemon(tmp_path, sections=sections).start()
     try:
         for name, role in (("dana", "desk"), ("sam", "supervisor")):
             made = daemon.cli("staff", "add", name, "--role", role, "--stdin", input=PASSWORD)
             assert made.returncode == 0, made.stderr
-        host, port = daemon.address("staff")
-        yield daemon, f"http://{host}:{port}"
-    finally:
+    except BaseException:
         daemon.stop()
+        raise
+    return daemon
+
+
+def base_of(daemon: Daemon, listener: str = "staff") -> str:
+    host, port = daemon.address(listener)
+    return f"http://{host}:{port}"
 
 
 @pytest.fixture
-def browser() -> Iterator[Browser]:
-    chromium = require_tool("/usr/bin/chromium")
-    with sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            yield instance
-        finally:
-            instance.close()
+def daemon(tmp_path: Path, smtp: SmtpServer) -> Iterator[tuple[Daemon, str]]:
+    bridge = desk_daemon(tmp_path, smtp)
+    try:
+        yield bridge, base_of(bridge)
+    finally:
+        bridge.stop()
 
 
 def shot(page: Page, name: str) -> None:

@@ -222,3 +222,25 @@ async def test_global_guard_refuses_failing_sources_only(make: Factory) -> None:
     # A patron from an address that never failed still gets in.
     assert isinstance(await b.reserve(CARD, "198.51.100.7", now), Ticket)
     assert isinstance(await a.reserve("21234000009999", SRC, now + 61), Ticket)
+
+
+async def test_the_desk_reads_a_shared_lock_with_its_end(make: Factory) -> None:
+    """The standing panel's view (`card_counter`) from another worker or host than the one
+    that locked the card: failures, locked, and when the lock ends."""
+    from bridge.state.shared import card_counter
+
+    guard, other = make(RULES), make(RULES)
+    now = 1000.0
+    assert await card_counter(other, CARD, now) is None
+    for _ in range(3):
+        await fail_once(guard, now)
+    await fail_once(guard, now)  # the 4th: a 1 s delay
+    delayed = await card_counter(other, CARD, now)
+    assert delayed is not None and delayed.failures == 4 and not delayed.locked
+    assert delayed.blocked_until == pytest.approx(now + 1.0)
+    for step in (1.01, 2.01):  # the 5th, then the 6th: the lock
+        now += step
+        await fail_once(guard, now)
+    locked = await card_counter(other, CARD, now + 10)
+    assert locked is not None and locked.locked and locked.failures == 6
+    assert locked.blocked_until == pytest.approx(now + RULES.card_lock_seconds)
