@@ -6,6 +6,8 @@ the server."""
 from __future__ import annotations
 
 import subprocess
+import time
+from typing import Any
 
 from tests.harness import Daemon, run_cli
 
@@ -52,6 +54,7 @@ def eapol_test(
     extra: tuple[str, ...] = (),
     address: tuple[str, int] | None = None,
     top: dict[str, str] | None = None,
+    secret: str = SECRET,
 ) -> subprocess.CompletedProcess[str]:
     """One eapol_test run; its output is returned, never logged (it is not a daemon log).
     `top`: global settings before the network block (e.g. openssl_ecdh_curves)."""
@@ -70,7 +73,7 @@ def eapol_test(
             "-p",
             str(port),
             "-s",
-            SECRET,
+            secret,
             "-t",
             "20",
             *list(extra),
@@ -97,3 +100,20 @@ def ttls(daemon: Daemon, user: str, pin: str, **over: str) -> dict[str, str]:
 
 def peap(daemon: Daemon, user: str, pin: str, inner: str = "GTC") -> dict[str, str]:
     return ttls(daemon, user, pin, eap="PEAP", phase2=f'"auth={inner}"')
+
+
+def audited(
+    daemon: Daemon, count: int, card_end: str, protocol: str = "radius-eap"
+) -> list[dict[str, Any]]:
+    """The daemon's audit lines of `protocol` for one card, once `count` are written (the log
+    queue writes them shortly after the answer), or what there is after 10 s."""
+    deadline = time.monotonic() + 10
+    while True:
+        events = [
+            e
+            for e in daemon.audit_events()
+            if e.get("protocol") == protocol and e["barcode"].endswith(card_end)
+        ]
+        if len(events) >= count or time.monotonic() > deadline:
+            return events
+        time.sleep(0.05)

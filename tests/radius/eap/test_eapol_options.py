@@ -5,10 +5,8 @@ an authentication and its TTLS resumption, the outer realm in the audit, and `[r
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -16,7 +14,7 @@ from tests.conftest import require_tool
 from tests.harness import DEMO, Daemon
 from tests.pins import DEMO_PIN
 from tests.radius.eap.relay import Relay
-from tests.radius.eap.supplicant import SECRET, eapol_test, make_certificates, ttls
+from tests.radius.eap.supplicant import SECRET, audited, eapol_test, make_certificates, ttls
 
 SECTIONS = f"""
 [radius]
@@ -47,21 +45,6 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         d.stop()
 
 
-def eap_events(daemon: Daemon, count: int, card_end: str) -> list[dict[str, Any]]:
-    """The daemon's radius-eap audit lines for one card, once `count` are written (the log
-    queue writes them shortly after the answer)."""
-    deadline = time.monotonic() + 10
-    while True:
-        events = [
-            e
-            for e in daemon.audit_events()
-            if e.get("protocol") == "radius-eap" and e["barcode"].endswith(card_end)
-        ]
-        if len(events) >= count or time.monotonic() > deadline:
-            return events
-        time.sleep(0.05)
-
-
 def test_card_blocked_between_runs_is_refused_on_resumption(daemon: Daemon) -> None:
     """First run: full TTLS/PAP, accepted. The card is then blocked (the staff CLI, on the
     store), and the supplicant's second run resumes the session: refused, audited."""
@@ -85,7 +68,7 @@ def test_card_blocked_between_runs_is_refused_on_resumption(daemon: Daemon) -> N
     # a third run: the refused session was dropped, so it is a full handshake (refused too)
     again = eapol_test(daemon, net, name="blocked-again")
     assert again.returncode != 0 and "resumed=1" not in again.stdout
-    events = eap_events(daemon, 3, "0004")
+    events = audited(daemon, 3, "0004")
     mine = [(e["outcome"], e["reason"], e.get("realm")) for e in events]
     assert mine == [
         ("accepted", "verified", "branch.library.example"),
@@ -99,7 +82,7 @@ def test_realm_that_is_not_a_domain_is_not_shown(daemon: Daemon) -> None:
     net = ttls(daemon, DEMO["active"], DEMO_PIN, anonymous_identity=f'"{DEMO["fines"]}@5961"')
     result = eapol_test(daemon, net, name="realm-junk")
     assert result.returncode == 0, result.stdout[-3000:]
-    events = eap_events(daemon, 1, "0001")
+    events = audited(daemon, 1, "0001")
     assert events[-1]["realm"] == "(not a domain name)"
     text = Path(daemon.stderr_path).read_text() + "".join(map(str, daemon.audit_events()))
     assert DEMO["fines"] not in text and "@5961" not in text
