@@ -35,11 +35,13 @@ def raddb(
     bridge: tuple[str, int] | None = None,
     inner: str | None = None,
     resumption: bool = False,
+    secret: str = "access-point-secret",
 ) -> Path:
     """The configuration directory: Debian's, our sites only, our eap, proxy.conf and
     clients.conf. `certificates`: ca, cert, key. `bridge`: the bridge's RADIUS address (the
     home server). `inner`: a replacement inner server (its text) instead of the proxying one.
-    `resumption`: FreeRADIUS's TLS session cache on (TTLS resumes)."""
+    `resumption`: FreeRADIUS's TLS session cache on (TTLS resumes). `secret`: the access
+    points' (clients.conf)."""
     conf = tmp / "raddb"
     shutil.copytree(DEBIAN, conf, symlinks=True)
     for link in (conf / "sites-enabled").iterdir():
@@ -56,15 +58,19 @@ def raddb(
             text = inner
         (conf / "sites-available" / site).write_text(text)
         (conf / "sites-enabled" / site).symlink_to(f"../sites-available/{site}")
+    clients = (conf / "clients.conf").read_text()
+    (conf / "clients.conf").write_text(clients.replace("access-point-secret", secret))
     if bridge is not None:
         proxy = (conf / "proxy.conf").read_text()
         proxy = proxy.replace("ipaddr = 127.0.0.1", f"ipaddr = {bridge[0]}")
         (conf / "proxy.conf").write_text(proxy.replace("port = 18120", f"port = {bridge[1]}"))
-    if resumption:
+    if resumption:  # FreeRADIUS 3.2 caches sessions on disk only, under a name
         eap = (conf / "mods-available" / "eap").read_text()
-        eap = eap.replace(
-            "cache {\n\t\t\tenable = no", "cache {\n\t\t\tenable = yes\n\t\t\tlifetime = 1"
+        on = (
+            'cache {\n\t\t\tenable = yes\n\t\t\tlifetime = 1\n\t\t\tname = "EAP module"'
+            f'\n\t\t\tpersist_dir = "{tmp}/tlscache"'
         )
+        eap = eap.replace("cache {\n\t\t\tenable = no", on)
         (conf / "mods-available" / "eap").write_text(eap)
     certs = conf / "certs" / "patron-bridge"
     certs.mkdir(parents=True)
@@ -82,7 +88,7 @@ def raddb(
         assert old in main, old
         main = main.replace(old, new)
     (conf / "radiusd.conf").write_text(main)
-    for sub in ("log", "run"):
+    for sub in ("log", "run", "tlscache"):
         (tmp / sub).mkdir(exist_ok=True)
     return conf
 
