@@ -18,23 +18,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import selectors
 import socket
 import tempfile
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-
-from OpenSSL import SSL
 
 from bench.common import CpuMeter, Result, free_port, median, pin_to_core, report, verdict
 from bench.patrons import BenchPatron, freeradius_users, generate, store_section, write_csv
-from bridge.radius import packet as rp
-from bridge.radius.eap import codec
 from bridge.tls import generate_chain
 from tests import freeradius
-from tests.radius.eap.peer import Peer, client_context
+from tests.radius.eap.nas import run
+from tests.radius.eap.peer import client_context
 
 SECRET = b"bench-eap-secret-0123456789abcdef"
 AUTHS = int(os.environ.get("BENCH_EAP_AUTHS", "1000"))
@@ -77,94 +71,6 @@ server patron-bridge-inner {
 	}
 }
 """
-
-
-@dataclass
-class Conversation:
-    """One supplicant's EAP-TTLS/PAP run over RADIUS."""
-
-    peer: Peer
-    sock: socket.socket
-    started: float
-    ident: int = 0
-    state: bytes | None = None
-    authenticator: bytes = b""
-    parts: list[bytes] = field(default_factory=list)
-
-    def send(self, eap: bytes) -> None:
-        self.ident = (self.ident + 1) % 256
-        self.authenticator = os.urandom(16)
-        attrs = [(rp.USER_NAME, OUTER), (12, (1400).to_bytes(4, "big"))]
-        attrs += [(rp.EAP_MESSAGE, part) for part in codec.split_attributes(eap)]
-        if self.state is not None:
-            attrs.append((STATE, self.state))
-        self.sock.send(
-            rp.encode_request(rp.ACCESS_REQUEST, self.ident, self.authenticator, attrs, SECRET)
-        )
-
-    def answer(self, data: bytes) -> bool | None:
-        """The server's reply: True accepted, False refused, None: the conversation goes on."""
-        if not rp.reply_ok(data, self.authenticator, SECRET):
-            raise RuntimeError("reply authenticator mismatch")
-        packet = rp.decode(data)
-        if packet.code == rp.ACCESS_ACCEPT:
-            return True
-        if packet.code != rp.ACCESS_CHALLENGE:
-            return False
-        self.state = packet.get(STATE)
-        request = codec.decode(b"".join(packet.all(rp.EAP_MESSAGE)))
-        self.send(self.peer.respond(request).encode())
-        return None
-
-
-def run(
-    address: tuple[str, int],
-    ca: Path,
-    patrons: list[BenchPatron],
-    count: int,
-    ctx: SSL.Context,
-    sessions: list[SSL.Session] | None = None,
-) -> tuple[int, list[float], list[SSL.Session], int]:
-    """`count` authentications, WINDOW at a time; (accepted, latencies, sessions, resumed)."""
-    selector = selectors.DefaultSelector()
-    latencies: list[float] = []
-    kept: list[SSL.Session] = []
-    accepted = resumed = started = 0
-
-    def begin() -> None:
-        nonlocal started
-        who = patrons[started % len(patrons)]
-        session = sessions[started % len(sessions)] if sessions else None
-        peer = Peer(ca, who.barcode.encode(), who.pin.encode(), ctx=ctx, session=session)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.connect(address)
-        conv = Conversation(peer, sock, time.perf_counter())
-        selector.register(sock, selectors.EVENT_READ, conv)
-        conv.send(codec.Eap(codec.RESPONSE, 0, codec.IDENTITY, OUTER).encode())
-        started += 1
-
-    for _ in range(min(WINDOW, count)):
-        begin()
-    while selector.get_map():
-        events = selector.select(timeout=10)
-        if not events:
-            raise RuntimeError("server stopped answering")
-        for key, _ in events:
-            conv: Conversation = key.data
-            done = conv.answer(conv.sock.recv(65535))
-            if done is None:
-                continue
-            selector.unregister(conv.sock)
-            conv.sock.close()
-            if not done:
-                raise RuntimeError("authentication refused")
-            accepted += 1
-            resumed += conv.peer.resumed
-            latencies.append(time.perf_counter() - conv.started)
-            kept.append(conv.peer.keep_session())
-            if started < count:
-                begin()
-    return accepted, latencies, kept, resumed
 
 
 @contextlib.contextmanager
@@ -211,13 +117,19 @@ def measure(
     ctx = client_context(ca)
     sessions = None
     if resume:  # full authentications first (not measured), whose sessions are resumed
-        _, _, sessions, _ = run(address, ca, patrons, WINDOW * 4, ctx)
+        _, _, sessions, _ = run(address, ca, pairs(patrons), WINDOW * 4, ctx, secret=SECRET)
     pin_to_core(pid, SERVER_CORE)
     with CpuMeter(pid) as meter:
-        accepted, latencies, _, resumed = run(address, ca, patrons, AUTHS, ctx, sessions)
+        accepted, latencies, _, resumed = run(
+            address, ca, pairs(patrons), AUTHS, ctx, sessions, secret=SECRET, window=WINDOW
+        )
     if resume and resumed != accepted:
         raise RuntimeError(f"{name}: {accepted - resumed} of {accepted} did not resume")
     return Result(title, name, accepted, meter.wall, latencies, meter.seconds)
+
+
+def pairs(patrons: list[BenchPatron]) -> list[tuple[str, str]]:
+    return [(who.barcode, who.pin) for who in patrons]
 
 
 ROWS = ((False, "EAP-TTLS/PAP full handshake"), (True, "EAP-TTLS/PAP resumed"))
@@ -254,7 +166,8 @@ def main() -> None:
             fr = stack.enter_context(freeradius_server(tmp / "freeradius", certs, patrons))
             servers.append(("freeradius", *fr))
         for _, _, address in servers:  # every patron's PIN verified once
-            run(address, certs["ca"], patrons, len(patrons), client_context(certs["ca"]))
+            ctx = client_context(certs["ca"])
+            run(address, certs["ca"], pairs(patrons), len(patrons), ctx, secret=SECRET)
         for resume, title in ROWS:
             runs: dict[str, list[Result]] = {name: [] for name, _, _ in servers}
             for _ in range(REPEATS):
