@@ -49,6 +49,8 @@ class Conversation:
 
     def answer(self, data: bytes) -> bool | None:
         """The server's reply: True accepted, False refused, None: the conversation goes on."""
+        if data[1] != self.ident:  # a late duplicate of an earlier reply (after a retransmission)
+            return None
         if not rp.reply_ok(data, self.authenticator, self.secret):
             raise RuntimeError("reply authenticator mismatch")
         packet = rp.decode(data)
