@@ -134,9 +134,10 @@ def test_second_authentication_resumes(daemon: Daemon, method: str) -> None:
 
 
 def test_ttls_resumption_refused_after_a_failed_first_run(daemon: Daemon) -> None:
-    """A session whose inner PAP failed is not resumable: both runs are full handshakes and
-    both fail (OpenSSL drops the session; the bridge remembered nothing for it)."""
-    net = ttls(daemon, DEMO["active"], WRONG_PIN)
+    """A session whose first authentication was refused (right PIN, expired card) is not
+    resumable: both runs are full handshakes and both fail (OpenSSL drops the session; the
+    bridge remembered nothing for it)."""
+    net = ttls(daemon, DEMO["expired"], DEMO_PIN)
     result = eapol_test(daemon, net, name="resume-wrong", extra=("-r1",))
     assert result.returncode != 0
     assert "Handshake finished - resumed=1" not in result.stdout
