@@ -23,6 +23,14 @@ SAMPLE = ROOT / "conf" / "freeradius"
 DEBIAN = Path("/etc/freeradius/3.0")
 
 
+def free_udp_port() -> int:
+    """A loopback UDP port free right now: FreeRADIUS cannot listen on port 0."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 def binary() -> str | None:
     return shutil.which("freeradius") or shutil.which("radiusd")
 

@@ -5,13 +5,11 @@ FreeRADIUS; the bridge sees a plain PAP request from FreeRADIUS and audits it as
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from bench.common import free_port
 from tests import freeradius
 from tests.conftest import require_tool
 from tests.harness import DEMO, Daemon
@@ -40,7 +38,7 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, tu
     make_certificates(bridge)
     bridge.start()
     tls = tmp / "tls"
-    port = free_port(socket.SOCK_DGRAM)
+    port = freeradius.free_udp_port()
     conf = freeradius.raddb(
         tmp / "freeradius",
         port=port,
