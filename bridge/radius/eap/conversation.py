@@ -197,7 +197,7 @@ class Conversation:
         out, plain = self.tunnel.receive(message)
         if self.tunnel.established:
             if self.method == codec.TTLS:
-                if self.tunnel.resumed:  # abbreviated handshake: no inner PAP will come
+                if self.tunnel.resumed and not plain:  # abbreviated: the peer skips phase 2
                     self.resumed = True
                     self.phase = Phase.DECIDING
                     return Resume(self.tunnel.session_key())

@@ -147,8 +147,9 @@ class EapFrontEnd:
                 pending.endpoint.dedup.forget(pending.key, pending.packet.authenticator)
             case Fail(reason=reason, eap=eap):
                 self.table.remove(conversation.state)
-                if conversation.resumed and self.resumption is not None:
-                    self.resumption.forget(conversation.tunnel.session_key())  # refused once
+                if self.resumption is not None and conversation.tunnel.established:
+                    # a session refused once (resumed or not) is never resumed afterwards
+                    self.resumption.forget(conversation.tunnel.session_key())
                 verdict = conversation.verdict  # PEAP: the decision sent in the Result TLV
                 message = verdict[0].message if verdict is not None else REFUSED_MESSAGE
                 self.reject(server, pending, eap, reason, message)

@@ -37,9 +37,12 @@ class Peer:
         *,
         ctx: SSL.Context | None = None,
         session: SSL.Session | None = None,
+        inner_on_resume: bool = False,
     ) -> None:
         """`ctx` shared between peers and `session` from an earlier one (made with the same
-        ctx) to resume; a resumed TTLS peer skips its inner PAP, as wpa_supplicant does."""
+        ctx) to resume; a resumed TTLS peer skips its inner PAP, as wpa_supplicant does, unless
+        `inner_on_resume`."""
+        self.inner_on_resume = inner_on_resume
         self.conn = SSL.Connection(ctx or client_context(ca, tls13), None)
         self.conn.set_connect_state()
         if session is not None:
@@ -104,7 +107,7 @@ class Peer:
             self.conn.do_handshake()
             if self.method == codec.PEAP:
                 self.sent_inner = True  # PEAP: the server speaks first in phase 2
-            if not self.sent_inner and not self.resumed:
+            if not self.sent_inner and (self.inner_on_resume or not self.resumed):
                 self.sent_inner = True
                 self.conn.send(
                     avp.encode(
