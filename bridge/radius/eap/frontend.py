@@ -363,7 +363,7 @@ def build(settings: EapSettings, resolve: Callable[[str], Path]) -> EapFrontEnd:
     an OSError/SSL.Error/ValueError.
 
     TTLS and PEAP get a context each (each its own session cache): a resumed PEAP tunnel still
-    runs EAP-GTC, a resumed TTLS tunnel skips the inner PAP (wpa_supplicant, Windows, Apple), so
+    runs EAP-GTC, a resumed TTLS tunnel skips the inner PAP (as wpa_supplicant does), so
     it is accepted only through `resumption` (the card its full authentication accepted)."""
     ca = resolve(settings.ca) if settings.ca else None
     files = (resolve(settings.certificate), resolve(settings.key), ca)
