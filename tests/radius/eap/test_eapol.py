@@ -94,6 +94,16 @@ def test_ttls_pap_over_tls13(daemon13: Daemon) -> None:
     assert "MPPE keys OK: 1  mismatch: 0" in result.stdout
 
 
+def test_ttls_over_tls13_does_not_resume(daemon13: Daemon) -> None:
+    """TTLS resumes on TLS 1.2 only: over TLS 1.3 both runs of -r1 are full handshakes, each
+    with its PIN checked."""
+    net = ttls(daemon13, DEMO["active"], DEMO_PIN, phase1='"tls_disable_tlsv1_3=0"')
+    result = eapol_test(daemon13, net, name="13-resume", extra=("-r1",))
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "MPPE keys OK: 2  mismatch: 0" in result.stdout
+    assert result.stdout.count("Handshake finished - resumed=0") == 2
+
+
 def test_peap_gtc_right_pin_succeeds_with_mppe_keys(daemon: Daemon) -> None:
     result = eapol_test(daemon, peap(daemon, DEMO["minor"], DEMO_PIN), name="peap-ok")
     assert result.returncode == 0, result.stdout[-3000:]
