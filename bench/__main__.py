@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("kdf", "sip2", "ldap", "radius", "stores", "import_", "upstream", "workers")
+BENCHMARKS = ("kdf", "sip2", "ldap", "radius", "eap", "stores", "import_", "upstream", "workers")
 
 
 def main(argv: list[str]) -> int:

@@ -37,6 +37,7 @@ from bench.patrons import (
     write_csv,
 )
 from bridge.radius import packet as rp
+from tests import freeradius
 
 SECRET = b"bench-secret-0123456789abcdef"
 REQUESTS = int(os.environ.get("BENCH_RADIUS_REQUESTS", "10000"))
@@ -213,18 +214,7 @@ def build_requests(
 
 def wait_answering(address: tuple[str, int], deadline: float = 30.0) -> None:
     """Readiness for FreeRADIUS: a Status-Server answered (the bridge reports its own)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(0.2)
-        end = time.monotonic() + deadline
-        while time.monotonic() < end:
-            probe = rp.encode_request(rp.STATUS_SERVER, 1, os.urandom(16), [], SECRET)
-            sock.sendto(probe, address)
-            try:
-                sock.recvfrom(4096)
-                return
-            except TimeoutError:
-                continue
-    raise RuntimeError(f"no answer from {address}")
+    freeradius.wait_answering(address, SECRET, deadline)
 
 
 def drive(address: tuple[str, int], requests: list[tuple[bytes, bytes]]) -> tuple[int, list[float]]:

@@ -6,11 +6,12 @@ import datetime as dt
 import ipaddress
 import os
 import ssl
+import warnings
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import dh, ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from bridge.files import private_dir
@@ -154,3 +155,14 @@ def generate_chain(
         path.write_bytes(item.public_bytes(serialization.Encoding.PEM))
     _write_key(ca_key_file, ca_key)
     _write_key(key_file, key)
+
+
+def dh_prime_bits(pem: bytes) -> int:
+    """The prime size of PEM Diffie-Hellman parameters (`openssl dhparam`); ValueError when
+    the data holds none (802.1X `[radius.eap] dh` is checked with it before OpenSSL loads it)."""
+    with warnings.catch_warnings():  # cryptography deprecates FFDH; OpenSSL does the DHE
+        warnings.simplefilter("ignore")
+        params = serialization.load_pem_parameters(pem)
+    if not isinstance(params, dh.DHParameters):
+        raise ValueError("no DH parameters")
+    return params.parameter_numbers().p.bit_length()

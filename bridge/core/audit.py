@@ -1,9 +1,9 @@
 """The audit event: one JSON line per authentication decision (and per PIN life event).
 
-Fields: time, protocol, client, source, barcode (masked, full or keyed hash per config), outcome,
-reason, latency. Never a PIN, hash, pepper or secret: the event is built from named fields only.
-Lines go through the one logging setup (`bridge.logs`), whose queue keeps disk writes off the
-event loop.
+Fields: time, protocol, client, source, realm (802.1X only), barcode (masked, full or keyed
+hash per config), outcome, reason, latency. Never a PIN, hash, pepper or secret: the event is
+built from named fields only. Lines go through the one logging setup (`bridge.logs`), whose
+queue keeps disk writes off the event loop.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class Audit:
             wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
             logger_factory_args=("audit",),
         ).bind(kind="audit")
-        self._fragments: dict[tuple[str, str, str, str, Outcome, str], str] = {}
+        self._fragments: dict[tuple[str, str, str, str, str, Outcome, str], str] = {}
         # Called with (ctx, decision, latency, path) for every decision: the metrics recorder's
         # one hook (path: "cached" when answered before the store, "store" otherwise).
         self.observe: Callable[[Context, Decision, float, str], None] | None = None
@@ -100,7 +100,15 @@ class Audit:
             self.observe(ctx, decision, latency, path)
         for tap in self.taps:
             tap(barcode, ctx, decision)
-        key = (ctx.protocol, ctx.client, ctx.source, barcode, decision.outcome, decision.reason)
+        key = (
+            ctx.protocol,
+            ctx.client,
+            ctx.source,
+            ctx.realm,
+            barcode,
+            decision.outcome,
+            decision.reason,
+        )
         members = self._fragments.get(key)
         if members is None:
             members = self._members(barcode, ctx, decision)
@@ -123,6 +131,8 @@ class Audit:
             "outcome": decision.outcome.value,
             "reason": logs.clip(decision.reason, FIELD_SHOWN),
         }
+        if ctx.realm:  # 802.1X outer identity's realm, already reduced to a domain name
+            fields["realm"] = logs.clip(ctx.realm, FIELD_SHOWN)
         return msgspec.json.encode(fields).decode("utf-8")[1:-1]
 
     def event(

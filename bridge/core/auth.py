@@ -16,6 +16,7 @@ in one place whoever asks.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import time
 import traceback
@@ -324,6 +325,36 @@ class Authenticator:
         if verification.needs_rehash and Capability.CHANGE_PIN in self.store.capabilities:
             self._spawn(self._rehash(patron, pin))
         return self._standing(patron, ctx.policy, "verified"), Result.SUCCESS
+
+    async def resumed(self, barcode: str, ctx: Context) -> Decision:
+        """The card's standing now, for a session whose PIN was verified earlier by this bridge
+        (an EAP-TTLS tunnel resumed without its inner PAP): a lock or a refused source, a card
+        gone, blocked, expired or over its fines for `ctx.policy` refuse it. One store lookup,
+        no PIN work, nothing counted against the guess budget; audited with reason `resumed`."""
+        started = time.perf_counter()
+        barcode = self.canonical(barcode)
+        refusal = self.throttle.check(barcode, ctx.source, self.clock())
+        if not valid_barcode(barcode):
+            decision = _MALFORMED_BARCODE
+        elif refusal is not None:
+            decision = refused(refusal)
+        else:
+            try:
+                await in_task()
+                async with asyncio.timeout(self.store_deadline):
+                    patron = await self.store.lookup(barcode)
+            except (StoreUnavailable, TimeoutError) as exc:
+                decision = Decision(Outcome.STORE_UNAVAILABLE, reason=str(exc) or "store late")
+            else:
+                decision = (
+                    self._standing(patron, ctx.policy, "resumed")
+                    if patron is not None
+                    else Decision(Outcome.UNKNOWN_CARD, reason="no such card")
+                )
+        if not decision.accepted:  # the audit tells a refused resumption from a PIN check
+            decision = dataclasses.replace(decision, reason=f"resumed: {decision.reason}")
+        self.audit.decision(barcode, ctx, decision, time.perf_counter() - started, "store")
+        return decision
 
     def _today_cached(self) -> dt.date:
         """The local date, read at most once a second (date.today() is a system call away)."""

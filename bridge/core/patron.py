@@ -85,6 +85,9 @@ class Context:
     client: str
     source: str
     policy: ClientPolicy = field(default_factory=ClientPolicy)
+    # The realm of an outer identity (802.1X "anonymous@library.example"), for the audit line;
+    # "" when the protocol has none. Never a user part: see bridge/radius/eap/realm.py.
+    realm: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,15 @@ class Authenticate:
 
 
 @dataclass(frozen=True, slots=True)
+class Resume:
+    """A TTLS tunnel resumed a cached session (no inner PAP follows): the adapter recalls what
+    that session authorised (`key`, None when it cannot be named) and asks for the card's
+    standing now, then calls `finish`."""
+
+    key: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
 class Fail:
     reason: str  # for the log: fixed text, no values from the peer but method names
     eap: bytes
@@ -70,7 +79,7 @@ class Succeed:
     msk: bytes
 
 
-Step = Challenge | Authenticate | Fail | Discard | Succeed
+Step = Challenge | Authenticate | Resume | Fail | Discard | Succeed
 
 
 class Conversation:
@@ -86,6 +95,7 @@ class Conversation:
         "peap",
         "phase",
         "reassembler",
+        "resumed",
         "rounds",
         "state",
         "touched",
@@ -119,6 +129,7 @@ class Conversation:
         self.peap = peap  # PEAP/GTC may be offered after a Nak: its own tunnel (TLS context)
         self.verdict: Any = None  # the adapter's decision, kept across PEAP's Result round
         self.accepted = False
+        self.resumed = False  # TTLS: the tunnel resumed a session, the PIN was not asked
         self.touched = now
 
     # -- steps ----------------------------------------------------------------------------
@@ -186,6 +197,10 @@ class Conversation:
         out, plain = self.tunnel.receive(message)
         if self.tunnel.established:
             if self.method == codec.TTLS:
+                if self.tunnel.resumed and not plain:  # abbreviated: the peer skips phase 2
+                    self.resumed = True
+                    self.phase = Phase.DECIDING
+                    return Resume(self.tunnel.session_key())
                 self.phase = Phase.INNER
                 if plain:
                     return self._inner(plain, fragment)
@@ -265,9 +280,9 @@ class Conversation:
             return Challenge(self._request(self.fragmenter.next(VERSION, 1 << 16)))
         self.phase = Phase.DONE
         if not accepted:
-            return Fail("inner PAP rejected", Eap(codec.FAILURE, self.last_id).encode())
-        # Not kept for resumption: supplicants skip the inner PAP on a resumed TTLS tunnel,
-        # and access is never granted without a PIN check.
+            reason = "resumed session refused" if self.resumed else "inner PAP rejected"
+            return Fail(reason, Eap(codec.FAILURE, self.last_id).encode())
+        # The adapter decides whether the session stays resumable (`Tunnel.keep_session`).
         msk = self.tunnel.keying_material(codec.TTLS)[:64]
         return Succeed(Eap(codec.SUCCESS, self.last_id).encode(), msk)
 

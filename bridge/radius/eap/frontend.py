@@ -33,11 +33,14 @@ from bridge.radius.eap.conversation import (
     Conversation,
     Discard,
     Fail,
+    Resume,
     Step,
     Succeed,
 )
 from bridge.radius.eap.fragments import fragment_size
 from bridge.radius.eap.mppe import key_attributes
+from bridge.radius.eap.realm import realm_of
+from bridge.radius.eap.resumption import ResumptionCache
 from bridge.radius.eap.settings import EapSettings
 from bridge.radius.eap.table import ConversationTable
 from bridge.radius.eap.tunnel import Tunnel, server_context
@@ -73,9 +76,11 @@ class EapFrontEnd:
     settings: EapSettings
     context: SSL.Context
     table: ConversationTable
-    peap_context: SSL.Context | None = None  # its own context: the only one that resumes
+    peap_context: SSL.Context | None = None  # its own context (and session cache)
+    # TTLS sessions that may resume, with the card each authorised (None: TTLS never resumes)
+    resumption: ResumptionCache | None = None
     random: Callable[[int], bytes] = os.urandom
-    contexts: dict[tuple[str, str], Context] = field(default_factory=dict)
+    contexts: dict[tuple[str, str, str], Context] = field(default_factory=dict)
     sweeper: asyncio.TimerHandle | None = None
 
     # -- entry from the server ------------------------------------------------------------
@@ -142,15 +147,69 @@ class EapFrontEnd:
                 pending.endpoint.dedup.forget(pending.key, pending.packet.authenticator)
             case Fail(reason=reason, eap=eap):
                 self.table.remove(conversation.state)
+                if self.resumption is not None and conversation.tunnel.established:
+                    # a session refused once (resumed or not) is never resumed afterwards
+                    self.resumption.forget(conversation.tunnel.session_key())
                 verdict = conversation.verdict  # PEAP: the decision sent in the Result TLV
                 message = verdict[0].message if verdict is not None else REFUSED_MESSAGE
                 self.reject(server, pending, eap, reason, message)
             case Succeed():
                 self.table.remove(conversation.state)
                 result, decision, barcode = conversation.verdict
+                self.resumable(conversation, barcode, server.loop.time())
                 self.accept(server, pending, step, result, decision, barcode)
             case Authenticate(user_name=user, password=password):
                 self.authenticate(server, pending, conversation, user, password)
+            case Resume(key=key):
+                self.resume(server, pending, conversation, key)
+
+    # -- TTLS resumption ----------------------------------------------------------------------
+    def resumable(self, conversation: Conversation, barcode: str, now: float) -> None:
+        """After an Access-Accept: keep the TLS session for resumption. A TTLS session is
+        remembered with the card its inner PAP accepted (a resumed one keeps its first
+        authentication's lifetime); a session not kept is dropped by OpenSSL when freed."""
+        if conversation.method == codec.PEAP:
+            return  # kept by the conversation after the peer's Result TLV
+        if self.resumption is None:
+            return
+        if not conversation.resumed:
+            key = conversation.tunnel.session_key()
+            if key is None:
+                return
+            self.resumption.remember(key, barcode, conversation.client, now)
+        conversation.tunnel.keep_session()
+
+    def resume(
+        self, server: RadiusServer, pending: Pending, conversation: Conversation, key: bytes | None
+    ) -> None:
+        """A resumed TTLS tunnel: the card its session authorised, asked for its standing now."""
+        now = server.loop.time()
+        remembered = None
+        if self.resumption is not None:
+            remembered = self.resumption.recall(key, conversation.client, now)
+        if remembered is None:  # never authorised here, expired, or another client's
+            self.act(server, pending, conversation, conversation.finish(False))
+            return
+        ctx = self.context_for(pending, conversation)
+        barcode = remembered.barcode
+        done = partial(self.decided, server, pending, conversation, barcode)
+        task = server.loop.create_task(server.authenticator.resumed(barcode, ctx))
+        server.tasks.add(task)
+        task.add_done_callback(partial(self.task_done, server, pending, conversation, done))
+
+    def context_for(self, pending: Pending, conversation: Conversation) -> Context:
+        """The core's Context for this client, source and outer realm (cached: one per
+        combination, so the audit's fragment cache hits)."""
+        client, host = pending.client, pending.addr[0]
+        realm = realm_of(conversation.identity)
+        ctx = self.contexts.get((client.name, host, realm))
+        if ctx is None:
+            if len(self.contexts) >= 4096:
+                self.contexts.clear()
+            ctx = self.contexts[(client.name, host, realm)] = Context(
+                PROTOCOL, client.name, host, client.policy, realm
+            )
+        return ctx
 
     # -- inner PAP --------------------------------------------------------------------------
     def authenticate(
@@ -161,16 +220,9 @@ class EapFrontEnd:
         user: bytes,
         password: bytes,
     ) -> None:
-        client, host = pending.client, pending.addr[0]
         barcode = user.decode("utf-8", "replace")
         pin = Secret(password)
-        ctx = self.contexts.get((client.name, host))
-        if ctx is None:
-            if len(self.contexts) >= 4096:
-                self.contexts.clear()
-            ctx = self.contexts[(client.name, host)] = Context(
-                PROTOCOL, client.name, host, client.policy
-            )
+        ctx = self.context_for(pending, conversation)
         done = partial(self.decided, server, pending, conversation, barcode)
         try:
             decision = server.authenticator.settle(barcode, pin, ctx)
@@ -298,6 +350,8 @@ class EapFrontEnd:
         if self.sweeper is not None:
             self.sweeper.cancel()
         self.table.clear()
+        if self.resumption is not None:
+            self.resumption.clear()
 
 
 def eap_attributes(eap: bytes) -> list[tuple[int, bytes]]:
@@ -305,21 +359,33 @@ def eap_attributes(eap: bytes) -> list[tuple[int, bytes]]:
 
 
 def build(settings: EapSettings, resolve: Callable[[str], Path]) -> EapFrontEnd:
-    """The front end from config; a certificate that will not load is an OSError/SSL.Error.
+    """The front end from config; a certificate, DH file or group list that will not load is
+    an OSError/SSL.Error/ValueError.
 
-    TTLS gets a context without a session cache (a resumed TTLS tunnel skips the inner PAP in
-    wpa_supplicant, and access is never granted without a PIN check); PEAP gets its own with
-    `resumption_lifetime`, since a resumed PEAP tunnel still runs EAP-GTC."""
+    TTLS and PEAP get a context each (each its own session cache): a resumed PEAP tunnel still
+    runs EAP-GTC, a resumed TTLS tunnel skips the inner PAP (as wpa_supplicant does), so
+    it is accepted only through `resumption` (the card its full authentication accepted)."""
     ca = resolve(settings.ca) if settings.ca else None
     files = (resolve(settings.certificate), resolve(settings.key), ca)
-    context = server_context(*files, settings.tls_max_version, 0)
+    version, lifetime = settings.tls_max_version, settings.resumption_lifetime
+    dh = resolve(settings.dh) if settings.dh else None
+    # TTLS resumes on TLS 1.2 only: a session is named by its master secret, which a TLS 1.3
+    # resumption does not keep (`Tunnel.session_key`).
+    ttls_lifetime = lifetime if version == "1.2" else 0
+    context = server_context(*files, version, ttls_lifetime, dh, settings.groups)
+    resumption = ResumptionCache(ttls_lifetime) if ttls_lifetime else None
     peap_context = None
     if settings.peap:
-        peap_context = server_context(
-            *files, settings.tls_max_version, settings.resumption_lifetime
-        )
+        peap_context = server_context(*files, version, lifetime, dh, settings.groups)
     table = ConversationTable(settings.max_conversations, settings.max_per_client, settings.timeout)
-    return EapFrontEnd(settings, context, table, peap_context)
+    return EapFrontEnd(settings, context, table, peap_context, resumption)
+
+
+def load_error(exc: BaseException) -> str:
+    """One line naming the setting that failed (`dh` and `groups` errors say so themselves)."""
+    if isinstance(exc, ValueError) and str(exc).startswith("radius.eap."):
+        return str(exc)
+    return f"radius.eap.certificate: cannot load: {type(exc).__name__}: {exc}"
 
 
 def describe(front: EapFrontEnd) -> dict[str, Any]:
@@ -331,9 +397,7 @@ def start(settings: EapSettings, config: Config, loop: asyncio.AbstractEventLoop
     try:
         front = build(settings, config.path)
     except (OSError, SSL.Error, ValueError) as exc:
-        raise ConfigError(
-            f"{config.source}: radius.eap.certificate: cannot load: {type(exc).__name__}: {exc}"
-        ) from None
+        raise ConfigError(f"{config.source}: {load_error(exc)}") from None
     front.start_sweeper(loop)
     methods = ["EAP-TTLS/PAP", "PEAPv0/EAP-GTC"] if settings.peap else ["EAP-TTLS/PAP"]
     log.info("radius_eap_ready", methods=methods, tls_max=settings.tls_max_version)

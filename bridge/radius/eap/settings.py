@@ -5,6 +5,8 @@
 certificate = "tls/radius.pem"   # server certificate (chain) the supplicants must trust
 key = "tls/radius-key.pem"
 ca = "tls/ca.pem"                # optional: appended to the chain sent to supplicants
+dh = "tls/dhparams.pem"          # optional: TLS 1.2 DHE parameters
+groups = ["X25519", "P-256"]     # optional: ECDHE / TLS 1.3 groups
 ```
 """
 
@@ -38,9 +40,17 @@ class EapSettings(Section, frozen=True):
     # Offer PEAPv0 with inner EAP-GTC to peers that refuse TTLS asking for PEAP (Android, Linux;
     # Windows' built-in supplicant has no GTC). TTLS/PAP is always offered first.
     peap: bool = True
-    # PEAP only: seconds a TLS session stays resumable after an Access-Accept (OpenSSL's bounded
-    # in-memory session cache); a resumed PEAP tunnel still runs EAP-GTC. TTLS never resumes:
-    # supplicants skip the inner PAP on a resumed TTLS tunnel. 0: off.
+    # Seconds a TLS session stays resumable after an Access-Accept (OpenSSL's bounded in-memory
+    # session cache). A resumed PEAP tunnel still runs EAP-GTC. A resumed TTLS tunnel has no
+    # inner PAP: it is accepted only for the card its full authentication accepted, if that
+    # card is in good standing now (audited with reason "resumed"); TLS 1.2 only, so TTLS does
+    # not resume when tls_max_version = "1.3". 0: off.
     resumption_lifetime: Annotated[int, msgspec.Meta(ge=0, le=86400)] = 3600
+    # TLS 1.2 DHE: a PEM file of Diffie-Hellman parameters (`openssl dhparam 2048`); without it
+    # OpenSSL offers ECDHE suites only. Path relative to the config file.
+    dh: str | None = None
+    # Key-exchange groups, most preferred first, for TLS 1.2 ECDHE and TLS 1.3, as OpenSSL
+    # names them ("X25519", "P-256", "P-384", "ffdhe2048"); empty: OpenSSL's defaults.
+    groups: tuple[str, ...] = ()
     # Put the inner User-Name (the barcode) in the Access-Accept, for accounting.
     accept_user_name: bool = False

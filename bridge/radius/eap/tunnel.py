@@ -9,13 +9,17 @@ FreeRADIUS 3.2 also defaults to 1.2 for TTLS, and wpa_supplicant keeps 1.3 off f
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
 from cryptography import x509
 from OpenSSL import SSL
+from OpenSSL._util import lib as _lib  # pyOpenSSL's own binding: groups and session reuse
 
 from bridge.radius.packet import ProtocolError
+from bridge.tls import dh_prime_bits
 
 TTLS_LABEL: Final = b"ttls keying material"  # RFC 5281 section 8, TLS 1.2
 TLS13_LABEL: Final = b"EXPORTER_EAP_TLS_Key_Material"  # RFC 9427 section 2.1, TLS 1.3
@@ -30,6 +34,8 @@ def server_context(
     ca: Path | None,
     max_version: str = "1.2",
     resumption: int = 0,
+    dh_params: Path | None = None,
+    groups: Sequence[str] = (),
 ) -> SSL.Context:
     """One context per daemon: the certificate chain (the CA appended, so supplicants that
     were given only the root can build the path).
@@ -38,9 +44,14 @@ def server_context(
     session ID (wpa_supplicant turns TLS session tickets off for EAP). OpenSSL bounds the cache
     (20,480 sessions by default, the oldest evicted). Only conversations that ended in an
     Access-Accept stay resumable (`Tunnel.keep_session`); OpenSSL drops the others when their
-    connection is freed. Used for PEAP only, whose resumed tunnel still runs EAP-GTC:
-    resumption skips only the certificate and key exchange. 0: every conversation is a full
-    handshake."""
+    connection is freed. A resumed PEAP tunnel still runs EAP-GTC; a resumed TTLS tunnel skips
+    the inner PAP, so the front end accepts it only for a card it remembers authorising
+    (`resumption.Remembered`). 0: every conversation is a full handshake.
+
+    `dh_params`: a PEM file of Diffie-Hellman parameters, which enables the TLS 1.2 DHE suites
+    (OpenSSL offers none without). `groups`: the key-exchange groups, most preferred first,
+    for TLS 1.2 ECDHE and TLS 1.3 ("X25519", "P-256", "ffdhe2048", ...); empty: OpenSSL's
+    defaults. Either failing to load is a `ValueError` naming its setting, reported at start."""
     ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
     ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
     ctx.set_max_proto_version(SSL.TLS1_3_VERSION if max_version == "1.3" else SSL.TLS1_2_VERSION)
@@ -55,10 +66,36 @@ def server_context(
     ctx.use_certificate_chain_file(str(certificate))
     ctx.use_privatekey_file(str(key))
     ctx.check_privatekey()
+    if dh_params is not None:
+        _check_dh(dh_params)
+        ctx.load_tmp_dh(str(dh_params))
+    if groups:
+        _set_groups(ctx, groups)
     if ca is not None:
         for cert in x509.load_pem_x509_certificates(ca.read_bytes()):
             ctx.add_extra_chain_cert(cert)
     return ctx
+
+
+def _check_dh(path: Path) -> None:
+    """Refuse a DH file that is not PEM DH parameters of at least 2048 bits (OpenSSL's own
+    loader would only fail an assertion)."""
+    try:
+        size = dh_prime_bits(path.read_bytes())
+    except (OSError, ValueError, TypeError) as exc:
+        raise ValueError(f"radius.eap.dh: cannot load {str(path)!r}: {exc}") from None
+    if size < 2048:
+        raise ValueError(f"radius.eap.dh: {str(path)!r} has a {size}-bit prime; 2048 at least")
+
+
+def _set_groups(ctx: SSL.Context, groups: Sequence[str]) -> None:
+    """SSL_CTX_set1_groups_list (its older name, curves_list, is what pyOpenSSL binds); pyOpenSSL
+    itself can only set one ECDH curve."""
+    if any(not name or not name.replace("-", "").replace("_", "").isalnum() for name in groups):
+        raise ValueError(f"radius.eap.groups: not a group name in {list(groups)!r}")
+    joined = ":".join(groups).encode("ascii")
+    if _lib.SSL_CTX_set1_curves_list(ctx._context, joined) != 1:
+        raise ValueError(f"radius.eap.groups: OpenSSL does not know {':'.join(groups)}")
 
 
 class Tunnel:
@@ -107,6 +144,21 @@ class Tunnel:
         """Mark the connection cleanly closed so OpenSSL keeps its session for resumption
         (a connection freed mid-conversation takes its session out of the cache)."""
         self._conn.set_shutdown(SSL.SENT_SHUTDOWN | SSL.RECEIVED_SHUTDOWN)
+
+    @property
+    def resumed(self) -> bool:
+        """Whether the handshake resumed a cached session (abbreviated: no certificate)."""
+        return bool(_lib.SSL_session_reused(self._conn._ssl))
+
+    def session_key(self) -> bytes | None:
+        """A handle naming this TLS session, the same when it is resumed: SHA-256 of the TLS 1.2
+        master secret (secret, unique per full handshake, unchanged by an abbreviated one).
+        None on TLS 1.3, whose resumption derives new secrets from a ticket: a TLS 1.3 TTLS
+        session is never resumed (`Conversation` refuses the resumption it cannot match)."""
+        if self._conn.get_protocol_version() != SSL.TLS1_2_VERSION:
+            return None
+        master = self._conn.master_key()
+        return hashlib.sha256(b"patron-bridge eap session" + master).digest() if master else None
 
     def alert(self) -> bytes:
         """Any alert OpenSSL queued (sent to the peer before failing)."""

@@ -6,10 +6,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from OpenSSL import SSL
+from OpenSSL._util import lib
 
 from bridge.radius.eap import avp, codec
 from bridge.radius.eap.codec import Eap
 from bridge.radius.eap.fragments import Fragmenter, Reassembler
+
+
+def client_context(ca: Path, tls13: bool = False) -> SSL.Context:
+    ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    ctx.set_max_proto_version(SSL.TLS1_3_VERSION if tls13 else SSL.TLS1_2_VERSION)
+    ctx.load_verify_locations(str(ca))
+    ctx.set_verify(SSL.VERIFY_PEER, lambda *_: bool(_[-1]))
+    return ctx
 
 
 class Peer:
@@ -19,14 +28,25 @@ class Peer:
     method = codec.TTLS
 
     def __init__(
-        self, ca: Path, user: bytes, password: bytes, fragment: int = 1000, tls13: bool = False
+        self,
+        ca: Path,
+        user: bytes,
+        password: bytes,
+        fragment: int = 1000,
+        tls13: bool = False,
+        *,
+        ctx: SSL.Context | None = None,
+        session: SSL.Session | None = None,
+        inner_on_resume: bool = False,
     ) -> None:
-        ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
-        ctx.set_max_proto_version(SSL.TLS1_3_VERSION if tls13 else SSL.TLS1_2_VERSION)
-        ctx.load_verify_locations(str(ca))
-        ctx.set_verify(SSL.VERIFY_PEER, lambda *_: bool(_[-1]))
-        self.conn = SSL.Connection(ctx, None)
+        """`ctx` shared between peers and `session` from an earlier one (made with the same
+        ctx) to resume; a resumed TTLS peer skips its inner PAP, as wpa_supplicant does, unless
+        `inner_on_resume`."""
+        self.inner_on_resume = inner_on_resume
+        self.conn = SSL.Connection(ctx or client_context(ca, tls13), None)
         self.conn.set_connect_state()
+        if session is not None:
+            self.conn.set_session(session)
         self.out = Fragmenter()
         self.inbox = Reassembler(1 << 16)
         self.fragment = fragment
@@ -87,7 +107,7 @@ class Peer:
             self.conn.do_handshake()
             if self.method == codec.PEAP:
                 self.sent_inner = True  # PEAP: the server speaks first in phase 2
-            if not self.sent_inner:
+            if not self.sent_inner and (self.inner_on_resume or not self.resumed):
                 self.sent_inner = True
                 self.conn.send(
                     avp.encode(
@@ -102,6 +122,16 @@ class Peer:
         except SSL.Error as exc:
             self.failed = str(exc)
         self.out.load(self._drain())
+
+    def keep_session(self) -> SSL.Session:
+        """The session to resume later. The connection is marked closed first: OpenSSL makes a
+        session unresumable when a connection still open is freed with it."""
+        self.conn.set_shutdown(SSL.SENT_SHUTDOWN | SSL.RECEIVED_SHUTDOWN)
+        return self.conn.get_session()
+
+    @property
+    def resumed(self) -> bool:
+        return bool(lib.SSL_session_reused(self.conn._ssl))
 
     def _drain(self) -> bytes:
         out = b""

@@ -18,12 +18,13 @@ from bridge.radius.eap.conversation import (
     Conversation,
     Discard,
     Fail,
+    Resume,
     Succeed,
 )
 from bridge.radius.eap.fragments import fragment_size
 from bridge.radius.eap.tunnel import Tunnel, server_context
 from bridge.tls import generate_chain
-from tests.radius.eap.peer import PeapPeer, Peer
+from tests.radius.eap.peer import PeapPeer, Peer, client_context
 
 PIN = b"5961"
 
@@ -226,3 +227,31 @@ def test_nak_for_peap_without_peap_enabled_fails(context: SSL.Context) -> None:
     start = codec.decode(conv.start(Eap(codec.RESPONSE, 1, codec.IDENTITY, b"x")).eap)
     step = conv.step(Eap(codec.RESPONSE, start.identifier, codec.NAK, b"\x19"), 500)
     assert isinstance(step, Fail) and "asked for PEAP" in step.reason
+
+
+def test_ttls_resumption_is_named_and_a_peer_sending_pap_anyway_is_checked(
+    chain: dict[str, Path],
+) -> None:
+    """A resumed TTLS tunnel without inner data is a `Resume` naming the first session; one
+    whose peer sends its PAP pair anyway gets that pair checked like a full authentication."""
+    ctx = server_context(chain["server"], chain["key"], chain["ca"], resumption=60)
+    client = client_context(chain["ca"])
+
+    def once(session: SSL.Session | None, inner: bool) -> tuple[object, Conversation, Peer]:
+        conv = Conversation(b"s" * 16, "wifi", Tunnel(ctx), max_message=65536, max_rounds=50, now=0)
+        peer = Peer(chain["ca"], b"21234000000001", PIN, ctx=client, session=session,
+                    inner_on_resume=inner)  # fmt: skip
+        step, _ = drive(conv, peer)
+        return step, conv, peer
+
+    step, first, peer = once(None, False)
+    assert step == Authenticate(b"21234000000001", PIN)
+    assert isinstance(first.finish(True), Succeed)
+    key = first.tunnel.session_key()
+    first.tunnel.keep_session()
+    session = peer.keep_session()
+    step, again, _ = once(session, False)
+    assert step == Resume(key) and again.resumed
+    step, explicit, _ = once(session, True)
+    assert step == Authenticate(b"21234000000001", PIN) and not explicit.resumed
+    assert explicit.tunnel.resumed

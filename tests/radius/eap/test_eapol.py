@@ -8,17 +8,16 @@ a trial; a second, unrelated CA stands for a supplicant that does not trust the 
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import require_tool
-from tests.harness import DEMO, UNKNOWN, Daemon, run_cli
+from tests.harness import DEMO, UNKNOWN, Daemon
 from tests.pins import DEMO_PIN, WRONG_PIN
+from tests.radius.eap.supplicant import SECRET, eapol_test, make_certificates, peap, ttls
 
-SECRET = "eap-test-secret-0123456789abcdef"
 SECTIONS = f"""
 [radius]
 listen = ["127.0.0.1:0"]
@@ -42,33 +41,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     require_tool("eapol_test")
     tmp = tmp_path_factory.mktemp("eap")
     d = Daemon(tmp, SECTIONS)
-    tls = tmp / "tls"
-    made = run_cli(
-        d.config,
-        "cert",
-        "generate",
-        "--ca",
-        str(tls / "ca.pem"),
-        "--cert",
-        str(tls / "server.pem"),
-        "--key",
-        str(tls / "server-key.pem"),
-        "--host",
-        "radius.library.example",
-    )
-    assert made.returncode == 0, made.stderr
-    other = run_cli(
-        d.config,
-        "cert",
-        "generate",
-        "--ca",
-        str(tmp / "other" / "ca.pem"),
-        "--cert",
-        str(tmp / "other" / "server.pem"),
-        "--key",
-        str(tmp / "other" / "server-key.pem"),
-    )
-    assert other.returncode == 0, other.stderr
+    make_certificates(d)
     d.start()
     try:
         yield d
@@ -87,53 +60,6 @@ def daemon13(daemon: Daemon, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield d
     finally:
         d.stop()
-
-
-def eapol_test(
-    daemon: Daemon,
-    network: dict[str, str],
-    *,
-    name: str,
-    extra: tuple[str, ...] = (),
-) -> subprocess.CompletedProcess[str]:
-    """One eapol_test run; its output is returned, never logged (it is not a daemon log)."""
-    host, port = daemon.address("radius")
-    lines = [f"    {key}={value}" for key, value in network.items()]
-    conf = daemon.dir / f"eapol-{name}.conf"
-    conf.write_text("network={\n" + "\n".join(lines) + "\n}\n")
-    return subprocess.run(
-        [
-            "eapol_test",
-            "-c",
-            str(conf),
-            "-a",
-            host,
-            "-p",
-            str(port),
-            "-s",
-            SECRET,
-            "-t",
-            "20",
-            *list(extra),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def ttls(daemon: Daemon, user: str, pin: str, **over: str) -> dict[str, str]:
-    net = {
-        "key_mgmt": "WPA-EAP",
-        "eap": "TTLS",
-        "identity": f'"{user}"',
-        "anonymous_identity": '"anonymous@library.example"',
-        "password": f'"{pin}"',
-        "ca_cert": f'"{daemon.dir / "tls" / "ca.pem"}"',
-        "phase2": '"auth=PAP"',
-    }
-    net.update(over)
-    return net
 
 
 def test_ttls_pap_right_pin_succeeds_with_mppe_keys(daemon: Daemon) -> None:
@@ -168,8 +94,14 @@ def test_ttls_pap_over_tls13(daemon13: Daemon) -> None:
     assert "MPPE keys OK: 1  mismatch: 0" in result.stdout
 
 
-def peap(daemon: Daemon, user: str, pin: str, inner: str = "GTC") -> dict[str, str]:
-    return ttls(daemon, user, pin, eap="PEAP", phase2=f'"auth={inner}"')
+def test_ttls_over_tls13_does_not_resume(daemon13: Daemon) -> None:
+    """TTLS resumes on TLS 1.2 only: over TLS 1.3 both runs of -r1 are full handshakes, each
+    with its PIN checked."""
+    net = ttls(daemon13, DEMO["active"], DEMO_PIN, phase1='"tls_disable_tlsv1_3=0"')
+    result = eapol_test(daemon13, net, name="13-resume", extra=("-r1",))
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "MPPE keys OK: 2  mismatch: 0" in result.stdout
+    assert result.stdout.count("Handshake finished - resumed=0") == 2
 
 
 def test_peap_gtc_right_pin_succeeds_with_mppe_keys(daemon: Daemon) -> None:
@@ -196,22 +128,30 @@ def test_peap_gtc_over_tls13(daemon13: Daemon) -> None:
 
 
 @pytest.mark.parametrize("method", ["TTLS", "PEAP"])
-def test_second_authentication_resumes_and_still_checks_the_pin(
-    daemon: Daemon, method: str
-) -> None:
-    """eapol_test -r1 authenticates twice on one supplicant. PEAP: the second run resumes the
-    TLS session and still runs EAP-GTC. TTLS: the supplicant offers its session, but a resumed
-    TTLS tunnel would skip the inner PAP, so the bridge never resumes one: two full handshakes,
-    two PIN checks."""
+def test_second_authentication_resumes(daemon: Daemon, method: str) -> None:
+    """eapol_test -r1 authenticates twice on one supplicant; the second run resumes the TLS
+    session. PEAP still runs EAP-GTC inside; TTLS skips the inner PAP (as wpa_supplicant does
+    on a resumed TTLS tunnel), and the bridge accepts it for the card the first run accepted,
+    in good standing now (audited with reason "resumed"). Both give the AP fresh MPPE keys."""
     net = ttls(daemon, DEMO["active"], DEMO_PIN)
     if method == "PEAP":
         net = peap(daemon, DEMO["active"], DEMO_PIN)
     result = eapol_test(daemon, net, name=f"resume-{method}", extra=("-r1",))
     assert result.returncode == 0, result.stdout[-3000:]
     assert "MPPE keys OK: 2  mismatch: 0" in result.stdout
-    resumed = 1 if method == "PEAP" else 0
-    assert result.stdout.count("Handshake finished - resumed=1") == resumed
-    assert result.stdout.count("Handshake finished - resumed=0") == 2 - resumed
+    assert result.stdout.count("Handshake finished - resumed=1") == 1
+    assert result.stdout.count("Handshake finished - resumed=0") == 1
+
+
+def test_ttls_resumption_refused_after_a_failed_first_run(daemon: Daemon) -> None:
+    """A session whose first authentication was refused (right PIN, expired card) is not
+    resumable: both runs are full handshakes and both fail (OpenSSL drops the session; the
+    bridge remembered nothing for it)."""
+    net = ttls(daemon, DEMO["expired"], DEMO_PIN)
+    result = eapol_test(daemon, net, name="resume-wrong", extra=("-r1",))
+    assert result.returncode != 0
+    assert "Handshake finished - resumed=1" not in result.stdout
+    assert result.stdout.count("EAP: Received EAP-Failure") >= 1
 
 
 def test_ttls_pap_wrong_pin_fails(daemon: Daemon) -> None:
@@ -271,8 +211,13 @@ def test_last_audit_names_inner_cards_only(daemon: Daemon) -> None:
     events = [e for e in daemon.audit_events() if e.get("protocol") == "radius-eap"]
     outcomes = [e["outcome"] for e in events]
     # right PIN, anonymous outer, small MTU, PEAP/GTC, 2 x 2 resumption runs (the TLS 1.3
-    # daemon audits to its own file): a resumed PEAP run is a PIN check like any other
+    # daemon audits to its own file): a resumed PEAP run is a PIN check like any other, a
+    # resumed TTLS run a standing check with its own reason
     assert outcomes.count("accepted") == 8
+    assert [e["reason"] for e in events].count("resumed") == 1
+    # the outer identity's realm, never its user part (the blocked card's number)
+    assert {e.get("realm") for e in events} == {"library.example", None}
+    assert not any("21234000000003" in str(e.get("realm")) for e in events)
     assert any(e["barcode"] == "**********0004" and e["outcome"] == "accepted" for e in events)
     assert any(e["barcode"] == "**********0005" and e["outcome"] == "bad_pin" for e in events)
     assert "bad_pin" in outcomes and "unknown_card" in outcomes
