@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 from tests.plugins.conftest import CountingHasher, Opened, open_plugin
 from tests.plugins.ils_http import (
     alma_double,
+    evergreen_double,
     folio_double,
     koha_double,
     polaris_double,
@@ -238,7 +239,38 @@ async def symphony_store(
         yield store
 
 
+@pytest.fixture
+def evergreen() -> Iterator[tuple[evergreen_double.EvergreenDouble, Served]]:
+    yield from serving(evergreen_double.EvergreenDouble(), evergreen_double.SCHEMAS)
+
+
+def evergreen_settings(
+    double: evergreen_double.EvergreenDouble, url: str, **more: Any
+) -> dict[str, Any]:
+    return {
+        "base_url": url,
+        "staff_user": double.staff_user,
+        "password": double.staff_password,
+        "request_timeout": 2.0,
+        "breaker_failures": 100,
+        **more,
+    }
+
+
+@pytest.fixture
+async def evergreen_store(
+    evergreen: tuple[evergreen_double.EvergreenDouble, Served],
+    hasher: CountingHasher,
+    tmp_path: Path,
+) -> AsyncIterator[Any]:
+    double, served = evergreen
+    settings = evergreen_settings(double, served.url)
+    async with opened("evergreen-http", settings, hasher, tmp_path) as store:
+        yield store
+
+
 NOT_SEARCHABLE = {
+    "evergreen-http": "the evergreen-http connector looks patrons up by barcode only",
     "symphony": "the symphony connector looks patrons up by barcode only (a documented limit)",
     "alma": "the alma connector looks users up by identifier only (a documented limit)",
     "sierra": "Sierra's find answers one patron per e-mail (a documented limit)",
@@ -246,7 +278,9 @@ NOT_SEARCHABLE = {
 }
 
 
-@pytest.fixture(params=["koha-rest", "folio", "sierra", "polaris", "alma", "symphony"])
+@pytest.fixture(
+    params=["koha-rest", "folio", "sierra", "polaris", "alma", "symphony", "evergreen-http"]
+)
 def any_store(request: pytest.FixtureRequest) -> Iterator[Opened]:
     """The shared store contract (tests/plugins/test_contract.py) over each HTTP connector."""
     if request.param in NOT_SEARCHABLE and request.node.originalname == (

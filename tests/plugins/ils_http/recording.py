@@ -1,0 +1,87 @@
+"""What every vendor double shares: the record of requests and answers, queued faults, and the
+latch a "slow" fault waits on.
+
+A double subclasses `RecordingDouble` and says only what is its vendor's: the routes, and the
+body each fault kind has in that API (`fault_response`). Every answer goes through `answer`, so
+the fixtures can check all of them against the schemas written from the vendor's contract;
+faults are recorded as such and skipped by that check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+Sent = tuple[str, str, bytes, dict[str, str]]  # method, path, body, {"query": ..., ...}
+
+
+@dataclass
+class Recorded:
+    route: str
+    status: int
+    body: Any
+    fault: bool
+
+
+@dataclass(kw_only=True)
+class RecordingDouble:
+    slow_seconds: float = 3.0
+    requests: list[Sent] = field(default_factory=list)
+    responses: list[Recorded] = field(default_factory=list)
+    faults: dict[str, deque[str]] = field(default_factory=dict)
+    release: threading.Event = field(default_factory=threading.Event)
+
+    # -- test controls ----------------------------------------------------------------------
+    def fail(self, route: str, *kinds: str) -> None:
+        """Queue faults for a route ("any" for every route): 429, 500, 503, slow, malformed,
+        wrongtype and whatever else the vendor's `fault_response` knows."""
+        self.faults.setdefault(route, deque()).extend(kinds)
+
+    def count(self, suffix: str) -> int:
+        """Requests whose path (or recorded route) ends with `suffix`."""
+        return sum(
+            1 for r in self.requests if r[1].endswith(suffix) or r[3].get("route") == suffix
+        )
+
+    # -- plumbing for the routes --------------------------------------------------------------
+    async def record(self, request: Request, **meta: str) -> bytes:
+        body = await request.body()
+        self.requests.append(
+            (request.method, request.url.path, body, {"query": request.url.query, **meta})
+        )
+        return body
+
+    def answer(
+        self, route: str, status: int, body: Any, headers: dict[str, str] | None = None
+    ) -> Response:
+        """A documented answer: recorded for the schema check, sent as JSON (or empty)."""
+        self.responses.append(Recorded(route, status, body, False))
+        if body is None:
+            return Response(status_code=status, headers=headers)
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    async def take_fault(self, route: str) -> Response | None:
+        """The next queued fault for `route` as a response; None for none (or after "slow")."""
+        for key in (route, "any"):
+            queue = self.faults.get(key)
+            if not queue:
+                continue
+            kind = queue.popleft()
+            self.responses.append(Recorded(route, 0, kind, True))
+            if kind == "slow":
+                await asyncio.get_running_loop().run_in_executor(
+                    None, self.release.wait, self.slow_seconds
+                )
+                return None
+            return self.fault_response(kind, route)
+        return None
+
+    def fault_response(self, kind: str, route: str) -> Response:
+        """The vendor's body for a fault kind; a double overrides this."""
+        raise AssertionError(kind)

@@ -1,0 +1,387 @@
+"""evergreen-http against the Evergreen double (OpenSRF gateway + IDL), served on loopback.
+
+Right, wrong, unknown, expired, blocked, fines, inactive, barred, the staff session expiring
+mid-run and renewed once, 429, 500, OpenSRF's own 500, slow, refused, malformed, hostile
+barcodes, field positions taken from the served IDL. The double's answers are checked against
+our schemas of the gateway envelope, events and fieldmapper objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote_plus
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bridge.core.patron import Outcome
+from bridge.core.secret import Secret
+from bridge.core.store import NotSupported, StoreUnavailable
+from plugins.evergreen_http import EvergreenSettings
+from plugins.evergreen_osrf import GatewayError, Idl, envelope, event, request_form
+from tests.pins import ALL, DEMO_PIN, NEW_PIN, WRONG_PIN
+from tests.plugins.conftest import CountingHasher, authenticator, ctx, open_plugin
+from tests.plugins.ils_http.conftest import evergreen_settings, opened, serving
+from tests.plugins.ils_http.evergreen_double import SCHEMAS, EgPatron, EvergreenDouble
+from tests.plugins.ils_http.scenarios import (
+    breaker_holds_after_429,
+    connection_refused,
+    pin_check_fails,
+    slow_check_ends_at_the_deadline,
+)
+from tests.plugins.ils_http.serve import Served, free_port
+from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, UNKNOWN
+
+Evergreen = tuple[EvergreenDouble, Served]
+LOGIN = "open-ils.auth.login"
+
+
+async def open_evergreen(evergreen: Evergreen, tmp_path: Path, **more: Any) -> Any:
+    double, served = evergreen
+    settings = evergreen_settings(double, served.url, **more)
+    return await open_plugin("evergreen-http", settings, CountingHasher(), tmp_path)
+
+
+def no_pin_in_urls(double: EvergreenDouble) -> None:
+    """PINs travel only in the POST body's `param` (never a URL, never another field)."""
+    for _method, path, body, meta in double.requests:
+        for pin in ALL:
+            assert pin not in unquote_plus(path + "?" + meta.get("query", ""))
+        form = parse_qs(body.decode())
+        for key, values in form.items():
+            if key != "param":
+                assert not any(pin in v for v in values for pin in ALL)
+
+
+def logins(double: EvergreenDouble) -> int:
+    return double.count(LOGIN)
+
+
+async def test_right_pin_reads_the_record(evergreen: Evergreen, evergreen_store: Any) -> None:
+    double, _ = evergreen
+    result = await evergreen_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
+    assert result.pin_ok
+    patron = result.patron
+    assert patron.record_id == str(double.by_barcode(ACTIVE.barcode).id)
+    assert patron.name == "Reader, Ada" and patron.email == ACTIVE.email
+    assert patron.category == "ADULT" and patron.home_library == "4"
+    assert patron.expires == ACTIVE.expires and not patron.blocked
+    assert patron.fines == Decimal("0.00")
+    no_pin_in_urls(double)
+    await asyncio.sleep(0.2)  # the patron's session is ended in the background
+    assert double.deleted_sessions == 1 and not [
+        s for s in double.sessions.values() if s.kind == "opac"
+    ]
+
+
+async def test_wrong_pin_and_unknown(
+    evergreen: Evergreen, evergreen_store: Any, tmp_path: Path
+) -> None:
+    double, _ = evergreen
+    wrong = await evergreen_store.verify_pin(ACTIVE.barcode, Secret(WRONG_PIN))
+    assert not wrong.pin_ok and wrong.patron is not None
+    assert logins(double) == 2  # the patron's check, then the staff session for the lookup
+    unknown = await evergreen_store.verify_pin(UNKNOWN, Secret(DEMO_PIN))
+    assert unknown.patron is None and not unknown.pin_ok
+    plain = await open_evergreen(evergreen, tmp_path, tell_unknown=False)
+    try:
+        assert (await plain.verify_pin(UNKNOWN, Secret(DEMO_PIN))).patron is not None
+    finally:
+        await plain.aclose()
+
+
+async def test_without_a_staff_account(evergreen: Evergreen, tmp_path: Path) -> None:
+    """PIN checks and status work in the patron's own session; lookups say what they need."""
+    store = await open_evergreen(evergreen, tmp_path, staff_user="", password="")
+    try:
+        assert (await store.verify_pin(FINES.barcode, Secret(DEMO_PIN))).patron.fines == 25
+        refused = await store.verify_pin(UNKNOWN, Secret(DEMO_PIN))
+        assert not refused.pin_ok and refused.patron is not None  # cannot tell: bad PIN
+        with pytest.raises(StoreUnavailable, match="staff_user"):
+            await store.lookup(ACTIVE.barcode)
+        assert (await store.health()).ok  # opensrf.system.echo
+    finally:
+        await store.aclose()
+
+
+async def test_standing_through_the_core(evergreen_store: Any) -> None:
+    auth = authenticator(evergreen_store)
+    cases = {
+        ACTIVE.barcode: Outcome.ACCEPTED,
+        EXPIRED.barcode: Outcome.CARD_EXPIRED,
+        BLOCKED.barcode: Outcome.CARD_BLOCKED,
+        FINES.barcode: Outcome.FINES_OVER_LIMIT,
+        UNKNOWN: Outcome.UNKNOWN_CARD,
+    }
+    for barcode, outcome in cases.items():
+        decision = await auth.authenticate(barcode, Secret(DEMO_PIN), ctx())
+        assert decision.outcome is outcome, barcode
+    blocked = await evergreen_store.lookup(BLOCKED.barcode)
+    assert blocked.blocked_reason == "card reported lost"
+    fines = await evergreen_store.lookup(FINES.barcode)
+    assert fines.fines == Decimal("25.00") and not fines.blocked  # the fines penalty is ours
+
+
+async def test_inactive_barred_and_card_inactive(
+    evergreen: Evergreen, evergreen_store: Any
+) -> None:
+    double, _ = evergreen
+    double.add(EgPatron(501, "31000000000001", "ina", "Idle", "Ian", DEMO_PIN, active=False))
+    double.add(EgPatron(502, "31000000000002", "bar", "Barred", "Bo", DEMO_PIN, barred=True))
+    double.add(EgPatron(503, "31000000000003", "lost", "Lost", "Liv", DEMO_PIN, card_active=False))
+    inactive = await evergreen_store.verify_pin("31000000000001", Secret(DEMO_PIN))
+    assert inactive.pin_ok and inactive.patron.blocked_reason == "inactive in Evergreen"
+    wrong = await evergreen_store.verify_pin("31000000000001", Secret(WRONG_PIN))
+    assert not wrong.pin_ok  # Evergreen says "inactive" only with the right PIN
+    barred = await evergreen_store.verify_pin("31000000000002", Secret(DEMO_PIN))
+    assert not barred.pin_ok and barred.patron.blocked_reason == "barred in Evergreen"
+    card = await evergreen_store.verify_pin("31000000000003", Secret(DEMO_PIN))
+    assert card.pin_ok and card.patron.blocked_reason == "card inactive"
+
+
+async def test_username_and_either(evergreen: Evergreen, tmp_path: Path) -> None:
+    double, _ = evergreen
+    by_name = await open_evergreen(evergreen, tmp_path, identifier="username")
+    either = await open_evergreen(evergreen, tmp_path, identifier="either")
+    name = double.by_barcode(ACTIVE.barcode).usrname
+    try:
+        result = await by_name.verify_pin(name, Secret(DEMO_PIN))
+        assert result.pin_ok and result.patron.barcode == ACTIVE.barcode
+        assert (await either.verify_pin(name, Secret(DEMO_PIN))).pin_ok
+        assert (await either.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))).pin_ok
+    finally:
+        await by_name.aclose()
+        await either.aclose()
+
+
+async def test_staff_session_expiry_mid_run(evergreen: Evergreen, evergreen_store: Any) -> None:
+    """NO_SESSION (Evergreen's "401") on a staff call: one new staff login, the call again."""
+    double, _ = evergreen
+    assert await evergreen_store.lookup(ACTIVE.barcode) is not None
+    assert double.logins["staff"] == 1
+    double.expire_sessions()
+    assert await evergreen_store.lookup(ACTIVE.barcode) is not None
+    assert double.logins["staff"] == 2
+    results = await asyncio.gather(*(evergreen_store.lookup(FINES.barcode) for _ in range(5)))
+    assert all(r is not None for r in results) and double.logins["staff"] == 2
+
+
+async def test_staff_login_refused(evergreen: Evergreen, tmp_path: Path) -> None:
+    store = await open_evergreen(evergreen, tmp_path, password="wrong-staff-password")
+    try:
+        with pytest.raises(StoreUnavailable, match="staff login refused") as info:
+            await store.lookup(ACTIVE.barcode)
+        assert "wrong-staff-password" not in str(info.value)
+        assert not (await store.health()).ok
+    finally:
+        await store.aclose()
+
+
+async def test_failures_are_never_resent(evergreen: Evergreen, tmp_path: Path) -> None:
+    """Evergreen counts failed logins (block_count): one check per attempt, no more."""
+    double, _ = evergreen
+    store = await open_evergreen(evergreen, tmp_path, tell_unknown=False)
+    try:
+        for _ in range(10):
+            assert not (await store.verify_pin(ACTIVE.barcode, Secret(WRONG_PIN))).pin_ok
+        assert logins(double) == 10
+        # Evergreen's own lock-out now refuses even the right PIN; the bridge says "wrong".
+        assert not (await store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))).pin_ok
+    finally:
+        await store.aclose()
+
+
+async def test_429_holds_the_breaker(evergreen: Evergreen, evergreen_store: Any) -> None:
+    double, _ = evergreen
+    await evergreen_store.health()  # IDL and groups read first: the 429 hits the check
+    await breaker_holds_after_429(double, evergreen_store, LOGIN)
+
+
+@pytest.mark.parametrize(
+    "route", [LOGIN, "open-ils.auth.session.retrieve", "open-ils.actor.user.fleshed.retrieve"]
+)
+@pytest.mark.parametrize("kind", ["500", "osrf500"])
+async def test_server_errors_are_unavailable_and_not_resent(
+    evergreen: Evergreen, evergreen_store: Any, route: str, kind: str
+) -> None:
+    double, _ = evergreen
+    await pin_check_fails(double, evergreen_store, route, kind)
+    assert logins(double) == 1
+
+
+async def test_slow_ends_at_the_deadline(evergreen: Evergreen, tmp_path: Path) -> None:
+    double, _ = evergreen
+    store = await open_evergreen(
+        evergreen, tmp_path, request_timeout=0.5, staff_user="", password=""
+    )
+    try:
+        await store.health()
+        await slow_check_ends_at_the_deadline(double, store, LOGIN, lambda: logins(double))
+    finally:
+        await store.aclose()
+
+
+async def test_connection_refused(evergreen: Evergreen, tmp_path: Path) -> None:
+    double, _ = evergreen
+    settings = evergreen_settings(double, f"http://127.0.0.1:{free_port()}")
+    await connection_refused("evergreen-http", settings, tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["malformed", "wrongtype", "wrongclass"])
+@pytest.mark.parametrize(
+    "route", [LOGIN, "open-ils.auth.session.retrieve", "open-ils.actor.user.fines.summary"]
+)
+async def test_unreadable_answers_are_unavailable(
+    evergreen: Evergreen, evergreen_store: Any, kind: str, route: str
+) -> None:
+    double, _ = evergreen
+    await pin_check_fails(double, evergreen_store, route, kind)
+
+
+@pytest.mark.parametrize("kind", ["500", "malformed"])
+async def test_unreadable_idl_is_unavailable_then_retried(
+    evergreen: Evergreen, evergreen_store: Any, kind: str
+) -> None:
+    double, _ = evergreen
+    await pin_check_fails(double, evergreen_store, "idl", kind if kind == "500" else "wrongtype")
+    assert (await evergreen_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))).pin_ok
+
+
+async def test_positions_come_from_the_served_idl(tmp_path: Path) -> None:
+    """An Evergreen whose IDL orders every class differently: the same answers."""
+    for pair in serving(EvergreenDouble(shuffle_idl=True), SCHEMAS):
+        double, served = pair
+        settings = evergreen_settings(double, served.url)
+        async with opened("evergreen-http", settings, CountingHasher(), tmp_path) as store:
+            result = await store.verify_pin(FINES.barcode, Secret(DEMO_PIN))
+            assert result.pin_ok and result.patron.name == "Fines, Fay"
+            assert result.patron.fines == Decimal("25.00") and result.patron.category == "ADULT"
+            assert (await store.lookup(BLOCKED.barcode)).blocked
+
+
+HOSTILE = ["A+B/C D", "29 00/11+22", "Ünïcödé-卡-42", 'a"},{"x":"', "x%2Fy&param=z#w"]
+
+
+@pytest.mark.parametrize("barcode", HOSTILE)
+async def test_barcodes_travel_exactly(
+    evergreen: Evergreen, evergreen_store: Any, barcode: str
+) -> None:
+    double, _ = evergreen
+    double.add(EgPatron(777, barcode, "odd", "Odd", "Otto", DEMO_PIN))
+    result = await evergreen_store.verify_pin(barcode, Secret(DEMO_PIN))
+    assert result.pin_ok and result.patron.barcode == barcode
+    assert (await evergreen_store.lookup(barcode)).barcode == barcode
+    assert await evergreen_store.lookup(barcode + "0") is None
+    no_pin_in_urls(double)
+
+
+async def test_status_is_cached_per_barcode(evergreen: Evergreen, evergreen_store: Any) -> None:
+    double, _ = evergreen
+    for _ in range(3):
+        assert (await evergreen_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))).pin_ok
+    assert double.count("open-ils.actor.user.fleshed.retrieve") == 1 and logins(double) == 3
+    await asyncio.sleep(0.2)
+    assert double.deleted_sessions == 3
+
+
+async def test_no_pin_change(evergreen_store: Any) -> None:
+    patron = await evergreen_store.lookup(ACTIVE.barcode)
+    with pytest.raises(NotSupported):
+        await evergreen_store.change_pin(patron, Secret(NEW_PIN))
+
+
+@pytest.mark.parametrize(
+    ("more", "message"),
+    [
+        ({"base_url": "http://eg.example.org"}, "https"),
+        ({"staff_user": "s"}, "staff_user"),
+        ({"gateway_path": "osrf-gateway-v1"}, "absolute"),
+        ({"idl_path": "/reports/fm_IDL.xml?class=au"}, "absolute"),
+        ({"identifier": "email"}, "identifier"),
+        ({"profiles": {"ADULT": 2}}, "profiles"),
+    ],
+)
+def test_settings_are_validated(more: dict[str, object], message: str) -> None:
+    base = {"base_url": "https://eg.example.org"}
+    with pytest.raises(msgspec.ValidationError, match=message):
+        msgspec.convert({**base, **more}, EvergreenSettings)
+    assert msgspec.convert(base, EvergreenSettings).identifier == "barcode"
+
+
+# -- the wire format (plugins/evergreen_osrf.py) ---------------------------------------------------
+IDL_XML = b"""<?xml version="1.0"?><IDL xmlns="http://opensrf.org/spec/IDL/base/v1">
+<class id="au"><fields><field name="id"/><field name="card"/></fields></class>
+<class id="ac"><fields><field name="barcode"/></fields></class></IDL>"""
+
+
+def test_idl_maps_positions_and_nesting() -> None:
+    idl = Idl.parse(IDL_XML, ["au", "ac"])
+    got = idl.unpack({"__c": "au", "__p": [7, {"__c": "ac", "__p": ["B1"]}]})
+    assert got == {"__c": "au", "id": 7, "card": {"__c": "ac", "barcode": "B1"}}
+    with pytest.raises(GatewayError):
+        idl.unpack({"__c": "au", "__p": [1, 2, 3]})  # more positions than fields
+    with pytest.raises(GatewayError):
+        idl.unpack({"__c": "aou", "__p": []})
+
+
+@pytest.mark.parametrize(
+    "xml",
+    [
+        IDL_XML[:60],  # truncated
+        b"<IDL>" + b"<x>" * 10 + b"</IDL>",  # malformed
+        b'<!DOCTYPE IDL [<!ENTITY a "aaaa">]><IDL>&a;</IDL>',  # a DTD: refused
+        IDL_XML.replace(b'name="card"', b'name="id"'),  # duplicate field
+        IDL_XML.replace(b'<class id="ac">', b'<class id="acx">'),  # a class missing
+        b" " * (16 * 1024 * 1024 + 1),  # oversized
+    ],
+)
+def test_hostile_idl_is_refused(xml: bytes) -> None:
+    with pytest.raises(GatewayError):
+        Idl.parse(xml, ["au", "ac"])
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b'{"payload": [], "status": 404, "debug": "method not found"}',
+        b'{"payload": 5, "status": 200}',
+        b'{"payload": [1, 2',
+        b"[" * 5000,
+    ],
+)
+def test_bad_envelopes_are_refused(body: bytes) -> None:
+    with pytest.raises(GatewayError):
+        envelope(body)
+
+
+def test_request_form_and_events() -> None:
+    form = request_form("open-ils.auth", "open-ils.auth.login", [{"barcode": "A+B"}, None])
+    assert form["param"] == ['{"barcode":"A+B"}', "null"]
+    assert event({"ilsevent": 1000, "textcode": "LOGIN_FAILED"}).textcode == "LOGIN_FAILED"
+    assert event({"__c": "au", "__p": []}) is None and event("x") is None
+    with pytest.raises(GatewayError):
+        event({"textcode": 5})
+
+
+@given(st.recursive(st.none() | st.integers() | st.text(), lambda c: st.lists(c, max_size=4)))
+def test_unpack_any_json_never_crashes_otherwise(value: Any) -> None:
+    idl = Idl.parse(IDL_XML, ["au", "ac"])
+    try:
+        idl.unpack({"__c": "au", "__p": [value, value]})
+        idl.unpack(value)
+    except GatewayError:
+        pass
+
+
+@given(st.binary(max_size=300))
+def test_envelope_of_any_bytes(body: bytes) -> None:
+    try:
+        envelope(body)
+    except GatewayError:
+        pass
