@@ -26,6 +26,7 @@ No PIN change: Evergreen changes a password in the patron's own session with the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 from decimal import Decimal, InvalidOperation
@@ -41,6 +42,7 @@ from bridge.core.store import (
     NotSupported,
     StorePlugin,
     StoreServices,
+    StoreUnavailable,
     Verification,
 )
 from plugins.evergreen_osrf import Event, GatewayError, Idl, envelope, event, request_form
@@ -173,7 +175,7 @@ class Gateway:
         return self.idl
 
     async def _load(self) -> None:
-        params = [("class", c) for c in CLASSES]
+        params = tuple(("class", c) for c in CLASSES)
         reply = await self.http.send(
             "GET", self.settings.idl_path, what="IDL", params=params, headers={"Accept": "*/*"}
         )
@@ -378,19 +380,16 @@ class EvergreenStore:
                 return None
             raise self.eg._broken("lookup", ValueError(f"Evergreen event {problem.textcode}"))
         user = self.eg._convert(found, User, "lookup")
-        summary = await self.eg.staff(
-            "open-ils.actor.user.fines.summary", user.id, what="fines"
-        )
+        summary = await self.eg.staff("open-ils.actor.user.fines.summary", user.id, what="fines")
         return self._patron(found, summary, barcode)
 
     def _end_session(self, token: str) -> None:
         """End the patron's Evergreen session without making the patron wait for it."""
 
         async def end() -> None:
-            try:
+            # Best effort: an ILS that does not answer lets the session time out by itself.
+            with contextlib.suppress(StoreUnavailable):
                 await self.eg.call(AUTH, "open-ils.auth.session.delete", token, what="logout")
-            except Exception:  # noqa: BLE001, S110 - best effort: the session expires anyway
-                pass
 
         task = asyncio.get_running_loop().create_task(end())
         self._endings.add(task)

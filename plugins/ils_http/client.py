@@ -32,7 +32,7 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -53,7 +53,7 @@ for _name in ("httpx", "httpcore"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 # Query parameters (a key may repeat as pairs) and a form (a key may carry several values).
-Params = Mapping[str, str] | Sequence[tuple[str, str]]
+Params = Mapping[str, str] | tuple[tuple[str, str], ...]
 Form = Mapping[str, str | list[str]]
 
 RETRY_AFTER_MAX = 300.0  # seconds; a longer Retry-After is read as this

@@ -27,7 +27,7 @@ from tests.plugins.ils_http.schema import check
 from tests.plugins.ils_http.serve import Served
 
 
-def schema_problems(responses: list[Any], schemas: dict[str, dict[int, Any]]) -> list[str]:
+def schema_problems(responses: Sequence[Any], schemas: dict[str, dict[int, Any]]) -> list[str]:
     """Every non-fault answer: a status the contract lists for its route, a body that fits."""
     problems = []
     for r in responses:

@@ -57,11 +57,28 @@ IDL_PATH = "/reports/fm_IDL.xml"
 BLOCK_COUNT = 10
 IDL: dict[str, tuple[str, ...]] = {
     "au": (
-        "addresses", "cards", "standing_penalties", "stat_cat_entries", "ws_ou", "wsid",
-        "active", "barred", "card", "create_date", "deleted", "email", "expire_date",
-        "family_name", "first_given_name", "home_ou", "id", "passwd", "pref_first_given_name",
-        "profile", "usrname",
-    ),  # fmt: skip
+        "addresses",
+        "cards",
+        "standing_penalties",
+        "stat_cat_entries",
+        "ws_ou",
+        "wsid",
+        "active",
+        "barred",
+        "card",
+        "create_date",
+        "deleted",
+        "email",
+        "expire_date",
+        "family_name",
+        "first_given_name",
+        "home_ou",
+        "id",
+        "passwd",
+        "pref_first_given_name",
+        "profile",
+        "usrname",
+    ),
     "ac": ("active", "barcode", "id", "usr"),
     "ausp": ("id", "org_unit", "set_date", "staff", "standing_penalty", "stop_date", "usr"),
     "csp": ("id", "name", "label", "block_list", "staff_alert", "org_depth"),
@@ -76,7 +93,7 @@ PENALTIES = {
 }
 
 
-# -- the contract, as we read it --------------------------------------------------------------------
+# -- the contract, as we read it ----------------------------------------------------------------
 def fm(cls: str) -> Schema:
     """A fieldmapper object of `cls` as the IDL the double serves shapes it."""
     return {
@@ -176,7 +193,7 @@ class EgPatron:
 def seed_patrons() -> list[EgPatron]:
     out = []
     for i, s in enumerate(SEED):
-        penalties = (101,) if s.blocked else ()
+        penalties: tuple[int, ...] = (101,) if s.blocked else ()
         if s.fines:
             penalties += (1,)
         out.append(
@@ -226,6 +243,14 @@ class EvergreenDouble(RecordingDouble):
 
     def by_barcode(self, barcode: str) -> EgPatron:
         return next(p for p in self.patrons if p.barcode == barcode)
+
+    def pin_checks(self) -> int:
+        """Patron logins asked for (staff logins left out), whatever their answer."""
+        return sum(
+            1
+            for _, _, body, meta in self.requests
+            if meta.get("route") == "open-ils.auth.login" and b"%22type%22%3A%22opac%22" in body
+        )
 
     def expire_sessions(self) -> None:
         """Every authtoken is forgotten (memcached restarted, or the timeout passed)."""

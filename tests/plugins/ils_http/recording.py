@@ -45,9 +45,7 @@ class RecordingDouble:
 
     def count(self, suffix: str) -> int:
         """Requests whose path (or recorded route) ends with `suffix`."""
-        return sum(
-            1 for r in self.requests if r[1].endswith(suffix) or r[3].get("route") == suffix
-        )
+        return sum(1 for r in self.requests if r[1].endswith(suffix) or r[3].get("route") == suffix)
 
     # -- plumbing for the routes --------------------------------------------------------------
     async def record(self, request: Request, **meta: str) -> bytes:

@@ -18,6 +18,7 @@ from tests.harness import Daemon, run_cli
 from tests.pins import DEMO_PIN, WRONG_PIN
 from tests.plugins.ils_http import (
     alma_double,
+    evergreen_double,
     folio_double,
     koha_double,
     polaris_double,
@@ -131,8 +132,20 @@ request_timeout = 5.0
 """
 
 
+def evergreen_toml(double: evergreen_double.EvergreenDouble, url: str) -> str:
+    return f"""
+[store]
+plugin = "evergreen-http"
+base_url = "{url}"
+staff_user = "{double.staff_user}"
+password_file = "ils.secret"
+request_timeout = 5.0
+"""
+
+
 @pytest.fixture(
-    scope="module", params=["koha-rest", "folio", "sierra", "polaris", "alma", "symphony"]
+    scope="module",
+    params=["koha-rest", "folio", "sierra", "polaris", "alma", "symphony", "evergreen-http"],
 )
 def ils_daemon(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -148,6 +161,8 @@ def ils_daemon(
         double, schemas = polaris_double.PolarisDouble(), polaris_double.SCHEMAS
     elif request.param == "alma":
         double, schemas = alma_double.AlmaDouble(), alma_double.SCHEMAS
+    elif request.param == "evergreen-http":
+        double, schemas = evergreen_double.EvergreenDouble(), evergreen_double.SCHEMAS
     else:
         double, schemas = symphony_double.SymphonyDouble(), symphony_double.SCHEMAS
     env: dict[str, str] = {}
@@ -169,6 +184,9 @@ def ils_daemon(
         elif request.param == "alma":
             (directory / "ils.secret").write_text(double.key + "\n")
             store = alma_toml(served.url)
+        elif request.param == "evergreen-http":
+            (directory / "ils.secret").write_text(double.staff_password + "\n")
+            store = evergreen_toml(double, served.url)
         else:
             (directory / "ils.secret").write_text(double.staff_password + "\n")
             store = symphony_toml(double, served.url)
@@ -220,6 +238,11 @@ def test_radius_through_the_ils(
         polaris_double.PolarisDouble: "/authenticator/patron",
         symphony_double.SymphonyDouble: "/user/patron/authenticate",
     }.get(type(double), "")
+    if isinstance(double, evergreen_double.EvergreenDouble):
+        before = double.pin_checks()
+        assert radius(daemon, barcode, pin).code == code
+        assert double.pin_checks() == before + 1  # Evergreen checked it
+        return
     if isinstance(double, alma_double.AlmaDouble):
         before = double.count("POST")
         assert radius(daemon, barcode, pin).code == code
@@ -251,6 +274,8 @@ def test_ldap_search_then_bind_through_the_ils(ils_daemon: tuple[Any, Daemon]) -
         assert double.logins == 1  # one staff session
     elif isinstance(double, alma_double.AlmaDouble):
         assert double.count("POST") >= 1  # API key on every call: no session to count
+    elif isinstance(double, evergreen_double.EvergreenDouble):
+        assert double.logins["staff"] == 1  # one staff session (for the LDAP search)
     else:
         assert double.tokens_issued == 1  # one token for the daemon's whole life so far
 
