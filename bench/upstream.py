@@ -17,6 +17,7 @@ clients talk to (the ILS for row 1, the bridge for rows 2-3); the ILS's CPU per 
 2-3 is in the notes. Bounded by LOGINS and SECONDS per row; loopback only.
 
     python -m bench upstream
+    BENCH_UPSTREAM_HTTP=evergreen,koha python -m bench upstream   # only those HTTP rows
 """
 
 from __future__ import annotations
@@ -149,6 +150,10 @@ persistent = {"true" if persistent else "false"}
 
 
 def main() -> None:
+    only = os.environ.get("BENCH_UPSTREAM_HTTP")
+    if only:
+        http_rows(tuple(k for k in only.split(",") if k) if only != "all" else HTTP_DOUBLES)
+        return
     from tests.harness import Daemon
     from tests.plugins.sip2 import pysip2_ils
 
@@ -218,7 +223,7 @@ def main() -> None:
 # does; the bridge row sends SIP2 63s to the daemon, whose store asks the double. The notes say
 # how many TCP connections the double saw per login after warm-up (goal: 0, all reused).
 
-HTTP_DOUBLES = ("koha", "folio", "sierra", "polaris", "alma", "symphony")
+HTTP_DOUBLES = ("koha", "folio", "sierra", "polaris", "alma", "symphony", "evergreen")
 
 
 def _start_double(kind: str) -> tuple[subprocess.Popen[bytes], dict[str, object]]:
@@ -429,6 +434,36 @@ pool_size = 4
 """
 
 
+async def _direct_evergreen(port: int, ready: dict[str, object], count: int) -> list[float]:
+    """What evergreen-http sends per login once its IDL and record cache are warm: one
+    open-ils.auth.login awaited, then the session's end (sent, not waited for, by the
+    connector: sent here after the clock stops)."""
+    async with _nodelay_client(port) as client:
+        login = {"barcode": BARCODE, "password": PIN, "type": "opac", "agent": "bench"}
+        form = {"service": "open-ils.auth", "method": "open-ils.auth.login"}
+        latencies = []
+        for _ in range(count):
+            started = time.perf_counter()
+            reply = await client.post("/osrf-gateway-v1", data={**form, "param": json.dumps(login)})
+            latencies.append(time.perf_counter() - started)
+            answer = reply.json()["payload"][0]
+            if answer["textcode"] != "SUCCESS":
+                raise RuntimeError("bench: direct PIN check refused")
+            end = {"service": "open-ils.auth", "method": "open-ils.auth.session.delete"}
+            token = json.dumps(answer["payload"]["authtoken"])
+            await client.post("/osrf-gateway-v1", data={**end, "param": token})
+        return latencies
+
+
+def _evergreen_store(port: int, ready: dict[str, object]) -> str:
+    return f"""
+[store]
+plugin = "evergreen-http"
+base_url = "http://127.0.0.1:{port}"
+pool_size = 4
+"""
+
+
 DIRECT = {
     "koha": _direct_koha,
     "folio": _direct_folio,
@@ -436,6 +471,7 @@ DIRECT = {
     "polaris": _direct_polaris,
     "alma": _direct_alma,
     "symphony": _direct_symphony,
+    "evergreen": _direct_evergreen,
 }
 STORE = {
     "koha": (_koha_store, "koha-rest"),
@@ -444,6 +480,7 @@ STORE = {
     "polaris": (_polaris_store, "polaris"),
     "alma": (_alma_store, "alma"),
     "symphony": (_symphony_store, "symphony"),
+    "evergreen": (_evergreen_store, "evergreen-http"),
 }
 
 
@@ -462,12 +499,13 @@ async def _warm(address: tuple[str, int], login: bytes) -> None:
     await asyncio.gather(*(_client(address, login, "MAIN", 20, 1e18) for _ in range(CONNECTIONS)))
 
 
-def http_rows() -> None:
+def http_rows(kinds: tuple[str, ...] = HTTP_DOUBLES) -> None:
     from tests.harness import Daemon
 
     results: list[Result] = []
     notes: list[str] = []
-    for kind in HTTP_DOUBLES:
+    load_before = os.getloadavg()
+    for kind in kinds:
         double, ready = _start_double(kind)
         port = int(str(ready["port"]))
         try:
@@ -516,6 +554,11 @@ def http_rows() -> None:
         results,
         [
             *notes,
+            "machine load average (1, 5, 15 min) before: "
+            + ", ".join(f"{x:.2f}" for x in load_before)
+            + "; after: "
+            + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+            + f"; {os.cpu_count()} CPUs shared with other work",
             f"{CONNECTIONS} clients; [cache] ttl = 0 so every login reaches the double's PIN "
             "check; the connector's record cache (30 s) answers the status read",
             "doubles are ours, built from the vendors' published contracts, not a real ILS",
