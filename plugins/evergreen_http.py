@@ -35,11 +35,8 @@ from typing import Any, Literal
 import msgspec
 
 from bridge.core.patron import Patron
-from bridge.core.secret import Secret
 from bridge.core.store import (
-    Capability,
     Health,
-    NotSupported,
     StorePlugin,
     StoreServices,
     StoreUnavailable,
@@ -47,9 +44,8 @@ from bridge.core.store import (
 )
 from plugins.evergreen_osrf import Event, GatewayError, Idl, envelope, event, request_form
 from plugins.ils_http.client import HttpIls, IlsUnavailable
-from plugins.ils_http.records import RecordCache
 from plugins.ils_http.settings import HttpStoreSettings
-from plugins.ils_http.store import probe_health, refused
+from plugins.ils_http.store import HttpStore, probe_health, refused
 
 AUTH = "open-ils.auth"
 ACTOR = "open-ils.actor"
@@ -184,10 +180,10 @@ class Gateway:
         try:
             idl = await asyncio.to_thread(Idl.parse, reply.body, CLASSES)
         except GatewayError as exc:
-            raise self._broken("IDL", exc) from None
+            raise self.broken("IDL", exc) from None
         tree = await self._call(idl, ACTOR, "open-ils.actor.groups.tree.retrieve", what="groups")
         groups: dict[str, str] = {}
-        pending = [self._convert(tree, Group, "groups")] if tree is not None else []
+        pending = [self.convert(tree, Group, "groups")] if tree is not None else []
         while pending:
             group = pending.pop()
             groups[str(group.id)] = group.name
@@ -195,15 +191,15 @@ class Gateway:
         self.groups = groups
         self.idl = idl
 
-    def _broken(self, what: str, exc: Exception) -> IlsUnavailable:
+    def broken(self, what: str, exc: Exception) -> IlsUnavailable:
         self.http.breaker.failure(self.http.monotonic())
         return IlsUnavailable(f"{NAME}: {what}: {exc}")
 
-    def _convert(self, value: Any, type_: type[Any], what: str) -> Any:
+    def convert(self, value: Any, type_: type[Any], what: str) -> Any:
         try:
             return msgspec.convert(value, type_)
         except msgspec.ValidationError:
-            raise self._broken(what, ValueError("unexpected answer")) from None
+            raise self.broken(what, ValueError("unexpected answer")) from None
 
     async def _call(self, idl: Idl, service: str, method: str, *params: Any, what: str) -> Any:
         """One method call: its first answer, unpacked (None when it answered nothing)."""
@@ -219,7 +215,7 @@ class Gateway:
             payload = envelope(reply.body)
             return idl.unpack(payload[0]) if payload else None
         except GatewayError as exc:
-            raise self._broken(what, exc) from None
+            raise self.broken(what, exc) from None
 
     async def call(self, service: str, method: str, *params: Any, what: str) -> Any:
         return await self._call(await self.ready(), service, method, *params, what=what)
@@ -235,23 +231,23 @@ class Gateway:
         if self.settings.org is not None:
             args["org"] = self.settings.org
         answer = await self.call(AUTH, "open-ils.auth.login", args, what="login")
-        found = self._event(answer)
+        found = self.event_of(answer)
         if found is None:
-            raise self._broken("login", ValueError("no event"))
+            raise self.broken("login", ValueError("no event"))
         return found
 
-    def _event(self, value: Any) -> Event | None:
+    def event_of(self, value: Any) -> Event | None:
         try:
             return event(value)
         except GatewayError as exc:
-            raise self._broken("event", exc) from None
+            raise self.broken("event", exc) from None
 
     async def staff(self, method: str, *params: Any, what: str) -> Any:
         """A call in the staff session (logged in on demand, again once after NO_SESSION)."""
         for attempt in (1, 2):
-            token = await self._staff_token()
+            token = await self.staff_token()
             answer = await self.call(ACTOR, method, token, *params, what=what)
-            found = self._event(answer)
+            found = self.event_of(answer)
             if found is None or found.textcode != "NO_SESSION":
                 return answer
             if self._staff == token:
@@ -260,7 +256,7 @@ class Gateway:
                 break
         raise IlsUnavailable(f"{NAME}: {what}: Evergreen keeps refusing the staff session")
 
-    async def _staff_token(self) -> str:
+    async def staff_token(self) -> str:
         if not self.settings.staff_user:
             raise IlsUnavailable(f"{NAME}: lookups need staff_user (see docs/ils-rest.md)")
         if self._staff is None:
@@ -270,63 +266,53 @@ class Gateway:
                     answer = await self.login(ident, self.settings.password, "staff")
                     if answer.textcode != "SUCCESS":
                         raise IlsUnavailable(f"{NAME}: staff login refused ({answer.textcode})")
-                    self._staff = self._convert(answer.payload, Login, "staff login").authtoken
+                    self._staff = self.convert(answer.payload, Login, "staff login").authtoken
                     self.staff_logins += 1
         assert self._staff is not None
         return self._staff
 
 
-class EvergreenStore:
+class EvergreenStore(HttpStore):
+    name = NAME
+    settings: EvergreenSettings
+
     def __init__(self, settings: EvergreenSettings, http: HttpIls) -> None:
-        self.settings = settings
-        self.http = http
+        super().__init__(settings, http, set())
         self.eg = Gateway(settings, http)
-        self.records = RecordCache(settings.status_cache_seconds, http.monotonic)
-        self.capabilities = frozenset({Capability.VERIFY})
         self._endings: set[asyncio.Task[None]] = set()
 
     # -- Store ------------------------------------------------------------------------------
-    async def verify_pin(self, barcode: str, pin: Secret) -> Verification:
-        text = pin.text()
-        if text is None or not barcode:
+    async def check_pin(self, barcode: str, pin: str) -> Verification:
+        answer = await self.eg.login(self._ident(barcode), pin, "opac")
+        if answer.textcode == "SUCCESS":
+            token = self.eg.convert(answer.payload, Login, "login").authtoken
+            try:
+                patron = await self._own_record(token, barcode)
+            finally:
+                self._end_session(token)
+            return Verification(patron, pin_ok=patron is not None)
+        if answer.textcode in ("PATRON_INACTIVE", "PATRON_CARD_INACTIVE"):
+            # Said only when the PIN was right: the patron may not use the library now.
+            found = await self._staff_lookup(barcode) if self.settings.staff_user else None
+            reason = "card inactive" if "CARD" in answer.textcode else "inactive in Evergreen"
+            patron = found or Patron(barcode=barcode, record_id="")
+            return Verification(
+                dataclasses.replace(patron, blocked=True, blocked_reason=reason), pin_ok=True
+            )
+        if answer.textcode == "LOGIN_FAILED":
+            if self.settings.tell_unknown and self.settings.staff_user:
+                return Verification(await self._staff_lookup(barcode), pin_ok=False)
             return refused(barcode)
-        async with self.http.deadline("PIN check"):
-            answer = await self.eg.login(self._ident(barcode), text, "opac")
-            if answer.textcode == "SUCCESS":
-                token = self.eg._convert(answer.payload, Login, "login").authtoken
-                try:
-                    patron = await self._own_record(token, barcode)
-                finally:
-                    self._end_session(token)
-                return Verification(patron, pin_ok=patron is not None)
-            if answer.textcode in ("PATRON_INACTIVE", "PATRON_CARD_INACTIVE"):
-                # Said only when the PIN was right: the patron may not use the library now.
-                found = await self._staff_lookup(barcode) if self.settings.staff_user else None
-                reason = "card inactive" if "CARD" in answer.textcode else "inactive in Evergreen"
-                patron = found or Patron(barcode=barcode, record_id="")
-                return Verification(
-                    dataclasses.replace(patron, blocked=True, blocked_reason=reason), pin_ok=True
-                )
-            if answer.textcode == "LOGIN_FAILED":
-                if self.settings.tell_unknown and self.settings.staff_user:
-                    return Verification(await self._staff_lookup(barcode), pin_ok=False)
-                return refused(barcode)
-            raise self.eg._broken("PIN check", ValueError(f"Evergreen event {answer.textcode}"))
+        raise self.eg.broken("PIN check", ValueError(f"Evergreen event {answer.textcode}"))
 
-    async def lookup(self, barcode: str) -> Patron | None:
-        if not barcode:
-            return None
-        async with self.http.deadline("lookup"):
-            return await self._staff_lookup(barcode)
-
-    async def change_pin(self, patron: Patron, new_pin: Secret) -> None:
-        raise NotSupported(f"the {NAME} connector does not change passwords")
+    async def find(self, barcode: str) -> Patron | None:
+        return await self._staff_lookup(barcode)
 
     async def health(self) -> Health:
         async def probe() -> None:
             await self.eg.ready()
             if self.settings.staff_user:
-                await self.eg._staff_token()  # a staff session proves gateway, IDL and login
+                await self.eg.staff_token()  # a staff session proves gateway, IDL and login
             else:
                 echo = await self.eg.call(AUTH, "opensrf.system.echo", "ping", what="health")
                 if echo != "ping":
@@ -338,7 +324,7 @@ class EvergreenStore:
         for task in list(self._endings):
             task.cancel()
         await asyncio.gather(*self._endings, return_exceptions=True)
-        await self.http.aclose()
+        await super().aclose()
 
     # -- internals --------------------------------------------------------------------------
     def _ident(self, typed: str) -> dict[str, str]:
@@ -351,9 +337,9 @@ class EvergreenStore:
         if hit is not None:
             return hit
         me = await self.eg.call(AUTH, "open-ils.auth.session.retrieve", token, what="session")
-        if self.eg._event(me) is not None:
-            raise self.eg._broken("session", ValueError("no session for a fresh login"))
-        user_id = self.eg._convert(me, User, "session").id
+        if self.eg.event_of(me) is not None:
+            raise self.eg.broken("session", ValueError("no session for a fresh login"))
+        user_id = self.eg.convert(me, User, "session").id
         fleshed, summary = await asyncio.gather(
             self.eg.call(
                 ACTOR,
@@ -374,12 +360,12 @@ class EvergreenStore:
         found = await self.eg.staff(
             "open-ils.actor.user.fleshed.retrieve_by_barcode", barcode, what="lookup"
         )
-        problem = self.eg._event(found)
+        problem = self.eg.event_of(found)
         if problem is not None:
             if problem.textcode in ("ACTOR_CARD_NOT_FOUND", "ACTOR_USER_NOT_FOUND"):
                 return None
-            raise self.eg._broken("lookup", ValueError(f"Evergreen event {problem.textcode}"))
-        user = self.eg._convert(found, User, "lookup")
+            raise self.eg.broken("lookup", ValueError(f"Evergreen event {problem.textcode}"))
+        user = self.eg.convert(found, User, "lookup")
         summary = await self.eg.staff("open-ils.actor.user.fines.summary", user.id, what="fines")
         return self._patron(found, summary, barcode)
 
@@ -396,18 +382,18 @@ class EvergreenStore:
         task.add_done_callback(self._endings.discard)
 
     def _patron(self, raw: Any, summary: Any, typed: str) -> Patron | None:
-        if self.eg._event(raw) is not None or raw is None:
-            raise self.eg._broken("patron", ValueError("no record"))
-        user: User = self.eg._convert(raw, User, "patron")
+        if self.eg.event_of(raw) is not None or raw is None:
+            raise self.eg.broken("patron", ValueError("no record"))
+        user: User = self.eg.convert(raw, User, "patron")
         if true(user.deleted):
             return None
         owed = Decimal("0.00")
-        if summary is not None and self.eg._event(summary) is None:
-            balance = self.eg._convert(summary, Summary, "fines").balance_owed
+        if summary is not None and self.eg.event_of(summary) is None:
+            balance = self.eg.convert(summary, Summary, "fines").balance_owed
             try:
                 owed = Decimal(str(balance or 0)).quantize(Decimal("0.01"))
             except InvalidOperation:
-                raise self.eg._broken("fines", ValueError("unreadable balance")) from None
+                raise self.eg.broken("fines", ValueError("unreadable balance")) from None
         cards = [c for c in [user.card, *(user.cards or [])] if isinstance(c, Card)]
         card = next((c for c in cards if c.barcode == typed), None)
         reason = self._blocked(user, card)
