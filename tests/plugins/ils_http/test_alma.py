@@ -72,7 +72,7 @@ async def test_wrong_and_unknown_are_told_apart(alma: Alma, alma_store: Any) -> 
     assert not wrong.pin_ok and wrong.patron is not None
     unknown = await alma_store.verify_pin(UNKNOWN, Secret(DEMO_PIN))
     assert unknown.patron is None and not unknown.pin_ok
-    assert double.count("POST") == 2 and double.count("GET") == 0  # one call each
+    assert double.calls("POST") == 2 and double.calls("GET") == 0  # one call each
 
 
 async def test_standing_through_the_core(alma: Alma, alma_store: Any) -> None:
@@ -139,14 +139,14 @@ async def test_429_holds_the_breaker(alma: Alma, alma_store: Any) -> None:
 async def test_500_is_unavailable_and_not_resent(alma: Alma, alma_store: Any, route: str) -> None:
     double, _ = alma
     await pin_check_fails(double, alma_store, route, "500")
-    assert double.count("POST") == 1
+    assert double.calls("POST") == 1
 
 
 async def test_slow_ends_at_the_deadline(alma: Alma, tmp_path: Path) -> None:
     double, _ = alma
     store = await open_alma(alma, tmp_path, request_timeout=0.5)
     try:
-        await slow_check_ends_at_the_deadline(double, store, "auth", lambda: double.count("POST"))
+        await slow_check_ends_at_the_deadline(double, store, "auth", lambda: double.calls("POST"))
     finally:
         await store.aclose()
 
@@ -184,7 +184,7 @@ async def test_status_is_cached_and_health(alma: Alma, alma_store: Any) -> None:
     double, _ = alma
     for _ in range(3):
         assert (await alma_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))).pin_ok
-    assert double.count("GET") == 1 and double.count("POST") == 3
+    assert double.calls("GET") == 1 and double.calls("POST") == 3
     assert (await alma_store.health()).ok
 
 
