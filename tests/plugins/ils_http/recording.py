@@ -14,6 +14,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote_plus
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -46,6 +47,14 @@ class RecordingDouble:
     def count(self, suffix: str) -> int:
         """Requests whose path (or recorded route) ends with `suffix`."""
         return sum(1 for r in self.requests if r[1].endswith(suffix) or r[3].get("route") == suffix)
+
+    def assert_no_pin_in_urls(self) -> None:
+        """No test PIN in any path or query string this double was sent (decoded)."""
+        from tests.pins import ALL
+
+        for _method, path, _body, meta in self.requests:
+            seen = unquote_plus(path + "?" + meta.get("query", ""))
+            assert not [pin for pin in ALL if pin in seen], path
 
     # -- plumbing for the routes --------------------------------------------------------------
     async def record(self, request: Request, **meta: str) -> bytes:
