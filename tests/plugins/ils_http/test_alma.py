@@ -27,13 +27,7 @@ from tests.pins import ALL, DEMO_PIN, NEW_PIN, WRONG_PIN
 from tests.plugins.conftest import CountingHasher, authenticator, ctx, open_plugin
 from tests.plugins.ils_http.alma_double import AlmaDouble, AlmaUser
 from tests.plugins.ils_http.conftest import alma_settings
-from tests.plugins.ils_http.scenarios import (
-    breaker_holds_after_429,
-    connection_refused,
-    pin_check_fails,
-    slow_check_ends_at_the_deadline,
-)
-from tests.plugins.ils_http.serve import Served, free_port
+from tests.plugins.ils_http.serve import Served
 from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, UNKNOWN
 
 Alma = tuple[AlmaDouble, Served]
@@ -128,56 +122,6 @@ async def test_pin_change_is_not_offered(alma_store: Any) -> None:
     patron = await alma_store.lookup(ACTIVE.barcode)
     with pytest.raises(NotSupported):
         await alma_store.change_pin(patron, Secret(NEW_PIN))
-
-
-async def test_429_holds_the_breaker(alma: Alma, alma_store: Any) -> None:
-    double, _ = alma
-    await breaker_holds_after_429(double, alma_store, "auth")
-
-
-@pytest.mark.parametrize("route", ["auth", "user"])
-async def test_500_is_unavailable_and_not_resent(alma: Alma, alma_store: Any, route: str) -> None:
-    double, _ = alma
-    await pin_check_fails(double, alma_store, route, "500")
-    assert double.calls("POST") == 1
-
-
-async def test_slow_ends_at_the_deadline(alma: Alma, tmp_path: Path) -> None:
-    double, _ = alma
-    store = await open_alma(alma, tmp_path, request_timeout=0.5)
-    try:
-        await slow_check_ends_at_the_deadline(double, store, "auth", lambda: double.calls("POST"))
-    finally:
-        await store.aclose()
-
-
-async def test_connection_refused(alma: Alma, tmp_path: Path) -> None:
-    double, _ = alma
-    settings = alma_settings(double, f"http://127.0.0.1:{free_port()}")
-    await connection_refused("alma", settings, tmp_path)
-
-
-@pytest.mark.parametrize("kind", ["malformed", "wrongtype"])
-@pytest.mark.parametrize("route", ["auth", "user"])
-async def test_unreadable_answers_are_unavailable(
-    alma: Alma, alma_store: Any, kind: str, route: str
-) -> None:
-    double, _ = alma
-    await pin_check_fails(double, alma_store, route, kind)
-
-
-HOSTILE = ["A+B/C D", "29 00/11+22", "Ünïcödé-卡-42", "a&op=auth", "x%2Fy?z#w", "../test"]
-
-
-@pytest.mark.parametrize("barcode", HOSTILE)
-async def test_identifiers_travel_exactly(alma: Alma, alma_store: Any, barcode: str) -> None:
-    double, _ = alma
-    double.add(AlmaUser("odd@example.edu", barcode, "Odd", "Otto", DEMO_PIN))
-    result = await alma_store.verify_pin(barcode, Secret(DEMO_PIN))
-    assert result.pin_ok and result.patron.record_id == "odd@example.edu"
-    assert (await alma_store.lookup(barcode)).record_id == "odd@example.edu"
-    assert await alma_store.lookup(barcode + "0") is None
-    secrets_stay_out_of_urls(double)
 
 
 async def test_status_is_cached_and_health(alma: Alma, alma_store: Any) -> None:

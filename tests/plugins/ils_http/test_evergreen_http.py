@@ -30,12 +30,9 @@ from tests.plugins.conftest import CountingHasher, authenticator, ctx, open_plug
 from tests.plugins.ils_http.conftest import evergreen_settings, opened, serving
 from tests.plugins.ils_http.evergreen_double import SCHEMAS, EgPatron, EvergreenDouble
 from tests.plugins.ils_http.scenarios import (
-    breaker_holds_after_429,
-    connection_refused,
     pin_check_fails,
-    slow_check_ends_at_the_deadline,
 )
-from tests.plugins.ils_http.serve import Served, free_port
+from tests.plugins.ils_http.serve import Served
 from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, UNKNOWN
 
 Evergreen = tuple[EvergreenDouble, Served]
@@ -197,53 +194,6 @@ async def test_failures_are_never_resent(evergreen: Evergreen, tmp_path: Path) -
         await store.aclose()
 
 
-async def test_429_holds_the_breaker(evergreen: Evergreen, evergreen_store: Any) -> None:
-    double, _ = evergreen
-    await evergreen_store.health()  # IDL and groups read first: the 429 hits the check
-    await breaker_holds_after_429(double, evergreen_store, LOGIN)
-
-
-@pytest.mark.parametrize(
-    "route", [LOGIN, "open-ils.auth.session.retrieve", "open-ils.actor.user.fleshed.retrieve"]
-)
-@pytest.mark.parametrize("kind", ["500", "osrf500"])
-async def test_server_errors_are_unavailable_and_not_resent(
-    evergreen: Evergreen, evergreen_store: Any, route: str, kind: str
-) -> None:
-    double, _ = evergreen
-    await pin_check_fails(double, evergreen_store, route, kind)
-    assert logins(double) == 1
-
-
-async def test_slow_ends_at_the_deadline(evergreen: Evergreen, tmp_path: Path) -> None:
-    double, _ = evergreen
-    store = await open_evergreen(
-        evergreen, tmp_path, request_timeout=0.5, staff_user="", password=""
-    )
-    try:
-        await store.health()
-        await slow_check_ends_at_the_deadline(double, store, LOGIN, lambda: logins(double))
-    finally:
-        await store.aclose()
-
-
-async def test_connection_refused(evergreen: Evergreen, tmp_path: Path) -> None:
-    double, _ = evergreen
-    settings = evergreen_settings(double, f"http://127.0.0.1:{free_port()}")
-    await connection_refused("evergreen-http", settings, tmp_path)
-
-
-@pytest.mark.parametrize("kind", ["malformed", "wrongtype", "wrongclass"])
-@pytest.mark.parametrize(
-    "route", [LOGIN, "open-ils.auth.session.retrieve", "open-ils.actor.user.fines.summary"]
-)
-async def test_unreadable_answers_are_unavailable(
-    evergreen: Evergreen, evergreen_store: Any, kind: str, route: str
-) -> None:
-    double, _ = evergreen
-    await pin_check_fails(double, evergreen_store, route, kind)
-
-
 @pytest.mark.parametrize("kind", ["500", "malformed"])
 async def test_unreadable_idl_is_unavailable_then_retried(
     evergreen: Evergreen, evergreen_store: Any, kind: str
@@ -263,22 +213,6 @@ async def test_positions_come_from_the_served_idl(tmp_path: Path) -> None:
             assert result.pin_ok and result.patron.name == "Fines, Fay"
             assert result.patron.fines == Decimal("25.00") and result.patron.category == "ADULT"
             assert (await store.lookup(BLOCKED.barcode)).blocked
-
-
-HOSTILE = ["A+B/C D", "29 00/11+22", "Ünïcödé-卡-42", 'a"},{"x":"', "x%2Fy&param=z#w"]
-
-
-@pytest.mark.parametrize("barcode", HOSTILE)
-async def test_barcodes_travel_exactly(
-    evergreen: Evergreen, evergreen_store: Any, barcode: str
-) -> None:
-    double, _ = evergreen
-    double.add(EgPatron(777, barcode, "odd", "Odd", "Otto", DEMO_PIN))
-    result = await evergreen_store.verify_pin(barcode, Secret(DEMO_PIN))
-    assert result.pin_ok and result.patron.barcode == barcode
-    assert (await evergreen_store.lookup(barcode)).barcode == barcode
-    assert await evergreen_store.lookup(barcode + "0") is None
-    no_pin_in_urls(double)
 
 
 async def test_status_is_cached_per_barcode(evergreen: Evergreen, evergreen_store: Any) -> None:

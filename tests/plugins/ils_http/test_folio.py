@@ -26,12 +26,8 @@ from tests.pins import ALL, DEMO_PIN, NEW_PIN, WRONG_PIN
 from tests.plugins.conftest import CountingHasher, authenticator, ctx, open_plugin
 from tests.plugins.ils_http.conftest import folio_settings
 from tests.plugins.ils_http.folio_double import GROUPS, FolioDouble, FolioUser, cql_filter
-from tests.plugins.ils_http.scenarios import (
-    breaker_holds_after_429,
-    connection_refused,
-    pin_check_fails,
-)
-from tests.plugins.ils_http.serve import Served, free_port
+from tests.plugins.ils_http.serve import Served
+from tests.plugins.ils_http.test_connector_failures import BY_KIND
 from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, NO_PIN, UNKNOWN
 
 Folio = tuple[FolioDouble, Served]
@@ -228,77 +224,13 @@ async def test_bad_service_password(folio: Folio, tmp_path: Path) -> None:
 
 
 # -- failures -----------------------------------------------------------------------------------
-async def test_429_holds_the_breaker(folio: Folio, folio_store: Any) -> None:
-    double, _ = folio
-    await breaker_holds_after_429(double, folio_store, "pin-verify")
-
-
-@pytest.mark.parametrize("route", ["pin-verify", "users", "manual", "automated", "accounts"])
-async def test_500_is_unavailable_and_the_pin_check_not_resent(
-    folio: Folio, folio_store: Any, route: str
-) -> None:
-    double, _ = folio
-    await pin_check_fails(double, folio_store, route, "500")
-    assert double.count("/patron-pin/verify") <= 1
-
-
-async def test_slow_pin_check_ends_at_the_deadline(folio: Folio, tmp_path: Path) -> None:
-    double, _ = folio
-    store = await open_folio(folio, tmp_path, request_timeout=0.5)
-    try:
-        double.fail("pin-verify", "slow")
-        with pytest.raises(StoreUnavailable, match="timed out"):
-            await store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
-        assert double.count("/patron-pin/verify") == 1
-        double.release.set()
-    finally:
-        await store.aclose()
-
-
-async def test_connection_refused(folio: Folio, tmp_path: Path) -> None:
-    double, _ = folio
-    settings = folio_settings(double, f"http://127.0.0.1:{free_port()}")
-    await connection_refused("folio", settings, tmp_path)
-
-
-@pytest.mark.parametrize("kind", ["malformed", "wrongtype"])
-@pytest.mark.parametrize(
-    "route", ["users", "login-with-expiry", "automated", "manual", "accounts", "group"]
-)
-async def test_unreadable_answers_are_unavailable(
-    folio: Folio, folio_store: Any, kind: str, route: str
-) -> None:
-    double, _ = folio
-    await pin_check_fails(double, folio_store, route, kind)
 
 
 # -- escaping -----------------------------------------------------------------------------------
-HOSTILE = [
-    "A+B/C D",
-    "29 00/11+22",
-    "Ünïcödé-卡-42",
-    'quo"te\\back',
-    "star*",
-    "q?",
-    'x" or barcode=="29000000000011',
-    "a&query=barcode==*",
-]
-
-
-@pytest.mark.parametrize("barcode", HOSTILE)
-async def test_barcodes_travel_exactly(folio: Folio, folio_store: Any, barcode: str) -> None:
-    double, _ = folio
-    double.add(new_user(barcode))
-    result = await folio_store.verify_pin(barcode, Secret(DEMO_PIN))
-    assert result.pin_ok and result.patron.barcode == barcode
-    assert (await folio_store.lookup(barcode)).barcode == barcode
-    # Masks and quotes are escaped: a near miss finds nothing, "*" matches only itself.
-    assert await folio_store.lookup(barcode[:-1] + "#") is None
-    no_pin_in_urls(double)
 
 
 def test_cql_strings_parse_back_to_the_value() -> None:
-    for value in HOSTILE:
+    for value in BY_KIND["folio"].hostile:
         terms = cql_filter(f"barcode=={cql_string(value)}")
         assert terms is not None and len(terms) == 1
         assert terms[0][1].fullmatch(value)

@@ -25,14 +25,8 @@ from plugins.polaris import PolarisSettings, http_date, parse_date, signature
 from tests.pins import ALL, DEMO_PIN, NEW_PIN, WRONG_PIN
 from tests.plugins.conftest import CountingHasher, authenticator, ctx, open_plugin
 from tests.plugins.ils_http.conftest import polaris_settings
-from tests.plugins.ils_http.polaris_double import PolarisDouble, PolarisPatron
-from tests.plugins.ils_http.scenarios import (
-    breaker_holds_after_429,
-    connection_refused,
-    pin_check_fails,
-    slow_check_ends_at_the_deadline,
-)
-from tests.plugins.ils_http.serve import Served, free_port
+from tests.plugins.ils_http.polaris_double import PolarisDouble
+from tests.plugins.ils_http.serve import Served
 from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, UNKNOWN
 
 Polaris = tuple[PolarisDouble, Served]
@@ -206,60 +200,6 @@ async def test_bad_staff_password(polaris: Polaris, tmp_path: Path) -> None:
 
 
 # -- failures -----------------------------------------------------------------------------------
-async def test_429_holds_the_breaker(polaris: Polaris, polaris_store: Any) -> None:
-    double, _ = polaris
-    await breaker_holds_after_429(double, polaris_store, "patron-auth")
-
-
-@pytest.mark.parametrize("route", ["patron-auth", "blocks", "basic"])
-async def test_500_is_unavailable_and_not_resent(
-    polaris: Polaris, polaris_store: Any, route: str
-) -> None:
-    double, _ = polaris
-    await pin_check_fails(double, polaris_store, route, "500")
-    assert double.count("/authenticator/patron") == 1
-
-
-async def test_slow_ends_at_the_deadline(polaris: Polaris, tmp_path: Path) -> None:
-    double, _ = polaris
-    store = await open_polaris(polaris, tmp_path, request_timeout=0.5)
-    try:
-        await slow_check_ends_at_the_deadline(
-            double, store, "patron-auth", lambda: double.count("/authenticator/patron")
-        )
-    finally:
-        await store.aclose()
-
-
-async def test_connection_refused(polaris: Polaris, tmp_path: Path) -> None:
-    double, _ = polaris
-    settings = polaris_settings(double, f"http://127.0.0.1:{free_port()}")
-    await connection_refused("polaris", settings, tmp_path)
-
-
-@pytest.mark.parametrize("kind", ["malformed", "wrongtype"])
-@pytest.mark.parametrize("route", ["patron-auth", "blocks", "basic"])
-async def test_unreadable_answers_are_unavailable(
-    polaris: Polaris, polaris_store: Any, kind: str, route: str
-) -> None:
-    double, _ = polaris
-    await pin_check_fails(double, polaris_store, route, kind)
-
-
-HOSTILE = ["A+B/C D", "29 00/11+22", "Ünïcödé-卡-42", "a&b=c", "x%2Fy?z#w", "../../api"]
-
-
-@pytest.mark.parametrize("barcode", HOSTILE)
-async def test_barcodes_are_signed_and_travel_exactly(
-    polaris: Polaris, polaris_store: Any, barcode: str
-) -> None:
-    double, _ = polaris
-    double.add(PolarisPatron(7001, barcode, "Odd", "Otto", DEMO_PIN))
-    result = await polaris_store.verify_pin(barcode, Secret(DEMO_PIN))
-    assert result.pin_ok and result.patron.record_id == "7001"
-    assert (await polaris_store.lookup(barcode)).record_id == "7001"
-    assert await polaris_store.lookup(barcode + "0") is None
-    no_pin_anywhere_but_the_auth_body(double)
 
 
 async def test_status_is_cached_per_barcode(polaris: Polaris, polaris_store: Any) -> None:

@@ -24,13 +24,7 @@ from plugins.sierra import SierraSettings
 from tests.pins import ALL, DEMO_PIN, NEW_PIN, WRONG_PIN
 from tests.plugins.conftest import CountingHasher, authenticator, ctx, open_plugin
 from tests.plugins.ils_http.conftest import sierra_settings
-from tests.plugins.ils_http.scenarios import (
-    breaker_holds_after_429,
-    connection_refused,
-    pin_check_fails,
-    slow_check_ends_at_the_deadline,
-)
-from tests.plugins.ils_http.serve import Served, free_port
+from tests.plugins.ils_http.serve import Served
 from tests.plugins.ils_http.sierra_double import SierraDouble, SierraPatron
 from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, UNKNOWN
 
@@ -140,60 +134,6 @@ async def test_bad_key(sierra: Sierra, tmp_path: Path) -> None:
         assert not (await store.health()).ok
     finally:
         await store.aclose()
-
-
-async def test_429_holds_the_breaker(sierra: Sierra, sierra_store: Any) -> None:
-    double, _ = sierra
-    await breaker_holds_after_429(double, sierra_store, "validate")
-
-
-@pytest.mark.parametrize("route", ["validate", "find"])
-async def test_500_is_unavailable_and_not_resent(
-    sierra: Sierra, sierra_store: Any, route: str
-) -> None:
-    double, _ = sierra
-    await pin_check_fails(double, sierra_store, route, "500")
-    assert double.count("/patrons/validate") == 1
-
-
-async def test_slow_ends_at_the_deadline(sierra: Sierra, tmp_path: Path) -> None:
-    double, _ = sierra
-    store = await open_sierra(sierra, tmp_path, request_timeout=0.5)
-    try:
-        await slow_check_ends_at_the_deadline(
-            double, store, "validate", lambda: double.count("/patrons/validate")
-        )
-    finally:
-        await store.aclose()
-
-
-async def test_connection_refused(sierra: Sierra, tmp_path: Path) -> None:
-    double, _ = sierra
-    settings = sierra_settings(double, f"http://127.0.0.1:{free_port()}")
-    await connection_refused("sierra", settings, tmp_path)
-
-
-@pytest.mark.parametrize("kind", ["malformed", "wrongtype"])
-@pytest.mark.parametrize("route", ["validate", "find", "token"])
-async def test_unreadable_answers_are_unavailable(
-    sierra: Sierra, sierra_store: Any, kind: str, route: str
-) -> None:
-    double, _ = sierra
-    await pin_check_fails(double, sierra_store, route, kind)
-
-
-HOSTILE = ["A+B/C D", "29 00/11+22", "Ünïcödé-卡-42", "a&varFieldTag=z", "x%2Fy?z#w"]
-
-
-@pytest.mark.parametrize("barcode", HOSTILE)
-async def test_barcodes_travel_exactly(sierra: Sierra, sierra_store: Any, barcode: str) -> None:
-    double, _ = sierra
-    double.add(SierraPatron(3_000_001, barcode, "Odd, Otto", DEMO_PIN))
-    result = await sierra_store.verify_pin(barcode, Secret(DEMO_PIN))
-    assert result.pin_ok and result.patron.barcode == barcode
-    assert (await sierra_store.lookup(barcode)).barcode == barcode
-    assert await sierra_store.lookup(barcode + "0") is None
-    no_pin_in_urls(double)
 
 
 async def test_status_is_cached_per_barcode(sierra: Sierra, sierra_store: Any) -> None:

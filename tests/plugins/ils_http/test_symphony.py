@@ -21,14 +21,8 @@ from plugins.symphony import SymphonySettings
 from tests.pins import ALL, DEMO_PIN, NEW_PIN, WRONG_PIN
 from tests.plugins.conftest import CountingHasher, authenticator, ctx, open_plugin
 from tests.plugins.ils_http.conftest import symphony_settings
-from tests.plugins.ils_http.scenarios import (
-    breaker_holds_after_429,
-    connection_refused,
-    pin_check_fails,
-    slow_check_ends_at_the_deadline,
-)
-from tests.plugins.ils_http.serve import Served, free_port
-from tests.plugins.ils_http.symphony_double import SymphonyDouble, SymphonyPatron
+from tests.plugins.ils_http.serve import Served
+from tests.plugins.ils_http.symphony_double import SymphonyDouble
 from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, UNKNOWN
 
 Symphony = tuple[SymphonyDouble, Served]
@@ -123,62 +117,6 @@ async def test_pin_change_is_not_offered(symphony_store: Any) -> None:
     patron = await symphony_store.lookup(ACTIVE.barcode)
     with pytest.raises(NotSupported):
         await symphony_store.change_pin(patron, Secret(NEW_PIN))
-
-
-async def test_429_holds_the_breaker(symphony: Symphony, symphony_store: Any) -> None:
-    double, _ = symphony
-    await breaker_holds_after_429(double, symphony_store, "authenticate")
-
-
-@pytest.mark.parametrize("route", ["authenticate", "patron", "staff-login"])
-async def test_500_is_unavailable_and_not_resent(
-    symphony: Symphony, symphony_store: Any, route: str
-) -> None:
-    double, _ = symphony
-    await pin_check_fails(double, symphony_store, route, "500")
-    assert double.count("/user/patron/authenticate") == 1
-
-
-async def test_slow_ends_at_the_deadline(symphony: Symphony, tmp_path: Path) -> None:
-    double, _ = symphony
-    store = await open_symphony(symphony, tmp_path, request_timeout=0.5)
-    try:
-        await slow_check_ends_at_the_deadline(
-            double, store, "authenticate", lambda: double.count("/user/patron/authenticate")
-        )
-    finally:
-        await store.aclose()
-
-
-async def test_connection_refused(symphony: Symphony, tmp_path: Path) -> None:
-    double, _ = symphony
-    settings = symphony_settings(double, f"http://127.0.0.1:{free_port()}")
-    await connection_refused("symphony", settings, tmp_path)
-
-
-@pytest.mark.parametrize("kind", ["malformed", "wrongtype"])
-@pytest.mark.parametrize("route", ["authenticate", "patron", "staff-login"])
-async def test_unreadable_answers_are_unavailable(
-    symphony: Symphony, symphony_store: Any, kind: str, route: str
-) -> None:
-    double, _ = symphony
-    await pin_check_fails(double, symphony_store, route, kind)
-
-
-HOSTILE = ["A+B/C D", "29 00/11+22", "Ünïcödé-卡-42", "a&includeFields=*", "x%2Fy?z#w"]
-
-
-@pytest.mark.parametrize("barcode", HOSTILE)
-async def test_barcodes_travel_exactly(
-    symphony: Symphony, symphony_store: Any, barcode: str
-) -> None:
-    double, _ = symphony
-    double.add(SymphonyPatron("901", barcode, "Odd", "Otto", DEMO_PIN))
-    result = await symphony_store.verify_pin(barcode, Secret(DEMO_PIN))
-    assert result.pin_ok and result.patron.barcode == barcode
-    assert (await symphony_store.lookup(barcode)).record_id == "901"
-    assert await symphony_store.lookup(barcode + "0") is None
-    no_pin_in_urls(double)
 
 
 async def test_status_is_cached_per_record(symphony: Symphony, symphony_store: Any) -> None:
