@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -24,20 +25,16 @@ from bridge.core.secret import Secret
 from bridge.core.store import Capability, NotSupported, StoreUnavailable
 from plugins.alma import AlmaSettings, alma_date
 from tests.pins import ALL, DEMO_PIN, NEW_PIN, WRONG_PIN
-from tests.plugins.conftest import CountingHasher, authenticator, ctx, open_plugin
+from tests.plugins.conftest import authenticator, ctx
 from tests.plugins.ils_http.alma_double import AlmaDouble, AlmaUser
-from tests.plugins.ils_http.conftest import alma_settings
+from tests.plugins.ils_http.conftest import open_kind
 from tests.plugins.ils_http.serve import Served
 from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, UNKNOWN
 
 Alma = tuple[AlmaDouble, Served]
 
 
-async def open_alma(alma: Alma, tmp_path: Path, **more: Any) -> Any:
-    double, served = alma
-    return await open_plugin(
-        "alma", alma_settings(double, served.url, **more), CountingHasher(), tmp_path
-    )
+open_alma = functools.partial(open_kind, "alma")
 
 
 def secrets_stay_out_of_urls(double: AlmaDouble, *, key_in_url: bool = False) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,8 @@ from bridge.core.store import NotSupported, StoreUnavailable
 from plugins.evergreen_http import EvergreenSettings
 from plugins.evergreen_osrf import GatewayError, Idl, envelope, event, request_form
 from tests.pins import ALL, DEMO_PIN, NEW_PIN, WRONG_PIN
-from tests.plugins.conftest import CountingHasher, authenticator, ctx, open_plugin
-from tests.plugins.ils_http.conftest import evergreen_settings, opened, serving
+from tests.plugins.conftest import CountingHasher, authenticator, ctx
+from tests.plugins.ils_http.conftest import evergreen_settings, open_kind, opened, serving
 from tests.plugins.ils_http.evergreen_double import SCHEMAS, EgPatron, EvergreenDouble
 from tests.plugins.ils_http.scenarios import (
     pin_check_fails,
@@ -39,10 +40,7 @@ Evergreen = tuple[EvergreenDouble, Served]
 LOGIN = "open-ils.auth.login"
 
 
-async def open_evergreen(evergreen: Evergreen, tmp_path: Path, **more: Any) -> Any:
-    double, served = evergreen
-    settings = evergreen_settings(double, served.url, **more)
-    return await open_plugin("evergreen-http", settings, CountingHasher(), tmp_path)
+open_evergreen = functools.partial(open_kind, "evergreen")
 
 
 def no_pin_in_urls(double: EvergreenDouble) -> None:

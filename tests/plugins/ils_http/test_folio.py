@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_plus
 
 import msgspec
 import pytest
@@ -22,9 +22,9 @@ from bridge.core.patron import Outcome
 from bridge.core.secret import Secret
 from bridge.core.store import Capability, StoreUnavailable
 from plugins.folio import FolioSettings, cql_string
-from tests.pins import ALL, DEMO_PIN, NEW_PIN, WRONG_PIN
-from tests.plugins.conftest import CountingHasher, authenticator, ctx, open_plugin
-from tests.plugins.ils_http.conftest import folio_settings
+from tests.pins import DEMO_PIN, NEW_PIN, WRONG_PIN
+from tests.plugins.conftest import authenticator, ctx
+from tests.plugins.ils_http.conftest import open_kind
 from tests.plugins.ils_http.folio_double import GROUPS, FolioDouble, FolioUser, cql_filter
 from tests.plugins.ils_http.serve import Served
 from tests.plugins.ils_http.test_connector_failures import BY_KIND
@@ -33,18 +33,7 @@ from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, NO_PIN, UNKNOWN
 Folio = tuple[FolioDouble, Served]
 
 
-async def open_folio(folio: Folio, tmp_path: Path, **more: Any) -> Any:
-    double, served = folio
-    return await open_plugin(
-        "folio", folio_settings(double, served.url, **more), CountingHasher(), tmp_path
-    )
-
-
-def no_pin_in_urls(double: FolioDouble) -> None:
-    for _method, path, _body, meta in double.requests:
-        seen = unquote_plus(path + "?" + meta["query"])
-        for pin in ALL:
-            assert pin not in seen
+open_folio = functools.partial(open_kind, "folio")
 
 
 def new_user(barcode: str, **more: Any) -> FolioUser:
@@ -61,7 +50,7 @@ async def test_right_pin_reads_the_record(folio: Folio, folio_store: Any) -> Non
     assert patron.name == "Reader, Ada" and patron.email == ACTIVE.email
     assert patron.category == "ADULT" and patron.expires == ACTIVE.expires
     assert not patron.blocked and patron.fines == Decimal("0.00")
-    no_pin_in_urls(double)
+    double.assert_no_pin_in_urls()
 
 
 async def test_wrong_pin_and_no_pin(folio: Folio, folio_store: Any) -> None:

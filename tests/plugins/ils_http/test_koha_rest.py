@@ -8,20 +8,20 @@ The double's answers are checked against our schema of Koha's contract by the fi
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_plus
 
 import pytest
 
 from bridge.core.patron import Outcome
 from bridge.core.secret import Secret
 from bridge.core.store import Capability, StoreUnavailable
-from tests.pins import ALL, DEMO_PIN, NEW_PIN, WRONG_PIN
+from tests.pins import DEMO_PIN, NEW_PIN, WRONG_PIN
 from tests.plugins.conftest import CountingHasher, authenticator, ctx, open_plugin
-from tests.plugins.ils_http.conftest import koha_settings, schema_problems
+from tests.plugins.ils_http.conftest import koha_settings, open_kind, schema_problems
 from tests.plugins.ils_http.koha_double import SCHEMAS, KohaDouble, KohaPatron
 from tests.plugins.ils_http.serve import Served
 from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, UNKNOWN
@@ -29,17 +29,7 @@ from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, UNKNOWN
 Koha = tuple[KohaDouble, Served]
 
 
-async def open_koha(koha: Koha, tmp_path: Path, **more: Any) -> Any:
-    double, served = koha
-    settings = koha_settings(double, served.url, **more)
-    return await open_plugin("koha-rest", settings, CountingHasher(), tmp_path)
-
-
-def no_pin_in_urls(double: KohaDouble) -> None:
-    for _method, path, _body, meta in double.requests:
-        seen = unquote_plus(path + "?" + meta["query"])
-        for pin in ALL:
-            assert pin not in seen
+open_koha = functools.partial(open_kind, "koha")
 
 
 # -- outcomes -----------------------------------------------------------------------------------
@@ -54,7 +44,7 @@ async def test_right_pin_reads_the_record(koha: Koha, koha_store: Any) -> None:
     assert patron.category == "ADULT" and patron.home_library == "MAIN"
     assert patron.expires == ACTIVE.expires and not patron.blocked
     assert patron.fines == Decimal("0.00")
-    no_pin_in_urls(double)
+    double.assert_no_pin_in_urls()
 
 
 async def test_wrong_pin_is_counted_once_by_koha(koha: Koha, koha_store: Any) -> None:

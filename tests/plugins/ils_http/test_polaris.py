@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import hmac
 from decimal import Decimal
@@ -23,8 +24,8 @@ from bridge.core.secret import Secret
 from bridge.core.store import Capability, NotSupported, StoreUnavailable
 from plugins.polaris import PolarisSettings, http_date, parse_date, signature
 from tests.pins import ALL, DEMO_PIN, NEW_PIN, WRONG_PIN
-from tests.plugins.conftest import CountingHasher, authenticator, ctx, open_plugin
-from tests.plugins.ils_http.conftest import polaris_settings
+from tests.plugins.conftest import authenticator, ctx
+from tests.plugins.ils_http.conftest import open_kind
 from tests.plugins.ils_http.polaris_double import PolarisDouble
 from tests.plugins.ils_http.serve import Served
 from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, UNKNOWN
@@ -32,11 +33,7 @@ from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, UNKNOWN
 Polaris = tuple[PolarisDouble, Served]
 
 
-async def open_polaris(polaris: Polaris, tmp_path: Path, **more: Any) -> Any:
-    double, served = polaris
-    return await open_plugin(
-        "polaris", polaris_settings(double, served.url, **more), CountingHasher(), tmp_path
-    )
+open_polaris = functools.partial(open_kind, "polaris")
 
 
 def no_pin_anywhere_but_the_auth_body(double: PolarisDouble) -> None:

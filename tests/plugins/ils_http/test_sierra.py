@@ -8,11 +8,11 @@ schemas of Sierra's published models.
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_plus
 
 import msgspec
 import pytest
@@ -21,9 +21,9 @@ from bridge.core.patron import Outcome
 from bridge.core.secret import Secret
 from bridge.core.store import Capability, StoreUnavailable
 from plugins.sierra import SierraSettings
-from tests.pins import ALL, DEMO_PIN, NEW_PIN, WRONG_PIN
-from tests.plugins.conftest import CountingHasher, authenticator, ctx, open_plugin
-from tests.plugins.ils_http.conftest import sierra_settings
+from tests.pins import DEMO_PIN, NEW_PIN, WRONG_PIN
+from tests.plugins.conftest import authenticator, ctx
+from tests.plugins.ils_http.conftest import open_kind
 from tests.plugins.ils_http.serve import Served
 from tests.plugins.ils_http.sierra_double import SierraDouble, SierraPatron
 from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, UNKNOWN
@@ -31,18 +31,7 @@ from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, UNKNOWN
 Sierra = tuple[SierraDouble, Served]
 
 
-async def open_sierra(sierra: Sierra, tmp_path: Path, **more: Any) -> Any:
-    double, served = sierra
-    return await open_plugin(
-        "sierra", sierra_settings(double, served.url, **more), CountingHasher(), tmp_path
-    )
-
-
-def no_pin_in_urls(double: SierraDouble) -> None:
-    for _method, path, _body, meta in double.requests:
-        seen = unquote_plus(path + "?" + meta["query"])
-        for pin in ALL:
-            assert pin not in seen
+open_sierra = functools.partial(open_kind, "sierra")
 
 
 async def test_right_pin_reads_the_record(sierra: Sierra, sierra_store: Any) -> None:
@@ -54,7 +43,7 @@ async def test_right_pin_reads_the_record(sierra: Sierra, sierra_store: Any) -> 
     assert patron.name == "Reader, Ada" and patron.email == ACTIVE.email
     assert patron.category == "ADULT" and patron.home_library == "main"
     assert patron.expires == ACTIVE.expires and not patron.blocked
-    no_pin_in_urls(double)
+    double.assert_no_pin_in_urls()
 
 
 async def test_wrong_pin_and_unknown(sierra: Sierra, sierra_store: Any, tmp_path: Path) -> None:

@@ -6,10 +6,10 @@ is never retried); reads use the staff session, renewed once on a 401.
 
 from __future__ import annotations
 
+import functools
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_plus
 
 import msgspec
 import pytest
@@ -18,9 +18,9 @@ from bridge.core.patron import Outcome
 from bridge.core.secret import Secret
 from bridge.core.store import Capability, NotSupported, StoreUnavailable
 from plugins.symphony import SymphonySettings
-from tests.pins import ALL, DEMO_PIN, NEW_PIN, WRONG_PIN
-from tests.plugins.conftest import CountingHasher, authenticator, ctx, open_plugin
-from tests.plugins.ils_http.conftest import symphony_settings
+from tests.pins import DEMO_PIN, NEW_PIN, WRONG_PIN
+from tests.plugins.conftest import authenticator, ctx
+from tests.plugins.ils_http.conftest import open_kind
 from tests.plugins.ils_http.serve import Served
 from tests.plugins.ils_http.symphony_double import SymphonyDouble
 from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, UNKNOWN
@@ -28,17 +28,7 @@ from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, UNKNOWN
 Symphony = tuple[SymphonyDouble, Served]
 
 
-async def open_symphony(symphony: Symphony, tmp_path: Path, **more: Any) -> Any:
-    double, served = symphony
-    return await open_plugin(
-        "symphony", symphony_settings(double, served.url, **more), CountingHasher(), tmp_path
-    )
-
-
-def no_pin_in_urls(double: SymphonyDouble) -> None:
-    for _method, path, _body, meta in double.requests:
-        seen = unquote_plus(path + "?" + meta["query"])
-        assert not any(pin in seen for pin in ALL)
+open_symphony = functools.partial(open_kind, "symphony")
 
 
 async def test_right_pin_reads_the_record(symphony: Symphony, symphony_store: Any) -> None:
@@ -50,7 +40,7 @@ async def test_right_pin_reads_the_record(symphony: Symphony, symphony_store: An
     assert patron.name == "Reader, Ada" and patron.email == ACTIVE.email
     assert patron.category == "ADULT" and patron.home_library == "MAIN"
     assert patron.expires == ACTIVE.expires and not patron.blocked
-    no_pin_in_urls(double)
+    double.assert_no_pin_in_urls()
 
 
 async def test_wrong_pin_unknown_and_the_core(symphony: Symphony, symphony_store: Any) -> None:
