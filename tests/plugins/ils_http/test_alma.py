@@ -20,16 +20,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.core.patron import Outcome
 from bridge.core.secret import Secret
-from bridge.core.store import Capability, NotSupported, StoreUnavailable
+from bridge.core.store import StoreUnavailable
 from plugins.alma import AlmaSettings, alma_date
-from tests.pins import ALL, DEMO_PIN, NEW_PIN, WRONG_PIN
-from tests.plugins.conftest import authenticator, ctx
+from tests.pins import ALL, DEMO_PIN, WRONG_PIN
 from tests.plugins.ils_http.alma_double import AlmaDouble, AlmaUser
 from tests.plugins.ils_http.conftest import open_kind
 from tests.plugins.ils_http.serve import Served
-from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, UNKNOWN
+from tests.plugins.seed import ACTIVE, BLOCKED, UNKNOWN
 
 Alma = tuple[AlmaDouble, Served]
 
@@ -66,20 +64,8 @@ async def test_wrong_and_unknown_are_told_apart(alma: Alma, alma_store: Any) -> 
     assert double.calls("POST") == 2 and double.calls("GET") == 0  # one call each
 
 
-async def test_standing_through_the_core(alma: Alma, alma_store: Any) -> None:
+async def test_inactive_user_is_blocked(alma: Alma, alma_store: Any) -> None:
     double, _ = alma
-    auth = authenticator(alma_store)
-    cases = {
-        ACTIVE.barcode: Outcome.ACCEPTED,
-        EXPIRED.barcode: Outcome.CARD_EXPIRED,
-        BLOCKED.barcode: Outcome.CARD_BLOCKED,
-        FINES.barcode: Outcome.FINES_OVER_LIMIT,
-        UNKNOWN: Outcome.UNKNOWN_CARD,
-    }
-    for barcode, outcome in cases.items():
-        decision = await auth.authenticate(barcode, Secret(DEMO_PIN), ctx())
-        assert decision.outcome is outcome, barcode
-    assert (await alma_store.lookup(BLOCKED.barcode)).blocked_reason == "card reported lost"
     double.add(AlmaUser("gone@example.edu", "INACTIVE1", "Gone", "Gil", DEMO_PIN, active=False))
     inactive = await alma_store.verify_pin("INACTIVE1", Secret(DEMO_PIN))
     assert inactive.patron.blocked_reason == "inactive in Alma"
@@ -112,13 +98,6 @@ async def test_bad_key_is_unavailable(alma: Alma, tmp_path: Path) -> None:
         assert not (await store.health()).ok
     finally:
         await store.aclose()
-
-
-async def test_pin_change_is_not_offered(alma_store: Any) -> None:
-    assert Capability.CHANGE_PIN not in alma_store.capabilities
-    patron = await alma_store.lookup(ACTIVE.barcode)
-    with pytest.raises(NotSupported):
-        await alma_store.change_pin(patron, Secret(NEW_PIN))
 
 
 async def test_status_is_cached_and_health(alma: Alma, alma_store: Any) -> None:

@@ -14,15 +14,18 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
 
 import pytest
 
+from bridge.core.patron import Outcome
 from bridge.core.secret import Secret
-from bridge.core.store import StoreUnavailable
-from tests.pins import ALL, DEMO_PIN
+from bridge.core.store import Capability, NotSupported, StoreUnavailable
+from tests.pins import ALL, DEMO_PIN, NEW_PIN, WRONG_PIN
+from tests.plugins.conftest import authenticator, ctx
 from tests.plugins.ils_http.alma_double import AlmaUser
 from tests.plugins.ils_http.conftest import KINDS, open_kind, settings_for
 from tests.plugins.ils_http.evergreen_double import EgPatron
@@ -38,7 +41,7 @@ from tests.plugins.ils_http.scenarios import (
 from tests.plugins.ils_http.serve import Served, free_port
 from tests.plugins.ils_http.sierra_double import SierraPatron
 from tests.plugins.ils_http.symphony_double import SymphonyPatron
-from tests.plugins.seed import ACTIVE
+from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, UNKNOWN
 
 ODD_ALMA = "odd@example.edu"
 EG_LOGIN, EG_SESSION = "open-ils.auth.login", "open-ils.auth.session.retrieve"
@@ -82,6 +85,8 @@ class Case:
     slow: dict[str, Any] = field(default_factory=dict)  # settings for the slow test
     near_miss: Callable[[str], str] = lambda barcode: barcode + "0"
     also: Callable[[Any, str], None] = _no_extra  # what else a hostile barcode must not do
+    blocked_reason: str = "card reported lost"  # what the seed's blocked patron is told
+    changes_pin: bool = False  # the ILS has a PIN-change call the connector uses
 
 
 def _add(double: Any, patron: Any, record_id: Any) -> str:
@@ -104,6 +109,7 @@ CASES = [
         lambda d, b: _add(d, KohaPatron(950, b, "Odd", "Otto", DEMO_PIN), 950),
         (*COMMON_HOSTILE, "a&cardnumber=29000000000011", "x%2Fy?z#w"),
         error_kinds=("500", "503"),
+        changes_pin=True,
         by_lookup=("patrons",),
         also=_koha_query_exact,
     ),
@@ -123,6 +129,7 @@ CASES = [
             "a&query=barcode==*",
         ),
         before_check=("users",),
+        changes_pin=True,
         near_miss=lambda barcode: barcode[:-1] + "#",  # masks and quotes are escaped
     ),
     Case(
@@ -133,6 +140,8 @@ CASES = [
         ("validate", "find", "token"),
         lambda d, b: _add(d, SierraPatron(3_000_001, b, "Odd, Otto", DEMO_PIN), 3_000_001),
         (*COMMON_HOSTILE, "a&varFieldTag=z", "x%2Fy?z#w"),
+        blocked_reason="blocked in Sierra (code c)",
+        changes_pin=True,
     ),
     Case(
         "polaris",
@@ -162,6 +171,7 @@ CASES = [
         ("authenticate", "patron", "staff-login"),
         lambda d, b: _add(d, SymphonyPatron("901", b, "Odd", "Otto", DEMO_PIN), 901),
         (*COMMON_HOSTILE, "a&includeFields=*", "x%2Fy?z#w"),
+        blocked_reason="standing BARRED in Symphony",
     ),
     Case(
         "evergreen",
@@ -205,6 +215,41 @@ def served(request: pytest.FixtureRequest) -> tuple[Case, tuple[Any, Served]]:
 
 
 Pair = tuple[Case, Any, Any]
+
+
+@pytest.mark.parametrize("pair", _each(), indirect=True)
+async def test_standing_through_the_core(pair: Pair) -> None:
+    """The seed patrons through the authenticator: every outcome the ILS can tell."""
+    case, _, store = pair
+    auth = authenticator(store)
+    cases = {
+        ACTIVE.barcode: Outcome.ACCEPTED,
+        EXPIRED.barcode: Outcome.CARD_EXPIRED,
+        BLOCKED.barcode: Outcome.CARD_BLOCKED,
+        FINES.barcode: Outcome.FINES_OVER_LIMIT,
+        UNKNOWN: Outcome.UNKNOWN_CARD,
+    }
+    for barcode, outcome in cases.items():
+        decision = await auth.authenticate(barcode, Secret(DEMO_PIN), ctx())
+        assert decision.outcome is outcome, barcode
+    wrong = await auth.authenticate(ACTIVE.barcode, Secret(WRONG_PIN), ctx())
+    assert wrong.outcome is Outcome.BAD_PIN
+    assert (await store.lookup(BLOCKED.barcode)).blocked_reason == case.blocked_reason
+    fines = await store.lookup(FINES.barcode)
+    assert fines.fines == Decimal("25.00") and not fines.blocked  # the limit is the bridge's
+
+
+@pytest.mark.parametrize("pair", _each(), indirect=True)
+async def test_pin_change_is_offered_only_where_the_ils_has_one(pair: Pair) -> None:
+    """The capability says the truth; without it a change is NotSupported and the PIN stays."""
+    case, _, store = pair
+    assert (Capability.CHANGE_PIN in store.capabilities) is case.changes_pin
+    if case.changes_pin:
+        return  # each connector's own tests change PINs through its double
+    patron = await store.lookup(ACTIVE.barcode)
+    with pytest.raises(NotSupported):
+        await store.change_pin(patron, Secret(NEW_PIN))
+    assert (await store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))).pin_ok
 
 
 @pytest.mark.parametrize("pair", _each(), indirect=True)

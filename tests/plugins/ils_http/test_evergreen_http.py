@@ -21,20 +21,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.core.patron import Outcome
 from bridge.core.secret import Secret
-from bridge.core.store import NotSupported, StoreUnavailable
+from bridge.core.store import StoreUnavailable
 from plugins.evergreen_http import EvergreenSettings
 from plugins.evergreen_osrf import GatewayError, Idl, envelope, event, request_form
-from tests.pins import ALL, DEMO_PIN, NEW_PIN, WRONG_PIN
-from tests.plugins.conftest import CountingHasher, authenticator, ctx
+from tests.pins import ALL, DEMO_PIN, WRONG_PIN
+from tests.plugins.conftest import CountingHasher
 from tests.plugins.ils_http.conftest import evergreen_settings, open_kind, opened, serving
 from tests.plugins.ils_http.evergreen_double import SCHEMAS, EgPatron, EvergreenDouble
 from tests.plugins.ils_http.scenarios import (
     pin_check_fails,
 )
 from tests.plugins.ils_http.serve import Served
-from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, UNKNOWN
+from tests.plugins.seed import ACTIVE, BLOCKED, FINES, UNKNOWN
 
 Evergreen = tuple[EvergreenDouble, Served]
 LOGIN = "open-ils.auth.login"
@@ -103,24 +102,6 @@ async def test_without_a_staff_account(evergreen: Evergreen, tmp_path: Path) -> 
         assert (await store.health()).ok  # opensrf.system.echo
     finally:
         await store.aclose()
-
-
-async def test_standing_through_the_core(evergreen_store: Any) -> None:
-    auth = authenticator(evergreen_store)
-    cases = {
-        ACTIVE.barcode: Outcome.ACCEPTED,
-        EXPIRED.barcode: Outcome.CARD_EXPIRED,
-        BLOCKED.barcode: Outcome.CARD_BLOCKED,
-        FINES.barcode: Outcome.FINES_OVER_LIMIT,
-        UNKNOWN: Outcome.UNKNOWN_CARD,
-    }
-    for barcode, outcome in cases.items():
-        decision = await auth.authenticate(barcode, Secret(DEMO_PIN), ctx())
-        assert decision.outcome is outcome, barcode
-    blocked = await evergreen_store.lookup(BLOCKED.barcode)
-    assert blocked.blocked_reason == "card reported lost"
-    fines = await evergreen_store.lookup(FINES.barcode)
-    assert fines.fines == Decimal("25.00") and not fines.blocked  # the fines penalty is ours
 
 
 async def test_inactive_barred_and_card_inactive(
@@ -220,12 +201,6 @@ async def test_status_is_cached_per_barcode(evergreen: Evergreen, evergreen_stor
     assert double.count("open-ils.actor.user.fleshed.retrieve") == 1 and logins(double) == 3
     await asyncio.sleep(0.2)
     assert double.deleted_sessions == 3
-
-
-async def test_no_pin_change(evergreen_store: Any) -> None:
-    patron = await evergreen_store.lookup(ACTIVE.barcode)
-    with pytest.raises(NotSupported):
-        await evergreen_store.change_pin(patron, Secret(NEW_PIN))
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,6 @@ from typing import Any
 import msgspec
 import pytest
 
-from bridge.core.patron import Outcome
 from bridge.core.secret import Secret
 from bridge.core.store import Capability, StoreUnavailable
 from plugins.folio import FolioSettings, cql_string
@@ -28,7 +27,7 @@ from tests.plugins.ils_http.conftest import open_kind
 from tests.plugins.ils_http.folio_double import GROUPS, FolioDouble, FolioUser, cql_filter
 from tests.plugins.ils_http.serve import Served
 from tests.plugins.ils_http.test_connector_failures import BY_KIND
-from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, NO_PIN, UNKNOWN
+from tests.plugins.seed import ACTIVE, FINES, NO_PIN, UNKNOWN
 
 Folio = tuple[FolioDouble, Served]
 
@@ -68,25 +67,6 @@ async def test_unknown_card_never_reaches_the_pin_check(folio: Folio, folio_stor
     result = await folio_store.verify_pin(UNKNOWN, Secret(DEMO_PIN))
     assert result.patron is None and not result.pin_ok
     assert double.count("/patron-pin/verify") == 0
-
-
-async def test_standing_through_the_core(folio_store: Any) -> None:
-    auth = authenticator(folio_store)
-    cases = {
-        ACTIVE.barcode: Outcome.ACCEPTED,
-        EXPIRED.barcode: Outcome.CARD_EXPIRED,
-        BLOCKED.barcode: Outcome.CARD_BLOCKED,
-        FINES.barcode: Outcome.FINES_OVER_LIMIT,
-    }
-    for barcode, outcome in cases.items():
-        decision = await auth.authenticate(barcode, Secret(DEMO_PIN), ctx())
-        assert decision.outcome is outcome, barcode
-    assert (await auth.authenticate(UNKNOWN, Secret(DEMO_PIN), ctx())).outcome is (
-        Outcome.UNKNOWN_CARD
-    )
-    assert (await auth.authenticate(ACTIVE.barcode, Secret(WRONG_PIN), ctx())).outcome is (
-        Outcome.BAD_PIN
-    )
 
 
 async def test_automated_blocks_inactive_and_expired_manual_blocks(

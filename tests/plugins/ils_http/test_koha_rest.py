@@ -24,7 +24,7 @@ from tests.plugins.conftest import CountingHasher, authenticator, ctx, open_plug
 from tests.plugins.ils_http.conftest import koha_settings, open_kind, schema_problems
 from tests.plugins.ils_http.koha_double import SCHEMAS, KohaDouble, KohaPatron
 from tests.plugins.ils_http.serve import Served
-from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, UNKNOWN
+from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, UNKNOWN
 
 Koha = tuple[KohaDouble, Served]
 
@@ -66,25 +66,6 @@ async def test_unknown_card(koha: Koha, koha_store: Any, tmp_path: Path) -> None
         assert result.patron is not None and not result.pin_ok
     finally:
         await plain.aclose()
-
-
-async def test_standing_through_the_core(koha_store: Any) -> None:
-    auth = authenticator(koha_store)
-    cases = {
-        ACTIVE.barcode: Outcome.ACCEPTED,
-        EXPIRED.barcode: Outcome.CARD_EXPIRED,
-        BLOCKED.barcode: Outcome.CARD_BLOCKED,
-        FINES.barcode: Outcome.FINES_OVER_LIMIT,
-    }
-    for barcode, outcome in cases.items():
-        decision = await auth.authenticate(barcode, Secret(DEMO_PIN), ctx())
-        assert decision.outcome is outcome, barcode
-    decision = await auth.authenticate(ACTIVE.barcode, Secret(WRONG_PIN), ctx())
-    assert decision.outcome is Outcome.BAD_PIN
-    decision = await auth.authenticate(UNKNOWN, Secret(DEMO_PIN), ctx())
-    assert decision.outcome is Outcome.UNKNOWN_CARD
-    fines = await koha_store.lookup(FINES.barcode)
-    assert fines.fines == Decimal("25.00")
 
 
 async def test_restricted_and_unconfirmed_address(koha: Koha, koha_store: Any) -> None:

@@ -9,7 +9,6 @@ import datetime as dt
 import functools
 import hashlib
 import hmac
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
@@ -19,16 +18,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.core.patron import Outcome
 from bridge.core.secret import Secret
-from bridge.core.store import Capability, NotSupported, StoreUnavailable
+from bridge.core.store import StoreUnavailable
 from plugins.polaris import PolarisSettings, http_date, parse_date, signature
-from tests.pins import ALL, DEMO_PIN, NEW_PIN, WRONG_PIN
-from tests.plugins.conftest import authenticator, ctx
+from tests.pins import ALL, DEMO_PIN, WRONG_PIN
 from tests.plugins.ils_http.conftest import open_kind
 from tests.plugins.ils_http.polaris_double import PolarisDouble
 from tests.plugins.ils_http.serve import Served
-from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, UNKNOWN
+from tests.plugins.seed import ACTIVE, FINES, UNKNOWN
 
 Polaris = tuple[PolarisDouble, Served]
 
@@ -96,23 +93,6 @@ async def test_right_pin_reads_the_record(polaris: Polaris, polaris_store: Any) 
     no_pin_anywhere_but_the_auth_body(double)
 
 
-async def test_standing_through_the_core(polaris_store: Any) -> None:
-    auth = authenticator(polaris_store)
-    cases = {
-        ACTIVE.barcode: Outcome.ACCEPTED,
-        EXPIRED.barcode: Outcome.CARD_EXPIRED,  # not "blocked", though it cannot circulate
-        BLOCKED.barcode: Outcome.CARD_BLOCKED,
-        FINES.barcode: Outcome.FINES_OVER_LIMIT,
-        UNKNOWN: Outcome.UNKNOWN_CARD,
-    }
-    for barcode, outcome in cases.items():
-        decision = await auth.authenticate(barcode, Secret(DEMO_PIN), ctx())
-        assert decision.outcome is outcome, barcode
-    blocked = await polaris_store.lookup(BLOCKED.barcode)
-    assert blocked.blocked_reason == "card reported lost"
-    assert (await polaris_store.lookup(FINES.barcode)).fines == Decimal("25.00")
-
-
 async def test_wrong_pin_is_sent_once_and_polaris_locks(
     polaris: Polaris, polaris_store: Any
 ) -> None:
@@ -135,13 +115,6 @@ async def test_without_staff_credentials(polaris: Polaris, tmp_path: Path) -> No
             await store.lookup(ACTIVE.barcode)
     finally:
         await store.aclose()
-
-
-async def test_pin_change_is_not_offered(polaris_store: Any) -> None:
-    assert Capability.CHANGE_PIN not in polaris_store.capabilities
-    patron = await polaris_store.lookup(ACTIVE.barcode)
-    with pytest.raises(NotSupported):
-        await polaris_store.change_pin(patron, Secret(NEW_PIN))
 
 
 # -- sessions and signatures --------------------------------------------------------------------

@@ -10,14 +10,12 @@ from __future__ import annotations
 import asyncio
 import functools
 from dataclasses import replace
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 
-from bridge.core.patron import Outcome
 from bridge.core.secret import Secret
 from bridge.core.store import Capability, StoreUnavailable
 from plugins.sierra import SierraSettings
@@ -26,7 +24,7 @@ from tests.plugins.conftest import authenticator, ctx
 from tests.plugins.ils_http.conftest import open_kind
 from tests.plugins.ils_http.serve import Served
 from tests.plugins.ils_http.sierra_double import SierraDouble, SierraPatron
-from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, UNKNOWN
+from tests.plugins.seed import ACTIVE, FINES, UNKNOWN
 
 Sierra = tuple[SierraDouble, Served]
 
@@ -71,23 +69,6 @@ async def test_case_insensitive_pins_by_default(sierra: Sierra, tmp_path: Path) 
     finally:
         await loose.aclose()
         await strict.aclose()
-
-
-async def test_standing_through_the_core(sierra_store: Any) -> None:
-    auth = authenticator(sierra_store)
-    cases = {
-        ACTIVE.barcode: Outcome.ACCEPTED,
-        EXPIRED.barcode: Outcome.CARD_EXPIRED,
-        BLOCKED.barcode: Outcome.CARD_BLOCKED,
-        FINES.barcode: Outcome.FINES_OVER_LIMIT,
-        UNKNOWN: Outcome.UNKNOWN_CARD,
-    }
-    for barcode, outcome in cases.items():
-        decision = await auth.authenticate(barcode, Secret(DEMO_PIN), ctx())
-        assert decision.outcome is outcome, barcode
-    blocked = await sierra_store.lookup(BLOCKED.barcode)
-    assert blocked.blocked_reason == "blocked in Sierra (code c)"
-    assert (await sierra_store.lookup(FINES.barcode)).fines == Decimal("25.00")
 
 
 async def test_deleted_record_is_unknown(sierra: Sierra, sierra_store: Any) -> None:

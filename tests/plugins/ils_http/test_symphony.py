@@ -7,19 +7,16 @@ is never retried); reads use the staff session, renewed once on a 401.
 from __future__ import annotations
 
 import functools
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 
-from bridge.core.patron import Outcome
 from bridge.core.secret import Secret
-from bridge.core.store import Capability, NotSupported, StoreUnavailable
+from bridge.core.store import StoreUnavailable
 from plugins.symphony import SymphonySettings
-from tests.pins import DEMO_PIN, NEW_PIN, WRONG_PIN
-from tests.plugins.conftest import authenticator, ctx
+from tests.pins import DEMO_PIN, WRONG_PIN
 from tests.plugins.ils_http.conftest import open_kind
 from tests.plugins.ils_http.serve import Served
 from tests.plugins.ils_http.symphony_double import SymphonyDouble
@@ -43,25 +40,11 @@ async def test_right_pin_reads_the_record(symphony: Symphony, symphony_store: An
     double.assert_no_pin_in_urls()
 
 
-async def test_wrong_pin_unknown_and_the_core(symphony: Symphony, symphony_store: Any) -> None:
+async def test_wrong_pin_is_not_retried(symphony: Symphony, symphony_store: Any) -> None:
     double, _ = symphony
     wrong = await symphony_store.verify_pin(ACTIVE.barcode, Secret(WRONG_PIN))
     assert not wrong.pin_ok and wrong.patron.record_id
     assert double.count("/user/patron/authenticate") == 1  # the 401 was not retried
-    auth = authenticator(symphony_store)
-    cases = {
-        ACTIVE.barcode: Outcome.ACCEPTED,
-        EXPIRED.barcode: Outcome.CARD_EXPIRED,
-        BLOCKED.barcode: Outcome.CARD_BLOCKED,
-        FINES.barcode: Outcome.FINES_OVER_LIMIT,
-        UNKNOWN: Outcome.UNKNOWN_CARD,
-    }
-    for barcode, outcome in cases.items():
-        decision = await auth.authenticate(barcode, Secret(DEMO_PIN), ctx())
-        assert decision.outcome is outcome, barcode
-    blocked = await symphony_store.lookup(BLOCKED.barcode)
-    assert blocked.blocked_reason == "standing BARRED in Symphony"
-    assert (await symphony_store.lookup(FINES.barcode)).fines == Decimal("25.00")
 
 
 async def test_without_tell_unknown(symphony: Symphony, tmp_path: Path) -> None:
@@ -100,13 +83,6 @@ async def test_bad_client_id_or_staff_password(symphony: Symphony, tmp_path: Pat
         assert not (await store.health()).ok  # what shows a wrong client id
     finally:
         await store.aclose()
-
-
-async def test_pin_change_is_not_offered(symphony_store: Any) -> None:
-    assert Capability.CHANGE_PIN not in symphony_store.capabilities
-    patron = await symphony_store.lookup(ACTIVE.barcode)
-    with pytest.raises(NotSupported):
-        await symphony_store.change_pin(patron, Secret(NEW_PIN))
 
 
 async def test_status_is_cached_per_record(symphony: Symphony, symphony_store: Any) -> None:
