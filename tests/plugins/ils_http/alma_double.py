@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -205,11 +204,6 @@ def error(code: str, message: str) -> dict[str, Any]:
 class AlmaDouble(RecordingDouble):
     key: str = field(default_factory=lambda: "l8xx" + secrets.token_hex(14))
     users: list[AlmaUser] = field(default_factory=seed_users)
-
-    def fail(self, route: str, *kinds: str) -> None:
-        """Queue faults for a route ("any" for all): 429, 500, 503, slow, malformed,
-        wrongtype."""
-        self.faults.setdefault(route, deque()).extend(kinds)
 
     def add(self, user: AlmaUser) -> AlmaUser:
         self.users.append(user)

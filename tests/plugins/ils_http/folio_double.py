@@ -36,7 +36,6 @@ import re
 import secrets
 import time
 import uuid
-from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -382,11 +381,6 @@ class FolioDouble(RecordingDouble):
                 self.accounts[uid] = [s.fines]
 
     # -- test controls ----------------------------------------------------------------------
-    def fail(self, route: str, *kinds: str) -> None:
-        """Queue faults for a route ("any" for all): 429, 500, 503, slow, malformed,
-        wrongtype, 401."""
-        self.faults.setdefault(route, deque()).extend(kinds)
-
     def expire_tokens(self) -> None:
         self.tokens.clear()
 

@@ -34,7 +34,6 @@ import datetime as dt
 import json
 import secrets
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -234,11 +233,6 @@ class KohaDouble(RecordingDouble):
     tokens_issued: int = 0
 
     # -- test controls ----------------------------------------------------------------------
-    def fail(self, route: str, *kinds: str) -> None:
-        """Queue faults for a route ("any" for every route): 429, 500, 503, slow,
-        malformed, wrongtype, 401 (the token forgotten)."""
-        self.faults.setdefault(route, deque()).extend(kinds)
-
     def expire_tokens(self) -> None:
         """Every token Koha issued is now expired (what a restart of Koha does)."""
         self.tokens.clear()

@@ -28,7 +28,6 @@ import hashlib
 import hmac
 import json
 import secrets
-from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -195,11 +194,6 @@ class PolarisDouble(RecordingDouble):
     staff_tokens: dict[str, str] = field(default_factory=dict)  # token → secret
     staff_logins: int = 0
     skew_seconds: float = 0.0  # the double's clock minus the real one
-
-    def fail(self, route: str, *kinds: str) -> None:
-        """Queue faults for a route ("any" for all): 429, 500, 503, slow, malformed,
-        wrongtype, 401."""
-        self.faults.setdefault(route, deque()).extend(kinds)
 
     def revoke_staff_tokens(self) -> None:
         self.staff_tokens.clear()

@@ -24,7 +24,6 @@ import datetime as dt
 import json
 import secrets
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -163,11 +162,6 @@ class SierraDouble(RecordingDouble):
     patrons: list[SierraPatron] = field(default_factory=seed_patrons)
     tokens: dict[str, float] = field(default_factory=dict)
     tokens_issued: int = 0
-
-    def fail(self, route: str, *kinds: str) -> None:
-        """Queue faults for a route ("any" for all): 429, 500, 503, slow, malformed,
-        wrongtype, 401."""
-        self.faults.setdefault(route, deque()).extend(kinds)
 
     def expire_tokens(self) -> None:
         self.tokens.clear()

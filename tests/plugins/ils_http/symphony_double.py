@@ -19,7 +19,6 @@ import datetime as dt
 import json
 import secrets
 import uuid
-from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -172,11 +171,6 @@ class SymphonyDouble(RecordingDouble):
     patrons: list[SymphonyPatron] = field(default_factory=seed_patrons)
     sessions: set[str] = field(default_factory=set)
     logins: int = 0
-
-    def fail(self, route: str, *kinds: str) -> None:
-        """Queue faults for a route ("any" for all): 429, 500, 503, slow, malformed,
-        wrongtype."""
-        self.faults.setdefault(route, deque()).extend(kinds)
 
     def expire_sessions(self) -> None:
         self.sessions.clear()
