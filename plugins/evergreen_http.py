@@ -388,7 +388,9 @@ class EvergreenStore(HttpStore):
         if true(user.deleted):
             return None
         owed = Decimal("0.00")
-        if summary is not None and self.eg.event_of(summary) is None:
+        if self.eg.event_of(summary) is not None:  # never "no fines" for an answer we lack
+            raise self.eg.broken("fines", ValueError("Evergreen refused the fines summary"))
+        if summary is not None:
             balance = self.eg.convert(summary, Summary, "fines").balance_owed
             try:
                 owed = Decimal(str(balance or 0)).quantize(Decimal("0.01"))

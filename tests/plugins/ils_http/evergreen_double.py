@@ -229,6 +229,7 @@ class EvergreenDouble(RecordingDouble):
     failures: dict[str, int] = field(default_factory=dict)
     logins: dict[str, int] = field(default_factory=dict)  # per login type
     deleted_sessions: int = 0
+    deny_fines: bool = False  # the account lacks VIEW_USER_TRANSACTIONS
 
     def __post_init__(self) -> None:
         self.patrons.append(
@@ -460,7 +461,7 @@ class EvergreenDouble(RecordingDouble):
         session = self._session(token)
         if session is None:
             return ils_event(*NO_SESSION)
-        if session.user != user_id and session.kind != "staff":
+        if self.deny_fines or (session.user != user_id and session.kind != "staff"):
             return ils_event(5000, "PERM_FAILURE", "Permission Denied", "VIEW_USER_TRANSACTIONS")
         patron = next((p for p in self.patrons if p.id == user_id), None)
         if patron is None or not patron.balance:

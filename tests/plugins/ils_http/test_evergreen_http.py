@@ -290,3 +290,15 @@ def test_unpack_any_json_never_crashes_otherwise(value: Any) -> None:
 def test_envelope_of_any_bytes(body: bytes) -> None:
     with contextlib.suppress(GatewayError):
         envelope(body)
+
+
+async def test_a_refused_fines_summary_is_never_no_fines(
+    evergreen: Evergreen, evergreen_store: Any
+) -> None:
+    """An event where the fines summary belongs (a permission missing) is "unavailable"."""
+    double, _ = evergreen
+    double.deny_fines = True
+    with pytest.raises(StoreUnavailable, match="fines"):
+        await evergreen_store.verify_pin(FINES.barcode, Secret(DEMO_PIN))
+    with pytest.raises(StoreUnavailable, match="fines"):
+        await evergreen_store.lookup(FINES.barcode)
