@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
 
-import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.core.secret import Secret
 from bridge.core.store import StoreUnavailable
-from plugins.alma import AlmaSettings, alma_date
+from plugins.alma import alma_date
 from tests.pins import ALL, DEMO_PIN, WRONG_PIN
 from tests.plugins.ils_http.alma_double import AlmaDouble, AlmaUser
 from tests.plugins.ils_http.conftest import open_kind
@@ -121,18 +120,3 @@ def test_alma_dates() -> None:
 def test_any_date_text_parses_or_is_unavailable(value: str) -> None:
     with contextlib.suppress(StoreUnavailable):
         alma_date(value)
-
-
-@pytest.mark.parametrize(
-    ("more", "message"),
-    [
-        ({"api_key": ""}, "api_key"),
-        ({"api_key_in": "cookie"}, "api_key_in"),
-        ({"base_url": "http://api-eu.hosted.exlibrisgroup.com"}, "https"),
-    ],
-)
-def test_settings_are_validated(more: dict[str, object], message: str) -> None:
-    base = {"base_url": "https://api-eu.hosted.exlibrisgroup.com", "api_key": "k"}
-    with pytest.raises(msgspec.ValidationError, match=message):
-        msgspec.convert({**base, **more}, AlmaSettings)
-    assert msgspec.convert(base, AlmaSettings).api_key_in == "header"

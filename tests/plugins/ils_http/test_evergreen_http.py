@@ -16,14 +16,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote_plus
 
-import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.core.secret import Secret
 from bridge.core.store import StoreUnavailable
-from plugins.evergreen_http import EvergreenSettings
 from plugins.evergreen_osrf import GatewayError, Idl, envelope, event, request_form
 from tests.pins import ALL, DEMO_PIN, WRONG_PIN
 from tests.plugins.conftest import CountingHasher
@@ -201,24 +199,6 @@ async def test_status_is_cached_per_barcode(evergreen: Evergreen, evergreen_stor
     assert double.count("open-ils.actor.user.fleshed.retrieve") == 1 and logins(double) == 3
     await asyncio.sleep(0.2)
     assert double.deleted_sessions == 3
-
-
-@pytest.mark.parametrize(
-    ("more", "message"),
-    [
-        ({"base_url": "http://eg.example.org"}, "https"),
-        ({"staff_user": "s"}, "staff_user"),
-        ({"gateway_path": "osrf-gateway-v1"}, "absolute"),
-        ({"idl_path": "/reports/fm_IDL.xml?class=au"}, "absolute"),
-        ({"identifier": "email"}, "identifier"),
-        ({"profiles": {"ADULT": 2}}, "profiles"),
-    ],
-)
-def test_settings_are_validated(more: dict[str, object], message: str) -> None:
-    base = {"base_url": "https://eg.example.org"}
-    with pytest.raises(msgspec.ValidationError, match=message):
-        msgspec.convert({**base, **more}, EvergreenSettings)
-    assert msgspec.convert(base, EvergreenSettings).identifier == "barcode"
 
 
 # -- the wire format (plugins/evergreen_osrf.py) ---------------------------------------------------

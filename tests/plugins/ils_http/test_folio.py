@@ -15,12 +15,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 
 from bridge.core.secret import Secret
 from bridge.core.store import Capability, StoreUnavailable
-from plugins.folio import FolioSettings, cql_string
+from plugins.folio import cql_string
 from tests.pins import DEMO_PIN, NEW_PIN, WRONG_PIN
 from tests.plugins.conftest import authenticator, ctx
 from tests.plugins.ils_http.conftest import open_kind
@@ -240,23 +239,3 @@ async def test_lookups(folio: Folio, folio_store: Any) -> None:
     assert await folio_store.lookup_by_record_id(str(uuid.uuid4())) is None
     assert await folio_store.lookup_by_record_id("../users") is None
     assert (await folio_store.health()).ok
-
-
-@pytest.mark.parametrize(
-    ("more", "message"),
-    [
-        ({"tenant": ""}, "tenant"),
-        ({"tenant": "Bad Tenant"}, "tenant"),
-        ({"username": ""}, "username"),
-        ({"password": ""}, "password"),
-        ({"base_url": "http://folio.example.org"}, "https"),
-        ({"identifier": "email"}, "identifier"),
-        ({"blocks": ["everything"]}, "blocks"),
-        ({"login": "oauth"}, "login"),
-    ],
-)
-def test_settings_are_validated(more: dict[str, object], message: str) -> None:
-    base = {"base_url": "https://okapi.example.org", "tenant": "diku", "username": "u"}
-    with pytest.raises(msgspec.ValidationError, match=message):
-        msgspec.convert({**base, "password": "p", **more}, FolioSettings)
-    assert msgspec.convert({**base, "password": "p"}, FolioSettings).identifier == "barcode"
