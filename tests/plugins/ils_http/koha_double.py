@@ -33,7 +33,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import secrets
-import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -43,7 +42,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.plugins.ils_http.recording import RecordingDouble
+from tests.plugins.ils_http.recording import BearerTokens, RecordingDouble
 from tests.plugins.ils_http.schema import Schema
 from tests.plugins.seed import SEED
 
@@ -222,21 +221,14 @@ def seed_patrons() -> list[KohaPatron]:
 
 
 @dataclass(kw_only=True)
-class KohaDouble(RecordingDouble):
+class KohaDouble(BearerTokens, RecordingDouble):
     client_id: str = "bridge-client"
     client_secret: str = field(default_factory=lambda: secrets.token_urlsafe(16))
-    token_lifetime: int = 3600
     failed_login_attempts: int = 0  # Koha's syspref; 0 = no lock-out
     min_password_length: int = 4
     patrons: list[KohaPatron] = field(default_factory=seed_patrons)
-    tokens: dict[str, float] = field(default_factory=dict)
-    tokens_issued: int = 0
 
     # -- test controls ----------------------------------------------------------------------
-    def expire_tokens(self) -> None:
-        """Every token Koha issued is now expired (what a restart of Koha does)."""
-        self.tokens.clear()
-
     def add(self, patron: KohaPatron) -> KohaPatron:
         self.patrons.append(patron)
         return patron
@@ -260,21 +252,13 @@ class KohaDouble(RecordingDouble):
             return JSONResponse({"error": "Authentication failure."}, status_code=401)
         raise AssertionError(kind)
 
-    def _authorized(self, request: Request) -> bool:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer":
-            return False
-        expires = self.tokens.get(token)
-        return expires is not None and time.monotonic() < expires
-
     async def _enter(self, request: Request, route: str) -> tuple[bytes, Response | None]:
         body = await request.body()
         self.requests.append((request.method, request.url.path, body, {"query": request.url.query}))
         fault = await self.take_fault(route)
         if fault is not None:
             return body, fault
-        if route != "token" and not self._authorized(request):
+        if route != "token" and not self.bearer_ok(request):
             return body, self.answer(route, 401, {"error": "Authentication failure."})
         return body, None
 
@@ -290,14 +274,7 @@ class KohaDouble(RecordingDouble):
             self.client_secret
         ):
             return self.answer("token", 403, {"error": "unauthorized_client"})
-        token = secrets.token_urlsafe(24)
-        self.tokens[token] = time.monotonic() + self.token_lifetime
-        self.tokens_issued += 1
-        return self.answer(
-            "token",
-            200,
-            {"access_token": token, "token_type": "Bearer", "expires_in": self.token_lifetime},
-        )
+        return self.answer("token", 200, self.issue_token("Bearer"))
 
     async def validation(self, request: Request) -> Response:
         raw, early = await self._enter(request, "validation")

@@ -10,7 +10,9 @@ faults are recorded as such and skipped by that check.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,3 +94,29 @@ class RecordingDouble:
     def fault_response(self, kind: str, route: str) -> Response:
         """The vendor's body for a fault kind; a double overrides this."""
         raise AssertionError(kind)
+
+
+@dataclass(kw_only=True)
+class BearerTokens:
+    """OAuth2 client-credentials tokens as an ILS keeps them (the Koha and Sierra doubles):
+    each lives `token_lifetime` seconds; `expire_tokens` is what a restart of the ILS does."""
+
+    token_lifetime: int = 3600
+    tokens: dict[str, float] = field(default_factory=dict)
+    tokens_issued: int = 0
+
+    def expire_tokens(self) -> None:
+        self.tokens.clear()
+
+    def issue_token(self, token_type: str) -> dict[str, Any]:
+        """A new token, as the token endpoint's answer body."""
+        token = secrets.token_urlsafe(24)
+        self.tokens[token] = time.monotonic() + self.token_lifetime
+        self.tokens_issued += 1
+        return {"access_token": token, "token_type": token_type, "expires_in": self.token_lifetime}
+
+    def bearer_ok(self, request: Request) -> bool:
+        """The request carries `Authorization: Bearer <a token still alive>`."""
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        expires = self.tokens.get(token)
+        return scheme.lower() == "bearer" and expires is not None and time.monotonic() < expires

@@ -23,7 +23,6 @@ import base64
 import datetime as dt
 import json
 import secrets
-import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -33,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.plugins.ils_http.recording import RecordingDouble
+from tests.plugins.ils_http.recording import BearerTokens, RecordingDouble
 from tests.plugins.ils_http.schema import Schema
 from tests.plugins.seed import SEED
 
@@ -155,16 +154,10 @@ def seed_patrons() -> list[SierraPatron]:
 
 
 @dataclass(kw_only=True)
-class SierraDouble(RecordingDouble):
+class SierraDouble(BearerTokens, RecordingDouble):
     key: str = "bridge-key"
     secret: str = field(default_factory=lambda: secrets.token_urlsafe(16))
-    token_lifetime: int = 3600
     patrons: list[SierraPatron] = field(default_factory=seed_patrons)
-    tokens: dict[str, float] = field(default_factory=dict)
-    tokens_issued: int = 0
-
-    def expire_tokens(self) -> None:
-        self.tokens.clear()
 
     def add(self, patron: SierraPatron) -> SierraPatron:
         self.patrons.append(patron)
@@ -192,11 +185,8 @@ class SierraDouble(RecordingDouble):
         fault = await self.take_fault(route)
         if fault is not None:
             return body, fault
-        if route != "token":
-            scheme, _, token = request.headers.get("authorization", "").partition(" ")
-            expires = self.tokens.get(token)
-            if scheme.lower() != "bearer" or expires is None or time.monotonic() >= expires:
-                return body, self.answer(route, 401, error(123, 401, "Unauthorized"))
+        if route != "token" and not self.bearer_ok(request):
+            return body, self.answer(route, 401, error(123, 401, "Unauthorized"))
         return body, None
 
     async def token(self, request: Request) -> Response:
@@ -210,11 +200,7 @@ class SierraDouble(RecordingDouble):
         form = await request.form()
         if form.get("grant_type") != "client_credentials":
             return self.answer("token", 400, error(108, 400, "Invalid parameter"))
-        token = secrets.token_urlsafe(24)
-        self.tokens[token] = time.monotonic() + self.token_lifetime
-        self.tokens_issued += 1
-        body = {"access_token": token, "token_type": "bearer", "expires_in": self.token_lifetime}
-        return self.answer("token", 200, body)
+        return self.answer("token", 200, self.issue_token("bearer"))
 
     async def validate(self, request: Request) -> Response:
         raw, early = await self._enter(request, "validate")
