@@ -69,7 +69,8 @@ class EvergreenSettings(HttpStoreSettings, frozen=True):
     # Penalties the bridge judges itself (its own fines limit), never "blocked".
     ignored_penalties: tuple[str, ...] = ("PATRON_EXCEEDS_FINES",)
     profiles: dict[str, str] = msgspec.field(default_factory=dict)  # group name → category
-    tell_unknown: bool = True  # after LOGIN_FAILED, look the card up (needs staff_user)
+    # After LOGIN_FAILED, look the card up (needs staff_user; with identifier = "barcode").
+    tell_unknown: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -300,7 +301,9 @@ class EvergreenStore(HttpStore):
                 dataclasses.replace(patron, blocked=True, blocked_reason=reason), pin_ok=True
             )
         if answer.textcode == "LOGIN_FAILED":
-            if self.settings.tell_unknown and self.settings.staff_user:
+            # Only a barcode can be looked up; a username that failed stays "wrong PIN".
+            barcodes = self.settings.identifier == "barcode"
+            if self.settings.tell_unknown and self.settings.staff_user and barcodes:
                 return Verification(await self._staff_lookup(barcode), pin_ok=False)
             return refused(barcode)
         raise self.eg.broken("PIN check", ValueError(f"Evergreen event {answer.textcode}"))

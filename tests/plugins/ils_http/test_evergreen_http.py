@@ -129,6 +129,8 @@ async def test_username_and_either(evergreen: Evergreen, tmp_path: Path) -> None
         assert result.pin_ok and result.patron.barcode == ACTIVE.barcode
         assert (await either.verify_pin(name, Secret(DEMO_PIN))).pin_ok
         assert (await either.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))).pin_ok
+        wrong = await by_name.verify_pin(name, Secret(WRONG_PIN))
+        assert not wrong.pin_ok and wrong.patron is not None  # "wrong PIN", not "unknown"
     finally:
         await by_name.aclose()
         await either.aclose()
