@@ -45,7 +45,7 @@ from bridge.core.store import (
 from plugins.evergreen_osrf import Event, GatewayError, Idl, envelope, event, request_form
 from plugins.ils_http.client import HttpIls, IlsUnavailable
 from plugins.ils_http.settings import HttpStoreSettings
-from plugins.ils_http.store import HttpStore, probe_health, refused
+from plugins.ils_http.store import HttpStore, probe_health
 
 AUTH = "open-ils.auth"
 ACTOR = "open-ils.actor"
@@ -302,10 +302,9 @@ class EvergreenStore(HttpStore):
             )
         if answer.textcode == "LOGIN_FAILED":
             # Only a barcode can be looked up; a username that failed stays "wrong PIN".
-            barcodes = self.settings.identifier == "barcode"
-            if self.settings.tell_unknown and self.settings.staff_user and barcodes:
-                return Verification(await self._staff_lookup(barcode), pin_ok=False)
-            return refused(barcode)
+            s = self.settings
+            can_tell = s.tell_unknown and bool(s.staff_user) and s.identifier == "barcode"
+            return await self.wrong_or_unknown(barcode, can_tell=can_tell)
         raise self.eg.broken("PIN check", ValueError(f"Evergreen event {answer.textcode}"))
 
     async def find(self, barcode: str) -> Patron | None:

@@ -34,7 +34,7 @@ from bridge.core.store import (
 )
 from plugins.ils_http.client import HttpIls, IlsUnavailable, Reply
 from plugins.ils_http.settings import HttpStoreSettings
-from plugins.ils_http.store import HttpStore, PinChange, probe_health, refused
+from plugins.ils_http.store import HttpStore, PinChange, probe_health
 from plugins.ils_http.tokens import ClientCredentials
 
 FIELDS = (
@@ -115,11 +115,7 @@ class SierraStore(HttpStore):
             return Verification(patron, pin_ok=patron is not None)
         if reply.status == 400:
             self.http.decode(reply, SierraError, "PIN check")  # the documented error shape
-            if self.settings.tell_unknown:
-                found = await self._find("b", barcode)
-                known = None if found is None else self._patron(found, barcode)
-                return Verification(known, pin_ok=False)
-            return refused(barcode)
+            return await self.wrong_or_unknown(barcode, can_tell=self.settings.tell_unknown)
         raise self.failure(reply, "PIN check")
 
     async def find(self, barcode: str) -> Patron | None:

@@ -36,7 +36,7 @@ from bridge.core.store import (
 )
 from plugins.ils_http.client import HttpIls, IlsUnavailable
 from plugins.ils_http.settings import HttpStoreSettings
-from plugins.ils_http.store import HttpStore, probe_health, refused
+from plugins.ils_http.store import HttpStore, probe_health
 
 INCLUDE = (
     "barcode,firstName,lastName,preferredName,privilegeExpiresDate,profile,library,standing,"
@@ -171,10 +171,7 @@ class SymphonyStore(HttpStore):
             patron = await self._by_key(key, barcode)
             return Verification(patron, pin_ok=patron is not None)
         if reply.status == 401:
-            if self.settings.tell_unknown:
-                found = await self._by_barcode(barcode)
-                return Verification(found, pin_ok=False)
-            return refused(barcode)
+            return await self.wrong_or_unknown(barcode, can_tell=self.settings.tell_unknown)
         raise self.failure(reply, "PIN check")
 
     async def find(self, barcode: str) -> Patron | None:

@@ -117,6 +117,14 @@ class HttpStore:
     async def aclose(self) -> None:
         await self.http.aclose()
 
+    async def wrong_or_unknown(self, barcode: str, *, can_tell: bool) -> Verification:
+        """After an ILS answered "no" without saying whether the card exists: with `can_tell`
+        (the connector's `tell_unknown`, and a lookup it can make) a lookup of the card (a
+        read, never a second login attempt) says which; else "wrong PIN" naming no patron."""
+        if can_tell:
+            return Verification(await self.find(barcode), pin_ok=False)
+        return refused(barcode)
+
     # -- what a connector fills in ------------------------------------------------------------
     async def check_pin(self, barcode: str, pin: str) -> Verification:
         raise NotImplementedError
