@@ -16,8 +16,9 @@ Follows, field for field where they say it:
   with the right password; success is SUCCESS `{authtoken, authtime}`; failures of existing
   users are counted. `open-ils.auth.session.retrieve(token)` answers the user object
   (password blanked) or NO_SESSION; `open-ils.auth.session.delete(token)` answers the token;
-- Evergreen `OpenILS/Application/Actor.pm` (as indexed): `open-ils.actor.user.fleshed.retrieve
-  (auth, user_id, fields)` (another user needs VIEW_USER), `...fleshed.retrieve_by_barcode(auth,
+- Evergreen `Open-ILS/src/perlmods/lib/OpenILS/Application/Actor.pm` @
+  42505e6c89ef51cdba62d112222739114e8de8dd (the version the index holds):
+  `open-ils.actor.user.fleshed.retrieve(auth, user_id, fields)` (another user needs VIEW_USER), `...fleshed.retrieve_by_barcode(auth,
   barcode)` (card looked up by barcode; flesh_user's default fields include card, cards and
   standing_penalties, the penalties active ones with `standing_penalty` fleshed),
   `open-ils.actor.user.fines.summary(auth, user_id)` (the `mous` row, or null when the user has
