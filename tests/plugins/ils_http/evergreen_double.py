@@ -18,9 +18,10 @@ Follows, field for field where they say it:
   (password blanked) or NO_SESSION; `open-ils.auth.session.delete(token)` answers the token;
 - Evergreen `Open-ILS/src/perlmods/lib/OpenILS/Application/Actor.pm` @
   42505e6c89ef51cdba62d112222739114e8de8dd (the version the index holds):
-  `open-ils.actor.user.fleshed.retrieve(auth, user_id, fields)` (another user needs VIEW_USER), `...fleshed.retrieve_by_barcode(auth,
-  barcode)` (card looked up by barcode; flesh_user's default fields include card, cards and
-  standing_penalties, the penalties active ones with `standing_penalty` fleshed),
+  `open-ils.actor.user.fleshed.retrieve(auth, user_id, fields)` (another user needs
+  VIEW_USER), `...fleshed.retrieve_by_barcode(auth, barcode)` (card looked up by barcode;
+  flesh_user's default fields include card, cards and standing_penalties, the penalties
+  active ones with `standing_penalty` fleshed),
   `open-ils.actor.user.fines.summary(auth, user_id)` (the `mous` row, or null when the user has
   no open transactions), `open-ils.actor.groups.tree.retrieve` (the `pgt` tree);
 - the IDL (`Open-ILS/examples/fm_IDL.xml`, served at `/reports/fm_IDL.xml`): classes au, ac,
