@@ -69,6 +69,9 @@ class EvergreenSettings(HttpStoreSettings, frozen=True):
     # Penalties the bridge judges itself (its own fines limit), never "blocked".
     ignored_penalties: tuple[str, ...] = ("PATRON_EXCEEDS_FINES",)
     profiles: dict[str, str] = msgspec.field(default_factory=dict)  # group name → category
+    # End each patron session after the status read (in the background). Off: Evergreen lets
+    # it time out (its opac timeout), one request fewer per login.
+    end_sessions: bool = True
     # After LOGIN_FAILED, look the card up (needs staff_user; with identifier = "barcode").
     tell_unknown: bool = True
 
@@ -290,7 +293,8 @@ class EvergreenStore(HttpStore):
             try:
                 patron = await self._own_record(token, barcode)
             finally:
-                self._end_session(token)
+                if self.settings.end_sessions:
+                    self._end_session(token)
             return Verification(patron, pin_ok=patron is not None)
         if answer.textcode in ("PATRON_INACTIVE", "PATRON_CARD_INACTIVE"):
             # Said only when the PIN was right: the patron may not use the library now.

@@ -284,3 +284,16 @@ async def test_a_refused_fines_summary_is_never_no_fines(
         await evergreen_store.verify_pin(FINES.barcode, Secret(DEMO_PIN))
     with pytest.raises(StoreUnavailable, match="fines"):
         await evergreen_store.lookup(FINES.barcode)
+
+
+async def test_sessions_left_to_time_out(evergreen: Evergreen, tmp_path: Path) -> None:
+    """`end_sessions = false`: one request fewer per login; Evergreen times the session out."""
+    double, _ = evergreen
+    store = await open_evergreen(evergreen, tmp_path, end_sessions=False)
+    try:
+        assert (await store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))).pin_ok
+        await asyncio.sleep(0.2)
+        assert double.deleted_sessions == 0
+        assert double.count("open-ils.auth.session.delete") == 0
+    finally:
+        await store.aclose()
