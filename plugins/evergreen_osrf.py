@@ -87,7 +87,8 @@ class Idl:
 
     @classmethod
     def parse(cls, xml: bytes, wanted: Iterable[str]) -> Idl:
-        """Read `wanted` classes out of fm_IDL.xml (the whole file or a mod_idlchunk part).
+        """Read `wanted` classes out of fm_IDL.xml (the whole file or a mod_idlchunk part, as
+        XML or flattened).
 
         No DTD is accepted: the IDL has none, and refusing it rules out entity expansion.
         """
@@ -100,20 +101,23 @@ class Idl:
             root = ET.fromstring(xml)  # noqa: S314 - no DTD (checked above), from the configured ILS
         except ET.ParseError:
             raise GatewayError("unreadable IDL") from None
+        # Document order, not nesting: mod_idlchunk (which serves /reports/fm_IDL.xml) writes
+        # every element as an empty tag when its content type is left at text/html, so a
+        # class's <field>s may follow it as siblings instead of sitting inside it.
+        fields: dict[str, list[str]] = {}
+        current: str | None = None
+        for element in root.iter():
+            if element.tag == f"{IDL_NS}class":
+                current = element.get("id")
+                if current in want:
+                    fields[current] = []
+            elif element.tag == f"{IDL_NS}field" and current in fields:
+                fields[current].append(element.get("name") or "")
         classes: dict[str, tuple[str, ...]] = {}
-        for element in root.iter(f"{IDL_NS}class"):
-            name = element.get("id")
-            if name not in want:
-                continue
-            fields = element.find(f"{IDL_NS}fields")
-            names = (
-                tuple(f.get("name") or "" for f in fields.iter(f"{IDL_NS}field"))
-                if fields is not None
-                else ()
-            )
+        for name, names in fields.items():
             if not names or "" in names or len(set(names)) != len(names):
                 raise GatewayError(f"IDL class {name} has unusable fields")
-            classes[name] = names
+            classes[name] = tuple(names)
         missing = want - set(classes)
         if missing:
             raise GatewayError(f"IDL lacks {', '.join(sorted(missing))}")

@@ -219,6 +219,14 @@ def test_idl_maps_positions_and_nesting() -> None:
         idl.unpack({"__c": "aou", "__p": []})
 
 
+def test_idl_flattened_by_mod_idlchunk_reads_the_same() -> None:
+    """mod_idlchunk with its default text/html content type writes every element empty."""
+    flat = b"""<IDL xmlns="http://opensrf.org/spec/IDL/base/v1"><class id="au" /><fields />
+    <field name="id" /><field name="card" /><links /><link field="card" />
+    <class id="ac" /><fields /><field name="barcode" /></IDL>"""
+    assert Idl.parse(flat, ["au", "ac"]).classes == Idl.parse(IDL_XML, ["au", "ac"]).classes
+
+
 @pytest.mark.parametrize(
     "xml",
     [
