@@ -28,7 +28,9 @@ Follows, field for field where they say it:
   ausp, csp, pgt, mous with the field names the connector reads. The double serves only those
   classes and fields; their *order* is ours (the connector maps names to positions from the
   server's IDL and never assumes one: `shuffle_idl` reverses every class to prove it).
-- `opensrf.system.echo` answers its arguments (OpenSRF's built-in system methods).
+- `opensrf.system.echo` answers its arguments: one of the system methods OpenSRF registers
+  for every application, C ones such as open-ils.auth included (`osrf_application.h`
+  OSRF_SYSMETHOD_ECHO, as indexed; commit not pinned).
 
 `SCHEMAS` check every recorded answer: the envelope, and each payload item an event or an
 object of the class the method returns with exactly as many positions as the served IDL has.
