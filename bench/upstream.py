@@ -17,6 +17,7 @@ clients talk to (the ILS for row 1, the bridge for rows 2-3); the ILS's CPU per 
 2-3 is in the notes. Bounded by LOGINS and SECONDS per row; loopback only.
 
     python -m bench upstream
+    BENCH_UPSTREAM_HTTP=evergreen,koha python -m bench upstream   # only those HTTP rows
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +151,10 @@ persistent = {"true" if persistent else "false"}
 
 
 def main() -> None:
+    only = os.environ.get("BENCH_UPSTREAM_HTTP")
+    if only:
+        http_rows(tuple(k for k in only.split(",") if k) if only != "all" else HTTP_DOUBLES)
+        return
     from tests.harness import Daemon
     from tests.plugins.sip2 import pysip2_ils
 
@@ -218,7 +224,7 @@ def main() -> None:
 # does; the bridge row sends SIP2 63s to the daemon, whose store asks the double. The notes say
 # how many TCP connections the double saw per login after warm-up (goal: 0, all reused).
 
-HTTP_DOUBLES = ("koha", "folio", "sierra", "polaris", "alma", "symphony")
+HTTP_DOUBLES = ("koha", "folio", "sierra", "polaris", "alma", "symphony", "evergreen")
 
 
 def _start_double(kind: str) -> tuple[subprocess.Popen[bytes], dict[str, object]]:
@@ -239,22 +245,23 @@ def _double_stats(port: int) -> dict[str, int]:
     return got
 
 
-def _koha_store(port: int, ready: dict[str, object]) -> str:
-    return f"""
-[store]
-plugin = "koha-rest"
-base_url = "http://127.0.0.1:{port}"
-client_id = "{ready["client_id"]}"
-secret = "{ready["client_secret"]}"
-pool_size = 4
-"""
-
-
 def _nodelay_client(port: int) -> Any:
     import httpx
 
     nodelay = httpx.AsyncHTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
     return httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", transport=nodelay)
+
+
+async def _timed(count: int, login: Callable[[], Awaitable[bool]]) -> list[float]:
+    """`count` logins one after another; each one's wall time. `login` says if the PIN passed."""
+    latencies = []
+    for _ in range(count):
+        started = time.perf_counter()
+        ok = await login()
+        latencies.append(time.perf_counter() - started)
+        if not ok:
+            raise RuntimeError("bench: direct PIN check refused")
+    return latencies
 
 
 async def _direct_koha(port: int, ready: dict[str, object], count: int) -> list[float]:
@@ -268,16 +275,14 @@ async def _direct_koha(port: int, ready: dict[str, object], count: int) -> list[
         token = (await client.post("/api/v1/oauth/token", data=form)).json()["access_token"]
         headers = {"Authorization": f"Bearer {token}"}
         body = {"identifier": BARCODE, "password": PIN}
-        latencies = []
-        for _ in range(count):
-            started = time.perf_counter()
+
+        async def login() -> bool:
             reply = await client.post(
                 "/api/v1/auth/password/validation", json=body, headers=headers
             )
-            latencies.append(time.perf_counter() - started)
-            if reply.status_code != 201:
-                raise RuntimeError("bench: direct PIN check refused")
-        return latencies
+            return bool(reply.status_code == 201)
+
+        return await _timed(count, login)
 
 
 async def _direct_folio(port: int, ready: dict[str, object], count: int) -> list[float]:
@@ -285,20 +290,18 @@ async def _direct_folio(port: int, ready: dict[str, object], count: int) -> list
     async with _nodelay_client(port) as client:
         tenant = {"X-Okapi-Tenant": str(ready["tenant"])}
         creds = {"username": str(ready["username"]), "password": str(ready["password"])}
-        login = await client.post("/authn/login-with-expiry", json=creds, headers=tenant)
-        headers = {**tenant, "X-Okapi-Token": login.cookies["folioAccessToken"]}
+        answer = await client.post("/authn/login-with-expiry", json=creds, headers=tenant)
+        headers = {**tenant, "X-Okapi-Token": answer.cookies["folioAccessToken"]}
         client.cookies.clear()
         query = {"query": f'barcode=="{BARCODE}"', "limit": "20"}
-        latencies = []
-        for _ in range(count):
-            started = time.perf_counter()
+
+        async def login() -> bool:
             users = (await client.get("/users", params=query, headers=headers)).json()["users"]
             pin = {"id": users[0]["id"], "pin": PIN}
             reply = await client.post("/patron-pin/verify", json=pin, headers=headers)
-            latencies.append(time.perf_counter() - started)
-            if reply.status_code != 200:
-                raise RuntimeError("bench: direct PIN check refused")
-        return latencies
+            return bool(reply.status_code == 200)
+
+        return await _timed(count, login)
 
 
 async def _direct_sierra(port: int, ready: dict[str, object], count: int) -> list[float]:
@@ -312,25 +315,12 @@ async def _direct_sierra(port: int, ready: dict[str, object], count: int) -> lis
         answer = await client.post(f"{prefix}/v6/token", data=form, auth=basic)
         headers = {"Authorization": f"Bearer {answer.json()['access_token']}"}
         body = {"barcode": BARCODE, "pin": PIN, "caseSensitivity": False}
-        latencies = []
-        for _ in range(count):
-            started = time.perf_counter()
+
+        async def login() -> bool:
             reply = await client.post(f"{prefix}/v6/patrons/validate", json=body, headers=headers)
-            latencies.append(time.perf_counter() - started)
-            if reply.status_code != 204:
-                raise RuntimeError("bench: direct PIN check refused")
-        return latencies
+            return bool(reply.status_code == 204)
 
-
-def _sierra_store(port: int, ready: dict[str, object]) -> str:
-    return f"""
-[store]
-plugin = "sierra"
-base_url = "http://127.0.0.1:{port}{ready["prefix"]}"
-key = "{ready["key"]}"
-secret = "{ready["secret"]}"
-pool_size = 4
-"""
+        return await _timed(count, login)
 
 
 async def _direct_polaris(port: int, ready: dict[str, object], count: int) -> list[float]:
@@ -341,28 +331,15 @@ async def _direct_polaris(port: int, ready: dict[str, object], count: int) -> li
         path = f"{ready['prefix']}/public/v1/1033/100/1/authenticator/patron"
         url = f"http://127.0.0.1:{port}{path}"
         body = {"Barcode": BARCODE, "Password": PIN}
-        latencies = []
-        for _ in range(count):
-            started = time.perf_counter()
+
+        async def login() -> bool:
             date = http_date(time.time())
             mac = signature(str(ready["key"]), "POST", url, date)
             headers = {"PolarisDate": date, "Authorization": f"PWS {ready['access_id']}:{mac}"}
             reply = await client.post(path, json=body, headers=headers)
-            latencies.append(time.perf_counter() - started)
-            if reply.status_code != 200 or reply.json()["PAPIErrorCode"] != 0:
-                raise RuntimeError("bench: direct PIN check refused")
-        return latencies
+            return bool(reply.status_code == 200 and reply.json()["PAPIErrorCode"] == 0)
 
-
-def _polaris_store(port: int, ready: dict[str, object]) -> str:
-    return f"""
-[store]
-plugin = "polaris"
-base_url = "http://127.0.0.1:{port}{ready["prefix"]}"
-access_id = "{ready["access_id"]}"
-api_key = "{ready["key"]}"
-pool_size = 4
-"""
+        return await _timed(count, login)
 
 
 async def _direct_alma(port: int, ready: dict[str, object], count: int) -> list[float]:
@@ -370,24 +347,12 @@ async def _direct_alma(port: int, ready: dict[str, object], count: int) -> list[
     async with _nodelay_client(port) as client:
         headers = {"Authorization": f"apikey {ready['key']}", "Exl-User-Pw": PIN}
         params = {"user_id_type": "all_unique", "op": "auth", "format": "json"}
-        latencies = []
-        for _ in range(count):
-            started = time.perf_counter()
+
+        async def login() -> bool:
             reply = await client.post(f"/almaws/v1/users/{BARCODE}", params=params, headers=headers)
-            latencies.append(time.perf_counter() - started)
-            if reply.status_code != 204:
-                raise RuntimeError("bench: direct PIN check refused")
-        return latencies
+            return bool(reply.status_code == 204)
 
-
-def _alma_store(port: int, ready: dict[str, object]) -> str:
-    return f"""
-[store]
-plugin = "alma"
-base_url = "http://127.0.0.1:{port}"
-api_key = "{ready["key"]}"
-pool_size = 4
-"""
+        return await _timed(count, login)
 
 
 async def _direct_symphony(port: int, ready: dict[str, object], count: int) -> list[float]:
@@ -395,40 +360,54 @@ async def _direct_symphony(port: int, ready: dict[str, object], count: int) -> l
     async with _nodelay_client(port) as client:
         headers = {"x-sirs-clientID": str(ready["client_id"]), "SD-Originating-App-Id": "bench"}
         body = {"barcode": BARCODE, "password": PIN}
-        latencies = []
-        for _ in range(count):
-            started = time.perf_counter()
+
+        async def login() -> bool:
             reply = await client.post("/user/patron/authenticate", json=body, headers=headers)
-            latencies.append(time.perf_counter() - started)
-            if reply.status_code != 200:
-                raise RuntimeError("bench: direct PIN check refused")
+            return bool(reply.status_code == 200)
+
+        return await _timed(count, login)
+
+
+async def _direct_evergreen(port: int, ready: dict[str, object], count: int) -> list[float]:
+    """What evergreen-http sends per login once its IDL and record cache are warm: one
+    open-ils.auth.login awaited, then the session's end (sent, not waited for, by the
+    connector: sent here after the clock stops, from the same client)."""
+    async with _nodelay_client(port) as client:
+        login_args = {"barcode": BARCODE, "password": PIN, "type": "opac", "agent": "bench"}
+        form = {"service": "open-ils.auth", "method": "open-ils.auth.login"}
+        tokens: list[str] = []
+
+        async def login() -> bool:
+            reply = await client.post(
+                "/osrf-gateway-v1", data={**form, "param": json.dumps(login_args)}
+            )
+            answer = reply.json()["payload"][0]
+            if answer["textcode"] == "SUCCESS":
+                tokens.append(json.dumps(answer["payload"]["authtoken"]))
+            return bool(answer["textcode"] == "SUCCESS")
+
+        latencies = []
+        end = {"service": "open-ils.auth", "method": "open-ils.auth.session.delete"}
+        for _ in range(count):
+            latencies += await _timed(1, login)
+            await client.post("/osrf-gateway-v1", data={**end, "param": tokens.pop()})
         return latencies
 
 
-def _symphony_store(port: int, ready: dict[str, object]) -> str:
-    return f"""
-[store]
-plugin = "symphony"
-base_url = "http://127.0.0.1:{port}"
-client_id = "{ready["client_id"]}"
-user = "{ready["user"]}"
-password = "{ready["password"]}"
-pool_size = 4
-"""
-
-
-def _folio_store(port: int, ready: dict[str, object]) -> str:
-    return f"""
-[store]
-plugin = "folio"
-base_url = "http://127.0.0.1:{port}"
-tenant = "{ready["tenant"]}"
-username = "{ready["username"]}"
-password = "{ready["password"]}"
-pool_size = 4
-"""
-
-
+# The bridge's [store] per double: plugin, URL suffix, and which ready-line values go where.
+STORES: dict[str, tuple[str, str, dict[str, str]]] = {
+    "koha": ("koha-rest", "", {"client_id": "client_id", "secret": "client_secret"}),
+    "folio": ("folio", "", {"tenant": "tenant", "username": "username", "password": "password"}),
+    "sierra": ("sierra", "prefix", {"key": "key", "secret": "secret"}),
+    "polaris": ("polaris", "prefix", {"access_id": "access_id", "api_key": "key"}),
+    "alma": ("alma", "", {"api_key": "key"}),
+    "symphony": (
+        "symphony",
+        "",
+        {"client_id": "client_id", "user": "user", "password": "password"},
+    ),
+    "evergreen": ("evergreen-http", "", {}),
+}
 DIRECT = {
     "koha": _direct_koha,
     "folio": _direct_folio,
@@ -436,15 +415,20 @@ DIRECT = {
     "polaris": _direct_polaris,
     "alma": _direct_alma,
     "symphony": _direct_symphony,
+    "evergreen": _direct_evergreen,
 }
-STORE = {
-    "koha": (_koha_store, "koha-rest"),
-    "folio": (_folio_store, "folio"),
-    "sierra": (_sierra_store, "sierra"),
-    "polaris": (_polaris_store, "polaris"),
-    "alma": (_alma_store, "alma"),
-    "symphony": (_symphony_store, "symphony"),
-}
+
+
+def _store_toml(kind: str, port: int, ready: dict[str, object]) -> str:
+    plugin, suffix, keys = STORES[kind]
+    lines = [
+        "[store]",
+        f'plugin = "{plugin}"',
+        f'base_url = "http://127.0.0.1:{port}{ready[suffix] if suffix else ""}"',
+        *(f'{key} = "{ready[field]}"' for key, field in keys.items()),
+        "pool_size = 4",
+    ]
+    return "\n" + "\n".join(lines) + "\n"
 
 
 async def _direct_run(
@@ -462,12 +446,13 @@ async def _warm(address: tuple[str, int], login: bytes) -> None:
     await asyncio.gather(*(_client(address, login, "MAIN", 20, 1e18) for _ in range(CONNECTIONS)))
 
 
-def http_rows() -> None:
+def http_rows(kinds: tuple[str, ...] = HTTP_DOUBLES) -> None:
     from tests.harness import Daemon
 
     results: list[Result] = []
     notes: list[str] = []
-    for kind in HTTP_DOUBLES:
+    load_before = os.getloadavg()
+    for kind in kinds:
         double, ready = _start_double(kind)
         port = int(str(ready["port"]))
         try:
@@ -480,8 +465,8 @@ def http_rows() -> None:
             )
             results.append(direct)
             with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp:
-                store, plugin = STORE[kind]
-                daemon = Daemon(Path(tmp), FRONT, store=store(port, ready)).start()
+                plugin = STORES[kind][0]
+                daemon = Daemon(Path(tmp), FRONT, store=_store_toml(kind, port, ready)).start()
                 try:
                     assert daemon.proc is not None
                     login = _frame("9300CNbench|CObench-secret-1|CPbench|", 0)
@@ -516,6 +501,11 @@ def http_rows() -> None:
         results,
         [
             *notes,
+            "machine load average (1, 5, 15 min) before: "
+            + ", ".join(f"{x:.2f}" for x in load_before)
+            + "; after: "
+            + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+            + f"; {os.cpu_count()} CPUs shared with other work",
             f"{CONNECTIONS} clients; [cache] ttl = 0 so every login reaches the double's PIN "
             "check; the connector's record cache (30 s) answers the status read",
             "doubles are ours, built from the vendors' published contracts, not a real ILS",

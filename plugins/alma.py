@@ -26,19 +26,15 @@ from urllib.parse import quote
 import msgspec
 
 from bridge.core.patron import Patron
-from bridge.core.secret import Secret
 from bridge.core.store import (
-    Capability,
     Health,
-    NotSupported,
     StorePlugin,
     StoreServices,
     Verification,
 )
 from plugins.ils_http.client import HttpIls, IlsUnavailable, Reply
-from plugins.ils_http.records import RecordCache
 from plugins.ils_http.settings import HttpStoreSettings
-from plugins.ils_http.store import probe_health, refused
+from plugins.ils_http.store import HttpStore, probe_health, refused
 
 AUTH_FAILED = "401866"
 NOT_FOUND = frozenset({"401890", "401861"})
@@ -122,44 +118,34 @@ def alma_date(value: str | None) -> dt.date | None:
         raise IlsUnavailable("alma: unreadable date") from None
 
 
-class AlmaStore:
+class AlmaStore(HttpStore):
+    name = "alma"
+    settings: AlmaSettings
+
     def __init__(self, settings: AlmaSettings, http: HttpIls) -> None:
-        self.settings = settings
-        self.http = http
-        self.records = RecordCache(settings.status_cache_seconds, http.monotonic)
-        self.capabilities = frozenset({Capability.VERIFY})
+        super().__init__(settings, http, set())
 
     # -- Store ------------------------------------------------------------------------------
-    async def verify_pin(self, barcode: str, pin: Secret) -> Verification:
-        text = pin.text()
-        if text is None or not barcode:
+    async def check_pin(self, barcode: str, pin: str) -> Verification:
+        reply = await self.http.send(
+            "POST",
+            self._user_url(barcode),
+            what="PIN check",
+            params=self._params({"user_id_type": "all_unique", "op": "auth"}),
+            headers={**self._auth(), "Exl-User-Pw": pin},
+        )
+        if reply.status == 204:
+            patron = await self._status(barcode)
+            return Verification(patron, pin_ok=patron is not None)
+        code = self._error_code(reply, "PIN check")
+        if code == AUTH_FAILED:
             return refused(barcode)
-        async with self.http.deadline("PIN check"):
-            reply = await self.http.send(
-                "POST",
-                self._user_url(barcode),
-                what="PIN check",
-                params=self._params({"user_id_type": "all_unique", "op": "auth"}),
-                headers={**self._auth(), "Exl-User-Pw": text},
-            )
-            if reply.status == 204:
-                patron = await self._status(barcode)
-                return Verification(patron, pin_ok=patron is not None)
-            code = self._error_code(reply, "PIN check")
-            if code == AUTH_FAILED:
-                return refused(barcode)
-            if code in NOT_FOUND:
-                return Verification(None, pin_ok=False)
-            raise self._failure(reply, code, "PIN check")
+        if code in NOT_FOUND:
+            return Verification(None, pin_ok=False)
+        raise self._failure(reply, code, "PIN check")
 
-    async def lookup(self, barcode: str) -> Patron | None:
-        if not barcode:
-            return None
-        async with self.http.deadline("lookup"):
-            return await self._status(barcode, cached=False)
-
-    async def change_pin(self, patron: Patron, new_pin: Secret) -> None:
-        raise NotSupported("the alma connector does not change passwords")
+    async def find(self, barcode: str) -> Patron | None:
+        return await self._status(barcode, cached=False)
 
     async def health(self) -> Health:
         async def probe() -> Reply:
@@ -172,9 +158,6 @@ class AlmaStore:
             )
 
         return await probe_health(self.http, probe, "alma", "Alma API answering")
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
 
     # -- internals --------------------------------------------------------------------------
     @staticmethod

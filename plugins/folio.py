@@ -45,13 +45,11 @@ from bridge.core.store import (
     Health,
     StorePlugin,
     StoreServices,
-    StoreUnavailable,
     Verification,
 )
 from plugins.ils_http.client import HttpIls, IlsUnavailable, Reply
-from plugins.ils_http.records import RecordCache
 from plugins.ils_http.settings import HttpStoreSettings
-from plugins.ils_http.store import probe_health
+from plugins.ils_http.store import HttpStore, PinChange, probe_health
 
 _TENANT = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 BlockKind = Literal["borrowing", "renewals", "requests"]
@@ -247,16 +245,16 @@ class FolioLogin:
         return token, lifetime
 
 
-class FolioStore:
+class FolioStore(HttpStore):
+    name = "folio"
+    forbidden = "the service user lacks a permission"
+    pin_change = PinChange(201)
+    settings: FolioSettings
+
     def __init__(self, settings: FolioSettings, http: HttpIls, auth: FolioLogin) -> None:
-        self.settings = settings
-        self.http = http
+        super().__init__(settings, http, {Capability.BY_EMAIL, Capability.BY_RECORD_ID})
         self.auth = auth
-        self.records = RecordCache(settings.status_cache_seconds, http.monotonic)
         self.groups: dict[str, str] = {}
-        self.capabilities = frozenset(
-            {Capability.VERIFY, Capability.CHANGE_PIN, Capability.BY_EMAIL, Capability.BY_RECORD_ID}
-        )
 
     # -- Store ------------------------------------------------------------------------------
     async def verify_pin(self, barcode: str, pin: Secret) -> Verification:
@@ -280,14 +278,11 @@ class FolioStore:
                 return Verification(await self._status(user, barcode), pin_ok=True)
             if reply.status == 422:
                 return Verification(self._patron(user, barcode), pin_ok=False)
-            raise self._failure(reply, "PIN check")
+            raise self.failure(reply, "PIN check")
 
-    async def lookup(self, barcode: str) -> Patron | None:
-        if not barcode:
-            return None
-        async with self.http.deadline("lookup"):
-            user = await self._find(barcode)
-            return None if user is None else await self._status(user, barcode)
+    async def find(self, barcode: str) -> Patron | None:
+        user = await self._find(barcode)
+        return None if user is None else await self._status(user, barcode)
 
     async def lookup_by_email(self, email: str) -> list[Patron]:
         if not email:
@@ -308,25 +303,21 @@ class FolioStore:
             if reply.status == 404:
                 return None
             if reply.status != 200:
-                raise self._failure(reply, "user")
+                raise self.failure(reply, "user")
             user = self.http.decode(reply, FolioUser, "user")
             return await self._status(user, "", cached=False)
 
-    async def change_pin(self, patron: Patron, new_pin: Secret) -> None:
-        text = new_pin.text()
-        if text is None or not is_uuid(patron.record_id):
-            raise StoreUnavailable("folio: cannot set this PIN")
-        async with self.http.deadline("PIN change"):
-            reply = await self.http.call(
-                "POST",
-                "/patron-pin",
-                what="PIN change",
-                auth=self.auth,
-                json={"id": patron.record_id, "pin": text},
-            )
-        self.records.drop(patron.record_id)
-        if reply.status != 201:
-            raise self._failure(reply, "PIN change")
+    def settable(self, patron: Patron) -> bool:
+        return is_uuid(patron.record_id)
+
+    async def set_pin(self, patron: Patron, pin: str) -> Reply:
+        return await self.http.call(
+            "POST",
+            "/patron-pin",
+            what="PIN change",
+            auth=self.auth,
+            json={"id": patron.record_id, "pin": pin},
+        )
 
     async def health(self) -> Health:
         async def probe() -> Reply:
@@ -336,15 +327,7 @@ class FolioStore:
 
         return await probe_health(self.http, probe, "folio", "FOLIO answering")
 
-    async def aclose(self) -> None:
-        await self.http.aclose()
-
     # -- internals --------------------------------------------------------------------------
-    def _failure(self, reply: Reply, what: str) -> IlsUnavailable:
-        if reply.status == 403:
-            return IlsUnavailable(f"folio: {what}: the service user lacks a permission")
-        return self.http.unexpected(reply, what)
-
     async def _users(self, query: str) -> list[FolioUser]:
         reply = await self.http.call(
             "GET",
@@ -354,7 +337,7 @@ class FolioStore:
             params={"query": query, "limit": str(MAX_RESULTS)},
         )
         if reply.status != 200:
-            raise self._failure(reply, "lookup")
+            raise self.failure(reply, "lookup")
         return self.http.decode(reply, Users, "lookup").users
 
     async def _find(self, typed: str) -> FolioUser | None:
@@ -421,7 +404,7 @@ class FolioStore:
             "GET", f"/automated-patron-blocks/{user_id}", what="blocks", auth=self.auth
         )
         if reply.status != 200:
-            raise self._failure(reply, "blocks")
+            raise self.failure(reply, "blocks")
         kinds = self.settings.blocks
         for block in self.http.decode(reply, AutomatedBlocks, "blocks").automatedPatronBlocks:
             if (
@@ -443,7 +426,7 @@ class FolioStore:
             params={"query": f"userId=={user_id}", "limit": "100"},
         )
         if reply.status != 200:
-            raise self._failure(reply, "manual blocks")
+            raise self.failure(reply, "manual blocks")
         now = dt.datetime.now(dt.UTC)
         kinds = self.settings.blocks
         for block in self.http.decode(reply, ManualBlocks, "manual blocks").manualblocks:
@@ -469,7 +452,7 @@ class FolioStore:
             params={"query": f'userId=={user_id} and status.name=="Open"', "limit": "1000"},
         )
         if reply.status != 200:
-            raise self._failure(reply, "accounts")
+            raise self.failure(reply, "accounts")
         total = Decimal("0.00")
         try:
             for account in self.http.decode(reply, Accounts, "accounts").accounts:
@@ -489,7 +472,7 @@ class FolioStore:
         if reply.status == 404:
             return group_id
         if reply.status != 200:
-            raise self._failure(reply, "group")
+            raise self.failure(reply, "group")
         name = self.http.decode(reply, Group, "group").group
         self.groups[group_id] = name
         return name

@@ -36,19 +36,16 @@ from typing import Literal
 import msgspec
 
 from bridge.core.patron import Patron
-from bridge.core.secret import Secret
 from bridge.core.store import (
     Capability,
     Health,
     StorePlugin,
     StoreServices,
-    StoreUnavailable,
     Verification,
 )
 from plugins.ils_http.client import Authorizer, HttpIls, IlsUnavailable, Reply
-from plugins.ils_http.records import RecordCache
 from plugins.ils_http.settings import HttpStoreSettings
-from plugins.ils_http.store import probe_health, refused
+from plugins.ils_http.store import HttpStore, PinChange, probe_health, refused
 from plugins.ils_http.tokens import ClientCredentials
 
 API = "/api/v1"
@@ -157,48 +154,47 @@ def _money(value: float) -> Decimal:
         raise IlsUnavailable("koha-rest: account: unreadable balance") from None
 
 
-class KohaRestStore:
+class KohaRestStore(HttpStore):
+    name = "koha-rest"
+    forbidden = "the API user lacks the permission"
+    pin_change = PinChange(
+        200,
+        {
+            400: "Koha refused the new PIN (its password rules)",
+            404: "koha-rest: the patron is no longer in Koha",
+        },
+    )
+    settings: KohaRestSettings
+
     def __init__(self, settings: KohaRestSettings, http: HttpIls, auth: Authorizer) -> None:
-        self.settings = settings
-        self.http = http
+        super().__init__(settings, http, {Capability.BY_EMAIL, Capability.BY_RECORD_ID})
         self.auth = auth
-        self.records = RecordCache(settings.status_cache_seconds, http.monotonic)
-        self.capabilities = frozenset(
-            {Capability.VERIFY, Capability.CHANGE_PIN, Capability.BY_EMAIL, Capability.BY_RECORD_ID}
-        )
 
     # -- Store ------------------------------------------------------------------------------
-    async def verify_pin(self, barcode: str, pin: Secret) -> Verification:
-        text = pin.text()
-        if text is None or not barcode:
-            return refused(barcode)
-        async with self.http.deadline("PIN check"):
-            reply = await self.http.call(
-                "POST",
-                f"{API}/auth/password/validation",
-                what="PIN check",
-                auth=self.auth,
-                json=self._validation_body(barcode, text),
-            )
-            if reply.status == 201:
-                found = self.http.decode(reply, Validated, "PIN check")
-                if self.settings.identifier == "cardnumber" and found.cardnumber != barcode:
-                    # Koha matched a username: not what this library lets patrons type.
-                    return refused(barcode)
-                patron = await self._status(str(found.patron_id), barcode)
-                return Verification(patron, pin_ok=patron is not None)
-            if reply.status == 204:  # the first releases: no body, find the record ourselves
-                patron = await self._find(barcode)
-                return Verification(patron, pin_ok=patron is not None)
-            if reply.status == 400:
-                return await self._refused(reply, barcode)
-            raise self._failure(reply, "PIN check")
+    async def check_pin(self, barcode: str, pin: str) -> Verification:
+        reply = await self.http.call(
+            "POST",
+            f"{API}/auth/password/validation",
+            what="PIN check",
+            auth=self.auth,
+            json=self._validation_body(barcode, pin),
+        )
+        if reply.status == 201:
+            found = self.http.decode(reply, Validated, "PIN check")
+            if self.settings.identifier == "cardnumber" and found.cardnumber != barcode:
+                # Koha matched a username: not what this library lets patrons type.
+                return refused(barcode)
+            patron = await self._status(str(found.patron_id), barcode)
+            return Verification(patron, pin_ok=patron is not None)
+        if reply.status == 204:  # the first releases: no body, find the record ourselves
+            patron = await self._find(barcode)
+            return Verification(patron, pin_ok=patron is not None)
+        if reply.status == 400:
+            return await self._refused(reply, barcode)
+        raise self.failure(reply, "PIN check")
 
-    async def lookup(self, barcode: str) -> Patron | None:
-        if not barcode:
-            return None
-        async with self.http.deadline("lookup"):
-            return await self._find(barcode)
+    async def find(self, barcode: str) -> Patron | None:
+        return await self._find(barcode)
 
     async def lookup_by_email(self, email: str) -> list[Patron]:
         if not email:
@@ -215,26 +211,14 @@ class KohaRestStore:
         async with self.http.deadline("lookup"):
             return await self._status(record_id, "", cached=False)
 
-    async def change_pin(self, patron: Patron, new_pin: Secret) -> None:
-        text = new_pin.text()
-        if text is None or not patron.record_id.isdigit():
-            raise StoreUnavailable("koha-rest: cannot set this PIN")
-        async with self.http.deadline("PIN change"):
-            reply = await self.http.call(
-                "POST",
-                f"{API}/patrons/{patron.record_id}/password",
-                what="PIN change",
-                auth=self.auth,
-                json={"password": text, "password_2": text},
-            )
-        self.records.drop(patron.record_id)
-        if reply.status == 200:
-            return
-        if reply.status == 400:
-            raise StoreUnavailable("Koha refused the new PIN (its password rules)")
-        if reply.status == 404:
-            raise StoreUnavailable("koha-rest: the patron is no longer in Koha")
-        raise self._failure(reply, "PIN change")
+    async def set_pin(self, patron: Patron, pin: str) -> Reply:
+        return await self.http.call(
+            "POST",
+            f"{API}/patrons/{patron.record_id}/password",
+            what="PIN change",
+            auth=self.auth,
+            json={"password": pin, "password_2": pin},
+        )
 
     async def health(self) -> Health:
         async def probe() -> Reply:
@@ -243,9 +227,6 @@ class KohaRestStore:
             )
 
         return await probe_health(self.http, probe, "koha-rest", "Koha REST API answering")
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
 
     # -- internals --------------------------------------------------------------------------
     def _validation_body(self, barcode: str, pin: str) -> dict[str, str]:
@@ -267,11 +248,6 @@ class KohaRestStore:
             known = await self._find(barcode, with_fines=False)
             return Verification(known, pin_ok=False)
         return refused(barcode)
-
-    def _failure(self, reply: Reply, what: str) -> IlsUnavailable:
-        if reply.status == 403:
-            return IlsUnavailable(f"koha-rest: {what}: the API user lacks the permission")
-        return self.http.unexpected(reply, what)
 
     async def _find(self, barcode: str, *, with_fines: bool = True) -> Patron | None:
         """The patron a typed identifier names, by the configured identifier."""
@@ -300,7 +276,7 @@ class KohaRestStore:
             "GET", f"{API}/patrons", what="lookup", auth=self.auth, params=params
         )
         if reply.status != 200:
-            raise self._failure(reply, "lookup")
+            raise self.failure(reply, "lookup")
         return self.http.decode(reply, list[KohaPatron], "lookup")
 
     async def _status(self, record_id: str, typed: str, *, cached: bool = True) -> Patron | None:
@@ -315,7 +291,7 @@ class KohaRestStore:
         if reply.status == 404:
             return None
         if reply.status != 200:
-            raise self._failure(reply, "patron")
+            raise self.failure(reply, "patron")
         koha = self.http.decode(reply, KohaPatron, "patron")
         return await self._complete(koha, typed)
 
@@ -326,7 +302,7 @@ class KohaRestStore:
                 "GET", f"{API}/patrons/{koha.patron_id}/account", what="account", auth=self.auth
             )
             if reply.status != 200:
-                raise self._failure(reply, "account")
+                raise self.failure(reply, "account")
             balance = _money(self.http.decode(reply, Balance, "account").balance)
         patron = to_patron(koha, balance, self.settings.blocked_when, typed)
         self.records.put(patron.record_id, patron)

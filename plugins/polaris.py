@@ -45,20 +45,16 @@ import httpx
 import msgspec
 
 from bridge.core.patron import Patron
-from bridge.core.secret import Secret
 from bridge.core.store import (
-    Capability,
     Health,
-    NotSupported,
     StorePlugin,
     StoreServices,
     StoreUnavailable,
     Verification,
 )
 from plugins.ils_http.client import HttpIls, IlsUnavailable, Reply
-from plugins.ils_http.records import RecordCache
 from plugins.ils_http.settings import HttpStoreSettings
-from plugins.ils_http.store import probe_health, refused
+from plugins.ils_http.store import HttpStore, probe_health
 
 
 class SignatureRefused(IlsUnavailable):
@@ -173,61 +169,50 @@ def parse_date(value: str | None) -> dt.date | None:
         raise IlsUnavailable("polaris: unreadable date") from None
 
 
-class PolarisStore:
+class PolarisStore(HttpStore):
+    name = "polaris"
+    settings: PolarisSettings
+
     def __init__(self, settings: PolarisSettings, http: HttpIls) -> None:
-        self.settings = settings
-        self.http = http
-        self.records = RecordCache(settings.status_cache_seconds, http.monotonic)
+        super().__init__(settings, http, set())
         self.clock = time.time
         self._staff: tuple[str, str] | None = None  # (AccessToken, AccessSecret)
         self._staff_until = 0.0
         self._staff_lock = asyncio.Lock()
         self.staff_logins = 0
-        self.capabilities = frozenset({Capability.VERIFY})
 
     # -- Store ------------------------------------------------------------------------------
-    async def verify_pin(self, barcode: str, pin: Secret) -> Verification:
-        text = pin.text()
-        if text is None or not barcode:
-            return refused(barcode)
-        s = self.settings
-        async with self.http.deadline("PIN check"):
-            reply = await self._signed(
-                "POST",
-                f"{s.public}/authenticator/patron",
-                what="PIN check",
-                json={"Barcode": barcode, "Password": text},
-            )
-            answer = self.http.decode(reply, Authenticated, "PIN check")
-            if answer.PAPIErrorCode == 0 and answer.AccessSecret:
-                patron = await self._status(barcode, answer.AccessSecret, None)
-                return Verification(patron, pin_ok=patron is not None)
-            if -3999 <= answer.PAPIErrorCode <= -3000:
-                known: Patron | None = Patron(barcode=barcode, record_id="")
-                if self._staff_configured:
-                    known = await self._staff_lookup(barcode)
-                return Verification(known, pin_ok=False)
-            raise self._papi_error(answer.PAPIErrorCode, "PIN check")
+    async def check_pin(self, barcode: str, pin: str) -> Verification:
+        reply = await self._signed(
+            "POST",
+            f"{self.settings.public}/authenticator/patron",
+            what="PIN check",
+            json={"Barcode": barcode, "Password": pin},
+        )
+        answer = self.http.decode(reply, Authenticated, "PIN check")
+        if answer.PAPIErrorCode == 0 and answer.AccessSecret:
+            patron = await self._status(barcode, answer.AccessSecret, None)
+            return Verification(patron, pin_ok=patron is not None)
+        if -3999 <= answer.PAPIErrorCode <= -3000:
+            known: Patron | None = Patron(barcode=barcode, record_id="")
+            if self._staff_configured:
+                known = await self._staff_lookup(barcode)
+            return Verification(known, pin_ok=False)
+        raise self._papi_error(answer.PAPIErrorCode, "PIN check")
 
     async def lookup(self, barcode: str) -> Patron | None:
-        if not barcode:
-            return None
-        if not self._staff_configured:
+        if barcode and not self._staff_configured:
             raise StoreUnavailable("polaris: lookups without a PIN need staff_user/password")
-        async with self.http.deadline("lookup"):
-            return await self._staff_lookup(barcode)
+        return await super().lookup(barcode)
 
-    async def change_pin(self, patron: Patron, new_pin: Secret) -> None:
-        raise NotSupported("the polaris connector does not change PINs; change it in Polaris")
+    async def find(self, barcode: str) -> Patron | None:
+        return await self._staff_lookup(barcode)
 
     async def health(self) -> Health:
         async def probe() -> Reply:
             return await self.http.send("GET", f"{self.settings.public}/api", what="health")
 
         return await probe_health(self.http, probe, "polaris", "Polaris API answering")
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
 
     # -- internals --------------------------------------------------------------------------
     @property

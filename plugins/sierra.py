@@ -25,19 +25,16 @@ from decimal import Decimal, InvalidOperation
 import msgspec
 
 from bridge.core.patron import Patron
-from bridge.core.secret import Secret
 from bridge.core.store import (
     Capability,
     Health,
     StorePlugin,
     StoreServices,
-    StoreUnavailable,
     Verification,
 )
 from plugins.ils_http.client import HttpIls, IlsUnavailable, Reply
-from plugins.ils_http.records import RecordCache
 from plugins.ils_http.settings import HttpStoreSettings
-from plugins.ils_http.store import probe_health, refused
+from plugins.ils_http.store import HttpStore, PinChange, probe_health
 from plugins.ils_http.tokens import ClientCredentials
 
 FIELDS = (
@@ -88,51 +85,42 @@ class SierraError(msgspec.Struct, frozen=True):
     description: str = ""
 
 
-class SierraStore:
+class SierraStore(HttpStore):
+    name = "sierra"
+    forbidden = "the API key lacks the role"
+    pin_change = PinChange(
+        204,
+        {
+            400: "Sierra refused the new PIN (its PIN rules)",
+            404: "sierra: the patron is no longer in Sierra",
+        },
+    )
+    settings: SierraSettings
+
     def __init__(self, settings: SierraSettings, http: HttpIls, auth: ClientCredentials) -> None:
-        self.settings = settings
-        self.http = http
+        super().__init__(settings, http, {Capability.BY_EMAIL, Capability.BY_RECORD_ID})
         self.auth = auth
-        self.records = RecordCache(settings.status_cache_seconds, http.monotonic)
-        self.capabilities = frozenset(
-            {Capability.VERIFY, Capability.CHANGE_PIN, Capability.BY_EMAIL, Capability.BY_RECORD_ID}
-        )
 
     # -- Store ------------------------------------------------------------------------------
-    async def verify_pin(self, barcode: str, pin: Secret) -> Verification:
-        text = pin.text()
-        if text is None or not barcode:
-            return refused(barcode)
-        async with self.http.deadline("PIN check"):
-            reply = await self.http.call(
-                "POST",
-                "/v6/patrons/validate",
-                what="PIN check",
-                auth=self.auth,
-                json={
-                    "barcode": barcode,
-                    "pin": text,
-                    "caseSensitivity": self.settings.case_sensitive,
-                },
-            )
-            if reply.status == 204:
-                patron = await self._status(barcode)
-                return Verification(patron, pin_ok=patron is not None)
-            if reply.status == 400:
-                self.http.decode(reply, SierraError, "PIN check")  # the documented error shape
-                if self.settings.tell_unknown:
-                    found = await self._find("b", barcode)
-                    known = None if found is None else self._patron(found, barcode)
-                    return Verification(known, pin_ok=False)
-                return refused(barcode)
-            raise self._failure(reply, "PIN check")
+    async def check_pin(self, barcode: str, pin: str) -> Verification:
+        reply = await self.http.call(
+            "POST",
+            "/v6/patrons/validate",
+            what="PIN check",
+            auth=self.auth,
+            json={"barcode": barcode, "pin": pin, "caseSensitivity": self.settings.case_sensitive},
+        )
+        if reply.status == 204:
+            patron = await self._status(barcode)
+            return Verification(patron, pin_ok=patron is not None)
+        if reply.status == 400:
+            self.http.decode(reply, SierraError, "PIN check")  # the documented error shape
+            return await self.wrong_or_unknown(barcode, can_tell=self.settings.tell_unknown)
+        raise self.failure(reply, "PIN check")
 
-    async def lookup(self, barcode: str) -> Patron | None:
-        if not barcode:
-            return None
-        async with self.http.deadline("lookup"):
-            found = await self._find("b", barcode)
-            return None if found is None else self._patron(found, barcode)
+    async def find(self, barcode: str) -> Patron | None:
+        found = await self._find("b", barcode)
+        return None if found is None else self._patron(found, barcode)
 
     async def lookup_by_email(self, email: str) -> list[Patron]:
         """Sierra's find answers one patron; several sharing the address is "unavailable"."""
@@ -159,30 +147,21 @@ class SierraStore:
             if reply.status == 404:
                 return None
             if reply.status != 200:
-                raise self._failure(reply, "patron")
+                raise self.failure(reply, "patron")
             found = self.http.decode(reply, SierraPatron, "patron")
             return None if found.deleted else self._patron(found, "")
 
-    async def change_pin(self, patron: Patron, new_pin: Secret) -> None:
-        text = new_pin.text()
-        if text is None or not patron.record_id.isdigit():
-            raise StoreUnavailable("sierra: cannot set this PIN")
-        async with self.http.deadline("PIN change"):
-            reply = await self.http.call(
-                "PUT",
-                f"/v6/patrons/{patron.record_id}",
-                what="PIN change",
-                auth=self.auth,
-                json={"pin": text},
-            )
-        self.records.drop(patron.barcode)
-        if reply.status == 204:
-            return
-        if reply.status == 400:
-            raise StoreUnavailable("Sierra refused the new PIN (its PIN rules)")
-        if reply.status == 404:
-            raise StoreUnavailable("sierra: the patron is no longer in Sierra")
-        raise self._failure(reply, "PIN change")
+    async def set_pin(self, patron: Patron, pin: str) -> Reply:
+        return await self.http.call(
+            "PUT",
+            f"/v6/patrons/{patron.record_id}",
+            what="PIN change",
+            auth=self.auth,
+            json={"pin": pin},
+        )
+
+    def forget(self, patron: Patron) -> None:
+        self.records.drop(patron.barcode)  # Sierra's records are cached per barcode
 
     async def health(self) -> Health:
         async def probe() -> None:
@@ -190,15 +169,7 @@ class SierraStore:
 
         return await probe_health(self.http, probe, "sierra", "Sierra API answering")
 
-    async def aclose(self) -> None:
-        await self.http.aclose()
-
     # -- internals --------------------------------------------------------------------------
-    def _failure(self, reply: Reply, what: str) -> IlsUnavailable:
-        if reply.status == 403:
-            return IlsUnavailable(f"sierra: {what}: the API key lacks the role")
-        return self.http.unexpected(reply, what)
-
     async def _status(self, barcode: str) -> Patron | None:
         """The record after a good PIN, cached per barcode (Sierra's find is by barcode)."""
         hit = self.records.get(barcode)
@@ -226,7 +197,7 @@ class SierraStore:
         if reply.status == 409:
             raise IlsUnavailable(f"sierra: {several}")
         if reply.status != 200:
-            raise self._failure(reply, "find")
+            raise self.failure(reply, "find")
         found = self.http.decode(reply, SierraPatron, "find")
         return None if found.deleted else found
 

@@ -28,19 +28,15 @@ from urllib.parse import quote
 import msgspec
 
 from bridge.core.patron import Patron
-from bridge.core.secret import Secret
 from bridge.core.store import (
-    Capability,
     Health,
-    NotSupported,
     StorePlugin,
     StoreServices,
     Verification,
 )
-from plugins.ils_http.client import HttpIls, IlsUnavailable, Reply
-from plugins.ils_http.records import RecordCache
+from plugins.ils_http.client import HttpIls, IlsUnavailable
 from plugins.ils_http.settings import HttpStoreSettings
-from plugins.ils_http.store import probe_health, refused
+from plugins.ils_http.store import HttpStore, probe_health
 
 INCLUDE = (
     "barcode,firstName,lastName,preferredName,privilegeExpiresDate,profile,library,standing,"
@@ -153,45 +149,33 @@ class StaffSession:
         self.logins += 1
 
 
-class SymphonyStore:
+class SymphonyStore(HttpStore):
+    name = "symphony"
+    forbidden = "the client id or staff user may not"
+    settings: SymphonySettings
+
     def __init__(self, settings: SymphonySettings, http: HttpIls, staff: StaffSession) -> None:
-        self.settings = settings
-        self.http = http
+        super().__init__(settings, http, set())
         self.staff = staff
-        self.records = RecordCache(settings.status_cache_seconds, http.monotonic)
-        self.capabilities = frozenset({Capability.VERIFY})
 
     # -- Store ------------------------------------------------------------------------------
-    async def verify_pin(self, barcode: str, pin: Secret) -> Verification:
-        text = pin.text()
-        if text is None or not barcode:
-            return refused(barcode)
-        async with self.http.deadline("PIN check"):
-            reply = await self.http.send(
-                "POST",
-                "/user/patron/authenticate",
-                what="PIN check",
-                json={"barcode": barcode, "password": text},
-            )
-            if reply.status == 200:
-                key = self.http.decode(reply, Authenticated, "PIN check").patronKey
-                patron = await self._by_key(key, barcode)
-                return Verification(patron, pin_ok=patron is not None)
-            if reply.status == 401:
-                if self.settings.tell_unknown:
-                    found = await self._by_barcode(barcode)
-                    return Verification(found, pin_ok=False)
-                return refused(barcode)
-            raise self._failure(reply, "PIN check")
+    async def check_pin(self, barcode: str, pin: str) -> Verification:
+        reply = await self.http.send(
+            "POST",
+            "/user/patron/authenticate",
+            what="PIN check",
+            json={"barcode": barcode, "password": pin},
+        )
+        if reply.status == 200:
+            key = self.http.decode(reply, Authenticated, "PIN check").patronKey
+            patron = await self._by_key(key, barcode)
+            return Verification(patron, pin_ok=patron is not None)
+        if reply.status == 401:
+            return await self.wrong_or_unknown(barcode, can_tell=self.settings.tell_unknown)
+        raise self.failure(reply, "PIN check")
 
-    async def lookup(self, barcode: str) -> Patron | None:
-        if not barcode:
-            return None
-        async with self.http.deadline("lookup"):
-            return await self._by_barcode(barcode)
-
-    async def change_pin(self, patron: Patron, new_pin: Secret) -> None:
-        raise NotSupported("the symphony connector does not change PINs")
+    async def find(self, barcode: str) -> Patron | None:
+        return await self._by_barcode(barcode)
 
     async def health(self) -> Health:
         async def probe() -> None:
@@ -199,15 +183,7 @@ class SymphonyStore:
 
         return await probe_health(self.http, probe, "symphony", "Symphony Web Services answering")
 
-    async def aclose(self) -> None:
-        await self.http.aclose()
-
     # -- internals --------------------------------------------------------------------------
-    def _failure(self, reply: Reply, what: str) -> IlsUnavailable:
-        if reply.status == 403:
-            return IlsUnavailable(f"symphony: {what}: the client id or staff user may not")
-        return self.http.unexpected(reply, what)
-
     async def _read(self, url: str, what: str) -> PatronRecord | None:
         reply = await self.http.call(
             "GET", url, what=what, auth=self.staff, params={"includeFields": INCLUDE}
@@ -215,7 +191,7 @@ class SymphonyStore:
         if reply.status == 404:
             return None
         if reply.status != 200:
-            raise self._failure(reply, what)
+            raise self.failure(reply, what)
         return self.http.decode(reply, PatronRecord, what)
 
     async def _by_key(self, key: str, typed: str) -> Patron | None:

@@ -52,6 +52,10 @@ T = TypeVar("T")
 for _name in ("httpx", "httpcore"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
+# Query parameters (a key may repeat as pairs) and a form (a key may carry several values).
+Params = Mapping[str, str] | tuple[tuple[str, str], ...]
+Form = Mapping[str, str | list[str]]
+
 RETRY_AFTER_MAX = 300.0  # seconds; a longer Retry-After is read as this
 
 
@@ -169,9 +173,9 @@ class HttpIls:
         *,
         what: str,
         auth: Authorizer | None = None,
-        params: Mapping[str, str] | None = None,
+        params: Params | None = None,
         json: Any = None,
-        data: Mapping[str, str] | None = None,
+        data: Form | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Reply:
         """Send one request (and once more after a 401 with fresh credentials)."""
@@ -195,9 +199,9 @@ class HttpIls:
         url: str,
         *,
         what: str,
-        params: Mapping[str, str] | None = None,
+        params: Params | None = None,
         json: Any = None,
-        data: Mapping[str, str] | None = None,
+        data: Form | None = None,
         headers: Mapping[str, str] | None = None,
         sign: Callable[[httpx.Request], None] | None = None,
     ) -> Reply:

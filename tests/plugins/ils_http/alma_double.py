@@ -18,11 +18,8 @@ envelope `{"errorsExist": true, "errorList": {"error": [{"errorCode", "errorMess
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import secrets
-import threading
-from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -32,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tests.plugins.ils_http.recording import Recorded, RecordingDouble
 from tests.plugins.ils_http.schema import Schema
 from tests.plugins.seed import SEED
 
@@ -202,28 +200,10 @@ def error(code: str, message: str) -> dict[str, Any]:
     }
 
 
-@dataclass
-class Recorded:
-    route: str
-    status: int
-    body: Any
-    fault: bool
-
-
-@dataclass
-class AlmaDouble:
+@dataclass(kw_only=True)
+class AlmaDouble(RecordingDouble):
     key: str = field(default_factory=lambda: "l8xx" + secrets.token_hex(14))
-    slow_seconds: float = 3.0
     users: list[AlmaUser] = field(default_factory=seed_users)
-    requests: list[tuple[str, str, bytes, dict[str, str]]] = field(default_factory=list)
-    responses: list[Recorded] = field(default_factory=list)
-    faults: dict[str, deque[str]] = field(default_factory=dict)
-    release: threading.Event = field(default_factory=threading.Event)
-
-    def fail(self, route: str, *kinds: str) -> None:
-        """Queue faults for a route ("any" for all): 429, 500, 503, slow, malformed,
-        wrongtype."""
-        self.faults.setdefault(route, deque()).extend(kinds)
 
     def add(self, user: AlmaUser) -> AlmaUser:
         self.users.append(user)
@@ -232,53 +212,35 @@ class AlmaDouble:
     def by_barcode(self, barcode: str) -> AlmaUser:
         return next(u for u in self.users if u.barcode == barcode)
 
-    def count(self, method: str, suffix: str = "") -> int:
+    def calls(self, method: str, suffix: str = "") -> int:
         return sum(1 for r in self.requests if r[0] == method and r[1].endswith(suffix))
 
-    def _answer(self, route: str, status: int, body: Any) -> Response:
-        self.responses.append(Recorded(route, status, body, False))
-        if body is None:
-            return Response(status_code=status)
-        return JSONResponse(body, status_code=status)
-
-    async def _fault(self, route: str) -> Response | None:
-        for key in (route, "any"):
-            queue = self.faults.get(key)
-            if not queue:
-                continue
-            kind = queue.popleft()
-            self.responses.append(Recorded(route, 0, kind, True))
-            if kind == "429":
-                return JSONResponse(
-                    error("PER_SECOND_THRESHOLD", "Too Many Requests"), 429, {"Retry-After": "2"}
-                )
-            if kind in ("500", "503"):
-                return JSONResponse(error("GENERAL_ERROR", "internal error"), int(kind))
-            if kind == "slow":
-                await asyncio.get_running_loop().run_in_executor(
-                    None, self.release.wait, self.slow_seconds
-                )
-                return None
-            if kind == "malformed":
-                return Response(b'{"primary_id": "user1', media_type="application/json")
-            if kind == "wrongtype":
-                return JSONResponse(
-                    {"primary_id": 7, "user_block": "none"},
-                    status_code=200 if route != "auth" else 400,
-                )
-            raise AssertionError(kind)
-        return None
+    def fault_response(self, kind: str, route: str) -> Response:
+        if kind == "429":
+            return JSONResponse(
+                error("PER_SECOND_THRESHOLD", "Too Many Requests"), 429, {"Retry-After": "2"}
+            )
+        if kind in ("500", "503"):
+            return JSONResponse(error("GENERAL_ERROR", "internal error"), int(kind))
+        if kind == "malformed":
+            return Response(b'{"primary_id": "user1', media_type="application/json")
+        if kind == "wrongtype":
+            return JSONResponse(
+                {"primary_id": 7, "user_block": "none"},
+                status_code=200 if route != "auth" else 400,
+            )
+        raise AssertionError(kind)
 
     async def _enter(self, request: Request, route: str) -> Response | None:
         body = await request.body()
         self.requests.append((request.method, request.url.path, body, {"query": request.url.query}))
-        fault = await self._fault(route)
+        fault = await self.take_fault(route)
         if fault is not None:
             return fault
         header = request.headers.get("authorization", "")
         key = header[7:] if header.startswith("apikey ") else request.query_params.get("apikey")
         if key != self.key:
-            return self._answer(route, 401, error("UNAUTHORIZED", "Invalid API Key"))
+            return self.answer(route, 401, error("UNAUTHORIZED", "Invalid API Key"))
         return None
 
     def _find(self, request: Request) -> AlmaUser | None:
@@ -293,22 +255,22 @@ class AlmaDouble:
             return early
         found = self._find(request)
         if found is None:
-            return self._answer("user", 400, error("401861", "User with identifier not found"))
-        return self._answer("user", 200, found.api())
+            return self.answer("user", 400, error("401861", "User with identifier not found"))
+        return self.answer("user", 200, found.api())
 
     async def auth(self, request: Request) -> Response:
         early = await self._enter(request, "auth")
         if early is not None:
             return early
         if request.query_params.get("op") != "auth":
-            return self._answer("auth", 400, error("401652", "General Error"))
+            return self.answer("auth", 400, error("401652", "General Error"))
         found = self._find(request)
         if found is None:
-            return self._answer("auth", 400, error("401890", "User was not found."))
+            return self.answer("auth", 400, error("401890", "User was not found."))
         password = request.headers.get("exl-user-pw")
         if found.password is None or password != found.password:
-            return self._answer("auth", 400, error("401866", "User authentication failed"))
-        return self._answer("auth", 204, None)
+            return self.answer("auth", 400, error("401866", "User authentication failed"))
+        return self.answer("auth", 204, None)
 
     async def test(self, request: Request) -> Response:
         early = await self._enter(request, "test")

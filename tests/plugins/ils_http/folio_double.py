@@ -30,15 +30,12 @@ quoted value are masks (what RMB does), `==` compares case-insensitively.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import re
 import secrets
-import threading
 import time
 import uuid
-from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -48,6 +45,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from tests.plugins.ils_http.recording import Recorded, RecordingDouble
 from tests.plugins.ils_http.schema import Schema
 from tests.plugins.seed import SEED
 
@@ -351,30 +349,17 @@ def seed_users() -> list[FolioUser]:
     ]
 
 
-@dataclass
-class Recorded:
-    route: str
-    status: int
-    body: Any
-    fault: bool
-
-
-@dataclass
-class FolioDouble:
+@dataclass(kw_only=True)
+class FolioDouble(RecordingDouble):
     username: str = "bridge-service"
     password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
     token_lifetime: int = 600
-    slow_seconds: float = 3.0
     users: list[FolioUser] = field(default_factory=seed_users)
     automated: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     manual: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     accounts: dict[str, list[Decimal]] = field(default_factory=dict)
     tokens: dict[str, float] = field(default_factory=dict)
     logins: int = 0
-    requests: list[tuple[str, str, bytes, dict[str, str]]] = field(default_factory=list)
-    responses: list[Recorded] = field(default_factory=list)
-    faults: dict[str, deque[str]] = field(default_factory=dict)
-    release: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         for s in SEED:
@@ -396,11 +381,6 @@ class FolioDouble:
                 self.accounts[uid] = [s.fines]
 
     # -- test controls ----------------------------------------------------------------------
-    def fail(self, route: str, *kinds: str) -> None:
-        """Queue faults for a route ("any" for all): 429, 500, 503, slow, malformed,
-        wrongtype, 401."""
-        self.faults.setdefault(route, deque()).extend(kinds)
-
     def expire_tokens(self) -> None:
         self.tokens.clear()
 
@@ -410,9 +390,6 @@ class FolioDouble:
 
     def by_barcode(self, barcode: str) -> FolioUser:
         return next(u for u in self.users if u.barcode == barcode)
-
-    def count(self, suffix: str) -> int:
-        return sum(1 for r in self.requests if r[1].endswith(suffix))
 
     # -- plumbing ---------------------------------------------------------------------------
     def _json(self, route: str, status: int, body: Any, **kw: Any) -> Response:
@@ -427,35 +404,23 @@ class FolioDouble:
         self.responses.append(Recorded(route, status, None, False))
         return Response(status_code=status)
 
-    async def _fault(self, route: str) -> Response | None:
-        for key in (route, "any"):
-            queue = self.faults.get(key)
-            if not queue:
-                continue
-            kind = queue.popleft()
-            self.responses.append(Recorded(route, 0, kind, True))
-            if kind == "429":
-                return PlainTextResponse("Too Many Requests", 429, headers={"Retry-After": "2"})
-            if kind in ("500", "503"):
-                return PlainTextResponse("Internal server error, contact administrator", int(kind))
-            if kind == "slow":
-                await asyncio.get_running_loop().run_in_executor(
-                    None, self.release.wait, self.slow_seconds
-                )
-                return None
-            if kind == "malformed":
-                return Response(b'{"users": [{"id": "x"', media_type="application/json")
-            if kind == "wrongtype":
-                return JSONResponse({"users": "none", "totalRecords": "many"})
-            if kind == "401":
-                return PlainTextResponse("Invalid token", 401)
-            raise AssertionError(kind)
-        return None
+    def fault_response(self, kind: str, route: str) -> Response:
+        if kind == "429":
+            return PlainTextResponse("Too Many Requests", 429, headers={"Retry-After": "2"})
+        if kind in ("500", "503"):
+            return PlainTextResponse("Internal server error, contact administrator", int(kind))
+        if kind == "malformed":
+            return Response(b'{"users": [{"id": "x"', media_type="application/json")
+        if kind == "wrongtype":
+            return JSONResponse({"users": "none", "totalRecords": "many"})
+        if kind == "401":
+            return PlainTextResponse("Invalid token", 401)
+        raise AssertionError(kind)
 
     async def _enter(self, request: Request, route: str) -> tuple[bytes, Response | None]:
         body = await request.body()
         self.requests.append((request.method, request.url.path, body, {"query": request.url.query}))
-        fault = await self._fault(route)
+        fault = await self.take_fault(route)
         if fault is not None:
             return body, fault
         if request.headers.get("x-okapi-tenant") != TENANT:

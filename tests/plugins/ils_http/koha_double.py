@@ -30,13 +30,9 @@ token Koha forgot); they are marked and left out of the schema check.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import secrets
-import threading
-import time
-from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -46,6 +42,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tests.plugins.ils_http.recording import BearerTokens, RecordingDouble
 from tests.plugins.ils_http.schema import Schema
 from tests.plugins.seed import SEED
 
@@ -223,40 +220,15 @@ def seed_patrons() -> list[KohaPatron]:
     return out
 
 
-@dataclass
-class Recorded:
-    route: str
-    status: int
-    body: Any
-    fault: bool
-
-
-@dataclass
-class KohaDouble:
+@dataclass(kw_only=True)
+class KohaDouble(BearerTokens, RecordingDouble):
     client_id: str = "bridge-client"
     client_secret: str = field(default_factory=lambda: secrets.token_urlsafe(16))
-    token_lifetime: int = 3600
     failed_login_attempts: int = 0  # Koha's syspref; 0 = no lock-out
     min_password_length: int = 4
-    slow_seconds: float = 3.0
     patrons: list[KohaPatron] = field(default_factory=seed_patrons)
-    tokens: dict[str, float] = field(default_factory=dict)
-    tokens_issued: int = 0
-    requests: list[tuple[str, str, bytes, dict[str, str]]] = field(default_factory=list)
-    responses: list[Recorded] = field(default_factory=list)
-    faults: dict[str, deque[str]] = field(default_factory=dict)
-    release: threading.Event = field(default_factory=threading.Event)
 
     # -- test controls ----------------------------------------------------------------------
-    def fail(self, route: str, *kinds: str) -> None:
-        """Queue faults for a route ("any" for every route): 429, 500, 503, slow,
-        malformed, wrongtype, 401 (the token forgotten)."""
-        self.faults.setdefault(route, deque()).extend(kinds)
-
-    def expire_tokens(self) -> None:
-        """Every token Koha issued is now expired (what a restart of Koha does)."""
-        self.tokens.clear()
-
     def add(self, patron: KohaPatron) -> KohaPatron:
         self.patrons.append(patron)
         return patron
@@ -264,57 +236,30 @@ class KohaDouble:
     def by_card(self, cardnumber: str) -> KohaPatron:
         return next(p for p in self.patrons if p.cardnumber == cardnumber)
 
-    def count(self, route_suffix: str) -> int:
-        return sum(1 for r in self.requests if r[1].endswith(route_suffix))
-
     # -- plumbing ---------------------------------------------------------------------------
-    def _answer(self, route: str, status: int, body: Any, headers: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
-        self.responses.append(Recorded(route, status, body, False))
-        return JSONResponse(body, status_code=status, headers=headers)
-
-    async def _fault(self, route: str) -> Response | None:
-        for key in (route, "any"):
-            queue = self.faults.get(key)
-            if not queue:
-                continue
-            kind = queue.popleft()
-            self.responses.append(Recorded(route, 0, kind, True))
-            if kind == "429":
-                return JSONResponse(
-                    {"error": "Too Many Requests"}, status_code=429, headers={"Retry-After": "2"}
-                )
-            if kind in ("500", "503"):
-                return JSONResponse({"error": "Something went wrong"}, status_code=int(kind))
-            if kind == "slow":
-                await asyncio.get_running_loop().run_in_executor(
-                    None, self.release.wait, self.slow_seconds
-                )
-                return None
-            if kind == "malformed":
-                return Response(b'{"patron_id": 1, "cardnum', media_type="application/json")
-            if kind == "wrongtype":
-                return JSONResponse({"patron_id": "one", "category_id": 5, "library_id": []})
-            if kind == "401":
-                return JSONResponse({"error": "Authentication failure."}, status_code=401)
-            raise AssertionError(kind)
-        return None
-
-    def _authorized(self, request: Request) -> bool:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer":
-            return False
-        expires = self.tokens.get(token)
-        return expires is not None and time.monotonic() < expires
+    def fault_response(self, kind: str, route: str) -> Response:
+        if kind == "429":
+            return JSONResponse(
+                {"error": "Too Many Requests"}, status_code=429, headers={"Retry-After": "2"}
+            )
+        if kind in ("500", "503"):
+            return JSONResponse({"error": "Something went wrong"}, status_code=int(kind))
+        if kind == "malformed":
+            return Response(b'{"patron_id": 1, "cardnum', media_type="application/json")
+        if kind == "wrongtype":
+            return JSONResponse({"patron_id": "one", "category_id": 5, "library_id": []})
+        if kind == "401":
+            return JSONResponse({"error": "Authentication failure."}, status_code=401)
+        raise AssertionError(kind)
 
     async def _enter(self, request: Request, route: str) -> tuple[bytes, Response | None]:
         body = await request.body()
         self.requests.append((request.method, request.url.path, body, {"query": request.url.query}))
-        fault = await self._fault(route)
+        fault = await self.take_fault(route)
         if fault is not None:
             return body, fault
-        if route != "token" and not self._authorized(request):
-            return body, self._answer(route, 401, {"error": "Authentication failure."})
+        if route != "token" and not self.bearer_ok(request):
+            return body, self.answer(route, 401, {"error": "Authentication failure."})
         return body, None
 
     # -- routes -----------------------------------------------------------------------------
@@ -324,19 +269,12 @@ class KohaDouble:
             return early
         form = await request.form()
         if form.get("grant_type") != "client_credentials":
-            return self._answer("token", 400, {"error": "Unimplemented grant type"})
+            return self.answer("token", 400, {"error": "Unimplemented grant type"})
         if form.get("client_id") != self.client_id or form.get("client_secret") != (
             self.client_secret
         ):
-            return self._answer("token", 403, {"error": "unauthorized_client"})
-        token = secrets.token_urlsafe(24)
-        self.tokens[token] = time.monotonic() + self.token_lifetime
-        self.tokens_issued += 1
-        return self._answer(
-            "token",
-            200,
-            {"access_token": token, "token_type": "Bearer", "expires_in": self.token_lifetime},
-        )
+            return self.answer("token", 403, {"error": "unauthorized_client"})
+        return self.answer("token", 200, self.issue_token("Bearer"))
 
     async def validation(self, request: Request) -> Response:
         raw, early = await self._enter(request, "validation")
@@ -345,13 +283,13 @@ class KohaDouble:
         try:
             body = json.loads(raw)
         except ValueError:
-            return self._answer("validation", 400, {"error": "Malformed JSON"})
+            return self.answer("validation", 400, {"error": "Malformed JSON"})
         if not isinstance(body, dict) or set(body) - {"identifier", "password", "userid"}:
-            return self._answer("validation", 400, {"error": "Properties not allowed"})
+            return self.answer("validation", 400, {"error": "Properties not allowed"})
         if "password" not in body or not isinstance(body["password"], str):
-            return self._answer("validation", 400, {"error": "Missing property: password"})
+            return self.answer("validation", 400, {"error": "Missing property: password"})
         if "identifier" in body and "userid" in body:
-            return self._answer(
+            return self.answer(
                 "validation", 400, {"error": "Only one identifier attribute can be passed"}
             )
         patron = None
@@ -363,17 +301,17 @@ class KohaDouble:
                 (p for p in self.patrons if p.cardnumber == ident), None
             )
         if patron is None:
-            return self._answer("validation", 400, {"error": "Validation failed"})
+            return self.answer("validation", 400, {"error": "Validation failed"})
         locked = self.failed_login_attempts and patron.login_attempts >= (
             self.failed_login_attempts
         )
         if locked or patron.password is None or patron.password != body["password"]:
             patron.login_attempts += 1
-            return self._answer("validation", 400, {"error": "Validation failed"})
+            return self.answer("validation", 400, {"error": "Validation failed"})
         if patron.password_expired:
-            return self._answer("validation", 400, {"error": "Password expired"})
+            return self.answer("validation", 400, {"error": "Password expired"})
         patron.login_attempts = 0
-        return self._answer(
+        return self.answer(
             "validation",
             201,
             {
@@ -400,7 +338,7 @@ class KohaDouble:
 
                 found = [p for p in found if keep(p)]
         per_page = int(q.get("_per_page", "20"))
-        return self._answer("patrons", 200, [p.api() for p in found[:per_page]])
+        return self.answer("patrons", 200, [p.api() for p in found[:per_page]])
 
     def _patron(self, request: Request) -> KohaPatron | None:
         raw = request.path_params["patron_id"]
@@ -412,8 +350,8 @@ class KohaDouble:
             return early
         patron = self._patron(request)
         if patron is None:
-            return self._answer("patron", 404, {"error": "Patron not found"})
-        return self._answer("patron", 200, patron.api())
+            return self.answer("patron", 404, {"error": "Patron not found"})
+        return self.answer("patron", 200, patron.api())
 
     async def account(self, request: Request) -> Response:
         _, early = await self._enter(request, "account")
@@ -421,9 +359,9 @@ class KohaDouble:
             return early
         patron = self._patron(request)
         if patron is None:
-            return self._answer("account", 404, {"error": "Patron not found"})
+            return self.answer("account", 404, {"error": "Patron not found"})
         owed = float(patron.balance)
-        return self._answer(
+        return self.answer(
             "account",
             200,
             {
@@ -439,21 +377,21 @@ class KohaDouble:
             return early
         patron = self._patron(request)
         if patron is None:
-            return self._answer("password", 404, {"error": "Patron not found"})
+            return self.answer("password", 404, {"error": "Patron not found"})
         body = json.loads(raw)
         if set(body) != {"password", "password_2"}:
-            return self._answer("password", 400, {"error": "Properties not allowed"})
+            return self.answer("password", 400, {"error": "Properties not allowed"})
         if body["password"] != body["password_2"]:
-            return self._answer("password", 400, {"error": "Passwords don't match"})
+            return self.answer("password", 400, {"error": "Passwords don't match"})
         if len(body["password"]) < self.min_password_length:
-            return self._answer(
+            return self.answer(
                 "password",
                 400,
                 {"error": f"Password length must be at least {self.min_password_length}"},
             )
         patron.password = body["password"]
         patron.password_expired = False
-        return self._answer("password", 200, "")
+        return self.answer("password", 200, "")
 
     def app(self) -> Starlette:
         return Starlette(

@@ -21,7 +21,6 @@ the card for the rest of the run (the reference says "may temporarily lock").
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime as dt
 import email.utils
@@ -29,8 +28,6 @@ import hashlib
 import hmac
 import json
 import secrets
-import threading
-from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -41,6 +38,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tests.plugins.ils_http.recording import Recorded, RecordingDouble
 from tests.plugins.ils_http.schema import Schema
 from tests.plugins.seed import SEED
 
@@ -183,37 +181,19 @@ def seed_patrons() -> list[PolarisPatron]:
     ]
 
 
-@dataclass
-class Recorded:
-    route: str
-    status: int
-    body: Any
-    fault: bool
-
-
-@dataclass
-class PolarisDouble:
+@dataclass(kw_only=True)
+class PolarisDouble(RecordingDouble):
     access_id: str = "bridge"
     key: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     staff_domain: str = "LIBRARY"
     staff_user: str = "papi-staff"
     staff_password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
     lock_after: int = 3
-    slow_seconds: float = 3.0
     patrons: list[PolarisPatron] = field(default_factory=seed_patrons)
     patron_secrets: dict[str, str] = field(default_factory=dict)  # secret → barcode
     staff_tokens: dict[str, str] = field(default_factory=dict)  # token → secret
     staff_logins: int = 0
-    requests: list[tuple[str, str, bytes, dict[str, str]]] = field(default_factory=list)
-    responses: list[Recorded] = field(default_factory=list)
-    faults: dict[str, deque[str]] = field(default_factory=dict)
-    release: threading.Event = field(default_factory=threading.Event)
     skew_seconds: float = 0.0  # the double's clock minus the real one
-
-    def fail(self, route: str, *kinds: str) -> None:
-        """Queue faults for a route ("any" for all): 429, 500, 503, slow, malformed,
-        wrongtype, 401."""
-        self.faults.setdefault(route, deque()).extend(kinds)
 
     def revoke_staff_tokens(self) -> None:
         self.staff_tokens.clear()
@@ -225,9 +205,6 @@ class PolarisDouble:
     def by_barcode(self, barcode: str) -> PolarisPatron:
         return next(p for p in self.patrons if p.barcode == barcode)
 
-    def count(self, suffix: str) -> int:
-        return sum(1 for r in self.requests if r[1].endswith(suffix))
-
     # -- plumbing ---------------------------------------------------------------------------
     def _answer(self, route: str, body: Any) -> Response:
         self.responses.append(Recorded(route, 200, body, False))
@@ -237,30 +214,18 @@ class PolarisDouble:
         self.responses.append(Recorded(route, 401, None, False))
         return Response(status_code=401, headers={"WWW-Authenticate": 'PWS realm="Polaris API"'})
 
-    async def _fault(self, route: str) -> Response | None:
-        for key in (route, "any"):
-            queue = self.faults.get(key)
-            if not queue:
-                continue
-            kind = queue.popleft()
-            self.responses.append(Recorded(route, 0, kind, True))
-            if kind == "429":
-                return JSONResponse({"Message": "Too many requests"}, 429, {"Retry-After": "2"})
-            if kind in ("500", "503"):
-                return JSONResponse({"Message": "An error has occurred."}, int(kind))
-            if kind == "slow":
-                await asyncio.get_running_loop().run_in_executor(
-                    None, self.release.wait, self.slow_seconds
-                )
-                return None
-            if kind == "malformed":
-                return Response(b'{"PAPIErrorCode": 0, "Access', media_type="application/json")
-            if kind == "wrongtype":
-                return JSONResponse({"PAPIErrorCode": "zero", "ValidPatron": "yes"})
-            if kind == "401":
-                return Response(status_code=401)
-            raise AssertionError(kind)
-        return None
+    def fault_response(self, kind: str, route: str) -> Response:
+        if kind == "429":
+            return JSONResponse({"Message": "Too many requests"}, 429, {"Retry-After": "2"})
+        if kind in ("500", "503"):
+            return JSONResponse({"Message": "An error has occurred."}, int(kind))
+        if kind == "malformed":
+            return Response(b'{"PAPIErrorCode": 0, "Access', media_type="application/json")
+        if kind == "wrongtype":
+            return JSONResponse({"PAPIErrorCode": "zero", "ValidPatron": "yes"})
+        if kind == "401":
+            return Response(status_code=401)
+        raise AssertionError(kind)
 
     def _signed_ok(self, request: Request, secret: str) -> bool:
         header = request.headers.get("authorization", "")
@@ -287,7 +252,7 @@ class PolarisDouble:
     async def _enter(self, request: Request, route: str) -> tuple[bytes, Response | None]:
         body = await request.body()
         self.requests.append((request.method, request.url.path, body, {"query": request.url.query}))
-        return body, await self._fault(route)
+        return body, await self.take_fault(route)
 
     def _patron_from_path(self, request: Request) -> tuple[str, PolarisPatron | None]:
         raw = request.scope["raw_path"].decode("ascii").split("/patron/", 1)[1]

@@ -1,6 +1,6 @@
 """Serve a vendor double in its own process (for the benchmark and for trying a connector):
 `python -m tests.plugins.ils_http.run_double KIND` with KIND one of koha, folio, sierra,
-polaris, alma, symphony. Prints one JSON ready line with the port and the credentials the
+polaris, alma, symphony, evergreen. Prints one JSON ready line with the port and the credentials the
 connector needs, then serves until killed. `GET /_double/stats` (not part of any vendor's API)
 answers the TCP connections and requests the double has seen."""
 
@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from tests.pins import DEMO_PIN
 from tests.plugins.ils_http.alma_double import AlmaDouble, AlmaUser
+from tests.plugins.ils_http.evergreen_double import EgPatron, EvergreenDouble
 from tests.plugins.ils_http.folio_double import TENANT, FolioDouble, FolioUser
 from tests.plugins.ils_http.koha_double import KohaDouble, KohaPatron
 from tests.plugins.ils_http.polaris_double import PREFIX as POLARIS_PREFIX
@@ -66,6 +67,10 @@ def main(kind: str) -> None:
             "user": double.staff_user,
             "password": double.staff_password,
         }
+    elif kind == "evergreen":
+        double = EvergreenDouble()
+        double.add(EgPatron(777, BENCH_CARD, "bench", "Bench", "Bea", DEMO_PIN))
+        ready = {"user": double.staff_user, "password": double.staff_password}
     else:
         raise SystemExit(f"no double named {kind!r}")
     app = double.app()

@@ -43,10 +43,14 @@ async def slow_check_ends_at_the_deadline(
 
 
 async def connection_refused(plugin: str, settings: dict[str, Any], tmp_path: Path) -> None:
-    """A base URL on a closed loopback port: "cannot connect", and health says not ok."""
+    """A base URL on a closed loopback port: "cannot connect" until the breaker opens
+    (`breaker_failures` in `settings`), then "circuit" at once; health says not ok."""
     store = await open_plugin(plugin, settings, CountingHasher(), tmp_path)
     try:
-        with pytest.raises(StoreUnavailable, match="cannot connect"):
+        for _ in range(settings["breaker_failures"]):
+            with pytest.raises(StoreUnavailable, match="cannot connect"):
+                await store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
+        with pytest.raises(StoreUnavailable, match="circuit"):
             await store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
         assert not (await store.health()).ok
     finally:

@@ -32,6 +32,12 @@ def _is(value: Any, name: str) -> bool:
 
 def check(value: Any, schema: Schema, where: str = "$") -> list[str]:
     problems: list[str] = []
+    if "anyOf" in schema:
+        tries = [check(value, option, where) for option in schema["anyOf"]]
+        if not any(not t for t in tries):
+            return [f"{where}: fits none of {len(tries)} shapes: {tries}"]
+    if "const" in schema and value != schema["const"]:
+        return [f"{where}: {value!r} is not {schema['const']!r}"]
     types = schema.get("type")
     if types is not None:
         names = [types] if isinstance(types, str) else list(types)
@@ -52,6 +58,10 @@ def check(value: Any, schema: Schema, where: str = "$") -> list[str]:
                 problems.extend(check(item, props[name], f"{where}.{name}"))
             elif schema.get("additionalProperties", True) is False:
                 problems.append(f"{where}: unexpected field {name}")
+    if isinstance(value, list) and not (
+        schema.get("minItems", 0) <= len(value) <= schema.get("maxItems", len(value))
+    ):
+        problems.append(f"{where}: {len(value)} items")
     if isinstance(value, list) and "items" in schema:
         for i, item in enumerate(value):
             problems.extend(check(item, schema["items"], f"{where}[{i}]"))

@@ -63,6 +63,9 @@ class Served:
         self.counter = ConnectionCounter(app)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Accepted connections inherit this: uvicorn writes a response's head and body
+        # separately, and with Nagle on the body waits for the client's delayed ACK (~40 ms).
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.bind((host, 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"{'https' if tls else 'http'}://{host}:{self.port}"

@@ -19,14 +19,10 @@ fields asked for. The answer to a bad key (401 with an error object) is our assu
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime as dt
 import json
 import secrets
-import threading
-import time
-from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -36,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tests.plugins.ils_http.recording import BearerTokens, RecordingDouble
 from tests.plugins.ils_http.schema import Schema
 from tests.plugins.seed import SEED
 
@@ -156,35 +153,11 @@ def seed_patrons() -> list[SierraPatron]:
     ]
 
 
-@dataclass
-class Recorded:
-    route: str
-    status: int
-    body: Any
-    fault: bool
-
-
-@dataclass
-class SierraDouble:
+@dataclass(kw_only=True)
+class SierraDouble(BearerTokens, RecordingDouble):
     key: str = "bridge-key"
     secret: str = field(default_factory=lambda: secrets.token_urlsafe(16))
-    token_lifetime: int = 3600
-    slow_seconds: float = 3.0
     patrons: list[SierraPatron] = field(default_factory=seed_patrons)
-    tokens: dict[str, float] = field(default_factory=dict)
-    tokens_issued: int = 0
-    requests: list[tuple[str, str, bytes, dict[str, str]]] = field(default_factory=list)
-    responses: list[Recorded] = field(default_factory=list)
-    faults: dict[str, deque[str]] = field(default_factory=dict)
-    release: threading.Event = field(default_factory=threading.Event)
-
-    def fail(self, route: str, *kinds: str) -> None:
-        """Queue faults for a route ("any" for all): 429, 500, 503, slow, malformed,
-        wrongtype, 401."""
-        self.faults.setdefault(route, deque()).extend(kinds)
-
-    def expire_tokens(self) -> None:
-        self.tokens.clear()
 
     def add(self, patron: SierraPatron) -> SierraPatron:
         self.patrons.append(patron)
@@ -193,51 +166,27 @@ class SierraDouble:
     def by_barcode(self, barcode: str) -> SierraPatron:
         return next(p for p in self.patrons if p.barcode == barcode)
 
-    def count(self, suffix: str) -> int:
-        return sum(1 for r in self.requests if r[1].endswith(suffix))
-
-    def _answer(self, route: str, status: int, body: Any) -> Response:
-        self.responses.append(Recorded(route, status, body, False))
-        if body is None:
-            return Response(status_code=status)
-        return JSONResponse(body, status_code=status)
-
-    async def _fault(self, route: str) -> Response | None:
-        for key in (route, "any"):
-            queue = self.faults.get(key)
-            if not queue:
-                continue
-            kind = queue.popleft()
-            self.responses.append(Recorded(route, 0, kind, True))
-            if kind == "429":
-                return JSONResponse({"name": "Too Many Requests"}, 429, {"Retry-After": "2"})
-            if kind in ("500", "503"):
-                return JSONResponse(error(109, int(kind), "Internal server error"), int(kind))
-            if kind == "slow":
-                await asyncio.get_running_loop().run_in_executor(
-                    None, self.release.wait, self.slow_seconds
-                )
-                return None
-            if kind == "malformed":
-                return Response(b'{"id": 1000001, "names": ["Rea', media_type="application/json")
-            if kind == "wrongtype":
-                return JSONResponse({"id": "one", "names": "Reader", "moneyOwed": "lots"})
-            if kind == "401":
-                return JSONResponse(error(123, 401, "Unauthorized", "invalid_grant"), 401)
-            raise AssertionError(kind)
-        return None
+    def fault_response(self, kind: str, route: str) -> Response:
+        if kind == "429":
+            return JSONResponse({"name": "Too Many Requests"}, 429, {"Retry-After": "2"})
+        if kind in ("500", "503"):
+            return JSONResponse(error(109, int(kind), "Internal server error"), int(kind))
+        if kind == "malformed":
+            return Response(b'{"id": 1000001, "names": ["Rea', media_type="application/json")
+        if kind == "wrongtype":
+            return JSONResponse({"id": "one", "names": "Reader", "moneyOwed": "lots"})
+        if kind == "401":
+            return JSONResponse(error(123, 401, "Unauthorized", "invalid_grant"), 401)
+        raise AssertionError(kind)
 
     async def _enter(self, request: Request, route: str) -> tuple[bytes, Response | None]:
         body = await request.body()
         self.requests.append((request.method, request.url.path, body, {"query": request.url.query}))
-        fault = await self._fault(route)
+        fault = await self.take_fault(route)
         if fault is not None:
             return body, fault
-        if route != "token":
-            scheme, _, token = request.headers.get("authorization", "").partition(" ")
-            expires = self.tokens.get(token)
-            if scheme.lower() != "bearer" or expires is None or time.monotonic() >= expires:
-                return body, self._answer(route, 401, error(123, 401, "Unauthorized"))
+        if route != "token" and not self.bearer_ok(request):
+            return body, self.answer(route, 401, error(123, 401, "Unauthorized"))
         return body, None
 
     async def token(self, request: Request) -> Response:
@@ -247,15 +196,11 @@ class SierraDouble:
         scheme, _, raw = request.headers.get("authorization", "").partition(" ")
         expected = base64.b64encode(f"{self.key}:{self.secret}".encode()).decode()
         if scheme != "Basic" or raw != expected:
-            return self._answer("token", 401, error(123, 401, "Unauthorized", "invalid_client"))
+            return self.answer("token", 401, error(123, 401, "Unauthorized", "invalid_client"))
         form = await request.form()
         if form.get("grant_type") != "client_credentials":
-            return self._answer("token", 400, error(108, 400, "Invalid parameter"))
-        token = secrets.token_urlsafe(24)
-        self.tokens[token] = time.monotonic() + self.token_lifetime
-        self.tokens_issued += 1
-        body = {"access_token": token, "token_type": "bearer", "expires_in": self.token_lifetime}
-        return self._answer("token", 200, body)
+            return self.answer("token", 400, error(108, 400, "Invalid parameter"))
+        return self.answer("token", 200, self.issue_token("bearer"))
 
     async def validate(self, request: Request) -> Response:
         raw, early = await self._enter(request, "validate")
@@ -263,7 +208,7 @@ class SierraDouble:
             return early
         body = json.loads(raw)
         if set(body) - {"barcode", "pin", "caseSensitivity"} or "barcode" not in body:
-            return self._answer("validate", 400, error(108, 400, "Invalid parameter"))
+            return self.answer("validate", 400, error(108, 400, "Invalid parameter"))
         patron = next(
             (p for p in self.patrons if p.barcode == body["barcode"] and not p.deleted), None
         )
@@ -274,8 +219,8 @@ class SierraDouble:
         elif good:
             good = patron.pin == pin  # type: ignore[union-attr]
         if not good:
-            return self._answer("validate", 400, error(108, 400, "Invalid parameter"))
-        return self._answer("validate", 204, None)
+            return self.answer("validate", 400, error(108, 400, "Invalid parameter"))
+        return self.answer("validate", 204, None)
 
     def _fields(self, request: Request) -> set[str] | None:
         raw = request.query_params.get("fields")
@@ -288,16 +233,16 @@ class SierraDouble:
         q = request.query_params
         tag, content = q.get("varFieldTag"), q.get("varFieldContent")
         if tag not in ("b", "z") or content is None:
-            return self._answer("find", 400, error(108, 400, "Invalid parameter"))
+            return self.answer("find", 400, error(108, 400, "Invalid parameter"))
         if tag == "b":
             found = [p for p in self.patrons if p.barcode == content]
         else:
             found = [p for p in self.patrons if (p.email or "").casefold() == content.casefold()]
         if not found:
-            return self._answer("find", 404, error(107, 404, "Record not found"))
+            return self.answer("find", 404, error(107, 404, "Record not found"))
         if len(found) > 1:
-            return self._answer("find", 409, error(133, 409, "Duplicate records found"))
-        return self._answer("find", 200, found[0].api(self._fields(request)))
+            return self.answer("find", 409, error(133, 409, "Duplicate records found"))
+        return self.answer("find", 200, found[0].api(self._fields(request)))
 
     async def get_patron(self, request: Request) -> Response:
         _, early = await self._enter(request, "patron")
@@ -306,8 +251,8 @@ class SierraDouble:
         raw = request.path_params["id"]
         found = next((p for p in self.patrons if str(p.id) == raw), None)
         if found is None:
-            return self._answer("patron", 404, error(107, 404, "Record not found"))
-        return self._answer("patron", 200, found.api(self._fields(request)))
+            return self.answer("patron", 404, error(107, 404, "Record not found"))
+        return self.answer("patron", 200, found.api(self._fields(request)))
 
     async def update(self, request: Request) -> Response:
         raw, early = await self._enter(request, "update")
@@ -315,15 +260,15 @@ class SierraDouble:
             return early
         found = next((p for p in self.patrons if str(p.id) == request.path_params["id"]), None)
         if found is None:
-            return self._answer("update", 404, error(107, 404, "Record not found"))
+            return self.answer("update", 404, error(107, 404, "Record not found"))
         body = json.loads(raw)
         pin = body.get("pin")
         if not isinstance(pin, str) or len(pin) < 4 or pin in TRIVIAL:
-            return self._answer(
+            return self.answer(
                 "update", 400, error(136, 400, "PIN is not valid", "PIN is trivial", specific=3)
             )
         found.pin = pin
-        return self._answer("update", 204, None)
+        return self.answer("update", 204, None)
 
     def app(self) -> Starlette:
         return Starlette(

@@ -15,13 +15,10 @@ the 401 bodies' `messageList` codes, 404 for an unknown key or barcode, amounts 
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import secrets
-import threading
 import uuid
-from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -32,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tests.plugins.ils_http.recording import RecordingDouble
 from tests.plugins.ils_http.schema import Schema
 from tests.plugins.seed import SEED
 
@@ -165,32 +163,14 @@ def seed_patrons() -> list[SymphonyPatron]:
     ]
 
 
-@dataclass
-class Recorded:
-    route: str
-    status: int
-    body: Any
-    fault: bool
-
-
-@dataclass
-class SymphonyDouble:
+@dataclass(kw_only=True)
+class SymphonyDouble(RecordingDouble):
     client_id: str = "PatronBridgeClient"
     staff_user: str = "bridge"
     staff_password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
-    slow_seconds: float = 3.0
     patrons: list[SymphonyPatron] = field(default_factory=seed_patrons)
     sessions: set[str] = field(default_factory=set)
     logins: int = 0
-    requests: list[tuple[str, str, bytes, dict[str, str]]] = field(default_factory=list)
-    responses: list[Recorded] = field(default_factory=list)
-    faults: dict[str, deque[str]] = field(default_factory=dict)
-    release: threading.Event = field(default_factory=threading.Event)
-
-    def fail(self, route: str, *kinds: str) -> None:
-        """Queue faults for a route ("any" for all): 429, 500, 503, slow, malformed,
-        wrongtype."""
-        self.faults.setdefault(route, deque()).extend(kinds)
 
     def expire_sessions(self) -> None:
         self.sessions.clear()
@@ -202,52 +182,29 @@ class SymphonyDouble:
     def by_barcode(self, barcode: str) -> SymphonyPatron:
         return next(p for p in self.patrons if p.barcode == barcode)
 
-    def count(self, suffix: str) -> int:
-        return sum(1 for r in self.requests if r[1].endswith(suffix))
-
-    def _answer(self, route: str, status: int, body: Any) -> Response:
-        self.responses.append(Recorded(route, status, body, False))
-        return JSONResponse(body, status_code=status)
-
-    async def _fault(self, route: str) -> Response | None:
-        for key in (route, "any"):
-            queue = self.faults.get(key)
-            if not queue:
-                continue
-            kind = queue.popleft()
-            self.responses.append(Recorded(route, 0, kind, True))
-            if kind == "429":
-                return JSONResponse(
-                    messages("tooMany", "Too many requests"), 429, {"Retry-After": "2"}
-                )
-            if kind in ("500", "503"):
-                return JSONResponse(messages("internal", "Internal error"), int(kind))
-            if kind == "slow":
-                await asyncio.get_running_loop().run_in_executor(
-                    None, self.release.wait, self.slow_seconds
-                )
-                return None
-            if kind == "malformed":
-                return Response(b'{"patronKey": "30', media_type="application/json")
-            if kind == "wrongtype":
-                return JSONResponse({"patronKey": 301, "key": 5, "fields": []})
-            raise AssertionError(kind)
-        return None
+    def fault_response(self, kind: str, route: str) -> Response:
+        if kind == "429":
+            return JSONResponse(messages("tooMany", "Too many requests"), 429, {"Retry-After": "2"})
+        if kind in ("500", "503"):
+            return JSONResponse(messages("internal", "Internal error"), int(kind))
+        if kind == "malformed":
+            return Response(b'{"patronKey": "30', media_type="application/json")
+        if kind == "wrongtype":
+            return JSONResponse({"patronKey": 301, "key": 5, "fields": []})
+        raise AssertionError(kind)
 
     async def _enter(self, request: Request, route: str, *, session: bool) -> Response | None:
         body = await request.body()
         self.requests.append((request.method, request.url.path, body, {"query": request.url.query}))
-        fault = await self._fault(route)
+        fault = await self.take_fault(route)
         if fault is not None:
             return fault
         if request.headers.get("x-sirs-clientid") != self.client_id or not request.headers.get(
             "sd-originating-app-id"
         ):
-            return self._answer(route, 401, messages("clientIDInvalid", "Invalid client ID"))
+            return self.answer(route, 401, messages("clientIDInvalid", "Invalid client ID"))
         if session and request.headers.get("x-sirs-sessiontoken") not in self.sessions:
-            return self._answer(
-                route, 401, messages("sessionTimedOut", "The session has timed out")
-            )
+            return self.answer(route, 401, messages("sessionTimedOut", "The session has timed out"))
         return None
 
     async def staff_login(self, request: Request) -> Response:
@@ -256,11 +213,11 @@ class SymphonyDouble:
             return early
         body = json.loads(await request.body())
         if (body.get("login"), body.get("password")) != (self.staff_user, self.staff_password):
-            return self._answer("staff-login", 401, messages("unableToLogin", "Unable to log in"))
+            return self.answer("staff-login", 401, messages("unableToLogin", "Unable to log in"))
         token = str(uuid.uuid4())
         self.sessions.add(token)
         self.logins += 1
-        return self._answer("staff-login", 200, {"sessionToken": token, "staffKey": "1"})
+        return self.answer("staff-login", 200, {"sessionToken": token, "staffKey": "1"})
 
     async def authenticate(self, request: Request) -> Response:
         early = await self._enter(request, "authenticate", session=False)
@@ -269,10 +226,10 @@ class SymphonyDouble:
         body = json.loads(await request.body())
         found = next((p for p in self.patrons if p.barcode == body.get("barcode")), None)
         if found is None or found.pin is None or found.pin != body.get("password"):
-            return self._answer(
+            return self.answer(
                 "authenticate", 401, messages("unableToAuthenticate", "Invalid barcode or PIN")
             )
-        return self._answer("authenticate", 200, {"patronKey": found.key})
+        return self.answer("authenticate", 200, {"patronKey": found.key})
 
     async def by_key(self, request: Request) -> Response:
         early = await self._enter(request, "patron", session=True)
@@ -281,8 +238,8 @@ class SymphonyDouble:
         key = unquote(request.scope["raw_path"].decode("ascii").rsplit("/", 1)[1])
         found = next((p for p in self.patrons if p.key == key), None)
         if found is None:
-            return self._answer("patron", 404, messages("recordNotFound", "Record not found"))
-        return self._answer("patron", 200, found.api())
+            return self.answer("patron", 404, messages("recordNotFound", "Record not found"))
+        return self.answer("patron", 200, found.api())
 
     async def by_barcode_route(self, request: Request) -> Response:
         early = await self._enter(request, "patron", session=True)
@@ -291,8 +248,8 @@ class SymphonyDouble:
         raw = request.scope["raw_path"].decode("ascii").split("/user/patron/barcode/", 1)[1]
         found = next((p for p in self.patrons if p.barcode == unquote(raw)), None)
         if found is None:
-            return self._answer("patron", 404, messages("recordNotFound", "Record not found"))
-        return self._answer("patron", 200, found.api())
+            return self.answer("patron", 404, messages("recordNotFound", "Record not found"))
+        return self.answer("patron", 200, found.api())
 
     def app(self) -> Starlette:
         return Starlette(

@@ -9,46 +9,29 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_plus
 
-import msgspec
 import pytest
 
-from bridge.core.patron import Outcome
 from bridge.core.secret import Secret
 from bridge.core.store import Capability, StoreUnavailable
-from plugins.folio import FolioSettings, cql_string
-from tests.pins import ALL, DEMO_PIN, NEW_PIN, WRONG_PIN
-from tests.plugins.conftest import CountingHasher, authenticator, ctx, open_plugin
-from tests.plugins.ils_http.conftest import folio_settings
+from plugins.folio import cql_string
+from tests.pins import DEMO_PIN, NEW_PIN, WRONG_PIN
+from tests.plugins.conftest import authenticator, ctx
+from tests.plugins.ils_http.conftest import open_kind
 from tests.plugins.ils_http.folio_double import GROUPS, FolioDouble, FolioUser, cql_filter
-from tests.plugins.ils_http.scenarios import (
-    breaker_holds_after_429,
-    connection_refused,
-    pin_check_fails,
-)
-from tests.plugins.ils_http.serve import Served, free_port
-from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, NO_PIN, UNKNOWN
+from tests.plugins.ils_http.serve import Served
+from tests.plugins.ils_http.test_connector_failures import BY_KIND
+from tests.plugins.seed import ACTIVE, FINES, NO_PIN, UNKNOWN
 
 Folio = tuple[FolioDouble, Served]
 
 
-async def open_folio(folio: Folio, tmp_path: Path, **more: Any) -> Any:
-    double, served = folio
-    return await open_plugin(
-        "folio", folio_settings(double, served.url, **more), CountingHasher(), tmp_path
-    )
-
-
-def no_pin_in_urls(double: FolioDouble) -> None:
-    for _method, path, _body, meta in double.requests:
-        seen = unquote_plus(path + "?" + meta["query"])
-        for pin in ALL:
-            assert pin not in seen
+open_folio = functools.partial(open_kind, "folio")
 
 
 def new_user(barcode: str, **more: Any) -> FolioUser:
@@ -65,7 +48,7 @@ async def test_right_pin_reads_the_record(folio: Folio, folio_store: Any) -> Non
     assert patron.name == "Reader, Ada" and patron.email == ACTIVE.email
     assert patron.category == "ADULT" and patron.expires == ACTIVE.expires
     assert not patron.blocked and patron.fines == Decimal("0.00")
-    no_pin_in_urls(double)
+    double.assert_no_pin_in_urls()
 
 
 async def test_wrong_pin_and_no_pin(folio: Folio, folio_store: Any) -> None:
@@ -83,25 +66,6 @@ async def test_unknown_card_never_reaches_the_pin_check(folio: Folio, folio_stor
     result = await folio_store.verify_pin(UNKNOWN, Secret(DEMO_PIN))
     assert result.patron is None and not result.pin_ok
     assert double.count("/patron-pin/verify") == 0
-
-
-async def test_standing_through_the_core(folio_store: Any) -> None:
-    auth = authenticator(folio_store)
-    cases = {
-        ACTIVE.barcode: Outcome.ACCEPTED,
-        EXPIRED.barcode: Outcome.CARD_EXPIRED,
-        BLOCKED.barcode: Outcome.CARD_BLOCKED,
-        FINES.barcode: Outcome.FINES_OVER_LIMIT,
-    }
-    for barcode, outcome in cases.items():
-        decision = await auth.authenticate(barcode, Secret(DEMO_PIN), ctx())
-        assert decision.outcome is outcome, barcode
-    assert (await auth.authenticate(UNKNOWN, Secret(DEMO_PIN), ctx())).outcome is (
-        Outcome.UNKNOWN_CARD
-    )
-    assert (await auth.authenticate(ACTIVE.barcode, Secret(WRONG_PIN), ctx())).outcome is (
-        Outcome.BAD_PIN
-    )
 
 
 async def test_automated_blocks_inactive_and_expired_manual_blocks(
@@ -228,77 +192,13 @@ async def test_bad_service_password(folio: Folio, tmp_path: Path) -> None:
 
 
 # -- failures -----------------------------------------------------------------------------------
-async def test_429_holds_the_breaker(folio: Folio, folio_store: Any) -> None:
-    double, _ = folio
-    await breaker_holds_after_429(double, folio_store, "pin-verify")
-
-
-@pytest.mark.parametrize("route", ["pin-verify", "users", "manual", "automated", "accounts"])
-async def test_500_is_unavailable_and_the_pin_check_not_resent(
-    folio: Folio, folio_store: Any, route: str
-) -> None:
-    double, _ = folio
-    await pin_check_fails(double, folio_store, route, "500")
-    assert double.count("/patron-pin/verify") <= 1
-
-
-async def test_slow_pin_check_ends_at_the_deadline(folio: Folio, tmp_path: Path) -> None:
-    double, _ = folio
-    store = await open_folio(folio, tmp_path, request_timeout=0.5)
-    try:
-        double.fail("pin-verify", "slow")
-        with pytest.raises(StoreUnavailable, match="timed out"):
-            await store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
-        assert double.count("/patron-pin/verify") == 1
-        double.release.set()
-    finally:
-        await store.aclose()
-
-
-async def test_connection_refused(folio: Folio, tmp_path: Path) -> None:
-    double, _ = folio
-    settings = folio_settings(double, f"http://127.0.0.1:{free_port()}")
-    await connection_refused("folio", settings, tmp_path)
-
-
-@pytest.mark.parametrize("kind", ["malformed", "wrongtype"])
-@pytest.mark.parametrize(
-    "route", ["users", "login-with-expiry", "automated", "manual", "accounts", "group"]
-)
-async def test_unreadable_answers_are_unavailable(
-    folio: Folio, folio_store: Any, kind: str, route: str
-) -> None:
-    double, _ = folio
-    await pin_check_fails(double, folio_store, route, kind)
 
 
 # -- escaping -----------------------------------------------------------------------------------
-HOSTILE = [
-    "A+B/C D",
-    "29 00/11+22",
-    "Ünïcödé-卡-42",
-    'quo"te\\back',
-    "star*",
-    "q?",
-    'x" or barcode=="29000000000011',
-    "a&query=barcode==*",
-]
-
-
-@pytest.mark.parametrize("barcode", HOSTILE)
-async def test_barcodes_travel_exactly(folio: Folio, folio_store: Any, barcode: str) -> None:
-    double, _ = folio
-    double.add(new_user(barcode))
-    result = await folio_store.verify_pin(barcode, Secret(DEMO_PIN))
-    assert result.pin_ok and result.patron.barcode == barcode
-    assert (await folio_store.lookup(barcode)).barcode == barcode
-    # Masks and quotes are escaped: a near miss finds nothing, "*" matches only itself.
-    assert await folio_store.lookup(barcode[:-1] + "#") is None
-    no_pin_in_urls(double)
 
 
 def test_cql_strings_parse_back_to_the_value() -> None:
-    for value in HOSTILE:
+    for value in BY_KIND["folio"].hostile:
         terms = cql_filter(f"barcode=={cql_string(value)}")
         assert terms is not None and len(terms) == 1
         assert terms[0][1].fullmatch(value)
@@ -339,23 +239,3 @@ async def test_lookups(folio: Folio, folio_store: Any) -> None:
     assert await folio_store.lookup_by_record_id(str(uuid.uuid4())) is None
     assert await folio_store.lookup_by_record_id("../users") is None
     assert (await folio_store.health()).ok
-
-
-@pytest.mark.parametrize(
-    ("more", "message"),
-    [
-        ({"tenant": ""}, "tenant"),
-        ({"tenant": "Bad Tenant"}, "tenant"),
-        ({"username": ""}, "username"),
-        ({"password": ""}, "password"),
-        ({"base_url": "http://folio.example.org"}, "https"),
-        ({"identifier": "email"}, "identifier"),
-        ({"blocks": ["everything"]}, "blocks"),
-        ({"login": "oauth"}, "login"),
-    ],
-)
-def test_settings_are_validated(more: dict[str, object], message: str) -> None:
-    base = {"base_url": "https://okapi.example.org", "tenant": "diku", "username": "u"}
-    with pytest.raises(msgspec.ValidationError, match=message):
-        msgspec.convert({**base, "password": "p", **more}, FolioSettings)
-    assert msgspec.convert({**base, "password": "p"}, FolioSettings).identifier == "barcode"

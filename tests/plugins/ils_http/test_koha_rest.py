@@ -8,39 +8,28 @@ The double's answers are checked against our schema of Koha's contract by the fi
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_plus
 
 import pytest
 
 from bridge.core.patron import Outcome
 from bridge.core.secret import Secret
 from bridge.core.store import Capability, StoreUnavailable
-from tests.pins import ALL, DEMO_PIN, NEW_PIN, WRONG_PIN
+from tests.pins import DEMO_PIN, NEW_PIN, WRONG_PIN
 from tests.plugins.conftest import CountingHasher, authenticator, ctx, open_plugin
-from tests.plugins.ils_http.conftest import koha_settings, schema_problems
+from tests.plugins.ils_http.conftest import koha_settings, open_kind, schema_problems
 from tests.plugins.ils_http.koha_double import SCHEMAS, KohaDouble, KohaPatron
-from tests.plugins.ils_http.scenarios import breaker_holds_after_429
-from tests.plugins.ils_http.serve import Served, free_port
-from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, UNKNOWN
+from tests.plugins.ils_http.serve import Served
+from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, UNKNOWN
 
 Koha = tuple[KohaDouble, Served]
 
 
-async def open_koha(koha: Koha, tmp_path: Path, **more: Any) -> Any:
-    double, served = koha
-    settings = koha_settings(double, served.url, **more)
-    return await open_plugin("koha-rest", settings, CountingHasher(), tmp_path)
-
-
-def no_pin_in_urls(double: KohaDouble) -> None:
-    for _method, path, _body, meta in double.requests:
-        seen = unquote_plus(path + "?" + meta["query"])
-        for pin in ALL:
-            assert pin not in seen
+open_koha = functools.partial(open_kind, "koha")
 
 
 # -- outcomes -----------------------------------------------------------------------------------
@@ -55,7 +44,7 @@ async def test_right_pin_reads_the_record(koha: Koha, koha_store: Any) -> None:
     assert patron.category == "ADULT" and patron.home_library == "MAIN"
     assert patron.expires == ACTIVE.expires and not patron.blocked
     assert patron.fines == Decimal("0.00")
-    no_pin_in_urls(double)
+    double.assert_no_pin_in_urls()
 
 
 async def test_wrong_pin_is_counted_once_by_koha(koha: Koha, koha_store: Any) -> None:
@@ -77,25 +66,6 @@ async def test_unknown_card(koha: Koha, koha_store: Any, tmp_path: Path) -> None
         assert result.patron is not None and not result.pin_ok
     finally:
         await plain.aclose()
-
-
-async def test_standing_through_the_core(koha_store: Any) -> None:
-    auth = authenticator(koha_store)
-    cases = {
-        ACTIVE.barcode: Outcome.ACCEPTED,
-        EXPIRED.barcode: Outcome.CARD_EXPIRED,
-        BLOCKED.barcode: Outcome.CARD_BLOCKED,
-        FINES.barcode: Outcome.FINES_OVER_LIMIT,
-    }
-    for barcode, outcome in cases.items():
-        decision = await auth.authenticate(barcode, Secret(DEMO_PIN), ctx())
-        assert decision.outcome is outcome, barcode
-    decision = await auth.authenticate(ACTIVE.barcode, Secret(WRONG_PIN), ctx())
-    assert decision.outcome is Outcome.BAD_PIN
-    decision = await auth.authenticate(UNKNOWN, Secret(DEMO_PIN), ctx())
-    assert decision.outcome is Outcome.UNKNOWN_CARD
-    fines = await koha_store.lookup(FINES.barcode)
-    assert fines.fines == Decimal("25.00")
 
 
 async def test_restricted_and_unconfirmed_address(koha: Koha, koha_store: Any) -> None:
@@ -205,38 +175,6 @@ async def test_bad_client_secret_is_unavailable(koha: Koha, tmp_path: Path) -> N
 
 
 # -- failures -----------------------------------------------------------------------------------
-async def test_429_holds_the_breaker_for_retry_after(koha: Koha, koha_store: Any) -> None:
-    double, _ = koha
-    await breaker_holds_after_429(double, koha_store, "validation")
-    health = await koha_store.health()
-    assert not health.ok and "circuit" in health.detail
-
-
-@pytest.mark.parametrize("fault", ["500", "503"])
-async def test_server_error_is_unavailable_and_not_retried(
-    koha: Koha, koha_store: Any, fault: str
-) -> None:
-    double, _ = koha
-    double.fail("validation", fault)
-    with pytest.raises(StoreUnavailable):
-        await koha_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
-    assert double.count("/auth/password/validation") == 1
-    assert (await koha_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))).pin_ok
-
-
-async def test_slow_pin_check_ends_at_the_deadline_and_is_not_resent(
-    koha: Koha, tmp_path: Path
-) -> None:
-    double, _ = koha
-    store = await open_koha(koha, tmp_path, request_timeout=0.5)
-    try:
-        double.fail("validation", "slow")
-        with pytest.raises(StoreUnavailable, match="timed out"):
-            await store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
-        assert double.count("/auth/password/validation") == 1
-        double.release.set()
-    finally:
-        await store.aclose()
 
 
 async def test_slow_status_read_ends_at_the_deadline(koha: Koha, tmp_path: Path) -> None:
@@ -249,35 +187,6 @@ async def test_slow_status_read_ends_at_the_deadline(koha: Koha, tmp_path: Path)
         double.release.set()
     finally:
         await store.aclose()
-
-
-async def test_connection_refused(koha: Koha, tmp_path: Path) -> None:
-    double, _ = koha
-    settings = koha_settings(double, f"http://127.0.0.1:{free_port()}", breaker_failures=2)
-    store = await open_plugin("koha-rest", settings, CountingHasher(), tmp_path)
-    try:
-        for _ in range(2):
-            with pytest.raises(StoreUnavailable, match="cannot connect"):
-                await store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
-        with pytest.raises(StoreUnavailable, match="circuit"):
-            await store.lookup(ACTIVE.barcode)
-        assert not (await store.health()).ok
-    finally:
-        await store.aclose()
-
-
-@pytest.mark.parametrize("kind", ["malformed", "wrongtype"])
-@pytest.mark.parametrize("route", ["validation", "patron", "account", "patrons", "token"])
-async def test_unreadable_answers_are_unavailable(
-    koha: Koha, koha_store: Any, kind: str, route: str
-) -> None:
-    double, _ = koha
-    double.fail(route, kind)
-    with pytest.raises(StoreUnavailable):
-        if route == "patrons":
-            await koha_store.lookup(ACTIVE.barcode)
-        else:
-            await koha_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))
 
 
 async def test_breaker_opens_and_a_probe_closes_it(koha: Koha, tmp_path: Path) -> None:
@@ -300,22 +209,6 @@ async def test_breaker_opens_and_a_probe_closes_it(koha: Koha, tmp_path: Path) -
 
 
 # -- escaping -----------------------------------------------------------------------------------
-HOSTILE = ["A+B/C D", "29 00/11+22", "Ünïcödé-卡-42", "a&cardnumber=29000000000011", "x%2Fy?z#w"]
-
-
-@pytest.mark.parametrize("barcode", HOSTILE)
-async def test_barcodes_travel_exactly(koha: Koha, koha_store: Any, barcode: str) -> None:
-    double, _ = koha
-    double.add(KohaPatron(950, barcode, "Odd", "Otto", DEMO_PIN))
-    result = await koha_store.verify_pin(barcode, Secret(DEMO_PIN))
-    assert result.pin_ok and result.patron.barcode == barcode
-    found = await koha_store.lookup(barcode)
-    assert found is not None and found.barcode == barcode
-    # The double saw the exact value in the query string, decoded back.
-    queries = [meta["query"] for method, path, _, meta in double.requests if method == "GET"]
-    assert any(("cardnumber=" + barcode) in unquote_plus(q) for q in queries)
-    assert await koha_store.lookup(barcode + "0") is None
-    no_pin_in_urls(double)
 
 
 # -- lookups, PIN change, health ----------------------------------------------------------------

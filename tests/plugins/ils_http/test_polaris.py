@@ -6,43 +6,30 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import hmac
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
 
-import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.core.patron import Outcome
 from bridge.core.secret import Secret
-from bridge.core.store import Capability, NotSupported, StoreUnavailable
-from plugins.polaris import PolarisSettings, http_date, parse_date, signature
-from tests.pins import ALL, DEMO_PIN, NEW_PIN, WRONG_PIN
-from tests.plugins.conftest import CountingHasher, authenticator, ctx, open_plugin
-from tests.plugins.ils_http.conftest import polaris_settings
-from tests.plugins.ils_http.polaris_double import PolarisDouble, PolarisPatron
-from tests.plugins.ils_http.scenarios import (
-    breaker_holds_after_429,
-    connection_refused,
-    pin_check_fails,
-    slow_check_ends_at_the_deadline,
-)
-from tests.plugins.ils_http.serve import Served, free_port
-from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, UNKNOWN
+from bridge.core.store import StoreUnavailable
+from plugins.polaris import http_date, parse_date, signature
+from tests.pins import ALL, DEMO_PIN, WRONG_PIN
+from tests.plugins.ils_http.conftest import open_kind
+from tests.plugins.ils_http.polaris_double import PolarisDouble
+from tests.plugins.ils_http.serve import Served
+from tests.plugins.seed import ACTIVE, FINES, UNKNOWN
 
 Polaris = tuple[PolarisDouble, Served]
 
 
-async def open_polaris(polaris: Polaris, tmp_path: Path, **more: Any) -> Any:
-    double, served = polaris
-    return await open_plugin(
-        "polaris", polaris_settings(double, served.url, **more), CountingHasher(), tmp_path
-    )
+open_polaris = functools.partial(open_kind, "polaris")
 
 
 def no_pin_anywhere_but_the_auth_body(double: PolarisDouble) -> None:
@@ -105,23 +92,6 @@ async def test_right_pin_reads_the_record(polaris: Polaris, polaris_store: Any) 
     no_pin_anywhere_but_the_auth_body(double)
 
 
-async def test_standing_through_the_core(polaris_store: Any) -> None:
-    auth = authenticator(polaris_store)
-    cases = {
-        ACTIVE.barcode: Outcome.ACCEPTED,
-        EXPIRED.barcode: Outcome.CARD_EXPIRED,  # not "blocked", though it cannot circulate
-        BLOCKED.barcode: Outcome.CARD_BLOCKED,
-        FINES.barcode: Outcome.FINES_OVER_LIMIT,
-        UNKNOWN: Outcome.UNKNOWN_CARD,
-    }
-    for barcode, outcome in cases.items():
-        decision = await auth.authenticate(barcode, Secret(DEMO_PIN), ctx())
-        assert decision.outcome is outcome, barcode
-    blocked = await polaris_store.lookup(BLOCKED.barcode)
-    assert blocked.blocked_reason == "card reported lost"
-    assert (await polaris_store.lookup(FINES.barcode)).fines == Decimal("25.00")
-
-
 async def test_wrong_pin_is_sent_once_and_polaris_locks(
     polaris: Polaris, polaris_store: Any
 ) -> None:
@@ -144,13 +114,6 @@ async def test_without_staff_credentials(polaris: Polaris, tmp_path: Path) -> No
             await store.lookup(ACTIVE.barcode)
     finally:
         await store.aclose()
-
-
-async def test_pin_change_is_not_offered(polaris_store: Any) -> None:
-    assert Capability.CHANGE_PIN not in polaris_store.capabilities
-    patron = await polaris_store.lookup(ACTIVE.barcode)
-    with pytest.raises(NotSupported):
-        await polaris_store.change_pin(patron, Secret(NEW_PIN))
 
 
 # -- sessions and signatures --------------------------------------------------------------------
@@ -206,60 +169,6 @@ async def test_bad_staff_password(polaris: Polaris, tmp_path: Path) -> None:
 
 
 # -- failures -----------------------------------------------------------------------------------
-async def test_429_holds_the_breaker(polaris: Polaris, polaris_store: Any) -> None:
-    double, _ = polaris
-    await breaker_holds_after_429(double, polaris_store, "patron-auth")
-
-
-@pytest.mark.parametrize("route", ["patron-auth", "blocks", "basic"])
-async def test_500_is_unavailable_and_not_resent(
-    polaris: Polaris, polaris_store: Any, route: str
-) -> None:
-    double, _ = polaris
-    await pin_check_fails(double, polaris_store, route, "500")
-    assert double.count("/authenticator/patron") == 1
-
-
-async def test_slow_ends_at_the_deadline(polaris: Polaris, tmp_path: Path) -> None:
-    double, _ = polaris
-    store = await open_polaris(polaris, tmp_path, request_timeout=0.5)
-    try:
-        await slow_check_ends_at_the_deadline(
-            double, store, "patron-auth", lambda: double.count("/authenticator/patron")
-        )
-    finally:
-        await store.aclose()
-
-
-async def test_connection_refused(polaris: Polaris, tmp_path: Path) -> None:
-    double, _ = polaris
-    settings = polaris_settings(double, f"http://127.0.0.1:{free_port()}")
-    await connection_refused("polaris", settings, tmp_path)
-
-
-@pytest.mark.parametrize("kind", ["malformed", "wrongtype"])
-@pytest.mark.parametrize("route", ["patron-auth", "blocks", "basic"])
-async def test_unreadable_answers_are_unavailable(
-    polaris: Polaris, polaris_store: Any, kind: str, route: str
-) -> None:
-    double, _ = polaris
-    await pin_check_fails(double, polaris_store, route, kind)
-
-
-HOSTILE = ["A+B/C D", "29 00/11+22", "Ünïcödé-卡-42", "a&b=c", "x%2Fy?z#w", "../../api"]
-
-
-@pytest.mark.parametrize("barcode", HOSTILE)
-async def test_barcodes_are_signed_and_travel_exactly(
-    polaris: Polaris, polaris_store: Any, barcode: str
-) -> None:
-    double, _ = polaris
-    double.add(PolarisPatron(7001, barcode, "Odd", "Otto", DEMO_PIN))
-    result = await polaris_store.verify_pin(barcode, Secret(DEMO_PIN))
-    assert result.pin_ok and result.patron.record_id == "7001"
-    assert (await polaris_store.lookup(barcode)).record_id == "7001"
-    assert await polaris_store.lookup(barcode + "0") is None
-    no_pin_anywhere_but_the_auth_body(double)
 
 
 async def test_status_is_cached_per_barcode(polaris: Polaris, polaris_store: Any) -> None:
@@ -271,21 +180,3 @@ async def test_status_is_cached_per_barcode(polaris: Polaris, polaris_store: Any
 
 async def test_health(polaris_store: Any) -> None:
     assert (await polaris_store.health()).ok
-
-
-@pytest.mark.parametrize(
-    ("more", "message"),
-    [
-        ({"access_id": ""}, "access_id"),
-        ({"api_key": ""}, "api_key"),
-        ({"staff_user": "u", "password": ""}, "staff_user"),
-        ({"base_url": "http://polaris.example.org/PAPIService/REST"}, "https"),
-        ({"date_header": "X-Date"}, "date_header"),
-        ({"lang_id": "english"}, "lang_id"),
-    ],
-)
-def test_settings_are_validated(more: dict[str, object], message: str) -> None:
-    base = {"base_url": "https://polaris.example.org/PAPIService/REST", "access_id": "a"}
-    with pytest.raises(msgspec.ValidationError, match=message):
-        msgspec.convert({**base, "api_key": "k", **more}, PolarisSettings)
-    assert msgspec.convert({**base, "api_key": "k"}, PolarisSettings).org_id == 1

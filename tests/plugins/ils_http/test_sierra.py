@@ -8,47 +8,26 @@ schemas of Sierra's published models.
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import replace
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_plus
 
-import msgspec
 import pytest
 
-from bridge.core.patron import Outcome
 from bridge.core.secret import Secret
 from bridge.core.store import Capability, StoreUnavailable
-from plugins.sierra import SierraSettings
-from tests.pins import ALL, DEMO_PIN, NEW_PIN, WRONG_PIN
-from tests.plugins.conftest import CountingHasher, authenticator, ctx, open_plugin
-from tests.plugins.ils_http.conftest import sierra_settings
-from tests.plugins.ils_http.scenarios import (
-    breaker_holds_after_429,
-    connection_refused,
-    pin_check_fails,
-    slow_check_ends_at_the_deadline,
-)
-from tests.plugins.ils_http.serve import Served, free_port
+from tests.pins import DEMO_PIN, NEW_PIN, WRONG_PIN
+from tests.plugins.conftest import authenticator, ctx
+from tests.plugins.ils_http.conftest import open_kind
+from tests.plugins.ils_http.serve import Served
 from tests.plugins.ils_http.sierra_double import SierraDouble, SierraPatron
-from tests.plugins.seed import ACTIVE, BLOCKED, EXPIRED, FINES, UNKNOWN
+from tests.plugins.seed import ACTIVE, FINES, UNKNOWN
 
 Sierra = tuple[SierraDouble, Served]
 
 
-async def open_sierra(sierra: Sierra, tmp_path: Path, **more: Any) -> Any:
-    double, served = sierra
-    return await open_plugin(
-        "sierra", sierra_settings(double, served.url, **more), CountingHasher(), tmp_path
-    )
-
-
-def no_pin_in_urls(double: SierraDouble) -> None:
-    for _method, path, _body, meta in double.requests:
-        seen = unquote_plus(path + "?" + meta["query"])
-        for pin in ALL:
-            assert pin not in seen
+open_sierra = functools.partial(open_kind, "sierra")
 
 
 async def test_right_pin_reads_the_record(sierra: Sierra, sierra_store: Any) -> None:
@@ -60,7 +39,7 @@ async def test_right_pin_reads_the_record(sierra: Sierra, sierra_store: Any) -> 
     assert patron.name == "Reader, Ada" and patron.email == ACTIVE.email
     assert patron.category == "ADULT" and patron.home_library == "main"
     assert patron.expires == ACTIVE.expires and not patron.blocked
-    no_pin_in_urls(double)
+    double.assert_no_pin_in_urls()
 
 
 async def test_wrong_pin_and_unknown(sierra: Sierra, sierra_store: Any, tmp_path: Path) -> None:
@@ -88,23 +67,6 @@ async def test_case_insensitive_pins_by_default(sierra: Sierra, tmp_path: Path) 
     finally:
         await loose.aclose()
         await strict.aclose()
-
-
-async def test_standing_through_the_core(sierra_store: Any) -> None:
-    auth = authenticator(sierra_store)
-    cases = {
-        ACTIVE.barcode: Outcome.ACCEPTED,
-        EXPIRED.barcode: Outcome.CARD_EXPIRED,
-        BLOCKED.barcode: Outcome.CARD_BLOCKED,
-        FINES.barcode: Outcome.FINES_OVER_LIMIT,
-        UNKNOWN: Outcome.UNKNOWN_CARD,
-    }
-    for barcode, outcome in cases.items():
-        decision = await auth.authenticate(barcode, Secret(DEMO_PIN), ctx())
-        assert decision.outcome is outcome, barcode
-    blocked = await sierra_store.lookup(BLOCKED.barcode)
-    assert blocked.blocked_reason == "blocked in Sierra (code c)"
-    assert (await sierra_store.lookup(FINES.barcode)).fines == Decimal("25.00")
 
 
 async def test_deleted_record_is_unknown(sierra: Sierra, sierra_store: Any) -> None:
@@ -142,60 +104,6 @@ async def test_bad_key(sierra: Sierra, tmp_path: Path) -> None:
         await store.aclose()
 
 
-async def test_429_holds_the_breaker(sierra: Sierra, sierra_store: Any) -> None:
-    double, _ = sierra
-    await breaker_holds_after_429(double, sierra_store, "validate")
-
-
-@pytest.mark.parametrize("route", ["validate", "find"])
-async def test_500_is_unavailable_and_not_resent(
-    sierra: Sierra, sierra_store: Any, route: str
-) -> None:
-    double, _ = sierra
-    await pin_check_fails(double, sierra_store, route, "500")
-    assert double.count("/patrons/validate") == 1
-
-
-async def test_slow_ends_at_the_deadline(sierra: Sierra, tmp_path: Path) -> None:
-    double, _ = sierra
-    store = await open_sierra(sierra, tmp_path, request_timeout=0.5)
-    try:
-        await slow_check_ends_at_the_deadline(
-            double, store, "validate", lambda: double.count("/patrons/validate")
-        )
-    finally:
-        await store.aclose()
-
-
-async def test_connection_refused(sierra: Sierra, tmp_path: Path) -> None:
-    double, _ = sierra
-    settings = sierra_settings(double, f"http://127.0.0.1:{free_port()}")
-    await connection_refused("sierra", settings, tmp_path)
-
-
-@pytest.mark.parametrize("kind", ["malformed", "wrongtype"])
-@pytest.mark.parametrize("route", ["validate", "find", "token"])
-async def test_unreadable_answers_are_unavailable(
-    sierra: Sierra, sierra_store: Any, kind: str, route: str
-) -> None:
-    double, _ = sierra
-    await pin_check_fails(double, sierra_store, route, kind)
-
-
-HOSTILE = ["A+B/C D", "29 00/11+22", "Ünïcödé-卡-42", "a&varFieldTag=z", "x%2Fy?z#w"]
-
-
-@pytest.mark.parametrize("barcode", HOSTILE)
-async def test_barcodes_travel_exactly(sierra: Sierra, sierra_store: Any, barcode: str) -> None:
-    double, _ = sierra
-    double.add(SierraPatron(3_000_001, barcode, "Odd, Otto", DEMO_PIN))
-    result = await sierra_store.verify_pin(barcode, Secret(DEMO_PIN))
-    assert result.pin_ok and result.patron.barcode == barcode
-    assert (await sierra_store.lookup(barcode)).barcode == barcode
-    assert await sierra_store.lookup(barcode + "0") is None
-    no_pin_in_urls(double)
-
-
 async def test_status_is_cached_per_barcode(sierra: Sierra, sierra_store: Any) -> None:
     double, _ = sierra
     for _ in range(3):
@@ -231,19 +139,3 @@ async def test_lookups(sierra: Sierra, sierra_store: Any) -> None:
     assert await sierra_store.lookup_by_record_id("999999999") is None
     assert await sierra_store.lookup_by_record_id("../1") is None
     assert (await sierra_store.health()).ok
-
-
-@pytest.mark.parametrize(
-    ("more", "message"),
-    [
-        ({"key": ""}, "key"),
-        ({"secret": ""}, "secret"),
-        ({"base_url": "http://sierra.example.org/iii/sierra-api"}, "https"),
-        ({"patron_types": {"1": 2}}, "patron_types"),
-    ],
-)
-def test_settings_are_validated(more: dict[str, object], message: str) -> None:
-    base = {"base_url": "https://sierra.example.org/iii/sierra-api", "key": "k", "secret": "s"}
-    with pytest.raises(msgspec.ValidationError, match=message):
-        msgspec.convert({**base, **more}, SierraSettings)
-    assert msgspec.convert(base, SierraSettings).case_sensitive is False
