@@ -6,6 +6,8 @@ import importlib
 import sys
 
 BENCHMARKS = ("kdf", "sip2", "ldap", "radius", "stores", "import_", "upstream", "workers")
+# Run only when named: `python -m bench memory`, `python -m bench soak` (minutes each).
+ON_REQUEST = ("memory", "soak")
 
 
 def main(argv: list[str]) -> int:
