@@ -31,13 +31,23 @@ from pathlib import Path
 import httpx
 
 from bench.common import open_fds, rss_kib
-from bench.ldap import BASE_DN, PATRONS_DN, SERVICE_BIND, SERVICE_DN, SERVICE_SECRET
-from bench.ldap import _bind, _code, _op, _read_pdu, _search
+from bench.ldap import (
+    BASE_DN,
+    PATRONS_DN,
+    SERVICE_BIND,
+    SERVICE_DN,
+    SERVICE_SECRET,
+    _bind,
+    _code,
+    _op,
+    _read_pdu,
+    _search,
+)
 from bench.patrons import BenchPatron, generate, store_section, write_csv
 from bench.radius import SECRET
 from bench.sip2 import LOGIN, STAMP, _with_trailer
-from bridge.loop import run as run_loop
 from bridge.ldap import messages as m
+from bridge.loop import run as run_loop
 from bridge.radius import packet as rp
 
 SECONDS = float(os.environ.get("BENCH_SOAK_SECONDS", "600"))
