@@ -295,6 +295,12 @@ def gate(logger: Any, name: str, event: MutableMapping[str, Any]) -> MutableMapp
     return event
 
 
+def debugging() -> bool:
+    """Whether debug lines are written now: a per-connection debug line is skipped before it
+    is built (structlog would build and then drop it, a few microseconds each time)."""
+    return _threshold[0] <= _LEVELS["debug"]
+
+
 def set_level(level: str) -> None:
     """Change the log level of the running process (config reload)."""
     _threshold[0] = _LEVELS[level]
