@@ -334,6 +334,12 @@ def main() -> None:
             f"{warm[1] / 1024:.1f} → {last[1] / 1024:.1f} MiB ({per_min:+.0f} KiB/min), peak "
             f"{peak / 1024:.1f} MiB; fds {warm[2]} → {last[2]}"
         )
+        half = next(s for s in samples if s[0] >= last[0] / 2)
+        per_min = (last[1] - half[1]) / ((last[0] - half[0]) / 60)
+        print(
+            f"  second half (t={half[0]:.0f} s → t={last[0]:.0f} s): RSS {half[1] / 1024:.1f} → "
+            f"{last[1] / 1024:.1f} MiB ({per_min:+.0f} KiB/min)"
+        )
 
 
 if __name__ == "__main__":
