@@ -58,9 +58,11 @@ def entry_uuid(record_id: str) -> bytes:
 ENTRY_MEMO = 4096
 #: Encoded answers kept per entry (distinct attribute requests; vendors each send one shape).
 ENCODED_PER_ENTRY = 8
-#: Longest attribute list whose answer is kept (each name at most `max_pdu`, so this bounds
-#: what a hostile client can make the directory hold: entries x 8 x 16 names).
+#: Longest attribute list whose answer is kept, in names and in characters: a request's names
+#: are the cache key, so this bounds what a client can make the directory hold (entries x 8
+#: keys of at most 512 characters, besides the encoded entries themselves).
 ENCODED_MAX_REQUESTED = 16
+ENCODED_MAX_CHARS = 512
 
 
 @dataclass(slots=True)
@@ -89,7 +91,10 @@ class Entry:
         key = (requested, allowed, types_only)
         op = self.encoded.get(key)
         if op is None:
-            if len(requested) > ENCODED_MAX_REQUESTED:  # an odd request: not worth keeping
+            if (
+                len(requested) > ENCODED_MAX_REQUESTED
+                or sum(map(len, requested)) > ENCODED_MAX_CHARS
+            ):  # an odd request: answered, not kept
                 return entry_op(self.dn, self.select(requested, allowed, types_only))
             if len(self.encoded) >= ENCODED_PER_ENTRY:
                 self.encoded.clear()

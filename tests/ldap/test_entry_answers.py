@@ -53,3 +53,12 @@ def test_a_long_attribute_list_is_answered_but_not_kept() -> None:
         entry.dn, entry.select(requested, None, False)
     )
     assert entry.encoded == {}
+
+
+def test_a_long_attribute_name_is_answered_but_not_kept() -> None:
+    entry = fresh()
+    requested = ("cn", "x" * (d.ENCODED_MAX_CHARS + 1))
+    assert entry.answer(requested, None, False) == m.entry_op(
+        entry.dn, entry.select(requested, None, False)
+    )
+    assert entry.encoded == {}
