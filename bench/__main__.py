@@ -6,6 +6,8 @@ import importlib
 import sys
 
 BENCHMARKS = ("kdf", "sip2", "ldap", "radius", "eap", "stores", "import_", "upstream", "workers")
+# Run only when named (minutes each): `python -m bench memory`, `soak`, `instructions`.
+ON_REQUEST = ("memory", "soak", "instructions")
 
 
 def main(argv: list[str]) -> int:

@@ -125,3 +125,26 @@ def verdict(label: str, ours: Result, anchor: Result, goal: float) -> str:
         f"{label}: {ratio:.2f}x {anchor.server} ({ours.cpu_per_request_us:.1f} against "
         f"{anchor.cpu_per_request_us:.1f} us server CPU per request); goal <= {goal:g}x: {state}"
     )
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of a process in KiB (VmRSS from /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def open_fds(pid: int) -> int:
+    """How many descriptors a process holds (entries of /proc/PID/fd)."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit (what `ulimit -n hard` does)
+    so a load generator can hold thousands of sockets; returns the new soft limit."""
+    import resource
+
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard

@@ -96,41 +96,91 @@ def authenticator(store: SqliteStore, ttl: float) -> Authenticator:
     )
 
 
-async def cold_rate(name: str, params: KdfParams, tmp: Path) -> tuple[Result, str]:
-    """Verifications/s with the cache off, workers-many requests in flight."""
+def raw_rate(hasher: PinHasher, seconds: float) -> float:
+    """Verifications/s of the KDF alone: `hasher.workers` threads, each verifying in a loop,
+    nothing else (no store, no event loop). What the cores give the hash right now, with
+    whatever else the host is running; the bridge's cold rate is judged against it."""
+    import threading
+
+    stored = hasher.hash_sync(Secret(PIN))
+    counts = [0] * hasher.workers
+    end = time.perf_counter() + seconds
+
+    def spin(k: int) -> None:
+        while time.perf_counter() < end:
+            hasher.verify_sync(Secret(PIN), stored)
+            counts[k] += 1
+
+    threads = [threading.Thread(target=spin, args=(k,)) for k in range(hasher.workers)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts) / (time.perf_counter() - started)
+
+
+COLD_PATRONS = 4000  # more than a run verifies: every cold request is a card not yet cached
+IN_FLIGHT_PER_WORKER = 4  # what the check gate admits by default (4 x kdf_workers)
+
+
+async def cold_rate(name: str, params: KdfParams, tmp: Path) -> tuple[Result, list[str]]:
+    """Cold verifications/s (each a different card, never cached) with IN_FLIGHT_PER_WORKER x
+    workers requests in flight, while a cached card is re-checked every 2 ms; against the KDF
+    alone on the same threads, measured just before (`raw_rate`)."""
     hasher = PinHasher(os.urandom(32), params, workers=cores())
-    store = await small_store(tmp / f"cold-{params.algorithm}.db", hasher, 200)
-    auth = authenticator(store, ttl=0)
+    store = await small_store(tmp / f"cold-{params.algorithm}.db", hasher, COLD_PATRONS)
+    auth = authenticator(store, ttl=3600)
     one = one_hash_seconds(hasher)
+    raw = raw_rate(hasher, VERIFY_SECONDS)
+    cached_ctx = Context("bench", "kdf", "10.2.0.1")
+    cached_card = barcode(COLD_PATRONS - 1)
+    assert (await auth.authenticate(cached_card, Secret(PIN), cached_ctx)).accepted
     latencies: list[float] = []
+    probes: list[float] = []
     done = 0
+    next_card = 0
     deadline = time.perf_counter() + VERIFY_SECONDS
 
     async def worker(k: int) -> None:
-        nonlocal done
-        i = k
-        while time.perf_counter() < deadline:
-            ctx = Context("bench", "kdf", f"10.0.{k}.1")
+        nonlocal done, next_card
+        ctx = Context("bench", "kdf", f"10.0.{k}.1")
+        while time.perf_counter() < deadline and next_card < COLD_PATRONS - 1:
+            card = barcode(next_card)
+            next_card += 1
             start = time.perf_counter()
-            decision = await auth.authenticate(barcode(i % 200), Secret(PIN), ctx)
+            decision = await auth.authenticate(card, Secret(PIN), ctx)
             latencies.append(time.perf_counter() - start)
             assert decision.outcome is Outcome.ACCEPTED, decision
+            assert decision.reason != "verified (cached)", decision
             done += 1
-            i += hasher.workers
 
+    async def probe() -> None:
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            decision = await auth.authenticate(cached_card, Secret(PIN), cached_ctx)
+            probes.append(time.perf_counter() - start)
+            assert decision.reason == "verified (cached)"
+            await asyncio.sleep(0.002)
+
+    in_flight = IN_FLIGHT_PER_WORKER * hasher.workers
     with CpuMeter(os.getpid()) as meter:
-        await asyncio.gather(*(worker(k) for k in range(hasher.workers)))
+        await asyncio.gather(probe(), *(worker(k) for k in range(in_flight)))
     result = Result(f"cold verify {name}", "sqlite", done, meter.wall, latencies, meter.seconds)
     bound = hasher.workers / one
-    note = (
-        f"{name}: one hash {one * 1e3:.1f} ms on one core; bound = {hasher.workers} cores / "
-        f"{one * 1e3:.1f} ms = {bound:.0f}/s; measured {result.rate:.0f}/s "
-        f"({result.rate / bound:.0%} of the bound)"
-    )
+    notes = [
+        f"{name}: one hash {one * 1e3:.1f} ms on one core (pool idle); bound = "
+        f"{hasher.workers} cores / {one * 1e3:.1f} ms = {bound:.0f}/s; the KDF alone on "
+        f"{hasher.workers} threads just before: {raw:.0f}/s",
+        f"{name}: measured {result.rate:.0f}/s cold ({in_flight} in flight) = "
+        f"{result.rate / bound:.0%} of the bound, {result.rate / raw:.0%} of the KDF alone; "
+        f"cached re-checks alongside: p99 {percentile(probes, 99) * 1e3:.3f} ms "
+        f"({len(probes)} probes; goal < 5 ms)",
+    ]
     await auth.aclose()
     await store.aclose()
     hasher.close()
-    return result, note
+    return result, notes
 
 
 async def cached_under_load(tmp: Path) -> tuple[list[Result], list[str]]:
@@ -213,11 +263,12 @@ def build_db(path: Path, patrons: int, stored: str) -> float:
                 stored,
                 now,
                 now,
+                0,  # needs_reset (migration 2)
             )
             for i in range(first, min(first + batch, patrons))
         )
         conn.execute("BEGIN")
-        conn.executemany("INSERT INTO patrons VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+        conn.executemany("INSERT INTO patrons VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
         conn.execute("COMMIT")
     conn.close()
     for c in store._connections:
@@ -274,9 +325,9 @@ async def run(sizes: tuple[int, ...]) -> None:
         tmp = Path(tmp_name)
         cold, cold_notes = [], []
         for name, params in PRODUCTION.items():
-            result, note = await cold_rate(name, params, tmp)
+            result, notes = await cold_rate(name, params, tmp)
             cold.append(result)
-            cold_notes.append(note)
+            cold_notes.extend(notes)
         load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
         cold_notes.append(
             f"load average {load} on {cores()} cores: other work on the host lowers the share "

@@ -316,6 +316,12 @@ def set_format(fmt: str) -> None:
     step.renderer = renderer
 
 
+def debugging() -> bool:
+    """Whether debug lines are written now: a per-connection debug line is skipped before it
+    is built (structlog would build and then drop it, a few microseconds each time)."""
+    return _threshold[0] <= _LEVELS["debug"]
+
+
 def set_level(level: str) -> None:
     """Change the log level of the running process (config reload)."""
     _threshold[0] = _LEVELS[level]

@@ -25,6 +25,7 @@ from typing import Final
 from bridge.core.patron import Patron
 from bridge.ldap import dn as dnlib
 from bridge.ldap.filters import Kind
+from bridge.ldap.messages import entry_op
 from bridge.ldap.settings import LdapServiceAccount, LdapSettings
 
 PATRON_CLASSES: Final = (b"top", b"person", b"organizationalPerson", b"inetOrgPerson")
@@ -55,6 +56,13 @@ def entry_uuid(record_id: str) -> bytes:
 
 #: Patron entries (and groups) kept built; the table is cleared when it reaches this size.
 ENTRY_MEMO = 4096
+#: Encoded answers kept per entry (distinct attribute requests; vendors each send one shape).
+ENCODED_PER_ENTRY = 8
+#: Longest attribute list whose answer is kept, in names and in characters: a request's names
+#: are the cache key, so this bounds what a client can make the directory hold (entries x 8
+#: keys of at most 512 characters, besides the encoded entries themselves).
+ENCODED_MAX_REQUESTED = 16
+ENCODED_MAX_CHARS = 512
 
 
 @dataclass(slots=True)
@@ -66,9 +74,32 @@ class Entry:
     attributes: list[tuple[str, list[bytes]]]
     index: dict[str, list[bytes]] = field(default_factory=dict)  # lower name → values
     patron: bool = False  # a patron's entry (service accounts' attribute allow-lists apply)
+    # Encoded answers already sent, by what was asked: a vendor asks for the same attributes
+    # in every search, so the entry is encoded once, not once per search. A cache of the
+    # entry's own (unchanging) content, bounded per entry; the directory bounds the entries.
+    encoded: dict[tuple[tuple[str, ...], frozenset[str] | None, bool], bytes] = field(
+        default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         self.index = {name.lower(): values for name, values in self.attributes}
+
+    def answer(
+        self, requested: tuple[str, ...], allowed: frozenset[str] | None, types_only: bool
+    ) -> bytes:
+        """The SearchResultEntry operation (no envelope) for these requested attributes."""
+        key = (requested, allowed, types_only)
+        op = self.encoded.get(key)
+        if op is None:
+            if (
+                len(requested) > ENCODED_MAX_REQUESTED
+                or sum(map(len, requested)) > ENCODED_MAX_CHARS
+            ):  # an odd request: answered, not kept
+                return entry_op(self.dn, self.select(requested, allowed, types_only))
+            if len(self.encoded) >= ENCODED_PER_ENTRY:
+                self.encoded.clear()
+            op = self.encoded[key] = entry_op(self.dn, self.select(requested, allowed, types_only))
+        return op
 
     def select(
         self, requested: tuple[str, ...], allowed: frozenset[str] | None, types_only: bool

@@ -152,6 +152,31 @@ def _substring_match(
     return True
 
 
+def required(f: Filter) -> frozenset[str]:
+    """Attributes (lower case) an entry must have for the filter to be True there. A search
+    tests the fixed entries (base, containers, groups) against every filter; EZproxy's
+    `(&(objectClass=inetOrgPerson)(uid=X))` needs `uid`, which none of them has, so one set
+    test replaces evaluating the filter on each. And needs all its items' attributes, Or only
+    those every item needs; a negation or an unknown matching rule needs none."""
+    match f:
+        case Equality(attr, _) | Approx(attr, _) | Present(attr):
+            return frozenset((attr.lower(),))
+        case And(items):
+            return frozenset().union(*(required(i) for i in items))
+        case Or(items):
+            if not items:
+                return frozenset()
+            return frozenset.intersection(*(required(i) for i in items))
+        case Substrings(attr, _, _, _) | GreaterOrEqual(attr, _) | LessOrEqual(attr, _):
+            return frozenset((attr.lower(),))
+        case Extensible(rule, attr, _, _) if attr is not None and (
+            rule is None or rule.lower() in EQUALITY_RULES
+        ):
+            return frozenset((attr.lower(),))
+        case _:
+            return frozenset()
+
+
 def lookups(f: Filter, keys: Mapping[str, Kind]) -> frozenset[Lookup] | None:
     """Indexed lookups that find every patron the filter can match, or None if it cannot say.
 

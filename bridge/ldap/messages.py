@@ -596,9 +596,14 @@ def notice_of_disconnection(code: int, diagnostic: str) -> bytes:
 
 
 def entry(msgid: int, dn: str, attributes: list[tuple[str, list[bytes]]]) -> bytes:
+    return envelope(msgid, entry_op(dn, attributes))
+
+
+def entry_op(dn: str, attributes: list[tuple[str, list[bytes]]]) -> bytes:
+    """A SearchResultEntry without its envelope: the same for every search that selects the
+    same attributes of the same entry, so it can be kept and sent under any message id."""
     parts = [
         sequence(octets(name), tlv(0x31, b"".join(octets(v) for v in values)))
         for name, values in attributes
     ]
-    body = octets(dn) + sequence(*parts)
-    return envelope(msgid, tlv(SEARCH_RESULT_ENTRY, body))
+    return tlv(SEARCH_RESULT_ENTRY, octets(dn) + sequence(*parts))

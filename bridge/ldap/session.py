@@ -43,7 +43,7 @@ from bridge.ldap.directory import (
     RootDSE,
     ServiceName,
 )
-from bridge.ldap.filters import Lookup, evaluate, excludes, lookups
+from bridge.ldap.filters import Lookup, evaluate, excludes, lookups, required
 from bridge.services import Services
 
 T = TypeVar("T")
@@ -57,6 +57,8 @@ RESPONSE_OF = {
     m.ExtendedRequest: m.EXTENDED_RESPONSE,
 }
 GROUP_MEMBER_ATTRS = frozenset({"member", "uniquemember"})
+WITHIN_MEMO = 1024  # search bases remembered per listener (cleared when full)
+WITHIN_NAME_MAX = 512  # longest base DN (characters) remembered
 
 
 @dataclass(slots=True)  # one per request: not frozen (its __init__ would cost more), never changed
@@ -131,6 +133,9 @@ class Shared:
         self.search_bases = [
             dnlib.parse(a.search_base or settings.base_dn) for a in settings.service_accounts
         ]
+        # (search base DN as sent, account) -> inside the account's search base: vendors send
+        # the same base in every search, and parsing it costs more than the rest of the check
+        self.within: dict[tuple[str, int], bool] = {}
         extensions = [m.OID_WHOAMI, m.OID_PASSWD_MODIFY] + ([m.OID_STARTTLS] if starttls else [])
         self.root_dse = directory.root_dse(extensions, sorted(KNOWN_CONTROLS))
 
@@ -348,7 +353,7 @@ class Session:
             entries, cookie = _page(entries, paged)
             controls.append(m.paged_response(0, cookie))
         pdus = [
-            m.entry(mid, e.dn, e.select(req.attributes, self._allowed_on(e), req.types_only))
+            m.envelope(mid, e.answer(req.attributes, self._allowed_on(e), req.types_only))
             for e in entries
         ]
         pdus.append(m.result(mid, m.SEARCH_RESULT_DONE, code, diagnostic, matched, controls))
@@ -390,8 +395,15 @@ class Session:
             if s.settings.anonymous_search != "directory":
                 raise Refused(rc.INSUFFICIENT_ACCESS, "bind first")
         elif isinstance(ident, AsService):
-            rdns = dnlib.parse(name)
-            if not dnlib.is_within(rdns, s.search_bases[ident.index]):
+            key = (name, ident.index)
+            inside = s.within.get(key)
+            if inside is None:
+                inside = dnlib.is_within(dnlib.parse(name), s.search_bases[ident.index])
+                if len(name) <= WITHIN_NAME_MAX:  # a vendor's few search bases, kept
+                    if len(s.within) >= WITHIN_MEMO:
+                        s.within.clear()
+                    s.within[key] = inside
+            if not inside:
                 raise Refused(rc.INSUFFICIENT_ACCESS, "outside this account's search base")
 
     async def _entries(self, req: m.SearchRequest) -> list[Entry]:
@@ -448,7 +460,8 @@ class Session:
                 raise Refused(rc.NO_SUCH_OBJECT, "", matched)
             case ServiceName() | Outside():
                 raise Refused(rc.NO_SUCH_OBJECT)
-        found = [e for e in found if self._matches(req.filter, e)]
+        needs = required(req.filter)
+        found = [e for e in found if needs <= e.index.keys() and self._matches(req.filter, e)]
         if wants_patrons and excludes(req.filter, d.patron_classes):
             wants_patrons = False  # e.g. SSSD's sudoRole or posixGroup searches: no patron
         if wants_patrons:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, cast
 import structlog
 
 from bridge.admission import socket_fd, start_tls_now
+from bridge.logs import debugging
 from bridge.sip2.codec import Framer, FrameTooLong, Message, ProtocolError, TlsOnPlainPort
 from bridge.sip2.session import Close, Dispatch, Reply, Session
 
@@ -80,7 +81,8 @@ class Connection(asyncio.Protocol):
         self.counted = True
         self.session = Session(self.listener.accounts, self.source, self.listener.options)
         self._arm()
-        log.debug("sip2_connected", source=self.source)
+        if debugging():
+            log.debug("sip2_connected", source=self.source)
         if self.tls:
             self._start_tls(transport)
 
@@ -175,7 +177,8 @@ class Connection(asyncio.Protocol):
         if self.counted:
             self.counted = False
             self.listener.release(self)
-        log.debug("sip2_disconnected", source=self.source)
+        if debugging():
+            log.debug("sip2_disconnected", source=self.source)
 
     def pause_writing(self) -> None:
         self._writing_paused = True

@@ -15,6 +15,7 @@ three-strikes rule for logins.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 from dataclasses import dataclass
@@ -66,13 +67,21 @@ class Account:
         return self.settings.login
 
     def allows(self, source: str) -> bool:
-        try:
-            address = ipaddress.ip_address(source.split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return any(address in net for net in self.networks)
+        return _allows(self.networks, source)
+
+
+@functools.lru_cache(maxsize=4096)
+def _allows(networks: tuple[Network, ...], source: str) -> bool:
+    """Whether the source address is in one of the networks. Remembered: a self-check or a
+    discovery layer logs in from the same few addresses on every connection, and parsing the
+    address costs more than the rest of the login; the answer depends on nothing else."""
+    try:
+        address = ipaddress.ip_address(source.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in net for net in networks)
 
 
 class Accounts:

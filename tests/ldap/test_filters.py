@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.ldap import messages as m
-from bridge.ldap.filters import Lookup, evaluate, excludes, lookups, text
+from bridge.ldap.filters import Lookup, evaluate, excludes, lookups, required, text
 
 KEYS = {"uid": "barcode", "mail": "email", "uniqueidentifier": "record"}
 ENTRY = {
@@ -113,6 +113,37 @@ _filters = st.recursive(
 def test_property_an_excluding_filter_never_matches_a_patron(f: m.Filter) -> None:
     if excludes(f, PATRON_CLASSES):
         assert evaluate(f, ENTRY) is not True
+
+
+def test_required_attributes_of_the_search_shapes_vendors_send() -> None:
+    ezproxy = m.And((eq("objectClass", "inetOrgPerson"), eq("uid", "1")))
+    assert required(ezproxy) == {"objectclass", "uid"}
+    assert required(m.Or((eq("uid", "1"), eq("mail", "a@b")))) == set()
+    assert required(m.Or((eq("uid", "1"), m.And((eq("uid", "2"), eq("cn", "x")))))) == {"uid"}
+    assert required(m.Not(eq("uid", "1"))) == set()
+    assert required(m.Extensible("1.2.3.4", "uid", b"1", False)) == set()  # unknown rule
+    assert required(m.Extensible(None, "UID", b"1", False)) == {"uid"}
+    assert required(m.Substrings("CN", b"a", (), None)) == {"cn"}
+
+
+_entries = st.fixed_dictionaries(
+    {},
+    optional={
+        "objectclass": st.just([b"top", b"organizationalUnit"]),
+        "uid": st.just([b"21234000000001"]),
+        "cn": st.just([b"x"]),
+        "sudohost": st.just([b"ALL"]),
+    },
+)
+
+
+@given(_filters, _entries)
+def test_property_an_entry_without_a_required_attribute_never_matches(
+    f: m.Filter, entry: dict[str, list[bytes]]
+) -> None:
+    """The search skips an entry missing a required attribute: that must never hide a match."""
+    if not required(f) <= entry.keys():
+        assert evaluate(f, entry) is not True
 
 
 def test_long_filter_values_are_not_remembered() -> None:

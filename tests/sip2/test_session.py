@@ -184,3 +184,23 @@ def test_property_any_sequence_field_answers_96_or_one_digit(ay: bytes) -> None:
         assert all(tag != "AY" for tag, _ in action.message.fields) or ay[:1].isdigit()
     else:
         assert isinstance(action, Reply) and action.data == RESEND + b"\r"
+
+
+def test_network_answers_are_remembered_per_account_networks() -> None:
+    """`allows` is remembered by (networks, source): the same source asked of two accounts
+    gets each account's own answer, however often and in whichever order it is asked."""
+    lan = Account.from_settings(
+        Sip2Account(login="lan", password="lan-secret-1", networks=["192.168.0.0/16"]),
+        ClientPolicy(),
+    )
+    anywhere = Account.from_settings(
+        Sip2Account(login="sc", password="sc-secret-1"), ClientPolicy()
+    )
+    for _ in range(3):
+        assert not lan.allows("10.1.2.3")
+        assert anywhere.allows("10.1.2.3")
+        assert lan.allows("192.168.4.5")
+        assert lan.allows("::ffff:192.168.4.5")  # IPv4-mapped
+        assert lan.allows("192.168.4.5%eth0") is lan.allows("192.168.4.5")
+        assert not lan.allows("not an address")
+        assert not anywhere.allows("unknown")
