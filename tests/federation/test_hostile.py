@@ -116,13 +116,13 @@ def test_truncated_oversized_and_malformed(issuer: str) -> None:
 @pytest.fixture(scope="module")
 def saml_issuer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from bridge.federation.saml import read_or_create_identity
+    from tests.federation.mellon import Sp
     from tests.federation.support import sections
-    from tests.federation.test_apache_mellon import sp_metadata
     from tests.portal.support import free_port
 
     tmp: Path = tmp_path_factory.mktemp("saml-hostile")
     read_or_create_identity(tmp / "sp-key.pem", tmp / "sp-cert.pem", "127.0.0.1")
-    (tmp / "sp.xml").write_text(sp_metadata("http://127.0.0.1:9", tmp / "sp-cert.pem"))
+    (tmp / "sp.xml").write_text(Sp().metadata("http://127.0.0.1:9", tmp / "sp-cert.pem"))
     (tmp / "vendor-secret").write_text(SECRET + "\n")
     port = free_port()
     extra = f"""
