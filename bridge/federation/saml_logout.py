@@ -30,6 +30,7 @@ from bridge.federation.saml import (
     problem,
     refuse,
     saml_message,
+    signature_of,
     visit_of,
 )
 from bridge.federation.saml_server import IdentityProvider, Loaded, Participant
@@ -92,7 +93,7 @@ async def slo(request: Request) -> Response:
 
     def check() -> tuple[str, Any]:
         try:
-            parsed = loaded.server.parse_logout_request(raw, binding)
+            parsed = loaded.server.parse_logout_request(raw, binding, **signature_of(query))
         except IncorrectlySigned:
             raise Refused("saml.bad_logout") from None
         message = parsed.message

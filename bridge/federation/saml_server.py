@@ -205,6 +205,7 @@ class IdentityProvider:
                         }
                     },
                     "sign_assertion": True,
+                    "want_authn_requests_signed": self.settings.want_signed_requests,
                 }
             },
             "key_file": str(self.key_file),

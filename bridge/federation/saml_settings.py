@@ -33,7 +33,6 @@ class ServiceProvider(Section, frozen=True):
     encrypt_assertions: bool | None = None
     # None: the first of ENCRYPTION the SP's metadata lists, else aes256-cbc.
     encryption_method: Literal["aes256-gcm", "aes128-gcm", "aes256-cbc", "aes128-cbc"] | None = None
-    want_signed_requests: bool = False  # also when its metadata says AuthnRequestsSigned
     policy: PolicySettings | None = None
 
 
@@ -42,7 +41,9 @@ class SamlSettings(Section, frozen=True):
     key_file: str = "var/saml-key.pem"  # created 0600 on first start, with its certificate
     cert_file: str = "var/saml-cert.pem"
     assertion_minutes: Annotated[int, msgspec.Meta(ge=1, le=60)] = 5
-    want_signed_requests: bool = False  # every SP's AuthnRequests must be signed
+    # Every SP's AuthnRequests must be signed (WantAuthnRequestsSigned in our metadata); an
+    # SP whose metadata says AuthnRequestsSigned="true" must sign in any case.
+    want_signed_requests: bool = False
     metadata_cache_dir: str = "var/saml-metadata"  # last good copy of each metadata_url
     service_providers: list[ServiceProvider] = msgspec.field(default_factory=list)
 
