@@ -1,9 +1,10 @@
 """Signed AuthnRequests over HTTP-POST: mod_auth_mellon, given IdP metadata that offers only the
 POST binding for sign-on, posts its request with an enveloped XML signature. Its metadata here
 says AuthnRequestsSigned="false"; the bridge's `[saml] want_signed_requests = true` puts
-WantAuthnRequestsSigned="true" in the IdP metadata (so mellon signs) and requires it. The signed request signs a patron in; the same request with one
-attribute changed under the signature, or with the signature removed, is refused on the
-bridge's error page. (The HTTP-Redirect query signature is tested in test_apache_mellon.)"""
+WantAuthnRequestsSigned="true" in the IdP metadata (so mellon signs) and requires it. The
+signed request signs a patron in; the same request with one attribute changed under the
+signature, or with the signature removed, is refused on the bridge's error page. (The
+HTTP-Redirect query signature is tested in test_apache_mellon.)"""
 
 from __future__ import annotations
 
