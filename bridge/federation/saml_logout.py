@@ -100,7 +100,10 @@ async def slo(request: Request) -> Response:
         entity = message.issuer.text if message.issuer is not None else None
         if entity not in loaded.sps:
             raise Refused("oidc.unknown_client")
-        check_signature(idp, loaded, entity, binding, message, query, required=True)
+        try:
+            check_signature(idp, loaded, entity, binding, message, query, required=True)
+        except Refused:
+            raise Refused("saml.bad_logout") from None
         return entity, message
 
     try:
@@ -143,7 +146,6 @@ def _end_sessions(
 async def _next(visit: Visit, idp: IdentityProvider, p: Provider, chain: Chain) -> Response:
     """Ask the next SP of the session to log out, or answer the SP that asked."""
     loaded = idp.current
-    issuer = loaded.server.config.entityid
     while chain.remaining:
         them = chain.remaining.pop(0)
         target = logout_endpoint(loaded, them.entity, BINDING_HTTP_REDIRECT)
@@ -180,7 +182,6 @@ async def _next(visit: Visit, idp: IdentityProvider, p: Provider, chain: Chain) 
             chain.request,
             [binding],
             sign=binding == BINDING_HTTP_POST,
-            issuer=issuer,
             sign_alg=SIG_RSA_SHA256,
         )
         return str(response)
