@@ -70,9 +70,10 @@ def check(text: bytes, signing_cert: Path | None, now: float) -> Checked:
         raise MetadataError(f"not XML: {type(exc).__name__}") from None
     if root.tag not in (f"{MD}EntityDescriptor", f"{MD}EntitiesDescriptor"):
         raise MetadataError("not SAML metadata (no EntityDescriptor)")
-    descriptors = (
-        [root] if root.tag == f"{MD}EntityDescriptor" else root.iter(f"{MD}EntityDescriptor")
-    )
+    if root.tag == f"{MD}EntityDescriptor":
+        descriptors = [root]
+    else:
+        descriptors = list(root.iter(f"{MD}EntityDescriptor"))
     limits = [t for t in (_valid_until(e) for e in [root, *descriptors]) if t is not None]
     valid_until = min(limits, default=None)
     if valid_until is not None and valid_until <= now:
