@@ -138,20 +138,22 @@ metadata_file = "{tmp / "sp.xml"}"
         daemon.stop()
 
 
-SAML_KEYS = st.sampled_from(["SAMLRequest", "RelayState", "SigAlg", "Signature", "x"])
+SAML_KEYS = st.sampled_from(
+    ["SAMLRequest", "SAMLResponse", "RelayState", "SigAlg", "Signature", "x"]
+)
 
 
 @settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(st.dictionaries(SAML_KEYS, TEXT), st.booleans())
+@given(st.dictionaries(SAML_KEYS, TEXT), st.booleans(), st.sampled_from(["sso", "slo"]))
 def test_any_saml_request_is_refused_on_our_page(
-    saml_issuer: str, fields: dict[str, str], post: bool
+    saml_issuer: str, fields: dict[str, str], post: bool, service: str
 ) -> None:
     if post:
-        answer = httpx.post(f"{saml_issuer}/saml/sso/post", data=fields, timeout=30)
+        answer = httpx.post(f"{saml_issuer}/saml/{service}/post", data=fields, timeout=30)
     else:
-        answer = httpx.get(f"{saml_issuer}/saml/sso/redirect", params=fields, timeout=30)
+        answer = httpx.get(f"{saml_issuer}/saml/{service}/redirect", params=fields, timeout=30)
     assert answer.status_code == 400, answer.text
     assert "location" not in answer.headers
 
