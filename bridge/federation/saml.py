@@ -17,7 +17,6 @@ import base64
 import hashlib
 import hmac
 import secrets
-from pathlib import Path
 from typing import Any
 
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
@@ -42,21 +41,12 @@ from bridge.federation.saml_server import (
 from bridge.federation.saml_settings import ServiceProvider
 from bridge.portal import answers
 from bridge.portal.visit import Visit
-from bridge.tls import generate_self_signed
 
 PASSWORD_PROTECTED = "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport"  # noqa: S105
 CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self' {extra}; "
     "frame-ancestors 'none'; base-uri 'none'"
 )
-
-
-def read_or_create_identity(key_file: Path, cert_file: Path, host: str) -> None:
-    """An RSA key (0600) and a ten-year self-signed certificate for signing, on first start
-    (SAML metadata pins the certificate itself, so a CA adds nothing here)."""
-    if key_file.exists() and cert_file.exists():
-        return
-    generate_self_signed(cert_file, key_file, [host], days=3650, rsa_key=True)
 
 
 def identity_of(

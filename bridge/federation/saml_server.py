@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
@@ -30,6 +31,7 @@ from saml2.sigver import RSA_OAEP_MGF1P, get_pem_wrapped_unwrapped, pre_encrypti
 from bridge.federation.grants import Expiring
 from bridge.federation.saml_metadata import MetadataError, MetadataSource
 from bridge.federation.saml_settings import SamlSettings, ServiceProvider
+from bridge.tls import generate_self_signed
 
 log = structlog.get_logger("bridge.federation.saml")
 
@@ -42,6 +44,14 @@ ALGORITHMS = {
 }
 BY_URI = {uri: name for name, (uri, _) in ALGORITHMS.items()}
 DEFAULT_ALGORITHM = "aes256-cbc"  # when the SP's metadata names none: every SP can do CBC
+
+
+def read_or_create_identity(key_file: Path, cert_file: Path, host: str) -> None:
+    """An RSA key (0600) and a ten-year self-signed certificate for signing, on first start
+    (SAML metadata pins the certificate itself, so a CA adds nothing here)."""
+    if key_file.exists() and cert_file.exists():
+        return
+    generate_self_signed(cert_file, key_file, [host], days=3650, rsa_key=True)
 
 
 class LastAssertion:
@@ -150,6 +160,7 @@ class IdentityProvider:
     key_file: Path
     cert_file: Path
     sources: list[MetadataSource]
+    next_pair: tuple[Path, Path] | None = None  # (key, certificate) of the key rollover
     loaded: Loaded | None = None
     pending: Expiring[Pending] = field(default_factory=Expiring)
     sessions: Expiring[list[Participant]] = field(default_factory=Expiring)  # by SSO cookie
@@ -166,9 +177,10 @@ class IdentityProvider:
         key_file: Path,
         cert_file: Path,
         sources: list[MetadataSource],
+        next_pair: tuple[Path, Path] | None = None,
     ) -> IdentityProvider:
         """Blocking (fetches metadata URLs that have no cached copy yet)."""
-        idp = cls(settings, issuer, key_file, cert_file, sources)
+        idp = cls(settings, issuer, key_file, cert_file, sources, next_pair)
         now = time.time()
         for source in sources:
             if source.url is not None and not source.path.exists():
@@ -210,6 +222,7 @@ class IdentityProvider:
             },
             "key_file": str(self.key_file),
             "cert_file": str(self.cert_file),
+            "additional_cert_files": [str(self.next_pair[1])] if self.next_pair else None,
             "xmlsec_binary": "/usr/bin/xmlsec1",
             "metadata": {"local": metadata_files},
         }
@@ -219,6 +232,9 @@ class IdentityProvider:
 
         `strict` (at start): a bad metadata *file* is a configuration error. Later it is
         logged and that SP left out; a URL without a usable copy is always left out."""
+        if self.next_pair is not None:  # after a rollover: the one after it
+            host = urlsplit(self.base).hostname or ""
+            read_or_create_identity(self.next_pair[0], self.next_pair[1], host)
         files: list[str] = []
         sps: dict[str, ServiceProvider] = {}
         expires: list[float] = []

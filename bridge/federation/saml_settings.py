@@ -40,6 +40,10 @@ class SamlSettings(Section, frozen=True):
     scope: str  # the security domain in eduPersonScopedAffiliation, e.g. library.example.org
     key_file: str = "var/saml-key.pem"  # created 0600 on first start, with its certificate
     cert_file: str = "var/saml-cert.pem"
+    # Key rollover: the next signing certificate, published in our metadata beside the current
+    # one (created on start or reload when missing) until it is moved over key_file/cert_file.
+    next_key_file: str | None = None
+    next_cert_file: str | None = None
     assertion_minutes: Annotated[int, msgspec.Meta(ge=1, le=60)] = 5
     # Every SP's AuthnRequests must be signed (WantAuthnRequestsSigned in our metadata); an
     # SP whose metadata says AuthnRequestsSigned="true" must sign in any case.
@@ -60,6 +64,8 @@ class SamlSettings(Section, frozen=True):
                 parts = urlsplit(sp.metadata_url)
                 if parts.scheme != "https" or not parts.hostname:
                     found.append((f"{where}.metadata_url", "must be an https:// URL"))
+        if (self.next_key_file is None) != (self.next_cert_file is None):
+            found.append(("next_key_file", "give both next_key_file and next_cert_file"))
         if not self.scope or "@" in self.scope:
             found.append(("scope", "a domain such as library.example.org"))
         return found

@@ -132,9 +132,8 @@ def build_idp(settings: OidcSettings, services: Services) -> Any:
         return None
     from urllib.parse import urlsplit
 
-    from bridge.federation.saml import read_or_create_identity
     from bridge.federation.saml_metadata import MetadataSource, cache_path
-    from bridge.federation.saml_server import IdentityProvider
+    from bridge.federation.saml_server import IdentityProvider, read_or_create_identity
 
     for key, message in saml_settings.problems():
         raise ConfigError(f"{config.source}: saml.{key}: {message}")
@@ -152,7 +151,15 @@ def build_idp(settings: OidcSettings, services: Services) -> Any:
         sources.append(MetadataSource(i, path, sp.metadata_url, ca, signer, refresh))
     try:
         read_or_create_identity(key_file, cert_file, urlsplit(settings.issuer).hostname or "")
-        return IdentityProvider.build(saml_settings, settings.issuer, key_file, cert_file, sources)
+        next_pair = None
+        if saml_settings.next_key_file and saml_settings.next_cert_file:
+            next_pair = (
+                config.path(saml_settings.next_key_file),
+                config.path(saml_settings.next_cert_file),
+            )
+        return IdentityProvider.build(
+            saml_settings, settings.issuer, key_file, cert_file, sources, next_pair
+        )
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{config.source}: saml: {exc}") from None
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from bridge.federation.saml import read_or_create_identity
+from bridge.federation.saml_server import read_or_create_identity
 from tests.apache import MODULES, running_apache
 from tests.federation.support import sections
 from tests.federation.test_apache_openidc import require_module

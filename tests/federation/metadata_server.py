@@ -12,7 +12,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-from bridge.federation.saml import read_or_create_identity
+from bridge.federation.saml_server import read_or_create_identity
 
 TEMPLATE = """<ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><ds:SignedInfo>
 <ds:CanonicalizationMethod Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/>

@@ -115,7 +115,7 @@ def test_truncated_oversized_and_malformed(issuer: str) -> None:
 
 @pytest.fixture(scope="module")
 def saml_issuer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from bridge.federation.saml import read_or_create_identity
+    from bridge.federation.saml_server import read_or_create_identity
     from tests.federation.mellon import Sp
     from tests.federation.support import sections
     from tests.portal.support import free_port

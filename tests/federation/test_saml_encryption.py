@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, expect
 
-from bridge.federation.saml import read_or_create_identity
+from bridge.federation.saml_server import read_or_create_identity
 from tests.federation.mellon import Sp, federation, mellon
 from tests.federation.support import sections
 from tests.federation.test_apache_openidc import browser, fill, shot

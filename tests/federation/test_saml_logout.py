@@ -22,7 +22,7 @@ from saml2.client import Saml2Client
 from saml2.config import SPConfig
 from saml2.metadata import create_metadata_string
 
-from bridge.federation.saml import read_or_create_identity
+from bridge.federation.saml_server import read_or_create_identity
 from tests.federation.mellon import POST, REDIRECT, Sp, federation, mellon, sp_entries
 from tests.federation.test_apache_openidc import browser, fill, shot
 from tests.harness import DEMO
