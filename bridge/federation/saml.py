@@ -60,6 +60,7 @@ def identity_of(
     values: dict[str, list[str]] = {
         "eduPersonScopedAffiliation": [f"{affiliation}@{scope}"],
         "eduPersonTargetedID": [pairwise],
+        "pairwise-id": [f"{mac.hexdigest()}@{scope}"],  # the profile allows [0-9a-zA-Z=-] only
         "displayName": [patron.name],
         "mail": [patron.email] if patron.email else [],
     }

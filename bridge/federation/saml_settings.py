@@ -13,7 +13,13 @@ import msgspec
 
 from bridge.settings import PolicySettings, Section
 
-ATTRIBUTES = ("eduPersonScopedAffiliation", "eduPersonTargetedID", "displayName", "mail")
+ATTRIBUTES = (
+    "eduPersonScopedAffiliation",
+    "eduPersonTargetedID",
+    "pairwise-id",  # urn:oasis:names:tc:SAML:attribute:pairwise-id (SAML V2.0 Subject ID)
+    "displayName",
+    "mail",
+)
 # Data encryption for EncryptedAssertion (the key goes by RSA-OAEP to the SP's certificate).
 ENCRYPTION = ("aes256-gcm", "aes128-gcm", "aes256-cbc", "aes128-cbc")
 

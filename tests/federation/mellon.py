@@ -27,6 +27,7 @@ PAGE = """<html><body>
 <p id="affiliation"><!--#echo var="AFFILIATION" --></p>
 <p id="name"><!--#echo var="DISPLAYNAME" --></p>
 <p id="nameid"><!--#echo var="MELLON_NAME_ID" --></p>
+<p id="pairwise"><!--#echo var="PAIRWISE" --></p>
 </body></html>
 """
 POST = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"
@@ -85,6 +86,7 @@ def location(root: Path, sp: Sp, n: int) -> str:
     MellonVariable cookie{n}
     MellonSetEnvNoPrefix AFFILIATION urn:oid:1.3.6.1.4.1.5923.1.1.1.9
     MellonSetEnvNoPrefix DISPLAYNAME urn:oid:2.16.840.1.113730.3.1.241
+    MellonSetEnvNoPrefix PAIRWISE urn:oasis:names:tc:SAML:attribute:pairwise-id
     Options +Includes
     SetOutputFilter INCLUDES
 </Location>
@@ -146,7 +148,7 @@ def sp_entries(sp_dir: Path, sps: list[Sp]) -> str:
         f"""
 [[saml.service_providers]]
 metadata_file = "{sp_dir / f"sp{n}.xml"}"
-attributes = ["eduPersonScopedAffiliation", "displayName"]
+attributes = ["eduPersonScopedAffiliation", "displayName", "pairwise-id"]
 {sp.config}
 """
         for n, sp in enumerate(sps)

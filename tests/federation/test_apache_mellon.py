@@ -49,6 +49,9 @@ def test_apache_mod_auth_mellon_signs_a_patron_in(setup: Federation, browser: Br
         expect(page.locator("#affiliation")).to_have_text("member@library.example.org")
         expect(page.locator("#name")).to_have_text("Rivera, Ana")
         assert DEMO["active"] not in page.locator("#nameid").inner_text()
+        expect(page.locator("#pairwise")).to_have_text(
+            re.compile(r"^[0-9a-f]{64}@library\.example\.org$")
+        )
         shot(page, "13-saml-protected-page")
 
 
