@@ -52,7 +52,11 @@ def asks_for_the_pin(page: Page, url: str) -> None:
 
 
 def test_logout_at_one_sp_ends_the_session_everywhere(tmp_path: Path, browser: Browser) -> None:
-    with federation(tmp_path, TWO) as fed, mellon(fed) as apache:
+    # want_signed_requests: pysaml2 checks the Redirect signatures too (as well as ours).
+    with (
+        federation(tmp_path, TWO, saml="want_signed_requests = true") as fed,
+        mellon(fed) as apache,
+    ):
         page = browser.new_context(locale="en-US").new_page()
         seen: list[str] = []
         page.on("request", lambda r: seen.append(f"{r.method} {r.url.split('?')[0]}"))
