@@ -20,7 +20,6 @@ import secrets
 from typing import Any
 
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
-from saml2.metadata import create_metadata_string
 from saml2.request import IncorrectlySigned
 from saml2.sigver import verify_redirect_signature
 from starlette.concurrency import run_in_threadpool
@@ -95,14 +94,7 @@ def post_form(
 
 async def metadata(request: Request) -> Response:
     idp: IdentityProvider = request.app.state.saml
-
-    def build() -> str:
-        text: bytes | str = create_metadata_string(
-            None, idp.current.server.config, 4, None, None, None
-        )
-        return text.decode() if isinstance(text, bytes) else text
-
-    return Response(await run_in_threadpool(build), media_type="application/samlmetadata+xml")
+    return Response(idp.current.metadata, media_type="application/samlmetadata+xml")
 
 
 async def saml_message(request: Request) -> tuple[str, str | None, str, str, dict[str, str]]:

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import structlog
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
 from saml2.config import IdPConfig
+from saml2.metadata import create_metadata_string
 from saml2.saml import NAMEID_FORMAT_PERSISTENT, NAMEID_FORMAT_TRANSIENT, NameID
 from saml2.server import Server
 from saml2.sigver import RSA_OAEP_MGF1P, get_pem_wrapped_unwrapped, pre_encryption_part
@@ -124,6 +125,7 @@ class Loaded:
     server: SamlServer
     sps: dict[str, ServiceProvider]
     expires: float | None  # the earliest validUntil among the copies loaded
+    metadata: str  # ours, made once from the keys this server signs with (no disk per request)
 
     def encrypts(self, entity: str) -> bool:
         wanted = self.sps[entity].encrypt_assertions
@@ -262,7 +264,9 @@ class IdentityProvider:
                 if strict:
                     raise ValueError(message)
                 log.warning("saml_metadata_unavailable", entity=entity, reason=message)
-        self.loaded = Loaded(server, sps, min(expires, default=None))
+        text: bytes | str = create_metadata_string(None, server.config, 4, None, None, None)
+        ours = text.decode() if isinstance(text, bytes) else text
+        self.loaded = Loaded(server, sps, min(expires, default=None), ours)
 
     def refresh(self, now: float, *, everything: bool) -> None:
         """Refetch the URLs that are due (all of them, and re-read files, on reload)."""

@@ -8,6 +8,7 @@ sharing one key pair. The bridge is given each SP's metadata; Apache is given th
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import re
 from collections.abc import Callable, Iterator
@@ -15,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from playwright.sync_api import Page, expect
 
 from bridge.federation.saml_server import read_or_create_identity
-from tests.apache import MODULES, running_apache
+from tests.apache import httpd_head, running_apache
 from tests.federation.support import sections
 from tests.federation.test_apache_openidc import require_module
 from tests.harness import Daemon
@@ -95,26 +97,12 @@ def location(root: Path, sp: Sp, n: int) -> str:
 
 def apache_config(root: Path, port: int, sps: list[Sp]) -> str:
     modules = [
-        ("mpm_event_module", "mod_mpm_event.so"),
-        ("authn_core_module", "mod_authn_core.so"),
-        ("authz_core_module", "mod_authz_core.so"),
-        ("authz_user_module", "mod_authz_user.so"),
         ("include_module", "mod_include.so"),
         ("setenvif_module", "mod_setenvif.so"),
         ("auth_mellon_module", "mod_auth_mellon.so"),
     ]
-    loads = "\n".join(f"LoadModule {name} {MODULES / so}" for name, so in modules)
     locations = "".join(location(root, sp, n) for n, sp in enumerate(sps))
-    return f"""
-ServerRoot "{root}"
-ServerName 127.0.0.1
-Listen 127.0.0.1:{port}
-PidFile "{root}/httpd.pid"
-ErrorLog "{root}/error.log"
-LogLevel warn auth_mellon:info
-Mutex file:{root} default
-DefaultRuntimeDir "{root}"
-{loads}
+    return f"""{httpd_head(root, port, modules, "warn auth_mellon:info")}
 # Plain-HTTP loopback only: mellon's cookie test is always SameSite=None, which chromium drops
 # without Secure; the README's MELLON_DISABLE_SAMESITE leaves SameSite off (over HTTPS use
 # MellonSecureCookie On instead).
@@ -209,3 +197,21 @@ def mellon(fed: Federation, edit: Callable[[str], str] = lambda text: text) -> I
 
     with running_apache(fed.daemon, fed.port, write, prefix="bridge-apache-fed-") as apache:
         yield apache
+
+
+def sign_in_to_the_form(page: Page, url: str) -> str:
+    """Open a protected page, sign in at the bridge; the SAML message its form would post."""
+    from tests.federation.test_apache_openidc import fill
+    from tests.harness import DEMO
+    from tests.pins import DEMO_PIN
+
+    page.goto(url)
+    fill(page, DEMO["active"], DEMO_PIN)
+    value = page.locator('input[name="SAMLResponse"]').get_attribute("value") or ""
+    return base64.b64decode(value).decode()
+
+
+def continue_to_the_page(page: Page) -> None:
+    """Press "Continue" on the bridge's form; the SP's page shows the released affiliation."""
+    page.get_by_role("button", name="Continue").click()
+    expect(page.locator("#affiliation")).to_have_text("member@library.example.org")

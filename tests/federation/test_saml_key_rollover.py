@@ -6,7 +6,6 @@ mellon, still on the metadata it loaded before the rollover, accepts the new sig
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 import time
@@ -16,10 +15,14 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, expect
 
-from tests.federation.mellon import Sp, federation, mellon
-from tests.federation.test_apache_openidc import browser, fill, shot
-from tests.harness import DEMO
-from tests.pins import DEMO_PIN
+from tests.federation.mellon import (
+    Sp,
+    continue_to_the_page,
+    federation,
+    mellon,
+    sign_in_to_the_form,
+)
+from tests.federation.test_apache_openidc import browser, shot
 
 __all__ = ["browser"]
 pytestmark = pytest.mark.browser
@@ -47,10 +50,8 @@ def test_rollover_to_the_published_next_key(tmp_path: Path, browser: Browser) ->
         assert published == [old, upcoming]
         with mellon(fed) as apache:  # mellon trusts both from here on
             page = browser.new_context(locale="en-US").new_page()
-            page.goto(f"{apache}/protected/index.html")
-            fill(page, DEMO["active"], DEMO_PIN)
-            page.get_by_role("button", name="Continue").click()
-            expect(page.locator("#affiliation")).to_have_text("member@library.example.org")
+            sign_in_to_the_form(page, f"{apache}/protected/index.html")
+            continue_to_the_page(page)
 
             os.replace(tmp_path / "saml-next-key.pem", tmp_path / "saml-key.pem")
             os.replace(tmp_path / "saml-next-cert.pem", tmp_path / "saml-cert.pem")
@@ -64,14 +65,9 @@ def test_rollover_to_the_published_next_key(tmp_path: Path, browser: Browser) ->
             assert after[0] == upcoming and after[1] not in (old, upcoming)  # a fresh next
 
             page = browser.new_context(locale="en-US").new_page()
-            page.goto(f"{apache}/protected/index.html")
-            fill(page, DEMO["active"], DEMO_PIN)
-            wire = base64.b64decode(
-                page.locator('input[name="SAMLResponse"]').get_attribute("value") or ""
-            ).decode()
+            wire = sign_in_to_the_form(page, f"{apache}/protected/index.html")
             assert certificates(wire) == [upcoming]  # signed by the new key
-            page.get_by_role("button", name="Continue").click()
-            expect(page.locator("#affiliation")).to_have_text("member@library.example.org")
+            continue_to_the_page(page)
             shot(page, "19-saml-after-key-rollover")
 
         def stale(text: str) -> str:  # metadata from before the next key was published
@@ -80,8 +76,7 @@ def test_rollover_to_the_published_next_key(tmp_path: Path, browser: Browser) ->
 
         with mellon(fed, stale) as apache:  # an SP that never saw the new certificate
             page = browser.new_context(locale="en-US").new_page()
-            page.goto(f"{apache}/protected/index.html")
-            fill(page, DEMO["active"], DEMO_PIN)
+            sign_in_to_the_form(page, f"{apache}/protected/index.html")
             page.get_by_role("button", name="Continue").click()
             expect(page.locator("#affiliation")).to_have_count(0)
         assert "Failed to verify signature" in (fed.daemon.dir / "apache-error.log").read_text()

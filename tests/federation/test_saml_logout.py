@@ -23,10 +23,18 @@ from saml2.config import SPConfig
 from saml2.metadata import create_metadata_string
 
 from bridge.federation.saml_server import read_or_create_identity
-from tests.federation.mellon import POST, REDIRECT, Sp, federation, mellon, sp_entries
-from tests.federation.test_apache_openidc import browser, fill, shot
+from tests.federation.mellon import (
+    POST,
+    REDIRECT,
+    Sp,
+    continue_to_the_page,
+    federation,
+    mellon,
+    sign_in_to_the_form,
+    sp_entries,
+)
+from tests.federation.test_apache_openidc import browser, shot
 from tests.harness import DEMO
-from tests.pins import DEMO_PIN
 
 __all__ = ["browser"]
 pytestmark = pytest.mark.browser
@@ -35,15 +43,12 @@ TWO = [Sp(path="/a"), Sp(path="/b")]
 
 
 def signed_in_at_both(page: Page, apache: str, issuer: str) -> None:
-    page.goto(f"{apache}/a/index.html")
-    fill(page, DEMO["active"], DEMO_PIN)
-    page.get_by_role("button", name="Continue").click()
-    expect(page.locator("#affiliation")).to_have_text("member@library.example.org")
+    sign_in_to_the_form(page, f"{apache}/a/index.html")
+    continue_to_the_page(page)
     page.goto(f"{apache}/b/index.html")  # single sign-on: no PIN asked
     expect(page).to_have_url(re.compile(re.escape(f"{issuer}/saml/sso/")))
-    page.get_by_role("button", name="Continue").click()
+    continue_to_the_page(page)
     expect(page).to_have_url(f"{apache}/b/index.html")
-    expect(page.locator("#affiliation")).to_have_text("member@library.example.org")
 
 
 def asks_for_the_pin(page: Page, url: str) -> None:
@@ -134,10 +139,8 @@ def test_logout_over_http_post(tmp_path: Path, browser: Browser) -> None:
         (sp_dir / "idp.xml").write_text(httpx.get(f"{fed.issuer}/saml/metadata").text)
         client = pysaml2_sp(base, sp_dir, sp_dir / "idp.xml")
         page = browser.new_context(locale="en-US").new_page()
-        page.goto(f"{apache}/b/index.html")
-        fill(page, DEMO["active"], DEMO_PIN)
-        page.get_by_role("button", name="Continue").click()
-        expect(page.locator("#affiliation")).to_have_text("member@library.example.org")
+        sign_in_to_the_form(page, f"{apache}/b/index.html")
+        continue_to_the_page(page)
 
         request_id, info = client.prepare_for_authenticate(
             entityid=f"{fed.issuer}/saml/metadata", relay_state="r1", binding=REDIRECT
@@ -198,8 +201,7 @@ def test_unsigned_logout_request_is_refused(tmp_path: Path, browser: Browser) ->
         page.goto(
             f"{apache}/b/mellon/login?ReturnTo={apache}/b/index.html&IdP={fed.issuer}/saml/metadata"
         )
-        page.get_by_role("button", name="Continue").click()
-        expect(page.locator("#affiliation")).to_have_text("member@library.example.org")
+        continue_to_the_page(page)
     fed.daemon.stop()
     events = [e.get("event") for e in fed.daemon.audit_events()]
     assert "saml_logout" not in events and events.count("saml_logout_refused") == 2

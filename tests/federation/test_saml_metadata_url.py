@@ -14,13 +14,18 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Browser
 
-from tests.federation.mellon import Federation, Sp, federation, mellon
+from tests.federation.mellon import (
+    Federation,
+    Sp,
+    continue_to_the_page,
+    federation,
+    mellon,
+    sign_in_to_the_form,
+)
 from tests.federation.metadata_server import MetadataServer, Signer
-from tests.federation.test_apache_openidc import browser, fill, shot
-from tests.harness import DEMO
-from tests.pins import DEMO_PIN
+from tests.federation.test_apache_openidc import browser, shot
 
 __all__ = ["browser"]
 pytestmark = pytest.mark.browser
@@ -79,10 +84,8 @@ attributes = ["eduPersonScopedAffiliation", "displayName"]
             assert len(cached) == 1 and cached[0].read_bytes() == server.body
             with mellon(fed) as apache:
                 page = browser.new_context(locale="en-US").new_page()
-                page.goto(f"{apache}/protected/index.html")
-                fill(page, DEMO["active"], DEMO_PIN)
-                page.get_by_role("button", name="Continue").click()
-                expect(page.locator("#affiliation")).to_have_text("member@library.example.org")
+                sign_in_to_the_form(page, f"{apache}/protected/index.html")
+                continue_to_the_page(page)
                 shot(page, "18-saml-metadata-url")
 
                 good = signer.sign(plain[0])

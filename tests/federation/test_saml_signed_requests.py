@@ -17,7 +17,14 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, expect
 
-from tests.federation.mellon import POST, Sp, federation, mellon, only_binding
+from tests.federation.mellon import (
+    POST,
+    Sp,
+    continue_to_the_page,
+    federation,
+    mellon,
+    only_binding,
+)
 from tests.federation.test_apache_openidc import browser, fill, shot
 from tests.harness import DEMO
 from tests.pins import DEMO_PIN
@@ -69,9 +76,8 @@ def test_mellon_posts_a_signed_request_and_tampering_is_refused(
         page.goto(f"{apache}/protected/index.html")  # mellon's page posts itself (script)
         expect(page).to_have_url(f"{fed.issuer}/saml/sso/post")
         fill(page, DEMO["active"], DEMO_PIN)
-        page.get_by_role("button", name="Continue").click()
+        continue_to_the_page(page)
         expect(page).to_have_url(f"{apache}/protected/index.html")
-        expect(page.locator("#affiliation")).to_have_text("member@library.example.org")
         shot(page, "15-saml-signed-post-request")
     fed.daemon.stop()
     events = [e.get("event") for e in fed.daemon.audit_events()]
