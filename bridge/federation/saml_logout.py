@@ -1,4 +1,4 @@
-"""SAML Single Logout (SP-initiated, HTTP-Redirect and HTTP-POST).
+"""SAML Single Logout (SP-initiated, HTTP-Redirect and HTTP-POST; and from the bridge).
 
 An SP's LogoutRequest must be signed (a query signature over HTTP-Redirect, an enveloped one
 over HTTP-POST) by a certificate in its metadata: an unsigned one could sign any patron out.
@@ -7,6 +7,7 @@ browser's own, when its cookie came along), sends a signed LogoutRequest to each
 that was given an assertion in those sessions and has a logout endpoint (one after the other,
 through the browser; their LogoutResponses come back here with our RelayState), and finally
 answers the SP that asked with a signed LogoutResponse on its SingleLogoutService.
+`/saml/logout` does the same round for a patron who signs out at the bridge itself.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ CHAIN_SECONDS = 300.0  # how long the other SPs have to answer our LogoutRequest
 class Chain:
     """A logout going round the session's SPs before the one that asked is answered."""
 
-    requester: str
+    requester: str | None  # None: the patron signed out at the bridge itself
     request: Any  # its LogoutRequest, as pysaml2 parsed it
     binding: str
     relay_state: str
@@ -170,8 +171,10 @@ async def _next(visit: Visit, idp: IdentityProvider, p: Provider, chain: Chain) 
 
         xml = await run_in_threadpool(ask)
         return send(visit, loaded, binding, location, xml, chain_id, field="SAMLRequest")
-    target = logout_endpoint(loaded, chain.requester, chain.binding)
-    if chain.requester not in loaded.sps or target is None:
+    target = None
+    if chain.requester is not None and chain.requester in loaded.sps:
+        target = logout_endpoint(loaded, chain.requester, chain.binding)
+    if target is None:
         return visit.render(
             "message.html", title="oidc.signed_out_title", message="login.signed_out"
         )
@@ -188,6 +191,21 @@ async def _next(visit: Visit, idp: IdentityProvider, p: Provider, chain: Chain) 
 
     xml = await run_in_threadpool(answer)
     return send(visit, loaded, binding, location, xml, chain.relay_state, field="SAMLResponse")
+
+
+async def everywhere(request: Request) -> Response:
+    """The patron signs out at the bridge (`/saml/logout`): its session ends, and every SP
+    that was given an assertion in it is sent a LogoutRequest, one after the other."""
+    idp: IdentityProvider = request.app.state.saml
+    p: Provider = request.app.state.provider
+    visit = visit_of(request)
+    _, parts = idp.sessions.items.pop(visit.cookie, (0.0, []))
+    if visit.session is not None:
+        p.portal.authenticator.audit.event(
+            "saml_logout", barcode=visit.session.barcode, client="", source=visit.source
+        )
+    visit.sign_out()
+    return await _next(visit, idp, p, Chain(None, None, BINDING_HTTP_REDIRECT, "", parts))
 
 
 async def _answered(visit: Visit, idp: IdentityProvider, p: Provider, relay: str) -> Response:

@@ -74,6 +74,7 @@ def saml_routes() -> list[Route]:
         Route("/saml/login", saml.login, methods=["GET", "POST"]),
         Route("/saml/slo/redirect", saml_logout.slo),
         Route("/saml/slo/post", saml_logout.slo, methods=["POST"]),
+        Route("/saml/logout", saml_logout.everywhere),
     ]
 
 

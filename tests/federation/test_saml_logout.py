@@ -79,6 +79,20 @@ def test_logout_at_one_sp_ends_the_session_everywhere(tmp_path: Path, browser: B
     assert str(logouts[0].get("barcode")).endswith(DEMO["active"][-4:])  # masked in audit
 
 
+def test_logout_at_the_bridge_tells_every_sp(tmp_path: Path, browser: Browser) -> None:
+    with federation(tmp_path, TWO) as fed, mellon(fed) as apache:
+        page = browser.new_context(locale="en-US").new_page()
+        seen: list[str] = []
+        page.on("request", lambda r: seen.append(f"{r.method} {r.url.split('?')[0]}"))
+        signed_in_at_both(page, apache, fed.issuer)
+        page.goto(f"{fed.issuer}/saml/logout")
+        expect(page.get_by_text("You have signed out.")).to_be_visible()
+        assert f"GET {apache}/a/mellon/logout" in seen and f"GET {apache}/b/mellon/logout" in seen
+        shot(page, "20-saml-logout-at-the-bridge")
+        asks_for_the_pin(page, f"{apache}/a/index.html")
+        asks_for_the_pin(page, f"{apache}/b/index.html")
+
+
 def pysaml2_sp(base: str, sp_dir: Path, idp_metadata: Path | None) -> Saml2Client:
     """A second kind of real SP: pysaml2's own client (mellon 0.18 sends LogoutRequests over
     HTTP-Redirect only), with the POST binding for its ACS and its logout endpoint."""
