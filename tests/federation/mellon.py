@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import html
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -215,3 +216,13 @@ def continue_to_the_page(page: Page) -> None:
     """Press "Continue" on the bridge's form; the SP's page shows the released affiliation."""
     page.get_by_role("button", name="Continue").click()
     expect(page.locator("#affiliation")).to_have_text("member@library.example.org")
+
+
+def post_from(page: Page, action: str, fields: dict[str, str]) -> None:
+    """Post a form from a blank page: a cross-site POST, so the SSO cookie stays behind."""
+    inputs = "".join(
+        f'<input type="hidden" name="{k}" value="{html.escape(v)}">' for k, v in fields.items()
+    )
+    page.goto("about:blank")
+    page.set_content(f'<form method="post" action="{action}">{inputs}<button>Go</button></form>')
+    page.get_by_role("button", name="Go").click()

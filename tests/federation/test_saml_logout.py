@@ -10,7 +10,6 @@ without a valid signature is refused and ends nothing."""
 from __future__ import annotations
 
 import base64
-import html
 import re
 from pathlib import Path
 from urllib.parse import parse_qsl
@@ -30,6 +29,7 @@ from tests.federation.mellon import (
     continue_to_the_page,
     federation,
     mellon,
+    post_from,
     sign_in_to_the_form,
     sp_entries,
 )
@@ -121,16 +121,6 @@ def pysaml2_sp(base: str, sp_dir: Path, idp_metadata: Path | None) -> Saml2Clien
     if idp_metadata is not None:
         conf["metadata"] = {"local": [str(idp_metadata)]}
     return Saml2Client(config=SPConfig().load(conf))
-
-
-def post_from(page: Page, action: str, fields: dict[str, str]) -> None:
-    """Post a form from a blank page: a cross-site POST, so the SSO cookie stays behind."""
-    inputs = "".join(
-        f'<input type="hidden" name="{k}" value="{html.escape(v)}">' for k, v in fields.items()
-    )
-    page.goto("about:blank")
-    page.set_content(f'<form method="post" action="{action}">{inputs}<button>Go</button></form>')
-    page.get_by_role("button", name="Go").click()
 
 
 def test_logout_over_http_post(tmp_path: Path, browser: Browser) -> None:

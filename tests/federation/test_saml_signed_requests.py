@@ -24,6 +24,7 @@ from tests.federation.mellon import (
     federation,
     mellon,
     only_binding,
+    post_from,
 )
 from tests.federation.test_apache_openidc import browser, fill, shot
 from tests.harness import DEMO
@@ -73,12 +74,15 @@ def test_mellon_posts_a_signed_request_and_tampering_is_refused(
             assert refused.status_code == 400 and REFUSED in refused.text
 
         page = browser.new_context(locale="en-US").new_page()
+        post_from(page, action, unsigned)  # what the patron sees for an unsigned request
+        expect(page.get_by_text(REFUSED)).to_be_visible()
+        shot(page, "15-saml-unsigned-request-refused")
         page.goto(f"{apache}/protected/index.html")  # mellon's page posts itself (script)
         expect(page).to_have_url(f"{fed.issuer}/saml/sso/post")
         fill(page, DEMO["active"], DEMO_PIN)
         continue_to_the_page(page)
         expect(page).to_have_url(f"{apache}/protected/index.html")
-        shot(page, "15-saml-signed-post-request")
+        shot(page, "15-saml-signed-post-request-accepted")
     fed.daemon.stop()
     events = [e.get("event") for e in fed.daemon.audit_events()]
-    assert events.count("saml_request_refused") == 2
+    assert events.count("saml_request_refused") == 3
