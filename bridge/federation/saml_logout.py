@@ -149,8 +149,10 @@ async def _next(visit: Visit, idp: IdentityProvider, p: Provider, chain: Chain) 
     loaded = idp.current
     while chain.remaining:
         them = chain.remaining.pop(0)
+        if them.entity not in loaded.sps:  # its metadata is gone since it signed in
+            continue
         target = logout_endpoint(loaded, them.entity, BINDING_HTTP_REDIRECT)
-        if them.entity not in loaded.sps or target is None:
+        if target is None:
             continue
         binding, location = target
         chain_id = secrets.token_urlsafe(24)
