@@ -146,7 +146,12 @@ attributes = ["eduPersonScopedAffiliation", "displayName", "pairwise-id"]
 
 @contextlib.contextmanager
 def federation(
-    tmp: Path, sps: list[Sp], *, saml: str = "", entries: Callable[[Path], str] | None = None
+    tmp: Path,
+    sps: list[Sp],
+    *,
+    saml: str = "",
+    entries: Callable[[Path], str] | None = None,
+    throttle: str = "",
 ) -> Iterator[Federation]:
     """The bridge (its `[saml]` with these SPs) and the SPs' key pair and metadata."""
     require_module("mod_auth_mellon.so", "libapache2-mod-auth-mellon")
@@ -165,7 +170,7 @@ cert_file = "saml-cert.pem"
 {entries(sp_dir) if entries is not None else sp_entries(sp_dir, sps)}
 """
     (tmp / "vendor-secret").write_text("unused\n")
-    daemon = Daemon(tmp, sections(bridge_port) + extra).start()
+    daemon = Daemon(tmp, sections(bridge_port) + extra, throttle=throttle).start()
     try:
         yield Federation(daemon, f"http://127.0.0.1:{bridge_port}", port, sp_dir, sps)
     finally:
