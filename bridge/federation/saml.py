@@ -22,6 +22,7 @@ from typing import Any
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
 from saml2.request import IncorrectlySigned
 from saml2.sigver import verify_redirect_signature
+from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -296,6 +297,8 @@ async def _answer(
             sign_response=False,
             encrypt_assertion=encrypt,
             encrypt_cert_assertion=None,
+            sign_alg=SIG_RSA_SHA256,  # pysaml2's default is still RSA-SHA1
+            digest_alg=DIGEST_SHA256,
             userid=pairwise,
             **args,
         )

@@ -18,7 +18,7 @@ from typing import Any
 
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
 from saml2.request import IncorrectlySigned
-from saml2.xmldsig import SIG_RSA_SHA256
+from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -168,6 +168,7 @@ async def _next(visit: Visit, idp: IdentityProvider, p: Provider, chain: Chain) 
                 session_indexes=[them.session_index],
                 sign=binding == BINDING_HTTP_POST,
                 sign_alg=SIG_RSA_SHA256,
+                digest_alg=DIGEST_SHA256,
             )
             return str(message)
 
@@ -188,6 +189,7 @@ async def _next(visit: Visit, idp: IdentityProvider, p: Provider, chain: Chain) 
             [binding],
             sign=binding == BINDING_HTTP_POST,
             sign_alg=SIG_RSA_SHA256,
+            digest_alg=DIGEST_SHA256,
         )
         return str(response)
 

@@ -28,6 +28,7 @@ from saml2.metadata import create_metadata_string
 from saml2.saml import NAMEID_FORMAT_PERSISTENT, NAMEID_FORMAT_TRANSIENT, NameID
 from saml2.server import Server
 from saml2.sigver import RSA_OAEP_MGF1P, get_pem_wrapped_unwrapped, pre_encryption_part
+from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
 
 from bridge.federation.grants import Expiring
 from bridge.federation.saml_metadata import MetadataError, MetadataSource
@@ -222,6 +223,8 @@ class IdentityProvider:
                     "want_authn_requests_signed": self.settings.want_signed_requests,
                 }
             },
+            "signing_algorithm": SIG_RSA_SHA256,  # pysaml2's default is still RSA-SHA1
+            "digest_algorithm": DIGEST_SHA256,
             "key_file": str(self.key_file),
             "cert_file": str(self.cert_file),
             "additional_cert_files": [str(self.next_pair[1])] if self.next_pair else None,

@@ -62,6 +62,9 @@ def test_no_encryption_key_means_a_plain_signed_assertion(tmp_path: Path, browse
         page = browser.new_context(locale="en-US").new_page()
         wire = sign_in_to_the_form(page, f"{apache}/protected/index.html")
         assert "EncryptedAssertion" not in wire and "member@library.example.org" in wire
+        assert 'Algorithm="http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"' in wire
+        assert 'Algorithm="http://www.w3.org/2001/04/xmlenc#sha256"' in wire
+        assert "sha1" not in wire
         continue_to_the_page(page)
 
 

@@ -178,6 +178,8 @@ def test_logout_over_http_post(tmp_path: Path, browser: Browser) -> None:
         fields = dict(parse_qsl(posted[0]))
         done = client.parse_logout_request_response(fields["SAMLResponse"], POST)
         assert done.status_ok()
+        answer_xml = base64.b64decode(fields["SAMLResponse"]).decode()
+        assert "xmldsig-more#rsa-sha256" in answer_xml and "sha1" not in answer_xml
         asks_for_the_pin(page, f"{apache}/b/index.html")
 
 
