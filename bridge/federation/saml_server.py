@@ -22,10 +22,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
-from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
+from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, element_to_extension_element
 from saml2.config import IdPConfig
 from saml2.metadata import create_metadata_string
-from saml2.saml import NAMEID_FORMAT_PERSISTENT, NAMEID_FORMAT_TRANSIENT, NameID
+from saml2.saml import NAMEID_FORMAT_PERSISTENT, NAMEID_FORMAT_TRANSIENT, AttributeValue, NameID
 from saml2.server import Server
 from saml2.sigver import RSA_OAEP_MGF1P, get_pem_wrapped_unwrapped, pre_encryption_part
 from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
@@ -46,6 +46,7 @@ ALGORITHMS = {
 }
 BY_URI = {uri: name for name, (uri, _) in ALGORITHMS.items()}
 DEFAULT_ALGORITHM = "aes256-cbc"  # when the SP's metadata names none: every SP can do CBC
+TARGETED_ID = "urn:oid:1.3.6.1.4.1.5923.1.1.1.10"  # eduPersonTargetedID
 
 
 def read_or_create_identity(key_file: Path, cert_file: Path, host: str) -> None:
@@ -86,6 +87,31 @@ class SamlServer(Server):  # type: ignore[misc]  # pysaml2 is untyped
     def choose_session_storage(self) -> LastAssertion:
         return LastAssertion()
 
+    def setup_assertion(self, authn: Any, sp_entity_id: str, *args: Any, **kwargs: Any) -> Any:
+        """eduPersonTargetedID in its SAML 2.0 form, a persistent NameID qualified by both
+        entityIDs (the MACE-Dir profile; Shibboleth SPs decode it so), where pysaml2 leaves
+        the qualifiers out."""
+        assertion = super().setup_assertion(authn, sp_entity_id, *args, **kwargs)
+        for statement in getattr(assertion, "attribute_statement", None) or []:
+            for attribute in statement.attribute:
+                if attribute.name == TARGETED_ID:
+                    attribute.attribute_value = [
+                        AttributeValue(
+                            extension_elements=[
+                                element_to_extension_element(
+                                    NameID(
+                                        format=NAMEID_FORMAT_PERSISTENT,
+                                        name_qualifier=self.config.entityid,
+                                        sp_name_qualifier=sp_entity_id,
+                                        text=_text_of(value),
+                                    )
+                                )
+                            ]
+                        )
+                        for value in attribute.attribute_value
+                    ]
+        return assertion
+
     def _encrypt_assertion(
         self, encrypt_cert: Any, sp_entity_id: str, response: Any, node_xpath: Any = None
     ) -> str:
@@ -113,6 +139,14 @@ class SamlServer(Server):  # type: ignore[misc]  # pysaml2 is untyped
                     if name is not None:
                         return name
         return DEFAULT_ALGORITHM
+
+
+def _text_of(value: Any) -> str:
+    """The value pysaml2 put in an AttributeValue: its text, or its NameID child's."""
+    if value.text:
+        return str(value.text)
+    children = value.extension_elements or []
+    return str(children[0].text) if children else ""
 
 
 def encryption_certs(server: Server, entity: str) -> list[str]:

@@ -31,6 +31,7 @@ PAGE = """<html><body>
 <p id="name"><!--#echo var="DISPLAYNAME" --></p>
 <p id="nameid"><!--#echo var="MELLON_NAME_ID" --></p>
 <p id="pairwise"><!--#echo var="PAIRWISE" --></p>
+<p id="targeted"><!--#echo var="TARGETED" --></p>
 </body></html>
 """
 POST = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"
@@ -90,6 +91,7 @@ def location(root: Path, sp: Sp, n: int) -> str:
     MellonSetEnvNoPrefix AFFILIATION urn:oid:1.3.6.1.4.1.5923.1.1.1.9
     MellonSetEnvNoPrefix DISPLAYNAME urn:oid:2.16.840.1.113730.3.1.241
     MellonSetEnvNoPrefix PAIRWISE urn:oasis:names:tc:SAML:attribute:pairwise-id
+    MellonSetEnvNoPrefix TARGETED urn:oid:1.3.6.1.4.1.5923.1.1.1.10
     Options +Includes
     SetOutputFilter INCLUDES
 </Location>
@@ -137,7 +139,9 @@ def sp_entries(sp_dir: Path, sps: list[Sp]) -> str:
         f"""
 [[saml.service_providers]]
 metadata_file = "{sp_dir / f"sp{n}.xml"}"
-attributes = ["eduPersonScopedAffiliation", "displayName", "pairwise-id"]
+attributes = [
+  "eduPersonScopedAffiliation", "displayName", "pairwise-id", "eduPersonTargetedID"
+]
 {sp.config}
 """
         for n, sp in enumerate(sps)

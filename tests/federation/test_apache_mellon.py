@@ -49,6 +49,12 @@ def test_apache_mod_auth_mellon_signs_a_patron_in(setup: Federation, browser: Br
         expect(page.locator("#affiliation")).to_have_text("member@library.example.org")
         expect(page.locator("#name")).to_have_text("Rivera, Ana")
         assert DEMO["active"] not in page.locator("#nameid").inner_text()
+        # eduPersonTargetedID: NameID-valued, the same pairwise value, qualified by both sides
+        # (mellon hands the element over as XML).
+        targeted = page.locator("#targeted").inner_text()
+        assert f">{page.locator('#nameid').inner_text()}</saml:NameID>" in targeted
+        assert f'NameQualifier="{issuer}/saml/metadata"' in targeted
+        assert f'SPNameQualifier="{apache}/protected/mellon/metadata"' in targeted
         expect(page.locator("#pairwise")).to_have_text(
             re.compile(r"^[0-9a-f]{64}@library\.example\.org$")
         )
