@@ -18,6 +18,7 @@ from typing import Any
 
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
 from saml2.request import IncorrectlySigned
+from saml2.s_utils import UnsupportedBinding
 from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -55,7 +56,10 @@ def logout_endpoint(loaded: Loaded, entity: str, prefer: str) -> tuple[str, str]
     """(binding, location) of the SP's SingleLogoutService, the preferred binding first."""
     order = [prefer, *(b for b in (BINDING_HTTP_REDIRECT, BINDING_HTTP_POST) if b != prefer)]
     for binding in order:
-        services = loaded.server.metadata.single_logout_service(entity, binding, "spsso")
+        try:
+            services = loaded.server.metadata.single_logout_service(entity, binding, "spsso")
+        except UnsupportedBinding:  # pysaml2's answer for "none over this binding"
+            continue
         if services:
             return binding, str(services[0]["location"])
     return None

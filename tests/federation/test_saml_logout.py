@@ -10,8 +10,12 @@ without a valid signature is refused and ends nothing."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
@@ -25,6 +29,7 @@ from bridge.federation.saml_server import read_or_create_identity
 from tests.federation.mellon import (
     POST,
     REDIRECT,
+    Federation,
     Sp,
     continue_to_the_page,
     federation,
@@ -123,11 +128,23 @@ def pysaml2_sp(base: str, sp_dir: Path, idp_metadata: Path | None) -> Saml2Clien
     return Saml2Client(config=SPConfig().load(conf))
 
 
-def test_logout_over_http_post(tmp_path: Path, browser: Browser) -> None:
-    """pysaml2's SP signs in (SSO after mellon's /b), then posts a signed LogoutRequest from a
-    page without the bridge's cookie: the bridge finds the session by the NameID it gave that
-    SP, ends it, tells /b, and posts its signed LogoutResponse back, which pysaml2 accepts."""
-    base = "http://127.0.0.1:9"
+@dataclass
+class Pysaml2Session:
+    fed: Federation
+    apache: str
+    page: Page
+    client: Saml2Client
+    name_id: Any
+    session_index: str
+
+
+PYSAML2_BASE = "http://127.0.0.1:9"
+
+
+@contextlib.contextmanager
+def signed_in_at_mellon_and_pysaml2(tmp_path: Path, browser: Browser) -> Iterator[Pysaml2Session]:
+    """One SSO session with two SPs: mellon's /b (PIN) and pysaml2's client (no PIN)."""
+    base = PYSAML2_BASE
     sp_dir = tmp_path / "pysaml2"
     sp_dir.mkdir()
     read_or_create_identity(sp_dir / "sp-key.pem", sp_dir / "sp-cert.pem", "127.0.0.1")
@@ -155,7 +172,16 @@ def test_logout_over_http_post(tmp_path: Path, browser: Browser) -> None:
         assert signed_in.ava["eduPersonScopedAffiliation"] == ["member@library.example.org"]
         name_id = signed_in.assertion.subject.name_id
         session_index = signed_in.assertion.authn_statement[0].session_index
+        yield Pysaml2Session(fed, apache, page, client, name_id, session_index)
 
+
+def test_logout_over_http_post(tmp_path: Path, browser: Browser) -> None:
+    """pysaml2's SP signs in (SSO after mellon's /b), then posts a signed LogoutRequest from a
+    page without the bridge's cookie: the bridge finds the session by the NameID it gave that
+    SP, ends it, tells /b, and posts its signed LogoutResponse back, which pysaml2 accepts."""
+    with signed_in_at_mellon_and_pysaml2(tmp_path, browser) as session:
+        fed, apache, page, client = session.fed, session.apache, session.page, session.client
+        base, name_id, session_index = PYSAML2_BASE, session.name_id, session.session_index
         _, logout = client.create_logout_request(
             f"{fed.issuer}/saml/slo/post",
             f"{fed.issuer}/saml/metadata",
@@ -211,3 +237,32 @@ def test_unsigned_logout_request_is_refused(tmp_path: Path, browser: Browser) ->
     fed.daemon.stop()
     events = [e.get("event") for e in fed.daemon.audit_events()]
     assert "saml_logout" not in events and events.count("saml_logout_refused") == 2
+
+
+def test_the_bridge_logs_out_a_post_only_sp(tmp_path: Path, browser: Browser) -> None:
+    """The other direction: mellon's /b logs out; the bridge's LogoutRequest to pysaml2's SP
+    (whose logout endpoint is HTTP-POST only) is a signed form the patron posts; pysaml2
+    checks it and answers with its LogoutResponse to /saml/slo/post; the bridge then answers
+    /b, and mellon returns to the ReturnTo page."""
+    with signed_in_at_mellon_and_pysaml2(tmp_path, browser) as session:
+        fed, apache, page, client = session.fed, session.apache, session.page, session.client
+        posted: list[str] = []
+        page.route(
+            f"{PYSAML2_BASE}/pysaml2/slo",
+            lambda route: (posted.append(route.request.post_data or ""), route.fulfill(body="ok")),
+        )
+        page.goto(f"{apache}/b/mellon/logout?ReturnTo={apache}/bye.html")
+        expect(page).to_have_url(re.compile(re.escape(f"{fed.issuer}/saml/slo/redirect")))
+        page.get_by_role("button", name="Continue").click()
+        assert len(posted) == 1
+        fields = dict(parse_qsl(posted[0]))
+        request = client.parse_logout_request(fields["SAMLRequest"], POST)
+        assert request.message.name_id.text == session.name_id.text
+        assert "xmldsig-more#rsa-sha256" in base64.b64decode(fields["SAMLRequest"]).decode()
+        answer = client.create_logout_response(request.message, [POST], sign=True)
+        reply = {"SAMLResponse": base64.b64encode(str(answer).encode()).decode()}
+        post_from(
+            page, f"{fed.issuer}/saml/slo/post", {**reply, "RelayState": fields["RelayState"]}
+        )
+        expect(page).to_have_url(f"{apache}/bye.html")
+        asks_for_the_pin(page, f"{apache}/b/index.html")
