@@ -170,6 +170,9 @@ class Plan:
                 step = build(listener) if build is not None else None
                 if step is not None:
                     self.steps.append(step)
+                hook = getattr(listener, "on_reload", None)  # e.g. refetch SAML metadata
+                if hook is not None:
+                    self.steps.append(hook)
         finally:
             services.config = old
 

@@ -23,6 +23,29 @@ from tests.conftest import require_tool
 from tests.harness import LOG_FILES, Daemon
 
 MODULES = Path("/usr/lib/apache2/modules")
+BASE_MODULES = [
+    ("mpm_event_module", "mod_mpm_event.so"),
+    ("authn_core_module", "mod_authn_core.so"),
+    ("authz_core_module", "mod_authz_core.so"),
+    ("authz_user_module", "mod_authz_user.so"),
+]
+
+
+def httpd_head(root: Path, port: int, modules: list[tuple[str, str]], log_level: str) -> str:
+    """The start of every test's httpd.conf: its own root, loopback port, logs and modules
+    (the four every authenticating setup needs, then `modules`)."""
+    loads = "\n".join(f"LoadModule {name} {MODULES / so}" for name, so in BASE_MODULES + modules)
+    return f"""
+ServerRoot "{root}"
+ServerName 127.0.0.1
+Listen 127.0.0.1:{port}
+PidFile "{root}/httpd.pid"
+ErrorLog "{root}/error.log"
+LogLevel {log_level}
+Mutex file:{root} default
+DefaultRuntimeDir "{root}"
+{loads}
+"""
 
 
 @contextlib.contextmanager

@@ -47,6 +47,12 @@ class OidcListener:
     server: uvicorn.Server
     sock: socket.socket
     task: asyncio.Task[None]
+    idp: Any = None  # the SAML IdP, when [saml] is configured
+
+    def on_reload(self) -> None:
+        """A reload refetches SAML metadata URLs and re-reads metadata files."""
+        if self.idp is not None:
+            self.idp.reload_requested()
 
     async def aclose(self) -> None:
         self.server.should_exit = True
@@ -54,16 +60,21 @@ class OidcListener:
             await self.task
         await self.server.shutdown(sockets=[self.sock])
         await self.provider.aclose()
+        if self.idp is not None:
+            await self.idp.aclose()
 
 
 def saml_routes() -> list[Route]:
-    from bridge.federation import saml
+    from bridge.federation import saml, saml_logout
 
     return [
         Route("/saml/metadata", saml.metadata),
         Route("/saml/sso/redirect", saml.sso),
         Route("/saml/sso/post", saml.sso, methods=["POST"]),
         Route("/saml/login", saml.login, methods=["GET", "POST"]),
+        Route("/saml/slo/redirect", saml_logout.slo),
+        Route("/saml/slo/post", saml_logout.slo, methods=["POST"]),
+        Route("/saml/logout", saml_logout.everywhere),
     ]
 
 
@@ -114,34 +125,51 @@ def build_provider(settings: OidcSettings, services: Services) -> Provider:
 
 
 def build_idp(settings: OidcSettings, services: Services) -> Any:
-    """The SAML IdP when `[saml]` is configured (pysaml2 is imported only then)."""
+    """The SAML IdP when `[saml]` is configured (pysaml2 is imported only then). Blocking:
+    it may fetch metadata URLs that have no cached copy yet."""
     config = services.config
     saml_settings = config.saml
     if saml_settings is None:
         return None
     from urllib.parse import urlsplit
 
-    from bridge.federation.saml import IdentityProvider, read_or_create_identity
+    from bridge.federation.saml_metadata import MetadataSource, cache_path
+    from bridge.federation.saml_server import IdentityProvider, read_or_create_identity
 
-    paths = {
-        "key": config.path(saml_settings.key_file),
-        "cert": config.path(saml_settings.cert_file),
-    }
+    for key, message in saml_settings.problems():
+        raise ConfigError(f"{config.source}: saml.{key}: {message}")
+    key_file, cert_file = config.path(saml_settings.key_file), config.path(saml_settings.cert_file)
+    cache_dir = config.path(saml_settings.metadata_cache_dir)
+    sources = []
     for i, sp in enumerate(saml_settings.service_providers):
-        paths[f"sp{i}"] = config.path(sp.metadata_file)
+        ca = config.path(sp.metadata_ca_file) if sp.metadata_ca_file else None
+        signer = config.path(sp.metadata_signing_cert) if sp.metadata_signing_cert else None
+        if sp.metadata_url is not None:
+            path = cache_path(cache_dir, sp.metadata_url)
+        else:
+            path = config.path(sp.metadata_file or "")
+        refresh = sp.metadata_refresh_minutes * 60.0
+        sources.append(MetadataSource(i, path, sp.metadata_url, ca, signer, refresh))
     try:
-        read_or_create_identity(
-            paths["key"], paths["cert"], urlsplit(settings.issuer).hostname or ""
+        read_or_create_identity(key_file, cert_file, urlsplit(settings.issuer).hostname or "")
+        next_pair = None
+        if saml_settings.next_key_file and saml_settings.next_cert_file:
+            next_pair = (
+                config.path(saml_settings.next_key_file),
+                config.path(saml_settings.next_cert_file),
+            )
+        return IdentityProvider.build(
+            saml_settings, settings.issuer, key_file, cert_file, sources, next_pair
         )
-        return IdentityProvider.build(saml_settings, settings.issuer, paths)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{config.source}: saml: {exc}") from None
 
 
 async def start(settings: OidcSettings, services: Services) -> OidcListener:
     provider = build_provider(settings, services)
+    idp = await asyncio.to_thread(build_idp, settings, services)
     uv_config = uvicorn.Config(
-        create_app(provider, build_idp(settings, services)),
+        create_app(provider, idp),
         lifespan="off",
         access_log=False,
         log_config=None,
@@ -163,7 +191,9 @@ async def start(settings: OidcSettings, services: Services) -> OidcListener:
         sock.close()
         raise
     task = asyncio.get_running_loop().create_task(server.main_loop(), name="oidc")
+    if idp is not None:
+        idp.start_refreshing()
     host, port = sock.getsockname()[:2]
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     log.info("oidc_listening", address=address, issuer=settings.issuer)
-    return OidcListener("oidc", [address], provider, server, sock, task)
+    return OidcListener("oidc", [address], provider, server, sock, task, idp)

@@ -14,134 +14,24 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, expect
 
-from bridge.federation.saml import read_or_create_identity
-from tests.apache import MODULES, running_apache
-from tests.federation.support import sections
-from tests.federation.test_apache_openidc import browser, fill, require_module, shot
-from tests.harness import DEMO, Daemon
+from tests.federation.mellon import Federation, Sp, federation, mellon
+from tests.federation.test_apache_openidc import browser, fill, shot
+from tests.harness import DEMO
 from tests.pins import DEMO_PIN, WRONG_PIN
-from tests.portal.support import free_port
 
 __all__ = ["browser"]
 pytestmark = pytest.mark.browser
 
-PAGE = """<html><body>
-<p id="affiliation"><!--#echo var="AFFILIATION" --></p>
-<p id="name"><!--#echo var="DISPLAYNAME" --></p>
-<p id="nameid"><!--#echo var="MELLON_NAME_ID" --></p>
-</body></html>
-"""
-
-
-def sp_metadata(base: str, cert_file: Path) -> str:
-    der = "".join(line for line in cert_file.read_text().splitlines() if "-----" not in line)
-    key_info = f"""<ds:KeyInfo xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><ds:X509Data>
-<ds:X509Certificate>{der}</ds:X509Certificate></ds:X509Data></ds:KeyInfo>"""
-    return f"""<?xml version="1.0"?>
-<EntityDescriptor xmlns="urn:oasis:names:tc:SAML:2.0:metadata"
-  entityID="{base}/protected/mellon/metadata">
- <SPSSODescriptor AuthnRequestsSigned="true" WantAssertionsSigned="true"
-   protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">
-  <KeyDescriptor use="signing">{key_info}</KeyDescriptor>
-  <KeyDescriptor use="encryption">{key_info}</KeyDescriptor>
-  <SingleLogoutService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect"
-    Location="{base}/protected/mellon/logout"/>
-  <NameIDFormat>urn:oasis:names:tc:SAML:2.0:nameid-format:persistent</NameIDFormat>
-  <AssertionConsumerService index="0" isDefault="true"
-    Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"
-    Location="{base}/protected/mellon/postResponse"/>
- </SPSSODescriptor>
-</EntityDescriptor>
-"""
-
-
-def apache_config(root: Path, port: int) -> str:
-    modules = [
-        ("mpm_event_module", "mod_mpm_event.so"),
-        ("authn_core_module", "mod_authn_core.so"),
-        ("authz_core_module", "mod_authz_core.so"),
-        ("authz_user_module", "mod_authz_user.so"),
-        ("include_module", "mod_include.so"),
-        ("setenvif_module", "mod_setenvif.so"),
-        ("auth_mellon_module", "mod_auth_mellon.so"),
-    ]
-    loads = "\n".join(f"LoadModule {name} {MODULES / so}" for name, so in modules)
-    return f"""
-ServerRoot "{root}"
-ServerName 127.0.0.1
-Listen 127.0.0.1:{port}
-PidFile "{root}/httpd.pid"
-ErrorLog "{root}/error.log"
-LogLevel warn auth_mellon:info
-Mutex file:{root} default
-DefaultRuntimeDir "{root}"
-{loads}
-# Plain-HTTP loopback only: mellon's cookie test is always SameSite=None, which chromium drops
-# without Secure; the README's MELLON_DISABLE_SAMESITE leaves SameSite off (over HTTPS use
-# MellonSecureCookie On instead).
-SetEnvIf Request_URI . MELLON_DISABLE_SAMESITE=1
-DocumentRoot "{root}/htdocs"
-<Directory "{root}/htdocs">
-    Require all granted
-</Directory>
-<Location "/protected">
-    AuthType Mellon
-    MellonEnable auth
-    Require valid-user
-    MellonEndpointPath /protected/mellon
-    MellonSPPrivateKeyFile {root}/sp-key.pem
-    MellonSPCertFile {root}/sp-cert.pem
-    MellonSPMetadataFile {root}/sp.xml
-    MellonIdPMetadataFile {root}/idp.xml
-    MellonCookieSameSite lax
-    MellonSetEnvNoPrefix AFFILIATION urn:oid:1.3.6.1.4.1.5923.1.1.1.9
-    MellonSetEnvNoPrefix DISPLAYNAME urn:oid:2.16.840.1.113730.3.1.241
-    Options +Includes
-    SetOutputFilter INCLUDES
-</Location>
-"""
-
 
 @pytest.fixture
-def setup(tmp_path: Path) -> Iterator[tuple[Daemon, str, int, Path]]:
-    require_module("mod_auth_mellon.so", "libapache2-mod-auth-mellon")
-    port, bridge_port = free_port(), free_port()
-    sp_dir = tmp_path / "sp"
-    read_or_create_identity(sp_dir / "sp-key.pem", sp_dir / "sp-cert.pem", "127.0.0.1")
-    (sp_dir / "sp.xml").write_text(sp_metadata(f"http://127.0.0.1:{port}", sp_dir / "sp-cert.pem"))
-    extra = f"""
-[saml]
-scope = "library.example.org"
-key_file = "saml-key.pem"
-cert_file = "saml-cert.pem"
-
-[[saml.service_providers]]
-metadata_file = "{sp_dir / "sp.xml"}"
-attributes = ["eduPersonScopedAffiliation", "displayName"]
-"""
-    (tmp_path / "vendor-secret").write_text("unused\n")
-    daemon = Daemon(tmp_path, sections(bridge_port) + extra).start()
-    try:
-        yield daemon, f"http://127.0.0.1:{bridge_port}", port, sp_dir
-    finally:
-        daemon.stop()
+def setup(tmp_path: Path) -> Iterator[Federation]:
+    with federation(tmp_path, [Sp()]) as fed:
+        yield fed
 
 
-def test_apache_mod_auth_mellon_signs_a_patron_in(
-    setup: tuple[Daemon, str, int, Path], browser: Browser
-) -> None:
-    daemon, issuer, port, sp_dir = setup
-    idp_metadata = httpx.get(f"{issuer}/saml/metadata", timeout=30).text
-
-    def write(root: Path) -> None:
-        (root / "htdocs" / "protected").mkdir(parents=True)
-        (root / "htdocs" / "protected" / "index.html").write_text(PAGE)
-        for name in ("sp-key.pem", "sp-cert.pem", "sp.xml"):
-            (root / name).write_bytes((sp_dir / name).read_bytes())
-        (root / "idp.xml").write_text(idp_metadata)
-        (root / "httpd.conf").write_text(apache_config(root, port))
-
-    with running_apache(daemon, port, write, prefix="bridge-apache-fed-") as apache:
+def test_apache_mod_auth_mellon_signs_a_patron_in(setup: Federation, browser: Browser) -> None:
+    issuer = setup.issuer
+    with mellon(setup) as apache:
         page = browser.new_context(locale="en-US").new_page()
         page.goto(f"{apache}/protected/index.html")
         expect(page).to_have_url(re.compile(re.escape(f"{issuer}/saml/sso/redirect?")))
@@ -159,24 +49,23 @@ def test_apache_mod_auth_mellon_signs_a_patron_in(
         expect(page.locator("#affiliation")).to_have_text("member@library.example.org")
         expect(page.locator("#name")).to_have_text("Rivera, Ana")
         assert DEMO["active"] not in page.locator("#nameid").inner_text()
+        # eduPersonTargetedID: NameID-valued, the same pairwise value, qualified by both sides
+        # (mellon hands the element over as XML).
+        targeted = page.locator("#targeted").inner_text()
+        assert f">{page.locator('#nameid').inner_text()}</saml:NameID>" in targeted
+        assert f'NameQualifier="{issuer}/saml/metadata"' in targeted
+        assert f'SPNameQualifier="{apache}/protected/mellon/metadata"' in targeted
+        expect(page.locator("#pairwise")).to_have_text(
+            re.compile(r"^[0-9a-f]{64}@library\.example\.org$")
+        )
         shot(page, "13-saml-protected-page")
 
 
 def test_tampered_request_and_replayed_assertion_are_refused(
-    setup: tuple[Daemon, str, int, Path], browser: Browser
+    setup: Federation, browser: Browser
 ) -> None:
-    daemon, issuer, port, sp_dir = setup
-    idp_metadata = httpx.get(f"{issuer}/saml/metadata", timeout=30).text
-
-    def write(root: Path) -> None:
-        (root / "htdocs" / "protected").mkdir(parents=True)
-        (root / "htdocs" / "protected" / "index.html").write_text(PAGE)
-        for name in ("sp-key.pem", "sp-cert.pem", "sp.xml"):
-            (root / name).write_bytes((sp_dir / name).read_bytes())
-        (root / "idp.xml").write_text(idp_metadata)
-        (root / "httpd.conf").write_text(apache_config(root, port))
-
-    with running_apache(daemon, port, write, prefix="bridge-apache-fed-") as apache:
+    daemon, issuer = setup.daemon, setup.issuer
+    with mellon(setup) as apache:
         with httpx.Client(timeout=30, follow_redirects=False) as http:
             login = http.get(f"{apache}/protected/index.html").headers["location"]
             to_idp = http.get(login).headers["location"]
@@ -190,7 +79,9 @@ def test_tampered_request_and_replayed_assertion_are_refused(
             other_query = dict(httpx.URL(http.get(other).headers["location"]).params)
             tampered = {**query, "SAMLRequest": other_query["SAMLRequest"]}
             refused = http.get(f"{issuer}/saml/sso/redirect", params=tampered)
-            assert refused.status_code == 400 and "could not be read" in refused.text
+            assert (
+                refused.status_code == 400 and "not signed as the library requires" in refused.text
+            )
             unsigned = {"SAMLRequest": query["SAMLRequest"]}
             assert http.get(f"{issuer}/saml/sso/redirect", params=unsigned).status_code == 400
             garbage = {**query, "SAMLRequest": "AAAA" + query["SAMLRequest"][4:]}

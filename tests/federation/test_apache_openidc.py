@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.apache import MODULES, running_apache
+from tests.apache import MODULES, httpd_head, running_apache
 from tests.conftest import ARTIFACTS, in_ci, require_tool
 from tests.federation.support import start_daemon
 from tests.harness import DEMO, UNKNOWN, Daemon
@@ -41,24 +41,10 @@ PAGE = """<html><body>
 
 def apache_config(root: Path, port: int, issuer: str) -> str:
     modules = [
-        ("mpm_event_module", "mod_mpm_event.so"),
-        ("authn_core_module", "mod_authn_core.so"),
-        ("authz_core_module", "mod_authz_core.so"),
-        ("authz_user_module", "mod_authz_user.so"),
         ("include_module", "mod_include.so"),
         ("auth_openidc_module", "mod_auth_openidc.so"),
     ]
-    loads = "\n".join(f"LoadModule {name} {MODULES / so}" for name, so in modules)
-    return f"""
-ServerRoot "{root}"
-ServerName 127.0.0.1
-Listen 127.0.0.1:{port}
-PidFile "{root}/httpd.pid"
-ErrorLog "{root}/error.log"
-LogLevel warn auth_openidc:info
-Mutex file:{root} default
-DefaultRuntimeDir "{root}"
-{loads}
+    return f"""{httpd_head(root, port, modules, "warn auth_openidc:info")}
 OIDCProviderMetadataURL {issuer}/.well-known/openid-configuration
 OIDCClientID apache
 OIDCClientSecret {APACHE_SECRET}

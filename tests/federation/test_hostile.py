@@ -115,14 +115,14 @@ def test_truncated_oversized_and_malformed(issuer: str) -> None:
 
 @pytest.fixture(scope="module")
 def saml_issuer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from bridge.federation.saml import read_or_create_identity
+    from bridge.federation.saml_server import read_or_create_identity
+    from tests.federation.mellon import Sp
     from tests.federation.support import sections
-    from tests.federation.test_apache_mellon import sp_metadata
     from tests.portal.support import free_port
 
     tmp: Path = tmp_path_factory.mktemp("saml-hostile")
     read_or_create_identity(tmp / "sp-key.pem", tmp / "sp-cert.pem", "127.0.0.1")
-    (tmp / "sp.xml").write_text(sp_metadata("http://127.0.0.1:9", tmp / "sp-cert.pem"))
+    (tmp / "sp.xml").write_text(Sp().metadata("http://127.0.0.1:9", tmp / "sp-cert.pem"))
     (tmp / "vendor-secret").write_text(SECRET + "\n")
     port = free_port()
     extra = f"""
@@ -138,20 +138,22 @@ metadata_file = "{tmp / "sp.xml"}"
         daemon.stop()
 
 
-SAML_KEYS = st.sampled_from(["SAMLRequest", "RelayState", "SigAlg", "Signature", "x"])
+SAML_KEYS = st.sampled_from(
+    ["SAMLRequest", "SAMLResponse", "RelayState", "SigAlg", "Signature", "x"]
+)
 
 
 @settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(st.dictionaries(SAML_KEYS, TEXT), st.booleans())
+@given(st.dictionaries(SAML_KEYS, TEXT), st.booleans(), st.sampled_from(["sso", "slo"]))
 def test_any_saml_request_is_refused_on_our_page(
-    saml_issuer: str, fields: dict[str, str], post: bool
+    saml_issuer: str, fields: dict[str, str], post: bool, service: str
 ) -> None:
     if post:
-        answer = httpx.post(f"{saml_issuer}/saml/sso/post", data=fields, timeout=30)
+        answer = httpx.post(f"{saml_issuer}/saml/{service}/post", data=fields, timeout=30)
     else:
-        answer = httpx.get(f"{saml_issuer}/saml/sso/redirect", params=fields, timeout=30)
+        answer = httpx.get(f"{saml_issuer}/saml/{service}/redirect", params=fields, timeout=30)
     assert answer.status_code == 400, answer.text
     assert "location" not in answer.headers
 

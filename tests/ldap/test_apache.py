@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.apache import MODULES, running_apache
+from tests.apache import httpd_head, running_apache
 from tests.harness import DEMO, Daemon
 from tests.pins import DEMO_PIN, WRONG_PIN
 
@@ -53,15 +53,10 @@ def apache_config(root: Path, port: int, ldap: tuple[str, int]) -> str:
     host, ldap_port = ldap
     url = f"ldap://{host}:{ldap_port}/ou=patrons,{BASE_DN}?uid?sub?(objectClass=inetOrgPerson)"
     modules = [
-        ("mpm_event_module", "mod_mpm_event.so"),
-        ("authn_core_module", "mod_authn_core.so"),
-        ("authz_core_module", "mod_authz_core.so"),
-        ("authz_user_module", "mod_authz_user.so"),
         ("auth_basic_module", "mod_auth_basic.so"),
         ("ldap_module", "mod_ldap.so"),
         ("authnz_ldap_module", "mod_authnz_ldap.so"),
     ]
-    loads = "\n".join(f"LoadModule {name} {MODULES / so}" for name, so in modules)
     auth = f"""
     AuthType Basic
     AuthName "Library"
@@ -70,16 +65,7 @@ def apache_config(root: Path, port: int, ldap: tuple[str, int]) -> str:
     AuthLDAPBindDN "{EZPROXY}"
     AuthLDAPBindPassword "{SECRET}"
 """
-    return f"""
-ServerRoot "{root}"
-ServerName 127.0.0.1
-Listen 127.0.0.1:{port}
-PidFile "{root}/httpd.pid"
-ErrorLog "{root}/error.log"
-LogLevel warn authnz_ldap:debug ldap:debug
-Mutex file:{root} default
-DefaultRuntimeDir "{root}"
-{loads}
+    return f"""{httpd_head(root, port, modules, "warn authnz_ldap:debug ldap:debug")}
 LDAPCacheEntries 0
 LDAPOpCacheEntries 0
 DocumentRoot "{root}/htdocs"
