@@ -163,10 +163,14 @@ async def start(settings: PortalSettings, services: Services) -> PortalListener:
     )
 
 
-async def share_sessions(portal: Portal, services: Services) -> Shared | None:
+async def share_sessions(
+    portal: Portal, services: Services, shared: Shared | None = None
+) -> Shared | None:
     """With shared state, sessions (and the CSRF key) live there: `bridge.portal.
-    shared_sessions`. The portal's own store is swapped for a recording one."""
-    shared = from_config(services.config, services.authenticator.store)
+    shared_sessions` (or in `shared`, e.g. the OIDC provider's single sign-on sessions). The
+    portal's own store is swapped for a recording one."""
+    if shared is None:
+        shared = from_config(services.config, services.authenticator.store)
     if shared is None:
         return None
     old = portal.sessions
