@@ -21,6 +21,7 @@ SECRET = "rp-secret-8f2d41"
 RP = "https://rp.example.org/callback"
 PUBLIC_RP = "https://app.example.org/cb"
 STRICT_RP = "https://strict.example.org/cb"
+CONSENT_RP = "https://booking.example.org/cb"
 
 
 def sections(port: int, *, extra_clients: str = "", issuer_port: int | None = None) -> str:
@@ -61,6 +62,14 @@ redirect_uris = ["{STRICT_RP}"]
 scopes = ["openid", "library"]
 [oidc.clients.policy]
 allow_expired = false
+
+[[oidc.clients]]
+client_id = "booking"
+secret = "{SECRET}"
+name = "Room Booking"
+redirect_uris = ["{CONSENT_RP}"]
+scopes = ["openid", "profile", "email", "library"]
+consent = true
 {extra_clients}
 """
 

@@ -33,6 +33,7 @@ def test_pin_pages_and_provider_sessions_live_side_by_side(tmp_path: Path) -> No
             data = {"csrf": token.group(1), "barcode": DEMO["active"], "pin": DEMO_PIN}
             assert http.post(f"{pages}/login", data=data).headers["location"] == "/account"
             assert code_of(sign_in(http, issuer, flow, DEMO["active"], DEMO_PIN), RP)
+
             def in_pages() -> bool:
                 return http.get(f"{pages}/account").status_code == 200
 
