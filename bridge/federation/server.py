@@ -84,7 +84,7 @@ def create_app(provider: Provider, idp: Any = None) -> ASGIApp:
             Route("/oidc/jwks", oidc.jwks),
             Route("/oidc/authorize", oidc.authorize),
             Route("/oidc/login", oidc.login, methods=["GET", "POST"]),
-            Route("/oidc/consent", consent.answer, methods=["POST"]),
+            Route("/oidc/consent", consent.answer, methods=["GET", "POST"]),
             Route("/oidc/token", oidc.token, methods=["POST"]),
             Route("/oidc/userinfo", oidc.userinfo, methods=["GET", "POST"]),
             Route("/oidc/logout", oidc.logout),

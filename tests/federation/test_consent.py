@@ -44,6 +44,14 @@ def bridge(tmp_path: Path) -> Iterator[tuple[Daemon, str]]:
         daemon.stop()
 
 
+def shown(http: httpx.Client, response: httpx.Response) -> httpx.Response:
+    """The consent page a sign-in or an authorize redirected to."""
+    assert response.status_code == 303, response.text
+    location = response.headers["location"]
+    assert location.startswith("/oidc/consent?request=")
+    return http.get(str(response.url.join(location)))
+
+
 def consent_page(response: httpx.Response) -> str:
     assert response.status_code == 200, response.text
     assert "<h1>Share your details with Room Booking?</h1>" in response.text
@@ -57,19 +65,19 @@ def answer(http: httpx.Client, issuer: str, page: str, choice: str) -> httpx.Res
 def test_consent_is_asked_once_then_remembered(bridge: tuple[Daemon, str]) -> None:
     daemon, issuer = bridge
     with httpx.Client(timeout=30) as http:
-        shown = sign_in(http, issuer, FLOW, ACTIVE, DEMO_PIN)
-        page = consent_page(shown)
+        first = shown(http, sign_in(http, issuer, FLOW, ACTIVE, DEMO_PIN))
+        page = consent_page(first)
         # Allow redirects to the client: the page's CSP lets its form go there, nowhere else.
-        csp = shown.headers["content-security-policy"]
+        csp = first.headers["content-security-policy"]
         assert "form-action 'self' https://booking.example.org;" in csp
-        assert shown.headers["cache-control"] == "no-store"
+        assert first.headers["cache-control"] == "no-store"
         items = re.findall(r"<li>([^<]+)</li>", page)
         assert items == [
             "a number that identifies you to this service (not your card number)",
             "your name",
             "your card&#39;s standing (active or expired), borrower category and home library",
         ]  # by the scopes asked (no email here), in the patron's language
-        page = consent_page(http.get(f"{issuer}/oidc/authorize?{FLOW.query()}"))
+        page = consent_page(shown(http, http.get(f"{issuer}/oidc/authorize?{FLOW.query()}")))
         code = code_of(answer(http, issuer, page, "allow"), CONSENT_RP)
         token = redeem(issuer, code, CONSENT_RP, ("booking", SECRET)).json()["access_token"]
         assert userinfo(issuer, token).json()["name"] == "Rivera, Ana"
@@ -77,15 +85,17 @@ def test_consent_is_asked_once_then_remembered(bridge: tuple[Daemon, str]) -> No
         assert code_of(http.get(f"{issuer}/oidc/authorize?{FLOW.query()}"), CONSENT_RP)
         assert code_of(http.get(f"{issuer}/oidc/authorize?{FLOW.query(prompt='none')}"), CONSENT_RP)
         # prompt=consent asks again; more scopes ask again.
-        consent_page(http.get(f"{issuer}/oidc/authorize?{FLOW.query(prompt='consent')}"))
+        consent_page(
+            shown(http, http.get(f"{issuer}/oidc/authorize?{FLOW.query(prompt='consent')}"))
+        )
         wider = Flow("booking", CONSENT_RP, scope="openid profile email library")
-        page = consent_page(http.get(f"{issuer}/oidc/authorize?{wider.query()}"))
+        page = consent_page(shown(http, http.get(f"{issuer}/oidc/authorize?{wider.query()}")))
         assert "<li>your email address</li>" in page
         silent = http.get(f"{issuer}/oidc/authorize?{wider.query(prompt='none')}")
         assert error_of(silent) == "consent_required"
     # Another patron is asked for themselves.
     with httpx.Client(timeout=30) as other:
-        consent_page(sign_in(other, issuer, FLOW, DEMO["minor"], DEMO_PIN))
+        consent_page(shown(other, sign_in(other, issuer, FLOW, DEMO["minor"], DEMO_PIN)))
     daemon.stop()
     answers = [e for e in daemon.audit_events() if e.get("event") == "oidc_consent"]
     assert [(e["client"], e["outcome"]) for e in answers] == [("booking", "allowed")]
@@ -94,7 +104,7 @@ def test_consent_is_asked_once_then_remembered(bridge: tuple[Daemon, str]) -> No
 def test_deny_returns_access_denied_and_is_not_remembered(bridge: tuple[Daemon, str]) -> None:
     _, issuer = bridge
     with httpx.Client(timeout=30) as http:
-        page = consent_page(sign_in(http, issuer, FLOW, ACTIVE, DEMO_PIN))
+        page = consent_page(shown(http, sign_in(http, issuer, FLOW, ACTIVE, DEMO_PIN)))
         denied = answer(http, issuer, page, "deny")
         assert denied.status_code == 303
         location = denied.headers["location"]
@@ -104,17 +114,21 @@ def test_deny_returns_access_denied_and_is_not_remembered(bridge: tuple[Daemon, 
         assert query["iss"] == [issuer] and "code" not in query
         # The form is spent, and nothing was remembered: the next visit asks again.
         assert answer(http, issuer, page, "allow").status_code == 400
-        consent_page(http.get(f"{issuer}/oidc/authorize?{FLOW.query()}"))
+        consent_page(shown(http, http.get(f"{issuer}/oidc/authorize?{FLOW.query()}")))
 
 
 def test_answers_from_elsewhere_are_refused(bridge: tuple[Daemon, str]) -> None:
     _, issuer = bridge
     with httpx.Client(timeout=30) as http, httpx.Client(timeout=30) as stranger:
-        page = consent_page(sign_in(http, issuer, FLOW, ACTIVE, DEMO_PIN))
+        page = consent_page(shown(http, sign_in(http, issuer, FLOW, ACTIVE, DEMO_PIN)))
         fields = form_fields(page)
         # Another browser with its own session (and its own CSRF token) cannot answer it.
-        consent_page(sign_in(stranger, issuer, FLOW, DEMO["minor"], DEMO_PIN))
-        theirs = form_fields(stranger.get(f"{issuer}/oidc/authorize?{FLOW.query()}").text)
+        consent_page(shown(stranger, sign_in(stranger, issuer, FLOW, DEMO["minor"], DEMO_PIN)))
+        theirs = form_fields(
+            shown(stranger, stranger.get(f"{issuer}/oidc/authorize?{FLOW.query()}")).text
+        )
+        # Nor see it.
+        assert stranger.get(f"{issuer}/oidc/consent?request={fields['request']}").status_code == 400
         stolen = {**theirs, "request": fields["request"], "answer": "allow"}
         assert stranger.post(f"{issuer}/oidc/consent", data=stolen).status_code == 400
         # Without the CSRF token of this browser's cookie: refused.
