@@ -110,7 +110,7 @@ async def answer(request: Request) -> Response:
         source=visit.source,
     )
     if not allowed:
-        params = error_params(p, "access_denied", "the patron declined", auth.state)
+        params = error_params("access_denied", "the patron declined", auth.state)
         return visit.finish(redirect_to(auth.redirect_uri, params))
     await p.grants.remember_consent(waiting.consent, p.settings.consent_days * 86400.0)
     return await send_code(visit, waiting.grant)

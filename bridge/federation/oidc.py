@@ -195,8 +195,11 @@ async def authorize(request: Request) -> Response:
     return _sign_in_page(visit, await p.grants.park(auth), auth)
 
 
-def error_params(p: Provider, code: str, description: str, state: str | None) -> dict[str, str]:
-    found = {"error": code, "error_description": description, "iss": p.settings.issuer}
+def error_params(code: str, description: str, state: str | None) -> dict[str, str]:
+    """An error for the client's redirect URI. Without `iss`: mod_auth_openidc (2.4.12, tested)
+    takes `iss` on its redirect URI without a code as a third-party-initiated login and shows
+    "OIDCDefaultURL is not set" instead of the error (discovery does not promise RFC 9207)."""
+    found = {"error": code, "error_description": description}
     return found if state is None else {**found, "state": state}
 
 
@@ -220,7 +223,7 @@ async def _single_sign_on(
     if refusal is not None:
         if "none" in prompt:
             return redirect_to(
-                auth.redirect_uri, error_params(p, "access_denied", refusal[0], auth.state)
+                auth.redirect_uri, error_params("access_denied", refusal[0], auth.state)
             )
         return _sign_in_page(visit, await p.grants.park(auth), auth, error=refusal[0])
     auth_time = int(visit.session.created)
@@ -245,7 +248,7 @@ async def _authorized(
         key = p.consent_key(patron, client, auth.scopes)
         if auth.consent or not await p.grants.consented(key):
             if "none" in prompt:
-                params = error_params(p, "consent_required", "consent is needed", auth.state)
+                params = error_params("consent_required", "consent is needed", auth.state)
                 return visit.finish(redirect_to(auth.redirect_uri, params))
             from bridge.federation.consent import ask  # it builds on this module
 
