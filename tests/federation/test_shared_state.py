@@ -174,3 +174,30 @@ def test_one_process_keeps_codes_and_sessions_across_a_restart(tmp_path: Path) -
             assert code_of(http.post(f"{base}/oidc/login", data=fields), RP)
     finally:
         daemon.stop()
+
+
+def test_provider_answers_503_while_redis_is_away(tmp_path: Path) -> None:
+    """Nothing is issued or checked without the shared state; it works again when Redis is
+    back, without a restart (this test's Redis keeps nothing, so the patron signs in again)."""
+    from tests.state.redis_server import PrivateRedis
+    from tests.state.scenario import within
+
+    port = free_port()
+    (tmp_path / "vendor-secret").write_text(SECRET + "\n")
+    with PrivateRedis(tmp_path) as server:
+        state = f'\n[state]\nbackend = "redis"\nurl = "{server.url}"\n'
+        with Daemon(tmp_path, sections(port) + state) as daemon:
+            base = url(port)
+            with httpx.Client(timeout=30) as http:
+                code = sign_in_across(http, base, base)
+                server.stop()
+                assert redeem(base, code, RP, VENDOR).status_code == 503
+                down = http.get(f"{base}/oidc/authorize?{FLOW.query()}")
+                assert down.status_code == 503 and down.headers["retry-after"]
+                server.start()
+                assert within(20, lambda: silent(http, base).status_code != 503)
+                assert error_of(silent(http, base)) == "login_required"
+                assert sign_in_across(http, base, base)
+        logs = daemon.logs()
+        assert "oidc_state_unavailable" in logs  # the token endpoint
+        assert "portal_sessions_unavailable" in logs  # the SSO session read before a page
