@@ -31,11 +31,12 @@ from tests.federation.support import (
     userinfo,
 )
 from tests.harness import DEMO, Daemon
-from tests.pins import DEMO_PIN
+from tests.pins import DEMO_PIN, NEW_PIN
 from tests.plugins import servers
 from tests.plugins.test_shared_store import store_toml
 from tests.portal.support import free_port
 from tests.state.redis_server import shared_prefix
+from tests.state.scenario import within
 
 FLOW = Flow("vendor", RP, scope="openid profile email")
 VENDOR = ("vendor", SECRET)
@@ -111,6 +112,13 @@ def across_hosts(a: Daemon, issuer: str, b_url: str, tmp: Path) -> None:
         again = redeem(a_url, code, RP, VENDOR)
         assert again.status_code == 200, again.text
         assert userinfo(b_url, again.json()["access_token"]).status_code == 200
+
+        # A PIN set through A's CLI ends the patron's SSO session on every host.
+        assert code_of(silent(http, b_url), RP)
+        done = a.cli("pin", "set", "--stdin", DEMO["active"], input=NEW_PIN + "\n")
+        assert done.returncode == 0, done.stderr
+        assert within(5, lambda: silent(http, b_url).headers["location"].find("login_required") > 0)
+        assert error_of(silent(http, a_url)) == "login_required"
     a.stop()
     replays = [e for e in a.audit_events() if e.get("event") == "oidc_code_replayed"]
     assert replays == []  # B saw the replay, not A
@@ -180,7 +188,6 @@ def test_provider_answers_503_while_redis_is_away(tmp_path: Path) -> None:
     """Nothing is issued or checked without the shared state; it works again when Redis is
     back, without a restart (this test's Redis keeps nothing, so the patron signs in again)."""
     from tests.state.redis_server import PrivateRedis
-    from tests.state.scenario import within
 
     port = free_port()
     (tmp_path / "vendor-secret").write_text(SECRET + "\n")
