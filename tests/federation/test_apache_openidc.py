@@ -264,3 +264,27 @@ def test_consent_screen_through_mod_auth_openidc(
     daemon.stop()
     answers = [e for e in daemon.audit_events() if e.get("event") == "oidc_consent"]
     assert [e["outcome"] for e in answers] == ["denied", "allowed"]
+
+
+def test_pin_pages_and_provider_signed_in_at_once_in_chromium(
+    bridge: tuple[Daemon, str, int], apache: str, browser: Browser
+) -> None:
+    """One browser, one host name (127.0.0.1: cookies ignore ports): My Account on the PIN
+    pages and a sign-on through Apache stay signed in side by side."""
+    daemon, _, _ = bridge
+    found = re.search(r'\[portal\]\nlisten = "([^"]+)"', daemon.config.read_text())
+    assert found
+    pages = f"http://{found.group(1)}"
+    context = browser.new_context(locale="en-US")
+    page = context.new_page()
+    page.goto(f"{pages}/login")
+    fill(page, DEMO["active"], DEMO_PIN)
+    expect(page).to_have_url(f"{pages}/account")
+    page.goto(f"{apache}/protected/index.html")
+    fill(page, DEMO["active"], DEMO_PIN)
+    expect(page.locator("#name")).to_have_text("Rivera, Ana")
+    page.goto(f"{pages}/account")
+    expect(page).to_have_url(f"{pages}/account")  # not sent back to /login
+    shot(page, "09-pin-pages-still-signed-in")
+    names = {c["name"] for c in context.cookies()}
+    assert {"session", "bridge-sso"} <= names
