@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
@@ -218,3 +219,32 @@ def test_grant_round_trips_through_json() -> None:
 
     grant = asyncio.run(run())
     assert grant is not None and grant.request == REQUEST and grant.auth_time == 7
+
+
+CLAIM_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=50)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.dictionaries(CLAIM_TEXT, st.one_of(CLAIM_TEXT, st.integers(), st.booleans()), max_size=5),
+    st.one_of(st.none(), CLAIM_TEXT),
+)
+def test_any_claims_and_state_round_trip_through_the_sqlite_state(
+    claims: dict[str, object], state: str | None
+) -> None:
+    """Whatever the ILS puts in a name (NULs, quotes, any script) comes back unchanged."""
+
+    async def run(path: Path) -> None:
+        home = sqlite_state(path)
+        try:
+            g = grants(home)
+            request = Request("c", "https://rp/cb", frozenset({"openid"}), state, None, None)
+            taken = await g.redeem(await g.issue_code(request, "sub", dict(claims), 1))
+            assert isinstance(taken, tuple)
+            assert taken[0].claims == claims and taken[0].request == request
+            assert await g.token(taken[1]) == taken[0]
+        finally:
+            await home.aclose()
+
+    with tempfile.TemporaryDirectory() as directory:
+        asyncio.run(run(Path(directory) / "state.db"))
