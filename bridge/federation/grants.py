@@ -1,9 +1,12 @@
-"""Pending sign-ins, authorization codes and access tokens, in memory.
+"""Pending sign-ins, authorization codes, access tokens and remembered consents, kept in the
+`[state]` backend (`bridge.federation.state`): a code issued by one host is redeemed at another,
+and a restart loses nothing.
 
-Codes and access tokens are kept under their SHA-256 only, so a memory dump or a debug print
-holds nothing that can be redeemed. A code is single-use and short-lived; redeeming it a second
-time also revokes the access token the first redemption issued (RFC 6749 4.1.2). The clock is
-passed in; nothing here does I/O.
+Codes, tokens and request ids are stored under their SHA-256 only, so the state (or a dump of
+it) holds nothing that can be redeemed. A code is single-use and short-lived; redeeming it a
+second time also revokes the access token the first redemption issued (RFC 6749 4.1.2), on
+whichever host either redemption happened (`FederationState.redeem` is atomic on the server).
+`Expiring` is the small in-process map the SAML side keeps its own pending requests in.
 """
 
 from __future__ import annotations
@@ -12,8 +15,12 @@ import hashlib
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
+
+import msgspec
+
+from bridge.federation.state import FederationState, Taken
 
 MAX_ENTRIES = 100_000
 T = TypeVar("T")
@@ -33,26 +40,27 @@ class Request:
     state: str | None
     nonce: str | None
     code_challenge: str | None
+    consent: bool = False  # prompt=consent: ask even if the patron allowed it before
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Grant:
+    """What a code (and then its access token) stands for."""
+
     request: Request
     subject: str
     claims: dict[str, Any]
     auth_time: int
-    expires: float
-    used: bool = False
-    token_digest: str | None = None
+    expires: float  # the code's end (the token's is the state's expiry)
 
 
-@dataclass(slots=True)
-class Token:
-    client_id: str
-    scopes: frozenset[str]
-    subject: str
-    claims: dict[str, Any]
-    expires: float
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """A signed-in patron's authorization waiting for their consent, bound to their session."""
+
+    grant: Grant
+    session: str  # SHA-256 of the single sign-on session id that may answer
+    consent: str  # the key the answer is remembered under
 
 
 class Expiring(Generic[T]):
@@ -78,65 +86,84 @@ class Expiring(Generic[T]):
             del self.items[key]
 
 
+_REQUEST = msgspec.json.Decoder(Request)
+_GRANT = msgspec.json.Decoder(Grant)
+_WAITING = msgspec.json.Decoder(Waiting)
+_encode = msgspec.json.Encoder().encode
+
+
+def _text(value: object) -> str:
+    return _encode(value).decode()
+
+
 @dataclass(slots=True)
 class Grants:
+    state: FederationState
     clock: Callable[[], float]
     code_seconds: float
     token_seconds: float
     request_seconds: float
-    _requests: Expiring[Request] = field(default_factory=Expiring)
-    _codes: Expiring[Grant] = field(default_factory=Expiring)
-    _tokens: Expiring[Token] = field(default_factory=Expiring)
 
-    def park(self, request: Request) -> str:
+    async def park(self, request: Request) -> str:
         """Keep a request while the patron signs in; the id goes in the sign-in form."""
-        now = self.clock()
-        self._requests.sweep(now)
         rid = secrets.token_urlsafe(24)
-        self._requests.put(rid, now + self.request_seconds, request)
+        await self.state.put("req:" + digest(rid), _text(request), self.request_seconds)
         return rid
 
-    def parked(self, rid: str) -> Request | None:
-        return self._requests.get(rid, self.clock())
+    async def parked(self, rid: str) -> Request | None:
+        value = await self.state.get("req:" + digest(rid))
+        return None if value is None else _REQUEST.decode(value)
 
-    def finish(self, rid: str) -> None:
-        self._requests.items.pop(rid, None)
+    async def finish(self, rid: str) -> None:
+        await self.state.delete("req:" + digest(rid))
 
-    def issue_code(
+    async def wait_for_consent(self, waiting: Waiting) -> str:
+        rid = secrets.token_urlsafe(24)
+        await self.state.put("wait:" + digest(rid), _text(waiting), self.request_seconds)
+        return rid
+
+    async def waiting(self, rid: str) -> Waiting | None:
+        value = await self.state.get("wait:" + digest(rid))
+        return None if value is None else _WAITING.decode(value)
+
+    async def answered(self, rid: str) -> None:
+        await self.state.delete("wait:" + digest(rid))
+
+    async def remember_consent(self, key: str, seconds: float) -> None:
+        await self.state.put("consent:" + key, "1", seconds)
+
+    async def consented(self, key: str) -> bool:
+        return await self.state.get("consent:" + key) is not None
+
+    async def issue_code(
         self, request: Request, subject: str, claims: dict[str, Any], auth_time: int
     ) -> str:
-        now = self.clock()
-        self._codes.sweep(now)
         code = secrets.token_urlsafe(32)
-        grant = Grant(request, subject, claims, auth_time, now + self.code_seconds)
-        # Kept past its life as "used" long enough to catch a replay.
-        self._codes.put(digest(code), now + self.code_seconds + self.token_seconds, grant)
+        grant = Grant(request, subject, claims, auth_time, self.clock() + self.code_seconds)
+        # Kept past its life (as "used" once redeemed) long enough to catch a replay.
+        await self.state.put(
+            "code:" + digest(code), _text(grant), self.code_seconds + self.token_seconds
+        )
         return code
 
-    def redeem(self, code: str) -> Grant | None:
-        """The grant for a live, unused code; a replay revokes what the code gave."""
-        now = self.clock()
-        grant = self._codes.get(digest(code), now)
-        if grant is None:
-            return None
-        if grant.used:
-            if grant.token_digest is not None:
-                self._tokens.items.pop(grant.token_digest, None)
-            return None
-        grant.used = True
-        if grant.expires <= now:
-            return None
-        return grant
-
-    def issue_token(self, grant: Grant) -> str:
-        now = self.clock()
-        self._tokens.sweep(now)
+    async def redeem(self, code: str) -> tuple[Grant, str] | Taken:
+        """A live, unused code's grant and the access token it now gives, or why not. A replay
+        (on any host) deletes the token the first redemption gave."""
         token = secrets.token_urlsafe(32)
-        grant.token_digest = digest(token)
-        r = grant.request
-        entry = Token(r.client_id, r.scopes, grant.subject, grant.claims, now + self.token_seconds)
-        self._tokens.put(grant.token_digest, entry.expires, entry)
-        return token
+        taken = await self.state.redeem(
+            "code:" + digest(code), "tok:" + digest(token), self.token_seconds
+        )
+        if taken.outcome is not Taken.TAKEN or taken.value is None:
+            return taken.outcome
+        grant = _GRANT.decode(taken.value)
+        if grant.expires <= self.clock():
+            await self.revoke(token)
+            return Taken.UNKNOWN
+        return grant, token
 
-    def token(self, token: str) -> Token | None:
-        return self._tokens.get(digest(token), self.clock())
+    async def revoke(self, token: str) -> None:
+        await self.state.delete("tok:" + digest(token))
+
+    async def token(self, token: str) -> Grant | None:
+        value = await self.state.get("tok:" + digest(token))
+        return None if value is None else _GRANT.decode(value)

@@ -5,7 +5,10 @@ so each refusal can be read and tested. The rules that matter:
 - An unknown client or a redirect URI that is not exactly one registered for it is answered on
   our own page, never by redirecting (an open redirector otherwise).
 - Public clients must send a PKCE S256 challenge; `plain` is refused for everyone.
-- Codes are single-use, short-lived, bound to client, redirect URI and challenge.
+- Codes are single-use, short-lived, bound to client, redirect URI and challenge, and kept in
+  the `[state]` backend, so any host may redeem a code any other issued (once).
+- A client configured with `consent = true` gets the patron's answer on the consent page first
+  (`bridge.federation.consent`), unless the patron allowed it the same scopes before.
 - Sign-in is the core's `authenticate` with protocol `oidc` and the client's policy, so the
   throttle and audit are the other front ends'. Wrong PIN and unknown card read the same.
 """
@@ -28,10 +31,12 @@ from bridge.core.patron import Context, Patron
 from bridge.core.secret import Secret
 from bridge.core.store import StoreUnavailable
 from bridge.federation.claims import claims_for
+from bridge.federation.grants import Grant
 from bridge.federation.grants import Request as AuthRequest
 from bridge.federation.keys import ALG
 from bridge.federation.provider import PROTOCOL, Provider
 from bridge.federation.settings import SCOPES, OidcClient
+from bridge.federation.state import Taken
 from bridge.federation.subjects import subject
 from bridge.portal import answers
 from bridge.portal.visit import Visit
@@ -117,6 +122,12 @@ def _problem(visit: Visit, message: str, status: int = 400) -> Response:
     return visit.render("message.html", status=status, title="oidc.error_title", message=message)
 
 
+def returning_to(response: Response, auth: AuthRequest) -> Response:
+    """The form's answer redirects to the client: the CSP's form-action must allow its origin."""
+    response.headers["content-security-policy"] = CSP.format(extra=" " + origin(auth.redirect_uri))
+    return response
+
+
 def _sign_in_page(
     visit: Visit, rid: str, auth: AuthRequest, *, barcode: str = "", error: str | None = None
 ) -> Response:
@@ -129,14 +140,12 @@ def _sign_in_page(
         action="/oidc/login?" + urlencode({"request": rid}),  # language links keep it too
         hidden={"request": rid},
         forgot_url=p.forgot_url,
-        client_name=_client(p, auth.client_id).name or auth.client_id,
+        client_name=client_of(p, auth.client_id).name or auth.client_id,
     )
-    # The form's answer redirects to the client: the CSP's form-action must allow its origin.
-    response.headers["content-security-policy"] = CSP.format(extra=" " + origin(auth.redirect_uri))
-    return response
+    return returning_to(response, auth)
 
 
-def _client(p: Provider, client_id: str) -> OidcClient:
+def client_of(p: Provider, client_id: str) -> OidcClient:
     client = p.settings.client(client_id)
     assert client is not None  # a parked request names a configured client
     return client
@@ -169,6 +178,7 @@ async def authorize(request: Request) -> Response:
         return refuse("invalid_request", "PKCE (S256) is required for this client")
     if challenge is not None and (method != "S256" or not 43 <= len(challenge) <= 128):
         return refuse("invalid_request", "code_challenge_method must be S256")
+    prompt = set(q.get("prompt", "").split())
     auth = AuthRequest(
         client_id=client.client_id,
         redirect_uri=redirect_uri,
@@ -176,16 +186,19 @@ async def authorize(request: Request) -> Response:
         state=state,
         nonce=q.get("nonce"),
         code_challenge=challenge,
+        consent="consent" in prompt,
     )
-    prompt = set(q.get("prompt", "").split())
     if visit.session is not None and "login" not in prompt:
         return await _single_sign_on(visit, client, auth, prompt)
     if "none" in prompt:
         return refuse("login_required", "the patron is not signed in")
-    return _sign_in_page(visit, p.grants.park(auth), auth)
+    return _sign_in_page(visit, await p.grants.park(auth), auth)
 
 
-def _error(code: str, description: str, state: str | None) -> dict[str, str]:
+def error_params(code: str, description: str, state: str | None) -> dict[str, str]:
+    """An error for the client's redirect URI. Without `iss`: mod_auth_openidc (2.4.12, tested)
+    takes `iss` on its redirect URI without a code as a third-party-initiated login and shows
+    "OIDCDefaultURL is not set" instead of the error (discovery does not promise RFC 9207)."""
     found = {"error": code, "error_description": description}
     return found if state is None else {**found, "state": state}
 
@@ -201,7 +214,7 @@ async def _single_sign_on(
         return _problem(visit, "error.unavailable", 503)
     if patron is None:
         visit.sign_out()
-        return _sign_in_page(visit, p.grants.park(auth), auth)
+        return _sign_in_page(visit, await p.grants.park(auth), auth)
     decision = p.standing(patron, client)
     refusal = answers.login_message(decision.outcome)
     p.portal.authenticator.audit.event(
@@ -209,19 +222,44 @@ async def _single_sign_on(
     )
     if refusal is not None:
         if "none" in prompt:
-            return redirect_to(auth.redirect_uri, _error("access_denied", refusal[0], auth.state))
-        return _sign_in_page(visit, p.grants.park(auth), auth, error=refusal[0])
+            return redirect_to(
+                auth.redirect_uri, error_params("access_denied", refusal[0], auth.state)
+            )
+        return _sign_in_page(visit, await p.grants.park(auth), auth, error=refusal[0])
     auth_time = int(visit.session.created)
-    return _code_redirect(visit, client, auth, patron, auth_time)
+    return await _authorized(visit, client, auth, patron, auth_time, prompt)
 
 
-def _code_redirect(
-    visit: Visit, client: OidcClient, auth: AuthRequest, patron: Patron, auth_time: int
+async def _authorized(
+    visit: Visit,
+    client: OidcClient,
+    auth: AuthRequest,
+    patron: Patron,
+    auth_time: int,
+    prompt: set[str],
 ) -> Response:
+    """The patron is who they say and may use this client: ask for consent if the client wants
+    it and the patron has not given it for these scopes, else send the code."""
     p = provider_of(visit.request)
     today = p.portal.authenticator.today()
     sub = subject(p.pairwise_secret, client, patron)
-    code = p.grants.issue_code(auth, sub, claims_for(patron, auth.scopes, today), auth_time)
+    grant = Grant(auth, sub, claims_for(patron, auth.scopes, today), auth_time, 0.0)
+    if client.consent:
+        key = p.consent_key(patron, client, auth.scopes)
+        if auth.consent or not await p.grants.consented(key):
+            if "none" in prompt:
+                params = error_params("consent_required", "consent is needed", auth.state)
+                return visit.finish(redirect_to(auth.redirect_uri, params))
+            from bridge.federation.consent import ask  # it builds on this module
+
+            return await ask(visit, client, grant, key)
+    return await send_code(visit, grant)
+
+
+async def send_code(visit: Visit, grant: Grant) -> Response:
+    p = provider_of(visit.request)
+    auth = grant.request
+    code = await p.grants.issue_code(auth, grant.subject, grant.claims, grant.auth_time)
     params = {"code": code, **({"state": auth.state} if auth.state is not None else {})}
     params["iss"] = p.settings.issuer  # RFC 9207: lets the client spot a mix-up
     return visit.finish(redirect_to(auth.redirect_uri, params))
@@ -231,7 +269,7 @@ async def login(request: Request) -> Response:
     p = provider_of(request)
     visit = _visit(request)
     if request.method == "GET":  # the sign-in page again, e.g. in the other language
-        parked = p.grants.parked(request.query_params.get("request", ""))
+        parked = await p.grants.parked(request.query_params.get("request", ""))
         if parked is None:
             return _problem(visit, "oidc.expired_request")
         return _sign_in_page(visit, request.query_params["request"], parked)
@@ -240,10 +278,10 @@ async def login(request: Request) -> Response:
         p.portal.authenticator.audit.event("csrf_refused", source=visit.source)
         return _problem(visit, "csrf.message", 403)
     rid = form.get("request", "")
-    auth = p.grants.parked(rid)
+    auth = await p.grants.parked(rid)
     if auth is None:
         return _problem(visit, "oidc.expired_request")
-    client = _client(p, auth.client_id)
+    client = client_of(p, auth.client_id)
     barcode = form.get("barcode", "").strip()
     ctx = Context(PROTOCOL, client.client_id, visit.source, p.policy(client))
     decision = await p.portal.authenticator.authenticate(barcode, Secret(form.get("pin", "")), ctx)
@@ -253,9 +291,9 @@ async def login(request: Request) -> Response:
         response = _sign_in_page(visit, rid, auth, barcode=barcode, error=key)
         response.status_code = status
         return response
-    p.grants.finish(rid)
+    await p.grants.finish(rid)
     visit.sign_in(barcode)
-    return _code_redirect(visit, client, auth, decision.patron, int(p.clock()))
+    return await _authorized(visit, client, auth, decision.patron, int(p.clock()), set())
 
 
 # -- token -------------------------------------------------------------------------------------
@@ -305,14 +343,21 @@ async def token(request: Request) -> Response:
         return oauth_error("invalid_client", 401)
     if form.get("grant_type") != "authorization_code":
         return oauth_error("unsupported_grant_type")
-    grant = p.grants.redeem(form.get("code", ""))
-    if grant is None or grant.request.client_id != client.client_id:
+    taken = await p.grants.redeem(form.get("code", ""))
+    if taken is Taken.REPLAYED:
+        p.portal.authenticator.audit.event(
+            "oidc_code_replayed",
+            severity="warning",
+            client=client.client_id,
+            source=_source(request),
+        )
+    if not isinstance(taken, tuple):
         return oauth_error("invalid_grant", description="unknown, used or expired code")
-    if form.get("redirect_uri") != grant.request.redirect_uri:
-        return oauth_error("invalid_grant", description="redirect_uri does not match")
-    if not _pkce_ok(grant.request.code_challenge, form.get("code_verifier")):
-        return oauth_error("invalid_grant", description="PKCE verification failed")
-    access = p.grants.issue_token(grant)
+    grant, access = taken
+    problem = _mismatch(grant, client, form)
+    if problem is not None:
+        await p.grants.revoke(access)  # the code is spent; the token it made is never given
+        return oauth_error("invalid_grant", description=problem)
     now = int(p.clock())
     claims: dict[str, Any] = {
         "iss": p.settings.issuer,
@@ -340,6 +385,16 @@ async def token(request: Request) -> Response:
     )
 
 
+def _mismatch(grant: Grant, client: OidcClient, form: dict[str, str]) -> str | None:
+    if grant.request.client_id != client.client_id:
+        return "unknown, used or expired code"
+    if form.get("redirect_uri") != grant.request.redirect_uri:
+        return "redirect_uri does not match"
+    if not _pkce_ok(grant.request.code_challenge, form.get("code_verifier")):
+        return "PKCE verification failed"
+    return None
+
+
 def _source(request: Request) -> str:
     return request.client.host if request.client is not None else "unknown"
 
@@ -349,7 +404,7 @@ async def userinfo(request: Request) -> Response:
     p = provider_of(request)
     header = request.headers.get("authorization", "")
     value = header[7:].strip() if header.lower().startswith("bearer ") else ""
-    entry = p.grants.token(value) if value else None
+    entry = await p.grants.token(value) if value else None
     if entry is None:
         return JSONResponse(
             {"error": "invalid_token"},

@@ -1,9 +1,11 @@
 """Serve the OpenID Connect provider on its own listener, with the PIN pages' web pieces.
 
-Its own listener (and so its own host name in production): the SSO cookie then never meets the
-PIN pages' session cookie, and the provider can be exposed to vendors without exposing My
-Account. Uvicorn is driven the way `bridge.portal.server` drives it (no signal takeover, no
-access log: query strings carry codes and states).
+Its own listener (ideally its own host name in production, so the provider can be exposed to
+vendors without exposing My Account; its cookie has its own name, so sharing a host name with
+the PIN pages also works). Uvicorn is driven the way `bridge.portal.server` drives it (no signal
+takeover, no access log: query strings carry codes and states). With shared `[state]` the single
+sign-on sessions are read from and written to it around each request (`SharedSessions`), and
+every worker binds the same port (SO_REUSEPORT).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,20 +21,26 @@ import msgspec
 import structlog
 import uvicorn
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from bridge.config import ConfigError
-from bridge.federation import oidc
+from bridge.federation import consent, oidc
 from bridge.federation.keys import KeyRing
 from bridge.federation.provider import Provider
 from bridge.federation.settings import OidcSettings
+from bridge.federation.sso import SsoSessions
+from bridge.federation.state import StateUnavailable, open_state
 from bridge.federation.subjects import read_or_create_secret
 from bridge.portal.mail import NoMailer
-from bridge.portal.server import bind
+from bridge.portal.server import bind, share_sessions
 from bridge.portal.settings import PortalSettings
+from bridge.portal.shared_sessions import RecordingSessions, SharedSessions
 from bridge.portal.state import Portal, read_logo
+from bridge.portal.visit import cookie_name
 from bridge.portal.web import SecurityHeaders, logo
 from bridge.services import Services
 from bridge.tls import server_context
@@ -86,17 +95,29 @@ def create_app(provider: Provider, idp: Any = None) -> ASGIApp:
             Route("/oidc/jwks", oidc.jwks),
             Route("/oidc/authorize", oidc.authorize),
             Route("/oidc/login", oidc.login, methods=["GET", "POST"]),
+            Route("/oidc/consent", consent.answer, methods=["GET", "POST"]),
             Route("/oidc/token", oidc.token, methods=["POST"]),
             Route("/oidc/userinfo", oidc.userinfo, methods=["GET", "POST"]),
             Route("/oidc/logout", oidc.logout),
             Route("/logo", logo),
             Mount("/static", StaticFiles(packages=[("bridge.portal", "static")]), name="static"),
-        ]
+        ],
+        exception_handlers={StateUnavailable: state_unavailable},
     )
     app.state.portal = provider.portal
     app.state.provider = provider
     app.state.saml = idp
     return SecurityHeaders(app, hsts=provider.portal.settings.secure)
+
+
+async def state_unavailable(request: Request, exc: Exception) -> Response:
+    """The shared state did not answer: nothing can be issued or checked without it."""
+    log.error("oidc_state_unavailable", error=str(exc))
+    return PlainTextResponse(
+        "Sign-in is unavailable for a moment. Please try again shortly.\n",
+        status_code=503,
+        headers={"retry-after": "5"},
+    )
 
 
 def keep_seconds(settings: OidcSettings) -> float:
@@ -121,7 +142,8 @@ def build_provider(settings: OidcSettings, services: Services) -> Provider:
         look, services.authenticator, NoMailer(), sender="", logo=logo_data, mail_enabled=False
     )
     forgot = f"{config.portal.base_url}/forgot" if config.portal is not None else None
-    return Provider.build(settings, portal, keys, secret, config.policy, forgot)
+    state = open_state(config, services.authenticator.store, time.time)
+    return Provider.build(settings, portal, keys, secret, config.policy, forgot, state)
 
 
 def build_idp(settings: OidcSettings, services: Services) -> Any:
@@ -168,8 +190,13 @@ def build_idp(settings: OidcSettings, services: Services) -> Any:
 async def start(settings: OidcSettings, services: Services) -> OidcListener:
     provider = build_provider(settings, services)
     idp = await asyncio.to_thread(build_idp, settings, services)
+    app = create_app(provider, idp)
+    if provider.state.shared:  # SSO sessions and the CSRF key in the shared state too
+        await share_sessions(provider.portal, services, SsoSessions(provider.state))
+        assert isinstance(provider.portal.sessions, RecordingSessions)
+        app = SharedSessions(app, provider.portal.sessions, cookie_name(provider.portal))
     uv_config = uvicorn.Config(
-        create_app(provider, idp),
+        app,
         lifespan="off",
         access_log=False,
         log_config=None,
@@ -182,7 +209,7 @@ async def start(settings: OidcSettings, services: Services) -> OidcListener:
     if portal is not None and portal.tls_cert is not None and portal.tls_key is not None:
         config = services.config
         uv_config.ssl = server_context(config.path(portal.tls_cert), config.path(portal.tls_key))
-    sock = bind(settings.listen)
+    sock = bind(settings.listen, reuse_port=services.reuse_port)
     server = uvicorn.Server(uv_config)
     server.lifespan = uv_config.lifespan_class(uv_config)
     try:

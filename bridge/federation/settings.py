@@ -29,6 +29,8 @@ class OidcClient(Section, frozen=True):
     subject: Literal["pairwise", "public", "barcode"] = "pairwise"
     sector: str | None = None  # default: the host of the first redirect URI
     policy: PolicySettings | None = None
+    # Ask the patron before releasing claims to this client (remembered `consent_days`).
+    consent: bool = False
 
     @property
     def public(self) -> bool:
@@ -49,6 +51,7 @@ class OidcSettings(Section, frozen=True):
     id_token_minutes: Annotated[int, msgspec.Meta(ge=1, le=1440)] = 60
     access_token_minutes: Annotated[int, msgspec.Meta(ge=1, le=1440)] = 60
     sign_in_minutes: Annotated[int, msgspec.Meta(ge=1, le=120)] = 15  # an unfinished sign-in
+    consent_days: Annotated[int, msgspec.Meta(ge=1, le=730)] = 180  # a consent is remembered
     clients: list[OidcClient] = msgspec.field(default_factory=list)
 
     def client(self, client_id: str) -> OidcClient | None:

@@ -168,11 +168,16 @@ async def start(settings: PortalSettings, services: Services) -> PortalListener:
     )
 
 
-async def share_sessions(portal: Portal, services: Services) -> Shared | None:
+async def share_sessions(
+    portal: Portal, services: Services, shared: Shared | None = None
+) -> Shared | None:
     """With shared state, sessions (and the CSRF key) live there: `bridge.portal.
-    shared_sessions`. The portal's own store is swapped for a recording one."""
+    shared_sessions` (or in `shared`, e.g. the OIDC provider's single sign-on sessions). The
+    portal's own store is swapped for a recording one."""
     old = portal.sessions
-    sessions = await recording_sessions(old, services.config, services.authenticator.store)
+    sessions = await recording_sessions(
+        old, services.config, services.authenticator.store, shared
+    )
     if sessions is None or sessions.shared is None:
         return None
     shared = sessions.shared

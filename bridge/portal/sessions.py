@@ -110,7 +110,8 @@ class SessionStore:
     def csrf_ok(self, cookie_value: str | None, submitted: str | None) -> bool:
         if not cookie_value or not submitted:
             return False
-        return hmac.compare_digest(self.csrf_token(cookie_value), submitted)
+        # As bytes: compare_digest raises on a str with non-ASCII characters (a hostile form).
+        return hmac.compare_digest(self.csrf_token(cookie_value).encode(), submitted.encode())
 
     def __len__(self) -> int:
         return len(self._sessions)

@@ -235,12 +235,14 @@ def from_config(config: Config, store: Any) -> Shared | None:
 
 
 async def recording_sessions(
-    old: SessionStore, config: Config, store: Any
+    old: SessionStore, config: Config, store: Any, shared: Shared | None = None
 ) -> RecordingSessions | None:
-    """With shared state: a `RecordingSessions` like `old` (same time-outs) on the shared store,
-    with the shared CSRF key; None for one process. Used by the PIN pages and the staff desk
-    (whose session keys start `staff `, with a space, so they never name a patron)."""
-    shared = from_config(config, store)
+    """With shared state: a `RecordingSessions` like `old` (same time-outs) on the shared store
+    (or on `shared`, e.g. the OIDC provider's single sign-on sessions), with the shared CSRF key;
+    None for one process. Used by the PIN pages, the staff desk (whose session keys start
+    `staff `, with a space, so they never name a patron) and the OIDC provider."""
+    if shared is None:
+        shared = from_config(config, store)
     if shared is None:
         return None
     try:

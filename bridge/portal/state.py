@@ -72,6 +72,7 @@ class Portal:
     per_email: WindowLimiter
     logo: Logo | None = None
     mail_enabled: bool = True  # False without an [smtp] section: no reset emails at all
+    cookie: str = "session"  # the session cookie's name (`__Host-` prefixed over HTTPS)
     clock: Callable[[], float] = time.time
     env: jinja2.Environment = field(default_factory=templates)
     catalogs: dict[Language, dict[str, str]] = field(default_factory=load_catalogs)

@@ -23,7 +23,7 @@ from bridge.portal.visit_parts import lang_links, pin_length, read_form, set_lan
 
 
 def cookie_name(portal: Portal) -> str:
-    return "__Host-session" if portal.settings.secure else "session"
+    return ("__Host-" if portal.settings.secure else "") + portal.cookie
 
 
 @dataclass(slots=True)

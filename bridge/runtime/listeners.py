@@ -27,6 +27,7 @@ LISTEN_KEYS: tuple[tuple[str, str, int], ...] = (
     ("radius", "listen", socket.SOCK_DGRAM),
     ("portal", "listen", socket.SOCK_STREAM),
     ("staff", "listen", socket.SOCK_STREAM),
+    ("oidc", "listen", socket.SOCK_STREAM),
 )
 # Not shared: `[metrics] listen` is bound by worker 0 alone, which answers a scrape for every
 # worker (bridge.metrics.server), so a scrape never lands on one worker's numbers by chance.

@@ -21,9 +21,11 @@ SECRET = "rp-secret-8f2d41"
 RP = "https://rp.example.org/callback"
 PUBLIC_RP = "https://app.example.org/cb"
 STRICT_RP = "https://strict.example.org/cb"
+CONSENT_RP = "https://booking.example.org/cb"
 
 
-def sections(port: int, *, extra_clients: str = "") -> str:
+def sections(port: int, *, extra_clients: str = "", issuer_port: int | None = None) -> str:
+    """`issuer_port`: another host's port, for hosts serving one issuer behind a balancer."""
     pages = free_port()
     return f"""
 [portal]
@@ -33,7 +35,7 @@ library_name = "Riverside Public Library"
 
 [oidc]
 listen = "127.0.0.1:{port}"
-issuer = "http://127.0.0.1:{port}"
+issuer = "http://127.0.0.1:{issuer_port or port}"
 keys_file = "oidc-keys.json"
 pairwise_key_file = "oidc-pairwise.key"
 id_token_minutes = 5
@@ -60,6 +62,14 @@ redirect_uris = ["{STRICT_RP}"]
 scopes = ["openid", "library"]
 [oidc.clients.policy]
 allow_expired = false
+
+[[oidc.clients]]
+client_id = "booking"
+secret = "{SECRET}"
+name = "Room Booking"
+redirect_uris = ["{CONSENT_RP}"]
+scopes = ["openid", "profile", "email", "library"]
+consent = true
 {extra_clients}
 """
 
@@ -124,3 +134,15 @@ def code_of(response: httpx.Response, redirect_uri: str) -> str:
 def error_of(response: httpx.Response) -> str:
     assert response.status_code == 303, response.text
     return parse_qs(urlsplit(response.headers["location"]).query)["error"][0]
+
+
+def redeem(
+    issuer: str, code: str, redirect_uri: str, auth: tuple[str, str] | None, **form: str
+) -> httpx.Response:
+    """POST the code to `issuer`'s token endpoint (any host's URL)."""
+    data = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri, **form}
+    return httpx.post(f"{issuer}/oidc/token", data=data, auth=auth, timeout=30)
+
+
+def userinfo(base: str, token: str) -> httpx.Response:
+    return httpx.get(f"{base}/oidc/userinfo", headers={"authorization": f"Bearer {token}"})

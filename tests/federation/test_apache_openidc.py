@@ -67,7 +67,7 @@ DocumentRoot "{root}/htdocs"
 """
 
 
-def clients(apache_port: int) -> str:
+def clients(apache_port: int, consent: bool) -> str:
     return f"""
 [[oidc.clients]]
 client_id = "apache"
@@ -75,13 +75,16 @@ secret = "{APACHE_SECRET}"
 name = "Riverside Databases"
 redirect_uris = ["http://127.0.0.1:{apache_port}/protected/redirect_uri"]
 scopes = ["openid", "profile", "email", "library"]
+consent = {str(consent).lower()}
 """
 
 
 @pytest.fixture
-def bridge(tmp_path: Path) -> Iterator[tuple[Daemon, str, int]]:
+def bridge(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Daemon, str, int]]:
+    """The bridge with Apache's client; `consent` when parametrized indirectly with True."""
     apache_port = free_port()
-    daemon, issuer = start_daemon(tmp_path, extra_clients=clients(apache_port))
+    consent = bool(getattr(request, "param", False))
+    daemon, issuer = start_daemon(tmp_path, extra_clients=clients(apache_port, consent))
     try:
         yield daemon, issuer, apache_port
     finally:
@@ -182,3 +185,92 @@ def test_apache_mod_auth_openidc_signs_a_patron_in(
         ("oidc", "apache", "unknown_card"),
         ("oidc", "apache", "accepted"),
     ]
+
+
+@pytest.mark.parametrize("bridge", [True], indirect=True)
+def test_consent_screen_through_mod_auth_openidc(
+    bridge: tuple[Daemon, str, int], apache: str, browser: Browser
+) -> None:
+    daemon, issuer, _ = bridge
+    context = browser.new_context(locale="en-US")
+    page = context.new_page()
+    page.goto(f"{apache}/protected/index.html")
+    fill(page, DEMO["active"], DEMO_PIN)
+    expect(page).to_have_url(re.compile(re.escape(f"{issuer}/oidc/consent?request=")))
+    title = "Share your details with Riverside Databases?"
+    expect(page.get_by_role("heading", name=title)).to_be_visible()
+    asked = page.get_by_role("list").get_by_role("listitem")
+    expect(asked).to_have_text(
+        [
+            "a number that identifies you to this service (not your card number)",
+            "your name",
+            "your email address",
+            "your card's standing (active or expired), borrower category and home library",
+        ]
+    )
+    shot(page, "05-consent")
+
+    # Keyboard only: Tab moves from Allow to Deny, Enter presses Deny.
+    allow = page.get_by_role("button", name="Allow")
+    deny = page.get_by_role("button", name="Deny")
+    allow.focus()
+    page.keyboard.press("Tab")
+    expect(deny).to_be_focused()
+    page.keyboard.press("Enter")
+    # mod_auth_openidc receives error=access_denied from the bridge and shows its error page.
+    expect(page.get_by_text("access_denied")).to_be_visible()
+    assert page.url.startswith(apache)
+    shot(page, "06-consent-denied")
+
+    # Not remembered: the next visit (signed in at the bridge already) asks again; in Spanish.
+    page.goto(f"{apache}/protected/index.html")
+    expect(page.get_by_role("heading", name=title)).to_be_visible()
+    page.get_by_role("link", name="Español").click()
+    es_title = "¿Compartir sus datos con Riverside Databases?"
+    expect(page.get_by_role("heading", name=es_title)).to_be_visible()
+    expect(page.get_by_text("Su PIN nunca se comparte.")).to_be_visible()
+    shot(page, "07-consent-es")
+    page.get_by_role("button", name="Permitir").focus()
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(f"{apache}/protected/index.html")
+    expect(page.locator("#name")).to_have_text("Rivera, Ana")
+    expect(page.locator("#standing")).to_have_text("active")
+    shot(page, "08-after-consent")
+
+    # Remembered: with Apache's session gone (the bridge's SSO cookie kept), the patron goes
+    # through the bridge and straight back to the page, asked nothing.
+    names = [c["name"] for c in context.cookies()]
+    assert "bridge-sso" in names
+    for name in names:
+        if name.startswith("mod_auth_openidc"):
+            context.clear_cookies(name=name)
+    page.goto(f"{apache}/protected/index.html")
+    expect(page).to_have_url(f"{apache}/protected/index.html")
+    expect(page.locator("#name")).to_have_text("Rivera, Ana")
+    daemon.stop()
+    answers = [e for e in daemon.audit_events() if e.get("event") == "oidc_consent"]
+    assert [e["outcome"] for e in answers] == ["denied", "allowed"]
+
+
+def test_pin_pages_and_provider_signed_in_at_once_in_chromium(
+    bridge: tuple[Daemon, str, int], apache: str, browser: Browser
+) -> None:
+    """One browser, one host name (127.0.0.1: cookies ignore ports): My Account on the PIN
+    pages and a sign-on through Apache stay signed in side by side."""
+    daemon, _, _ = bridge
+    found = re.search(r'\[portal\]\nlisten = "([^"]+)"', daemon.config.read_text())
+    assert found
+    pages = f"http://{found.group(1)}"
+    context = browser.new_context(locale="en-US")
+    page = context.new_page()
+    page.goto(f"{pages}/login")
+    fill(page, DEMO["active"], DEMO_PIN)
+    expect(page).to_have_url(f"{pages}/account")
+    page.goto(f"{apache}/protected/index.html")
+    fill(page, DEMO["active"], DEMO_PIN)
+    expect(page.locator("#name")).to_have_text("Rivera, Ana")
+    page.goto(f"{pages}/account")
+    expect(page).to_have_url(f"{pages}/account")  # not sent back to /login
+    shot(page, "09-pin-pages-still-signed-in")
+    names = {c["name"] for c in context.cookies()}
+    assert {"session", "bridge-sso"} <= names

@@ -17,11 +17,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge.federation.oidc import _pkce_ok
-from tests.federation.support import RP, SECRET, Flow, form_fields, start_daemon
+from tests.federation.support import (
+    CONSENT_RP,
+    RP,
+    SECRET,
+    Flow,
+    form_fields,
+    sign_in,
+    start_daemon,
+)
 from tests.harness import DEMO, Daemon
 from tests.pins import DEMO_PIN
 
-REGISTERED = {RP, "https://app.example.org/cb", "https://strict.example.org/cb"}
+REGISTERED = {RP, "https://app.example.org/cb", "https://strict.example.org/cb", CONSENT_RP}
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +80,36 @@ def test_any_token_form_issues_nothing(issuer: str, form: dict[str, str]) -> Non
     answer = httpx.post(f"{issuer}/oidc/token", data=form, timeout=30)
     assert answer.status_code in (400, 401), answer.text
     assert "access_token" not in answer.text
+
+
+@pytest.fixture(scope="module")
+def consenting(issuer: str) -> Iterator[tuple[httpx.Client, dict[str, str]]]:
+    """A signed-in browser on the consent page of the `booking` client (never answered)."""
+    with httpx.Client(timeout=30) as http:
+        flow = Flow("booking", CONSENT_RP)
+        asked = sign_in(http, issuer, flow, DEMO["active"], DEMO_PIN)
+        page = http.get(str(asked.url.join(asked.headers["location"])))
+        yield http, form_fields(page.text)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.dictionaries(st.sampled_from(["request", "answer", "csrf", "lang", "x"]), TEXT))
+def test_any_consent_answer_is_refused_safely(
+    issuer: str, consenting: tuple[httpx.Client, dict[str, str]], form: dict[str, str]
+) -> None:
+    http, fields = consenting
+    seen = http.get(f"{issuer}/oidc/consent", params=form)
+    assert seen.status_code in (200, 400), seen.text
+    # With this browser's own CSRF token, but any request id and answer but the real id.
+    if form.get("request") == fields["request"]:
+        form["request"] += "x"
+    answer = http.post(f"{issuer}/oidc/consent", data={**form, "csrf": fields["csrf"]})
+    assert answer.status_code == 400, answer.text
+    assert "location" not in answer.headers
+    anonymous = httpx.post(f"{issuer}/oidc/consent", data=form, timeout=30)
+    assert anonymous.status_code == 403
 
 
 @given(st.one_of(st.none(), TEXT), st.one_of(st.none(), TEXT))

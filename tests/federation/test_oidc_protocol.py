@@ -25,6 +25,7 @@ from tests.federation.support import (
     error_of,
     form_fields,
     pkce,
+    redeem,
     sign_in,
     start_daemon,
 )
@@ -52,13 +53,6 @@ def http() -> Iterator[httpx.Client]:
 def keys(issuer: str) -> KeySet:
     meta = httpx.get(f"{issuer}/.well-known/openid-configuration", timeout=30).json()
     return KeySet.import_key_set(httpx.get(meta["jwks_uri"], timeout=30).json())
-
-
-def redeem(
-    issuer: str, code: str, redirect_uri: str, auth: tuple[str, str] | None, **form: str
-) -> httpx.Response:
-    data = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri, **form}
-    return httpx.post(f"{issuer}/oidc/token", data=data, auth=auth, timeout=30)
 
 
 def test_discovery_describes_the_provider(bridge: tuple[Daemon, str]) -> None:

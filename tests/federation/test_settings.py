@@ -64,3 +64,24 @@ redirect_uris = ["https://v.org/cb"]
 def test_bad_issuer_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"oidc\.issuer"):
         loads(STORE + '[oidc]\nissuer = "http://id.library.org"\n', base_dir=tmp_path)
+
+
+def test_consent_keys(tmp_path: Path) -> None:
+    text = (
+        STORE
+        + """
+[oidc]
+issuer = "https://id.library.org"
+consent_days = 30
+[[oidc.clients]]
+client_id = "v"
+redirect_uris = ["https://v.org/cb"]
+consent = true
+"""
+    )
+    config = loads(text, base_dir=tmp_path)
+    assert config.oidc is not None and config.oidc.consent_days == 30
+    assert config.oidc.clients[0].consent
+    assert not OidcClient(client_id="a", redirect_uris=["https://a.org/cb"]).consent
+    with pytest.raises(ConfigError, match=r"consent_days"):
+        loads(text.replace("consent_days = 30", "consent_days = 0"), base_dir=tmp_path)
