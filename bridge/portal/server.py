@@ -175,9 +175,7 @@ async def share_sessions(
     shared_sessions` (or in `shared`, e.g. the OIDC provider's single sign-on sessions). The
     portal's own store is swapped for a recording one."""
     old = portal.sessions
-    sessions = await recording_sessions(
-        old, services.config, services.authenticator.store, shared
-    )
+    sessions = await recording_sessions(old, services.config, services.authenticator.store, shared)
     if sessions is None or sessions.shared is None:
         return None
     shared = sessions.shared
