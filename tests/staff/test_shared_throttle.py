@@ -132,6 +132,7 @@ def test_a_daemon_with_two_workers(tmp_path: Path) -> None:
     kernel spreads them over both workers), yet wrong passwords spend one budget, and a staff
     session and its form tokens hold on whichever worker answers. A card locked over LDAP
     shows on the desk with the lock's end, read from the shared file."""
+    import functools
     import re
 
     import httpx
@@ -140,6 +141,7 @@ def test_a_daemon_with_two_workers(tmp_path: Path) -> None:
     from tests.pins import NEW_PIN, OTHER_PIN, WRONG_PIN
     from tests.portal.test_browser import ldap_bind
     from tests.staff.support import PASSWORD
+    from tests.state.scenario import within
 
     sections = """
 [server]
@@ -198,7 +200,9 @@ listen = ["127.0.0.1:0"]
                 data = {"csrf": token("/desk"), "handover": found.group(1)}
                 done = client.post("/handover", data={**data, "new_pin": pin, "new_again": pin})
                 assert done.headers["location"].endswith("?done=pin_patron"), done.text
-            assert ldap_bind(bridge, DEMO["active"], pin)
+            # The other worker hears of the reset (and drops its copy of the lock) by polling
+            # the state file: within the documented bound (docs/scale-out.md), not at once.
+            assert within(1.0, functools.partial(ldap_bind, bridge, DEMO["active"], pin))
         with fresh() as client:
             out = client.post("/logout", data={"csrf": token("/desk")})
             assert out.headers["location"] == "/login?out=1"
