@@ -250,7 +250,7 @@ class RedisBus:
                     on_deaf()
             finally:
                 with contextlib.suppress(*UNAVAILABLE):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
             await asyncio.sleep(self.retry_seconds)
 
     def publish(self, op: str, barcode: str) -> None:
