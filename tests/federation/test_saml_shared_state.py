@@ -66,13 +66,29 @@ def send(cookies: httpx.Cookies, method: str, target: str, **kw: Any) -> httpx.R
         return answer
 
 
-def across(tmp: Path, issuer: str, start: str, finish: str) -> None:
-    """The AuthnRequest checked at `start`, its form posted to `finish` (then again to start)."""
-    client = sp_client(tmp, issuer)
+def authn_request(client: Saml2Client, issuer: str, at: str) -> tuple[str, str]:
+    """A signed AuthnRequest over HTTP-Redirect, sent to host `at`: its id and URL there."""
     request_id, info = client.prepare_for_authenticate(
         entityid=f"{issuer}/saml/metadata", relay_state="r1", binding=REDIRECT
     )
-    location = dict(info["headers"])["Location"].replace(issuer, start, 1)
+    return request_id, dict(info["headers"])["Location"].replace(issuer, at, 1)
+
+
+def assertion_of(client: Saml2Client, answer: httpx.Response, request_id: str) -> Any:
+    """The SP's reading of the bridge's auto-post form (it checks the signature)."""
+    assert answer.status_code == 200, answer.text
+    found = re.search(r'name="SAMLResponse" value="([^"]+)"', answer.text)
+    assert found is not None, answer.text
+    return client.parse_authn_request_response(
+        html.unescape(found.group(1)), POST, {request_id: "/"}
+    )
+
+
+def across(tmp: Path, issuer: str, start: str, finish: str) -> None:
+    """The AuthnRequest checked at `start`, its form posted to `finish` (then again to start);
+    then single sign-on at `start` from the session `finish` made."""
+    client = sp_client(tmp, issuer)
+    request_id, location = authn_request(client, issuer, start)
     jar = httpx.Cookies()
     page = send(jar, "GET", location)
     assert page.status_code == 200 and 'action="/saml/login?request=' in page.text, page.text
@@ -82,16 +98,13 @@ def across(tmp: Path, issuer: str, start: str, finish: str) -> None:
     assert wrong.status_code == 200 and "not correct" in wrong.text, wrong.text
     signed = {**fields, "barcode": DEMO["active"], "pin": DEMO_PIN}
     before = httpx.Cookies(jar)  # the form's CSRF cookie, before signing in
-    answer = send(jar, "POST", login, data=signed)
-    assert answer.status_code == 200, answer.text
-    found = re.search(r'name="SAMLResponse" value="([^"]+)"', answer.text)
-    assert found is not None, answer.text
-    response = client.parse_authn_request_response(
-        html.unescape(found.group(1)), POST, {request_id: "/"}
-    )
+    response = assertion_of(client, send(jar, "POST", login, data=signed), request_id)
     assert response.ava["eduPersonScopedAffiliation"] == ["member@library.example.org"]
     again = send(before, "POST", f"{start}/saml/login", data=signed)  # the same post, at start
     assert again.status_code == 400 and EXPIRED in again.text, again.text
+    request_id, location = authn_request(client, issuer, start)  # signed in: no PIN asked
+    sso = assertion_of(client, send(jar, "GET", location), request_id)
+    assert sso.name_id.text == response.name_id.text
 
 
 def test_saml_sign_in_across_two_hosts_sharing_redis(tmp_path: Path) -> None:
