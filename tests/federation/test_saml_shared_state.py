@@ -131,3 +131,4 @@ def test_saml_sign_in_across_two_workers_sharing_the_sqlite_state(tmp_path: Path
         base = url(port)
         for _ in range(4):  # new connections each time: the kernel spreads them over both
             across(tmp_path, base, base, base)
+        assert daemon.logs().count("saml_logout_per_process") == 2  # once per worker
