@@ -6,7 +6,7 @@ Codes, tokens and request ids are stored under their SHA-256 only, so the state 
 it) holds nothing that can be redeemed. A code is single-use and short-lived; redeeming it a
 second time also revokes the access token the first redemption issued (RFC 6749 4.1.2), on
 whichever host either redemption happened (`FederationState.redeem` is atomic on the server).
-`Expiring` is the small in-process map the SAML side keeps its own pending requests in.
+`Expiring` is the small in-process map the SAML side keeps its Single Logout sessions in.
 """
 
 from __future__ import annotations

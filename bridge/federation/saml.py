@@ -30,6 +30,7 @@ from starlette.responses import Response
 from bridge.core.patron import ClientPolicy, Context, Patron
 from bridge.core.secret import Secret
 from bridge.core.store import StoreUnavailable
+from bridge.federation import saml_pending
 from bridge.federation.provider import Provider
 from bridge.federation.saml_server import (
     IdentityProvider,
@@ -205,17 +206,17 @@ async def sso(request: Request) -> Response:
             refusal = answers.login_message(decision.outcome)
             if refusal is None:
                 return await _answer(visit, idp, p, pending, patron)
-            return _sign_in(visit, idp, pending, error=refusal[0])
-    return _sign_in(visit, idp, pending)
+            return await _sign_in(visit, p, pending, error=refusal[0])
+    return await _sign_in(visit, p, pending)
 
 
 def _policy(p: Provider, sp: ServiceProvider) -> ClientPolicy:
     return (sp.policy or p.default_policy).client_policy()
 
 
-def _sign_in(
+async def _sign_in(
     visit: Visit,
-    idp: IdentityProvider,
+    p: Provider,
     pending: Pending,
     *,
     barcode: str = "",
@@ -223,11 +224,7 @@ def _sign_in(
     rid: str | None = None,
 ) -> Response:
     if rid is None:
-        rid = secrets.token_urlsafe(24)
-        p: Provider = visit.request.app.state.provider
-        now = p.clock()
-        idp.pending.sweep(now)
-        idp.pending.put(rid, now + p.settings.sign_in_minutes * 60.0, pending)
+        rid = await saml_pending.park(p.state, pending, p.settings.sign_in_minutes * 60.0)
     return visit.render(
         "login.html",
         barcode=barcode,
@@ -235,7 +232,7 @@ def _sign_in(
         notice=None,
         action=f"/saml/login?request={rid}",
         hidden={"request": rid},
-        forgot_url=visit.request.app.state.provider.forgot_url,
+        forgot_url=p.forgot_url,
         client_name=pending.sp,
     )
 
@@ -246,15 +243,15 @@ async def login(request: Request) -> Response:
     visit = visit_of(request)
     if request.method == "GET":  # the sign-in page again, e.g. in the other language
         rid = request.query_params.get("request", "")
-        parked = idp.pending.get(rid, p.clock())
+        parked = await saml_pending.parked(p.state, rid)
         if parked is None:
             return problem(visit, "oidc.expired_request")
-        return _sign_in(visit, idp, parked, rid=rid)
+        return await _sign_in(visit, p, parked, rid=rid)
     form = await visit.form()
     if form is None:
         return problem(visit, "csrf.message", 403)
     rid = form.get("request", "")
-    pending = idp.pending.get(rid, p.clock())
+    pending = await saml_pending.parked(p.state, rid)
     if pending is None:
         return problem(visit, "oidc.expired_request")
     sp = idp.current.sps.get(pending.sp)
@@ -267,8 +264,9 @@ async def login(request: Request) -> Response:
     refusal = answers.login_message(decision.outcome)
     if refusal is not None or decision.patron is None:
         key = refusal[0] if refusal else "login.failed"
-        return _sign_in(visit, idp, pending, barcode=barcode, error=key, rid=rid)
-    idp.pending.items.pop(rid, None)
+        return await _sign_in(visit, p, pending, barcode=barcode, error=key, rid=rid)
+    if await saml_pending.take(p.state, rid) is None:  # another post answered it first
+        return problem(visit, "oidc.expired_request")
     visit.sign_in(barcode)
     return await _answer(visit, idp, p, pending, decision.patron)
 

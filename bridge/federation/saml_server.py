@@ -1,6 +1,6 @@
 """The SAML identity provider's state: pysaml2's Server built from the SPs' current metadata,
-the pending sign-ins, and who was given an assertion in which single sign-on session (for
-Single Logout).
+and who was given an assertion in which single sign-on session (for Single Logout; this
+process only). The pending sign-ins live in the `[state]` backend (`saml_pending`).
 
 The pysaml2 Server is rebuilt whenever an SP's metadata changes (a URL refetched, a file
 re-read on reload, a copy's validUntil passed) and swapped in as one `Loaded` value, so a
@@ -199,7 +199,6 @@ class IdentityProvider:
     sources: list[MetadataSource]
     next_pair: tuple[Path, Path] | None = None  # (key, certificate) of the key rollover
     loaded: Loaded | None = None
-    pending: Expiring[Pending] = field(default_factory=Expiring)
     sessions: Expiring[list[Participant]] = field(default_factory=Expiring)  # by SSO cookie
     logouts: Expiring[Any] = field(default_factory=Expiring)  # Single Logout in progress
     wanted: asyncio.Event = field(default_factory=asyncio.Event)

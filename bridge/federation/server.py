@@ -220,6 +220,13 @@ async def start(settings: OidcSettings, services: Services) -> OidcListener:
     task = asyncio.get_running_loop().create_task(server.main_loop(), name="oidc")
     if idp is not None:
         idp.start_refreshing()
+        config = services.config
+        if config.server.worker_count() > 1 or config.state_backend in ("redis", "store"):
+            # Sign-ins are shared; Single Logout's records are not (docs/federation.md).
+            log.warning(
+                "saml_logout_per_process",
+                detail="SAML Single Logout only finds sessions and SPs this process signed in",
+            )
     host, port = sock.getsockname()[:2]
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     log.info("oidc_listening", address=address, issuer=settings.issuer)

@@ -49,9 +49,9 @@ def url(port: int) -> str:
 
 @contextmanager
 def two_hosts(
-    tmp: Path, state: str, store: str, throttle: str = ""
+    tmp: Path, state: str, store: str, throttle: str = "", files: tuple[str, ...] = SHARED_FILES
 ) -> Iterator[tuple[Daemon, str, str]]:
-    """A and B serving one issuer (A's URL) on their own ports; B gets A's key files."""
+    """A and B serving one issuer (A's URL) on their own ports; B gets A's key `files`."""
     a_port, b_port = free_port(), free_port()
     a_dir, b_dir = tmp / "a", tmp / "b"
     a_dir.mkdir()
@@ -59,7 +59,7 @@ def two_hosts(
     (a_dir / "vendor-secret").write_text(SECRET + "\n")
     a = Daemon(a_dir, sections(a_port) + state, store=store, throttle=throttle).start()
     try:
-        for name in SHARED_FILES:
+        for name in files:
             shutil.copy(a_dir / name, b_dir / name)
         b_sections = sections(b_port, issuer_port=a_port) + state
         b = Daemon(b_dir, b_sections, store=store, throttle=throttle).start()
