@@ -21,7 +21,7 @@ from bridge.core.one_time import MUST_CHANGE_REASON
 from tests.conftest import require_tool
 from tests.harness import DEMO, Daemon
 from tests.pins import NEW_PIN
-from tests.radius.eap.supplicant import SECRET, eapol_test, make_certificates, ttls
+from tests.radius.eap.supplicant import RADIUS_EAP, eapol_test, make_certificates, ttls
 from tests.staff.support import PASSWORD
 
 ADULT = DEMO["active"]
@@ -30,27 +30,7 @@ CSRF = re.compile(r'name="csrf" value="([0-9a-f]+)"')
 # Two wrong PINs would lock the card: the one-time PIN is refused more often than that.
 THROTTLE = "card_free_failures = 1\ncard_delay_base = 60.0\ncard_lock_after = 2\n"
 TRIES = 3
-SECTIONS = f"""
-[staff]
-listen = "127.0.0.1:0"
-
-[ldap]
-listen = ["127.0.0.1:0"]
-
-[radius]
-listen = ["127.0.0.1:0"]
-reject_delay = 0
-
-[radius.eap]
-certificate = "tls/server.pem"
-key = "tls/server-key.pem"
-ca = "tls/ca.pem"
-
-[[radius.clients]]
-name = "wifi"
-network = "127.0.0.1/32"
-secret = "{SECRET}"
-"""
+SECTIONS = '[staff]\nlisten = "127.0.0.1:0"\n\n[ldap]\nlisten = ["127.0.0.1:0"]\n\n' + RADIUS_EAP
 
 
 @pytest.fixture

@@ -13,6 +13,23 @@ from tests.harness import Daemon, run_cli
 
 SECRET = "eap-test-secret-0123456789abcdef"
 
+# The RADIUS part of a daemon that eapol_test talks to (certificates from make_certificates).
+RADIUS_EAP = f"""
+[radius]
+listen = ["127.0.0.1:0"]
+reject_delay = 0
+
+[radius.eap]
+certificate = "tls/server.pem"
+key = "tls/server-key.pem"
+ca = "tls/ca.pem"
+
+[[radius.clients]]
+name = "wifi"
+network = "127.0.0.1/32"
+secret = "{SECRET}"
+"""
+
 
 def make_certificates(d: Daemon) -> None:
     """tls/{ca,server,server-key}.pem and other/{ca,...}.pem under the daemon's directory."""

@@ -16,24 +16,15 @@ import pytest
 from tests.conftest import require_tool
 from tests.harness import DEMO, UNKNOWN, Daemon
 from tests.pins import DEMO_PIN, WRONG_PIN
-from tests.radius.eap.supplicant import SECRET, eapol_test, make_certificates, peap, ttls
+from tests.radius.eap.supplicant import (
+    RADIUS_EAP,
+    eapol_test,
+    make_certificates,
+    peap,
+    ttls,
+)
 
-SECTIONS = f"""
-[radius]
-listen = ["127.0.0.1:0"]
-reject_delay = 0
-
-[radius.eap]
-certificate = "tls/server.pem"
-key = "tls/server-key.pem"
-ca = "tls/ca.pem"
-
-[[radius.clients]]
-name = "wifi"
-network = "127.0.0.1/32"
-secret = "{SECRET}"
-reply = {{ Session-Timeout = 14400 }}
-"""
+SECTIONS = RADIUS_EAP + "reply = { Session-Timeout = 14400 }\n"
 
 
 @pytest.fixture(scope="module")

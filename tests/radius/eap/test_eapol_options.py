@@ -14,23 +14,16 @@ from tests.conftest import require_tool
 from tests.harness import DEMO, Daemon
 from tests.pins import DEMO_PIN
 from tests.radius.eap.relay import Relay
-from tests.radius.eap.supplicant import SECRET, audited, eapol_test, make_certificates, ttls
+from tests.radius.eap.supplicant import (
+    RADIUS_EAP,
+    SECRET,
+    audited,
+    eapol_test,
+    make_certificates,
+    ttls,
+)
 
-SECTIONS = f"""
-[radius]
-listen = ["127.0.0.1:0"]
-reject_delay = 0
-
-[radius.eap]
-certificate = "tls/server.pem"
-key = "tls/server-key.pem"
-ca = "tls/ca.pem"
-
-[[radius.clients]]
-name = "wifi"
-network = "127.0.0.1/32"
-secret = "{SECRET}"
-"""
+SECTIONS = RADIUS_EAP
 
 
 @pytest.fixture(scope="module")
