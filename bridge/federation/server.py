@@ -36,7 +36,7 @@ from bridge.federation.sso import SsoSessions
 from bridge.federation.state import StateUnavailable, open_state
 from bridge.federation.subjects import read_or_create_secret
 from bridge.portal.mail import NoMailer
-from bridge.portal.server import bind, share_sessions
+from bridge.portal.server import serve_guarded, share_sessions
 from bridge.portal.settings import PortalSettings
 from bridge.portal.shared_sessions import RecordingSessions, SharedSessions
 from bridge.portal.state import Portal, read_logo
@@ -195,29 +195,14 @@ async def start(settings: OidcSettings, services: Services) -> OidcListener:
         await share_sessions(provider.portal, services, SsoSessions(provider.state))
         assert isinstance(provider.portal.sessions, RecordingSessions)
         app = SharedSessions(app, provider.portal.sessions, cookie_name(provider.portal))
-    uv_config = uvicorn.Config(
-        app,
-        lifespan="off",
-        access_log=False,
-        log_config=None,
-        log_level="warning",
-        server_header=False,
-        timeout_graceful_shutdown=10,
+    portal = services.config.portal or PortalSettings()
+    config = services.config
+    tls_context = None
+    if portal.tls_cert is not None and portal.tls_key is not None:
+        tls_context = server_context(config.path(portal.tls_cert), config.path(portal.tls_key))
+    server, sock, task = await serve_guarded(
+        "oidc", app, settings.listen, portal, services, tls_context, portal.trusted_proxies
     )
-    uv_config.load()
-    portal = services.config.portal
-    if portal is not None and portal.tls_cert is not None and portal.tls_key is not None:
-        config = services.config
-        uv_config.ssl = server_context(config.path(portal.tls_cert), config.path(portal.tls_key))
-    sock = bind(settings.listen, reuse_port=services.reuse_port)
-    server = uvicorn.Server(uv_config)
-    server.lifespan = uv_config.lifespan_class(uv_config)
-    try:
-        await server.startup(sockets=[sock])
-    except BaseException:
-        sock.close()
-        raise
-    task = asyncio.get_running_loop().create_task(server.main_loop(), name="oidc")
     if idp is not None:
         idp.start_refreshing()
         config = services.config

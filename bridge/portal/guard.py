@@ -14,7 +14,12 @@ the descriptor table. This subclass changes only connection-level events, never 
 - a connection whose request header has arrived is "proven" (not a candidate for eviction when
   the listener is full); an idle keep-alive connection becomes a candidate again;
 - HTTPS: TLS starts here, after admission, holding one of `max_tls_handshakes` slots until it
-  ends (`tls_handshake_timeout`).
+  ends (`tls_handshake_timeout`);
+- a request refused while the client is still sending it (a header past `max_header_bytes`, a
+  malformed request) gets a lingering close, as Apache and nginx do: the answer, a FIN, then
+  what still arrives is read and dropped for up to `LINGER_SECONDS` / `LINGER_BYTES`. Closing
+  with unread bytes in the socket makes the kernel send a reset, and a reset can destroy the
+  answer in the client's buffer before it reads it (seen in CI with a 60 KB SAML URL).
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ REQUEST_TIMEOUT_ANSWER = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 )
 FINISHED = (h11.DONE, h11.MUST_CLOSE, h11.CLOSED, h11.ERROR)
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 1 << 20
 
 
 class GuardedH11Protocol(H11Protocol):
@@ -52,6 +59,7 @@ class GuardedH11Protocol(H11Protocol):
     evicted = False
     _timer: asyncio.TimerHandle | None = None
     _early: list[bytes] | None = None  # decrypted bytes that arrived before start_tls returned
+    _lingering: int | None = None  # bytes dropped since the lingering close began
 
     # -- connection events ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -86,7 +94,9 @@ class GuardedH11Protocol(H11Protocol):
             if failure is not None and not self.evicted:
                 timeout = isinstance(failure, TimeoutError | ConnectionAbortedError)
                 kind = "handshake_deadline" if timeout else "tls_failed"
-                self.refusals.refused("portal", kind, self.source, error=type(failure).__name__)
+                self.refusals.refused(
+                    self.gate.listener, kind, self.source, error=type(failure).__name__
+                )
             self._refused = True  # uvicorn never saw this connection
             self._cancel()
             self.gate.release(self)
@@ -98,6 +108,11 @@ class GuardedH11Protocol(H11Protocol):
             super().data_received(data)
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering is not None:  # the rest of a refused request: drop it
+            self._lingering += len(data)
+            if self._lingering > LINGER_BYTES:
+                self.transport.abort()
+            return
         if self._early is not None:  # TLS finished, start_tls has not handed over yet
             self._early.append(data)
             return
@@ -117,6 +132,33 @@ class GuardedH11Protocol(H11Protocol):
         self.connections.discard(self)  # uvicorn counts it for limit_concurrency until then
         if self.transport is not None:
             self.transport.abort()
+
+    # -- refusing a request the client is still sending ---------------------------------------
+    def send_400_response(self, msg: str) -> None:
+        """Uvicorn's 400 for a request h11 cannot parse, closed by lingering (module docstring)."""
+        transport = self.transport
+        if not transport.can_write_eof():  # TLS: no half-close; the TLS close_notify must do
+            super().send_400_response(msg)
+            return
+        for event in (
+            h11.Response(
+                status_code=400,
+                headers=[
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"connection", b"close"),
+                ],
+                reason=b"Bad Request",
+            ),
+            h11.Data(data=msg.encode("ascii")),
+            h11.EndOfMessage(),
+        ):
+            output = self.conn.send(event)
+            if output:
+                transport.write(output)
+        transport.write_eof()
+        self._lingering = 0
+        self._cancel()
+        self._timer = asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.abort)
 
     # -- the request deadline ---------------------------------------------------------------
     def handle_events(self) -> None:
@@ -146,7 +188,7 @@ class GuardedH11Protocol(H11Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        self.refusals.refused("portal", "request_deadline", self.source)
+        self.refusals.refused(self.gate.listener, "request_deadline", self.source)
         if self.handshaking or self._early is not None:
             transport.abort()
             return

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import structlog
 import uvicorn
+from starlette.types import ASGIApp
 
 from bridge.admission import Gate
 from bridge.config import ConfigError
@@ -115,43 +116,67 @@ async def start(settings: PortalSettings, services: Services) -> PortalListener:
     if shared is not None:
         assert isinstance(portal.sessions, RecordingSessions)
         app = SharedSessions(app, portal.sessions, cookie_name(portal))
-    gate = Gate(
-        "portal",
-        max_connections=settings.max_connections,
-        max_per_source=settings.max_connections_per_source,
-        max_handshakes=settings.max_tls_handshakes,
-        fds=services.fds,
-        refusals=services.refusals,
-        exempt=exempt_sources(settings.trusted_proxies) if settings.trusted_proxies else None,
-    )
     tls_context = None
     if settings.tls_cert is not None and settings.tls_key is not None:
         tls_context = server_context(config.path(settings.tls_cert), config.path(settings.tls_key))
+    server, sock, task = await serve_guarded(
+        "portal", app, settings.listen, settings, services, tls_context, settings.trusted_proxies
+    )
+    scheme = "https" if tls_context is not None else "http"
+    log.info("portal_listening", address=_address(sock), scheme=scheme, base_url=settings.base_url)
+    return PortalListener(
+        "portal", [_address(sock)], portal, server, sock, task, shared, tls_context
+    )
+
+
+async def serve_guarded(
+    name: str,
+    app: ASGIApp,
+    listen: str,
+    limits: PortalSettings,
+    services: Services,
+    tls_context: ssl.SSLContext | None,
+    trusted_proxies: list[str],
+) -> tuple[uvicorn.Server, socket.socket, asyncio.Task[None]]:
+    """Serve `app` on `listen` behind the connection guard (`bridge.portal.guard`): every web
+    listener of the daemon (PIN pages, OpenID Connect/SAML, staff desk) shares its descriptor
+    table with RADIUS, LDAP and SIP2, so none may hold half-sent requests without a deadline
+    or take connections past its caps. `limits` gives the caps and deadlines (the `[portal]`
+    keys; the other listeners use the portal's, or its defaults)."""
+    gate = Gate(
+        name,
+        max_connections=limits.max_connections,
+        max_per_source=limits.max_connections_per_source,
+        max_handshakes=limits.max_tls_handshakes,
+        fds=services.fds,
+        refusals=services.refusals,
+        exempt=exempt_sources(trusted_proxies) if trusted_proxies else None,
+    )
     protocol = guarded_protocol(
         gate,
         services.refusals,
-        request_timeout=settings.request_timeout,
+        request_timeout=limits.request_timeout,
         tls_context=tls_context,
-        tls_handshake_timeout=settings.tls_handshake_timeout,
+        tls_handshake_timeout=limits.tls_handshake_timeout,
     )
     uv_config = uvicorn.Config(
         app,
         http=protocol,
         # The gate caps connections; this caps requests in progress (503 beyond it).
-        limit_concurrency=settings.max_connections + 1,
-        timeout_keep_alive=settings.keep_alive_timeout,
-        h11_max_incomplete_event_size=settings.max_header_bytes,
+        limit_concurrency=limits.max_connections + 1,
+        timeout_keep_alive=limits.keep_alive_timeout,
+        h11_max_incomplete_event_size=limits.max_header_bytes,
         lifespan="off",
         access_log=False,
         log_config=None,
         log_level="warning",
-        proxy_headers=bool(settings.trusted_proxies),
-        forwarded_allow_ips=list(settings.trusted_proxies) or None,
+        proxy_headers=bool(trusted_proxies),
+        forwarded_allow_ips=list(trusted_proxies) or None,
         server_header=False,
         timeout_graceful_shutdown=10,  # a stalled client cannot hold up the daemon's stop
     )
     uv_config.load()
-    sock = bind(settings.listen, reuse_port=services.reuse_port)
+    sock = bind(listen, reuse_port=services.reuse_port)
     server = uvicorn.Server(uv_config)
     # What Server._serve does before startup(); lifespan is "off", so this is a no-op object.
     server.lifespan = uv_config.lifespan_class(uv_config)
@@ -160,12 +185,8 @@ async def start(settings: PortalSettings, services: Services) -> PortalListener:
     except BaseException:
         sock.close()
         raise
-    task = asyncio.get_running_loop().create_task(server.main_loop(), name="portal")
-    scheme = "https" if tls_context is not None else "http"
-    log.info("portal_listening", address=_address(sock), scheme=scheme, base_url=settings.base_url)
-    return PortalListener(
-        "portal", [_address(sock)], portal, server, sock, task, shared, tls_context
-    )
+    task = asyncio.get_running_loop().create_task(server.main_loop(), name=name)
+    return server, sock, task
 
 
 async def share_sessions(

@@ -22,8 +22,9 @@ from bridge.config import ConfigError
 from bridge.core.pin import PinHasher
 from bridge.core.throttle import Throttle
 from bridge.portal.mail import Mailer, NoMailer, SmtpMailer
-from bridge.portal.server import _address, bind
+from bridge.portal.server import _address, serve_guarded
 from bridge.portal.sessions import SessionStore
+from bridge.portal.settings import PortalSettings
 from bridge.portal.shared_sessions import SharedSessions, recording_sessions
 from bridge.services import Services
 from bridge.staff.accounts import AccountFile
@@ -127,31 +128,19 @@ async def start(settings: StaffSettings, services: Services) -> StaffListener:
         desk.sessions = sessions
         desk.shared_sessions = sessions.shared
         app = SharedSessions(app, sessions, cookie_name(desk))
-    uv_config = uvicorn.Config(
-        app,
-        lifespan="off",
-        access_log=False,
-        log_config=None,
-        log_level="warning",
-        proxy_headers=bool(settings.trusted_proxies),
-        forwarded_allow_ips=list(settings.trusted_proxies) or None,
-        server_header=False,
-        timeout_graceful_shutdown=10,
-    )
-    uv_config.load()
+    tls_context = None
     if settings.tls_cert is not None and settings.tls_key is not None:
-        uv_config.ssl = server_context(
-            config.path(settings.tls_cert), config.path(settings.tls_key)
-        )
-    sock = bind(settings.listen, reuse_port=services.reuse_port)
-    server = uvicorn.Server(uv_config)
-    server.lifespan = uv_config.lifespan_class(uv_config)
-    try:
-        await server.startup(sockets=[sock])
-    except BaseException:
-        sock.close()
-        raise
-    task = asyncio.get_running_loop().create_task(server.main_loop(), name="staff")
-    scheme = "https" if uv_config.ssl else "http"
+        tls_context = server_context(config.path(settings.tls_cert), config.path(settings.tls_key))
+    # The desk has no limit keys of its own: the PIN pages' (`[portal]`, or their defaults).
+    server, sock, task = await serve_guarded(
+        "staff",
+        app,
+        settings.listen,
+        config.portal or PortalSettings(),
+        services,
+        tls_context,
+        settings.trusted_proxies,
+    )
+    scheme = "https" if tls_context is not None else "http"
     log.info("staff_listening", address=_address(sock), scheme=scheme)
     return StaffListener("staff", [_address(sock)], desk, server, sock, task)

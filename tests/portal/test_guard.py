@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from bridge.tls import generate_self_signed
 from tests import limits
@@ -168,3 +169,70 @@ def test_abandoned_connections_leave_nothing_behind(tmp_path: Path) -> None:
             await core.aclose()
 
     assert run(main()) == (0, 0, 0)
+
+
+def test_a_refused_request_still_being_sent_reads_its_answer(tmp_path: Path) -> None:
+    """A client whose request is refused while it is still sending (a 60 KB URL) must read the
+    400: closing with its unread bytes in our buffer would send a reset that can destroy the
+    answer in the client's buffer. The server lingers (its answer, then FIN, then it reads and
+    discards for a moment), as Apache and nginx do."""
+    import threading
+
+    with daemon(tmp_path, "max_header_bytes = 4096") as d:
+        for _ in range(5):
+            with connect(d) as sock:
+                body = b"GET /login?q=" + b"a" * 262144 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+
+                def send(sock: socket.socket = sock, body: bytes = body) -> None:
+                    try:
+                        sock.sendall(body)
+                        sock.shutdown(socket.SHUT_WR)
+                    except OSError:
+                        pass
+
+                sender = threading.Thread(target=send)
+                sender.start()
+                sock.settimeout(LIVENESS)
+                answer = b""
+                while chunk := sock.recv(65536):
+                    answer += chunk
+                sender.join()
+                assert answer.startswith(b"HTTP/1.1 400 ")
+        assert page(d) == 200
+
+
+@pytest.mark.parametrize("listener", ["oidc", "staff"])
+def test_every_web_listener_is_guarded(tmp_path: Path, listener: str) -> None:
+    """The OpenID Connect/SAML listener and the staff desk share the daemon's descriptor table
+    too: the same gate, deadline and lingering close as the PIN pages, with the `[portal]`
+    limits (they have no keys of their own)."""
+    from tests.federation.support import SECRET, sections
+    from tests.portal.support import free_port
+    from tests.staff.support import STAFF_SECTION
+
+    (tmp_path / "vendor-secret").write_text(SECRET + "\n")
+    portal_limits = "request_timeout = 1\nmax_connections_per_source = 2\nmax_header_bytes = 4096\n"
+    if listener == "oidc":
+        config = sections(free_port()).replace(
+            'library_name = "Riverside Public Library"\n',
+            'library_name = "Riverside Public Library"\n' + portal_limits,
+            1,
+        )
+    else:
+        config = f'[portal]\nlisten = "127.0.0.1:0"\n{portal_limits}\n{STAFF_SECTION}'
+    with Daemon(tmp_path, config) as d:
+        with limits.connect(d, listener, "127.0.0.9") as sock:
+            sock.sendall(REQUEST[:20])  # half a request header, then silence
+            assert closed_by_server(sock).startswith(b"HTTP/1.1 408 ")
+        assert limits.refusal_lines(d, f"{listener}_connection_refused", "request_deadline")
+        held = [limits.connect(d, listener, "127.0.0.10") for _ in range(2)]
+        for sock in held:
+            sock.sendall(b"GET /")
+        with limits.connect(d, listener, "127.0.0.10") as extra:
+            assert closed_by_server(extra) == b""
+        assert limits.refusal_lines(d, f"{listener}_connection_refused", "per_source_cap")
+        for sock in held:
+            sock.close()
+        with limits.connect(d, listener) as sock:
+            sock.sendall(b"GET /" + b"a" * 8192)
+            assert closed_by_server(sock).startswith(b"HTTP/1.1 400 ")
