@@ -18,6 +18,7 @@ from tests.conftest import in_ci, require_tool
 SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "systemd-trial.sh"
 
 
+@pytest.mark.timeout(900)  # boots a container: minutes on a loaded 2-core host
 def test_the_unit_under_systemd() -> None:
     if os.geteuid() != 0:
         if in_ci():

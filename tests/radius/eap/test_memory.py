@@ -88,6 +88,7 @@ def one_round(d: Daemon) -> tuple[int, int]:
     return completed, rss_kib(d.proc.pid)
 
 
+@pytest.mark.timeout(600)  # thousands of TLS handshakes: minutes on a loaded host
 def test_memory_returns_to_its_level(plain: Daemon) -> None:
     """The first round grows the heap (OpenSSL's buffers for 200 half-open tunnels at once:
     glibc keeps freed memory for reuse rather than giving it back); later rounds grow it less
