@@ -8,6 +8,7 @@ import os
 import ssl
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -16,6 +17,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from bridge.files import private_dir
 
+if TYPE_CHECKING:
+    from bridge.config import Config
+
 
 def server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
     """TLS 1.2+ server context from PEM files."""
@@ -23,6 +27,14 @@ def server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert_file, key_file)
     return ctx
+
+
+def listener_context(config: Config, cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    """A web listener's HTTPS context from its optional `tls_cert`/`tls_key` keys (paths relative
+    to the config file); None when it serves plain HTTP (the settings check both-or-neither)."""
+    if cert is None or key is None:
+        return None
+    return server_context(config.path(cert), config.path(key))
 
 
 def client_context(ca_file: Path | None = None, *, verify: bool = True) -> ssl.SSLContext:

@@ -43,7 +43,7 @@ from bridge.portal.state import Portal, read_logo
 from bridge.portal.visit import cookie_name
 from bridge.portal.web import SecurityHeaders, logo
 from bridge.services import Services
-from bridge.tls import server_context
+from bridge.tls import listener_context
 
 log = structlog.get_logger("bridge.federation")
 
@@ -195,17 +195,14 @@ async def start(settings: OidcSettings, services: Services) -> OidcListener:
         await share_sessions(provider.portal, services, SsoSessions(provider.state))
         assert isinstance(provider.portal.sessions, RecordingSessions)
         app = SharedSessions(app, provider.portal.sessions, cookie_name(provider.portal))
-    portal = services.config.portal or PortalSettings()
     config = services.config
-    tls_context = None
-    if portal.tls_cert is not None and portal.tls_key is not None:
-        tls_context = server_context(config.path(portal.tls_cert), config.path(portal.tls_key))
+    portal = config.portal or PortalSettings()
+    tls_context = listener_context(config, portal.tls_cert, portal.tls_key)
     server, sock, task = await serve_guarded(
         "oidc", app, settings.listen, portal, services, tls_context, portal.trusted_proxies
     )
     if idp is not None:
         idp.start_refreshing()
-        config = services.config
         if config.server.worker_count() > 1 or config.state_backend in ("redis", "store"):
             # Sign-ins are shared; Single Logout's records are not (docs/federation.md).
             log.warning(

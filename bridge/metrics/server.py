@@ -45,7 +45,7 @@ from bridge.metrics.recorder import Recorder, instrument_store
 from bridge.metrics.settings import MetricsSettings
 from bridge.services import Services
 from bridge.settings import parse_listen
-from bridge.tls import server_context
+from bridge.tls import listener_context
 
 log = structlog.get_logger("bridge.metrics")
 
@@ -220,10 +220,8 @@ async def start(settings: MetricsSettings, services: Services) -> MetricsListene
         timeout_graceful_shutdown=5,
     )
     uv_config.load()
-    tls_context = None
-    if settings.tls_cert is not None and settings.tls_key is not None:
-        config = services.config
-        tls_context = server_context(config.path(settings.tls_cert), config.path(settings.tls_key))
+    tls_context = listener_context(services.config, settings.tls_cert, settings.tls_key)
+    if tls_context is not None:
         uv_config.ssl = tls_context  # what uvicorn's startup hands to create_server
     sock = bind(settings.listen)
     server = uvicorn.Server(uv_config)

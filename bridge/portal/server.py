@@ -37,7 +37,7 @@ from bridge.portal.visit import cookie_name
 from bridge.portal.web import create_app
 from bridge.services import Services
 from bridge.settings import parse_listen
-from bridge.tls import server_context
+from bridge.tls import listener_context
 
 log = structlog.get_logger("bridge.portal")
 
@@ -116,9 +116,7 @@ async def start(settings: PortalSettings, services: Services) -> PortalListener:
     if shared is not None:
         assert isinstance(portal.sessions, RecordingSessions)
         app = SharedSessions(app, portal.sessions, cookie_name(portal))
-    tls_context = None
-    if settings.tls_cert is not None and settings.tls_key is not None:
-        tls_context = server_context(config.path(settings.tls_cert), config.path(settings.tls_key))
+    tls_context = listener_context(config, settings.tls_cert, settings.tls_key)
     server, sock, task = await serve_guarded(
         "portal", app, settings.listen, settings, services, tls_context, settings.trusted_proxies
     )

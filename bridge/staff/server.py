@@ -34,7 +34,7 @@ from bridge.staff.state import Desk, reset_links
 from bridge.staff.visit import cookie_name
 from bridge.staff.web import create_app
 from bridge.state.shared import SharedState, staff_guard
-from bridge.tls import server_context
+from bridge.tls import listener_context
 
 log = structlog.get_logger("bridge.staff")
 
@@ -128,9 +128,7 @@ async def start(settings: StaffSettings, services: Services) -> StaffListener:
         desk.sessions = sessions
         desk.shared_sessions = sessions.shared
         app = SharedSessions(app, sessions, cookie_name(desk))
-    tls_context = None
-    if settings.tls_cert is not None and settings.tls_key is not None:
-        tls_context = server_context(config.path(settings.tls_cert), config.path(settings.tls_key))
+    tls_context = listener_context(config, settings.tls_cert, settings.tls_key)
     # The desk has no limit keys of its own: the PIN pages' (`[portal]`, or their defaults).
     server, sock, task = await serve_guarded(
         "staff",
