@@ -29,6 +29,7 @@ from bridge.records import RowError
 from bridge.state.shared import card_failures, card_locked, flush_guard
 
 OK, REFUSED, USAGE = 0, 1, 2
+SIGPIPE_EXIT = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader left (as git)
 
 
 class Refused(Exception):
@@ -700,3 +701,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HashFormatError as exc:  # a damaged pepper file: the setup is wrong, not the request
         print(f"patron-bridge: security: {exc}", file=sys.stderr)
         return USAGE
+    except BrokenPipeError:  # `patron-bridge patron list | head`: the reader left early
+        # Python would flush stdout again at exit and print a second error: point it elsewhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return SIGPIPE_EXIT

@@ -407,3 +407,32 @@ def test_damaged_pepper_file_exits_2(tmp_path: Path) -> None:
         assert result.returncode == 2, result.stderr
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and "pepper" in lines[0] and "Traceback" not in result.stderr
+
+
+def test_a_reader_that_leaves_early_is_not_a_traceback(config: Path) -> None:
+    """`patron-bridge patron show X | head -1`: the pipe's reader is gone before the record is
+    written; the CLI ends quietly with 141 (128 + SIGPIPE), not a BrokenPipeError traceback."""
+    read, write = os.pipe()
+    os.close(read)  # no reader at all: the first write fails with EPIPE
+    try:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bridge",
+                "--config",
+                str(config),
+                "patron",
+                "show",
+                DEMO["active"],
+            ],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=config.parent,
+            timeout=120,
+        )
+    finally:
+        os.close(write)
+    assert result.returncode == 141, result.stderr
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
