@@ -12,8 +12,9 @@ not at all. Applied live:
   one whose account is gone gets a Notice of Disconnection at its next request;
 - `radius.clients` (networks, secrets, reply attributes);
 - `policy` and every client's own policy, `pin` (the PIN policy and its blocklist);
-- TLS certificates and keys of the SIP2 and LDAP listeners, and of the PIN pages and the
-  metrics listener when they serve HTTPS already (new handshakes use them);
+- TLS certificates and keys of the SIP2 and LDAP listeners, and of the PIN pages (and the
+  OpenID Connect/SAML listener, which serves their pair), the staff desk and the metrics
+  listener when they serve HTTPS already (new handshakes use them);
 - `log.level` and `log.format` (the renderer of the running chain is swapped);
 - peppers `patron-bridge pepper rotate` added (`<pepper_file>.N`): they verify at once; which
   one writes is the store's `pepper-active`, taken up after the reload (`bridge.pepper_hosts`).
@@ -55,6 +56,8 @@ LIVE = (
     "portal.tls_key",
     "metrics.tls_cert",
     "metrics.tls_key",
+    "staff.tls_cert",
+    "staff.tls_key",
     "log.level",
     "log.format",
 )
@@ -62,6 +65,7 @@ LIVE = (
 SWITCHED = {
     "portal": ("portal.tls_cert", "portal.tls_key"),
     "metrics": ("metrics.tls_cert", "metrics.tls_key"),
+    "staff": ("staff.tls_cert", "staff.tls_key"),
 }
 IGNORED = ("base_dir", "source")
 
@@ -148,10 +152,16 @@ class Plan:
             metrics = msgspec.structs.replace(
                 metrics, tls_cert=new.metrics.tls_cert, tls_key=new.metrics.tls_key
             )
+        staff = old.staff
+        if staff and new.staff and staff.tls_cert and new.staff.tls_cert:
+            staff = msgspec.structs.replace(
+                staff, tls_cert=new.staff.tls_cert, tls_key=new.staff.tls_key
+            )
         self.running = msgspec.structs.replace(
             old,
             portal=portal,
             metrics=metrics,
+            staff=staff,
             pin=new.pin,
             policy=new.policy,
             sip2=sip2,
@@ -271,6 +281,15 @@ class Plan:
     def _portal(self, listener: Any) -> Any:
         """The PIN pages' certificate, when they serve HTTPS themselves."""
         return self._https(listener, self.running.portal, "portal.tls_cert")
+
+    def _oidc(self, listener: Any) -> Any:
+        """The OpenID Connect/SAML listener serves HTTPS with the PIN pages' pair: a rotation
+        must reach both, or sign-ins would keep an old certificate until it expires."""
+        return self._https(listener, self.running.portal, "portal.tls_cert")
+
+    def _staff(self, listener: Any) -> Any:
+        """The staff desk's certificate, when it serves HTTPS itself."""
+        return self._https(listener, self.running.staff, "staff.tls_cert")
 
     def _metrics(self, listener: Any) -> Any:
         """The metrics listener's certificate, when it serves HTTPS (worker 0 only binds it)."""

@@ -457,3 +457,66 @@ def test_log_format_changes_on_reload(tmp_path: Path) -> None:
     assert len(lines) == 2
     assert lines[0].startswith("{") and '"event":"sip2_connected"' in lines[0]
     assert not lines[1].startswith("{") and "[debug    ] sip2_connected" in lines[1]
+
+
+def rotate(daemon: Daemon, tmp_path: Path, name: str, address: tuple[str, int]) -> None:
+    """Make a new pair for `name`, reload, and check new handshakes on `address` get it."""
+    before = ssl.get_server_certificate(address)
+    made = daemon.cli(
+        "cert", "generate", "--cert", f"{name}.crt", "--key", f"{name}.key", "--host", "new.test"
+    )
+    assert made.returncode == 0, made.stderr
+    answer = daemon.cli("reload")
+    assert answer.returncode == 0, answer.stderr
+    after = ssl.get_server_certificate(address)
+    assert after != before
+    assert ssl.PEM_cert_to_DER_cert(after) == ssl.PEM_cert_to_DER_cert(
+        (tmp_path / f"{name}.crt").read_text()
+    )
+
+
+def test_the_sign_in_listener_rotates_with_the_pin_pages(tmp_path: Path) -> None:
+    """The OpenID Connect/SAML listener serves the PIN pages' pair: one reload rotates both
+    (before, the sign-in listener kept the old certificate until a restart)."""
+    from bridge.tls import generate_self_signed
+    from tests.federation.support import SECRET, sections
+    from tests.portal.support import free_port
+
+    (tmp_path / "vendor-secret").write_text(SECRET + "\n")
+    generate_self_signed(tmp_path / "portal.crt", tmp_path / "portal.key", ["127.0.0.1"])
+    config = sections(free_port()).replace(
+        'library_name = "Riverside Public Library"\n',
+        'library_name = "Riverside Public Library"\n'
+        'tls_cert = "portal.crt"\ntls_key = "portal.key"\n',
+        1,
+    )
+    with Daemon(tmp_path, config) as daemon:
+        rotate(daemon, tmp_path, "portal", daemon.address("oidc"))
+        assert ssl.get_server_certificate(daemon.address("portal")) == (
+            ssl.get_server_certificate(daemon.address("oidc"))
+        )
+
+
+def test_the_staff_desk_certificate_rotates_by_reload(tmp_path: Path) -> None:
+    """The staff desk serving HTTPS: a new pair by reload; HTTPS turned off stays a restart."""
+    from bridge.tls import generate_self_signed
+    from tests.staff.support import STAFF_SECTION
+
+    generate_self_signed(tmp_path / "staff.crt", tmp_path / "staff.key", ["127.0.0.1"])
+    config = STAFF_SECTION + 'tls_cert = "staff.crt"\ntls_key = "staff.key"\n'
+    with Daemon(tmp_path, config) as daemon:
+        address = daemon.address("staff")
+        rotate(daemon, tmp_path, "staff", address)
+        (tmp_path / "staff.key").write_text("not a key\n")
+        refused = daemon.cli("reload")
+        assert refused.returncode != 0
+        assert "staff.tls_cert: cannot load" in refused.stderr
+        assert ssl.get_server_certificate(address) == (tmp_path / "staff.crt").read_text()
+        # The running listener still serves HTTPS until the restart: its pair must still load.
+        generate_self_signed(tmp_path / "staff.crt", tmp_path / "staff.key", ["127.0.0.1"])
+        daemon.config.write_text(
+            daemon.config.read_text().replace('tls_cert = "staff.crt"\ntls_key = "staff.key"\n', "")
+        )
+        answer = daemon.cli("reload")
+        assert answer.returncode == 0, answer.stderr
+        assert "restart needed for staff.tls_cert, staff.tls_key" in answer.stdout

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +58,7 @@ class OidcListener:
     sock: socket.socket
     task: asyncio.Task[None]
     idp: Any = None  # the SAML IdP, when [saml] is configured
+    tls_context: ssl.SSLContext | None = None  # the PIN pages' pair; a reload loads it again
 
     def on_reload(self) -> None:
         """A reload refetches SAML metadata URLs and re-reads metadata files."""
@@ -212,4 +214,4 @@ async def start(settings: OidcSettings, services: Services) -> OidcListener:
     host, port = sock.getsockname()[:2]
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     log.info("oidc_listening", address=address, issuer=settings.issuer)
-    return OidcListener("oidc", [address], provider, server, sock, task, idp)
+    return OidcListener("oidc", [address], provider, server, sock, task, idp, tls_context)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,7 @@ class StaffListener:
     server: uvicorn.Server
     sock: socket.socket
     task: asyncio.Task[None]
+    tls_context: ssl.SSLContext | None = None  # `[staff] tls_cert`; a reload loads it again
 
     async def aclose(self) -> None:
         self.server.should_exit = True
@@ -141,4 +143,4 @@ async def start(settings: StaffSettings, services: Services) -> StaffListener:
     )
     scheme = "https" if tls_context is not None else "http"
     log.info("staff_listening", address=_address(sock), scheme=scheme)
-    return StaffListener("staff", [_address(sock)], desk, server, sock, task)
+    return StaffListener("staff", [_address(sock)], desk, server, sock, task, tls_context)
