@@ -58,7 +58,8 @@ async def _logins(kind: str, port: int, ready: dict[str, Any], count: int) -> No
         for _ in range(WARM + count):
             if not (await store.verify_pin(BARCODE, pin)).pin_ok:
                 raise RuntimeError("bench: PIN refused")
-        await asyncio.gather(*getattr(store, "_endings", ()))
+        if hasattr(store, "ended"):
+            await store.ended()
     finally:
         await store.aclose()
 
