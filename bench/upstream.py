@@ -286,7 +286,8 @@ async def _direct_koha(port: int, ready: dict[str, object], count: int) -> list[
 
 
 async def _direct_folio(port: int, ready: dict[str, object], count: int) -> list[float]:
-    """What folio sends per login once warm: the user lookup, then the patron PIN check."""
+    """What folio sends per login once its user and record caches are warm: the patron PIN
+    check (the user lookup, made once, is what the connector keeps after a good PIN)."""
     async with _nodelay_client(port) as client:
         tenant = {"X-Okapi-Tenant": str(ready["tenant"])}
         creds = {"username": str(ready["username"]), "password": str(ready["password"])}
@@ -294,10 +295,10 @@ async def _direct_folio(port: int, ready: dict[str, object], count: int) -> list
         headers = {**tenant, "X-Okapi-Token": answer.cookies["folioAccessToken"]}
         client.cookies.clear()
         query = {"query": f'barcode=="{BARCODE}"', "limit": "20"}
+        users = (await client.get("/users", params=query, headers=headers)).json()["users"]
+        pin = {"id": users[0]["id"], "pin": PIN}
 
         async def login() -> bool:
-            users = (await client.get("/users", params=query, headers=headers)).json()["users"]
-            pin = {"id": users[0]["id"], "pin": PIN}
             reply = await client.post("/patron-pin/verify", json=pin, headers=headers)
             return bool(reply.status_code == 200)
 

@@ -11,8 +11,9 @@ Calls (`plugins.evergreen_osrf` has the wire format and its sources):
 - status, only after a good PIN, as the patron: `open-ils.auth.session.retrieve(token)` (the
   record id), then `open-ils.actor.user.fleshed.retrieve(token, id, ["card",
   "standing_penalties"])` and `open-ils.actor.user.fines.summary(token, id)` together; the
-  patron's session is then ended (`open-ils.auth.session.delete`) in the background. The record
-  is cached per typed barcode for `status_cache_seconds`;
+  patron's session is then ended (`open-ils.auth.session.delete`) in the background, one
+  session at a time (see `_end_sessions`). The record is cached per typed barcode for
+  `status_cache_seconds`;
 - lookups (LDAP search, SIP2 63 without a PIN, telling an unknown card from a wrong PIN) need a
   staff account: `open-ils.auth.login` type "staff" once, then
   `open-ils.actor.user.fleshed.retrieve_by_barcode(token, barcode)` and the fines summary; a
@@ -26,6 +27,7 @@ No PIN change: Evergreen changes a password in the patron's own session with the
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import datetime as dt
@@ -51,6 +53,7 @@ AUTH = "open-ils.auth"
 ACTOR = "open-ils.actor"
 CLASSES = ("au", "ac", "ausp", "csp", "pgt", "mous")
 NAME = "evergreen-http"
+ENDINGS_MAX = 1000  # patron sessions waiting to be ended; past it the oldest are left to time out
 
 
 class EvergreenSettings(HttpStoreSettings, frozen=True):
@@ -283,7 +286,8 @@ class EvergreenStore(HttpStore):
     def __init__(self, settings: EvergreenSettings, http: HttpIls) -> None:
         super().__init__(settings, http, set())
         self.eg = Gateway(settings, http)
-        self._endings: set[asyncio.Task[None]] = set()
+        self._endings: collections.deque[str] = collections.deque(maxlen=ENDINGS_MAX)
+        self._ender: asyncio.Task[None] | None = None
 
     # -- Store ------------------------------------------------------------------------------
     async def check_pin(self, barcode: str, pin: str) -> Verification:
@@ -327,10 +331,15 @@ class EvergreenStore(HttpStore):
         return await probe_health(self.http, probe, NAME, "Evergreen gateway answering")
 
     async def aclose(self) -> None:
-        for task in list(self._endings):
-            task.cancel()
-        await asyncio.gather(*self._endings, return_exceptions=True)
+        if self._ender is not None:
+            self._ender.cancel()
+            await asyncio.gather(self._ender, return_exceptions=True)
         await super().aclose()
+
+    async def ended(self) -> None:
+        """Wait until every patron session queued so far has been ended (tests, benchmark)."""
+        while self._ender is not None:
+            await asyncio.shield(self._ender)
 
     # -- internals --------------------------------------------------------------------------
     def _ident(self, typed: str) -> dict[str, str]:
@@ -377,15 +386,23 @@ class EvergreenStore(HttpStore):
 
     def _end_session(self, token: str) -> None:
         """End the patron's Evergreen session without making the patron wait for it."""
+        self._endings.append(token)
+        if self._ender is None:
+            self._ender = asyncio.get_running_loop().create_task(self._end_sessions())
 
-        async def end() -> None:
-            # Best effort: an ILS that does not answer lets the session time out by itself.
-            with contextlib.suppress(StoreUnavailable):
-                await self.eg.call(AUTH, "open-ils.auth.session.delete", token, what="logout")
-
-        task = asyncio.get_running_loop().create_task(end())
-        self._endings.add(task)
-        task.add_done_callback(self._endings.discard)
+    async def _end_sessions(self) -> None:
+        """Send the queued session ends one after another: at most one request in flight and one
+        pooled connection held, whatever the number of logins. Sent all at once (a task each),
+        they took connections from the next PIN checks and doubled the requests the ILS was
+        serving at a time, which made every login wait behind another login's logout."""
+        try:
+            while self._endings:
+                token = self._endings.popleft()
+                # Best effort: an ILS that does not answer lets the session time out by itself.
+                with contextlib.suppress(StoreUnavailable):
+                    await self.eg.call(AUTH, "open-ils.auth.session.delete", token, what="logout")
+        finally:
+            self._ender = None
 
     def _patron(self, raw: Any, summary: Any, typed: str) -> Patron | None:
         if self.eg.event_of(raw) is not None or raw is None:

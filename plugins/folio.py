@@ -4,7 +4,9 @@ FOLIO has no single "barcode + PIN" call, so a check is two (folio-org RAML/JSON
 docs/ils-rest.md):
 1. the user: `GET /users?query=barcode=="<barcode>"` (CQL, the value escaped), or `username`,
    `externalSystemId`, or either of barcode/username. No user: "unknown card" (FOLIO tells
-   them apart, unlike Koha).
+   them apart, unlike Koha). After a good PIN the user found is kept per typed identifier for
+   `user_cache_seconds`, so a repeated login is the PIN check alone; a wrong PIN drops it
+   (the next attempt looks the card up again, in case it now belongs to someone else).
 2. the PIN: `POST /patron-pin/verify` `{id, pin}` → 200 valid, 422 not valid (also when the
    patron has no PIN). mod-users keeps no failure counter; the bridge's throttle is the only
    one. The check is never sent twice.
@@ -48,7 +50,8 @@ from bridge.core.store import (
     Verification,
 )
 from plugins.ils_http.client import HttpIls, IlsUnavailable, Reply
-from plugins.ils_http.settings import HttpStoreSettings
+from plugins.ils_http.records import RecordCache
+from plugins.ils_http.settings import CacheSeconds, HttpStoreSettings
 from plugins.ils_http.store import HttpStore, PinChange, probe_health
 
 _TENANT = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -72,6 +75,9 @@ class FolioSettings(HttpStoreSettings, frozen=True):
     fines: Literal["accounts", "none"] = "accounts"
     category: Literal["group", "uuid"] = "group"  # the patron group's name, or its UUID
     inactive_is_blocked: bool = True  # active = false and not expired: blocked
+    # How long the user found for a typed identifier is reused after a good PIN (0: never):
+    # a barcode moved to another user is seen at most this late.
+    user_cache_seconds: CacheSeconds = 30.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -255,6 +261,9 @@ class FolioStore(HttpStore):
         super().__init__(settings, http, {Capability.BY_EMAIL, Capability.BY_RECORD_ID})
         self.auth = auth
         self.groups: dict[str, str] = {}
+        self.users: RecordCache[FolioUser] = RecordCache(
+            settings.user_cache_seconds, http.monotonic
+        )
 
     # -- Store ------------------------------------------------------------------------------
     async def verify_pin(self, barcode: str, pin: Secret) -> Verification:
@@ -262,7 +271,7 @@ class FolioStore(HttpStore):
         if not barcode:
             return Verification(None, pin_ok=False)
         async with self.http.deadline("PIN check"):
-            user = await self._find(barcode)
+            user = self.users.get(barcode) or await self._find(barcode)
             if user is None:
                 return Verification(None, pin_ok=False)
             if text is None:
@@ -275,8 +284,10 @@ class FolioStore(HttpStore):
                 json={"id": user.id, "pin": text},
             )
             if reply.status == 200:
+                self.users.put(barcode, user)
                 return Verification(await self._status(user, barcode), pin_ok=True)
             if reply.status == 422:
+                self.users.drop(barcode)
                 return Verification(self._patron(user, barcode), pin_ok=False)
             raise self.failure(reply, "PIN check")
 

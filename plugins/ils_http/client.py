@@ -2,8 +2,9 @@
 
 Why httpx: it is async on asyncio with a real connection pool (keep-alive, a cap on
 connections, idle expiry), per-phase timeouts (connect, read, pool wait), TLS from an
-`ssl.SSLContext` we build in `bridge.tls`, and a typed API mypy checks; its test client and
-transports let the same code run against an in-process app. The test suite already used it.
+`ssl.SSLContext` we build in `bridge.tls`, and a typed API mypy checks. The test suite already
+used it. `HttpIls` builds each request with `httpx.Request` (URL, query, JSON or form body) and
+hands it to httpx's own pool, httpcore's, directly (`plugins.ils_http.transport` says why).
 aiohttp would do the pooling too but brings its own event-loop helpers, cookie jar and
 multidicts to learn, and no typed request API of the same quality.
 
@@ -37,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import httpcore
 import httpx
 import msgspec
 
@@ -44,6 +46,7 @@ from bridge import tls
 from bridge.core.store import Health, StoreUnavailable
 from plugins.breaker import Breaker
 from plugins.ils_http.settings import HttpStoreSettings
+from plugins.ils_http.transport import CorkedBackend
 
 T = TypeVar("T")
 
@@ -117,43 +120,37 @@ class HttpIls:
             reset_max=settings.breaker_reset_max,
             probe_timeout=max(settings.request_timeout * 2, 1.0),
         )
-        verify: ssl.SSLContext | bool = True
+        context: ssl.SSLContext | None = None
         if settings.base_url.startswith("https:"):
             ca = None
             if settings.ca_file:
                 ca = Path(settings.ca_file)
                 if not ca.is_absolute():
                     ca = Path(base_dir) / ca
-            verify = tls.client_context(ca, verify=settings.tls_verify)
-        limits = httpx.Limits(
-            max_connections=settings.pool_size,
-            max_keepalive_connections=settings.pool_size,
-            keepalive_expiry=settings.keepalive_expiry or None,
-        )
-        timeout = httpx.Timeout(
+            context = tls.client_context(ca, verify=settings.tls_verify)
+        self.timeouts = httpx.Timeout(
             settings.request_timeout,
             connect=settings.connect_timeout,
             pool=settings.request_timeout,
-        )
-        # TCP_NODELAY: httpx writes a request's headers and body separately; with Nagle on,
-        # the body waits for the ACK the server delays (~40 ms on Linux) on every POST.
-        transport = httpx.AsyncHTTPTransport(
-            verify=verify,
-            limits=limits,
+        ).as_dict()
+        # TCP_NODELAY: a request goes out as soon as it is written (`transport` writes each in
+        # one piece). No proxy or netrc from the environment: the config says where.
+        self.pool = httpcore.AsyncConnectionPool(
+            ssl_context=context,
+            max_connections=settings.pool_size,
+            max_keepalive_connections=settings.pool_size,
+            keepalive_expiry=settings.keepalive_expiry or None,
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            network_backend=CorkedBackend(),
         )
-        self.client = httpx.AsyncClient(
-            base_url=settings.base_url.rstrip("/"),
-            transport=transport,
-            timeout=timeout,
-            follow_redirects=False,
-            trust_env=False,  # no proxy or netrc from the environment: config says where
-            headers={
-                "Accept": "application/json",
-                "User-Agent": "patron-bridge",
-                **(headers or {}),
-            },
-        )
+        self.base_url = settings.base_url.rstrip("/")
+        self.headers = {
+            "Accept": "application/json",
+            "Accept-Encoding": "gzip, deflate",
+            "Connection": "keep-alive",
+            "User-Agent": "patron-bridge",
+            **(headers or {}),
+        }
 
     # -- one operation ----------------------------------------------------------------------
     @contextlib.asynccontextmanager
@@ -211,29 +208,57 @@ class HttpIls:
         if not self.breaker.allow(now):
             raise IlsUnavailable(f"{self.name}: circuit {self.breaker.describe(now)}")
         content = None if json is None else msgspec.json.encode(json)
-        sent_headers = dict(headers or {})
-        if content is not None:
-            sent_headers["Content-Type"] = "application/json"
+        sent_headers = self._headers(headers, json=content is not None)
         try:
-            request = self.client.build_request(
-                method, url, params=params, content=content, data=data, headers=sent_headers
+            request = httpx.Request(
+                method,
+                url if "://" in url else f"{self.base_url}/{url.lstrip('/')}",
+                params=params,
+                content=content,
+                data=data,
+                headers=sent_headers,
+                extensions={"timeout": self.timeouts},
             )
             if sign is not None:
                 sign(request)
-            response = await self.client.send(request)
-        except httpx.TimeoutException:
+            response = await self.pool.handle_async_request(
+                httpcore.Request(
+                    request.method,
+                    httpcore.URL(
+                        scheme=request.url.raw_scheme,
+                        host=request.url.raw_host,
+                        port=request.url.port,
+                        target=request.url.raw_path,
+                    ),
+                    headers=request.headers.raw,
+                    content=request.content,
+                    extensions=request.extensions,
+                )
+            )
+            try:
+                body = await response.aread()
+            finally:
+                await response.aclose()
+            got = httpx.Headers(response.headers)
+            if "content-encoding" in got:  # what `Accept-Encoding` offered, undone by httpx
+                body = httpx.Response(response.status, headers=got, content=body).content
+        except httpcore.TimeoutException:
             self.breaker.failure(self.monotonic())
             raise IlsUnavailable(f"{self.name}: {what} timed out") from None
-        except httpx.ConnectError:
+        except httpcore.ConnectError:
             self.breaker.failure(self.monotonic())
             raise IlsUnavailable(f"{self.name}: cannot connect") from None
-        except httpx.HTTPError as exc:
+        except (
+            httpcore.NetworkError,
+            httpcore.ProtocolError,
+            httpcore.UnsupportedProtocol,
+            httpx.DecodingError,
+        ) as exc:
             self.breaker.failure(self.monotonic())
             raise IlsUnavailable(f"{self.name}: {what}: {type(exc).__name__}") from None
-        # No cookie outlives its answer: a connector reads the ones it wants (FOLIO's token)
-        # from the reply; the jar would otherwise send them to every later call.
-        self.client.cookies.clear()
-        reply = Reply(response.status_code, response.headers, response.content)
+        # Set-Cookie is read from the reply by the connector that wants it (FOLIO's token);
+        # with no cookie jar none is ever sent back on a later call.
+        reply = Reply(response.status, got, body)
         now = self.monotonic()
         if reply.status == 429 or reply.status >= 500:
             wait = retry_after(reply.headers.get("retry-after"), time.time())
@@ -246,6 +271,19 @@ class HttpIls:
             raise IlsUnavailable(f"{self.name}: {what}: ILS error {reply.status}")
         self.breaker.success(now)
         return reply
+
+    def _headers(self, extra: Mapping[str, str] | None, *, json: bool) -> dict[str, str]:
+        """The client's headers, overridden (whatever the case of the name) by `extra`."""
+        if not extra and not json:
+            return self.headers
+        mine = {k.lower() for k in extra or ()}
+        if json:
+            mine.add("content-type")
+        merged = {k: v for k, v in self.headers.items() if k.lower() not in mine}
+        merged.update(extra or {})
+        if json:
+            merged["Content-Type"] = "application/json"
+        return merged
 
     def decode(self, reply: Reply, type_: type[T], what: str) -> T:
         """The body as `type_`; anything else is the ILS misbehaving, not a wrong PIN."""
@@ -269,4 +307,4 @@ class HttpIls:
         return None
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        await self.pool.aclose()

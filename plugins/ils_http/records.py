@@ -4,25 +4,27 @@ A self-check or a Wi-Fi controller checks the same patron several times in a min
 the first good PIN the status (expiry, blocks, fines) is reused for `ttl` seconds, so a
 repeated login costs the ILS one PIN check, not three calls. The PIN check itself is never
 cached here (the core's verified-credential cache decides that). Bounded: the oldest entries
-go first.
+go first. Generic in what it holds: FOLIO also keeps the user found by a typed barcode, so a
+repeated login is one request (the PIN check), not a lookup and then the check.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
-from bridge.core.patron import Patron
+T = TypeVar("T")
 
 
-class RecordCache:
+class RecordCache(Generic[T]):
     def __init__(self, ttl: float, monotonic: Callable[[], float], size: int = 10_000) -> None:
         self.ttl = ttl
         self.monotonic = monotonic
         self.size = size
-        self._entries: OrderedDict[str, tuple[float, Patron]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, T]] = OrderedDict()
 
-    def get(self, record_id: str) -> Patron | None:
+    def get(self, record_id: str) -> T | None:
         entry = self._entries.get(record_id)
         if entry is None:
             return None
@@ -31,7 +33,7 @@ class RecordCache:
             return None
         return entry[1]
 
-    def put(self, record_id: str, patron: Patron) -> None:
+    def put(self, record_id: str, patron: T) -> None:
         if self.ttl <= 0:
             return
         self._entries[record_id] = (self.monotonic() + self.ttl, patron)

@@ -80,7 +80,9 @@ class HttpStore:
     ) -> None:
         self.settings = settings
         self.http = http
-        self.records = RecordCache(settings.status_cache_seconds, http.monotonic)
+        self.records: RecordCache[Patron] = RecordCache(
+            settings.status_cache_seconds, http.monotonic
+        )
         if self.pin_change is not None:
             capabilities = capabilities | {Capability.CHANGE_PIN}
         self.capabilities = frozenset({Capability.VERIFY, *capabilities})

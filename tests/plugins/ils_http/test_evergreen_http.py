@@ -66,7 +66,7 @@ async def test_right_pin_reads_the_record(evergreen: Evergreen, evergreen_store:
     assert patron.expires == ACTIVE.expires and not patron.blocked
     assert patron.fines == Decimal("0.00")
     no_pin_in_urls(double)
-    await asyncio.sleep(0.2)  # the patron's session is ended in the background
+    await evergreen_store.ended()  # the patron's session is ended in the background
     assert double.deleted_sessions == 1 and not [
         s for s in double.sessions.values() if s.kind == "opac"
     ]
@@ -199,7 +199,7 @@ async def test_status_is_cached_per_barcode(evergreen: Evergreen, evergreen_stor
     for _ in range(3):
         assert (await evergreen_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))).pin_ok
     assert double.count("open-ils.actor.user.fleshed.retrieve") == 1 and logins(double) == 3
-    await asyncio.sleep(0.2)
+    await evergreen_store.ended()
     assert double.deleted_sessions == 3
 
 
@@ -300,8 +300,35 @@ async def test_sessions_left_to_time_out(evergreen: Evergreen, tmp_path: Path) -
     store = await open_evergreen(evergreen, tmp_path, end_sessions=False)
     try:
         assert (await store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))).pin_ok
-        await asyncio.sleep(0.2)
+        await store.ended()
         assert double.deleted_sessions == 0
         assert double.count("open-ils.auth.session.delete") == 0
     finally:
         await store.aclose()
+
+
+async def test_sessions_are_ended_one_at_a_time(evergreen: Evergreen, evergreen_store: Any) -> None:
+    """Logins at once: every session is ended, and never two ends in flight together (they
+    would take pooled connections, and the ILS's attention, from the next PIN checks)."""
+    double, _ = evergreen
+    call = evergreen_store.eg.call
+    now = most = 0
+
+    async def counting(service: str, method: str, *params: Any, what: str) -> Any:
+        nonlocal now, most
+        if what != "logout":
+            return await call(service, method, *params, what=what)
+        now += 1
+        most = max(most, now)
+        try:
+            return await call(service, method, *params, what=what)
+        finally:
+            now -= 1
+
+    evergreen_store.eg.call = counting
+    results = await asyncio.gather(
+        *(evergreen_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN)) for _ in range(6))
+    )
+    assert all(r.pin_ok for r in results)
+    await evergreen_store.ended()
+    assert double.deleted_sessions == 6 and most == 1

@@ -214,6 +214,27 @@ async def test_status_is_cached_per_record(folio: Folio, folio_store: Any) -> No
     assert double.count(f"/groups/{GROUPS['ADULT']}") == 1
 
 
+async def test_user_is_kept_after_a_good_pin(
+    folio: Folio, folio_store: Any, tmp_path: Path
+) -> None:
+    double, _ = folio
+    for _ in range(3):
+        assert (await folio_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))).pin_ok
+    assert double.count("/users") == 1 and double.count("/patron-pin/verify") == 3
+    # Every PIN still goes to FOLIO; a wrong one drops the user, so the card is looked up again.
+    assert not (await folio_store.verify_pin(ACTIVE.barcode, Secret(WRONG_PIN))).pin_ok
+    assert (await folio_store.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))).pin_ok
+    assert double.count("/users") == 2 and double.count("/patron-pin/verify") == 5
+    never = await open_folio(folio, tmp_path, user_cache_seconds=0)
+    try:
+        for _ in range(2):
+            assert (await never.verify_pin(ACTIVE.barcode, Secret(DEMO_PIN))).pin_ok
+    finally:
+        await never.aclose()
+    assert double.count("/users") == 4
+    double.assert_no_pin_in_urls()
+
+
 async def test_change_pin(folio: Folio, folio_store: Any) -> None:
     assert Capability.CHANGE_PIN in folio_store.capabilities
     patron = await folio_store.lookup(ACTIVE.barcode)
