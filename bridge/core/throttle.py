@@ -269,6 +269,8 @@ class Throttle:
             refusal = self._card_refusal(card, now)
             if refusal is not None:
                 return refusal
+        if source not in self._sources and not self._global and not self._global_inflight:
+            return None  # what check_source would say: no counter and no global pressure
         return self.check_source(source, now)
 
     def _card_refusal(self, card: Counter, now: float) -> Refusal | None:

@@ -215,6 +215,10 @@ def decode(data: bytes) -> Packet:
 
 MICROSOFT: Final = (311).to_bytes(4, "big")
 _MS_CHAP: Final = frozenset({1, 11, 25})  # MS-CHAP-Response, MS-CHAP-Challenge, MS-CHAP2-Response
+# The attribute types `access_fields` looks at; a NAS sends a dozen others it skips.
+_ACCESS_KINDS: Final = frozenset(
+    {USER_NAME, USER_PASSWORD, PROXY_STATE, CHAP_PASSWORD, EAP_MESSAGE, VENDOR_SPECIFIC}
+)
 
 
 @dataclass(slots=True)
@@ -236,6 +240,8 @@ def access_fields(packet: Packet) -> AccessFields:
     unsupported = None
     proxy_state = False
     for kind, value in packet.attributes:
+        if kind not in _ACCESS_KINDS:  # NAS-Identifier, Calling-Station-Id, ...: one test each
+            continue
         if kind == USER_NAME:
             user = value if user is None else user
         elif kind == USER_PASSWORD:
