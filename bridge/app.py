@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
 import os
 import signal
@@ -353,6 +354,12 @@ async def serve(
         control.reloader = partial(reload_answer, services)
         control.settle = partial(settle_peppers, services)
         health = await core.authenticator.health()
+        # What start-up built (modules, functions, config, the RADIUS dictionary) lives as long
+        # as the process; frozen, the collector stops walking it: without this, every full
+        # collection, a few thousand requests apart, traversed all of it (under callgrind about
+        # 6% of a cached RADIUS answer's instructions). Garbage is collected first.
+        gc.collect()
+        gc.freeze()
         log.info("ready", loop=loop_name(), listeners=listening, store_ok=health.ok)
         on_ready({"event": "ready", "pid": os.getpid(), "listeners": listening})
         systemd.ready(ready_status(listening))

@@ -405,9 +405,14 @@ def emit_members(event: str, members: str, latency_ms: float) -> bool:
     elif _journal[0] and not _journal[1]:  # to the journal: no timestamp, a priority prefix
         line = f'<6>{{"level":"info","event":"{event}",{members},"latency_ms":{latency_ms:.3f}}}'
     else:
+        # timestamp(), inlined: this is every audit line.
+        whole, fraction = divmod(time.time_ns() // 1000, 1_000_000)
+        if whole != _second[0]:
+            _second[0] = whole
+            _second[1] = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(whole))
         line = (
-            f'{{"timestamp":"{timestamp()}","level":"info","event":"{event}",{members},'
-            f'"latency_ms":{latency_ms:.3f}}}'
+            f'{{"timestamp":"{_second[1]}{fraction:06d}Z","level":"info","event":"{event}",'
+            f'{members},"latency_ms":{latency_ms:.3f}}}'
         )
     _BUFFER.append((True, line))
     return True

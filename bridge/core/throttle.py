@@ -263,11 +263,14 @@ class Throttle:
     # -- queries ----------------------------------------------------------------------------
     def check(self, barcode: str, source: str, now: float) -> Refusal | None:
         """Why this attempt must be refused before any PIN work, or None."""
-        card = self._card(barcode, now)
-        if card is not None:
+        # `_card` and `_source` with their lookups first: a card or address that never failed
+        # (every cached answer) costs two dict misses here, not two calls.
+        if barcode in self._cards and (card := self._card(barcode, now)) is not None:
             refusal = self._card_refusal(card, now)
             if refusal is not None:
                 return refusal
+        if source not in self._sources and not self._global and not self._global_inflight:
+            return None  # what check_source would say: no counter and no global pressure
         return self.check_source(source, now)
 
     def _card_refusal(self, card: Counter, now: float) -> Refusal | None:
@@ -286,7 +289,7 @@ class Throttle:
 
     def check_source(self, source: str, now: float) -> Refusal | None:
         """The source and global guards alone (secrets that are not a card's PIN)."""
-        src = self._source(source, now)
+        src = self._source(source, now) if source in self._sources else None
         if src is not None:
             if src.blocked_until > now:
                 return Refusal(

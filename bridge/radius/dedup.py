@@ -85,8 +85,12 @@ class DuplicateCache:
             return Seen(Verdict.REPLAY, entry.reply)
         if entry is not None:
             self._drop(key)
-        self._expire(now)
-        self._entries[key] = _Entry(authenticator, None, now + self.in_flight_limit)
+        entries = self._entries
+        if entries and (  # the oldest entry is still live: nothing to expire, skip the call
+            len(entries) >= self.max_entries or next(iter(entries.values())).expires <= now
+        ):
+            self._expire(now)
+        entries[key] = _Entry(authenticator, None, now + self.in_flight_limit)
         self._by_request[(key[0], key[2], authenticator)] = key
         return _NEW
 

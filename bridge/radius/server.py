@@ -28,7 +28,7 @@ import structlog
 
 from bridge.core.audit import Audit
 from bridge.core.auth import Authenticator
-from bridge.core.patron import Context, Decision
+from bridge.core.patron import Context, Decision, Outcome
 from bridge.core.secret import Secret
 from bridge.core.store import StoreError
 from bridge.radius import accounting
@@ -148,7 +148,8 @@ class RadiusServer:
     endpoints: list[Endpoint] = field(default_factory=list)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     health_probe: asyncio.Task[bool] | None = None
-    replies: dict[tuple[str, str, str], bytes] = field(default_factory=dict)
+    # (client name, outcome, category) -> the answer and its encoded reply attributes
+    replies: dict[tuple[str, Outcome, str], tuple[Answer, bytes]] = field(default_factory=dict)
     contexts: dict[tuple[str, str], Context] = field(default_factory=dict)
     authenticators: AuthenticatorPolicy = field(default_factory=AuthenticatorPolicy)
     drops: dict[str, int] = field(default_factory=dict)  # reason (before any detail) → count
@@ -245,14 +246,14 @@ class RadiusServer:
         user, hidden = fields.user_name, fields.user_password
         if fields.unsupported is not None or user is None or hidden is None:
             self.refused(client, host, fields.unsupported or "no User-Name or no User-Password")
-            self.reply(pending, refusal(), "")
+            self.refuse(pending)
             return
         try:
             pin = Secret(decrypt_password(hidden, secret, packet.authenticator))
         except ProtocolError as exc:
             self.refused(client, host, exc.kind, str(exc))
             self.authenticator.record_bad_input(host)  # a malformed PIN counts, like in the core
-            self.reply(pending, refusal(), "")
+            self.refuse(pending)
             return
         barcode = user.decode("utf-8", "replace")
         ctx = self.contexts.get((client.name, host))
@@ -292,41 +293,60 @@ class RadiusServer:
         pending.endpoint.dedup.forget(pending.key, pending.packet.authenticator)
 
     def decided(self, pending: Pending, decision: Decision) -> None:
-        category = decision.patron.category if decision.patron is not None else ""
-        self.reply(pending, answer(decision, self.settings.store_unavailable), category)
+        """Reply with the answer for the decision's outcome; the answer and its encoded
+        attributes are looked up once per (client, outcome, category), not built per request."""
+        client = pending.client
+        patron = decision.patron
+        category = patron.category if patron is not None else ""
+        key = (client.name, decision.outcome, category)
+        known = self.replies.get(key)
+        if known is None:
+            result = answer(decision, self.settings.store_unavailable)
+            known = (result, self.reply_attributes(client, result, category))
+            if len(self.replies) >= CONTEXT_MEMO:
+                self.replies.clear()
+            self.replies[key] = known
+        self.reply(pending, *known)
 
-    def reply(self, pending: Pending, result: Answer, category: str) -> None:
+    def reply(self, pending: Pending, result: Answer, attributes: bytes) -> None:
+        """Send `result` with `attributes` (Reply-Message and any accept attributes,
+        pre-encoded) plus the request's Proxy-States; a reject waits out `reject_delay`."""
         packet = pending.packet
-        if result.code is None:
+        code = result.code
+        if code is None:
             pending.endpoint.dedup.forget(pending.key, packet.authenticator)
             reason = result.message or "store unavailable"  # SHED says "busy"
             log.info("radius_silent", client=pending.client.name, reason=reason)
             return
-        attributes = self.reply_attributes(pending.client, result, category)
         if pending.proxy_state:
             proxy_states = packet.all(PROXY_STATE)
             attributes += encode_attributes((PROXY_STATE, value) for value in proxy_states)
-        data = encode_reply(result.code, packet, attributes, pending.client.secret)
+        data = encode_reply(code, packet, attributes, pending.client.secret)
         delay = self.settings.reject_delay
-        if result.code == ACCESS_REJECT and delay > 0:
+        if code == ACCESS_REJECT and delay > 0:
             # A timer, not a sleeping task: the delay holds no worker, task or socket. Timers
             # that fire after shutdown find the transport closed and send nothing.
             self.loop.call_later(delay, self.send, pending, data)
-        else:
-            self.send(pending, data)
+            return
+        # self.send, inlined: this is every immediate answer.
+        endpoint = pending.endpoint
+        transport = endpoint.transport
+        if transport is not None and not transport.is_closing():
+            transport.sendto(data, pending.addr)
+        endpoint.dedup.complete(pending.key, packet.authenticator, data, self.loop.time())
 
-    def reply_attributes(self, client: Client, result: Answer, category: str) -> bytes:
-        """Reply-Message plus, on an accept, the client's attributes for the patron's category:
-        encoded once per distinct combination (a handful per client)."""
-        key = (client.name, result.message, category if result.patron_attributes else "")
-        encoded = self.replies.get(key)
-        if encoded is None:
-            encoded = encode_attributes([(REPLY_MESSAGE, result.message.encode("utf-8"))])
-            if result.patron_attributes:
-                encoded += client.attributes_for(category)
-            if len(self.replies) >= CONTEXT_MEMO:
-                self.replies.clear()
-            self.replies[key] = encoded
+    def refuse(self, pending: Pending) -> None:
+        """Reject a request the server will not check (`answers.refusal`)."""
+        result = refusal()
+        self.reply(pending, result, self.reply_attributes(pending.client, result, ""))
+
+    @staticmethod
+    def reply_attributes(client: Client, result: Answer, category: str) -> bytes:
+        """Reply-Message plus, on an accept, the client's attributes for the patron's
+        category."""
+        encoded = encode_attributes([(REPLY_MESSAGE, result.message.encode("utf-8"))])
+        if result.patron_attributes:
+            encoded += client.attributes_for(category)
         return encoded
 
     def send(self, pending: Pending, data: bytes) -> None:

@@ -285,6 +285,8 @@ class RedisGuard:
     def check(self, barcode: str, source: str, now: float) -> Refusal | None:
         if not self.availability.up and self.fallback == "local":
             return self.local.check(barcode, source, now)
+        if barcode not in self._cards and source not in self._sources:
+            return None  # nothing mirrored for either (every cached answer): no calls
         return self._mirrored(self._cards, barcode, now) or self.check_source(source, now)
 
     def check_source(self, source: str, now: float) -> Refusal | None:
