@@ -24,7 +24,7 @@ from typing import Final
 
 from bridge.core.patron import Patron
 from bridge.ldap import dn as dnlib
-from bridge.ldap.filters import Kind
+from bridge.ldap.filters import Kind, fold
 from bridge.ldap.messages import entry_op
 from bridge.ldap.settings import LdapServiceAccount, LdapSettings
 
@@ -80,9 +80,22 @@ class Entry:
     encoded: dict[tuple[tuple[str, ...], frozenset[str] | None, bool], bytes] = field(
         default_factory=dict
     )
+    # lower name -> its values folded (`filters.fold`), built the first time one is tested
+    folded: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.index = {name.lower(): values for name, values in self.attributes}
+
+    def holds(self, attr: str, value: bytes) -> bool:
+        """Whether an equality on `attr` (lower case) with `value` is True here, exactly as
+        `filters.evaluate` decides it; the entry's values are folded once, not per search."""
+        folded = self.folded.get(attr)
+        if folded is None:
+            values = self.index.get(attr)
+            if values is None:
+                return False
+            folded = self.folded[attr] = frozenset(fold(v) for v in values)
+        return fold(value) in folded
 
     def answer(
         self, requested: tuple[str, ...], allowed: frozenset[str] | None, types_only: bool

@@ -737,10 +737,23 @@ def _controls_octets(controls: tuple[Control, ...] | list[Control]) -> bytes:
 
 
 def envelope(msgid: int, op: bytes, controls: tuple[Control, ...] | list[Control] = ()) -> bytes:
+    if not controls:
+        return tlv(SEQUENCE, _msgid(msgid) + op)
     return sequence(integer(msgid), op, _controls_octets(controls))
 
 
 _SUCCESS_BIND: Final = tlv(BIND_RESPONSE, enumerated(0) + octets(b"") + octets(b""))
+_SUCCESS_DONE: Final = tlv(SEARCH_RESULT_DONE, enumerated(0) + octets(b"") + octets(b""))
+
+
+def _msgid(msgid: int) -> bytes:
+    """The messageID element; one octet for the first 127 of a connection (no arithmetic)."""
+    return bytes((INTEGER, 1, msgid)) if msgid < 0x80 else integer(msgid)
+
+
+def search_done(msgid: int) -> bytes:
+    """A successful SearchResultDone without controls: the end of nearly every search."""
+    return tlv(SEQUENCE, _msgid(msgid) + _SUCCESS_DONE)
 
 
 def result(
@@ -753,8 +766,11 @@ def result(
     extra: bytes = b"",
 ) -> bytes:
     """Any LDAPResult-shaped response (bind, search done, compare, modify, ...)."""
-    if code == 0 and tag == BIND_RESPONSE and not (diagnostic or matched or controls or extra):
-        return sequence(integer(msgid), _SUCCESS_BIND)  # the hot path: a successful bind
+    if code == 0 and not (diagnostic or matched or controls or extra):
+        if tag == BIND_RESPONSE:
+            return tlv(SEQUENCE, _msgid(msgid) + _SUCCESS_BIND)  # the hot path: a bind
+        if tag == SEARCH_RESULT_DONE:
+            return tlv(SEQUENCE, _msgid(msgid) + _SUCCESS_DONE)
     body = enumerated(code) + octets(matched) + octets(diagnostic) + extra
     return envelope(msgid, tlv(tag, body), controls)
 
