@@ -216,7 +216,7 @@ class Directory:
         # ou nodes, the groups and the patron for every patron login.
         self._nodes: dict[str, Entry] = {}
         self._groups: dict[str, Entry] = {}
-        self._patrons: dict[tuple[Patron, dt.date], Entry] = {}
+        self._patrons: dict[str, tuple[Patron, dt.date, Entry]] = {}  # by barcode
 
     # -- names ------------------------------------------------------------------------------
     def patron_dn(self, barcode: str) -> str:
@@ -396,11 +396,15 @@ class Directory:
         )
 
     def patron(self, p: Patron, today: dt.date) -> Entry:
-        entry = self._patrons.get((p, today))
-        if entry is None:
-            if len(self._patrons) >= ENTRY_MEMO:
-                self._patrons.clear()
-            entry = self._patrons[(p, today)] = self._patron(p, today)
+        """The card's entry, kept with the record and day it was built from: the same record
+        object (what the verified cache hands out) is found without hashing the record."""
+        hit = self._patrons.get(p.barcode)
+        if hit is not None and (hit[0] is p or hit[0] == p) and hit[1] == today:
+            return hit[2]
+        if len(self._patrons) >= ENTRY_MEMO:
+            self._patrons.clear()
+        entry = self._patron(p, today)
+        self._patrons[p.barcode] = (p, today, entry)
         return entry
 
     def _patron(self, p: Patron, today: dt.date) -> Entry:

@@ -751,6 +751,11 @@ def _msgid(msgid: int) -> bytes:
     return bytes((INTEGER, 1, msgid)) if msgid < 0x80 else integer(msgid)
 
 
+def bind_success(msgid: int) -> bytes:
+    """A successful BindResponse without controls."""
+    return tlv(SEQUENCE, _msgid(msgid) + _SUCCESS_BIND)
+
+
 def search_done(msgid: int) -> bytes:
     """A successful SearchResultDone without controls: the end of nearly every search."""
     return tlv(SEQUENCE, _msgid(msgid) + _SUCCESS_DONE)

@@ -408,7 +408,14 @@ def tls_context(settings: LdapSettings, config: Config) -> ssl.SSLContext | None
 async def start(settings: LdapSettings, services: Services) -> LdapListener:
     ctx = tls_context(settings, services.config)
     directory = Directory(settings)
-    shared = Shared(services, directory, starttls=ctx is not None, deadline=asyncio.timeout)
+    # the core's date (read once a second), the one its standing decisions use
+    shared = Shared(
+        services,
+        directory,
+        starttls=ctx is not None,
+        today=services.authenticator.today,
+        deadline=asyncio.timeout,
+    )
     gate = Gate(
         "ldap",
         max_connections=settings.max_connections,

@@ -15,7 +15,6 @@ Who may do what:
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import hmac
 import os
 from collections.abc import Awaitable, Callable
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from bridge.core.auth import ChangeResult, in_task
-from bridge.core.patron import Context, Decision, Patron
+from bridge.core.patron import Context, Decision, Outcome, Patron
 from bridge.core.secret import Secret
 from bridge.core.store import StoreUnavailable
 from bridge.ldap import answers as rc
@@ -91,7 +90,7 @@ class ServiceSecrets:
         self._digests = [self._digest(p.encode("utf-8")) for p in passwords]
 
     def _digest(self, raw: bytes) -> bytes:
-        return hmac.new(self._key, raw, hashlib.sha256).digest()
+        return hmac.digest(self._key, raw, "sha256")  # one-shot: no HMAC object per bind
 
     def verify(self, index: int, secret: Secret) -> bool:
         return hmac.compare_digest(self._digests[index], self._digest(secret.reveal()))
@@ -121,6 +120,7 @@ class Shared:
         self.starttls = starttls
         self.today = today
         self.secrets = ServiceSecrets([a.password for a in settings.service_accounts])
+        self.as_service = [AsService(i) for i in range(len(settings.service_accounts))]
         self.client_names = [
             (dnlib.parse(a.dn, fold=False)[0][0][1] or a.dn) for a in settings.service_accounts
         ]
@@ -299,6 +299,11 @@ class Session:
 
     def _bound(self, msg: m.Message, decision: Decision) -> Reply:
         """The bind response for the core's decision."""
+        patron = decision.patron
+        if decision.outcome is Outcome.ACCEPTED and patron is not None and not msg.controls:
+            # the commonest answer, pre-encoded (what the general lines below produce for it)
+            self.identity = AsPatron(patron.barcode)
+            return Reply([m.bind_success(msg.id)])
         answer = rc.bind_answer(decision, self.shared.settings.locked_message)
         controls: list[m.Control] = []
         if msg.control(m.OID_PPOLICY) is not None:
@@ -331,7 +336,7 @@ class Session:
                 s.auth.record_service_failure(self.source)
             return self._bind_result(mid, rc.INVALID_CREDENTIALS)
         self._announced.add(index)
-        self.identity = AsService(index)
+        self.identity = s.as_service[index]
         self.vendor = index
         return self._bind_result(mid, rc.SUCCESS)
 
