@@ -24,7 +24,7 @@ from typing import Final
 
 from bridge.core.patron import Patron
 from bridge.ldap import dn as dnlib
-from bridge.ldap.filters import Kind
+from bridge.ldap.filters import Kind, fold
 from bridge.ldap.messages import entry_op
 from bridge.ldap.settings import LdapServiceAccount, LdapSettings
 
@@ -80,9 +80,22 @@ class Entry:
     encoded: dict[tuple[tuple[str, ...], frozenset[str] | None, bool], bytes] = field(
         default_factory=dict
     )
+    # lower name -> its values folded (`filters.fold`), built the first time one is tested
+    folded: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.index = {name.lower(): values for name, values in self.attributes}
+
+    def holds(self, attr: str, value: bytes) -> bool:
+        """Whether an equality on `attr` (lower case) with `value` is True here, exactly as
+        `filters.evaluate` decides it; the entry's values are folded once, not per search."""
+        folded = self.folded.get(attr)
+        if folded is None:
+            values = self.index.get(attr)
+            if values is None:
+                return False
+            folded = self.folded[attr] = frozenset(fold(v) for v in values)
+        return fold(value) in folded
 
     def answer(
         self, requested: tuple[str, ...], allowed: frozenset[str] | None, types_only: bool
@@ -203,7 +216,7 @@ class Directory:
         # ou nodes, the groups and the patron for every patron login.
         self._nodes: dict[str, Entry] = {}
         self._groups: dict[str, Entry] = {}
-        self._patrons: dict[tuple[Patron, dt.date], Entry] = {}
+        self._patrons: dict[str, tuple[Patron, dt.date, Entry]] = {}  # by barcode
 
     # -- names ------------------------------------------------------------------------------
     def patron_dn(self, barcode: str) -> str:
@@ -383,11 +396,15 @@ class Directory:
         )
 
     def patron(self, p: Patron, today: dt.date) -> Entry:
-        entry = self._patrons.get((p, today))
-        if entry is None:
-            if len(self._patrons) >= ENTRY_MEMO:
-                self._patrons.clear()
-            entry = self._patrons[(p, today)] = self._patron(p, today)
+        """The card's entry, kept with the record and day it was built from: the same record
+        object (what the verified cache hands out) is found without hashing the record."""
+        hit = self._patrons.get(p.barcode)
+        if hit is not None and (hit[0] is p or hit[0] == p) and hit[1] == today:
+            return hit[2]
+        if len(self._patrons) >= ENTRY_MEMO:
+            self._patrons.clear()
+        entry = self._patron(p, today)
+        self._patrons[p.barcode] = (p, today, entry)
         return entry
 
     def _patron(self, p: Patron, today: dt.date) -> Entry:

@@ -79,6 +79,32 @@ def _fold(value: bytes) -> str:
     return _fold_memo(value) if len(value) <= FOLD_MEMO_MAX else _fold_now(value)
 
 
+fold = _fold  # for entries that keep their values folded (`Entry.holds`)
+
+
+def point(f: Filter) -> bytes | None:
+    """The X of `(uid=X)`, or of an AND of `(uid=X)` and objectClass equalities (EZproxy's
+    `(&(objectClass=inetOrgPerson)(uid=X))`): a filter that names one card and tests nothing
+    but its classes, so a search with it is one keyed lookup and a few set tests. None for any
+    other filter (the general path: `lookups` and `evaluate`)."""
+    if type(f) is Equality:
+        return f.value if f.attr.lower() == "uid" else None
+    if type(f) is not And:
+        return None
+    value = None
+    for item in f.items:
+        if type(item) is not Equality:
+            return None
+        attr = item.attr.lower()
+        if attr == "uid":
+            if value is not None:
+                return None
+            value = item.value
+        elif attr != "objectclass":
+            return None
+    return value
+
+
 def evaluate(f: Filter, attrs: Attributes) -> bool | None:
     # The commonest shapes first: `match` tries the cases in order.
     match f:

@@ -245,6 +245,15 @@ class Message:
 
 def decode(pdu: bytes) -> Message:
     """One complete LDAPMessage (as framed by `ber.frame_length`)."""
+    try:
+        quick = _quick(pdu)
+    except (IndexError, UnicodeDecodeError):
+        quick = None  # not the usual shape: the general reader decides (and says what is wrong)
+    return _general(pdu) if quick is None else quick
+
+
+def _general(pdu: bytes) -> Message:
+    """Any LDAPMessage, element by element (every refusal of a malformed PDU is made here)."""
     start, end = expect(pdu, 0, len(pdu), SEQUENCE)
     if end != len(pdu):
         raise ProtocolError("trailing octets after the message")
@@ -261,6 +270,180 @@ def decode(pdu: bytes) -> Message:
         if c_end != end:
             raise ProtocolError("trailing octets after controls")
     return Message(msgid, op, controls)
+
+
+# --- the one-pass reader for the usual requests ----------------------------------------------
+#
+# Nearly every PDU a vendor sends is a simple bind or a search whose filter is an equality or
+# an AND of equalities, without controls, every inner element in short form. `_quick` reads
+# exactly that in one pass over the bytes, with no call per element, and returns None for
+# anything else (then `decode`'s general reader runs from the start). It accepts a PDU only
+# when its elements tile their parents exactly, each with the tag the general reader expects
+# and a value the general reader would accept, so what it returns is what the general reader
+# would have returned; every refusal, and every error message, stays the general reader's.
+
+
+def _quick(pdu: bytes) -> Message | None:
+    n = len(pdu)
+    if pdu[0] != SEQUENCE:
+        return None
+    first = pdu[1]
+    if first < 0x80:
+        pos = 2
+    elif first == 0x81:  # an envelope of 128-255 octets (a search with a long base DN)
+        first = pdu[2]
+        pos = 3
+    else:
+        return None
+    if pos + first != n or pdu[pos] != INTEGER:
+        return None
+    id_len = pdu[pos + 1]
+    if not 1 <= id_len <= 4:
+        return None
+    pos += 2
+    msgid = int.from_bytes(pdu[pos : pos + id_len], "big", signed=True)
+    if msgid < 0:
+        return None
+    pos += id_len
+    tag = pdu[pos]
+    size = pdu[pos + 1]
+    if size < 0x80:
+        pos += 2
+    elif size == 0x81:
+        size = pdu[pos + 2]
+        pos += 3
+    else:
+        return None
+    if pos + size != n:  # controls follow, or the lengths disagree
+        return None
+    op: Operation | None
+    if tag == BIND_REQUEST:
+        op = _quick_bind(pdu, pos, n)
+    elif tag == SEARCH_REQUEST:
+        op = _quick_search(pdu, pos, n)
+    else:
+        return None
+    return None if op is None else Message(msgid, op)
+
+
+def _quick_bind(data: bytes, pos: int, end: int) -> BindRequest | None:
+    """version, name, simple password: `02 01 v 04 n name 80 p password`."""
+    if data[pos] != INTEGER or data[pos + 1] != 1 or data[pos + 2] >= 0x80:
+        return None
+    version = data[pos + 2]
+    if data[pos + 3] != OCTET_STRING:
+        return None
+    size = data[pos + 4]
+    if size >= 0x80:
+        return None
+    pos += 5
+    name_end = pos + size
+    if name_end + 2 > end or data[name_end] != 0x80:
+        return None
+    p_size = data[name_end + 1]
+    if p_size >= 0x80 or name_end + 2 + p_size != end:
+        return None
+    name = data[pos:name_end].decode("utf-8")
+    return BindRequest(version, name, Secret(data[name_end + 2 : end]))
+
+
+def _quick_search(data: bytes, pos: int, end: int) -> SearchRequest | None:
+    """base, scope, deref, limits, typesOnly, an equality or an AND of equalities, the
+    attribute list: each element in short form."""
+    if data[pos] != OCTET_STRING:
+        return None
+    size = data[pos + 1]
+    if size >= 0x80:
+        return None
+    pos += 2
+    base = data[pos : pos + size].decode("utf-8")
+    pos += size
+    # scope and deref: one octet each; 0x80 and up is negative, refused by the general reader
+    if data[pos : pos + 2] != b"\x0a\x01" or data[pos + 3 : pos + 5] != b"\x0a\x01":
+        return None
+    scope = data[pos + 2]
+    deref = data[pos + 5]
+    if scope > 2 or deref > 3:
+        return None
+    pos += 6
+    limits = []
+    for _ in range(2):
+        if data[pos] != INTEGER:
+            return None
+        size = data[pos + 1]
+        if not 1 <= size <= 4:
+            return None
+        value = int.from_bytes(data[pos + 2 : pos + 2 + size], "big", signed=True)
+        if value < 0:
+            return None
+        limits.append(value)
+        pos += 2 + size
+    if data[pos] != 0x01 or data[pos + 1] != 1:
+        return None
+    types_only = data[pos + 2] != 0
+    pos += 3
+    tag = data[pos]
+    size = data[pos + 1]
+    if size >= 0x80:
+        return None
+    pos += 2
+    f_end = pos + size
+    filt: Filter
+    if tag == 0xA3:
+        ava = _quick_ava(data, pos, f_end)
+        if ava is None:
+            return None
+        filt = ava
+    elif tag == 0xA0:
+        items: list[Filter] = []
+        while pos < f_end:
+            if data[pos] != 0xA3:
+                return None
+            size = data[pos + 1]
+            if size >= 0x80:
+                return None
+            ava = _quick_ava(data, pos + 2, pos + 2 + size)
+            if ava is None:
+                return None
+            items.append(ava)
+            pos += 2 + size
+        if pos != f_end:
+            return None
+        filt = And(tuple(items))
+    else:
+        return None
+    pos = f_end
+    if pos + 2 > end or data[pos] != SEQUENCE or pos + 2 + data[pos + 1] != end:
+        return None  # (a long-form length makes the sum miss `end`)
+    pos += 2
+    attrs: list[str] = []
+    while pos < end:
+        size = data[pos + 1]
+        if data[pos] != OCTET_STRING or size >= 0x80:
+            return None
+        pos += 2
+        attrs.append(data[pos : pos + size].decode("utf-8"))
+        pos += size
+    if pos != end or len(attrs) > MAX_ATTRIBUTES:
+        return None
+    return SearchRequest(base, scope, deref, limits[0], limits[1], types_only, filt, tuple(attrs))
+
+
+def _quick_ava(data: bytes, pos: int, end: int) -> Equality | None:
+    """`04 a attr 04 v value`, exactly filling [pos, end)."""
+    if data[pos] != OCTET_STRING:
+        return None
+    size = data[pos + 1]
+    if size >= 0x80:
+        return None
+    pos += 2
+    attr_end = pos + size
+    if attr_end + 2 > end or data[attr_end] != OCTET_STRING:
+        return None
+    v_size = data[attr_end + 1]
+    if v_size >= 0x80 or attr_end + 2 + v_size != end:
+        return None
+    return Equality(data[pos:attr_end].decode("utf-8"), data[attr_end + 2 : end])
 
 
 def _operation(data: bytes, tag: int, start: int, end: int) -> Operation:
@@ -554,10 +737,28 @@ def _controls_octets(controls: tuple[Control, ...] | list[Control]) -> bytes:
 
 
 def envelope(msgid: int, op: bytes, controls: tuple[Control, ...] | list[Control] = ()) -> bytes:
+    if not controls:
+        return tlv(SEQUENCE, _msgid(msgid) + op)
     return sequence(integer(msgid), op, _controls_octets(controls))
 
 
 _SUCCESS_BIND: Final = tlv(BIND_RESPONSE, enumerated(0) + octets(b"") + octets(b""))
+_SUCCESS_DONE: Final = tlv(SEARCH_RESULT_DONE, enumerated(0) + octets(b"") + octets(b""))
+
+
+def _msgid(msgid: int) -> bytes:
+    """The messageID element; one octet for the first 127 of a connection (no arithmetic)."""
+    return bytes((INTEGER, 1, msgid)) if msgid < 0x80 else integer(msgid)
+
+
+def bind_success(msgid: int) -> bytes:
+    """A successful BindResponse without controls."""
+    return tlv(SEQUENCE, _msgid(msgid) + _SUCCESS_BIND)
+
+
+def search_done(msgid: int) -> bytes:
+    """A successful SearchResultDone without controls: the end of nearly every search."""
+    return tlv(SEQUENCE, _msgid(msgid) + _SUCCESS_DONE)
 
 
 def result(
@@ -570,8 +771,11 @@ def result(
     extra: bytes = b"",
 ) -> bytes:
     """Any LDAPResult-shaped response (bind, search done, compare, modify, ...)."""
-    if code == 0 and tag == BIND_RESPONSE and not (diagnostic or matched or controls or extra):
-        return sequence(integer(msgid), _SUCCESS_BIND)  # the hot path: a successful bind
+    if code == 0 and not (diagnostic or matched or controls or extra):
+        if tag == BIND_RESPONSE:
+            return tlv(SEQUENCE, _msgid(msgid) + _SUCCESS_BIND)  # the hot path: a bind
+        if tag == SEARCH_RESULT_DONE:
+            return tlv(SEQUENCE, _msgid(msgid) + _SUCCESS_DONE)
     body = enumerated(code) + octets(matched) + octets(diagnostic) + extra
     return envelope(msgid, tlv(tag, body), controls)
 

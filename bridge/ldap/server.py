@@ -127,8 +127,19 @@ class Connection(asyncio.Protocol):
         settings = self.listener.settings
         try:
             if not buffer and frame_length(data, settings.max_pdu) == len(data):
-                # The usual read: exactly one whole PDU, decoded without buffering it.
-                self._take(m.decode(data), settings.max_pending)
+                # The usual read: exactly one whole PDU, decoded without buffering it, and
+                # when nothing is queued before it and it can be answered at once, answered
+                # without passing through the queue.
+                msg = m.decode(data)
+                if (
+                    self.bound
+                    and not (self.queue or self.busy or self.paused)
+                    and type(msg.op) is not m.AbandonRequest
+                ):
+                    assert self.session is not None
+                    self._run(self.session, msg)
+                    return
+                self._take(msg, settings.max_pending)
                 self._pump()
                 return
             buffer += data
@@ -174,19 +185,25 @@ class Connection(asyncio.Protocol):
         session = self.session
         while self.queue and not self.busy and not self.paused and not self.closed:
             assert session is not None
-            msg = self.queue.popleft()
-            try:
-                now = session.handle_now(msg)
-                outcome = eager.run(session.handle(msg)) if now is None else now
-            except Exception as exc:  # noqa: BLE001 - a bug must not kill the listener
-                self._crashed(exc)
+            if not self._run(session, self.queue.popleft()):
                 return
-            if isinstance(outcome, eager.Pending):
-                self.busy = True
-                self.task = outcome.task
-                outcome.task.add_done_callback(self._task_done)
-                return
-            self._send(outcome)
+
+    def _run(self, session: Session, msg: m.Message) -> bool:
+        """Answer one request: False when it became a task (later requests wait for it) or
+        crashed the connection."""
+        try:
+            now = session.handle_now(msg)
+            outcome = eager.run(session.handle(msg)) if now is None else now
+        except Exception as exc:  # noqa: BLE001 - a bug must not kill the listener
+            self._crashed(exc)
+            return False
+        if isinstance(outcome, eager.Pending):
+            self.busy = True
+            self.task = outcome.task
+            outcome.task.add_done_callback(self._task_done)
+            return False
+        self._send(outcome)
+        return True
 
     def _task_done(self, task: asyncio.Future[Reply]) -> None:
         self.busy = False
@@ -391,7 +408,14 @@ def tls_context(settings: LdapSettings, config: Config) -> ssl.SSLContext | None
 async def start(settings: LdapSettings, services: Services) -> LdapListener:
     ctx = tls_context(settings, services.config)
     directory = Directory(settings)
-    shared = Shared(services, directory, starttls=ctx is not None, deadline=asyncio.timeout)
+    # the core's date (read once a second), the one its standing decisions use
+    shared = Shared(
+        services,
+        directory,
+        starttls=ctx is not None,
+        today=services.authenticator.today,
+        deadline=asyncio.timeout,
+    )
     gate = Gate(
         "ldap",
         max_connections=settings.max_connections,

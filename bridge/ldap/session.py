@@ -15,7 +15,6 @@ Who may do what:
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import hmac
 import os
 from collections.abc import Awaitable, Callable
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from bridge.core.auth import ChangeResult, in_task
-from bridge.core.patron import Context, Decision, Patron
+from bridge.core.patron import Context, Decision, Outcome, Patron
 from bridge.core.secret import Secret
 from bridge.core.store import StoreUnavailable
 from bridge.ldap import answers as rc
@@ -43,7 +42,7 @@ from bridge.ldap.directory import (
     RootDSE,
     ServiceName,
 )
-from bridge.ldap.filters import Lookup, evaluate, excludes, lookups, required
+from bridge.ldap.filters import Lookup, evaluate, excludes, lookups, point, required
 from bridge.services import Services
 
 T = TypeVar("T")
@@ -91,7 +90,7 @@ class ServiceSecrets:
         self._digests = [self._digest(p.encode("utf-8")) for p in passwords]
 
     def _digest(self, raw: bytes) -> bytes:
-        return hmac.new(self._key, raw, hashlib.sha256).digest()
+        return hmac.digest(self._key, raw, "sha256")  # one-shot: no HMAC object per bind
 
     def verify(self, index: int, secret: Secret) -> bool:
         return hmac.compare_digest(self._digests[index], self._digest(secret.reveal()))
@@ -121,6 +120,7 @@ class Shared:
         self.starttls = starttls
         self.today = today
         self.secrets = ServiceSecrets([a.password for a in settings.service_accounts])
+        self.as_service = [AsService(i) for i in range(len(settings.service_accounts))]
         self.client_names = [
             (dnlib.parse(a.dn, fold=False)[0][0][1] or a.dn) for a in settings.service_accounts
         ]
@@ -138,6 +138,14 @@ class Shared:
         self.within: dict[tuple[str, int], bool] = {}
         extensions = [m.OID_WHOAMI, m.OID_PASSWD_MODIFY] + ([m.OID_STARTTLS] if starttls else [])
         self.root_dse = directory.root_dse(extensions, sorted(KNOWN_CONTROLS))
+        # A search by `(uid=X)` can be answered from the patron's entry alone (`_search_now`)
+        # when uid is the barcode lookup and no fixed entry (base, containers, groups) has a
+        # uid an equality could match (a base DN named `uid=...` has one).
+        fixed = [directory.node(n) for n in ("base", "patrons", "groups", "services")]
+        fixed += [directory.group(g) for g in settings.groups]
+        self.uid_point = directory.keys.get("uid") == "barcode" and not any(
+            "uid" in e.index for e in fixed
+        )
 
 
 def _page(entries: list[Entry], paged: m.PagedRequest) -> tuple[list[Entry], bytes]:
@@ -229,10 +237,16 @@ class Session:
 
         A vendor's simple bind is what the bridge answers most, and most are settled at once
         (a PIN the core verified lately, a service account, a refusal): the server asks here
-        first, and only a bind that needs the store goes through `handle`'s coroutine. A bind
-        with controls always does (critical-control and ppolicy handling live there)."""
+        first, and only a bind that needs the store goes through `handle`'s coroutine. The
+        same for EZproxy's search for the card it is about to bind as (`_search_now`). A
+        request with controls always goes through `handle` (critical-control, paging and
+        ppolicy handling live there)."""
+        if msg.controls:
+            return None
         op = msg.op
-        if type(op) is not m.BindRequest or msg.controls:
+        if type(op) is m.SearchRequest:
+            return self._search_now(msg.id, op)
+        if type(op) is not m.BindRequest:
             return None
         step = self._bind_start(msg, op)
         if isinstance(step, Reply):
@@ -285,6 +299,11 @@ class Session:
 
     def _bound(self, msg: m.Message, decision: Decision) -> Reply:
         """The bind response for the core's decision."""
+        patron = decision.patron
+        if decision.outcome is Outcome.ACCEPTED and patron is not None and not msg.controls:
+            # the commonest answer, pre-encoded (what the general lines below produce for it)
+            self.identity = AsPatron(patron.barcode)
+            return Reply([m.bind_success(msg.id)])
         answer = rc.bind_answer(decision, self.shared.settings.locked_message)
         controls: list[m.Control] = []
         if msg.control(m.OID_PPOLICY) is not None:
@@ -317,7 +336,7 @@ class Session:
                 s.auth.record_service_failure(self.source)
             return self._bind_result(mid, rc.INVALID_CREDENTIALS)
         self._announced.add(index)
-        self.identity = AsService(index)
+        self.identity = s.as_service[index]
         self.vendor = index
         return self._bind_result(mid, rc.SUCCESS)
 
@@ -326,6 +345,54 @@ class Session:
         return Reply([m.result(mid, m.BIND_RESPONSE, code, diagnostic)])
 
     # -- search -----------------------------------------------------------------------------
+    def _search_now(self, mid: int, req: m.SearchRequest) -> Reply | None:
+        """A service account's search for one card by uid, a card whose PIN the core verified
+        lately (search-then-bind: the vendor searches for the card it is about to bind as),
+        answered from the verified cache without a coroutine. None for everything else, and
+        for any case where `search` would answer otherwise than with this one entry (then
+        `search` answers from the start: nothing here has been sent or audited)."""
+        ident = self.identity
+        s = self.shared
+        if type(ident) is not AsService or not s.uid_point:
+            return None
+        value = point(req.filter)
+        if value is None:
+            return None
+        allowed = s.allowed[ident.index]
+        if allowed is not None and "uid" not in allowed:
+            return None  # uid is not this account's to search by: `search` refuses it
+        scope = req.scope
+        d = s.directory
+        try:
+            loc = d.locate(req.base)
+            # the base entry's subtree, or the patrons container's children (and itself)
+            if type(loc) is not Node or not (
+                (loc.name == "base" and scope == 2) or (loc.name == "patrons" and scope != 0)
+            ):
+                return None
+            self._may_read(req.base, loc)
+            text = value.decode("utf-8").strip()
+        except (dnlib.DNError, Refused, UnicodeDecodeError):
+            return None
+        patron = s.auth.recent(text)
+        if patron is None:
+            return None  # the store must answer: `search`
+        limit = s.settings.size_limit
+        if req.size_limit:
+            limit = min(limit, req.size_limit)
+        if limit < 1:
+            return None
+        entry = d.patron(patron, s.today())
+        # The filter on the entry, as `evaluate` would see it: uid (readable, checked above)
+        # and the objectClass equalities; `search` sends no entry when one fails.
+        filt = req.filter
+        items = filt.items if type(filt) is m.And else (filt,)
+        for item in items:
+            if type(item) is not m.Equality or not entry.holds(item.attr.lower(), item.value):
+                return None
+        op = entry.answer(req.attributes, allowed, req.types_only)
+        return Reply([m.envelope(mid, op) + m.search_done(mid)])
+
     async def search(self, msg: m.Message, req: m.SearchRequest) -> Reply:
         mid = msg.id
         paged_ctl = msg.control(m.OID_PAGED_RESULTS)

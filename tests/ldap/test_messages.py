@@ -231,3 +231,69 @@ def test_property_control_and_exop_values_decode_or_raise(value: bytes | None) -
     for decoder in (m.decode_paged, m.decode_passwd_modify):
         with contextlib.suppress(ProtocolError):
             decoder(value)
+
+
+# --- the one-pass reader agrees with the general one ------------------------------------------
+
+
+def _same(pdu: bytes) -> tuple[object, ...] | str:
+    """What the general reader makes of `pdu`, comparable (the password as its octets)."""
+    try:
+        msg = m._general(pdu)
+    except ProtocolError as exc:
+        return str(exc)
+    op = msg.op
+    if isinstance(op, m.BindRequest):
+        secret = None if op.password is None else op.password.reveal()
+        return (msg.id, op.version, op.name, secret, op.sasl_mechanism, msg.controls)
+    return (msg.id, op, msg.controls)
+
+
+def _quick_agrees(pdu: bytes) -> None:
+    general = _same(pdu)
+    try:
+        quick = m._quick(pdu)
+    except (IndexError, UnicodeDecodeError):
+        quick = None
+    if quick is None:
+        return  # the general reader answers
+    op = quick.op
+    if isinstance(op, m.BindRequest):
+        secret = None if op.password is None else op.password.reveal()
+        assert (quick.id, op.version, op.name, secret, op.sasl_mechanism, ()) == general
+    else:
+        assert (quick.id, op, ()) == general
+
+
+QUICK_SHAPES = [
+    oracle.bind(7, "uid=21234000000001,ou=patrons,dc=library,dc=example", b"4921"),
+    ber.sequence(  # anonymous
+        ber.integer(2),
+        ber.tlv(m.BIND_REQUEST, ber.integer(3) + ber.octets("") + ber.tlv(0x80, b"")),
+    ),
+    oracle.search(
+        300,
+        "dc=library,dc=example",
+        "(&(objectClass=inetOrgPerson)(uid=21234000000001))",
+        attrs=["cn", "mail"],
+    ),
+    oracle.search(70000, "ou=patrons,dc=x", "(uid=1)", scope=1, size=5, time=3),
+    oracle.search(1, "o=" + "x" * 100, "(objectClass=person)", attrs=["*"]),
+]
+
+
+def test_quick_reader_reads_the_usual_shapes() -> None:
+    for pdu in QUICK_SHAPES:
+        assert m._quick(pdu) is not None
+        _quick_agrees(pdu)
+
+
+@given(st.data())
+def test_property_quick_reader_agrees_with_the_general_one(data: st.DataObject) -> None:
+    pdu = bytearray(data.draw(st.sampled_from(QUICK_SHAPES)))
+    for _ in range(data.draw(st.integers(min_value=0, max_value=3))):
+        pos = data.draw(st.integers(min_value=0, max_value=len(pdu) - 1))
+        pdu[pos] = data.draw(st.integers(min_value=0, max_value=255))
+    cut = data.draw(st.integers(min_value=0, max_value=len(pdu)))
+    _quick_agrees(bytes(pdu[:cut]))
+    _quick_agrees(bytes(pdu))

@@ -432,3 +432,43 @@ async def test_handle_now_answers_what_needs_no_waiting(auth: FakeAuth) -> None:
     with_control = oracle.bind(5, dn_of(ANA), DEMO_PIN.encode(), [(m.OID_PPOLICY, False, None)])
     assert session.handle_now(m.decode(with_control)) is None
     assert session.handle_now(m.decode(oracle.search(6, BASE, "(uid=x)"))) is None
+
+
+async def test_search_now_answers_as_search_does(auth: FakeAuth) -> None:
+    """A search by uid for a card verified lately is answered at once (`handle_now`), with
+    exactly the bytes `handle` sends for it; every other search is left to `handle`."""
+    auth.recent = auth.patrons.get  # type: ignore[method-assign]
+    ana, bao = ANA.barcode, BAO.barcode
+    filters = [
+        f"(uid={ana})",
+        f"(&(objectClass=inetOrgPerson)(uid={ana}))",
+        f"(&(objectClass=person)(UID={bao})(objectclass=TOP))",
+        f"(&(objectClass=posixAccount)(uid={ana}))",
+        f"(&(objectClass=groupOfNames)(uid={ana}))",
+        f"(&(uid={ana})(uid={bao}))",
+        f"(&(uid={ana})(cn=Rivera, Ana))",
+        "(&(objectClass=inetOrgPerson)(uid=21234000009999))",
+        f"(|(uid={ana}))",
+    ]
+    bases = [BASE, f"ou=patrons,{BASE}", f"ou=groups,{BASE}", dn_of(ANA), "dc=elsewhere"]
+    answered = 0
+    for account, secret in ((SVC, "svc-secret"), (NARROW, "narrow-secret"), (None, "")):
+        session = make(auth)
+        if account is not None:
+            assert code(await bind(session, account, secret)) == 0
+        for f in filters:
+            for base in bases:
+                for scope in (0, 1, 2):
+                    for attrs in ([], ["cn", "mail"], ["1.1"], ["*", "+"]):
+                        for size in (0, 1):
+                            pdu = oracle.search(9, base, f, scope=scope, attrs=attrs, size=size)
+                            now = session.handle_now(m.decode(pdu))
+                            if now is None:
+                                continue
+                            answered += 1
+                            full = await session.handle(m.decode(pdu))
+                            assert b"".join(now.pdus) == b"".join(full.pdus), (account, f, base)
+    # the unrestricted account's searches by uid alone and with patron classes (3 filters),
+    # from the base (subtree) or the patrons container (one level, subtree), any attributes
+    assert answered == 3 * (1 + 2) * 4 * 2
+    assert auth.calls == []
