@@ -379,7 +379,9 @@ def timestamp(now: float | None = None) -> str:
     if whole != _second[0]:
         _second[0] = whole
         _second[1] = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(whole))
-    return f"{_second[1]}{fraction:06d}Z"
+    # str() of 1_000_000 + fraction, first digit dropped: the zero-padded microseconds without
+    # a format spec (once per line, and formatting with a spec costs twice as much)
+    return f"{_second[1]}{str(1_000_000 + fraction)[1:]}Z"
 
 
 def emit_members(event: str, members: str, latency_ms: float) -> bool:
@@ -415,6 +417,25 @@ def emit_members(event: str, members: str, latency_ms: float) -> bool:
             f'{members},"latency_ms":{latency_ms:.3f}}}'
         )
     _BUFFER.append((True, line))
+    return True
+
+
+def emit_audit(event: str, level: str, fields: dict[str, Any]) -> bool:
+    """Queue one audit event line (`Audit.event`: a login, a PIN change, a block) as the
+    structlog chain would write it as JSON to a file or stderr (time, level and event first,
+    then `kind`, then `fields`, redacted and clipped by `redact`), without the chain's per-call
+    machinery. False when the chain must write it (logging not configured, a console or the
+    journal), and the caller logs it the usual way."""
+    if _writer is None or _console is not None or _journal[0]:
+        return False
+    line: dict[str, Any] = {
+        "timestamp": timestamp(),
+        "level": level,
+        "event": event,
+        "kind": "audit",
+        **fields,
+    }
+    _BUFFER.append((True, _json.encode(redact(None, level, line)).decode("utf-8")))
     return True
 
 

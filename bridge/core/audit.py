@@ -67,7 +67,7 @@ class Audit:
             wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
             logger_factory_args=("audit",),
         ).bind(kind="audit")
-        self._fragments: dict[tuple[str, str, str, str, str, Outcome, str], str] = {}
+        self._fragments: dict[tuple[str, str, str, str, str, str, str], str] = {}
         # Called with (ctx, decision, latency, path) for every decision: the metrics recorder's
         # one hook (path: "cached" when answered before the store, "store" otherwise).
         self.observe: Callable[[Context, Decision, float, str], None] | None = None
@@ -106,7 +106,7 @@ class Audit:
             ctx.source,
             ctx.realm,
             barcode,
-            decision.outcome,
+            decision.outcome._value_,  # an Enum member's hash runs Python code, its value's not
             decision.reason,
         )
         members = self._fragments.get(key)
@@ -148,6 +148,8 @@ class Audit:
         login fails). Text fields are bounded by the logging setup (`logs.clip`)."""
         if barcode is not None:
             fields["barcode"] = self.barcode(barcode)
+        if logs.emit_audit(event, severity, fields):
+            return
         if severity == "warning":
             self._log.warning(event, **fields)
         else:

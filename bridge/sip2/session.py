@@ -15,10 +15,10 @@ three-strikes rule for logins.
 
 from __future__ import annotations
 
-import functools
 import hmac
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Final
 
 from bridge.core.patron import ClientPolicy
 from bridge.core.secret import Secret
@@ -33,6 +33,8 @@ from bridge.sip2.codec import (
     decode,
     encode,
     encode_rendered,
+    render,
+    template,
 )
 from bridge.sip2.messages import LoginRequest, LoginResponse
 from bridge.sip2.settings import Sip2Account
@@ -50,6 +52,11 @@ class Account:
     terminator: bytes
     charset: Charset
     required: bool  # error_detection = "required"
+    # source -> allowed, remembered: a self-check or a discovery layer logs in from the same
+    # few addresses on every connection, and parsing the address costs more than the rest of
+    # the login (a table of its own per account: hashing the networks for a shared cache key
+    # runs Python code per network on every login)
+    _allowed: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Sip2Account, policy: ClientPolicy) -> Account:
@@ -67,14 +74,20 @@ class Account:
         return self.settings.login
 
     def allows(self, source: str) -> bool:
-        return _allows(self.networks, source)
+        known = self._allowed.get(source)
+        if known is None:
+            if len(self._allowed) >= ALLOWED_KEPT:
+                self._allowed.clear()
+            known = self._allowed[source] = _allows(self.networks, source)
+        return known
 
 
-@functools.lru_cache(maxsize=4096)
+#: Source addresses whose network check each account remembers (cleared when full).
+ALLOWED_KEPT = 4096
+
+
 def _allows(networks: tuple[Network, ...], source: str) -> bool:
-    """Whether the source address is in one of the networks. Remembered: a self-check or a
-    discovery layer logs in from the same few addresses on every connection, and parsing the
-    address costs more than the rest of the login; the answer depends on nothing else."""
+    """Whether the source address is in one of the networks (it depends on nothing else)."""
     try:
         address = ipaddress.ip_address(source.split("%", 1)[0])
     except ValueError:
@@ -171,6 +184,10 @@ class Close:
 
 
 Action = Reply | Dispatch | Close | None
+
+#: The two 94s as text, rendered once (every login answers one of them).
+_LOGIN_OK: Final = Prepared(render(template(LoginResponse(True).to_message()), {}))
+_LOGIN_REFUSED: Final = render(template(LoginResponse(False).to_message()), {})
 
 
 class Session:
@@ -271,8 +288,8 @@ class Session:
         if account is None or not plain:
             self.account = None  # a failed re-login logs the terminal out
             self.login_failures += 1
-            data = encode(
-                LoginResponse(False).to_message(),
+            data = encode_rendered(
+                _LOGIN_REFUSED,
                 sequence=message.sequence,
                 checksum=message.checksummed,
                 terminator=terminator,
@@ -285,7 +302,7 @@ class Session:
         self.account = account
         self.login_failures = 0
         self._pending = frame
-        data = self.answer(message, LoginResponse(True).to_message())
+        data = self.answer(message, _LOGIN_OK)
         return Reply(data, "login", login=account.login)
 
     def resend(self, client_terminator: bytes = b"\r") -> bytes:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
+from bridge.sip2 import codec
 from bridge.sip2.codec import (
     ACS_RESEND,
     LAYOUTS,
@@ -20,6 +22,7 @@ from bridge.sip2.codec import (
     ProtocolError,
     TlsOnPlainPort,
     UnknownMessage,
+    _checksum_bytes,
     build,
     byte_sum,
     checksum,
@@ -64,6 +67,66 @@ def test_byte_sum_at_the_adler_boundary() -> None:
             data = fill * size
             assert byte_sum(data) == sum(data), (size, fill)
             assert checksum(data) == f"{(-sum(data)) & 0xFFFF:04X}"
+
+
+@given(st.binary(max_size=600))
+def test_answer_checksum_matches_checksum(data: bytes) -> None:
+    """The table-driven AZ an answer gets is `checksum`'s value, both sides of 256 bytes."""
+    assert _checksum_bytes(data) == checksum(data).encode("ascii")
+
+
+@given(
+    st.text(alphabet="AZY0123456789|ABCDEF ", max_size=40),
+    st.integers(0, 9),
+    st.integers(0, 300),
+)
+@example("|", 3, 0)
+@example("|", 1, 221)  # the checksummed part is 256 bytes: the last Adler-32 sum
+@example("|", 1, 222)
+def test_trailer_shortcut_agrees_with_the_general_reader(body: str, seq: int, pad: int) -> None:
+    """The four-digit `|AYnAZxxxx` shortcut reads exactly what the general reader reads,
+    right or wrong checksum, either side of the Adler-32 boundary."""
+    data = f"35{'20260101    120000'}AOMAIN|AA{'x' * pad}{body}AY{seq}AZ".encode()
+    for digits in (checksum(data).encode(), b"0000", b"FFFF", b"ffff"):
+        frame = data + digits
+        assert _read(codec._trailer, frame) == _read(_general_trailer, frame)
+
+
+def _read(reader: Callable[[bytes, int], object], frame: bytes) -> object:
+    try:
+        return reader(frame, 20)
+    except ChecksumError:
+        return "checksum error"
+
+
+_HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
+
+
+def _general_trailer(frame: bytes, fixed_end: int) -> object:
+    """The trailer reader as it was before its shortcut (the reference)."""
+    n = len(frame)
+    for digits in (4, 3, 2, 1):
+        at = n - digits - 2
+        if at < fixed_end or frame[at : at + 2] != b"AZ":
+            continue
+        hexpart = frame[at + 2 :]
+        if not hexpart.isalnum() or not _HEX_DIGITS.issuperset(hexpart):
+            continue
+        sequence = None
+        start = at
+        if at - 3 >= fixed_end and frame[at - 3 : at - 1] == b"AY" and 48 <= frame[at - 1] <= 57:
+            sequence = frame[at - 1] - 48
+            start = at - 3
+        if not (start == fixed_end or frame[start - 1] == 0x7C or sequence is not None):
+            continue
+        if (sum(frame[: at + 2]) + int(hexpart, 16)) & 0xFFFF:
+            raise ChecksumError("checksum mismatch")
+        return (start, sequence, True)
+    if n - 3 >= fixed_end and frame[n - 3 : n - 1] == b"AY" and 48 <= frame[n - 1] <= 57:
+        start = n - 3
+        if start == fixed_end or frame[start - 1] == 0x7C:
+            return (start, frame[n - 1] - 48, False)
+    return (n, None, False)
 
 
 def test_bad_checksum_raises() -> None:
