@@ -19,7 +19,6 @@ import hmac
 import importlib
 import struct
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Final, NamedTuple, cast
 
 # Packet codes.
@@ -118,13 +117,13 @@ def _key(secret: SharedSecret | bytes) -> SharedSecret:
     return secret if isinstance(secret, SharedSecret) else SharedSecret(secret)
 
 
-@dataclass(slots=True)
-class Packet:
+class Packet(NamedTuple):
     """One decoded packet. `raw` is exactly `Length` octets (RFC 2865: padding ignored);
     `mac_offset` is where the Message-Authenticator value starts in `raw`, or -1.
 
-    Treat as immutable. Not `frozen` only because a frozen dataclass's `__init__` goes through
-    `object.__setattr__` per field, which costs a microsecond on every datagram."""
+    Immutable. A tuple made with `tuple.__new__` in `decode`: a dataclass's `__init__` (a
+    frozen one sets each field through `object.__setattr__`) is a Python call on every
+    datagram."""
 
     code: int
     identifier: int
@@ -209,7 +208,9 @@ def decode(data: bytes) -> Packet:
             mac_offset = pos + 2
         attributes.append((kind, data[pos + 2 : end]))
         pos = end
-    return Packet(code, identifier, data[4:20], tuple(attributes), bytes(data), mac_offset)
+    return _new_tuple(
+        Packet, (code, identifier, data[4:20], tuple(attributes), bytes(data), mac_offset)
+    )
 
 
 # --- what an Access-Request asks ---------------------------------------------------------------
