@@ -34,7 +34,7 @@ from bridge.admission import Gate, socket_fd, start_tls_now
 from bridge.config import Config, ConfigError
 from bridge.ldap import answers as rc
 from bridge.ldap import messages as m
-from bridge.ldap.ber import ProtocolError, frame_length
+from bridge.ldap.ber import SEQUENCE, ProtocolError, frame_length
 from bridge.ldap.directory import Directory
 from bridge.ldap.session import Reply, Session, Shared
 from bridge.ldap.settings import LdapSettings
@@ -126,7 +126,17 @@ class Connection(asyncio.Protocol):
         buffer = self.buffer
         settings = self.listener.settings
         try:
-            if not buffer and frame_length(data, settings.max_pdu) == len(data):
+            n = len(data)
+            if not buffer and (
+                # one whole PDU in short form (most), seen without a call; else frame_length
+                (
+                    n >= 2
+                    and data[0] == SEQUENCE
+                    and data[1] == n - 2 < 0x80
+                    and n <= settings.max_pdu
+                )
+                or frame_length(data, settings.max_pdu) == n
+            ):
                 # The usual read: exactly one whole PDU, decoded without buffering it, and
                 # when nothing is queued before it and it can be answered at once, answered
                 # without passing through the queue.
