@@ -252,11 +252,11 @@ class Handler:
             if len(self._templates) >= TEMPLATE_CACHE:
                 self._templates.clear()
             self._templates[key] = kept
-        answer = kept.answer
-        if answer is None or kept.date != date:  # rendered again when the date moves on
+        ready = kept.answer
+        if ready is None or kept.date != date:  # rendered again when the date moves on
             kept.date = date
-            kept.answer = answer = Prepared(render(kept.template, {"transaction_date": date}))
-        return answer
+            kept.answer = ready = Prepared(render(kept.template, {"transaction_date": date}))
+        return ready
 
     async def status(self, session: Session) -> Message:
         """99 → 98."""
