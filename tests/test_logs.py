@@ -274,3 +274,35 @@ def test_property_clip_is_bounded_and_says_the_size(text: str, limit: int) -> No
         assert cut.startswith(text[:limit])
         assert cut.endswith(f"(truncated, {len(text.encode('utf-8', 'replace'))} bytes)")
         assert len(cut) <= limit + 40
+
+
+def test_audit_events_read_as_the_structlog_chain_writes_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`Audit.event` lines written by `logs.emit_audit` carry the fields, order, level and
+    redaction the structlog chain gives the same event (it still writes them where a console
+    or the journal reads)."""
+    path = tmp_path / "audit.log"
+    LOG_FILES.append(path)
+    logs.configure("debug", "json", path)
+    cases: list[tuple[str, dict[str, object], str]] = [
+        ("sip2_login", {"source": "10.0.0.1", "client": "selfcheck"}, "info"),
+        ("sip2_login_failed", {"source": "10.0.0.1", "client": "", "reason": "x"}, "warning"),
+        ("pin_changed", {"actor": "y" * 300, "pin": Secret(NEW_PIN), "d": {"pin": 1}}, "info"),
+    ]
+    audit = Audit("masked")
+    try:
+        for event, fields, severity in cases:
+            audit.event(event, barcode="21234000000001", severity=severity, **fields)  # type: ignore[arg-type]
+            with monkeypatch.context() as patch:
+                patch.setattr(logs, "emit_audit", lambda *_: False)
+                audit.event(event, barcode="21234000000001", severity=severity, **fields)  # type: ignore[arg-type]
+    finally:
+        logs.stop()
+        logs.configure("debug", "json", Path(__file__).parent / "artifacts" / "in-process.log")
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(lines) == 2 * len(cases)
+    assert NEW_PIN not in path.read_text()
+    for fast, chain in zip(lines[::2], lines[1::2], strict=True):
+        del fast["timestamp"], chain["timestamp"]
+        assert list(fast.items()) == list(chain.items())

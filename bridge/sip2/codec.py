@@ -597,13 +597,16 @@ class Framer:
     more than `max_length` bytes without a terminator raises `FrameTooLong`.
     """
 
-    __slots__ = ("_buf", "_started", "max_length", "terminator")
+    __slots__ = ("_buf", "_started", "max_length", "pending", "terminator")
 
     def __init__(self, max_length: int = 4096) -> None:
         self.max_length = max_length
         self._buf = b""
         self._started = False
         self.terminator = b"\r"
+        #: Bytes received after the last terminator (half a message): an attribute, not a
+        #: property, as the connection reads it after every read.
+        self.pending = 0
 
     def feed(self, data: bytes) -> list[bytes]:
         if not self._started and data:
@@ -614,6 +617,7 @@ class Framer:
         # Fast path: exactly one CR-terminated message and nothing else.
         if buf and buf[-1] == 0x0D and buf.count(b"\r") == 1 and b"\n" not in buf:
             self._buf = b""
+            self.pending = 0
             if len(buf) - 1 > self.max_length:
                 raise FrameTooLong("message longer than the limit")
             self.terminator = b"\r"
@@ -647,12 +651,8 @@ class Framer:
         if len(rest) > self.max_length:
             raise FrameTooLong("message longer than the limit")
         self._buf = rest
+        self.pending = len(rest)
         return frames
-
-    @property
-    def pending(self) -> int:
-        """Bytes received after the last terminator (half a message)."""
-        return len(self._buf)
 
 
 # --- dates ----------------------------------------------------------------------------------

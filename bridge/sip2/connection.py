@@ -310,7 +310,7 @@ class Connection(asyncio.Protocol):
         if not frames and self.task is None and not self.closed:
             if self.eof:
                 self.close()
-            else:
+            elif self._reading_paused:
                 self._resume_reading()
 
     async def _answer_later(self, request: Message) -> bytes:

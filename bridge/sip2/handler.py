@@ -55,7 +55,7 @@ class _Kept:
     today: dt.date
     template: Template
     date: str = ""
-    text: str = ""
+    answer: Prepared | None = None  # rendered for `date`; handed out as is (never changed)
 
 
 class Handler:
@@ -252,10 +252,11 @@ class Handler:
             if len(self._templates) >= TEMPLATE_CACHE:
                 self._templates.clear()
             self._templates[key] = kept
-        if kept.date != date:  # rendered once a second, when the transaction date moves on
+        ready = kept.answer
+        if ready is None or kept.date != date:  # rendered again when the date moves on
             kept.date = date
-            kept.text = render(kept.template, {"transaction_date": date})
-        return Prepared(kept.text)
+            kept.answer = ready = Prepared(render(kept.template, {"transaction_date": date}))
+        return ready
 
     async def status(self, session: Session) -> Message:
         """99 → 98."""

@@ -272,13 +272,11 @@ class Session:
                 charset=charset,
                 terminator=terminator,
             )
-        self._remember(request, data)
-        return data
-
-    def _remember(self, request: Message, data: bytes) -> None:
+        # remembered for a 97 and for replaying a duplicate of a checksummed request
         self._last_response = data
         self._last_request = self._pending if request.checksummed else b""
         self._pending = b""
+        return data
 
     def _login(self, message: Message, frame: bytes, terminator: bytes) -> Reply:
         login = LoginRequest.from_message(message)
