@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from bench import eap as be
 from bench import ldap as bl
 from bench import sip2 as bs
 from bench.patrons import generate, spread, store_section, write_csv
@@ -52,12 +53,17 @@ def _sip2_63(address: tuple[str, int], picks: list[Any], deadline: float) -> Any
     return bs._persistent(address, picks, deadline)
 
 
-# row name -> (listener, daemon sections, pre-encoded requests per patron, warm-up, worker)
-ROWS: dict[str, tuple[str, str, Callable[[list[Any]], list[Any]], Any, Worker]] = {
+# row name -> (listener, daemon sections (or what writes the files they name and returns them),
+# pre-encoded requests per patron, warm-up, worker)
+Sections = str | Callable[[Path], str]
+ROWS: dict[str, tuple[str, Sections, Callable[[list[Any]], list[Any]], Any, Worker]] = {
     "ldap-login": ("ldap", bl.SECTIONS, bl.pdus, bl._warm_up, bl._logins),
     "ldap-bind": ("ldap", bl.SECTIONS, bl.pdus, bl._warm_up, bl._binds),
     "sip2-63": ("sip2", bs.SECTIONS, bs.frames, bs._warm_up, _sip2_63),
     "sip2-session": ("sip2", bs.SECTIONS, bs.frames, bs._warm_up, _sip2_session),
+    # one EAP-TTLS/PAP authentication per request (the inner PAP answered from the cache)
+    "eap-full": ("radius", be.instruction_sections, be.supplicants, be.warm_up, be.full),
+    "eap-resumed": ("radius", be.instruction_sections, be.supplicants, be.warm_up, be.resumed),
 }
 
 
@@ -68,6 +74,8 @@ def instructions(row: str, count: int, tmp: Path) -> int:
     listener, sections, encode, warm_up, worker = ROWS[row]
     patrons = generate(PATRONS)
     store = store_section(write_csv(patrons, tmp / "patrons.csv"))
+    if callable(sections):
+        sections = sections(tmp)
     daemon = Daemon(tmp, sections, store=store)  # writes the config; started below
     out = tmp / "callgrind.out"
     proc = subprocess.Popen(
