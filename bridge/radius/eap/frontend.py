@@ -80,7 +80,7 @@ class EapFrontEnd:
     # TTLS sessions that may resume, with the card each authorised (None: TTLS never resumes)
     resumption: ResumptionCache | None = None
     random: Callable[[int], bytes] = os.urandom
-    contexts: dict[tuple[str, str, str], Context] = field(default_factory=dict)
+    contexts: dict[tuple[str, str, bytes], Context] = field(default_factory=dict)
     sweeper: asyncio.TimerHandle | None = None
 
     # -- entry from the server ------------------------------------------------------------
@@ -217,14 +217,13 @@ class EapFrontEnd:
         """The core's Context for this client, source and outer realm (cached: one per
         combination, so the audit's fragment cache hits)."""
         client, host = pending.client, pending.addr[0]
-        realm = realm_of(conversation.identity)
-        ctx = self.contexts.get((client.name, host, realm))
+        key = (client.name, host, conversation.identity)  # the realm is parsed once per identity
+        ctx = self.contexts.get(key)
         if ctx is None:
             if len(self.contexts) >= 4096:
                 self.contexts.clear()
-            ctx = self.contexts[(client.name, host, realm)] = Context(
-                PROTOCOL, client.name, host, client.policy, realm
-            )
+            realm = realm_of(conversation.identity)
+            ctx = self.contexts[key] = Context(PROTOCOL, client.name, host, client.policy, realm)
         return ctx
 
     # -- inner PAP --------------------------------------------------------------------------
