@@ -16,12 +16,16 @@ the card's standing per resumption, FreeRADIUS its session cache). Audit lines o
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+from OpenSSL import SSL
 
 from bench.common import CpuMeter, Result, free_port, median, pin_to_core, report, verdict
 from bench.patrons import BenchPatron, freeradius_users, generate, store_section, write_csv
@@ -135,6 +139,92 @@ def pairs(patrons: list[BenchPatron]) -> list[tuple[str, str]]:
 
 
 ROWS = ((False, "EAP-TTLS/PAP full handshake"), (True, "EAP-TTLS/PAP resumed"))
+
+
+# --- rows of bench/instructions.py: `eap-full`, `eap-resumed` -----------------------------------
+
+
+@dataclass(slots=True)
+class Supplicant:
+    """One patron's inner PAP pair, and the TLS session its warm-up conversation left to resume."""
+
+    barcode: str
+    pin: str
+    session: SSL.Session | None = None
+
+
+def instruction_sections(tmp: Path) -> str:
+    """The daemon's EAP sections, its certificate chain written under `tmp` first."""
+    tls = tmp / "tls"
+    tls.mkdir(parents=True, exist_ok=True)
+    generate_chain(
+        tls / "ca.pem", tls / "ca-key.pem", tls / "server.pem", tls / "server-key.pem", ["radius"]
+    )
+    return BRIDGE_SECTIONS
+
+
+def supplicants(patrons: list[BenchPatron]) -> list[Supplicant]:
+    return [Supplicant(p.barcode, p.pin) for p in patrons]
+
+
+_CLIENT: list[SSL.Context] = []
+
+
+def _client() -> SSL.Context:
+    """One client context for every conversation (a session resumes only from its own context);
+    no chain check: the rows count the server's instructions, not the supplicant's."""
+    if not _CLIENT:
+        ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
+        ctx.set_max_proto_version(SSL.TLS1_2_VERSION)
+        _CLIENT.append(ctx)
+    return _CLIENT[0]
+
+
+async def _conversations(
+    address: tuple[str, int], picks: list[Supplicant], resume: bool
+) -> list[float]:
+    """The picks' conversations one after another (a thread: `run` is blocking); each keeps the
+    session it ended with, so the warm-up leaves one per patron for the resumed row."""
+    if not picks:
+        return []
+    sessions = [p.session for p in picks if p.session is not None] if resume else None
+    if resume and sessions is not None and len(sessions) != len(picks):
+        raise RuntimeError("eap-resumed: a patron has no session to resume")
+    pairs = [(p.barcode, p.pin) for p in picks]
+    accepted, latencies, kept, resumed = await asyncio.to_thread(
+        run,
+        address,
+        Path(os.devnull),
+        pairs,
+        len(picks),
+        _client(),
+        sessions,
+        secret=SECRET,
+        window=1,
+        patience=120,  # under valgrind a first PIN check (the KDF) takes seconds
+    )
+    if accepted != len(picks) or (resume and resumed != accepted):
+        raise RuntimeError(f"eap: {accepted} accepted, {resumed} resumed of {len(picks)}")
+    if not resume:
+        for pick, session in zip(picks, kept, strict=True):
+            pick.session = session
+    return latencies
+
+
+async def warm_up(address: tuple[str, int], every: list[Supplicant]) -> None:
+    """A full authentication per patron: each PIN verified once (the cache then answers the
+    inner PAP), each patron left a session to resume."""
+    await asyncio.gather(*(_conversations(address, every[i::8], False) for i in range(8)))
+
+
+async def full(address: tuple[str, int], picks: list[Supplicant], deadline: float) -> list[float]:
+    return await _conversations(address, picks, False)
+
+
+async def resumed(
+    address: tuple[str, int], picks: list[Supplicant], deadline: float
+) -> list[float]:
+    return await _conversations(address, picks, True)
 
 
 def main() -> None:

@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from bench import eap as be
 from bench import ldap as bl
 from bench import radius as br
 from bench import sip2 as bs
@@ -123,13 +124,18 @@ async def _radius_answer(
         raise RuntimeError(f"bench RADIUS reply code {reply[0]}")
 
 
-# row name -> (listener, daemon sections, pre-encoded requests per patron, warm-up, worker)
-ROWS: dict[str, tuple[str, str, Callable[[list[Any]], list[Any]], Any, Worker]] = {
+# row name -> (listener, daemon sections (or what writes the files they name and returns them),
+# pre-encoded requests per patron, warm-up, worker)
+Sections = str | Callable[[Path], str]
+ROWS: dict[str, tuple[str, Sections, Callable[[list[Any]], list[Any]], Any, Worker]] = {
     "ldap-login": ("ldap", bl.SECTIONS, bl.pdus, bl._warm_up, bl._logins),
     "ldap-bind": ("ldap", bl.SECTIONS, bl.pdus, bl._warm_up, bl._binds),
     "sip2-63": ("sip2", bs.SECTIONS, bs.frames, bs._warm_up, _sip2_63),
     "sip2-session": ("sip2", bs.SECTIONS, bs.frames, bs._warm_up, _sip2_session),
     "radius-pap": ("radius", br.RADIUS_SECTIONS, _same, _radius_warm_up, _radius_pap),
+    # one EAP-TTLS/PAP authentication per request (the inner PAP answered from the cache)
+    "eap-full": ("radius", be.instruction_sections, be.supplicants, be.warm_up, be.full),
+    "eap-resumed": ("radius", be.instruction_sections, be.supplicants, be.warm_up, be.resumed),
 }
 
 
@@ -140,6 +146,8 @@ def instructions(row: str, count: int, tmp: Path) -> int:
     listener, sections, encode, warm_up, worker = ROWS[row]
     patrons = generate(PATRONS)
     store = store_section(write_csv(patrons, tmp / "patrons.csv"))
+    if callable(sections):
+        sections = sections(tmp)
     daemon = Daemon(tmp, sections, store=store)  # writes the config; started below
     out = tmp / "callgrind.out"
     proc = subprocess.Popen(

@@ -333,12 +333,8 @@ class Authenticator:
         no PIN work, nothing counted against the guess budget; audited with reason `resumed`."""
         started = time.perf_counter()
         barcode = self.canonical(barcode)
-        refusal = self.throttle.check(barcode, ctx.source, self.clock())
-        if not valid_barcode(barcode):
-            decision = _MALFORMED_BARCODE
-        elif refusal is not None:
-            decision = refused(refusal)
-        else:
+        decision = self._resumed_refusal(barcode, ctx, self.clock())
+        if decision is None:
             try:
                 await in_task()
                 async with asyncio.timeout(self.store_deadline):
@@ -351,9 +347,45 @@ class Authenticator:
                     if patron is not None
                     else Decision(Outcome.UNKNOWN_CARD, reason="no such card")
                 )
+        return self._resumed_audit(barcode, ctx, decision, started, "store")
+
+    def settle_resumed(self, barcode: str, ctx: Context) -> Decision | None:
+        """`resumed` without the store, audited, when it needs none: a malformed barcode, a
+        refused card or source, or a card whose PIN this bridge verified within cache.ttl (its
+        cached record is what a cached PIN check answers from; a PIN change, block or lock
+        drops it at once). None when only `resumed` can decide: the front end then asks it.
+
+        A resumption is a re-authentication seconds or minutes after the full one, so the card
+        is usually still cached: answered from the protocol callback, no task or thread hop."""
+        if self._resolve is not None:
+            return None  # `resumed` looks the name up as given; keep that one path
+        started = time.perf_counter()
+        barcode = self.canonical(barcode)
+        now = self.clock()
+        decision = self._resumed_refusal(barcode, ctx, now)
+        if decision is None:
+            patron = self.cache.patron(barcode, now)
+            if patron is None:
+                return None
+            decision = self._standing(patron, ctx.policy, "resumed")
+        return self._resumed_audit(barcode, ctx, decision, started, "cached")
+
+    def _resumed_refusal(self, barcode: str, ctx: Context, now: float) -> Decision | None:
+        """What refuses a resumption before any store work: a malformed barcode, a card in its
+        lock or delay, a refused source (checked, never counted: no PIN was tried)."""
+        refusal = self.throttle.check(barcode, ctx.source, now)
+        if not valid_barcode(barcode):
+            return _MALFORMED_BARCODE
+        if refusal is not None:
+            return refused(refusal)
+        return None
+
+    def _resumed_audit(
+        self, barcode: str, ctx: Context, decision: Decision, started: float, path: str
+    ) -> Decision:
         if not decision.accepted:  # the audit tells a refused resumption from a PIN check
             decision = dataclasses.replace(decision, reason=f"resumed: {decision.reason}")
-        self.audit.decision(barcode, ctx, decision, time.perf_counter() - started, "store")
+        self.audit.decision(barcode, ctx, decision, time.perf_counter() - started, path)
         return decision
 
     def _today_cached(self) -> dt.date:

@@ -144,7 +144,7 @@ class Packet(NamedTuple):
         return [value for code, value in self.attributes if code == kind]
 
     def has(self, kind: int) -> bool:
-        return any(code == kind for code, _ in self.attributes)
+        return self.get(kind) is not None  # `get`'s loop: `any` over a generator costs twice
 
     def vendor_attributes(self, vendor: int) -> list[tuple[int, bytes]]:
         """Sub-attributes of Vendor-Specific attributes for one vendor (RFC 2865 format)."""

@@ -10,7 +10,7 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
-from bridge.radius.packet import MAX_VALUE, ProtocolError
+from bridge.radius.packet import EAP_MESSAGE, MAX_VALUE, ProtocolError
 
 REQUEST: Final = 1
 RESPONSE: Final = 2
@@ -48,11 +48,15 @@ FLAG_START: Final = 0x20
 VERSION_MASK: Final = 0x07
 
 _HEADER = struct.Struct("!BBH")
+_TYPED = struct.Struct("!BBHB")  # the header and the method type of a Request/Response
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Eap:
-    """One EAP packet. `kind` is the method type (None for Success/Failure)."""
+    """One EAP packet. `kind` is the method type (None for Success/Failure).
+
+    Treat as immutable. Not `frozen`, like the RADIUS `Packet`: a frozen dataclass's `__init__`
+    sets each field through `object.__setattr__`, a microsecond and more on every round."""
 
     code: int
     identifier: int
@@ -66,6 +70,14 @@ class Eap:
         if len(body) + 4 > 0xFFFF:
             raise ProtocolError("EAP packet longer than 65535 octets", "EAP packet too long")
         return _HEADER.pack(self.code, self.identifier, 4 + len(body)) + body
+
+
+def request(identifier: int, kind: int, data: bytes) -> bytes:
+    """`Eap(REQUEST, identifier, kind, data).encode()` in one step (a request every round)."""
+    length = 5 + len(data)
+    if length > 0xFFFF:
+        raise ProtocolError("EAP packet longer than 65535 octets", "EAP packet too long")
+    return _TYPED.pack(REQUEST, identifier, length, kind) + data
 
 
 def method_name(kind: int) -> str:
@@ -101,8 +113,10 @@ def nak_types(data: bytes) -> tuple[int, ...]:
 # --- TLS-method payload (flags, optional 4-octet total length, TLS data) ------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TlsPayload:
+    """Treat as immutable (not `frozen`, as `Eap`)."""
+
     flags: int
     total: int | None  # the TLS Message Length when the L flag is set
     data: bytes
@@ -140,3 +154,16 @@ def encode_tls(flags: int, data: bytes, total: int | None = None) -> bytes:
 def split_attributes(eap: bytes) -> list[bytes]:
     """An EAP packet cut into EAP-Message attribute values of at most 253 octets."""
     return [eap[pos : pos + MAX_VALUE] for pos in range(0, len(eap), MAX_VALUE)] or [b""]
+
+
+def message_attributes(eap: bytes) -> bytes:
+    """The EAP-Message attributes of an EAP packet, encoded (type, length, value; at most 253
+    octets of value each): `encode_attributes` of `split_attributes`, without the list."""
+    if len(eap) <= MAX_VALUE:
+        return bytes((EAP_MESSAGE, len(eap) + 2)) + eap
+    out = bytearray()
+    for pos in range(0, len(eap), MAX_VALUE):
+        chunk = eap[pos : pos + MAX_VALUE]
+        out += bytes((EAP_MESSAGE, len(chunk) + 2))
+        out += chunk
+    return bytes(out)

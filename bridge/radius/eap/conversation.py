@@ -42,18 +42,20 @@ class Phase(enum.Enum):
     DONE = "done"
 
 
-@dataclass(frozen=True, slots=True)
+# The steps are values, treated as immutable; not `frozen`, as a frozen dataclass's `__init__`
+# sets each field through `object.__setattr__` (a step is built every round).
+@dataclass(slots=True)
 class Challenge:
     eap: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Authenticate:
     user_name: bytes
     password: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Resume:
     """A TTLS tunnel resumed a cached session (no inner PAP follows): the adapter recalls what
     that session authorised (`key`, None when it cannot be named) and asks for the card's
@@ -62,18 +64,18 @@ class Resume:
     key: bytes | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Fail:
     reason: str  # for the log: fixed text, no values from the peer but method names
     eap: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Discard:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Succeed:
     eap: bytes
     msk: bytes
@@ -237,7 +239,7 @@ class Conversation:
             status = int.from_bytes(inner.data[4:6], "big")
             self.phase = Phase.DONE
             if status == TLV_SUCCESS and self.accepted:
-                msk = self.tunnel.keying_material(codec.PEAP)[:64]
+                msk = self.tunnel.msk(codec.PEAP)
                 self.tunnel.keep_session()
                 return Succeed(Eap(codec.SUCCESS, self.last_id).encode(), msk)
             reason = "peer did not confirm the PEAP result" if self.accepted else ""
@@ -283,7 +285,7 @@ class Conversation:
             reason = "resumed session refused" if self.resumed else "inner PAP rejected"
             return Fail(reason, Eap(codec.FAILURE, self.last_id).encode())
         # The adapter decides whether the session stays resumable (`Tunnel.keep_session`).
-        msk = self.tunnel.keying_material(codec.TTLS)[:64]
+        msk = self.tunnel.msk(codec.TTLS)
         return Succeed(Eap(codec.SUCCESS, self.last_id).encode(), msk)
 
     # -- helpers ----------------------------------------------------------------------------
@@ -297,7 +299,7 @@ class Conversation:
         """An EAP-Request of this method with the next identifier (retransmissions are the
         NAS's job); the peer's response must carry it, and Success/Failure repeat it."""
         self.last_id = (self.last_id + 1) % 256
-        return Eap(codec.REQUEST, self.last_id, self.method, payload).encode()
+        return codec.request(self.last_id, self.method, payload)
 
     def _fail(self, reason: str) -> Fail:
         self.phase = Phase.DONE

@@ -49,17 +49,21 @@ class Reassembler:
             if self._total is not None and payload.total != self._total:
                 raise ProtocolError("TLS message length changed between fragments")
             self._total = payload.total
-        self._size += len(payload.data)
+        data = payload.data
+        self._size += len(data)
         if self._size > self.limit or (self._total is not None and self._size > self._total):
             raise ProtocolError("TLS fragments overrun the message length", "TLS fragments overrun")
-        self._parts.append(payload.data)
         if payload.more:
-            if not payload.data:
+            if not data:
                 raise ProtocolError("empty TLS fragment with the more flag", "empty TLS fragment")
+            self._parts.append(data)
             return None
         if self._total is not None and self._size != self._total:
             raise ProtocolError("TLS fragments shorter than the message length", "TLS short")
-        message = b"".join(self._parts)
+        if self._parts:  # the last of several fragments: joined once
+            self._parts.append(data)
+            data = b"".join(self._parts)
+        message = data
         self._parts.clear()
         self._size = 0
         self._total = None
@@ -83,10 +87,10 @@ class Fragmenter:
 
     def next(self, version: int, size: int) -> bytes:
         """The next TTLS payload (flags, length on the first fragment, data)."""
-        first = self.offset == 0
-        chunk = self.pending[self.offset : self.offset + size]
-        self.offset += len(chunk)
-        flags = version | (FLAG_MORE if self.busy else 0)
-        if first:
-            return encode_tls(flags, chunk, len(self.pending))
+        start, pending = self.offset, self.pending
+        chunk = pending[start : start + size]
+        self.offset = end = start + len(chunk)
+        flags = version | (FLAG_MORE if end < len(pending) else 0)
+        if start == 0:
+            return encode_tls(flags, chunk, len(pending))
         return encode_tls(flags, chunk)

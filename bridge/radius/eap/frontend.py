@@ -80,7 +80,7 @@ class EapFrontEnd:
     # TTLS sessions that may resume, with the card each authorised (None: TTLS never resumes)
     resumption: ResumptionCache | None = None
     random: Callable[[int], bytes] = os.urandom
-    contexts: dict[tuple[str, str, str], Context] = field(default_factory=dict)
+    contexts: dict[tuple[str, str, bytes], Context] = field(default_factory=dict)
     sweeper: asyncio.TimerHandle | None = None
 
     # -- entry from the server ------------------------------------------------------------
@@ -91,15 +91,22 @@ class EapFrontEnd:
             pending.endpoint.dedup.forget(pending.key, packet.authenticator)
             return
         now = server.loop.time()
+        parts: list[bytes] = []
+        state = framed = None
+        for kind, value in packet.attributes:  # one pass for the three this needs
+            if kind == EAP_MESSAGE:
+                parts.append(value)
+            elif kind == STATE:
+                state = value if state is None else state
+            elif kind == FRAMED_MTU:
+                framed = value if framed is None else framed
         try:
-            eap = codec.decode(b"".join(packet.all(EAP_MESSAGE)))
-            framed = packet.get(FRAMED_MTU)
-            mtu = int.from_bytes(framed, "big") if framed is not None and len(framed) == 4 else None
+            eap = codec.decode(parts[0] if len(parts) == 1 else b"".join(parts))
         except ProtocolError as exc:
             self.reject(server, pending, None, f"malformed EAP: {exc.kind}", REFUSED_MESSAGE)
             return
+        mtu = int.from_bytes(framed, "big") if framed is not None and len(framed) == 4 else None
         size = fragment_size(self.settings.fragment_size, mtu)
-        state = packet.get(STATE)
         if state is None:
             self.open(server, pending, eap, now)
             return
@@ -140,7 +147,8 @@ class EapFrontEnd:
     ) -> None:
         match step:
             case Challenge(eap=eap):
-                attributes = [*eap_attributes(eap), (STATE, conversation.state)]
+                state = conversation.state
+                attributes = codec.message_attributes(eap) + bytes((STATE, len(state) + 2)) + state
                 self.send(server, pending, ACCESS_CHALLENGE, attributes)
             case Discard(reason=reason):
                 server.drop(pending.client, pending.addr[0], reason)
@@ -193,6 +201,14 @@ class EapFrontEnd:
         ctx = self.context_for(pending, conversation)
         barcode = remembered.barcode
         done = partial(self.decided, server, pending, conversation, barcode)
+        try:  # a card verified within cache.ttl is answered here, without a task
+            decision = server.authenticator.settle_resumed(barcode, ctx)
+        except Exception as exc:  # noqa: BLE001 - logged by type; one request must not stop us
+            self.failed(server, pending, conversation, exc)
+            return
+        if decision is not None:
+            done(decision)
+            return
         task = server.loop.create_task(server.authenticator.resumed(barcode, ctx))
         server.tasks.add(task)
         task.add_done_callback(partial(self.task_done, server, pending, conversation, done))
@@ -201,14 +217,13 @@ class EapFrontEnd:
         """The core's Context for this client, source and outer realm (cached: one per
         combination, so the audit's fragment cache hits)."""
         client, host = pending.client, pending.addr[0]
-        realm = realm_of(conversation.identity)
-        ctx = self.contexts.get((client.name, host, realm))
+        key = (client.name, host, conversation.identity)  # the realm is parsed once per identity
+        ctx = self.contexts.get(key)
         if ctx is None:
             if len(self.contexts) >= 4096:
                 self.contexts.clear()
-            ctx = self.contexts[(client.name, host, realm)] = Context(
-                PROTOCOL, client.name, host, client.policy, realm
-            )
+            realm = realm_of(conversation.identity)
+            ctx = self.contexts[key] = Context(PROTOCOL, client.name, host, client.policy, realm)
         return ctx
 
     # -- inner PAP --------------------------------------------------------------------------
@@ -296,14 +311,14 @@ class EapFrontEnd:
         barcode: str,
     ) -> None:
         client, packet = pending.client, pending.packet
-        attributes = eap_attributes(success.eap)
-        attributes += key_attributes(success.msk, client.secret, packet.authenticator, self.random)
+        attributes = key_attributes(success.msk, client.secret, packet.authenticator, self.random)
         attributes.append((REPLY_MESSAGE, result.message.encode("utf-8")))
         if self.settings.accept_user_name:
             attributes.append((USER_NAME, barcode.encode("utf-8")[:253]))
         category = decision.patron.category if decision.patron is not None else ""
         extra = client.attributes_for(category) if result.patron_attributes else b""
-        self.send(server, pending, ACCESS_ACCEPT, attributes, extra)
+        encoded = codec.message_attributes(success.eap) + encode_attributes(attributes) + extra
+        self.send(server, pending, ACCESS_ACCEPT, encoded)
 
     def reject(
         self,
@@ -319,18 +334,17 @@ class EapFrontEnd:
             raw = b"".join(pending.packet.all(EAP_MESSAGE))
             identifier = raw[1] if len(raw) > 1 else 0
             eap = codec.Eap(codec.FAILURE, identifier).encode()
-        attributes = [*eap_attributes(eap), (REPLY_MESSAGE, message.encode("utf-8"))]
-        self.send(server, pending, ACCESS_REJECT, attributes)
+        reply = encode_attributes([(REPLY_MESSAGE, message.encode("utf-8"))])
+        self.send(server, pending, ACCESS_REJECT, codec.message_attributes(eap) + reply)
 
     def send(
         self,
         server: RadiusServer,
         pending: Pending,
         code: int,
-        attributes: list[tuple[int, bytes]],
-        extra: bytes = b"",
+        encoded: bytes,
     ) -> None:
-        encoded = encode_attributes(attributes) + extra
+        """Reply with these encoded attributes (Proxy-State copied after them)."""
         if pending.proxy_state:
             proxy = pending.packet.all(PROXY_STATE)
             encoded += encode_attributes((PROXY_STATE, value) for value in proxy)
@@ -352,10 +366,6 @@ class EapFrontEnd:
         self.table.clear()
         if self.resumption is not None:
             self.resumption.clear()
-
-
-def eap_attributes(eap: bytes) -> list[tuple[int, bytes]]:
-    return [(EAP_MESSAGE, chunk) for chunk in codec.split_attributes(eap)]
 
 
 def build(settings: EapSettings, resolve: Callable[[str], Path]) -> EapFrontEnd:

@@ -17,6 +17,11 @@ MS_MPPE_SEND_KEY: Final = 16
 MS_MPPE_RECV_KEY: Final = 17
 
 
+def _xor(a: bytes, b: bytes) -> bytes:
+    """Two 16-octet blocks XORed as integers (a generator over octets costs ten times more)."""
+    return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(16, "big")
+
+
 def encrypt_key(key: bytes, secret: SharedSecret, authenticator: bytes, salt: bytes) -> bytes:
     """Salt + the RFC 2548 hidden form of (length octet + key + zero padding)."""
     if len(salt) != 2 or not salt[0] & 0x80:
@@ -26,8 +31,7 @@ def encrypt_key(key: bytes, secret: SharedSecret, authenticator: bytes, salt: by
     out = bytearray()
     last = authenticator + salt
     for pos in range(0, len(plain), 16):
-        block = secret.md5_after(last)
-        chunk = bytes(a ^ b for a, b in zip(plain[pos : pos + 16], block, strict=True))
+        chunk = _xor(plain[pos : pos + 16], secret.md5_after(last))
         out += chunk
         last = chunk
     return salt + bytes(out)
@@ -42,8 +46,7 @@ def decrypt_key(hidden: bytes, secret: SharedSecret, authenticator: bytes) -> by
     last = authenticator + salt
     for pos in range(0, len(body), 16):
         chunk = body[pos : pos + 16]
-        block = secret.md5_after(last)
-        plain += bytes(a ^ b for a, b in zip(chunk, block, strict=True))
+        plain += _xor(chunk, secret.md5_after(last))
         last = chunk
     size = plain[0]
     if size > len(plain) - 1:
@@ -57,8 +60,9 @@ def key_attributes(
     """The two Vendor-Specific attributes for an Access-Accept (distinct salts)."""
     if len(msk) < 64:
         raise ProtocolError("MSK shorter than 64 octets")
-    first = random(1)[0] | 0x80
-    recv_salt = bytes([first, random(1)[0]])
+    drawn = random(2)
+    first = drawn[0] | 0x80
+    recv_salt = bytes([first, drawn[1]])
     send_salt = bytes([first ^ 0x01, recv_salt[1]])  # differ: RFC 2548 wants unique salts
     out = []
     for sub, key, salt in (

@@ -3,9 +3,10 @@
 A resumed TTLS tunnel carries no inner PAP (the supplicant skips phase 2, as RFC 5281 section
 7.1 allows), so, as FreeRADIUS does with its session cache, the bridge remembers with each TLS
 session that ended in an Access-Accept the inner identity it accepted and the client it was for.
-On resumption the card is asked again for its standing now (`Authenticator.resumed`), never its
-PIN; a session that is not remembered here (its first authentication failed, it expired, it was
-evicted, it was another client's) is refused.
+On resumption the card is asked again for its standing now (`Authenticator.settle_resumed`
+from the verified cache, else `Authenticator.resumed` from the store), never its PIN; a session
+that is not remembered here (its first authentication failed, it expired, it was evicted, it
+was another client's) is refused.
 
 Pure: `now` comes from the caller. Keys are `Tunnel.session_key()` values (a hash of the session's
 master secret), so nothing here names a session to anyone who did not take part in it. Bounded

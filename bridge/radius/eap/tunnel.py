@@ -12,11 +12,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from cryptography import x509
 from OpenSSL import SSL
-from OpenSSL._util import lib as _lib  # pyOpenSSL's own binding: groups and session reuse
+from OpenSSL._util import ffi as _ffi  # pyOpenSSL's own binding: groups, session reuse, I/O
+from OpenSSL._util import lib as _lib
+from OpenSSL._util import no_zero_allocator as _no_zero
 
 from bridge.radius.packet import ProtocolError
 from bridge.tls import dh_prime_bits
@@ -109,28 +111,45 @@ class Tunnel:
         self.established = False
 
     def receive(self, data: bytes) -> tuple[bytes, bytes]:
-        """Feed the peer's TLS octets; (octets to send back, decrypted application data)."""
+        """Feed the peer's TLS octets; (octets to send back, decrypted application data).
+
+        OpenSSL is driven through pyOpenSSL's own binding (its `Connection` keeps the SSL and
+        the two memory BIOs): "wants more input" is a return value here, where pyOpenSSL's
+        `do_handshake`/`recv`/`bio_read` raise an exception for it (two or three raised and
+        caught per round). Every other result goes through pyOpenSSL's own error translation,
+        so failures read exactly as before."""
+        conn = self._conn
+        ssl = conn._ssl
+        if data and _lib.BIO_write(conn._into_ssl, data, len(data)) != len(data):
+            raise ProtocolError("TLS: memory BIO refused the peer's octets", "TLS handshake failed")
         try:
-            self._conn.bio_write(data)
             if not self.established:
-                try:
-                    self._conn.do_handshake()
+                result = _lib.SSL_do_handshake(ssl)
+                if result == 1:
                     self.established = True
-                except SSL.WantReadError:
-                    pass
-            plain = bytearray()
+                elif _lib.SSL_get_error(ssl, result) != _lib.SSL_ERROR_WANT_READ:
+                    conn._raise_ssl_error(ssl, result)
+            plain = b""
             if self.established:
-                while True:
-                    try:
-                        chunk = self._conn.recv(READ_CHUNK)
-                    except (SSL.WantReadError, SSL.ZeroReturnError):
-                        break
-                    if not chunk:
-                        break
-                    plain += chunk
-            return self._drain(), bytes(plain)
+                plain = self._read(conn, ssl)
+            return self._drain(), plain
         except SSL.Error as exc:
             raise ProtocolError(f"TLS: {_reason(exc)}", "TLS handshake failed") from None
+
+    @staticmethod
+    def _read(conn: SSL.Connection, ssl: Any) -> bytes:
+        """Every decrypted octet OpenSSL can give now (SSL_read until it wants input)."""
+        out = b""
+        buf = _no_zero("char[]", READ_CHUNK)
+        while True:
+            result = _lib.SSL_read(ssl, buf, READ_CHUNK)
+            if result > 0:
+                out += _ffi.buffer(buf, result)[:]
+                continue
+            error = _lib.SSL_get_error(ssl, result)
+            if error not in (_lib.SSL_ERROR_WANT_READ, _lib.SSL_ERROR_ZERO_RETURN):
+                conn._raise_ssl_error(ssl, result)
+            return out
 
     def send(self, data: bytes) -> bytes:
         """Encrypt application data; the TLS records to send."""
@@ -164,29 +183,32 @@ class Tunnel:
         """Any alert OpenSSL queued (sent to the peer before failing)."""
         return self._drain()
 
-    def keying_material(self, method: int, size: int = 128) -> bytes:
-        """TLS 1.2: RFC 5281 section 8 (TTLS) or "client EAP encryption" (PEAPv0); TLS 1.3:
-        RFC 9427 section 2.1, the common label with the method's Type-Code as context."""
-        if self._conn.get_protocol_version() == SSL.TLS1_3_VERSION:
+    def msk(self, method: int) -> bytes:
+        """The 64-octet MSK: the first half of the method's 128 octets of keying material.
+        TLS 1.2: RFC 5281 section 8 (TTLS) or "client EAP encryption" (PEAPv0); the TLS PRF
+        is a stream, so exporting 64 octets gives exactly those (the EMSK half is never used;
+        not deriving it saves a third to a half of the PRF's HMACs). TLS 1.3: RFC 9427 section
+        2.1, the common label with the method's Type-Code as context; its exporter binds the
+        length, so the 128 octets are derived and cut."""
+        conn = self._conn
+        if conn.get_protocol_version() == SSL.TLS1_3_VERSION:
             context = bytes([method])
-            return bytes(self._conn.export_keying_material(TLS13_LABEL, size, context))
-        return bytes(self._conn.export_keying_material(LABELS[method], size))
+            return bytes(conn.export_keying_material(TLS13_LABEL, 128, context))[:64]
+        return bytes(conn.export_keying_material(LABELS[method], 64))
 
     @property
     def version(self) -> str:
         return str(self._conn.get_protocol_version_name())
 
     def _drain(self) -> bytes:
-        out = bytearray()
-        while True:
-            try:
-                chunk = self._conn.bio_read(READ_CHUNK)
-            except SSL.WantReadError:
-                break
-            if not chunk:
-                break
-            out += chunk
-        return bytes(out)
+        """Everything OpenSSL wrote for the peer, in one read of the memory BIO's length."""
+        bio = self._conn._from_ssl
+        size = _lib.BIO_get_mem_data(bio, _ffi.NULL)
+        if size <= 0:
+            return b""
+        buf = _no_zero("char[]", size)
+        out: bytes = _ffi.buffer(buf, _lib.BIO_read(bio, buf, size))[:]
+        return out
 
 
 def _reason(exc: SSL.Error) -> str:

@@ -74,9 +74,12 @@ def run(
     *,
     secret: bytes,
     window: int = 8,
+    patience: float = 5,
 ) -> tuple[int, list[float], list[SSL.Session], int]:
     """`count` authentications of `patrons` ((barcode, PIN) pairs), `window` at a time; each
-    resumes one of `sessions` when given. (accepted, latencies, sessions kept, resumed)."""
+    resumes one of `sessions` when given. (accepted, latencies, sessions kept, resumed).
+    `patience`: seconds without any answer before the requests in flight are sent again
+    (three times at most; longer for a daemon under valgrind verifying PINs)."""
     selector = selectors.DefaultSelector()
     latencies: list[float] = []
     kept: list[SSL.Session] = []
@@ -97,7 +100,7 @@ def run(
     for _ in range(min(window, count)):
         begin()
     while selector.get_map():
-        events = selector.select(timeout=5)
+        events = selector.select(timeout=patience)
         if not events:  # a loaded machine may drop a datagram: retransmit, as a NAS does
             retries += 1
             if retries > 3:

@@ -20,7 +20,10 @@ class Relay:
         self.front.settimeout(0.2)
         self.back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.back.settimeout(10)
-        self.accepts = 0
+        # Distinct Access-Accepts: a retransmission the server answers from its duplicate cache
+        # is the same Accept again (byte for byte), not a second acceptance. Under load the
+        # supplicant retransmits while `on_first_accept` (a CLI run) holds the first one here.
+        self.accepted: set[bytes] = set()
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -41,11 +44,15 @@ class Relay:
                 reply, _ = self.back.recvfrom(65535)
             except TimeoutError:
                 continue
-            if reply[0] == ACCESS_ACCEPT:
-                self.accepts += 1
-                if self.accepts == 1:
+            if reply[0] == ACCESS_ACCEPT and reply not in self.accepted:
+                self.accepted.add(reply)
+                if len(self.accepted) == 1:
                     self.on_first_accept()
             self.front.sendto(reply, peer)
+
+    @property
+    def accepts(self) -> int:
+        return len(self.accepted)
 
     def close(self) -> None:
         self.stopping.set()

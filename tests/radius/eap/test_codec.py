@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bridge.radius import packet as rp
 from bridge.radius.eap import codec
 from bridge.radius.eap.codec import Eap
 from bridge.radius.packet import ProtocolError
@@ -77,3 +78,14 @@ def test_any_bytes_decode_or_raise_protocol_error(raw: bytes) -> None:
 def test_round_trip(code: int, identifier: int, kind: int, data: bytes) -> None:
     eap = Eap(code, identifier, kind, data)
     assert codec.decode(eap.encode()) == eap
+
+
+@given(st.integers(0, 255), st.integers(1, 255), st.binary(max_size=1200))
+def test_request_and_message_attributes_match_the_general_encoders(
+    identifier: int, kind: int, data: bytes
+) -> None:
+    """The per-round shortcuts build the same octets as `Eap.encode` and `encode_attributes`."""
+    eap = codec.request(identifier, kind, data)
+    assert eap == Eap(codec.REQUEST, identifier, kind, data).encode()
+    split = [(rp.EAP_MESSAGE, part) for part in codec.split_attributes(eap)]
+    assert codec.message_attributes(eap) == rp.encode_attributes(split)
