@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import os
 import shutil
 import socket
@@ -297,6 +298,11 @@ async def _stub_server(port: int) -> None:
     accepted = Decision(Outcome.ACCEPTED, patron, pin_ok=True)
 
     class Accepting:
+        today = staticmethod(dt.date.today)
+
+        def recent(self, barcode: str) -> None:
+            return None  # nothing verified lately: every search takes the general path
+
         def settle(self, barcode: str, pin: object, ctx: object) -> Decision:
             return accepted
 
