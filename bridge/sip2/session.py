@@ -30,9 +30,11 @@ from bridge.sip2.codec import (
     Message,
     Prepared,
     ProtocolError,
+    Request,
     decode,
     encode,
     encode_rendered,
+    read_request,
     render,
     template,
 )
@@ -247,9 +249,39 @@ class Session:
         self._pending = frame
         return Dispatch(message)
 
+    def request(self, frame: bytes) -> Request | None:
+        """A logged-in terminal's plain 23/63/35, read straight off the frame (`read_request`),
+        when `receive` would dispatch it as it is; None means: call `receive`.
+
+        The same checks in the same order as `receive` for these codes: a frame with anything
+        unusual, an unchecked message on an account that requires checksums, or a duplicate
+        to replay goes the general way. Answer with `answer_request`."""
+        account = self.account
+        if account is None:
+            return None
+        request = read_request(frame)
+        if request is None:
+            return None
+        if request[2]:
+            if frame == self._last_request and self._last_response:
+                return None
+        elif account.required:
+            return None
+        return request
+
+    def answer_request(self, request: Request, frame: bytes, response: Prepared) -> bytes:
+        """`answer` for a request from `request`."""
+        self._pending = frame
+        return self._answer(request[1], request[2], response)
+
     def answer(self, request: Message, response: Message | Prepared) -> bytes:
         """Encode a response mirroring the request's error detection; remember it for 97 and
         for duplicate replay."""
+        return self._answer(request.sequence, request.checksummed, response)
+
+    def _answer(
+        self, sequence: int | None, checksummed: bool, response: Message | Prepared
+    ) -> bytes:
         account = self.account
         if account is not None:
             terminator, charset = account.terminator, account.charset
@@ -258,8 +290,8 @@ class Session:
         if type(response) is Prepared:
             data = encode_rendered(
                 response.text,
-                sequence=request.sequence,
-                checksum=request.checksummed,
+                sequence=sequence,
+                checksum=checksummed,
                 charset=charset,
                 terminator=terminator,
             )
@@ -267,14 +299,14 @@ class Session:
             assert isinstance(response, Message)
             data = encode(
                 response,
-                sequence=request.sequence,
-                checksum=request.checksummed,
+                sequence=sequence,
+                checksum=checksummed,
                 charset=charset,
                 terminator=terminator,
             )
         # remembered for a 97 and for replaying a duplicate of a checksummed request
         self._last_response = data
-        self._last_request = self._pending if request.checksummed else b""
+        self._last_request = self._pending if checksummed else b""
         self._pending = b""
         return data
 
