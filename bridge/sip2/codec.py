@@ -32,6 +32,7 @@ what we read never reach the caller.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 import unicodedata
 import zlib
@@ -453,6 +454,18 @@ _REQUESTS: Final[dict[bytes, tuple[str, int]]] = {
 }
 
 
+_VALUE: Final = "[ -{}~]*"  # printable ASCII but `|`
+_FIELDS: Final = (
+    f"AO({_VALUE})\\|AA({_VALUE})\\|(?:AC{_VALUE}\\|)?(?:AD({_VALUE})\\|)?(?:B[PQ]{_VALUE}\\|)*"
+    "(?:AY([0-9])AZ([0-9A-F]{4}))?"
+)
+#: Wire code → (code, the usual shape of that request: see `read_request`).
+_PLAIN: Final[dict[bytes, tuple[str, re.Pattern[str]]]] = {
+    code.encode("ascii"): (code, re.compile(f"{code}[ -~]{{{FIXED_END[code] - 2}}}{_FIELDS}"))
+    for code in ("63", "23", "35")
+}
+
+
 def read_request(frame: bytes) -> Request | None:
     """The fields a server needs from a plain 23/63 (the PIN check) or 35, read straight off
     the frame, or None for anything unusual: then `decode` reads (or refuses) the frame.
@@ -462,6 +475,22 @@ def read_request(frame: bytes) -> Request | None:
     Only ASCII frames with a printable body, a good or absent trailer and no AY among the
     variable fields are read here; for those `decode` would give the same code, AY, AZ and
     first values (tests/sip2/test_codec.py checks both readers on mutated frames)."""
+    plain = _PLAIN.get(frame[:2])
+    if plain is None:
+        return None
+    # The shape self-checks send, in one regular expression: printable ASCII, the fixed part,
+    # AO, AA, an optional AC and AD, BP/BQ, each field ended by `|`, then `AYnAZxxxx` (upper
+    # case) or nothing; each tag once, so the groups are the first values.
+    match = plain[1].fullmatch(frame.decode("latin-1"))  # no error: non-ASCII fails the match
+    if match is not None:
+        institution, barcode, pin, sequence_digit, _ = match.groups()
+        if sequence_digit is None:
+            return (plain[0], None, False, institution, barcode, pin)
+        data = frame[:-4]  # `_checksum_bytes`, inline
+        value = (1 - zlib.adler32(data) if len(data) <= _ADLER_EXACT else -sum(data)) & 0xFFFF
+        if _HEX_PAIRS[value >> 8] + _HEX_PAIRS[value & 0xFF] == frame[-4:]:
+            return (plain[0], ord(sequence_digit) - 48, True, institution, barcode, pin)
+        return None  # a wrong checksum: decode raises it
     spec = _REQUESTS.get(frame[:2])
     if spec is None or not frame.isascii():
         return None
