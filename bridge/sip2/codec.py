@@ -466,6 +466,34 @@ _PLAIN: Final[dict[bytes, tuple[str, re.Pattern[str]]]] = {
 }
 
 
+#: What `read_login` takes off a 93: (UID algorithm, PWD algorithm, CN, CO, AY digit or
+#: None, whether an AZ was present and verified).
+Login = tuple[str, str, str, str, int | None, bool]
+
+_LOGIN: Final = re.compile(
+    f"93([ -~])([ -~])CN({_VALUE})\\|CO({_VALUE})\\|(?:CP{_VALUE}\\|)?"
+    "(?:AY([0-9])AZ([0-9A-F]{4}))?"
+)
+
+
+def read_login(frame: bytes) -> Login | None:
+    """A 93 of the usual shape (printable ASCII, CN, CO, an optional CP, each ended by `|`,
+    then `AYnAZxxxx` in upper case or nothing) read straight off the frame; None for any
+    other (then `decode` reads or refuses it). Each tag appears once, so the values are the
+    ones `LoginRequest.from_message(decode(frame))` holds (tests/sip2/test_codec.py)."""
+    match = _LOGIN.fullmatch(frame.decode("latin-1"))  # no error: non-ASCII fails the match
+    if match is None:
+        return None
+    uid, pwd, login, password, sequence_digit, _ = match.groups()
+    if sequence_digit is None:
+        return (uid, pwd, login, password, None, False)
+    data = frame[:-4]
+    value = (1 - zlib.adler32(data) if len(data) <= _ADLER_EXACT else -sum(data)) & 0xFFFF
+    if _HEX_PAIRS[value >> 8] + _HEX_PAIRS[value & 0xFF] == frame[-4:]:
+        return (uid, pwd, login, password, ord(sequence_digit) - 48, True)
+    return None  # a wrong checksum: decode raises it
+
+
 def read_request(frame: bytes) -> Request | None:
     """The fields a server needs from a plain 23/63 (the PIN check) or 35, read straight off
     the frame, or None for anything unusual: then `decode` reads (or refuses) the frame.

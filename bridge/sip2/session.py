@@ -34,6 +34,7 @@ from bridge.sip2.codec import (
     decode,
     encode,
     encode_rendered,
+    read_login,
     read_request,
     render,
     template,
@@ -225,6 +226,18 @@ class Session:
             terminator, charset = account.terminator, account.charset
         else:
             terminator, charset = client_terminator, "cp850"
+        if frame[:2] == b"93":  # a login of the usual shape: no `Message` (one per session)
+            login = read_login(frame)
+            if login is not None:
+                checksummed = login[5]
+                if account is not None and account.required and not checksummed:
+                    return Reply(RESEND + terminator, "unchecked_message")
+                if checksummed and frame == self._last_request and self._last_response:
+                    return Reply(self._last_response, "duplicate_replayed")
+                uid, pwd, name, password, sequence, _ = login
+                return self._login(
+                    name, Secret(password), uid, pwd, sequence, checksummed, frame, terminator
+                )
         try:
             message = decode(frame, charset=charset)
         except ChecksumError:
@@ -243,7 +256,17 @@ class Session:
         if code not in RESPONSE_CODE:
             return Reply(RESEND + terminator, "not_a_request")
         if code == "93":
-            return self._login(message, frame, terminator)
+            request = LoginRequest.from_message(message)
+            return self._login(
+                request.login,
+                request.password,
+                request.uid_algorithm,
+                request.pwd_algorithm,
+                message.sequence,
+                message.checksummed,
+                frame,
+                terminator,
+            )
         if account is None and not (code == "99" and self.options.sc_status_before_login):
             return Close("message before login")
         self._pending = frame
@@ -310,18 +333,27 @@ class Session:
         self._pending = b""
         return data
 
-    def _login(self, message: Message, frame: bytes, terminator: bytes) -> Reply:
-        login = LoginRequest.from_message(message)
-        check = self.accounts.verify(login.login, login.password, self.source)
+    def _login(
+        self,
+        login: str,
+        password: Secret,
+        uid_algorithm: str,
+        pwd_algorithm: str,
+        sequence: int | None,
+        checksummed: bool,
+        frame: bytes,
+        terminator: bytes,
+    ) -> Reply:
+        check = self.accounts.verify(login, password, self.source)
         account = check.account
-        plain = login.uid_algorithm in ("0", " ") and login.pwd_algorithm in ("0", " ")
+        plain = uid_algorithm in ("0", " ") and pwd_algorithm in ("0", " ")
         if account is None or not plain:
             self.account = None  # a failed re-login logs the terminal out
             self.login_failures += 1
             data = encode_rendered(
                 _LOGIN_REFUSED,
-                sequence=message.sequence,
-                checksum=message.checksummed,
+                sequence=sequence,
+                checksum=checksummed,
                 terminator=terminator,
             )
             close = self.login_failures >= self.options.login_attempts
@@ -332,7 +364,7 @@ class Session:
         self.account = account
         self.login_failures = 0
         self._pending = frame
-        data = self.answer(message, _LOGIN_OK)
+        data = self._answer(sequence, checksummed, _LOGIN_OK)
         return Reply(data, "login", login=account.login)
 
     def resend(self, client_terminator: bytes = b"\r") -> bytes:

@@ -31,6 +31,7 @@ from bridge.sip2.codec import (
     parse_date,
     supported_messages,
 )
+from bridge.sip2.messages import LoginRequest
 
 
 def test_canonical_resend_checksums() -> None:
@@ -450,3 +451,63 @@ def test_read_request_leaves_the_unusual_to_decode() -> None:
     assert codec.read_request(_REQUEST_FRAMES[0] + b"AYx|") is None
     assert codec.read_request(b"6300120240101") is None
     assert codec.read_request(b"9300CNa|COb|") is None
+
+
+_LOGIN_FRAMES = (
+    b"9300CNselfcheck|COsc-secret-1|CPdesk|",
+    b"9300CNselfcheck|COsc-secret-1|",
+    b"9301CN|CO|CPa|CNb|",
+    b"9300CNselfcheckCOsecret|",
+)
+
+
+@st.composite
+def login_frames(draw: st.DrawFn) -> bytes:
+    frame = draw(st.sampled_from(_LOGIN_FRAMES))
+    sequence = draw(st.none() | st.integers(0, 9))
+    az = draw(st.booleans())
+    before = draw(st.booleans())
+    if before:
+        frame = _with_trailer(frame, sequence, az)
+    for _ in range(draw(st.integers(0, 3))):
+        at = draw(st.integers(0, len(frame)))
+        byte = bytes([draw(_MUTATION)])
+        frame = draw(
+            st.sampled_from(
+                [frame[:at] + byte + frame[at:], frame[:at] + byte + frame[at + 1 :], frame[:at]]
+            )
+        )
+    if not before:
+        frame = _with_trailer(frame, sequence, az)
+    return frame
+
+
+@given(login_frames())
+@example(_with_trailer(_LOGIN_FRAMES[0], 0, True))
+@example(_with_trailer(_LOGIN_FRAMES[1], None, False))
+def test_read_login_agrees_with_decode(frame: bytes) -> None:
+    read = codec.read_login(frame)
+    if read is None:
+        return
+    m = decode(frame)
+    request = LoginRequest.from_message(m)
+    assert read[:4] == (
+        request.uid_algorithm,
+        request.pwd_algorithm,
+        request.login,
+        request.password.reveal().decode(),
+    )
+    assert read[4:] == (m.sequence, m.checksummed)
+
+
+def test_read_login_reads_the_usual_login() -> None:
+    assert codec.read_login(_with_trailer(_LOGIN_FRAMES[0], 0, True)) == (
+        "0",
+        "0",
+        "selfcheck",
+        "sc-secret-1",
+        0,
+        True,
+    )
+    assert codec.read_login(_LOGIN_FRAMES[0][:-1] + b"AY1AZ0000") is None
+    assert codec.read_login(_LOGIN_FRAMES[0].replace(b"desk", "dèsk".encode())) is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -263,3 +265,46 @@ def test_request_is_read_only_when_receive_would_dispatch_it(
     assert fast.answer_request(read, frame, response) == general.answer(m, response)
     assert fast.receive(b"97") == general.receive(b"97")
     assert fast.receive(frame) == general.receive(frame)
+
+
+def _conversation(frames: list[bytes], required: bool) -> list[object]:
+    s = session(**({"error_detection": "required"} if required else {}))
+    out: list[object] = []
+    for frame in frames:
+        out.append(s.receive(frame))
+        out.append((s.account, s.login_failures, s.receive(b"97")))
+    return out
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            [login_msg(), login_msg(password="nope"), login_msg(alg=b"01"), login_msg("")]
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    st.lists(st.tuples(st.integers(0, 40), st.binary(max_size=2)), max_size=3),
+    st.none() | st.integers(0, 9),
+    st.booleans(),
+    st.booleans(),
+)
+def test_a_login_read_off_the_frame_is_answered_as_decoded(
+    bodies: list[bytes],
+    mutations: list[tuple[int, bytes]],
+    sequence: int | None,
+    az: bool,
+    required: bool,
+) -> None:
+    """`receive` answers a 93 of the usual shape without a `Message` (`read_login`): the same
+    replies, events and state (account, failures, what a 97 replays) as when it decodes."""
+    frames = []
+    for body in bodies:
+        for at, data in mutations:
+            body = body[:at] + data + body[at + len(data) :]
+        frames.append(trailer(body, sequence, az=az))
+    frames.append(frames[-1])  # a resend: replayed when checksummed and answered
+    fast = _conversation(frames, required)
+    with mock.patch("bridge.sip2.session.read_login", return_value=None):
+        general = _conversation(frames, required)
+    assert fast == general
