@@ -31,6 +31,7 @@ from bridge.sip2.codec import (
     Prepared,
     ProtocolError,
     Request,
+    _checksum_bytes,
     decode,
     encode,
     encode_rendered,
@@ -188,6 +189,9 @@ class Close:
 
 Action = Reply | Dispatch | Close | None
 
+#: The AY digit and the AZ tag of a checksummed answer, by sequence number.
+_AY_AZ: Final = tuple(f"AY{digit}AZ" for digit in range(10))
+
 #: The two 94s as text, rendered once (every login answers one of them).
 _LOGIN_OK: Final = Prepared(render(template(LoginResponse(True).to_message()), {}))
 _LOGIN_REFUSED: Final = render(template(LoginResponse(False).to_message()), {})
@@ -294,8 +298,20 @@ class Session:
 
     def answer_request(self, request: Request, frame: bytes, response: Prepared) -> bytes:
         """`answer` for a request from `request`."""
-        self._pending = frame
-        return self._answer(request[1], request[2], response)
+        sequence, checksummed = request[1], request[2]
+        account = self.account
+        text = response.text
+        if account is None or sequence is None or not checksummed or not text.isascii():
+            self._pending = frame
+            return self._answer(sequence, checksummed, response)
+        # what `encode_rendered` does for the usual case (ASCII, AY and AZ), inline: this is
+        # every cached PIN check's answer
+        data = (text + _AY_AZ[sequence % 10]).encode("ascii")
+        data += _checksum_bytes(data) + account.terminator
+        self._last_response = data
+        self._last_request = frame
+        self._pending = b""
+        return data
 
     def answer(self, request: Message, response: Message | Prepared) -> bytes:
         """Encode a response mirroring the request's error detection; remember it for 97 and

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -222,6 +223,8 @@ def test_network_answers_are_remembered_per_account_networks() -> None:
     st.booleans(),
     st.booleans(),
     st.booleans(),
+    st.sampled_from([{}, {"terminator": "CRLF"}, {"charset": "utf-8", "terminator": "CRLF"}]),
+    st.sampled_from(["", "é"]),
 )
 def test_request_is_read_only_when_receive_would_dispatch_it(
     body: bytes,
@@ -230,6 +233,8 @@ def test_request_is_read_only_when_receive_would_dispatch_it(
     az: bool,
     required: bool,
     repeat: bool,
+    dialect: dict[str, str],
+    accent: str,
 ) -> None:
     """`Session.request` (the fast way) reads a frame only when `receive` (the general way)
     would dispatch it, with the same AY, AZ, card, institution and PIN; and answering either
@@ -237,11 +242,12 @@ def test_request_is_read_only_when_receive_would_dispatch_it(
     for at, data in mutations:
         body = body[:at] + data + body[at + len(data) :]
     frame = trailer(body, sequence, az=az)
-    options = {"error_detection": "required"} if required else {}
+    options: dict[str, Any] = {"error_detection": "required"} if required else {}
+    options.update(dialect)
     fast, general = session(**options), session(**options)
     for s in (fast, general):
         assert reply(s.receive(trailer(login_msg(), 0))).startswith(b"941")
-    response = Prepared("64              00120240101    101010AOMAIN|AA1234|CQY|")
+    response = Prepared(f"64              00120240101    101010AOMAIN|AA1234|AEJos{accent}|CQY|")
     if repeat:  # the frame was answered once already: a checksummed resend is replayed
         for s in (fast, general):
             action = s.receive(frame)
@@ -268,7 +274,7 @@ def test_request_is_read_only_when_receive_would_dispatch_it(
 
 
 def _conversation(frames: list[bytes], required: bool) -> list[object]:
-    s = session(**({"error_detection": "required"} if required else {}))
+    s = session(error_detection="required") if required else session()
     out: list[object] = []
     for frame in frames:
         out.append(s.receive(frame))
