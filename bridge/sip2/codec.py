@@ -40,6 +40,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from bridge.core.secret import Secret
+
 Charset = Literal["cp850", "utf-8", "ascii"]
 
 #: The fields whose values are secrets (terminal password, patron PIN, login password).
@@ -446,7 +448,8 @@ def decode(frame: bytes, *, charset: Charset = "cp850") -> Message:
 
 #: What `read_request` takes off a 23, 63 or 35: (code, AY digit or None, whether an AZ was
 #: present and verified, the first AO, the first AA, the first AD or None when absent).
-Request = tuple[str, int | None, bool, str, str, str | None]
+#: The PIN leaves the codec as a `Secret`, so the tuple's repr cannot show it.
+Request = tuple[str, int | None, bool, str, str, Secret | None]
 
 #: Wire code → (code, where its variable fields start), for the requests `read_request` reads.
 _REQUESTS: Final[dict[bytes, tuple[str, int]]] = {
@@ -467,8 +470,8 @@ _PLAIN: Final[dict[bytes, tuple[str, re.Pattern[str]]]] = {
 
 
 #: What `read_login` takes off a 93: (UID algorithm, PWD algorithm, CN, CO, AY digit or
-#: None, whether an AZ was present and verified).
-Login = tuple[str, str, str, str, int | None, bool]
+#: None, whether an AZ was present and verified). The password is a `Secret`.
+Login = tuple[str, str, str, Secret, int | None, bool]
 
 _LOGIN: Final = re.compile(
     f"93([ -~])([ -~])CN({_VALUE})\\|CO({_VALUE})\\|(?:CP{_VALUE}\\|)?"
@@ -484,7 +487,8 @@ def read_login(frame: bytes) -> Login | None:
     match = _LOGIN.fullmatch(frame.decode("latin-1"))  # no error: non-ASCII fails the match
     if match is None:
         return None
-    uid, pwd, login, password, sequence_digit, _ = match.groups()
+    uid, pwd, login, text, sequence_digit, _ = match.groups()
+    password = Secret(text)
     if sequence_digit is None:
         return (uid, pwd, login, password, None, False)
     data = frame[:-4]
@@ -511,7 +515,8 @@ def read_request(frame: bytes) -> Request | None:
     # case) or nothing; each tag once, so the groups are the first values.
     match = plain[1].fullmatch(frame.decode("latin-1"))  # no error: non-ASCII fails the match
     if match is not None:
-        institution, barcode, pin, sequence_digit, _ = match.groups()
+        institution, barcode, text, sequence_digit, _ = match.groups()
+        pin = None if text is None else Secret(text)
         if sequence_digit is None:
             return (plain[0], None, False, institution, barcode, pin)
         data = frame[:-4]  # `_checksum_bytes`, inline
@@ -545,7 +550,8 @@ def read_request(frame: bytes) -> Request | None:
         at += 3
         end = text.find("|", at)
         values.append(text[at:] if end < 0 else text[at:end])
-    institution, barcode, pin = values
+    institution, barcode, text = values
+    pin = None if text is None else Secret(text)
     return (code, sequence, checksummed, institution or "", barcode or "", pin)
 
 

@@ -19,7 +19,6 @@ import structlog
 
 from bridge.core.auth import valid_barcode
 from bridge.core.patron import Context, Decision, Outcome, Patron
-from bridge.core.secret import Secret
 from bridge.core.store import NotSupported, StoreError, StoreUnavailable
 from bridge.services import Services
 from bridge.sip2 import answers
@@ -159,7 +158,7 @@ class Handler:
         if not pin:
             return None  # no PIN: a store lookup
         ctx = self._context(account, session)
-        decision = self.authenticator.settle(barcode, Secret(pin), ctx)
+        decision = self.authenticator.settle(barcode, pin, ctx)
         if decision is None:
             return None
         return self._answer(code, barcode, institution, account, decision)

@@ -240,7 +240,7 @@ class Session:
                     return Reply(self._last_response, "duplicate_replayed")
                 uid, pwd, name, password, sequence, _ = login
                 return self._login(
-                    name, Secret(password), uid, pwd, sequence, checksummed, frame, terminator
+                    name, password, uid, pwd, sequence, checksummed, frame, terminator
                 )
         try:
             message = decode(frame, charset=charset)
