@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import assert_never
 
 from bridge.core.patron import ClientPolicy, Decision, Outcome, Patron
-from bridge.sip2.codec import sip_day
+from bridge.sip2.codec import clean, sip_day
 from bridge.sip2.messages import AcsStatus, EndSessionResponse, PatronRequest, PatronResponse
 
 UNKNOWN_STATUS = "YYYY" + " " * 10
@@ -263,3 +263,12 @@ def acs_status(
 def end_session(barcode: str, institution: str, date: str) -> EndSessionResponse:
     """36: always yes; the bridge keeps no patron session, so there is nothing to fail."""
     return EndSessionResponse(True, date, institution, barcode)
+
+
+def end_session_text(barcode: str, institution: str, date: str) -> str:
+    """`end_session`'s message as `encode` writes it, before the trailer: 36, `Y`, the date,
+    AO, AA. A session that ends with a 35 answers one per session, so it is text at once
+    (tests/sip2/test_answers.py holds it to `encode(end_session(...).to_message())`)."""
+    if len(date) != 18:
+        date = date[:18].ljust(18)
+    return f"36Y{clean(date)}AO{clean(institution)}|AA{clean(barcode)}|"

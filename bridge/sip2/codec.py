@@ -32,12 +32,15 @@ what we read never reach the caller.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 import unicodedata
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal
+
+from bridge.core.secret import Secret
 
 Charset = Literal["cp850", "utf-8", "ascii"]
 
@@ -441,6 +444,115 @@ def decode(frame: bytes, *, charset: Charset = "cp850") -> Message:
             if tag == "AY" and not (len(value) == 1 and value.isdigit() and value.isascii()):
                 raise BadSequence(f"message {code} has a sequence number that is not one digit")
     return Message(code, values, fields, sequence, checksummed)
+
+
+#: What `read_request` takes off a 23, 63 or 35: (code, AY digit or None, whether an AZ was
+#: present and verified, the first AO, the first AA, the first AD or None when absent).
+#: The PIN leaves the codec as a `Secret`, so the tuple's repr cannot show it.
+Request = tuple[str, int | None, bool, str, str, Secret | None]
+
+#: Wire code → (code, where its variable fields start), for the requests `read_request` reads.
+_REQUESTS: Final[dict[bytes, tuple[str, int]]] = {
+    code.encode("ascii"): (code, FIXED_END[code]) for code in ("63", "23", "35")
+}
+
+
+_VALUE: Final = "[ -{}~]*"  # printable ASCII but `|`
+_FIELDS: Final = (
+    f"AO({_VALUE})\\|AA({_VALUE})\\|(?:AC{_VALUE}\\|)?(?:AD({_VALUE})\\|)?(?:B[PQ]{_VALUE}\\|)*"
+    "(?:AY([0-9])AZ([0-9A-F]{4}))?"
+)
+#: Wire code → (code, the usual shape of that request: see `read_request`).
+_PLAIN: Final[dict[bytes, tuple[str, re.Pattern[str]]]] = {
+    code.encode("ascii"): (code, re.compile(f"{code}[ -~]{{{FIXED_END[code] - 2}}}{_FIELDS}"))
+    for code in ("63", "23", "35")
+}
+
+
+#: What `read_login` takes off a 93: (UID algorithm, PWD algorithm, CN, CO, AY digit or
+#: None, whether an AZ was present and verified). The password is a `Secret`.
+Login = tuple[str, str, str, Secret, int | None, bool]
+
+_LOGIN: Final = re.compile(
+    f"93([ -~])([ -~])CN({_VALUE})\\|CO({_VALUE})\\|(?:CP{_VALUE}\\|)?"
+    "(?:AY([0-9])AZ([0-9A-F]{4}))?"
+)
+
+
+def read_login(frame: bytes) -> Login | None:
+    """A 93 of the usual shape (printable ASCII, CN, CO, an optional CP, each ended by `|`,
+    then `AYnAZxxxx` in upper case or nothing) read straight off the frame; None for any
+    other (then `decode` reads or refuses it). Each tag appears once, so the values are the
+    ones `LoginRequest.from_message(decode(frame))` holds (tests/sip2/test_codec.py)."""
+    match = _LOGIN.fullmatch(frame.decode("latin-1"))  # no error: non-ASCII fails the match
+    if match is None:
+        return None
+    uid, pwd, login, text, sequence_digit, _ = match.groups()
+    password = Secret(text)
+    if sequence_digit is None:
+        return (uid, pwd, login, password, None, False)
+    data = frame[:-4]
+    value = (1 - zlib.adler32(data) if len(data) <= _ADLER_EXACT else -sum(data)) & 0xFFFF
+    if _HEX_PAIRS[value >> 8] + _HEX_PAIRS[value & 0xFF] == frame[-4:]:
+        return (uid, pwd, login, password, ord(sequence_digit) - 48, True)
+    return None  # a wrong checksum: decode raises it
+
+
+def read_request(frame: bytes) -> Request | None:
+    """The fields a server needs from a plain 23/63 (the PIN check) or 35, read straight off
+    the frame, or None for anything unusual: then `decode` reads (or refuses) the frame.
+
+    Why: a self-check's cached PIN check costs little in the core, and building a `Message`,
+    then a `PatronRequest` and its `Secret`s, was a good part of what the server spent on it.
+    Only ASCII frames with a printable body, a good or absent trailer and no AY among the
+    variable fields are read here; for those `decode` would give the same code, AY, AZ and
+    first values (tests/sip2/test_codec.py checks both readers on mutated frames)."""
+    plain = _PLAIN.get(frame[:2])
+    if plain is None:
+        return None
+    # The shape self-checks send, in one regular expression: printable ASCII, the fixed part,
+    # AO, AA, an optional AC and AD, BP/BQ, each field ended by `|`, then `AYnAZxxxx` (upper
+    # case) or nothing; each tag once, so the groups are the first values.
+    match = plain[1].fullmatch(frame.decode("latin-1"))  # no error: non-ASCII fails the match
+    if match is not None:
+        institution, barcode, text, sequence_digit, _ = match.groups()
+        pin = None if text is None else Secret(text)
+        if sequence_digit is None:
+            return (plain[0], None, False, institution, barcode, pin)
+        data = frame[:-4]  # `_checksum_bytes`, inline
+        value = (1 - zlib.adler32(data) if len(data) <= _ADLER_EXACT else -sum(data)) & 0xFFFF
+        if _HEX_PAIRS[value >> 8] + _HEX_PAIRS[value & 0xFF] == frame[-4:]:
+            return (plain[0], ord(sequence_digit) - 48, True, institution, barcode, pin)
+        return None  # a wrong checksum: decode raises it
+    spec = _REQUESTS.get(frame[:2])
+    if spec is None or not frame.isascii():
+        return None
+    code, fixed_end = spec
+    if len(frame) < fixed_end:
+        return None
+    try:
+        body_end, sequence, checksummed = _trailer(frame, fixed_end)
+    except ChecksumError:
+        return None
+    body = frame[:body_end].decode("ascii")
+    if not body.isprintable():
+        return None
+    # With a `|` in front, `|AA` finds the first field whose piece starts with AA.
+    text = "|" + body[fixed_end:]
+    if "AY" in text:
+        return None  # decode looks for a broken sequence number among the fields
+    values: list[str | None] = []
+    for tag in ("|AO", "|AA", "|AD"):
+        at = text.find(tag)
+        if at < 0:
+            values.append(None)
+            continue
+        at += 3
+        end = text.find("|", at)
+        values.append(text[at:] if end < 0 else text[at:end])
+    institution, barcode, text = values
+    pin = None if text is None else Secret(text)
+    return (code, sequence, checksummed, institution or "", barcode or "", pin)
 
 
 # --- encoding -------------------------------------------------------------------------------

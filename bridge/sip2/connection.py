@@ -277,7 +277,27 @@ class Connection(asyncio.Protocol):
         handler = self.listener.handler
         frames = self.frames
         while frames and self.task is None and not self.closed:
-            action = session.receive(frames.popleft(), self.framer.terminator)
+            frame = frames.popleft()
+            # A plain 23/63/35 is read straight off the frame and answered without a
+            # `Message` when the handler can (most of what a busy self-check sends).
+            read = session.request(frame)
+            if read is not None:
+                try:
+                    answer = handler.answer_request(read, session)
+                except ProtocolError:
+                    log.info("sip2_unreadable_request", source=self.source, code=read[0])
+                    transport.write(session.resend(self.framer.terminator))
+                    continue
+                except Exception as error:  # noqa: BLE001 - a bug must not kill the listener
+                    log.error(
+                        "sip2_connection_failed", source=self.source, error=type(error).__name__
+                    )
+                    self.close()
+                    return
+                if answer is not None:
+                    transport.write(session.answer_request(read, frame, answer))
+                    continue
+            action = session.receive(frame, self.framer.terminator)
             if type(action) is Dispatch:
                 request = action.message
                 try:

@@ -27,6 +27,7 @@ from bridge.sip2.codec import (
     CIRCULATION_CODES,
     Message,
     Prepared,
+    Request,
     Template,
     render,
     sip_date,
@@ -56,6 +57,11 @@ class _Kept:
     template: Template
     date: str = ""
     answer: Prepared | None = None  # rendered for `date`; handed out as is (never changed)
+
+
+def _asked(code: str, barcode: str, institution: str) -> PatronRequest:
+    """The request as `answers` reads it: its code, card and institution (nothing else)."""
+    return PatronRequest(code, barcode, None, institution)
 
 
 class Handler:
@@ -140,6 +146,23 @@ class Handler:
             return self.end_session(message, session)
         return None
 
+    def answer_request(self, request: Request, session: Session) -> Prepared | None:
+        """`answer_now` for a request read straight off its frame (`Session.request`): the
+        same answers without a `Message`, a `PatronRequest` or a terminal-password `Secret`.
+        None: ask `Session.receive` and `answer_now` (a PIN the core cannot settle now)."""
+        code, _, _, institution, barcode, pin = request
+        account = session.account
+        assert account is not None  # `Session.request` reads only after login
+        if code == "35":
+            return self._ended(barcode, account.settings.institution or institution)
+        if not pin:
+            return None  # no PIN: a store lookup
+        ctx = self._context(account, session)
+        decision = self.authenticator.settle(barcode, pin, ctx)
+        if decision is None:
+            return None
+        return self._answer(code, barcode, institution, account, decision)
+
     async def dispatch(self, message: Message, session: Session) -> Message | Prepared:
         code = message.code
         if code == "63" or code == "23":
@@ -218,6 +241,11 @@ class Handler:
         return self._checked(request, account, decision)
 
     def _checked(self, request: PatronRequest, account: Account, decision: Decision) -> Prepared:
+        return self._answer(request.code, request.barcode, request.institution, account, decision)
+
+    def _answer(
+        self, code: str, barcode: str, institution: str, account: Account, decision: Decision
+    ) -> Prepared:
         """The 24/64 for a PIN check, from a template kept per terminal question.
 
         A self-check asks about the same patron several times a minute and only the
@@ -229,7 +257,7 @@ class Handler:
         if decision.outcome is Outcome.BAD_INPUT:
             # answered and forgotten: a hostile barcode or institution must not fill the table
             answer = answers.check_answer(
-                request,
+                _asked(code, barcode, institution),
                 decision,
                 date=date,
                 today=today,
@@ -237,11 +265,11 @@ class Handler:
                 options=self.options(account),
             )
             return Prepared(render(template(answer.to_message()), {"transaction_date": date}))
-        key = (request.code, request.barcode, request.institution, account.login)
+        key = (code, barcode, institution, account.login)
         kept = self._templates.get(key)
         if kept is None or kept.decision is not decision or kept.today != today:
             answer = answers.check_answer(
-                request,
+                _asked(code, barcode, institution),
                 decision,
                 date=date,
                 today=today,
@@ -273,14 +301,16 @@ class Handler:
             library_name=account.settings.library_name if account is not None else "",
         ).to_message()
 
-    def end_session(self, message: Message, session: Session) -> Message:
+    def end_session(self, message: Message, session: Session) -> Prepared:
         """35 → 36Y: the bridge holds no patron session, so ending one always succeeds."""
         request = EndSession.from_message(message)
         account = session.account
         institution = (account.settings.institution if account else "") or request.institution
-        return answers.end_session(
-            request.barcode, institution, sip_date(self.clock())
-        ).to_message()
+        return self._ended(request.barcode, institution)
+
+    def _ended(self, barcode: str, institution: str) -> Prepared:
+        """36Y as prepared text: no `EndSessionResponse` built and serialised per 35."""
+        return Prepared(answers.end_session_text(barcode, institution, sip_date(self.clock())))
 
     async def block(self, message: Message, session: Session) -> Message:
         """01: block the card in the store (audited by the core), answer with a 24."""

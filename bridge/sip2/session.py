@@ -30,9 +30,13 @@ from bridge.sip2.codec import (
     Message,
     Prepared,
     ProtocolError,
+    Request,
+    _checksum_bytes,
     decode,
     encode,
     encode_rendered,
+    read_login,
+    read_request,
     render,
     template,
 )
@@ -185,6 +189,9 @@ class Close:
 
 Action = Reply | Dispatch | Close | None
 
+#: The AY digit and the AZ tag of a checksummed answer, by sequence number.
+_AY_AZ: Final = tuple(f"AY{digit}AZ" for digit in range(10))
+
 #: The two 94s as text, rendered once (every login answers one of them).
 _LOGIN_OK: Final = Prepared(render(template(LoginResponse(True).to_message()), {}))
 _LOGIN_REFUSED: Final = render(template(LoginResponse(False).to_message()), {})
@@ -223,6 +230,18 @@ class Session:
             terminator, charset = account.terminator, account.charset
         else:
             terminator, charset = client_terminator, "cp850"
+        if frame[:2] == b"93":  # a login of the usual shape: no `Message` (one per session)
+            login = read_login(frame)
+            if login is not None:
+                checksummed = login[5]
+                if account is not None and account.required and not checksummed:
+                    return Reply(RESEND + terminator, "unchecked_message")
+                if checksummed and frame == self._last_request and self._last_response:
+                    return Reply(self._last_response, "duplicate_replayed")
+                uid, pwd, name, password, sequence, _ = login
+                return self._login(
+                    name, password, uid, pwd, sequence, checksummed, frame, terminator
+                )
         try:
             message = decode(frame, charset=charset)
         except ChecksumError:
@@ -241,15 +260,67 @@ class Session:
         if code not in RESPONSE_CODE:
             return Reply(RESEND + terminator, "not_a_request")
         if code == "93":
-            return self._login(message, frame, terminator)
+            request = LoginRequest.from_message(message)
+            return self._login(
+                request.login,
+                request.password,
+                request.uid_algorithm,
+                request.pwd_algorithm,
+                message.sequence,
+                message.checksummed,
+                frame,
+                terminator,
+            )
         if account is None and not (code == "99" and self.options.sc_status_before_login):
             return Close("message before login")
         self._pending = frame
         return Dispatch(message)
 
+    def request(self, frame: bytes) -> Request | None:
+        """A logged-in terminal's plain 23/63/35, read straight off the frame (`read_request`),
+        when `receive` would dispatch it as it is; None means: call `receive`.
+
+        The same checks in the same order as `receive` for these codes: a frame with anything
+        unusual, an unchecked message on an account that requires checksums, or a duplicate
+        to replay goes the general way. Answer with `answer_request`."""
+        account = self.account
+        if account is None:
+            return None
+        request = read_request(frame)
+        if request is None:
+            return None
+        if request[2]:
+            if frame == self._last_request and self._last_response:
+                return None
+        elif account.required:
+            return None
+        return request
+
+    def answer_request(self, request: Request, frame: bytes, response: Prepared) -> bytes:
+        """`answer` for a request from `request`."""
+        sequence, checksummed = request[1], request[2]
+        account = self.account
+        text = response.text
+        if account is None or sequence is None or not checksummed or not text.isascii():
+            self._pending = frame
+            return self._answer(sequence, checksummed, response)
+        # what `encode_rendered` does for the usual case (ASCII, AY and AZ), inline: this is
+        # every cached PIN check's answer
+        data = (text + _AY_AZ[sequence % 10]).encode("ascii")
+        data += _checksum_bytes(data) + account.terminator
+        self._last_response = data
+        self._last_request = frame
+        self._pending = b""
+        return data
+
     def answer(self, request: Message, response: Message | Prepared) -> bytes:
         """Encode a response mirroring the request's error detection; remember it for 97 and
         for duplicate replay."""
+        return self._answer(request.sequence, request.checksummed, response)
+
+    def _answer(
+        self, sequence: int | None, checksummed: bool, response: Message | Prepared
+    ) -> bytes:
         account = self.account
         if account is not None:
             terminator, charset = account.terminator, account.charset
@@ -258,8 +329,8 @@ class Session:
         if type(response) is Prepared:
             data = encode_rendered(
                 response.text,
-                sequence=request.sequence,
-                checksum=request.checksummed,
+                sequence=sequence,
+                checksum=checksummed,
                 charset=charset,
                 terminator=terminator,
             )
@@ -267,29 +338,38 @@ class Session:
             assert isinstance(response, Message)
             data = encode(
                 response,
-                sequence=request.sequence,
-                checksum=request.checksummed,
+                sequence=sequence,
+                checksum=checksummed,
                 charset=charset,
                 terminator=terminator,
             )
         # remembered for a 97 and for replaying a duplicate of a checksummed request
         self._last_response = data
-        self._last_request = self._pending if request.checksummed else b""
+        self._last_request = self._pending if checksummed else b""
         self._pending = b""
         return data
 
-    def _login(self, message: Message, frame: bytes, terminator: bytes) -> Reply:
-        login = LoginRequest.from_message(message)
-        check = self.accounts.verify(login.login, login.password, self.source)
+    def _login(
+        self,
+        login: str,
+        password: Secret,
+        uid_algorithm: str,
+        pwd_algorithm: str,
+        sequence: int | None,
+        checksummed: bool,
+        frame: bytes,
+        terminator: bytes,
+    ) -> Reply:
+        check = self.accounts.verify(login, password, self.source)
         account = check.account
-        plain = login.uid_algorithm in ("0", " ") and login.pwd_algorithm in ("0", " ")
+        plain = uid_algorithm in ("0", " ") and pwd_algorithm in ("0", " ")
         if account is None or not plain:
             self.account = None  # a failed re-login logs the terminal out
             self.login_failures += 1
             data = encode_rendered(
                 _LOGIN_REFUSED,
-                sequence=message.sequence,
-                checksum=message.checksummed,
+                sequence=sequence,
+                checksum=checksummed,
                 terminator=terminator,
             )
             close = self.login_failures >= self.options.login_attempts
@@ -300,7 +380,7 @@ class Session:
         self.account = account
         self.login_failures = 0
         self._pending = frame
-        data = self.answer(message, _LOGIN_OK)
+        data = self._answer(sequence, checksummed, _LOGIN_OK)
         return Reply(data, "login", login=account.login)
 
     def resend(self, client_terminator: bytes = b"\r") -> bytes:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from bridge.core.patron import ClientPolicy, Decision, Outcome, Patron
 from bridge.core.secret import Secret
 from bridge.sip2 import answers
-from bridge.sip2.codec import decode, encode
+from bridge.sip2.codec import decode, encode, encode_rendered
 from bridge.sip2.messages import PatronRequest, PatronResponse
 from tests.pins import DEMO_PIN
 
@@ -133,3 +133,18 @@ def test_busy_reads_as_store_unavailable() -> None:
     busy = answer(decision_for(Outcome.BUSY))
     assert busy == answer(decision_for(Outcome.STORE_UNAVAILABLE))
     assert busy.valid_pin is False
+
+
+@given(
+    st.text(max_size=12),
+    st.text(max_size=12),
+    st.sampled_from(["20240101    101010", "", "2024", "20240101    1010101234", "2024|0101"]),
+)
+def test_end_session_text_is_what_encode_writes(barcode: str, institution: str, date: str) -> None:
+    """The prepared 36 text: the same bytes as `encode` of `end_session`'s message."""
+    message = answers.end_session(barcode, institution, date).to_message()
+    text = answers.end_session_text(barcode, institution, date)
+    for charset in ("cp850", "utf-8", "ascii"):
+        assert encode_rendered(text, sequence=4, checksum=True, charset=charset) == encode(
+            message, sequence=4, checksum=True, charset=charset
+        )

@@ -31,6 +31,7 @@ from bridge.sip2.codec import (
     parse_date,
     supported_messages,
 )
+from bridge.sip2.messages import LoginRequest
 
 
 def test_canonical_resend_checksums() -> None:
@@ -364,3 +365,147 @@ def test_property_template_encodes_like_encode(
 @given(st.text(max_size=24))
 def test_property_parse_date_never_raises(text: str) -> None:
     parse_date(text)
+
+
+# --- read_request: the fast reader of 23/63/35 agrees with decode ----------------------------
+
+_REQUEST_FRAMES = (
+    b"63001" + b"20240101    101010" + b"          " + b"AOMAIN|AA123|AC|AD1234|",
+    b"23001" + b"20240101    101010" + b"AOMAIN|AA123|AC|AD1234|",
+    b"35" + b"20240101    101010" + b"AOMAIN|AA123|",
+    b"63001" + b"20240101    101010" + b"Y         " + b"AA9|AD|AO|AAx|ADy|BP1|BQ5",
+)
+_MUTATION = st.sampled_from(list(b"|AYZDOC0123456789 \x00\x7f\xe9\r")) | st.integers(0, 255)
+
+
+def _with_trailer(body: bytes, sequence: int | None, az: bool) -> bytes:
+    if sequence is not None:
+        body += b"AY%d" % sequence
+    if az:
+        body += b"AZ" + checksum(body + b"AZ").encode()
+    return body
+
+
+@st.composite
+def request_frames(draw: st.DrawFn) -> bytes:
+    """A 23/63/35 with or without AY/AZ, then a few bytes replaced, inserted or cut: with
+    the trailer added before or after the mutation (a good or a broken checksum)."""
+    frame = draw(st.sampled_from(_REQUEST_FRAMES))
+    sequence = draw(st.none() | st.integers(0, 9))
+    az = draw(st.booleans())
+    before = draw(st.booleans())
+    if before:
+        frame = _with_trailer(frame, sequence, az)
+    for _ in range(draw(st.integers(0, 3))):
+        at = draw(st.integers(0, len(frame)))
+        kind = draw(st.sampled_from(["replace", "insert", "cut"]))
+        byte = bytes([draw(_MUTATION)])
+        if kind == "insert":
+            frame = frame[:at] + byte + frame[at:]
+        elif kind == "replace":
+            frame = frame[:at] + byte + frame[at + 1 :]
+        else:
+            frame = frame[:at] + frame[at + draw(st.integers(1, 4)) :]
+    if not before:
+        frame = _with_trailer(frame, sequence, az)
+    return frame
+
+
+def _shown(read: codec.Request) -> tuple[object, ...]:
+    """A `read_request` answer with its PIN revealed, to compare."""
+    pin = read[5]
+    assert pin is None or repr(pin) == "Secret(***)"
+    return (*read[:5], None if pin is None else pin.reveal().decode())
+
+
+def _as_decode_reads(frame: bytes) -> tuple[object, ...] | None:
+    """What `read_request` must return for a frame (PIN revealed), worked out from `decode`."""
+    try:
+        m = decode(frame)
+    except ProtocolError:
+        return None
+    if m.code not in ("23", "63", "35"):
+        return None
+    first = dict(reversed(m.fields))
+    return (m.code, m.sequence, m.checksummed, first.get("AO", ""), first.get("AA", ""),
+            first.get("AD"))  # fmt: skip
+
+
+@given(request_frames())
+@example(_with_trailer(_REQUEST_FRAMES[0], 3, True))
+@example(_with_trailer(_REQUEST_FRAMES[0], None, False))
+@example(_with_trailer(_REQUEST_FRAMES[2], 1, True))
+@example(_REQUEST_FRAMES[0] + b"AY12AZ0000")
+def test_read_request_agrees_with_decode(frame: bytes) -> None:
+    read = codec.read_request(frame)
+    if read is None:
+        return  # the general decode reads (or refuses) it
+    assert _shown(read) == _as_decode_reads(frame)
+
+
+@given(st.sampled_from(_REQUEST_FRAMES[:3]), st.none() | st.integers(0, 9), st.booleans())
+def test_read_request_reads_the_plain_requests(body: bytes, sequence: int | None, az: bool) -> None:
+    frame = _with_trailer(body, sequence, az)
+    read = codec.read_request(frame)
+    assert read is not None and _shown(read) == _as_decode_reads(frame)
+
+
+def test_read_request_leaves_the_unusual_to_decode() -> None:
+    good = _with_trailer(_REQUEST_FRAMES[0], 3, True)
+    assert codec.read_request(good[:-1] + (b"0" if good[-1:] != b"0" else b"1")) is None
+    assert codec.read_request(_REQUEST_FRAMES[0].replace(b"MAIN", "MÄIN".encode())) is None
+    assert codec.read_request(_REQUEST_FRAMES[0].replace(b"MAIN", b"MA\x00N")) is None
+    assert codec.read_request(_REQUEST_FRAMES[0] + b"AYx|") is None
+    assert codec.read_request(b"6300120240101") is None
+    assert codec.read_request(b"9300CNa|COb|") is None
+
+
+_LOGIN_FRAMES = (
+    b"9300CNselfcheck|COsc-secret-1|CPdesk|",
+    b"9300CNselfcheck|COsc-secret-1|",
+    b"9301CN|CO|CPa|CNb|",
+    b"9300CNselfcheckCOsecret|",
+)
+
+
+@st.composite
+def login_frames(draw: st.DrawFn) -> bytes:
+    frame = draw(st.sampled_from(_LOGIN_FRAMES))
+    sequence = draw(st.none() | st.integers(0, 9))
+    az = draw(st.booleans())
+    before = draw(st.booleans())
+    if before:
+        frame = _with_trailer(frame, sequence, az)
+    for _ in range(draw(st.integers(0, 3))):
+        at = draw(st.integers(0, len(frame)))
+        byte = bytes([draw(_MUTATION)])
+        frame = draw(
+            st.sampled_from(
+                [frame[:at] + byte + frame[at:], frame[:at] + byte + frame[at + 1 :], frame[:at]]
+            )
+        )
+    if not before:
+        frame = _with_trailer(frame, sequence, az)
+    return frame
+
+
+@given(login_frames())
+@example(_with_trailer(_LOGIN_FRAMES[0], 0, True))
+@example(_with_trailer(_LOGIN_FRAMES[1], None, False))
+def test_read_login_agrees_with_decode(frame: bytes) -> None:
+    read = codec.read_login(frame)
+    if read is None:
+        return
+    m = decode(frame)
+    request = LoginRequest.from_message(m)
+    assert read[:3] == (request.uid_algorithm, request.pwd_algorithm, request.login)
+    assert read[3].reveal() == request.password.reveal()
+    assert read[4:] == (m.sequence, m.checksummed)
+
+
+def test_read_login_reads_the_usual_login() -> None:
+    read = codec.read_login(_with_trailer(_LOGIN_FRAMES[0], 0, True))
+    assert read is not None and read[:3] == ("0", "0", "selfcheck") and read[4:] == (0, True)
+    assert read[3].reveal() == b"sc-secret-1" and "sc-secret" not in repr(read)
+    assert codec.read_login(_LOGIN_FRAMES[0][:-1] + b"AY1AZ0000") is None
+    assert codec.read_login(_LOGIN_FRAMES[0].replace(b"desk", "dèsk".encode())) is None

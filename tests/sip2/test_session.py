@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+from unittest import mock
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.core.patron import ClientPolicy
-from bridge.sip2.codec import RESEND, build, checksum, decode
+from bridge.sip2.codec import RESEND, Prepared, build, checksum, decode
 from bridge.sip2.session import (
     Account,
     Accounts,
@@ -204,3 +207,111 @@ def test_network_answers_are_remembered_per_account_networks() -> None:
         assert lan.allows("192.168.4.5%eth0") is lan.allows("192.168.4.5")
         assert not lan.allows("not an address")
         assert not anywhere.allows("unknown")
+
+
+@given(
+    st.sampled_from(
+        [
+            patron_msg("63", "1234", DEMO_PIN),
+            patron_msg("23", "1234", DEMO_PIN),
+            patron_msg("63", "1234", None),
+            b"3520240101    101010AOMAIN|AA1234|",
+        ]
+    ),
+    st.lists(st.tuples(st.integers(0, 80), st.binary(max_size=2)), max_size=3),
+    st.none() | st.integers(0, 9),
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
+    st.sampled_from([{}, {"terminator": "CRLF"}, {"charset": "utf-8", "terminator": "CRLF"}]),
+    st.sampled_from(["", "é"]),
+)
+def test_request_is_read_only_when_receive_would_dispatch_it(
+    body: bytes,
+    mutations: list[tuple[int, bytes]],
+    sequence: int | None,
+    az: bool,
+    required: bool,
+    repeat: bool,
+    dialect: dict[str, str],
+    accent: str,
+) -> None:
+    """`Session.request` (the fast way) reads a frame only when `receive` (the general way)
+    would dispatch it, with the same AY, AZ, card, institution and PIN; and answering either
+    way writes the same bytes and leaves the same state for a 97 or a duplicate."""
+    for at, data in mutations:
+        body = body[:at] + data + body[at + len(data) :]
+    frame = trailer(body, sequence, az=az)
+    options: dict[str, Any] = {"error_detection": "required"} if required else {}
+    options.update(dialect)
+    fast, general = session(**options), session(**options)
+    for s in (fast, general):
+        assert reply(s.receive(trailer(login_msg(), 0))).startswith(b"941")
+    response = Prepared(f"64              00120240101    101010AOMAIN|AA1234|AEJos{accent}|CQY|")
+    if repeat:  # the frame was answered once already: a checksummed resend is replayed
+        for s in (fast, general):
+            action = s.receive(frame)
+            if isinstance(action, Dispatch):
+                s.answer(action.message, response)
+    read = fast.request(frame)
+    action = general.receive(frame)
+    if read is None:
+        return
+    assert isinstance(action, Dispatch)
+    m = action.message
+    first = dict(reversed(m.fields))
+    pin = read[5]
+    assert (*read[:5], None if pin is None else pin.reveal().decode()) == (
+        m.code,
+        m.sequence,
+        m.checksummed,
+        first.get("AO", ""),
+        first.get("AA", ""),
+        first.get("AD"),
+    )
+    assert fast.answer_request(read, frame, response) == general.answer(m, response)
+    assert fast.receive(b"97") == general.receive(b"97")
+    assert fast.receive(frame) == general.receive(frame)
+
+
+def _conversation(frames: list[bytes], required: bool) -> list[object]:
+    s = session(error_detection="required") if required else session()
+    out: list[object] = []
+    for frame in frames:
+        out.append(s.receive(frame))
+        out.append((s.account, s.login_failures, s.receive(b"97")))
+    return out
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            [login_msg(), login_msg(password="nope"), login_msg(alg=b"01"), login_msg("")]
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    st.lists(st.tuples(st.integers(0, 40), st.binary(max_size=2)), max_size=3),
+    st.none() | st.integers(0, 9),
+    st.booleans(),
+    st.booleans(),
+)
+def test_a_login_read_off_the_frame_is_answered_as_decoded(
+    bodies: list[bytes],
+    mutations: list[tuple[int, bytes]],
+    sequence: int | None,
+    az: bool,
+    required: bool,
+) -> None:
+    """`receive` answers a 93 of the usual shape without a `Message` (`read_login`): the same
+    replies, events and state (account, failures, what a 97 replays) as when it decodes."""
+    frames = []
+    for body in bodies:
+        for at, data in mutations:
+            body = body[:at] + data + body[at + len(data) :]
+        frames.append(trailer(body, sequence, az=az))
+    frames.append(frames[-1])  # a resend: replayed when checksummed and answered
+    fast = _conversation(frames, required)
+    with mock.patch("bridge.sip2.session.read_login", return_value=None):
+        general = _conversation(frames, required)
+    assert fast == general
