@@ -69,6 +69,9 @@ def _in_process_logging() -> Iterator[None]:
 
 
 _RANDOM_HEX = re.compile(r"[0-9A-Fa-f]{12,}")
+# Process ids the daemon logs ("ready" with "pid" and "workers", a worker's death or restart):
+# a PID is whatever the kernel hands out, and one equal to a test PIN is not a leak.
+_PROCESS_IDS = re.compile(r'(?:"(?:pid|workers)":|\b(?:pid|workers)=)\s*(?:\[[0-9, ]*\]|[0-9]+)')
 
 
 def _unless_digits(match: re.Match[str]) -> str:
@@ -89,6 +92,7 @@ def leaked_pins(paths: list[Path]) -> list[str]:
         # Random record ids (hex, UUIDs) may hold a PIN's digits by chance: "…6519f3907a" is
         # not the PIN 3907. A short run such as SIP2's "AD3907" is still searched.
         text = _RANDOM_HEX.sub(_unless_digits, path.read_text(errors="replace"))
+        text = _PROCESS_IDS.sub(" ", text)
         for pin, pattern in patterns.items():
             if pattern.search(text):
                 found.append(f"{path}: {pin}")

@@ -39,6 +39,19 @@ def test_detector_catches_a_planted_pin(tmp_path: Path) -> None:
     assert found == [f"{planted}: {WRONG_PIN}"]
 
 
+def test_detector_passes_process_ids(tmp_path: Path) -> None:
+    """A worker's PID may equal a test PIN by chance (CI once had worker 4826): not a leak.
+    The same digits anywhere else in the line still are."""
+    pids = tmp_path / "pids.log"
+    pids.write_text(
+        f'{{"event":"ready","pid":{DEMO_PIN},"workers":[{NEW_PIN}, 4843]}}\n'
+        f"event=worker_restarted worker=1 pid={WRONG_PIN}\n"
+    )
+    assert leaked_pins([pids]) == []
+    pids.write_text(f'{{"event":"ready","workers":[4843],"note":"{NEW_PIN}"}}\n')
+    assert leaked_pins([pids]) == [f"{pids}: {NEW_PIN}"]
+
+
 def test_detector_knows_every_pin_the_suite_uses() -> None:
     import tests.pins as pins
 
