@@ -184,11 +184,16 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def cli_command(config: Path, *args: str) -> list[str]:
+    """`patron-bridge --config CONFIG ARGS...` as this interpreter runs it."""
+    return [sys.executable, "-m", "bridge", "--config", str(config), *args]
+
+
 def run_cli(
     config: Path, *args: str, input: str | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [sys.executable, "-m", "bridge", "--config", str(config), *args],
+        cli_command(config, *args),
         input=input,
         capture_output=True,
         text=True,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import DEMO, LOG_FILES, UNKNOWN, base_config, run_cli
+from tests.harness import DEMO, LOG_FILES, UNKNOWN, base_config, cli_command, run_cli
 from tests.pins import DEMO_PIN, NEW_PIN, OTHER_PIN, WRONG_PIN
 
 NEW_CARD = "21234000000100"
@@ -416,16 +416,7 @@ def test_a_reader_that_leaves_early_is_not_a_traceback(config: Path) -> None:
     os.close(read)  # no reader at all: the first write fails with EPIPE
     try:
         result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "bridge",
-                "--config",
-                str(config),
-                "patron",
-                "show",
-                DEMO["active"],
-            ],
+            cli_command(config, "patron", "show", DEMO["active"]),
             stdout=write,
             stderr=subprocess.PIPE,
             text=True,

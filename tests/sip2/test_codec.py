@@ -386,11 +386,11 @@ def _with_trailer(body: bytes, sequence: int | None, az: bool) -> bytes:
     return body
 
 
-@st.composite
-def request_frames(draw: st.DrawFn) -> bytes:
-    """A 23/63/35 with or without AY/AZ, then a few bytes replaced, inserted or cut: with
-    the trailer added before or after the mutation (a good or a broken checksum)."""
-    frame = draw(st.sampled_from(_REQUEST_FRAMES))
+def _mutated(draw: st.DrawFn, frames: tuple[bytes, ...]) -> bytes:
+    """One of `frames` with or without AY/AZ, then a few bytes replaced, inserted or cut (a
+    few, or everything to the end): with the trailer added before or after the mutation (a
+    good or a broken checksum)."""
+    frame = draw(st.sampled_from(frames))
     sequence = draw(st.none() | st.integers(0, 9))
     az = draw(st.booleans())
     before = draw(st.booleans())
@@ -398,17 +398,25 @@ def request_frames(draw: st.DrawFn) -> bytes:
         frame = _with_trailer(frame, sequence, az)
     for _ in range(draw(st.integers(0, 3))):
         at = draw(st.integers(0, len(frame)))
-        kind = draw(st.sampled_from(["replace", "insert", "cut"]))
+        kind = draw(st.sampled_from(["replace", "insert", "cut", "truncate"]))
         byte = bytes([draw(_MUTATION)])
         if kind == "insert":
             frame = frame[:at] + byte + frame[at:]
         elif kind == "replace":
             frame = frame[:at] + byte + frame[at + 1 :]
-        else:
+        elif kind == "cut":
             frame = frame[:at] + frame[at + draw(st.integers(1, 4)) :]
+        else:
+            frame = frame[:at]
     if not before:
         frame = _with_trailer(frame, sequence, az)
     return frame
+
+
+@st.composite
+def request_frames(draw: st.DrawFn) -> bytes:
+    """A mutated 23/63/35."""
+    return _mutated(draw, _REQUEST_FRAMES)
 
 
 def _shown(read: codec.Request) -> tuple[object, ...]:
@@ -470,23 +478,8 @@ _LOGIN_FRAMES = (
 
 @st.composite
 def login_frames(draw: st.DrawFn) -> bytes:
-    frame = draw(st.sampled_from(_LOGIN_FRAMES))
-    sequence = draw(st.none() | st.integers(0, 9))
-    az = draw(st.booleans())
-    before = draw(st.booleans())
-    if before:
-        frame = _with_trailer(frame, sequence, az)
-    for _ in range(draw(st.integers(0, 3))):
-        at = draw(st.integers(0, len(frame)))
-        byte = bytes([draw(_MUTATION)])
-        frame = draw(
-            st.sampled_from(
-                [frame[:at] + byte + frame[at:], frame[:at] + byte + frame[at + 1 :], frame[:at]]
-            )
-        )
-    if not before:
-        frame = _with_trailer(frame, sequence, az)
-    return frame
+    """A mutated 93."""
+    return _mutated(draw, _LOGIN_FRAMES)
 
 
 @given(login_frames())

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -200,18 +200,15 @@ class EapFrontEnd:
             return
         ctx = self.context_for(pending, conversation)
         barcode = remembered.barcode
-        done = partial(self.decided, server, pending, conversation, barcode)
-        try:  # a card verified within cache.ttl is answered here, without a task
-            decision = server.authenticator.settle_resumed(barcode, ctx)
-        except Exception as exc:  # noqa: BLE001 - logged by type; one request must not stop us
-            self.failed(server, pending, conversation, exc)
-            return
-        if decision is not None:
-            done(decision)
-            return
-        task = server.loop.create_task(server.authenticator.resumed(barcode, ctx))
-        server.tasks.add(task)
-        task.add_done_callback(partial(self.task_done, server, pending, conversation, done))
+        auth = server.authenticator
+        self.decide(
+            server,
+            pending,
+            conversation,
+            barcode,
+            partial(auth.settle_resumed, barcode, ctx),
+            partial(auth.resumed, barcode, ctx),
+        )
 
     def context_for(self, pending: Pending, conversation: Conversation) -> Context:
         """The core's Context for this client, source and outer realm (cached: one per
@@ -238,16 +235,37 @@ class EapFrontEnd:
         barcode = user.decode("utf-8", "replace")
         pin = Secret(password)
         ctx = self.context_for(pending, conversation)
+        auth = server.authenticator
+        self.decide(
+            server,
+            pending,
+            conversation,
+            barcode,
+            partial(auth.settle, barcode, pin, ctx),
+            partial(auth.authenticate, barcode, pin, ctx),
+        )
+
+    def decide(
+        self,
+        server: RadiusServer,
+        pending: Pending,
+        conversation: Conversation,
+        barcode: str,
+        now: Callable[[], Decision | None],
+        later: Callable[[], Coroutine[Any, Any, Decision]],
+    ) -> None:
+        """The core's answer for this conversation: `now` (a card verified within cache.ttl,
+        answered here without a task) or, when it has none, `later` in a task."""
         done = partial(self.decided, server, pending, conversation, barcode)
         try:
-            decision = server.authenticator.settle(barcode, pin, ctx)
+            decision = now()
         except Exception as exc:  # noqa: BLE001 - logged by type; one request must not stop us
             self.failed(server, pending, conversation, exc)
             return
         if decision is not None:
             done(decision)
             return
-        task = server.loop.create_task(server.authenticator.authenticate(barcode, pin, ctx))
+        task = server.loop.create_task(later())
         server.tasks.add(task)
         task.add_done_callback(partial(self.task_done, server, pending, conversation, done))
 
