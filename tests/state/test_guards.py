@@ -244,3 +244,32 @@ async def test_the_desk_reads_a_shared_lock_with_its_end(make: Factory) -> None:
     locked = await card_counter(other, CARD, now + 10)
     assert locked is not None and locked.locked and locked.failures == 6
     assert locked.blocked_until == pytest.approx(now + RULES.card_lock_seconds)
+
+
+def test_workers_opening_a_new_state_file_at_once_both_get_it(tmp_path: Path) -> None:
+    """Two workers' first decisions at the same moment on a new state file: both connect.
+    Switching the file to WAL does not wait on SQLite's busy handler, so one of them got
+    "database is locked" about once in fifty starts (seen in a full test run as a guard
+    unavailable); `_connect` now waits and tries again."""
+    import sqlite3
+    import threading
+
+    failures: list[str] = []
+    for trial in range(150):
+        path = tmp_path / f"state-{trial}.db"
+        start = threading.Barrier(2)
+
+        def first_open(path: Path = path, start: threading.Barrier = start) -> None:
+            guard = SqliteGuard(ThrottleRules(), path, bus=LocalBus())
+            start.wait()
+            try:
+                guard._connect().close()
+            except sqlite3.OperationalError as exc:
+                failures.append(str(exc))
+
+        workers = [threading.Thread(target=first_open) for _ in range(2)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    assert failures == []
