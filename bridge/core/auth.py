@@ -7,6 +7,13 @@ verified-credential cache (a hit skips the input checks it passed before) → in
 per-card lock/delay (a locked card is refused even on a cache hit) → per-source and global
 guards → store (KDF in the hasher's pool, or the ILS) → the client's policy on the patron's
 standing.
+Requests with the same barcode and PIN that arrive while that pair is being checked (a
+patron's phone and laptop joining the Wi-Fi at once, a NAS or a proxy retrying, EZproxy's
+double submit) wait for that check instead of starting their own: when it succeeds they are
+answered from the cache it filled. Without that, a right PIN arriving on a cold cache in a burst
+was refused ("PIN checks for this card are in progress") once the burst's checks in flight
+filled the card's free-failure budget. Only identical pairs wait: a different PIN takes its
+own reservation as before, so the guessing limits are unchanged.
 Every decision is audited with its latency. `settle` is the same first steps without the store,
 for front ends that answer cached requests straight from their protocol callbacks. PIN changes,
 resets, blocks and lock clearing also live here so that cache invalidation and auditing happen
@@ -75,6 +82,10 @@ _STORE_LATE = Decision(Outcome.STORE_UNAVAILABLE, reason="store did not answer i
 _GUARD_DOWN = Decision(Outcome.STORE_UNAVAILABLE, reason="guessing-limit state unavailable")
 _HASH_UNREADABLE = Decision(Outcome.STORE_UNAVAILABLE, reason="stored PIN hash unreadable")
 
+#: How many identical checks in flight one request waits for in turn before checking alongside
+#: (a check that fails, e.g. the store is down, wakes its waiters, who then check themselves).
+JOIN_LIMIT = 2
+
 #: A store call is abandoned after this long (the reservation must be settled well before a
 #: shared backend's `ThrottleRules.reservation_ttl` reclaims it).
 STORE_DEADLINE = 60.0
@@ -142,6 +153,9 @@ class Authenticator:
         self.today = self._today_cached if today == dt.date.today else today
         self._today: tuple[float, dt.date] = (-1.0, dt.date.min)
         self._background: set[asyncio.Task[None]] = set()
+        # Checks in flight: barcode -> {cache digest of barcode/PIN: done when it settles}.
+        # Bounded by the gate (an entry lives only while its check holds a reservation).
+        self._checking: dict[str, dict[bytes, asyncio.Future[None]]] = {}
         self.on_invalidate: list[Callable[[str], None]] = []  # e.g. portal ends sessions
         # Resolved once: a store whose lookup is exact costs no call per request.
         self._canonical = barcode_canonicalizer(store)
@@ -160,12 +174,47 @@ class Authenticator:
         if self._resolve is not None:
             barcode = await self._resolved(self._resolve, barcode, ctx)
         decision = self._settle(barcode, pin, ctx)
+        joined = 0
+        while decision is None and joined < JOIN_LIMIT and await self._join(barcode, pin):
+            joined += 1  # an identical check settled: its success is in the cache now
+            decision = self._settle(barcode, pin, ctx)
         if decision is None:
-            decision = await self._verify(barcode, pin, ctx)
+            decision = await self._lead(barcode, pin, ctx)
             self.audit.decision(barcode, ctx, decision, time.perf_counter() - started, "store")
             return decision
         self.audit.decision(barcode, ctx, decision, time.perf_counter() - started)
         return decision
+
+    def _in_flight(self, barcode: str, pin: Secret) -> asyncio.Future[None] | None:
+        """The check of this exact barcode/PIN now in flight, if any."""
+        checks = self._checking.get(barcode)
+        if not checks:
+            return None
+        return checks.get(self.cache.digest(barcode, pin))
+
+    async def _join(self, barcode: str, pin: Secret) -> bool:
+        """Wait for the identical check in flight; False (without suspending) when there is
+        none. Shielded: a waiter given up by its front end does not cancel the check."""
+        future = self._in_flight(barcode, pin)
+        if future is None:
+            return False
+        await asyncio.shield(future)
+        return True
+
+    async def _lead(self, barcode: str, pin: Secret, ctx: Context) -> Decision:
+        """`_verify`, announced to identical requests arriving meanwhile (see `_join`)."""
+        checks = self._checking.setdefault(barcode, {})
+        digest = self.cache.digest(barcode, pin)
+        if digest in checks:  # still in flight after JOIN_LIMIT waits: check alongside it
+            return await self._verify(barcode, pin, ctx)
+        future = checks[digest] = asyncio.get_running_loop().create_future()
+        try:
+            return await self._verify(barcode, pin, ctx)
+        finally:
+            del checks[digest]
+            if not checks:
+                del self._checking[barcode]
+            future.set_result(None)
 
     def settle(self, barcode: str, pin: Secret, ctx: Context) -> Decision | None:
         """The decision, audited, when it needs no store: malformed input, a card in its lock
@@ -198,6 +247,8 @@ class Authenticator:
             if not pin or len(pin) > MAX_PIN or pin.text() is None:
                 self.throttle.record_bad_input(ctx.source, now)
                 return _MALFORMED_PIN
+            if barcode in self._checking and self._in_flight(barcode, pin) is not None:
+                return None  # the same pair is being checked: `authenticate` waits for it
         refusal = self.throttle.check(barcode, ctx.source, now)
         if refusal is not None and (refusal.scope == "card" or entry is None):
             if refusal.busy:

@@ -41,7 +41,9 @@ class VerifiedCache:
         self._mac = hashlib.blake2b(key=os.urandom(32), digest_size=32)
         self._entries: OrderedDict[str, Verified] = OrderedDict()
 
-    def _digest(self, barcode: str, pin: Secret) -> bytes:
+    def digest(self, barcode: str, pin: Secret) -> bytes:
+        """The keyed MAC of this barcode/PIN pair: what an entry stores, and what names a
+        check in flight (`Authenticator` lets an identical request wait for it)."""
         mac = self._mac.copy()
         mac.update(barcode.encode() + b"\x00" + pin.reveal())
         return mac.digest()
@@ -65,7 +67,7 @@ class VerifiedCache:
     def put(self, barcode: str, pin: Secret, patron: Patron, now: float) -> None:
         if self.ttl <= 0:
             return
-        self._entries[barcode] = Verified(self._digest(barcode, pin), patron, now + self.ttl)
+        self._entries[barcode] = Verified(self.digest(barcode, pin), patron, now + self.ttl)
         self._entries.move_to_end(barcode)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)

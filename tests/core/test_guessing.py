@@ -188,6 +188,75 @@ async def test_cancelled_check_releases_everything(store: Wrapped) -> None:
     assert gate.pending == 0 and gate.active == 0 and len(throttle) == 0
 
 
+async def test_a_burst_of_the_same_right_pin_on_a_cold_cache_is_one_check(store: Wrapped) -> None:
+    """Eight requests with the card's right PIN arrive before the first check has answered
+    (a patron's devices joining the Wi-Fi at once, a retrying NAS). Only two free failures:
+    before identical requests waited for the check in flight, the third and later were
+    refused "PIN checks for this card are in progress" (audited card_locked). Now one store
+    call; all eight accepted, each audited."""
+    rules = ThrottleRules(card_free_failures=2, card_lock_after=10)
+    auth, throttle, audit, gate = build(store, rules)
+    store.hold = asyncio.Event()
+    burst = [
+        asyncio.create_task(auth.authenticate(ACTIVE, Secret(DEMO_PIN), ctx())) for _ in range(8)
+    ]
+    await store.entered.wait()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert auth.settle(ACTIVE, Secret(DEMO_PIN), ctx()) is None  # the fast path defers too
+    store.hold.set()
+    decisions = await asyncio.gather(*burst)
+    assert all(d.accepted for d in decisions), [d.reason for d in decisions]
+    assert store.calls == 1 and len(audit.decisions) == 8
+    assert throttle.inflight == 0 and gate.active == 0 and not auth._checking
+
+
+async def test_a_different_pin_does_not_wait_and_keeps_its_budget(store: Wrapped) -> None:
+    """Only the identical pair waits: with one free failure and a check in flight, a wrong
+    PIN for the same card is refused at once by the delay stage, as before."""
+    rules = ThrottleRules(card_free_failures=1, card_lock_after=10)
+    auth, _throttle, _, _ = build(store, rules)
+    store.hold = asyncio.Event()
+    first = asyncio.create_task(auth.authenticate(ACTIVE, Secret(DEMO_PIN), ctx()))
+    await store.entered.wait()
+    refused = auth.settle(ACTIVE, Secret(WRONG_PIN), ctx(source="203.0.113.8"))
+    assert refused is not None and "in progress" in refused.reason
+    store.hold.set()
+    assert (await first).accepted and store.calls == 1
+
+
+async def test_identical_wrong_pins_are_each_checked_one_after_another(store: Wrapped) -> None:
+    """A wrong PIN sent three times at once: nothing cached to share, so each waits for the
+    one before and is then evaluated and counted itself (no check runs beside its twin; a
+    request waits for at most `JOIN_LIMIT` = 2 checks before it checks alongside)."""
+    auth, throttle, audit, _ = build(store)
+    decisions = await asyncio.gather(
+        *(auth.authenticate(ACTIVE, Secret(WRONG_PIN), ctx()) for _ in range(3))
+    )
+    assert [d.outcome for d in decisions] == [Outcome.BAD_PIN] * 3
+    assert store.calls == 3 and store.peak == 1
+    assert throttle.failures(ACTIVE, 1_000_000.0) == 3 and len(audit.decisions) == 3
+    assert not auth._checking
+
+
+async def test_a_cancelled_check_does_not_strand_its_waiters(store: Wrapped) -> None:
+    """The request that started the check goes away (its front end gave up): the one that
+    waited for it checks the PIN itself and is answered."""
+    auth, throttle, _, _ = build(store)
+    store.hold = asyncio.Event()
+    leader = asyncio.create_task(auth.authenticate(ACTIVE, Secret(DEMO_PIN), ctx()))
+    await store.entered.wait()
+    waiter = asyncio.create_task(auth.authenticate(ACTIVE, Secret(DEMO_PIN), ctx()))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    leader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await leader
+    store.hold.set()
+    assert (await waiter).accepted
+    assert store.calls == 2 and throttle.inflight == 0 and not auth._checking
+
+
 async def test_flood_is_shed_and_the_kdf_queue_stays_bounded(store: Wrapped) -> None:
     """300 unknown cards at once from one address: at most `max_pending_per_source` are
     admitted, the rest are BUSY at once; never more than `max_active` store calls run; a
