@@ -22,6 +22,7 @@ from tests.radius.eap.supplicant import SECRET, make_certificates
 
 COMPLETED = 2000
 ABANDONED = 200
+ABANDONED_TIMEOUT = 2  # seconds: the conversation timeout of the test that abandons some
 SECTIONS = f"""
 [radius]
 listen = ["127.0.0.1:0"]
@@ -32,7 +33,7 @@ duplicate_window = 1  # the RFC 5080 reply cache would otherwise hold each Chall
 certificate = "tls/server.pem"
 key = "tls/server-key.pem"
 ca = "tls/ca.pem"
-timeout = 1
+timeout = {{timeout}}
 max_per_client = 4096
 resumption_lifetime = {{lifetime}}
 
@@ -51,8 +52,13 @@ def rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def daemon(tmp: Path, lifetime: int) -> Daemon:
-    d = Daemon(tmp, SECTIONS.replace("{lifetime}", str(lifetime)))
+def daemon(tmp: Path, lifetime: int, timeout: float = 30) -> Daemon:
+    """`timeout`: the conversation timeout. Short only where abandoned conversations must
+    expire within the test: a live one idle that long between rounds (a stalled CI host) is
+    expired too, and its next round rejected."""
+    d = Daemon(
+        tmp, SECTIONS.replace("{lifetime}", str(lifetime)).replace("{timeout}", str(timeout))
+    )
     make_certificates(d)
     return d.start()
 
@@ -67,7 +73,7 @@ def complete(d: Daemon, count: int) -> None:
 
 @pytest.fixture
 def plain(tmp_path: Path) -> Iterator[Daemon]:
-    d = daemon(tmp_path, 0)
+    d = daemon(tmp_path, 0, ABANDONED_TIMEOUT)
     try:
         yield d
     finally:
@@ -83,7 +89,7 @@ def one_round(d: Daemon) -> tuple[int, int]:
     completed = rss_kib(d.proc.pid)
     ca = d.dir / "tls" / "ca.pem"
     assert abandon(d.address("radius"), ca, ABANDONED, secret=SECRET.encode()) == ABANDONED
-    time.sleep(2.5)  # the sweeper forgets them (timeout = 1 s), the reply cache empties
+    time.sleep(ABANDONED_TIMEOUT * 2 + 0.5)  # the sweeper forgets them, the reply cache empties
     complete(d, 50)
     return completed, rss_kib(d.proc.pid)
 
