@@ -15,27 +15,11 @@ from tests.harness import DEMO, Daemon
 from tests.pins import DEMO_PIN
 from tests.radius.eap.nas import run
 from tests.radius.eap.peer import client_context
-from tests.radius.eap.supplicant import SECRET, make_certificates
-
-SECTIONS = f"""
-[radius]
-listen = ["127.0.0.1:0"]
-reject_delay = 0
-
-[radius.eap]
-certificate = "tls/server.pem"
-key = "tls/server-key.pem"
-ca = "tls/ca.pem"
-
-[[radius.clients]]
-name = "wifi"
-network = "127.0.0.1/32"
-secret = "{SECRET}"
-"""
+from tests.radius.eap.supplicant import RADIUS_EAP, SECRET, make_certificates
 
 
 def test_a_burst_for_one_card_on_a_cold_cache_is_all_accepted(tmp_path: Path) -> None:
-    d = Daemon(tmp_path, SECTIONS)
+    d = Daemon(tmp_path, RADIUS_EAP)
     make_certificates(d)
     d.start()
     try:
