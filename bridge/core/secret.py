@@ -20,7 +20,12 @@ class Secret:
     __slots__ = ("_value",)
 
     def __init__(self, value: bytes | str) -> None:
-        self._value = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+        # surrogatepass: a lone surrogate (which no front end should let through, but a str
+        # can hold) becomes bytes that `text()` refuses as malformed, rather than a
+        # UnicodeEncodeError, whose `object` would carry the whole value into a traceback.
+        self._value = (
+            value.encode("utf-8", "surrogatepass") if isinstance(value, str) else bytes(value)
+        )
 
     def reveal(self) -> bytes:
         """The raw bytes; call only at the point of hashing or sending."""
@@ -38,7 +43,7 @@ class Secret:
         if isinstance(other, Secret):
             raw = other._value
         elif isinstance(other, str):
-            raw = other.encode("utf-8")
+            raw = other.encode("utf-8", "surrogatepass")
         else:
             raw = other
         return hmac.compare_digest(self._value, raw)
