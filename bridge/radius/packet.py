@@ -19,7 +19,7 @@ import hmac
 import importlib
 import struct
 from collections.abc import Callable, Iterable, Sequence
-from typing import Final, NamedTuple, cast
+from typing import Final, NamedTuple, NoReturn, cast
 
 # Packet codes.
 ACCESS_REQUEST: Final = 1
@@ -174,43 +174,58 @@ def _sub_attributes(vsa: bytes) -> list[tuple[int, bytes]]:
 
 
 def decode(data: bytes) -> Packet:
-    """Parse one datagram; raise ProtocolError for anything RFC 2865 calls malformed."""
+    """Parse one datagram; raise ProtocolError for anything RFC 2865 calls malformed.
+
+    Every datagram comes through here, so the attribute loop is kept short (about 35
+    bytecodes an attribute): a header that runs past the end shows up as the IndexError of
+    reading its length octet (`data` is exactly `Length` octets), and an attribute that runs
+    past the end is seen once, after the loop, since it ends the loop; only a
+    Message-Authenticator's own checks need to know first."""
     size = len(data)
     if size < HEADER_LENGTH:
         raise ProtocolError(f"short packet ({size} octets)", "short packet")
     code, identifier, length = _HEADER.unpack_from(data)
     if length < HEADER_LENGTH or length > MAX_PACKET:
         raise ProtocolError(f"bad length field {length}", "bad length field")
-    if size < length:
-        raise ProtocolError(f"truncated packet ({size} of {length} octets)", "truncated packet")
-    if size > length:
+    if size != length:
+        if size < length:
+            raise ProtocolError(f"truncated packet ({size} of {length} octets)", "truncated packet")
         data = data[:length]
+    else:
+        data = bytes(data)
     attributes: list[tuple[int, bytes]] = []
+    add = attributes.append
     mac_offset = -1
     pos = HEADER_LENGTH
-    while pos < length:
-        if pos + 2 > length:
-            raise ProtocolError("truncated attribute header")
-        kind = data[pos]
-        alen = data[pos + 1]
-        if alen < 2:
-            raise ProtocolError(f"attribute {kind} has length {alen}", "bad attribute length")
-        end = pos + alen
-        if end > length:
-            raise ProtocolError(
-                f"attribute {kind} overruns the packet", "attribute overruns the packet"
-            )
-        if kind == MESSAGE_AUTHENTICATOR:
-            if alen != 18:
-                raise ProtocolError("Message-Authenticator is not 16 octets")
-            if mac_offset >= 0:
-                raise ProtocolError("more than one Message-Authenticator")
-            mac_offset = pos + 2
-        attributes.append((kind, data[pos + 2 : end]))
-        pos = end
-    return _new_tuple(
-        Packet, (code, identifier, data[4:20], tuple(attributes), bytes(data), mac_offset)
-    )
+    kind = 0
+    try:
+        while pos < length:
+            kind = data[pos]
+            start = pos + 2
+            pos += data[pos + 1]
+            if pos < start:
+                _short_attribute(kind, pos - start + 2)
+            if kind == MESSAGE_AUTHENTICATOR:
+                if pos > length:
+                    break
+                if pos - start != 16:
+                    raise ProtocolError("Message-Authenticator is not 16 octets")
+                if mac_offset >= 0:
+                    raise ProtocolError("more than one Message-Authenticator")
+                mac_offset = start
+            add((kind, data[start:pos]))
+    except IndexError:
+        raise ProtocolError("truncated attribute header") from None
+    if pos > length:  # only the last attribute can overrun: the loop stops after it
+        raise ProtocolError(
+            f"attribute {kind} overruns the packet", "attribute overruns the packet"
+        )
+    return _new_tuple(Packet, (code, identifier, data[4:20], tuple(attributes), data, mac_offset))
+
+
+def _short_attribute(kind: int, alen: int) -> NoReturn:
+    """An attribute shorter than its own header (a length of 0 would never advance)."""
+    raise ProtocolError(f"attribute {kind} has length {alen}", "bad attribute length")
 
 
 # --- what an Access-Request asks ---------------------------------------------------------------
