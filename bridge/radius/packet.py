@@ -49,6 +49,9 @@ MAX_PASSWORD: Final = 128  # RFC 2865 section 5.2
 _HEADER = struct.Struct("!BBH")
 _new_tuple = tuple.__new__
 _ZERO_MAC: Final = bytes(16)
+_MA_HEADER: Final = bytes((80, 18))  # Message-Authenticator's type and length octets
+_MA_ZEROED: Final = _MA_HEADER + _ZERO_MAC  # the attribute as it is signed
+_join = b"".join
 
 
 def _md5_constructor() -> Callable[[bytes], hashlib._Hash]:
@@ -398,15 +401,22 @@ def encode_reply(
     if body_len > MAX_PACKET:
         raise ProtocolError("reply longer than 4096 octets")
     key = secret if isinstance(secret, SharedSecret) else SharedSecret(secret)
-    head = _HEADER.pack(code, request.identifier, body_len) + request.authenticator
+    # Each piece joined once where it is hashed or sent (every request: `a + b + c` copies
+    # twice, and three such chains cost about 2,000 instructions more than these joins).
+    head = _HEADER.pack(code, request.identifier, body_len)
+    authenticator = request.authenticator
     if message_authenticator:
         inner = key._inner.copy()  # key.hmac_md5, inlined: this runs for every request
-        inner.update(head + b"\x50\x12" + _ZERO_MAC + attributes)
+        inner.update(_join((head, authenticator, _MA_ZEROED, attributes)))
         outer = key._outer.copy()
         outer.update(inner.digest())
-        attributes = b"\x50\x12" + outer.digest() + attributes
-    response = _MD5(head + attributes + key.value).digest()
-    return head[:4] + response + attributes
+        mac = outer.digest()
+        response = _MD5(
+            _join((head, authenticator, _MA_HEADER, mac, attributes, key.value))
+        ).digest()
+        return _join((head, response, _MA_HEADER, mac, attributes))
+    response = _MD5(_join((head, authenticator, attributes, key.value))).digest()
+    return _join((head, response, attributes))
 
 
 def encode_request(
