@@ -329,16 +329,16 @@ def decrypt_password(hidden: bytes, secret: SharedSecret | bytes, authenticator:
     Never decoded to text here: invalid UTF-8 is the authenticator's decision (it refuses it),
     and dropping bytes would turn `59 e9 61` into something else."""
     size = len(hidden)
-    if size < 16 or size > MAX_PASSWORD or size % 16:
-        raise ProtocolError(
-            f"User-Password of {size} octets (want 16..128, a multiple of 16)",
-            "bad User-Password length",
-        )
     key = secret if isinstance(secret, SharedSecret) else SharedSecret(secret)
     if size == 16:  # every PIN fits one block: no chaining, no calls but the MD5
         stream = _MD5(key.value + authenticator).digest()
         number = int.from_bytes(hidden, "big") ^ int.from_bytes(stream, "big")
         return number.to_bytes(16, "big").rstrip(b"\x00")
+    if size < 16 or size > MAX_PASSWORD or size % 16:
+        raise ProtocolError(
+            f"User-Password of {size} octets (want 16..128, a multiple of 16)",
+            "bad User-Password length",
+        )
     plain = bytearray()
     last = authenticator
     for pos in range(0, size, 16):

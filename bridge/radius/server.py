@@ -146,6 +146,11 @@ class Pending(NamedTuple):
 
 _new_tuple = tuple.__new__
 
+# Every request reads a duplicate verdict. An Enum member read through its class
+# (`Verdict.REPLAY`) is a Python-level lookup on 3.11, about 900 instructions under callgrind;
+# a module global is a dict read.
+_IN_FLIGHT, _REPLAY = Verdict.IN_FLIGHT, Verdict.REPLAY
+
 
 @dataclass(slots=True)
 class RadiusServer:
@@ -162,7 +167,7 @@ class RadiusServer:
     health_probe: asyncio.Task[bool] | None = None
     # (client name, outcome, category) -> the answer and its encoded reply attributes
     replies: dict[tuple[str, Outcome, str], tuple[Answer, bytes]] = field(default_factory=dict)
-    contexts: dict[tuple[str, str], Context] = field(default_factory=dict)
+    contexts: dict[str, Context] = field(default_factory=dict)  # source address -> its Context
     authenticators: AuthenticatorPolicy = field(default_factory=AuthenticatorPolicy)
     drops: dict[str, int] = field(default_factory=dict)  # reason (before any detail) → count
     eap: eap_frontend.EapFrontEnd | None = None  # [radius.eap]: 802.1X EAP-TTLS/PAP
@@ -243,10 +248,10 @@ class RadiusServer:
             return
         key: Key = (host, addr[1], packet.identifier)
         seen = endpoint.dedup.check(key, packet.authenticator, self.loop.time())
-        if seen.verdict is Verdict.IN_FLIGHT:
+        if seen.verdict is _IN_FLIGHT:
             log.debug("radius_duplicate_absorbed", client=client.name, source=host)
             return
-        if seen.verdict is Verdict.REPLAY:
+        if seen.verdict is _REPLAY:
             assert seen.reply is not None
             endpoint.send(seen.reply, addr)
             log.debug("radius_duplicate_replayed", client=client.name, source=host)
@@ -268,13 +273,14 @@ class RadiusServer:
             self.refuse(pending)
             return
         barcode = user.decode("utf-8", "replace")
-        ctx = self.contexts.get((client.name, host))
-        if ctx is None:  # one per NAS address: the same immutable value for all its requests
+        # One per NAS address: the same immutable value for all its requests. Keyed by the
+        # address alone (a string, its hash kept): the client table gives an address one
+        # client, and a reload that changes the table clears this memo.
+        ctx = self.contexts.get(host)
+        if ctx is None:
             if len(self.contexts) >= CONTEXT_MEMO:
                 self.contexts.clear()
-            ctx = self.contexts[(client.name, host)] = Context(
-                "radius", client.name, host, client.policy
-            )
+            ctx = self.contexts[host] = Context("radius", client.name, host, client.policy)
         # A cached PIN (a controller re-authenticating a laptop) is answered right here; only
         # a request that needs the store becomes a task.
         try:
@@ -433,11 +439,11 @@ class RadiusServer:
         # Accounting and access share the Identifier space per RFC, but keep them apart anyway.
         key: Key = (host, addr[1], 0x100 | packet.identifier)
         seen = endpoint.dedup.check(key, packet.authenticator, self.loop.time())
-        if seen.verdict is Verdict.REPLAY:
+        if seen.verdict is _REPLAY:
             assert seen.reply is not None
             endpoint.send(seen.reply, addr)
             return
-        if seen.verdict is Verdict.IN_FLIGHT:
+        if seen.verdict is _IN_FLIGHT:
             return
         # The audit line is queued before the response leaves: once the NAS hears the answer
         # it discards its copy, so the record must already be ours.
