@@ -384,6 +384,10 @@ def timestamp(now: float | None = None) -> str:
     return f"{_second[1]}{str(1_000_000 + fraction)[1:]}Z"
 
 
+# `emit_members`' whole second: (its digits, the line's start up to the fraction)
+_line_second = ["", ""]
+
+
 def emit_members(event: str, members: str, latency_ms: float) -> bool:
     """Queue one audit line whose fields are already JSON object members (`"k":v,...`, no
     braces), after the timestamp, level and event fields every line starts with and before a
@@ -407,13 +411,19 @@ def emit_members(event: str, members: str, latency_ms: float) -> bool:
     elif _journal[0] and not _journal[1]:  # to the journal: no timestamp, a priority prefix
         line = f'<6>{{"level":"info","event":"{event}",{members},"latency_ms":{latency_ms:.3f}}}'
     else:
-        # timestamp(), inlined: this is every audit line.
-        whole, fraction = divmod(time.time_ns() // 1000, 1_000_000)
-        if whole != _second[0]:
-            _second[0] = whole
-            _second[1] = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(whole))
+        # timestamp(), inlined: this is every audit line. The microseconds since the epoch as
+        # digits: all but the last six are the whole second (its formatted start is kept, as
+        # in `timestamp`), the last six the zero-padded fraction, with no divmod and no
+        # format spec (`{:06d}` alone costs about 2,400 instructions).
+        digits = str(time.time_ns() // 1000)
+        whole = digits[:-6]
+        if whole != _line_second[0]:
+            _line_second[0] = whole
+            _line_second[1] = time.strftime(
+                '{"timestamp":"%Y-%m-%dT%H:%M:%S.', time.gmtime(int(whole))
+            )
         line = (
-            f'{{"timestamp":"{_second[1]}{fraction:06d}Z","level":"info","event":"{event}",'
+            f'{_line_second[1]}{digits[-6:]}Z","level":"info","event":"{event}",'
             f'{members},"latency_ms":{latency_ms:.3f}}}'
         )
     _BUFFER.append((True, line))

@@ -319,3 +319,28 @@ def test_audit_events_read_as_the_structlog_chain_writes_them(
     for fast, chain in zip(lines[::2], lines[1::2], strict=True):
         del fast["timestamp"], chain["timestamp"]
         assert list(fast.items()) == list(chain.items())
+
+
+def test_audit_decision_lines_are_stamped_like_every_other_line(tmp_path: Path) -> None:
+    """`emit_members` formats its own time (from the microseconds' digits): the same UTC text
+    as `timestamp()`, and in order with it."""
+    path = tmp_path / "audit.log"
+    LOG_FILES.append(path)
+    logs.configure("debug", "json", path)
+    try:
+        audit = Audit("masked")
+        ctx = Context("radius", "nas", "127.0.0.1")
+        before = logs.timestamp()
+        for _ in range(3):
+            audit.decision("21234000000001", ctx, Decision(Outcome.ACCEPTED, reason="ok"), 2.5e-6)
+        after = logs.timestamp()
+    finally:
+        logs.stop()
+        logs.configure("debug", "json", Path(__file__).parent / "artifacts" / "in-process.log")
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert len(lines) == 3
+    for line in lines:
+        assert list(line)[:3] == ["timestamp", "level", "event"]
+        assert len(line["timestamp"]) == len(before)
+        assert before <= line["timestamp"] <= after
+        assert line["latency_ms"] == 0.003

@@ -150,7 +150,8 @@ class Authenticator:
         self.audit = audit
         self.pin_policy = policy or PinPolicy()
         self.clock = clock
-        self.today = self._today_cached if today == dt.date.today else today
+        self._own_today = today == dt.date.today
+        self.today = self._today_cached if self._own_today else today
         self._today: tuple[float, dt.date] = (-1.0, dt.date.min)
         self._background: set[asyncio.Task[None]] = set()
         # Checks in flight: barcode -> {cache digest of barcode/PIN: done when it settles}.
@@ -256,7 +257,10 @@ class Authenticator:
             return refused(refusal)
         if entry is None:
             return None
-        today = self.today()
+        # self.today(), inlined for the usual clock (every cached answer comes here)
+        day = self._today
+        fresh = self._own_today and time.monotonic() - day[0] < 1.0
+        today = day[1] if fresh else self.today()
         memo = entry.standing
         if memo is not None and memo[0] is ctx.policy and memo[1] == today:
             return memo[2]

@@ -28,6 +28,7 @@ from __future__ import annotations
 import enum
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Final
 
 Key = tuple[str, int, int]  # (source address, source port, Identifier)
 _Request = tuple[str, int, bytes]  # (source address, Identifier, Request Authenticator)
@@ -39,11 +40,16 @@ class Verdict(enum.Enum):
     REPLAY = "replay"
 
 
-@dataclass(slots=True)
-class _Entry:
-    authenticator: bytes
-    reply: bytes | None  # None while in flight
-    expires: float  # for an entry in flight: when to stop waiting for its reply
+# One entry: (Request Authenticator, reply or None while in flight, expires); for an entry in
+# flight `expires` is when to stop waiting for its reply. A plain tuple, replaced (in place in
+# the table's order) when the reply is recorded: one is made per request, and a dataclass's
+# `__init__` is a Python call (about 600 instructions); and a tuple of bytes and a float is
+# untracked by the garbage collector, which otherwise walked every live entry of the table
+# in each of its older-generation passes.
+_Entry = tuple[bytes, bytes | None, float]
+_AUTHENTICATOR: Final = 0
+_REPLY: Final = 1
+_EXPIRES: Final = 2
 
 
 @dataclass(slots=True)
@@ -72,46 +78,51 @@ class DuplicateCache:
 
     def check(self, key: Key, authenticator: bytes, now: float) -> Seen:
         """Classify a verified request; a `NEW` one is recorded as in flight."""
-        entry = self._entries.get(key)
-        if entry is None:
-            first = self._by_request.get((key[0], key[2], authenticator))
-            if first is not None:
-                seen = self._entries.get(first)
-                if seen is not None and seen.expires > now and seen.authenticator == authenticator:
-                    return _IN_FLIGHT if seen.reply is None else Seen(Verdict.REPLAY, seen.reply)
-        if entry is not None and entry.expires > now and entry.authenticator == authenticator:
-            if entry.reply is None:
-                return _IN_FLIGHT
-            return Seen(Verdict.REPLAY, entry.reply)
-        if entry is not None:
-            self._drop(key)
         entries = self._entries
+        request = (key[0], key[2], authenticator)
+        entry = entries.get(key)
+        if entry is None:
+            first = self._by_request.get(request)
+            if first is not None:
+                seen = entries.get(first)
+                if (
+                    seen is not None
+                    and seen[_EXPIRES] > now
+                    and seen[_AUTHENTICATOR] == authenticator
+                ):
+                    reply = seen[_REPLY]
+                    return _IN_FLIGHT if reply is None else Seen(Verdict.REPLAY, reply)
+        else:
+            if entry[_EXPIRES] > now and entry[_AUTHENTICATOR] == authenticator:
+                reply = entry[_REPLY]
+                return _IN_FLIGHT if reply is None else Seen(Verdict.REPLAY, reply)
+            self._drop(key)
         if entries and (  # the oldest entry is still live: nothing to expire, skip the call
-            len(entries) >= self.max_entries or next(iter(entries.values())).expires <= now
+            len(entries) >= self.max_entries or next(iter(entries.values()))[_EXPIRES] <= now
         ):
             self._expire(now)
-        entries[key] = _Entry(authenticator, None, now + self.in_flight_limit)
-        self._by_request[(key[0], key[2], authenticator)] = key
+        entries[key] = (authenticator, None, now + self.in_flight_limit)
+        self._by_request[request] = key
         return _NEW
 
     def complete(self, key: Key, authenticator: bytes, reply: bytes, now: float) -> None:
         """Record the reply just sent, so a retransmission gets it again."""
-        entry = self._entries.get(key)
-        if entry is None or entry.authenticator != authenticator:
+        entries = self._entries
+        entry = entries.get(key)
+        if entry is None or entry[_AUTHENTICATOR] != authenticator:
             return  # purged by a newer request with the same Identifier
-        entry.reply = reply
-        entry.expires = now + self.window
-        self._entries.move_to_end(key)
+        entries[key] = (authenticator, reply, now + self.window)
+        entries.move_to_end(key)
 
     def forget(self, key: Key, authenticator: bytes) -> None:
         """No reply will be sent (silence by policy): let a retransmission be tried anew."""
         entry = self._entries.get(key)
-        if entry is not None and entry.authenticator == authenticator:
+        if entry is not None and entry[_AUTHENTICATOR] == authenticator:
             self._drop(key)
 
     def _drop(self, key: Key) -> None:
         entry = self._entries.pop(key)
-        request = (key[0], key[2], entry.authenticator)
+        request = (key[0], key[2], entry[_AUTHENTICATOR])
         if self._by_request.get(request) == key:
             del self._by_request[request]
 
@@ -119,6 +130,6 @@ class DuplicateCache:
         entries = self._entries
         while entries:
             key, first = next(iter(entries.items()))
-            if first.expires > now and len(entries) < self.max_entries:
+            if first[_EXPIRES] > now and len(entries) < self.max_entries:
                 break
             self._drop(key)

@@ -185,3 +185,28 @@ async def test_settle_audit_lines_carry_their_own_latency(
         ]
         assert line["client"] == 'desk "A" \\ café' and line["barcode"] == "**********0001"
     assert lines[-1]["latency_ms"] == 1500.0
+
+
+async def test_remembered_decision_follows_the_real_day(store: SqliteStore) -> None:
+    """With the system's date (no `today` given) the day is read at most once a second,
+    inline in the cached path: within the second the remembered day holds, after it the
+    date is read again and a decision made on another day is not served."""
+    import time
+
+    auth = Authenticator(
+        store,
+        throttle=Throttle(ThrottleRules()),
+        cache=VerifiedCache(600),
+        audit=RecordingAudit(),
+        clock=Clock(),
+    )
+    policy = ctx()
+    await auth.authenticate(ACTIVE, Secret(DEMO_PIN), policy)
+    after_expiry = ACTIVE_EXPIRES + dt.timedelta(days=1)
+    auth._today = (time.monotonic(), after_expiry)  # read just now: the card has expired
+    expired = auth.settle(ACTIVE, Secret(DEMO_PIN), policy)
+    assert expired is not None and expired.outcome is Outcome.CARD_EXPIRED
+    auth._today = (time.monotonic() - 5.0, after_expiry)  # stale: the real date is read
+    current = auth.settle(ACTIVE, Secret(DEMO_PIN), policy)
+    assert current is not None and current.outcome is Outcome.ACCEPTED
+    assert auth._today[1] == dt.date.today()
