@@ -720,6 +720,24 @@ class Framer:
         #: property, as the connection reads it after every read.
         self.pending = 0
 
+    def single(self, data: bytes) -> bytes | None:
+        """`feed` for the usual read: when `data` is exactly one CR-terminated message and
+        nothing is buffered before it, that message (the framer left as `feed` would leave
+        it); None for anything else, and then `feed` frames it. A self-check sends one request
+        and waits for its answer, so this is nearly every read: no list is built for it."""
+        if (
+            self._buf
+            or not self._started
+            or data[-1:] != b"\r"
+            or data.count(b"\r") != 1
+            or b"\n" in data
+            or len(data) == 1
+            or len(data) > self.max_length + 1
+        ):
+            return None
+        self.terminator = b"\r"
+        return data[:-1]
+
     def feed(self, data: bytes) -> list[bytes]:
         if not self._started and data:
             self._started = True

@@ -31,7 +31,14 @@ import structlog
 
 from bridge.admission import socket_fd, start_tls_now
 from bridge.logs import debugging
-from bridge.sip2.codec import Framer, FrameTooLong, Message, ProtocolError, TlsOnPlainPort
+from bridge.sip2.codec import (
+    Framer,
+    FrameTooLong,
+    Message,
+    ProtocolError,
+    Request,
+    TlsOnPlainPort,
+)
 from bridge.sip2.session import Close, Dispatch, Reply, Session
 
 if TYPE_CHECKING:
@@ -130,6 +137,22 @@ class Connection(asyncio.Protocol):
         if self.closed:
             return
         self.last = self.loop.time()
+        # One whole request in this read, nothing before it waiting: answered here without
+        # the queue when the handler can (a self-check's cached 63 or 23).
+        frame = self.framer.single(data)
+        if frame is not None:
+            if not self.frames and self.task is None:
+                session = self.session
+                transport = self.transport
+                if session is not None and transport is not None and not self.handshaking:
+                    read = session.request(frame)
+                    if read is not None and self._answer_read(read, frame, session, transport):
+                        return
+            self.frames.append(frame)
+            if len(self.frames) >= MAX_QUEUED:
+                self._pause_reading()
+            self._pump()
+            return
         try:
             frames = self.framer.feed(data)
         except TlsOnPlainPort:
@@ -281,22 +304,8 @@ class Connection(asyncio.Protocol):
             # A plain 23/63/35 is read straight off the frame and answered without a
             # `Message` when the handler can (most of what a busy self-check sends).
             read = session.request(frame)
-            if read is not None:
-                try:
-                    answer = handler.answer_request(read, session)
-                except ProtocolError:
-                    log.info("sip2_unreadable_request", source=self.source, code=read[0])
-                    transport.write(session.resend(self.framer.terminator))
-                    continue
-                except Exception as error:  # noqa: BLE001 - a bug must not kill the listener
-                    log.error(
-                        "sip2_connection_failed", source=self.source, error=type(error).__name__
-                    )
-                    self.close()
-                    return
-                if answer is not None:
-                    transport.write(session.answer_request(read, frame, answer))
-                    continue
+            if read is not None and self._answer_read(read, frame, session, transport):
+                continue  # answered (or the connection closed: the loop ends)
             action = session.receive(frame, self.framer.terminator)
             if type(action) is Dispatch:
                 request = action.message
@@ -332,6 +341,26 @@ class Connection(asyncio.Protocol):
                 self.close()
             elif self._reading_paused:
                 self._resume_reading()
+
+    def _answer_read(
+        self, read: Request, frame: bytes, session: Session, transport: asyncio.Transport
+    ) -> bool:
+        """Answer a request read straight off its frame, inline; False when the handler cannot
+        (then `Session.receive` and `answer_now` take the frame the general way)."""
+        try:
+            answer = self.listener.handler.answer_request(read, session)
+        except ProtocolError:
+            log.info("sip2_unreadable_request", source=self.source, code=read[0])
+            transport.write(session.resend(self.framer.terminator))
+            return True
+        except Exception as error:  # noqa: BLE001 - a bug must not kill the listener
+            log.error("sip2_connection_failed", source=self.source, error=type(error).__name__)
+            self.close()
+            return True
+        if answer is None:
+            return False
+        transport.write(session.answer_request(read, frame, answer))
+        return True
 
     async def _answer_later(self, request: Message) -> bytes:
         session = self.session

@@ -157,7 +157,10 @@ class Handler:
             return self._ended(barcode, account.settings.institution or institution)
         if not pin:
             return None  # no PIN: a store lookup
-        ctx = self._context(account, session)
+        # `_context`, its lookup inline: every cached PIN check comes here
+        ctx = self._contexts.get((account.login, session.source))
+        if ctx is None:
+            ctx = self._context(account, session)
         decision = self.authenticator.settle(barcode, pin, ctx)
         if decision is None:
             return None
@@ -253,7 +256,11 @@ class Handler:
         institution, account) together with the decision and the day it was made for; the
         core hands back the same `Decision` object while its verification is cached, so an
         identity check says whether the template still fits."""
-        date, today = self._dates()
+        memo = self._date_memo  # `_dates`, inline: this is every cached PIN check's answer
+        if int(self.clock()) != memo[0]:
+            self._dates()
+            memo = self._date_memo
+        _, date, today = memo
         if decision.outcome is Outcome.BAD_INPUT:
             # answered and forgotten: a hostile barcode or institution must not fill the table
             answer = answers.check_answer(

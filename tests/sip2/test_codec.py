@@ -343,6 +343,50 @@ def test_property_framing_any_split(terms: list[bytes], data: st.DataObject) -> 
     assert frames == [b"9900802.00"] * len(terms)
 
 
+_FRAMER_PIECES = st.sampled_from(
+    [b"\r", b"\n", b"\r\n", b"\x16\x03", b"6300120261204    174937", b"AA123|", b"y" * 40]
+)
+
+
+def _framer_state(framer: Framer) -> tuple[object, ...]:
+    return (framer._buf, framer._started, framer.pending, framer.terminator)
+
+
+@given(
+    st.lists(st.lists(_FRAMER_PIECES | st.binary(max_size=8), max_size=6), max_size=5),
+    st.integers(0, 60),
+)
+def test_property_framer_single_agrees_with_feed(reads: list[list[bytes]], limit: int) -> None:
+    """`Framer.single` (the connection's one-request-per-read path) either declines or gives
+    the one frame `feed` gives for the same read, leaving the framer in the same state."""
+    fast, general = Framer(max_length=limit), Framer(max_length=limit)
+    for pieces in reads:
+        data = b"".join(pieces)
+        try:
+            expected = general.feed(data)
+        except ProtocolError:
+            return  # `single` never raises: a read it declines goes to `feed`, which raises
+        frame = fast.single(data)
+        if frame is None:
+            assert fast.feed(data) == expected
+        else:
+            assert [frame] == expected
+        assert _framer_state(fast) == _framer_state(general)
+
+
+def test_framer_single_takes_the_usual_read_only() -> None:
+    framer = Framer(max_length=10)
+    assert framer.single(b"9900802.00\r") is None  # the first read goes through `feed`
+    assert framer.feed(b"9900802.00\r") == [b"9900802.00"]
+    assert framer.single(b"9900802.00\r") == b"9900802.00"
+    assert framer.single(b"99008\r02.00\r") is None  # two frames
+    assert framer.single(b"9900802.00\r\n") is None  # CRLF
+    assert framer.single(b"9900802.001\r") is None  # over the limit: `feed` raises
+    assert framer.single(b"\r") is None
+    assert framer.feed(b"99") == []
+    assert framer.single(b"00802.00\r") is None  # half a message buffered
+
+
 @given(messages(), st.none() | st.integers(0, 9), st.booleans(), st.data())
 def test_property_template_encodes_like_encode(
     message: Message, sequence: int | None, use_checksum: bool, data: st.DataObject

@@ -227,3 +227,44 @@ async def test_answer_now_failures_are_contained() -> None:
             assert (await ask(end)).code == "36"
     finally:
         await listener.aclose()
+
+
+async def test_one_request_per_read_answers_like_the_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read holding exactly one request is answered straight from `data_received`
+    (`Framer.single`); the same requests pipelined in one read go through the queue. The
+    answers agree (sequence and checksum mirrored, dates aside)."""
+    from bridge.sip2.codec import Framer
+
+    taken: list[bytes] = []
+    real_single = Framer.single
+
+    def counting(self: Framer, data: bytes) -> bytes | None:
+        frame = real_single(self, data)
+        if frame is not None:
+            taken.append(frame)
+        return frame
+
+    monkeypatch.setattr(Framer, "single", counting)
+    listener, _ = await serve(DownStore())
+    host, _, port = listener.addresses[0].rpartition(":")
+    ends = [trailer(f"35{DATE}AOMAIN|AA{DEMO['active']}|".encode(), n) + b"\r" for n in (1, 2)]
+    try:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(login_msg() + b"\r")
+        await reader.readuntil(b"\r")
+        one_by_one = []
+        for end in ends:
+            writer.write(end)
+            one_by_one.append(decode((await reader.readuntil(b"\r"))[:-1]))
+        assert [frame + b"\r" for frame in taken] == ends
+        writer.write(b"".join(ends))
+        queued = [decode((await reader.readuntil(b"\r"))[:-1]) for _ in ends]
+        writer.close()
+        await writer.wait_closed()
+        for fast, general in zip(one_by_one, queued, strict=True):
+            assert fast.code == general.code == "36"
+            assert (fast.sequence, fast.checksummed) == (general.sequence, general.checksummed)
+            assert fast.fields == general.fields
+            assert fast.fixed["end_session"] == general.fixed["end_session"]
+    finally:
+        await listener.aclose()
