@@ -9,7 +9,8 @@ against the patron. So:
 - the same key and authenticator while the first is still being verified, or while its reply
   waits out the reject delay, is silently absorbed (`IN_FLIGHT`);
 - the same key and authenticator after the reply was sent gets that reply again (`REPLAY`);
-- the same key with a different authenticator is a new request: the old entry is purged.
+- the same key with a different authenticator is a new request: the old entry is purged
+  (unless it is a copy of a request seen from another port, below).
 
 Replies are kept `window` seconds (RFC 5080: 5 to 30); the table holds at most `max_entries`,
 oldest evicted first, so a flood cannot grow memory. Packets that fail authentication must never
@@ -79,23 +80,20 @@ class DuplicateCache:
     def check(self, key: Key, authenticator: bytes, now: float) -> Seen:
         """Classify a verified request; a `NEW` one is recorded as in flight."""
         entries = self._entries
-        request = (key[0], key[2], authenticator)
         entry = entries.get(key)
-        if entry is None:
-            first = self._by_request.get(request)
-            if first is not None:
-                seen = entries.get(first)
-                if (
-                    seen is not None
-                    and seen[_EXPIRES] > now
-                    and seen[_AUTHENTICATOR] == authenticator
-                ):
-                    reply = seen[_REPLY]
-                    return _IN_FLIGHT if reply is None else Seen(Verdict.REPLAY, reply)
-        else:
-            if entry[_EXPIRES] > now and entry[_AUTHENTICATOR] == authenticator:
-                reply = entry[_REPLY]
+        if entry is not None and entry[_EXPIRES] > now and entry[_AUTHENTICATOR] == authenticator:
+            reply = entry[_REPLY]
+            return _IN_FLIGHT if reply is None else Seen(Verdict.REPLAY, reply)
+        # Looked up by request even when the key holds another one: a balancer's port may have
+        # carried an earlier request with the same Identifier (that entry is kept).
+        request = (key[0], key[2], authenticator)
+        first = self._by_request.get(request)
+        if first is not None and first != key:
+            seen = entries.get(first)
+            if seen is not None and seen[_EXPIRES] > now and seen[_AUTHENTICATOR] == authenticator:
+                reply = seen[_REPLY]
                 return _IN_FLIGHT if reply is None else Seen(Verdict.REPLAY, reply)
+        if entry is not None:
             self._drop(key)
         if entries and (  # the oldest entry is still live: nothing to expire, skip the call
             len(entries) >= self.max_entries or next(iter(entries.values()))[_EXPIRES] <= now

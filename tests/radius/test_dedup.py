@@ -71,6 +71,23 @@ def test_the_same_request_from_another_port_is_a_retransmission() -> None:
     assert cache.check(("192.0.2.1", 7, 7), A, 13).verdict is Verdict.NEW  # the reply expired
 
 
+def test_a_retransmission_on_a_port_another_request_used_is_still_a_retransmission() -> None:
+    """nginx picks a free port of its own for each copy, and may pick one an earlier request
+    (another NAS, same Identifier) came from. The key then holds that other request: the copy
+    must still be found by (address, Identifier, Request Authenticator) and replayed, not
+    decided a second time (seen as one RADIUS decision too many through nginx)."""
+    cache = DuplicateCache(window=10)
+    assert cache.check(("192.0.2.1", 1, 1), A, 0).verdict is Verdict.NEW  # NAS 1's request
+    cache.complete(("192.0.2.1", 1, 1), A, b"reply-a", 0)
+    assert cache.check(("192.0.2.1", 2, 1), B, 1).verdict is Verdict.NEW  # NAS 2's request
+    assert cache.check(("192.0.2.1", 1, 1), B, 1).verdict is Verdict.IN_FLIGHT  # its copy, port 1
+    cache.complete(("192.0.2.1", 2, 1), B, b"reply-b", 2)
+    seen = cache.check(("192.0.2.1", 1, 1), B, 3)
+    assert seen.verdict is Verdict.REPLAY and seen.reply == b"reply-b"
+    seen = cache.check(("192.0.2.1", 3, 1), A, 3)  # NAS 1's copy: its entry was kept
+    assert seen.verdict is Verdict.REPLAY and seen.reply == b"reply-a"
+
+
 def test_forgotten_and_evicted_requests_leave_no_alias() -> None:
     cache = DuplicateCache(max_entries=4)
     cache.check(("192.0.2.1", 1, 7), A, 0)
@@ -130,3 +147,38 @@ def test_property_never_two_checks_of_one_request_in_flight(
             cache.forget(key, auth)
             live.pop((ident, auth), None)
         assert len(cache) <= 64
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["check", "check", "complete", "forget"]),
+            st.integers(1, 3),  # the source port (a balancer's, chosen anew for each copy)
+            st.integers(0, 2),  # identifier
+            st.sampled_from([A, B]),
+        ),
+        max_size=80,
+    )
+)
+def test_property_a_live_request_is_never_new_from_any_port(
+    steps: list[tuple[str, int, int, bytes]],
+) -> None:
+    """Copies arrive from any of three ports. While a request (Identifier + authenticator) still
+    has its entry (not forgotten, nor replaced by another request on the key it was first seen
+    on), no copy of it from any port is NEW: through a UDP balancer, each NEW is a decision."""
+    cache = DuplicateCache(window=10, max_entries=64)
+    live: dict[tuple[int, bytes], tuple[str, int, int]] = {}  # request -> key first seen on
+    for op, port, ident, auth in steps:
+        key = ("h", port, ident)
+        request = (ident, auth)
+        if op == "check":
+            seen = cache.check(key, auth, 0.0)
+            assert (seen.verdict is Verdict.NEW) == (request not in live), (request, live)
+            if seen.verdict is Verdict.NEW:
+                live = {r: k for r, k in live.items() if k != key}  # replaced on its key
+                live[request] = key
+        elif op == "complete":
+            cache.complete(key, auth, b"r", 0.0)
+        elif live.get(request) == key:
+            cache.forget(key, auth)
+            del live[request]
