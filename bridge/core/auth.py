@@ -86,6 +86,10 @@ _HASH_UNREADABLE = Decision(Outcome.STORE_UNAVAILABLE, reason="stored PIN hash u
 #: (a check that fails, e.g. the store is down, wakes its waiters, who then check themselves).
 JOIN_LIMIT = 2
 
+#: How long a PIN change, reset or block waits for the patron's sessions to be ended in the
+#: shared session store before it is answered anyway (the store's own error is logged).
+INVALIDATE_WAIT = 5.0
+
 #: A store call is abandoned after this long (the reservation must be settled well before a
 #: shared backend's `ThrottleRules.reservation_ttl` reclaims it).
 STORE_DEADLINE = 60.0
@@ -157,7 +161,9 @@ class Authenticator:
         # Checks in flight: barcode -> {cache digest of barcode/PIN: done when it settles}.
         # Bounded by the gate (an entry lives only while its check holds a reservation).
         self._checking: dict[str, dict[bytes, asyncio.Future[None]]] = {}
-        self.on_invalidate: list[Callable[[str], None]] = []  # e.g. portal ends sessions
+        # e.g. the portal ends the patron's sessions; a hook whose work is remote (the shared
+        # session store) returns its task, which the change paths wait for (`_invalidated`).
+        self.on_invalidate: list[Callable[[str], asyncio.Future[None] | None]] = []
         # Resolved once: a store whose lookup is exact costs no call per request.
         self._canonical = barcode_canonicalizer(store)
         self._resolve = identifier_resolver(store)
@@ -540,7 +546,7 @@ class Authenticator:
             await store.set_one_time_pin(patron, Secret(pin))
         except StoreUnavailable as exc:
             return ChangeResult(False, outcome=Outcome.STORE_UNAVAILABLE, reason=str(exc)), ""
-        self.invalidate(barcode)
+        await self._invalidated(barcode)
         self.audit.event(
             "pin_one_time_issued",
             barcode=barcode,
@@ -558,7 +564,7 @@ class Authenticator:
             await self.store.change_pin(patron, new_pin)
         except StoreUnavailable as exc:
             return ChangeResult(False, outcome=Outcome.STORE_UNAVAILABLE, reason=str(exc))
-        self.invalidate(patron.barcode)
+        await self._invalidated(patron.barcode)
         self.audit.event(event, barcode=patron.barcode, actor=actor)
         return ChangeResult(True)
 
@@ -579,7 +585,7 @@ class Authenticator:
             patron = await store.set_blocked(barcode, reason)
         except LookupError:
             return None
-        self.invalidate(barcode)
+        await self._invalidated(barcode)
         self.audit.event("patron_blocked", barcode=barcode, actor=actor, reason=reason)
         return patron
 
@@ -596,7 +602,7 @@ class Authenticator:
             raise NotSupported("this store cannot add patrons")
         await in_task()
         await store.add_patron(new)
-        self.invalidate(new.patron.barcode)
+        await self._invalidated(new.patron.barcode)
         self.audit.event("patron_added", barcode=new.patron.barcode, actor=actor)
 
     async def unblock(self, barcode: str, *, actor: str) -> Patron | None:
@@ -610,7 +616,7 @@ class Authenticator:
             patron = await store.set_blocked(barcode, None)
         except LookupError:
             return None
-        self.invalidate(barcode)
+        await self._invalidated(barcode)
         self.audit.event("patron_unblocked", barcode=barcode, actor=actor)
         return patron
 
@@ -642,11 +648,24 @@ class Authenticator:
     def invalidate(self, barcode: str) -> None:
         self._forget(self.canonical(barcode))
 
-    def _forget(self, barcode: str) -> None:
-        """`invalidate` for a barcode already in its canonical form (the core's own paths)."""
+    def _forget(self, barcode: str) -> list[asyncio.Future[None]]:
+        """`invalidate` for a barcode already in its canonical form (the core's own paths);
+        the hooks' remote work still under way."""
         self.cache.invalidate(barcode)
+        pending = []
         for callback in self.on_invalidate:
-            callback(barcode)
+            work = callback(barcode)
+            if work is not None:
+                pending.append(work)
+        return pending
+
+    async def _invalidated(self, barcode: str) -> None:
+        """`invalidate`, answered only once the hooks' remote work is done (or INVALIDATE_WAIT
+        has passed): when a PIN change, reset or block is confirmed, the patron's sessions in
+        the shared session store, on every host, are already gone."""
+        pending = self._forget(self.canonical(barcode))
+        if pending:
+            await asyncio.wait(pending, timeout=INVALIDATE_WAIT)  # never cancels the work
 
     # -- lookups for front ends (no front end talks to a store) -----------------------------
     async def lookup(self, barcode: str) -> Patron | None:

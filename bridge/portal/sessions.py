@@ -13,6 +13,7 @@ id planted before login (fixation) is worthless. The clock is passed in; nothing
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -89,10 +90,12 @@ class SessionStore:
         if sid is not None:
             self._sessions.pop(sid, None)
 
-    def end_patron(self, barcode: str) -> None:
-        """End every session of one patron (the core's on_invalidate hook)."""
+    def end_patron(self, barcode: str) -> asyncio.Future[None] | None:
+        """End every session of one patron (the core's on_invalidate hook). A shared session
+        store returns its deletion still under way, for the core to wait for."""
         for sid in [sid for sid, s in self._sessions.items() if s.barcode == barcode]:
             del self._sessions[sid]
+        return None
 
     def count_patron(self, barcode: str) -> int:
         return sum(1 for s in self._sessions.values() if s.barcode == barcode)

@@ -284,13 +284,17 @@ class RecordingSessions(SessionStore):
         if changes is not None and sid is not None:
             changes.append(("end", sid, None))
 
-    def end_patron(self, barcode: str) -> None:
+    def end_patron(self, barcode: str) -> asyncio.Future[None] | None:
         super().end_patron(barcode)
-        if self.shared is not None:
-            with contextlib.suppress(RuntimeError):  # no loop: nothing shared to tell
-                task = asyncio.get_running_loop().create_task(self._end_shared(barcode))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+        if self.shared is None:
+            return None
+        try:
+            task = asyncio.get_running_loop().create_task(self._end_shared(barcode))
+        except RuntimeError:  # no loop: nothing shared to tell
+            return None
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _end_shared(self, barcode: str) -> None:
         assert self.shared is not None

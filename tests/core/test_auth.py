@@ -3,6 +3,7 @@ the dummy KDF work for unknown cards. Real SQLite store and real (fast) KDF; a c
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -280,6 +281,35 @@ async def test_staff_reset_invalidates_cache_and_clears_lock(rig: Rig) -> None:
     assert not refused.ok and refused.policy is not None and refused.policy.code == "repeating"
     unknown = await rig.auth.set_pin(UNKNOWN, Secret(OTHER_PIN), actor="desk")
     assert unknown.outcome is Outcome.UNKNOWN_CARD
+
+
+async def test_a_change_is_answered_after_the_hooks_remote_work(rig: Rig) -> None:
+    """A hook whose work is remote (ending the patron's sessions in the shared session store)
+    returns it: a PIN change is answered only once that work is done, so a patron who changes
+    the PIN to shut someone out is not told "done" while the other session still works."""
+    done: list[str] = []
+    release = asyncio.Event()
+
+    async def end_sessions(barcode: str) -> None:
+        await release.wait()
+        done.append(barcode)
+
+    called = asyncio.Event()
+
+    def hook(barcode: str) -> asyncio.Future[None]:
+        called.set()
+        return asyncio.ensure_future(end_sessions(barcode))
+
+    rig.auth.on_invalidate.append(hook)
+    change = asyncio.ensure_future(
+        rig.auth.change_pin(ACTIVE, Secret(DEMO_PIN), Secret(NEW_PIN), Secret(NEW_PIN), rig.ctx)
+    )
+    await called.wait()  # the PIN is changed in the store; the sessions are being ended
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert not change.done() and done == []
+    release.set()
+    assert (await change).ok and done == [ACTIVE]
 
 
 async def test_change_pin_refusals(rig: Rig) -> None:

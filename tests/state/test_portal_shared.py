@@ -73,7 +73,8 @@ def test_sessions_across_two_hosts(tmp_path: Path) -> None:
                     "/account"
                 )
                 assert scenario.change_pin(b, DEMO["active"], DEMO_PIN, NEW_PIN)
-                assert scenario.within(1.0, lambda: not signed_in(client, a))
+                # B answers the change once the shared sessions are gone: no wait here.
+                assert not signed_in(client, a)
 
 
 def test_sessions_across_two_workers(tmp_path: Path) -> None:
