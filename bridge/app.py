@@ -314,7 +314,11 @@ def ready_status(listening: dict[str, list[str]]) -> str:
 
 
 async def serve(
-    config: Config, on_ready: Callable[[dict[str, Any]], None], *, worker: int | None = None
+    config: Config,
+    on_ready: Callable[[dict[str, Any]], None],
+    *,
+    worker: int | None = None,
+    radius_fds: dict[int, int] | None = None,
 ) -> None:
     """Run until SIGINT/SIGTERM (or cancellation). `worker`: this process's index among the
     `[server] workers` (listeners shared with SO_REUSEPORT, a control socket of its own)."""
@@ -324,6 +328,7 @@ async def serve(
         config, core.authenticator, core.audit, reuse_port=worker is not None, worker=worker
     )
     services.hasher = core.hasher
+    services.radius_fds = radius_fds or {}
     services.fds = fd_budget()  # raise the open-file limit, keep a reserve below it
     control = ControlServer(control_path(config, worker), core.authenticator)
     stop = asyncio.Event()

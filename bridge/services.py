@@ -39,8 +39,11 @@ class Services:
     # Refused and cut connections, one line per listener, reason kind and source per interval.
     refusals: RefusalLog = field(default_factory=RefusalLog)
     # True in a worker of `[server] workers = N`: every listener binds with SO_REUSEPORT so the
-    # kernel spreads connections and datagrams over the workers (the same UDP source address
-    # and port always reach the same worker, so RADIUS duplicates meet their first copy).
+    # kernel spreads connections and datagrams over the workers (RADIUS sockets come bound and
+    # steered from the supervisor instead: `radius_fds`).
     reuse_port: bool = False
     # This process's index among the `[server] workers` (None: the only process).
     worker: int | None = None
+    # RADIUS listen index -> the socket the supervisor bound for this worker, steered
+    # (bridge.radius.steering): bound nowhere else, and EAP States start with `worker`.
+    radius_fds: dict[int, int] = field(default_factory=dict)

@@ -514,6 +514,8 @@ async def start(settings: RadiusSettings, services: Services) -> RadiusListener:
     )
     if settings.eap is not None:
         server.eap = eap_frontend.start(settings.eap, services.config, loop)
+        if services.radius_fds and services.worker is not None:
+            server.eap.state_prefix = bytes([services.worker])  # steered to this worker
     listener = RadiusListener(server)
     if not settings.clients:
         log.warning("radius_no_clients", detail="every packet will be dropped")
@@ -523,11 +525,17 @@ async def start(settings: RadiusSettings, services: Services) -> RadiusListener:
             endpoint = Endpoint(
                 server, DuplicateCache(settings.duplicate_window, settings.duplicate_max_entries)
             )
-            transport, _ = await loop.create_datagram_endpoint(
-                partial(_same, endpoint),
-                local_addr=(host, port),
-                reuse_port=services.reuse_port or None,
-            )
+            fd = services.radius_fds.get(len(server.endpoints))
+            if fd is not None:  # bound and steered by the supervisor
+                transport, _ = await loop.create_datagram_endpoint(
+                    partial(_same, endpoint), sock=socket.socket(fileno=fd)
+                )
+            else:
+                transport, _ = await loop.create_datagram_endpoint(
+                    partial(_same, endpoint),
+                    local_addr=(host, port),
+                    reuse_port=services.reuse_port or None,
+                )
             endpoint.transport = transport  # uvloop calls connection_made a little later
             endpoint.address = _format(transport.get_extra_info("sockname"))
             server.endpoints.append(endpoint)

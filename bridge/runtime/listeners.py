@@ -10,13 +10,22 @@ its share of the datagrams).
 
 from __future__ import annotations
 
+import ctypes
 import socket
+import struct
 from typing import Any
 
 import msgspec
 
 from bridge.config import Config
+from bridge.radius import steering
 from bridge.settings import parse_listen
+
+# `--listen-map` key suffix: "radius.listen.0.fd": the descriptor of this worker's socket for
+# that address, bound by the supervisor (`radius_sockets`) and inherited.
+FD_SUFFIX = ".fd"
+
+SO_ATTACH_REUSEPORT_CBPF = getattr(socket, "SO_ATTACH_REUSEPORT_CBPF", 51)  # Linux 4.5
 
 # (section, key, transport); a str key holds one address, a list key several.
 LISTEN_KEYS: tuple[tuple[str, str, int], ...] = (
@@ -50,15 +59,18 @@ def _format(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def reserve(config: Config) -> tuple[dict[str, str], list[socket.socket]]:
+def reserve(
+    config: Config, skip: tuple[str, ...] = ()
+) -> tuple[dict[str, str], list[socket.socket]]:
     """Concrete addresses for every `HOST:0` listener (`"sip2.listen.0": "127.0.0.1:40123"`),
-    and the placeholder sockets holding those ports (close them when the workers listen)."""
+    and the placeholder sockets holding those ports (close them when the workers listen).
+    `skip`: listeners (`"radius.listen"`) whose sockets the supervisor binds itself."""
     mapping: dict[str, str] = {}
     held: list[socket.socket] = []
     try:
         for where, i, address, kind in _addresses(config):
             host, port = parse_listen(address)
-            if port != 0:
+            if port != 0 or where in skip:
                 continue
             info = socket.getaddrinfo(host, 0, type=kind, flags=socket.AI_PASSIVE)[0]
             sock = socket.socket(info[0], kind)
@@ -72,6 +84,16 @@ def reserve(config: Config) -> tuple[dict[str, str], list[socket.socket]]:
             sock.close()
         raise
     return mapping, held
+
+
+def inherited(mapping: dict[str, str]) -> dict[int, int]:
+    """The inherited RADIUS sockets in a worker's `--listen-map`: listen index -> descriptor."""
+    prefix = "radius.listen."
+    return {
+        int(key[len(prefix) : -len(FD_SUFFIX)]): int(value)
+        for key, value in mapping.items()
+        if key.startswith(prefix) and key.endswith(FD_SUFFIX)
+    }
 
 
 def apply(config: Config, mapping: dict[str, str]) -> Config:
@@ -91,3 +113,54 @@ def apply(config: Config, mapping: dict[str, str]) -> Config:
         if new != value:
             sections[section] = msgspec.structs.replace(settings, **{key: new})
     return msgspec.structs.replace(config, **sections)
+
+
+def steer(sock: socket.socket, workers: int) -> None:
+    """Attach `bridge.radius.steering`'s program to the SO_REUSEPORT group `sock` is in (it
+    picks a socket by its index in the order they were bound). OSError where the kernel has no
+    SO_ATTACH_REUSEPORT_CBPF."""
+    code = steering.program(workers)
+    filters = ctypes.create_string_buffer(steering.encode(code))
+    fprog = struct.pack("@HP", len(code), ctypes.addressof(filters))  # struct sock_fprog
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
+
+
+def radius_sockets(
+    config: Config, workers: int
+) -> tuple[dict[str, str], list[list[socket.socket]]]:
+    """The RADIUS listeners' sockets for `workers` workers, bound here in worker order and kept
+    open by the supervisor for its whole life (so a restarted worker gets its predecessor's
+    socket and the order the steering program counts in never changes), steered: a request's
+    copies and an EAP conversation's rounds reach one worker whatever port they come from.
+
+    Returns the concrete addresses for `radius.listen.I` given as port 0 and, per address, the
+    sockets (index = worker). A kernel without SO_ATTACH_REUSEPORT_CBPF refuses the start
+    (OSError): silently spreading by port would re-decide retransmissions behind a balancer."""
+    mapping: dict[str, str] = {}
+    groups: list[list[socket.socket]] = []
+    radius = config.radius
+    if radius is None:
+        return mapping, groups
+    try:
+        for i, address in enumerate(radius.listen):
+            host, port = parse_listen(address)
+            group: list[socket.socket] = []
+            groups.append(group)
+            for _ in range(workers):
+                info = socket.getaddrinfo(
+                    host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
+                )[0]
+                sock = socket.socket(info[0], socket.SOCK_DGRAM)
+                group.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                sock.bind(info[4])
+                if port == 0:  # the first chose it; the others join it
+                    port = sock.getsockname()[1]
+                    mapping[f"radius.listen.{i}"] = _format(host, port)
+            steer(group[0], workers)
+    except BaseException:
+        for group in groups:
+            for sock in group:
+                sock.close()
+        raise
+    return mapping, groups

@@ -2,9 +2,11 @@
 
 Python runs one core per process, so a host with several cores runs several copies of the full
 daemon on the same listeners (SO_REUSEPORT: the kernel spreads TCP connections and UDP datagrams
-over them, always the same worker for one UDP source address and port, so a RADIUS
-retransmission reaches the worker that holds its first copy). The guessing state they must agree
-on lives in the `[state]` backend (SQLite file or Redis), never in a worker.
+over them). The RADIUS sockets are bound here, one per worker, and steered by the datagram
+itself (bridge.radius.steering), so a retransmission reaches the worker that holds its first
+copy and an EAP round the worker that holds its conversation, from any source port. The
+guessing state they must agree on lives in the `[state]` backend (SQLite file or Redis), never
+in a worker.
 
 The supervisor:
 - reserves concrete ports for `HOST:0` listeners (`bridge.runtime.listeners`), starts the
@@ -28,6 +30,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -62,6 +65,9 @@ class Supervisor:
         self.config_path = config_path
         self.count = count
         self.mapping: dict[str, str] = {}
+        # Per RADIUS listen address, the workers' sockets in worker order, held for the
+        # supervisor's life (bridge.runtime.listeners.radius_sockets, bridge.radius.steering).
+        self.radius: list[list[socket.socket]] = []
         self.workers: dict[int, Worker] = {}
         self.stopping = False
         self.stop_signal = signal.SIGTERM
@@ -72,9 +78,14 @@ class Supervisor:
     # -- processes ------------------------------------------------------------------------------
     async def spawn(self, index: int) -> Worker:
         argv = [sys.executable, "-m", "bridge", "--config", str(self.config_path), "serve"]
-        argv += ["--worker", str(index), "--listen-map", json.dumps(self.mapping)]
+        mapping = dict(self.mapping)
+        fds = []
+        for i, group in enumerate(self.radius):  # the same socket for every life of worker I
+            fds.append(group[index].fileno())
+            mapping[f"radius.listen.{i}{listeners.FD_SUFFIX}"] = str(fds[-1])
+        argv += ["--worker", str(index), "--listen-map", json.dumps(mapping)]
         proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, pass_fds=fds
         )
         worker = Worker(index, proc, time.monotonic())
         self._track(self._watch(worker))
@@ -127,7 +138,14 @@ class Supervisor:
 
     # -- the life of the service ----------------------------------------------------------------
     async def run(self, on_ready: Any) -> int:
-        self.mapping, held = listeners.reserve(self.config)
+        self.mapping, held = listeners.reserve(self.config, skip=("radius.listen",))
+        try:
+            radius, self.radius = listeners.radius_sockets(self.config, self.count)
+        except BaseException:
+            for sock in held:
+                sock.close()
+            raise
+        self.mapping.update(radius)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._stop, sig)
@@ -157,6 +175,9 @@ class Supervisor:
         while not self.stopping:
             await self._done.wait()
         await self._wait_all()
+        for group in self.radius:
+            for sock in group:
+                sock.close()
         log.info("stopped")
         return 0
 

@@ -48,4 +48,5 @@ async def run(
     config: Config, index: int, mapping: dict[str, str], on_ready: Callable[[dict[str, Any]], None]
 ) -> None:
     threading.Thread(target=_watch_parent, name="parent-watch", daemon=True).start()
-    await serve(listeners.apply(config, mapping), on_ready, worker=index)
+    fds = listeners.inherited(mapping)
+    await serve(listeners.apply(config, mapping), on_ready, worker=index, radius_fds=fds)

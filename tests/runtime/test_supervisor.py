@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from bridge.radius import packet as rp
+from bridge.radius import steering
 from tests.harness import DEMO, Daemon
 from tests.pins import DEMO_PIN
 from tests.radius.udp import Nas
@@ -114,6 +115,18 @@ def test_killed_worker_is_restarted_and_service_keeps_answering(daemon: Daemon) 
     assert scenario.within(30, lambda: "worker_restarted" in daemon.stderr_path.read_text())
     answered = [scenario.bind(daemon, DEMO["active"], DEMO_PIN) for _ in range(10)]
     assert answered == [0] * 10
+    # RADIUS is steered by the Request Authenticator over the sockets the supervisor holds: the
+    # restarted worker has its predecessor's, so requests for worker 0 and 1 are all answered.
+    steered = {0: 0, 1: 0}
+    while min(steered.values()) < 3:
+        assert sum(steered.values()) < 60, steered
+        nas = Nas(daemon.address("radius"), SECRET.encode())
+        try:
+            request = nas.access(DEMO["active"].encode(), DEMO_PIN.encode())
+            assert nas.ask(request).code == rp.ACCESS_ACCEPT
+            steered[steering.expected_worker(request[0], 2)] += 1
+        finally:
+            nas.close()
     log = daemon.stderr_path.read_text()
     assert '"event":"worker_died"' in log and '"how":"signal 9"' in log
     assert daemon.stop() == 0

@@ -80,6 +80,9 @@ class EapFrontEnd:
     # TTLS sessions that may resume, with the card each authorised (None: TTLS never resumes)
     resumption: ResumptionCache | None = None
     random: Callable[[int], bytes] = os.urandom
+    # A worker of `[server] workers = N` on a steered socket starts every State with its index,
+    # so each round of a conversation reaches it (bridge.radius.steering).
+    state_prefix: bytes = b""
     contexts: dict[tuple[str, str, bytes], Context] = field(default_factory=dict)
     sweeper: asyncio.TimerHandle | None = None
 
@@ -131,7 +134,7 @@ class EapFrontEnd:
             self.reject(server, pending, None, full, BUSY_MESSAGE)
             return
         conversation = Conversation(
-            self.random(16),
+            self.state_prefix + self.random(16),
             client.name,
             Tunnel(self.context),
             max_message=self.settings.max_message,

@@ -19,6 +19,7 @@ from bridge.radius.eap import codec
 from tests.radius.eap.peer import Peer, client_context
 
 STATE = 24
+CALLING_STATION_ID = 31
 OUTER = b"anonymous@library.example"
 
 
@@ -34,11 +35,14 @@ class Conversation:
     state: bytes | None = None
     authenticator: bytes = b""
     last: bytes = b""  # the request, for a retransmission (RFC 5080: the same packet)
+    station: bytes | None = None  # Calling-Station-Id: the device's MAC, as access points send
 
     def send(self, eap: bytes) -> None:
         self.ident = (self.ident + 1) % 256
         self.authenticator = os.urandom(16)
         attrs = [(rp.USER_NAME, OUTER), (12, (1400).to_bytes(4, "big"))]
+        if self.station is not None:
+            attrs.append((CALLING_STATION_ID, self.station))
         attrs += [(rp.EAP_MESSAGE, part) for part in codec.split_attributes(eap)]
         if self.state is not None:
             attrs.append((STATE, self.state))
@@ -75,11 +79,13 @@ def run(
     secret: bytes,
     window: int = 8,
     patience: float = 5,
+    stations: list[bytes] | None = None,
 ) -> tuple[int, list[float], list[SSL.Session], int]:
     """`count` authentications of `patrons` ((barcode, PIN) pairs), `window` at a time; each
     resumes one of `sessions` when given. (accepted, latencies, sessions kept, resumed).
     `patience`: seconds without any answer before the requests in flight are sent again
-    (three times at most; longer for a daemon under valgrind verifying PINs)."""
+    (three times at most; longer for a daemon under valgrind verifying PINs). `stations`: the
+    Calling-Station-Id of each device, taken in turn like `sessions`."""
     selector = selectors.DefaultSelector()
     latencies: list[float] = []
     kept: list[SSL.Session] = []
@@ -93,6 +99,8 @@ def run(
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.connect(address)
         conv = Conversation(peer, sock, time.perf_counter(), secret)
+        if stations:
+            conv.station = stations[started % len(stations)]
         selector.register(sock, selectors.EVENT_READ, conv)
         conv.send(codec.Eap(codec.RESPONSE, 0, codec.IDENTITY, OUTER).encode())
         started += 1
