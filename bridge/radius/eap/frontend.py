@@ -25,7 +25,7 @@ from OpenSSL import SSL
 from bridge.config import Config, ConfigError
 from bridge.core.patron import Context, Decision, Outcome
 from bridge.core.secret import Secret
-from bridge.radius.answers import Answer, answer
+from bridge.radius.answers import WELCOME, Answer, answer
 from bridge.radius.eap import codec
 from bridge.radius.eap.conversation import (
     Authenticate,
@@ -69,6 +69,7 @@ REFUSED_MESSAGE: Final = (
     "This network accepts EAP-TTLS with PAP (card number and PIN) only; MSCHAPv2 cannot work."
 )
 BUSY_MESSAGE: Final = "Service busy. Please try again shortly."
+_ACCEPTED: Final = Outcome.ACCEPTED  # a global: an Enum member read through its class is slow
 
 
 @dataclass(slots=True)
@@ -330,7 +331,11 @@ class EapFrontEnd:
         barcode: str,
         decision: Decision,
     ) -> None:
-        result: Answer = answer(decision, server.settings.store_unavailable)
+        result: Answer = (
+            WELCOME  # `answer`'s first case, without its match
+            if decision.outcome is _ACCEPTED
+            else answer(decision, server.settings.store_unavailable)
+        )
         if result.code is None:  # store unavailable, silent: the NAS fails over
             self.table.remove(conversation.state)
             pending.endpoint.dedup.forget(pending.key, pending.packet.authenticator)
@@ -338,7 +343,7 @@ class EapFrontEnd:
             return
         try:
             outcome = conversation.finish(
-                decision.outcome is Outcome.ACCEPTED, (result, decision, barcode)
+                decision.outcome is _ACCEPTED, (result, decision, barcode)
             )
         except ProtocolError as exc:
             self.table.remove(conversation.state)
