@@ -251,15 +251,17 @@ class AccessFields(NamedTuple):
     user_password: bytes | None
     unsupported: str | None  # why the request cannot be checked, or None for PAP
     proxy_state: bool
+    eap: bool  # it carries EAP-Message (for the EAP front end, when one is configured)
 
 
 def access_fields(packet: Packet) -> AccessFields:
-    """User-Name, User-Password, and whether it is CHAP, MS-CHAP or EAP instead of PAP.
+    """User-Name, User-Password, and whether it is CHAP, MS-CHAP or EAP instead of PAP (and
+    whether it carries EAP-Message at all: the server asked `Packet.has` again per request).
 
     PINs are kept hashed (or only the ILS knows them), so only PAP can be checked."""
     user = password = None
     unsupported = None
-    proxy_state = False
+    proxy_state = eap = False
     for kind, value in packet.attributes:
         if kind not in _ACCESS_KINDS:  # NAS-Identifier, Calling-Station-Id, ...: one test each
             continue
@@ -273,6 +275,7 @@ def access_fields(packet: Packet) -> AccessFields:
             unsupported = "CHAP is not supported: PINs are not stored in clear; use PAP"
         elif kind == EAP_MESSAGE:
             unsupported = "EAP is not supported: terminate EAP-TTLS elsewhere, proxy inner PAP"
+            eap = True
         elif (
             kind == VENDOR_SPECIFIC
             and value[:4] == MICROSOFT
@@ -281,7 +284,7 @@ def access_fields(packet: Packet) -> AccessFields:
             unsupported = "MS-CHAP is not supported: PINs are not stored in clear; use PAP"
     if unsupported is None and (user is None or password is None):
         unsupported = "no User-Name or no User-Password"
-    return _new_tuple(AccessFields, (user, password, unsupported, proxy_state))
+    return _new_tuple(AccessFields, (user, password, unsupported, proxy_state, eap))
 
 
 # --- authenticity ------------------------------------------------------------------------------

@@ -50,7 +50,6 @@ from bridge.radius.packet import (
     ACCESS_REQUEST,
     ACCOUNTING_REQUEST,
     ACCOUNTING_RESPONSE,
-    EAP_MESSAGE,
     PROXY_STATE,
     REPLY_MESSAGE,
     STATUS_SERVER,
@@ -257,7 +256,7 @@ class RadiusServer:
             log.debug("radius_duplicate_replayed", client=client.name, source=host)
             return
         pending = _new_tuple(Pending, (endpoint, client, packet, addr, key, fields.proxy_state))
-        if self.eap is not None and packet.has(EAP_MESSAGE):
+        if fields.eap and self.eap is not None:
             self.eap.access_request(self, pending)  # bridge/radius/eap/frontend.py
             return
         user, hidden = fields.user_name, fields.user_password

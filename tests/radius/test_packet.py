@@ -265,6 +265,23 @@ def test_property_decode_agrees_with_the_reference(data: bytes) -> None:
 
 
 @given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([1, 2, 3, 4, 24, 26, 33, rp.EAP_MESSAGE]), st.binary(max_size=20)
+        ),
+        max_size=8,
+    )
+)
+def test_property_access_fields_says_whether_eap_message_is_there(
+    attrs: list[tuple[int, bytes]],
+) -> None:
+    """The server routes to the EAP front end on `AccessFields.eap`: the same answer as
+    looking for the attribute, whatever else the request carries (CHAP, MS-CHAP, PAP)."""
+    packet = rp.decode(rp.encode_request(rp.ACCESS_REQUEST, 1, bytes(16), attrs, b"s"))
+    assert rp.access_fields(packet).eap is packet.has(rp.EAP_MESSAGE)
+
+
+@given(
     st.sampled_from([rp.ACCESS_REQUEST, rp.ACCOUNTING_REQUEST, rp.STATUS_SERVER]),
     st.integers(0, 255),
     st.binary(min_size=16, max_size=16),

@@ -42,6 +42,17 @@ class Phase(enum.Enum):
     DONE = "done"
 
 
+# The phases as module globals: an Enum member read through its class is a Python-level
+# lookup on 3.11 (about 270 ns against 17 for a global), and a conversation reads a dozen.
+_STARTED: Final = Phase.STARTED
+_HANDSHAKE: Final = Phase.HANDSHAKE
+_INNER: Final = Phase.INNER
+_INNER_GTC: Final = Phase.INNER_GTC
+_DECIDING: Final = Phase.DECIDING
+_RESULT: Final = Phase.RESULT
+_DONE: Final = Phase.DONE
+
+
 # The steps are values, treated as immutable; not `frozen`, as a frozen dataclass's `__init__`
 # sets each field through `object.__setattr__` (a step is built every round).
 @dataclass(slots=True)
@@ -123,7 +134,7 @@ class Conversation:
         self.fragmenter = Fragmenter()
         self.max_rounds = max_rounds
         self.rounds = 0
-        self.phase = Phase.STARTED
+        self.phase = _STARTED
         self.last_id = 0
         self.identity = b""
         self.inner_identity = b""
@@ -145,7 +156,7 @@ class Conversation:
         """One EAP-Response; `fragment` is this round's TLS data size (from Framed-MTU)."""
         if eap.code != codec.RESPONSE or eap.identifier != self.last_id:
             return Discard("EAP identifier or code does not match the last request")
-        if self.phase in (Phase.DECIDING, Phase.DONE):
+        if self.phase in (_DECIDING, _DONE):
             return Discard("EAP response while the conversation is being decided")
         self.rounds += 1
         if self.rounds > self.max_rounds:
@@ -160,7 +171,7 @@ class Conversation:
             return self._fail(exc.kind)
 
     def _nak(self, wanted: tuple[int, ...]) -> Step:
-        first = self.phase is Phase.STARTED and self.method == codec.TTLS
+        first = self.phase is _STARTED and self.method == codec.TTLS
         if first and self.peap is not None and codec.PEAP in wanted:
             self.method = codec.PEAP
             self.tunnel = self.peap()  # no TLS octet has gone through the TTLS one
@@ -184,7 +195,7 @@ class Conversation:
             return Challenge(self._request(codec.encode_tls(VERSION, b"")))
         if (
             self.method == codec.PEAP
-            and self.phase is Phase.HANDSHAKE
+            and self.phase is _HANDSHAKE
             and self.tunnel.established
             and not message
         ):
@@ -192,18 +203,18 @@ class Conversation:
             return self._send_inner(b"\x01", fragment)  # inner Identity request, no header
         if not message:
             return self._fail("empty TLS message")
-        if self.phase in (Phase.INNER, Phase.INNER_GTC, Phase.RESULT):
+        if self.phase in (_INNER, _INNER_GTC, _RESULT):
             _, plain = self.tunnel.receive(message)
             return self._inner(plain, fragment)
-        self.phase = Phase.HANDSHAKE
+        self.phase = _HANDSHAKE
         out, plain = self.tunnel.receive(message)
         if self.tunnel.established:
             if self.method == codec.TTLS:
                 if self.tunnel.resumed and not plain:  # abbreviated: the peer skips phase 2
                     self.resumed = True
-                    self.phase = Phase.DECIDING
+                    self.phase = _DECIDING
                     return Resume(self.tunnel.session_key())
-                self.phase = Phase.INNER
+                self.phase = _INNER
                 if plain:
                     return self._inner(plain, fragment)
             if not out:  # TLS 1.3: the peer's Finished alone
@@ -227,17 +238,17 @@ class Conversation:
                 " (PINs are not stored in clear)"
             )
         assert request.user_name is not None and request.password is not None
-        self.phase = Phase.DECIDING
+        self.phase = _DECIDING
         return Authenticate(request.user_name, request.password)
 
     def _peap_inner(self, plain: bytes, fragment: int) -> Step:
         """PEAPv0 phase 2: inner EAP without its header, except the Result TLV answer."""
-        if self.phase is Phase.RESULT:
+        if self.phase is _RESULT:
             inner = codec.decode(plain)  # full header: Response/TLV
             if inner.kind != EAP_TLV or len(inner.data) < 6:
                 return self._fail("PEAP Result TLV answer malformed")
             status = int.from_bytes(inner.data[4:6], "big")
-            self.phase = Phase.DONE
+            self.phase = _DONE
             if status == TLV_SUCCESS and self.accepted:
                 msk = self.tunnel.msk(codec.PEAP)
                 self.tunnel.keep_session()
@@ -245,13 +256,13 @@ class Conversation:
             reason = "peer did not confirm the PEAP result" if self.accepted else ""
             return Fail(reason, Eap(codec.FAILURE, self.last_id).encode())
         kind, data = plain[0], plain[1:]
-        if self.phase is Phase.INNER:
+        if self.phase is _INNER:
             if kind != codec.IDENTITY or not data:
                 return self._fail("PEAP inner identity missing")
             self.inner_identity = data[:253]
-            self.phase = Phase.INNER_GTC
+            self.phase = _INNER_GTC
             return self._send_inner(bytes([codec.GTC]) + GTC_PROMPT, fragment)
-        if self.phase is Phase.INNER_GTC:
+        if self.phase is _INNER_GTC:
             if kind == codec.NAK:
                 offered = ", ".join(codec.method_name(k) for k in codec.nak_types(data)) or "none"
                 return self._fail(
@@ -260,7 +271,7 @@ class Conversation:
                 )
             if kind != codec.GTC:
                 return self._fail("PEAP inner method is not EAP-GTC")
-            self.phase = Phase.DECIDING
+            self.phase = _DECIDING
             return Authenticate(self.inner_identity, data)
         return self._fail("unexpected PEAP inner message")
 
@@ -270,7 +281,7 @@ class Conversation:
         self.verdict = verdict
         self.accepted = accepted
         if self.method == codec.PEAP:
-            self.phase = Phase.RESULT
+            self.phase = _RESULT
             status = TLV_SUCCESS if accepted else TLV_FAILURE
             tlv = Eap(
                 codec.REQUEST,
@@ -280,7 +291,7 @@ class Conversation:
             ).encode()
             self.fragmenter.load(self.tunnel.send(tlv))  # one small record: one fragment
             return Challenge(self._request(self.fragmenter.next(VERSION, 1 << 16)))
-        self.phase = Phase.DONE
+        self.phase = _DONE
         if not accepted:
             reason = "resumed session refused" if self.resumed else "inner PAP rejected"
             return Fail(reason, Eap(codec.FAILURE, self.last_id).encode())
@@ -290,8 +301,8 @@ class Conversation:
 
     # -- helpers ----------------------------------------------------------------------------
     def _send_inner(self, inner: bytes, fragment: int) -> Challenge:
-        if self.phase is Phase.HANDSHAKE:
-            self.phase = Phase.INNER
+        if self.phase is _HANDSHAKE:
+            self.phase = _INNER
         self.fragmenter.load(self.tunnel.send(inner))
         return Challenge(self._request(self.fragmenter.next(VERSION, fragment)))
 
@@ -302,5 +313,5 @@ class Conversation:
         return codec.request(self.last_id, self.method, payload)
 
     def _fail(self, reason: str) -> Fail:
-        self.phase = Phase.DONE
+        self.phase = _DONE
         return Fail(reason, Eap(codec.FAILURE, self.last_id).encode())

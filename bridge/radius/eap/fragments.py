@@ -41,6 +41,8 @@ class Reassembler:
 
     def feed(self, payload: TlsPayload) -> bytes | None:
         """The whole TLS message once the last fragment arrived, else None (send an ACK)."""
+        if not payload.flags & FLAG_MORE and not self._parts and self._total is None:
+            return self._whole(payload)
         if payload.total is not None:
             if payload.total > self.limit:
                 raise ProtocolError(
@@ -68,6 +70,18 @@ class Reassembler:
         self._size = 0
         self._total = None
         return message
+
+    def _whole(self, payload: TlsPayload) -> bytes:
+        """An unfragmented message (most rounds): `feed`'s checks in the same order, with
+        nothing to keep between rounds."""
+        data, total = payload.data, payload.total
+        if total is not None and total > self.limit:
+            raise ProtocolError(f"TLS message of {total} octets announced", "TLS message too long")
+        if len(data) > self.limit or (total is not None and len(data) > total):
+            raise ProtocolError("TLS fragments overrun the message length", "TLS fragments overrun")
+        if total is not None and len(data) != total:
+            raise ProtocolError("TLS fragments shorter than the message length", "TLS short")
+        return data
 
 
 @dataclass(slots=True)

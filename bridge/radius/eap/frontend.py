@@ -25,7 +25,7 @@ from OpenSSL import SSL
 from bridge.config import Config, ConfigError
 from bridge.core.patron import Context, Decision, Outcome
 from bridge.core.secret import Secret
-from bridge.radius.answers import Answer, answer
+from bridge.radius.answers import WELCOME, Answer, answer
 from bridge.radius.eap import codec
 from bridge.radius.eap.conversation import (
     Authenticate,
@@ -69,6 +69,7 @@ REFUSED_MESSAGE: Final = (
     "This network accepts EAP-TTLS with PAP (card number and PIN) only; MSCHAPv2 cannot work."
 )
 BUSY_MESSAGE: Final = "Service busy. Please try again shortly."
+_ACCEPTED: Final = Outcome.ACCEPTED  # a global: an Enum member read through its class is slow
 
 
 @dataclass(slots=True)
@@ -85,6 +86,15 @@ class EapFrontEnd:
     state_prefix: bytes = b""
     contexts: dict[tuple[str, str, bytes], Context] = field(default_factory=dict)
     sweeper: asyncio.TimerHandle | None = None
+    # Framed-MTU value (its four octets, or None) -> TLS data octets per EAP packet: a NAS
+    # sends the same one every round
+    sizes: dict[bytes | None, int] = field(default_factory=dict)
+    # PEAP's tunnel maker, made once (a conversation switches to it after a Nak)
+    peap: Callable[[], Tunnel] | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self.peap_context is not None:
+            self.peap = partial(Tunnel, self.peap_context)
 
     # -- entry from the server ------------------------------------------------------------
     def access_request(self, server: RadiusServer, pending: Pending) -> None:
@@ -108,8 +118,9 @@ class EapFrontEnd:
         except ProtocolError as exc:
             self.reject(server, pending, None, f"malformed EAP: {exc.kind}", REFUSED_MESSAGE)
             return
-        mtu = int.from_bytes(framed, "big") if framed is not None and len(framed) == 4 else None
-        size = fragment_size(self.settings.fragment_size, mtu)
+        size = self.sizes.get(framed)
+        if size is None:
+            size = self.fragment(framed)
         if state is None:
             self.open(server, pending, eap, now)
             return
@@ -123,6 +134,16 @@ class EapFrontEnd:
             log.error("radius_eap_step_failed", client=client.name, error=type(exc).__name__)
             step = Fail("internal error", codec.Eap(codec.FAILURE, eap.identifier).encode())
         self.act(server, pending, conversation, step)
+
+    def fragment(self, framed: bytes | None) -> int:
+        """`fragment_size` for a Framed-MTU value, remembered (a few distinct values at most:
+        bounded all the same, since the value is the NAS's)."""
+        mtu = int.from_bytes(framed, "big") if framed is not None and len(framed) == 4 else None
+        size = fragment_size(self.settings.fragment_size, mtu)
+        if len(self.sizes) >= 64:
+            self.sizes.clear()
+        self.sizes[framed] = size
+        return size
 
     def open(self, server: RadiusServer, pending: Pending, eap: codec.Eap, now: float) -> None:
         client = pending.client
@@ -140,7 +161,7 @@ class EapFrontEnd:
             max_message=self.settings.max_message,
             max_rounds=self.settings.max_rounds,
             now=now,
-            peap=partial(Tunnel, self.peap_context) if self.peap_context is not None else None,
+            peap=self.peap,
         )
         self.table.add(conversation, now)
         self.act(server, pending, conversation, conversation.start(eap))
@@ -148,11 +169,12 @@ class EapFrontEnd:
     def act(
         self, server: RadiusServer, pending: Pending, conversation: Conversation, step: Step
     ) -> None:
+        if type(step) is Challenge:  # most rounds: one type test, not a class pattern's match
+            self.challenge(server, pending, conversation, step.eap)
+            return
         match step:
             case Challenge(eap=eap):
-                state = conversation.state
-                attributes = codec.message_attributes(eap) + bytes((STATE, len(state) + 2)) + state
-                self.send(server, pending, ACCESS_CHALLENGE, attributes)
+                self.challenge(server, pending, conversation, eap)
             case Discard(reason=reason):
                 server.drop(pending.client, pending.addr[0], reason)
                 pending.endpoint.dedup.forget(pending.key, pending.packet.authenticator)
@@ -173,6 +195,13 @@ class EapFrontEnd:
                 self.authenticate(server, pending, conversation, user, password)
             case Resume(key=key):
                 self.resume(server, pending, conversation, key)
+
+    def challenge(
+        self, server: RadiusServer, pending: Pending, conversation: Conversation, eap: bytes
+    ) -> None:
+        state = conversation.state
+        attributes = codec.message_attributes(eap) + bytes((STATE, len(state) + 2)) + state
+        self.send(server, pending, ACCESS_CHALLENGE, attributes)
 
     # -- TTLS resumption ----------------------------------------------------------------------
     def resumable(self, conversation: Conversation, barcode: str, now: float) -> None:
@@ -305,7 +334,11 @@ class EapFrontEnd:
         barcode: str,
         decision: Decision,
     ) -> None:
-        result: Answer = answer(decision, server.settings.store_unavailable)
+        result: Answer = (
+            WELCOME  # `answer`'s first case, without its match
+            if decision.outcome is _ACCEPTED
+            else answer(decision, server.settings.store_unavailable)
+        )
         if result.code is None:  # store unavailable, silent: the NAS fails over
             self.table.remove(conversation.state)
             pending.endpoint.dedup.forget(pending.key, pending.packet.authenticator)
@@ -313,7 +346,7 @@ class EapFrontEnd:
             return
         try:
             outcome = conversation.finish(
-                decision.outcome is Outcome.ACCEPTED, (result, decision, barcode)
+                decision.outcome is _ACCEPTED, (result, decision, barcode)
             )
         except ProtocolError as exc:
             self.table.remove(conversation.state)
@@ -332,13 +365,15 @@ class EapFrontEnd:
         barcode: str,
     ) -> None:
         client, packet = pending.client, pending.packet
-        attributes = key_attributes(success.msk, client.secret, packet.authenticator, self.random)
-        attributes.append((REPLY_MESSAGE, result.message.encode("utf-8")))
+        keys = key_attributes(success.msk, client.secret, packet.authenticator, self.random)
+        attributes = [(REPLY_MESSAGE, result.message.encode("utf-8"))]
         if self.settings.accept_user_name:
             attributes.append((USER_NAME, barcode.encode("utf-8")[:253]))
         category = decision.patron.category if decision.patron is not None else ""
         extra = client.attributes_for(category) if result.patron_attributes else b""
-        encoded = codec.message_attributes(success.eap) + encode_attributes(attributes) + extra
+        encoded = b"".join(
+            (codec.message_attributes(success.eap), keys, encode_attributes(attributes), extra)
+        )
         self.send(server, pending, ACCESS_ACCEPT, encoded)
 
     def reject(
@@ -373,8 +408,13 @@ class EapFrontEnd:
         delay = server.settings.reject_delay
         if code == ACCESS_REJECT and delay > 0:
             server.loop.call_later(delay, server.send, pending, data)
-        else:
-            server.send(pending, data)
+            return
+        # server.send, inlined as in RadiusServer.reply: every round of every conversation
+        endpoint = pending.endpoint
+        transport = endpoint.transport
+        if transport is not None and not transport.is_closing():
+            transport.sendto(data, pending.addr)
+        endpoint.dedup.complete(pending.key, pending.packet.authenticator, data, server.loop.time())
 
     def start_sweeper(self, loop: asyncio.AbstractEventLoop) -> None:
         """Forget idle conversations even when no packet arrives to expire them."""

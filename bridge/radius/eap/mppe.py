@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-from bridge.radius.packet import VENDOR_SPECIFIC, ProtocolError, SharedSecret
+from bridge.radius.packet import _MD5, VENDOR_SPECIFIC, ProtocolError, SharedSecret
 
 MICROSOFT: Final = (311).to_bytes(4, "big")
 MS_MPPE_SEND_KEY: Final = 16
@@ -56,19 +56,43 @@ def decrypt_key(hidden: bytes, secret: SharedSecret, authenticator: bytes) -> by
 
 def key_attributes(
     msk: bytes, secret: SharedSecret, authenticator: bytes, random: Callable[[int], bytes]
-) -> list[tuple[int, bytes]]:
-    """The two Vendor-Specific attributes for an Access-Accept (distinct salts)."""
+) -> bytes:
+    """The two Vendor-Specific attributes for an Access-Accept (distinct salts), encoded:
+    MS-MPPE-Recv-Key (the MSK's first 32 octets), then MS-MPPE-Send-Key (the next 32)."""
     if len(msk) < 64:
         raise ProtocolError("MSK shorter than 64 octets")
     drawn = random(2)
     first = drawn[0] | 0x80
-    recv_salt = bytes([first, drawn[1]])
-    send_salt = bytes([first ^ 0x01, recv_salt[1]])  # differ: RFC 2548 wants unique salts
-    out = []
-    for sub, key, salt in (
-        (MS_MPPE_RECV_KEY, msk[:32], recv_salt),
-        (MS_MPPE_SEND_KEY, msk[32:64], send_salt),
-    ):
-        value = encrypt_key(key, secret, authenticator, salt)
-        out.append((VENDOR_SPECIFIC, MICROSOFT + bytes([sub, len(value) + 2]) + value))
-    return out
+    recv_salt = bytes((first, drawn[1]))
+    send_salt = bytes((first ^ 0x01, drawn[1]))  # differ: RFC 2548 wants unique salts
+    value = secret.value
+    return b"".join(
+        (
+            _RECV_HEADER,
+            recv_salt,
+            _hide32(msk[:32], value, authenticator + recv_salt),
+            _SEND_HEADER,
+            send_salt,
+            _hide32(msk[32:64], value, authenticator + send_salt),
+        )
+    )
+
+
+# Type, Length, Vendor-Id, Vendor-Type, Vendor-Length of a 32-octet key's attribute: the value
+# is salt (2) + 48 hidden octets (length octet + 32 + 15 of padding), RFC 2548 2.4.2/2.4.3.
+_RECV_HEADER: Final = bytes((VENDOR_SPECIFIC, 58)) + MICROSOFT + bytes((MS_MPPE_RECV_KEY, 52))
+_SEND_HEADER: Final = bytes((VENDOR_SPECIFIC, 58)) + MICROSOFT + bytes((MS_MPPE_SEND_KEY, 52))
+_MASK: Final = (1 << 128) - 1
+
+
+def _hide32(key: bytes, secret: bytes, first: bytes) -> bytes:
+    """`encrypt_key` without the salt for a 32-octet key, its three blocks written out
+    (`first`: Request Authenticator + salt). Every Access-Accept hides two keys; the general
+    loop with a call per XOR was about 500 bytecodes an Accept."""
+    plain = int.from_bytes(b"\x20" + key + bytes(15), "big")
+    c1 = ((plain >> 256) ^ int.from_bytes(_MD5(secret + first).digest(), "big")).to_bytes(16, "big")
+    c2 = (((plain >> 128) & _MASK) ^ int.from_bytes(_MD5(secret + c1).digest(), "big")).to_bytes(
+        16, "big"
+    )
+    c3 = ((plain & _MASK) ^ int.from_bytes(_MD5(secret + c2).digest(), "big")).to_bytes(16, "big")
+    return c1 + c2 + c3

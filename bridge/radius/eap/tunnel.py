@@ -100,61 +100,119 @@ def _set_groups(ctx: SSL.Context, groups: Sequence[str]) -> None:
         raise ValueError(f"radius.eap.groups: OpenSSL does not know {':'.join(groups)}")
 
 
-class Tunnel:
-    """One TLS server connection fed with the peer's TLS messages."""
+# OpenSSL's functions and constants bound once: a conversation calls a dozen of them.
+_SSL_new = _lib.SSL_new
+_SSL_free = _lib.SSL_free
+_BIO_new = _lib.BIO_new
+_BIO_write = _lib.BIO_write
+_BIO_read = _lib.BIO_read
+_BIO_get_mem_data = _lib.BIO_get_mem_data
+_SSL_do_handshake = _lib.SSL_do_handshake
+_SSL_get_error = _lib.SSL_get_error
+_SSL_read = _lib.SSL_read
+_SSL_version = _lib.SSL_version
+_SSL_export_keying_material = _lib.SSL_export_keying_material
+_SSL_get_session = _lib.SSL_get_session
+_SSL_SESSION_get_master_key = _lib.SSL_SESSION_get_master_key
+_SSL_session_reused = _lib.SSL_session_reused
+_NULL = _ffi.NULL
+_buffer = _ffi.buffer
+_WANT_READ = _lib.SSL_ERROR_WANT_READ
+_READ_DONE = (_lib.SSL_ERROR_WANT_READ, _lib.SSL_ERROR_ZERO_RETURN)
+_TLS1_2 = _lib.TLS1_2_VERSION
+_TLS1_3 = _lib.TLS1_3_VERSION
+_CLOSED = _lib.SSL_SENT_SHUTDOWN | _lib.SSL_RECEIVED_SHUTDOWN
+_MEMORY = _lib.BIO_s_mem()  # a static method table: the same pointer for every BIO
+_SESSION_KEY_PREFIX: Final = b"patron-bridge eap session"
 
-    __slots__ = ("_conn", "established")
+
+class _Raiser:
+    """What pyOpenSSL's error translation reads of a Connection (its Context's callback
+    helpers): `Connection._raise_ssl_error` turns an OpenSSL result into the same `SSL.Error`
+    (reason texts such as "tlsv1 alert unknown ca") a Connection would raise."""
+
+    __slots__ = ("_context",)
+
+    def __init__(self, context: SSL.Context) -> None:
+        self._context = context
+
+
+class Tunnel:
+    """One TLS server connection fed with the peer's TLS messages.
+
+    The SSL object and its two memory BIOs are held directly (OpenSSL through pyOpenSSL's
+    own binding), not through `SSL.Connection`: a Connection's constructor alone was about
+    120 bytecodes and ten C calls a conversation (a weak reverse mapping for callbacks this
+    context never sets, a mode OpenSSL has on by default), and each of its accessors checks
+    and allocates again. Errors still go through pyOpenSSL's translation (`_raise`)."""
+
+    __slots__ = ("_context", "_from_ssl", "_into_ssl", "_ssl", "established")
 
     def __init__(self, ctx: SSL.Context) -> None:
-        self._conn = SSL.Connection(ctx, None)
-        self._conn.set_accept_state()
+        ssl = _SSL_new(ctx._context)
+        if ssl == _NULL:
+            raise MemoryError("SSL_new failed")
+        self._ssl = _ffi.gc(ssl, _SSL_free)  # frees the BIOs too
+        self._context = ctx
+        into, out = _BIO_new(_MEMORY), _BIO_new(_MEMORY)
+        if into == _NULL or out == _NULL:
+            raise MemoryError("BIO_new failed")
+        _lib.SSL_set_bio(ssl, into, out)
+        self._into_ssl, self._from_ssl = into, out
+        _lib.SSL_set_accept_state(ssl)
         self.established = False
+
+    def _raise(self, result: int) -> None:
+        SSL.Connection._raise_ssl_error(_Raiser(self._context), self._ssl, result)  # type: ignore[arg-type]
 
     def receive(self, data: bytes) -> tuple[bytes, bytes]:
         """Feed the peer's TLS octets; (octets to send back, decrypted application data).
 
-        OpenSSL is driven through pyOpenSSL's own binding (its `Connection` keeps the SSL and
-        the two memory BIOs): "wants more input" is a return value here, where pyOpenSSL's
-        `do_handshake`/`recv`/`bio_read` raise an exception for it (two or three raised and
-        caught per round). Every other result goes through pyOpenSSL's own error translation,
-        so failures read exactly as before."""
-        conn = self._conn
-        ssl = conn._ssl
-        if data and _lib.BIO_write(conn._into_ssl, data, len(data)) != len(data):
+        "Wants more input" is a return value here, where pyOpenSSL's `do_handshake`/`recv`/
+        `bio_read` raise an exception for it (two or three raised and caught per round).
+        Every other result goes through pyOpenSSL's own error translation, so failures read
+        exactly as they would from a Connection."""
+        ssl = self._ssl
+        if data and _BIO_write(self._into_ssl, data, len(data)) != len(data):
             raise ProtocolError("TLS: memory BIO refused the peer's octets", "TLS handshake failed")
         try:
             if not self.established:
-                result = _lib.SSL_do_handshake(ssl)
+                result = _SSL_do_handshake(ssl)
                 if result == 1:
                     self.established = True
-                elif _lib.SSL_get_error(ssl, result) != _lib.SSL_ERROR_WANT_READ:
-                    conn._raise_ssl_error(ssl, result)
+                elif _SSL_get_error(ssl, result) != _WANT_READ:
+                    self._raise(result)
             plain = b""
             if self.established:
-                plain = self._read(conn, ssl)
+                plain = self._read(ssl)
             return self._drain(), plain
         except SSL.Error as exc:
             raise ProtocolError(f"TLS: {_reason(exc)}", "TLS handshake failed") from None
 
-    @staticmethod
-    def _read(conn: SSL.Connection, ssl: Any) -> bytes:
+    def _read(self, ssl: Any) -> bytes:
         """Every decrypted octet OpenSSL can give now (SSL_read until it wants input)."""
         out = b""
         buf = _no_zero("char[]", READ_CHUNK)
         while True:
-            result = _lib.SSL_read(ssl, buf, READ_CHUNK)
+            result = _SSL_read(ssl, buf, READ_CHUNK)
             if result > 0:
-                out += _ffi.buffer(buf, result)[:]
+                out += _buffer(buf, result)[:]
                 continue
-            error = _lib.SSL_get_error(ssl, result)
-            if error not in (_lib.SSL_ERROR_WANT_READ, _lib.SSL_ERROR_ZERO_RETURN):
-                conn._raise_ssl_error(ssl, result)
+            if _SSL_get_error(ssl, result) not in _READ_DONE:
+                self._raise(result)
             return out
 
     def send(self, data: bytes) -> bytes:
         """Encrypt application data; the TLS records to send."""
+        ssl = self._ssl
         try:
-            self._conn.sendall(data)
+            with _ffi.from_buffer(data) as view:
+                sent = 0
+                while sent < len(data):
+                    result = _lib.SSL_write(ssl, view + sent, len(data) - sent)
+                    if result <= 0:
+                        self._raise(result)
+                    sent += result
         except SSL.Error as exc:
             raise ProtocolError(f"TLS: {_reason(exc)}", "TLS write failed") from None
         return self._drain()
@@ -162,22 +220,29 @@ class Tunnel:
     def keep_session(self) -> None:
         """Mark the connection cleanly closed so OpenSSL keeps its session for resumption
         (a connection freed mid-conversation takes its session out of the cache)."""
-        self._conn.set_shutdown(SSL.SENT_SHUTDOWN | SSL.RECEIVED_SHUTDOWN)
+        _lib.SSL_set_shutdown(self._ssl, _CLOSED)
 
     @property
     def resumed(self) -> bool:
         """Whether the handshake resumed a cached session (abbreviated: no certificate)."""
-        return bool(_lib.SSL_session_reused(self._conn._ssl))
+        return bool(_SSL_session_reused(self._ssl))
 
     def session_key(self) -> bytes | None:
         """A handle naming this TLS session, the same when it is resumed: SHA-256 of the TLS 1.2
         master secret (secret, unique per full handshake, unchanged by an abbreviated one).
         None on TLS 1.3, whose resumption derives new secrets from a ticket: a TLS 1.3 TTLS
         session is never resumed (`Conversation` refuses the resumption it cannot match)."""
-        if self._conn.get_protocol_version() != SSL.TLS1_2_VERSION:
+        ssl = self._ssl
+        if _SSL_version(ssl) != _TLS1_2:
             return None
-        master = self._conn.master_key()
-        return hashlib.sha256(b"patron-bridge eap session" + master).digest() if master else None
+        session = _SSL_get_session(ssl)
+        if session == _NULL:
+            return None
+        buf = _no_zero("unsigned char[]", 48)  # a TLS 1.2 master secret is 48 octets
+        size = _SSL_SESSION_get_master_key(session, buf, 48)
+        if size <= 0:
+            return None
+        return hashlib.sha256(_SESSION_KEY_PREFIX + _buffer(buf, size)[:]).digest()
 
     def alert(self) -> bytes:
         """Any alert OpenSSL queued (sent to the peer before failing)."""
@@ -190,24 +255,29 @@ class Tunnel:
         not deriving it saves a third to a half of the PRF's HMACs). TLS 1.3: RFC 9427 section
         2.1, the common label with the method's Type-Code as context; its exporter binds the
         length, so the 128 octets are derived and cut."""
-        conn = self._conn
-        if conn.get_protocol_version() == SSL.TLS1_3_VERSION:
-            context = bytes([method])
-            return bytes(conn.export_keying_material(TLS13_LABEL, 128, context))[:64]
-        return bytes(conn.export_keying_material(LABELS[method], 64))
+        ssl = self._ssl
+        if _SSL_version(ssl) == _TLS1_3:  # (context, its length, use it)
+            size, label, context = 128, TLS13_LABEL, (bytes([method]), 1, 1)
+        else:
+            size, label, context = 64, LABELS[method], (_NULL, 0, 0)
+        out = _no_zero("unsigned char[]", size)
+        if _SSL_export_keying_material(ssl, out, size, label, len(label), *context) != 1:
+            raise ProtocolError("TLS: keying material export failed", "TLS key export failed")
+        msk: bytes = _buffer(out, 64)[:]
+        return msk
 
     @property
     def version(self) -> str:
-        return str(self._conn.get_protocol_version_name())
+        return str(_ffi.string(_lib.SSL_get_version(self._ssl)).decode("ascii"))
 
     def _drain(self) -> bytes:
         """Everything OpenSSL wrote for the peer, in one read of the memory BIO's length."""
-        bio = self._conn._from_ssl
-        size = _lib.BIO_get_mem_data(bio, _ffi.NULL)
+        bio = self._from_ssl
+        size = _BIO_get_mem_data(bio, _NULL)
         if size <= 0:
             return b""
         buf = _no_zero("char[]", size)
-        out: bytes = _ffi.buffer(buf, _lib.BIO_read(bio, buf, size))[:]
+        out: bytes = _buffer(buf, _BIO_read(bio, buf, size))[:]
         return out
 
 

@@ -84,3 +84,62 @@ def test_mutated_fragment_streams_only_raise_protocol_error(payloads: list[bytes
             r.feed(codec.decode_tls(raw))
         except ProtocolError:
             r = Reassembler(512)
+
+
+class _ReferenceReassembler:
+    """`Reassembler.feed` as first written (one path for every fragment): the one-fragment
+    shortcut must answer and fail exactly like it."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.parts, self.size, self.total = limit, [], 0, None  # type: ignore[var-annotated]
+
+    def feed(self, payload: codec.TlsPayload) -> bytes | None:
+        if payload.total is not None:
+            if payload.total > self.limit:
+                raise ProtocolError(
+                    f"TLS message of {payload.total} octets announced", "TLS message too long"
+                )
+            if self.total is not None and payload.total != self.total:
+                raise ProtocolError("TLS message length changed between fragments")
+            self.total = payload.total
+        data = payload.data
+        self.size += len(data)
+        if self.size > self.limit or (self.total is not None and self.size > self.total):
+            raise ProtocolError("TLS fragments overrun the message length", "TLS fragments overrun")
+        if payload.more:
+            if not data:
+                raise ProtocolError("empty TLS fragment with the more flag", "empty TLS fragment")
+            self.parts.append(data)
+            return None
+        if self.total is not None and self.size != self.total:
+            raise ProtocolError("TLS fragments shorter than the message length", "TLS short")
+        message = b"".join([*self.parts, data])
+        self.parts, self.size, self.total = [], 0, None
+        return message
+
+
+_payloads = st.builds(
+    lambda flags, total, data: codec.encode_tls(flags, data, total),
+    st.sampled_from([0, codec.FLAG_MORE]),
+    st.one_of(st.none(), st.integers(0, 140)),
+    st.binary(max_size=70),
+)
+
+
+@given(st.lists(st.one_of(_payloads, st.binary(max_size=40)), max_size=30))
+def test_property_feed_agrees_with_the_reference(payloads: list[bytes]) -> None:
+    ours, reference = Reassembler(128), _ReferenceReassembler(128)
+    for raw in payloads:
+        try:
+            payload = codec.decode_tls(raw)
+        except ProtocolError:
+            continue
+        outcomes = []
+        for r in (ours, reference):
+            try:
+                outcomes.append(r.feed(payload))
+            except ProtocolError as exc:
+                outcomes.append((str(exc), exc.kind))
+        assert outcomes[0] == outcomes[1]
+        if isinstance(outcomes[0], tuple):  # a conversation ends at its first error
+            ours, reference = Reassembler(128), _ReferenceReassembler(128)

@@ -101,3 +101,54 @@ def test_session_key_is_stable_across_resumption_and_unique_per_session(
     other = Tunnel(ctx)
     handshake(other, b"P-256")
     assert not other.resumed and other.session_key() not in (None, key)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"GET / HTTP/1.1\r\n\r\n", b"\x16\x03\x01\x00\x05hello", b"\x15\x03\x03\x00\x02\x02\x28"],
+)
+def test_failures_read_as_pyopenssl_connection_errors(chain: dict[str, Path], data: bytes) -> None:
+    """The tunnel holds OpenSSL's SSL object itself; a peer's bad octets still give the reason
+    text a pyOpenSSL Connection on the same context raises."""
+    ctx = server_context(chain["server"], chain["key"], chain["ca"])
+    reference = SSL.Connection(ctx, None)
+    reference.set_accept_state()
+    reference.bio_write(data)
+    with pytest.raises(SSL.Error) as expected:
+        reference.do_handshake()
+    with pytest.raises(ProtocolError) as raised:
+        Tunnel(ctx).receive(data)
+    assert str(raised.value) == f"TLS: {expected.value.args[0][-1][-1]}"
+    assert raised.value.kind == "TLS handshake failed"
+
+
+@pytest.mark.parametrize("tls13", [False, True])
+def test_msk_application_data_and_version_match_the_peer(
+    chain: dict[str, Path], tls13: bool
+) -> None:
+    """The MSK is the peer's own export (RFC 5281 on 1.2, RFC 9427 on 1.3), and records the
+    tunnel encrypts are the peer's plaintext, on both versions."""
+    ctx = server_context(chain["server"], chain["key"], chain["ca"], "1.3" if tls13 else "1.2")
+    peer = client_context(b"P-256")
+    peer.set_max_proto_version(SSL.TLS1_3_VERSION if tls13 else SSL.TLS1_2_VERSION)
+    server = Tunnel(ctx)
+    client = handshake(server, b"P-256", ctx=peer)
+    with contextlib.suppress(SSL.WantReadError):
+        client.do_handshake()  # TLS 1.3: the client's Finished
+    with contextlib.suppress(SSL.WantReadError):
+        server.receive(client.bio_read(65536))
+    assert server.version == ("TLSv1.3" if tls13 else "TLSv1.2")
+    if tls13:
+        expected = client.export_keying_material(b"EXPORTER_EAP_TLS_Key_Material", 128, b"\x15")
+    else:
+        expected = client.export_keying_material(b"ttls keying material", 64)
+    assert server.msk(21) == bytes(expected)[:64]
+    client.bio_write(server.send(b"\x01inner" * 3000))  # more than one record
+    received = b""
+    with contextlib.suppress(SSL.WantReadError):
+        while True:
+            received += client.recv(65536)
+    assert received == b"\x01inner" * 3000
+    client.send(b"from the peer")
+    _, plain = server.receive(client.bio_read(65536))
+    assert plain == b"from the peer"
