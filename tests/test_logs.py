@@ -248,6 +248,39 @@ def test_bad_input_lines_are_never_remembered() -> None:
     assert len(audit._fragments) == 1
 
 
+def test_audit_reuses_a_fragment_for_the_same_context_and_decision(tmp_path: Path) -> None:
+    """A card asked about again with the same context and decision objects gets its fragment
+    by identity (no key built); any other context or decision for that card, or a bad input,
+    the fragment of its own fields. Every line reads as a fresh `Audit` would write it."""
+    path = tmp_path / "audit.log"
+    LOG_FILES.append(path)
+    card = "21234000000001"
+    desk, door = Context("sip2", "desk", "10.0.0.1"), Context("sip2", "door", "10.0.0.2")
+    ok = Decision(Outcome.ACCEPTED, reason="verified (cached)")
+    bad = Decision(Outcome.BAD_PIN, reason="wrong PIN")
+    malformed = Decision(Outcome.BAD_INPUT, reason="missing or malformed PIN")
+    asked = [(desk, ok), (desk, ok), (door, ok), (desk, bad), (desk, malformed), (desk, ok)]
+    logs.configure("debug", "json", path)
+    try:
+        audit = Audit("masked")
+        for ctx, decision in asked:
+            audit.decision(card, ctx, decision, 0.001)
+            if decision is not malformed:
+                assert audit._last[card][:2] == (ctx, decision)
+            assert audit._last[card][2] in audit._fragments.values()
+        for ctx, decision in asked:
+            Audit("masked").decision(card, ctx, decision, 0.001)
+    finally:
+        logs.stop()
+        logs.configure("debug", "json", Path(__file__).parent / "artifacts" / "in-process.log")
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    for line in lines:
+        del line["timestamp"]
+    assert lines[: len(asked)] == lines[len(asked) :]
+    assert [line["client"] for line in lines[:3]] == ["desk", "desk", "door"]
+    assert len(audit._last) == 1 and len(audit._fragments) == 3
+
+
 def test_audit_line_fields_are_bounded(tmp_path: Path) -> None:
     path = tmp_path / "audit.log"
     LOG_FILES.append(path)

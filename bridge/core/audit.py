@@ -68,6 +68,9 @@ class Audit:
             logger_factory_args=("audit",),
         ).bind(kind="audit")
         self._fragments: dict[tuple[str, str, str, str, str, str, str], str] = {}
+        # barcode -> (context, decision, fragment) of its last line, for `decision`'s identity
+        # check; only barcodes whose fragment is kept, bounded like it
+        self._last: dict[str, tuple[Context, Decision, str]] = {}
         # Called with (ctx, decision, latency, path) for every decision: the metrics recorder's
         # one hook (path: "cached" when answered before the store, "store" otherwise).
         self.observe: Callable[[Context, Decision, float, str], None] | None = None
@@ -100,22 +103,34 @@ class Audit:
             self.observe(ctx, decision, latency, path)
         for tap in self.taps:
             tap(barcode, ctx, decision)
-        key = (
-            ctx.protocol,
-            ctx.client,
-            ctx.source,
-            ctx.realm,
-            barcode,
-            decision.outcome._value_,  # an Enum member's hash runs Python code, its value's not
-            decision.reason,
-        )
-        members = self._fragments.get(key)
-        if members is None:
-            members = self._members(barcode, ctx, decision)
-            if decision.outcome is not Outcome.BAD_INPUT and showable_barcode(barcode):
-                if len(self._fragments) >= FRAGMENTS:
-                    self._fragments.clear()
-                self._fragments[key] = members
+        # The same terminal asking about the same card again hands in the very same (frozen)
+        # context and decision objects (front ends keep one context per client, the core one
+        # decision per cached verification): then two identity checks find the fragment,
+        # without building and hashing the 7-field key.
+        last = self._last.get(barcode)
+        if last is not None and last[0] is ctx and last[1] is decision:
+            members = last[2]
+        else:
+            key = (
+                ctx.protocol,
+                ctx.client,
+                ctx.source,
+                ctx.realm,
+                barcode,
+                decision.outcome._value_,  # an Enum member's hash runs Python code, its value's not
+                decision.reason,
+            )
+            members = self._fragments.get(key)
+            if members is None:
+                members = self._members(barcode, ctx, decision)
+                if decision.outcome is not Outcome.BAD_INPUT and showable_barcode(barcode):
+                    if len(self._fragments) >= FRAGMENTS:
+                        self._fragments.clear()
+                        self._last.clear()
+                    self._fragments[key] = members
+                    self._last[barcode] = (ctx, decision, members)
+            else:  # a kept fragment: its barcode's is (never more entries than fragments)
+                self._last[barcode] = (ctx, decision, members)
         if not logs.emit_members("auth", members, latency * 1000):
             fields = msgspec.json.decode(f"{{{members}}}")
             del fields["kind"]  # bound on this logger already
