@@ -117,11 +117,11 @@ class Audit:
                 ctx.source,
                 ctx.realm,
                 barcode,
-                decision.outcome._value_,  # an Enum member's hash runs Python code, its value's not
+                decision.outcome._value_,  # an Enum member's hash runs Python code, its value not
                 decision.reason,
             )
-            members = self._fragments.get(key)
-            if members is None:
+            found = self._fragments.get(key)
+            if found is None:
                 members = self._members(barcode, ctx, decision)
                 if decision.outcome is not Outcome.BAD_INPUT and showable_barcode(barcode):
                     if len(self._fragments) >= FRAGMENTS:
@@ -130,6 +130,7 @@ class Audit:
                     self._fragments[key] = members
                     self._last[barcode] = (ctx, decision, members)
             else:  # a kept fragment: its barcode's is (never more entries than fragments)
+                members = found
                 self._last[barcode] = (ctx, decision, members)
         if not logs.emit_members("auth", members, latency * 1000):
             fields = msgspec.json.decode(f"{{{members}}}")

@@ -727,19 +727,22 @@ class Framer:
     def single(self, data: bytes) -> bytes | None:
         """`feed` for the usual read: when `data` is exactly one CR-terminated message and
         nothing is buffered before it, that message (the framer left as `feed` would leave
-        it); None for anything else, and then `feed` frames it. A self-check sends one request
-        and waits for its answer, so this is nearly every read: no list is built for it."""
+        it); None for anything else, and then `feed` frames it (or raises). A self-check sends
+        one request and waits for its answer, and a discovery layer's session opens with one
+        login, so this is nearly every read: no list is built for it."""
         # Bytes tested as ints (`13 in frame` is one memchr): `b"\n" in data` first tries the
         # needle as an index and formats a TypeError, and `count` parses its arguments the
         # slow way, together about 3,500 instructions a read.
         size = len(data)
-        if self._buf or not self._started or size < 2 or size > self.max_length + 1:
-            return None
-        if data[-1] != 13:
+        if self._buf or size < 2 or size > self.max_length + 1 or data[-1] != 13:
             return None
         frame = data[:-1]
         if 13 in frame or 10 in frame:
             return None
+        if not self._started:  # a connection's first read (every session's login)
+            if data[0] == 0x16 and data[1] == 0x03:
+                return None  # a TLS ClientHello: `feed` raises TlsOnPlainPort
+            self._started = True
         self.terminator = b"\r"
         return frame
 
@@ -750,7 +753,7 @@ class Framer:
                 raise TlsOnPlainPort("TLS ClientHello on a plain-text port")
         buf = self._buf + data if self._buf else data
         # Fast path: exactly one CR-terminated message and nothing else.
-        if buf and buf[-1] == 0x0D and buf.count(b"\r") == 1 and b"\n" not in buf:
+        if buf and buf[-1] == 0x0D and buf.count(b"\r") == 1 and 10 not in buf:  # an int: memchr
             self._buf = b""
             self.pending = 0
             if len(buf) - 1 > self.max_length:

@@ -53,28 +53,34 @@ WARNINGS = frozenset({"login_failed"})
 
 
 class Connection(asyncio.Protocol):
+    # Every connection starts with these values: class attributes until a connection sets its
+    # own (one per connection, and a discovery layer opens one per patron login, so storing
+    # sixteen constants in each new instance was a measurable part of a session).
+    tls = False  # start TLS once admitted (a TLS listener is plain TCP until then)
+    handshaking = False
+    evicted = False  # closed by the gate (which logged it)
+    admitted = False  # counted by the listener's gate
+    partial_since: float | None = None  # first byte of half a message
+    _timer_at = 0.0
+    source = "unknown"
+    transport: asyncio.Transport | None = None
+    session: Session | None = None
+    closed = False
+    eof = False
+    counted = False
+    task: asyncio.Task[bytes] | None = None  # the request waiting on the core, if any
+    _timer: asyncio.TimerHandle | None = None
+    _reading_paused = False
+    _writing_paused = False
+
     def __init__(self, listener: Sip2Listener, *, tls: bool = False) -> None:
         self.listener = listener
-        self.tls = tls  # start TLS once admitted (a TLS listener is plain TCP until then)
-        self.handshaking = False
-        self.evicted = False  # closed by the gate (which logged it)
-        self.admitted = False  # counted by the listener's gate
-        self.partial_since: float | None = None  # first byte of half a message
-        self._timer_at = 0.0
-        self.loop = asyncio.get_running_loop()
-        self.source = "unknown"
-        self.transport: asyncio.Transport | None = None
-        self.session: Session | None = None
+        if tls:
+            self.tls = True
+        self.loop = loop = asyncio.get_running_loop()
         self.framer = Framer(listener.settings.max_message_length)
         self.frames: deque[bytes] = deque()
-        self.started = self.last = self.loop.time()
-        self.closed = False
-        self.eof = False
-        self.counted = False
-        self.task: asyncio.Task[bytes] | None = None  # the request waiting on the core, if any
-        self._timer: asyncio.TimerHandle | None = None
-        self._reading_paused = False
-        self._writing_paused = False
+        self.started = self.last = loop.time()
 
     # -- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
