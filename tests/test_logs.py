@@ -281,6 +281,45 @@ def test_audit_reuses_a_fragment_for_the_same_context_and_decision(tmp_path: Pat
     assert len(audit._last) == 1 and len(audit._fragments) == 3
 
 
+@pytest.mark.parametrize(
+    ("source", "client"),
+    [("10.0.0.1", "selfcheck"), ("::1", ""), ('a"b\\c', "caf\u00e9\u2603"), ("s" * 300, "c\n")],
+)
+def test_client_event_writes_the_event_line(tmp_path: Path, source: str, client: str) -> None:
+    """`Audit.client_event` (fields encoded once per event, source and client) writes the
+    line `Audit.event` writes, escaping and clipping included, the first time and after."""
+    path = tmp_path / "audit.log"
+    LOG_FILES.append(path)
+    logs.configure("debug", "json", path)
+    try:
+        audit = Audit("masked")
+        for _ in range(2):
+            audit.client_event("sip2_login", source=source, client=client)
+            audit.event("sip2_login", source=source, client=client)
+        assert list(audit._client_events) == [("sip2_login", source, client)]
+    finally:
+        logs.stop()
+        logs.configure("debug", "json", Path(__file__).parent / "artifacts" / "in-process.log")
+    raw = path.read_text().splitlines()
+    assert len(raw) == 4
+    stamps = [json.loads(line)["timestamp"] for line in raw]
+    assert all(len(stamp) == 27 and stamp.endswith("Z") for stamp in stamps)
+    cut = [line.replace(stamp, "") for line, stamp in zip(raw, stamps, strict=True)]
+    assert cut[0] == cut[1] == cut[2] == cut[3]
+
+
+def test_client_event_without_logging_goes_the_usual_way() -> None:
+    logs.stop()
+    try:
+        written: list[tuple[str, dict[str, object]]] = []
+        audit = Audit("masked")
+        audit.event = lambda event, **fields: written.append((event, fields))  # type: ignore[method-assign,assignment]
+        audit.client_event("sip2_login", source="10.0.0.1", client="selfcheck")
+        assert written == [("sip2_login", {"source": "10.0.0.1", "client": "selfcheck"})]
+    finally:
+        logs.configure("debug", "json", Path(__file__).parent / "artifacts" / "in-process.log")
+
+
 def test_audit_line_fields_are_bounded(tmp_path: Path) -> None:
     path = tmp_path / "audit.log"
     LOG_FILES.append(path)

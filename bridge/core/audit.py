@@ -71,6 +71,8 @@ class Audit:
         # barcode -> (context, decision, fragment) of its last line, for `decision`'s identity
         # check; only barcodes whose fragment is kept, bounded like it
         self._last: dict[str, tuple[Context, Decision, str]] = {}
+        # (event, source, client) -> encoded fields, for `client_event`
+        self._client_events: dict[tuple[str, str, str], str] = {}
         # Called with (ctx, decision, latency, path) for every decision: the metrics recorder's
         # one hook (path: "cached" when answered before the store, "store" otherwise).
         self.observe: Callable[[Context, Decision, float, str], None] | None = None
@@ -150,6 +152,21 @@ class Audit:
         if ctx.realm:  # 802.1X outer identity's realm, already reduced to a domain name
             fields["realm"] = logs.clip(ctx.realm, FIELD_SHOWN)
         return msgspec.json.encode(fields).decode("utf-8")[1:-1]
+
+    def client_event(self, event: str, *, source: str, client: str) -> None:
+        """`event(event, source=source, client=client)` for a line written per connection with
+        the same fields again and again (a SIP2 terminal's login, from its address, with its
+        configured login): the fields are encoded once per (event, source, client), bounded
+        like the decision fragments. Short values only (an address, a configured name)."""
+        key = (event, source, client)
+        members = self._client_events.get(key)
+        if members is None:
+            members = logs.audit_members({"source": source, "client": client})
+            if len(self._client_events) >= FRAGMENTS:
+                self._client_events.clear()
+            self._client_events[key] = members
+        if not logs.emit_audit_members(event, "info", members):
+            self.event(event, source=source, client=client)
 
     def event(
         self,

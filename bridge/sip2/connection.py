@@ -391,15 +391,20 @@ class Connection(asyncio.Protocol):
             self.transport.write(task.result())
         self._pump()
 
+    def _login(self) -> str:
+        """The logged-in account's name, or "" before login."""
+        account = self.session.account if self.session is not None else None
+        return account.login if account is not None else ""
+
     def _event(self, event: str, login: str, reason: str = "") -> None:
         if event == "login":
             self.listener.gate.proven(self)
-        session = self.session
-        account = session.account if session is not None else None
-        fields: dict[str, Any] = {
-            "source": self.source,
-            "client": login or (account.login if account else ""),
-        }
+            if not reason:  # every session's line: its fields encoded once per login and address
+                self.listener.services.audit.client_event(
+                    "sip2_login", source=self.source, client=login or self._login()
+                )
+                return
+        fields: dict[str, Any] = {"source": self.source, "client": login or self._login()}
         if reason:
             fields["reason"] = reason
         if event in AUDITED:
