@@ -416,3 +416,13 @@ def test_audit_decision_lines_are_stamped_like_every_other_line(tmp_path: Path) 
         assert len(line["timestamp"]) == len(before)
         assert before <= line["timestamp"] <= after
         assert line["latency_ms"] == 0.003
+
+
+def test_redact_remembers_secret_names_in_any_case() -> None:
+    """Which field names are secret is remembered per name: the same answer every time, for
+    every spelling, and a name kept as plain stays plain."""
+    for _ in range(2):
+        event = {"PIN": "1234", "Password": "pw", "pin": "5678", "source": "10.0.0.1", "n": 3}
+        out = logs.redact(None, "info", event)
+        assert out == {"PIN": "***", "Password": "***", "pin": "***", "source": "10.0.0.1", "n": 3}
+    assert logs._SECRET_NAME["PIN"] is True and logs._SECRET_NAME["source"] is False
