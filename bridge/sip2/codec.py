@@ -478,7 +478,7 @@ Login = tuple[str, str, str, Secret, int | None, bool]
 
 _LOGIN: Final = re.compile(
     f"93([ -~])([ -~])CN({_VALUE})\\|CO({_VALUE})\\|(?:CP{_VALUE}\\|)?"
-    "(?:AY([0-9])AZ([0-9A-F]{4}))?"
+    "(?:AY[0-9]AZ[0-9A-F]{4})?"  # matched, not captured, as in `_FIELDS`
 )
 
 
@@ -490,14 +490,14 @@ def read_login(frame: bytes) -> Login | None:
     match = _LOGIN.fullmatch(frame.decode("latin-1"))  # no error: non-ASCII fails the match
     if match is None:
         return None
-    uid, pwd, login, text, sequence_digit, _ = match.groups()
+    uid, pwd, login, text = match.groups()
     password = Secret(text)
-    if sequence_digit is None:
+    if frame[-1] == 0x7C:  # ends with a field's `|`: no trailer
         return (uid, pwd, login, password, None, False)
     data = frame[:-4]
     value = (1 - zlib.adler32(data) if len(data) <= _ADLER_EXACT else -sum(data)) & 0xFFFF
     if _HEX_PAIRS[value >> 8] + _HEX_PAIRS[value & 0xFF] == frame[-4:]:
-        return (uid, pwd, login, password, ord(sequence_digit) - 48, True)
+        return (uid, pwd, login, password, frame[-7] - 48, True)  # `AYnAZxxxx` ends it
     return None  # a wrong checksum: decode raises it
 
 

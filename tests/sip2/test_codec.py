@@ -703,6 +703,35 @@ def test_read_login_agrees_with_decode(frame: bytes) -> None:
     assert read[4:] == (m.sequence, m.checksummed)
 
 
+_REGEX_LOGIN = re.compile(
+    f"93([ -~])([ -~])CN({_REGEX_VALUE})\\|CO({_REGEX_VALUE})\\|(?:CP{_REGEX_VALUE}\\|)?"
+    "(?:AY([0-9])AZ([0-9A-F]{4}))?"
+)
+
+
+def _regex_read_login(frame: bytes) -> tuple[object, ...] | None:
+    """`read_login` as first written (the trailer captured), its password revealed."""
+    match = _REGEX_LOGIN.fullmatch(frame.decode("latin-1"))
+    if match is None:
+        return None
+    uid, pwd, login, text, digit, _ = match.groups()
+    if digit is None:
+        return (uid, pwd, login, text.encode(), None, False)
+    if checksum(frame[:-4]).encode() == frame[-4:]:
+        return (uid, pwd, login, text.encode(), int(digit), True)
+    return None
+
+
+@given(login_frames() | st.binary(max_size=60))
+@example(_with_trailer(_LOGIN_FRAMES[0], 0, True))
+@example(_with_trailer(_LOGIN_FRAMES[1], None, False))
+@example(_with_trailer(_LOGIN_FRAMES[0], 7, False))
+def test_read_login_agrees_with_the_regex_reader(frame: bytes) -> None:
+    read = codec.read_login(frame)
+    shown = None if read is None else (*read[:3], read[3].reveal(), *read[4:])
+    assert shown == _regex_read_login(frame)
+
+
 def test_read_login_reads_the_usual_login() -> None:
     read = codec.read_login(_with_trailer(_LOGIN_FRAMES[0], 0, True))
     assert read is not None and read[:3] == ("0", "0", "selfcheck") and read[4:] == (0, True)
