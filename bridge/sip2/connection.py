@@ -54,8 +54,10 @@ WARNINGS = frozenset({"login_failed"})
 
 class Connection(asyncio.Protocol):
     # Every connection starts with these values: class attributes until a connection sets its
-    # own (one per connection, and a discovery layer opens one per patron login, so storing
-    # sixteen constants in each new instance was a measurable part of a session).
+    # own (a discovery layer opens a connection per patron login, so storing sixteen constants
+    # in each new instance was a measurable part of a session). What every request reads
+    # (`closed`, `task`, `handshaking`) is set in `__init__`: read through the class, an
+    # attribute misses the interpreter's instance-attribute shortcut on each read.
     tls = False  # start TLS once admitted (a TLS listener is plain TCP until then)
     handshaking = False
     evicted = False  # closed by the gate (which logged it)
@@ -81,6 +83,8 @@ class Connection(asyncio.Protocol):
         self.framer = Framer(listener.settings.max_message_length)
         self.frames: deque[bytes] = deque()
         self.started = self.last = loop.time()
+        self.closed = self.handshaking = False
+        self.task = None
 
     # -- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
