@@ -115,7 +115,11 @@ async def _measure(mode: str, count: int, tmp: Path) -> None:
         logs.flush()  # the audit lines' writing, in the count
 
     functools.reduce(measured, [0], None)
-    if conn.task is not None or b"|CQY|" not in transport.out[-1]:
+    if mode == "session":  # one more, to see what the measured ones answered
+        conn, transport = connect()
+        for data in (bs.LOGIN, picks[-1].patron, picks[-1].end):
+            conn.data_received(data)
+    if conn.task is not None or not any(b"|CQY|" in answer for answer in transport.out[-2:]):
         raise RuntimeError("a measured 63 was not answered from the cache")
 
 
