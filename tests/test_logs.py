@@ -248,6 +248,78 @@ def test_bad_input_lines_are_never_remembered() -> None:
     assert len(audit._fragments) == 1
 
 
+def test_audit_reuses_a_fragment_for_the_same_context_and_decision(tmp_path: Path) -> None:
+    """A card asked about again with the same context and decision objects gets its fragment
+    by identity (no key built); any other context or decision for that card, or a bad input,
+    the fragment of its own fields. Every line reads as a fresh `Audit` would write it."""
+    path = tmp_path / "audit.log"
+    LOG_FILES.append(path)
+    card = "21234000000001"
+    desk, door = Context("sip2", "desk", "10.0.0.1"), Context("sip2", "door", "10.0.0.2")
+    ok = Decision(Outcome.ACCEPTED, reason="verified (cached)")
+    bad = Decision(Outcome.BAD_PIN, reason="wrong PIN")
+    malformed = Decision(Outcome.BAD_INPUT, reason="missing or malformed PIN")
+    asked = [(desk, ok), (desk, ok), (door, ok), (desk, bad), (desk, malformed), (desk, ok)]
+    logs.configure("debug", "json", path)
+    try:
+        audit = Audit("masked")
+        for ctx, decision in asked:
+            audit.decision(card, ctx, decision, 0.001)
+            if decision is not malformed:
+                assert audit._last[card][:2] == (ctx, decision)
+            assert audit._last[card][2] in audit._fragments.values()
+        for ctx, decision in asked:
+            Audit("masked").decision(card, ctx, decision, 0.001)
+    finally:
+        logs.stop()
+        logs.configure("debug", "json", Path(__file__).parent / "artifacts" / "in-process.log")
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    for line in lines:
+        del line["timestamp"]
+    assert lines[: len(asked)] == lines[len(asked) :]
+    assert [line["client"] for line in lines[:3]] == ["desk", "desk", "door"]
+    assert len(audit._last) == 1 and len(audit._fragments) == 3
+
+
+@pytest.mark.parametrize(
+    ("source", "client"),
+    [("10.0.0.1", "selfcheck"), ("::1", ""), ('a"b\\c', "caf\u00e9\u2603"), ("s" * 300, "c\n")],
+)
+def test_client_event_writes_the_event_line(tmp_path: Path, source: str, client: str) -> None:
+    """`Audit.client_event` (fields encoded once per event, source and client) writes the
+    line `Audit.event` writes, escaping and clipping included, the first time and after."""
+    path = tmp_path / "audit.log"
+    LOG_FILES.append(path)
+    logs.configure("debug", "json", path)
+    try:
+        audit = Audit("masked")
+        for _ in range(2):
+            audit.client_event("sip2_login", source=source, client=client)
+            audit.event("sip2_login", source=source, client=client)
+        assert list(audit._client_events) == [("sip2_login", source, client)]
+    finally:
+        logs.stop()
+        logs.configure("debug", "json", Path(__file__).parent / "artifacts" / "in-process.log")
+    raw = path.read_text().splitlines()
+    assert len(raw) == 4
+    stamps = [json.loads(line)["timestamp"] for line in raw]
+    assert all(len(stamp) == 27 and stamp.endswith("Z") for stamp in stamps)
+    cut = [line.replace(stamp, "") for line, stamp in zip(raw, stamps, strict=True)]
+    assert cut[0] == cut[1] == cut[2] == cut[3]
+
+
+def test_client_event_without_logging_goes_the_usual_way() -> None:
+    logs.stop()
+    try:
+        written: list[tuple[str, dict[str, object]]] = []
+        audit = Audit("masked")
+        audit.event = lambda event, **fields: written.append((event, fields))  # type: ignore[method-assign,assignment]
+        audit.client_event("sip2_login", source="10.0.0.1", client="selfcheck")
+        assert written == [("sip2_login", {"source": "10.0.0.1", "client": "selfcheck"})]
+    finally:
+        logs.configure("debug", "json", Path(__file__).parent / "artifacts" / "in-process.log")
+
+
 def test_audit_line_fields_are_bounded(tmp_path: Path) -> None:
     path = tmp_path / "audit.log"
     LOG_FILES.append(path)
@@ -344,3 +416,13 @@ def test_audit_decision_lines_are_stamped_like_every_other_line(tmp_path: Path) 
         assert len(line["timestamp"]) == len(before)
         assert before <= line["timestamp"] <= after
         assert line["latency_ms"] == 0.003
+
+
+def test_redact_remembers_secret_names_in_any_case() -> None:
+    """Which field names are secret is remembered per name: the same answer every time, for
+    every spelling, and a name kept as plain stays plain."""
+    for _ in range(2):
+        event = {"PIN": "1234", "Password": "pw", "pin": "5678", "source": "10.0.0.1", "n": 3}
+        out = logs.redact(None, "info", event)
+        assert out == {"PIN": "***", "Password": "***", "pin": "***", "source": "10.0.0.1", "n": 3}
+    assert logs._SECRET_NAME["PIN"] is True and logs._SECRET_NAME["source"] is False

@@ -68,6 +68,11 @@ class Audit:
             logger_factory_args=("audit",),
         ).bind(kind="audit")
         self._fragments: dict[tuple[str, str, str, str, str, str, str], str] = {}
+        # barcode -> (context, decision, fragment) of its last line, for `decision`'s identity
+        # check; only barcodes whose fragment is kept, bounded like it
+        self._last: dict[str, tuple[Context, Decision, str]] = {}
+        # (event, source, client) -> encoded fields, for `client_event`
+        self._client_events: dict[tuple[str, str, str], str] = {}
         # Called with (ctx, decision, latency, path) for every decision: the metrics recorder's
         # one hook (path: "cached" when answered before the store, "store" otherwise).
         self.observe: Callable[[Context, Decision, float, str], None] | None = None
@@ -100,22 +105,35 @@ class Audit:
             self.observe(ctx, decision, latency, path)
         for tap in self.taps:
             tap(barcode, ctx, decision)
-        key = (
-            ctx.protocol,
-            ctx.client,
-            ctx.source,
-            ctx.realm,
-            barcode,
-            decision.outcome._value_,  # an Enum member's hash runs Python code, its value's not
-            decision.reason,
-        )
-        members = self._fragments.get(key)
-        if members is None:
-            members = self._members(barcode, ctx, decision)
-            if decision.outcome is not Outcome.BAD_INPUT and showable_barcode(barcode):
-                if len(self._fragments) >= FRAGMENTS:
-                    self._fragments.clear()
-                self._fragments[key] = members
+        # The same terminal asking about the same card again hands in the very same (frozen)
+        # context and decision objects (front ends keep one context per client, the core one
+        # decision per cached verification): then two identity checks find the fragment,
+        # without building and hashing the 7-field key.
+        last = self._last.get(barcode)
+        if last is not None and last[0] is ctx and last[1] is decision:
+            members = last[2]
+        else:
+            key = (
+                ctx.protocol,
+                ctx.client,
+                ctx.source,
+                ctx.realm,
+                barcode,
+                decision.outcome._value_,  # an Enum member's hash runs Python code, its value not
+                decision.reason,
+            )
+            found = self._fragments.get(key)
+            if found is None:
+                members = self._members(barcode, ctx, decision)
+                if decision.outcome is not Outcome.BAD_INPUT and showable_barcode(barcode):
+                    if len(self._fragments) >= FRAGMENTS:
+                        self._fragments.clear()
+                        self._last.clear()
+                    self._fragments[key] = members
+                    self._last[barcode] = (ctx, decision, members)
+            else:  # a kept fragment: its barcode's is (never more entries than fragments)
+                members = found
+                self._last[barcode] = (ctx, decision, members)
         if not logs.emit_members("auth", members, latency * 1000):
             fields = msgspec.json.decode(f"{{{members}}}")
             del fields["kind"]  # bound on this logger already
@@ -134,6 +152,21 @@ class Audit:
         if ctx.realm:  # 802.1X outer identity's realm, already reduced to a domain name
             fields["realm"] = logs.clip(ctx.realm, FIELD_SHOWN)
         return msgspec.json.encode(fields).decode("utf-8")[1:-1]
+
+    def client_event(self, event: str, *, source: str, client: str) -> None:
+        """`event(event, source=source, client=client)` for a line written per connection with
+        the same fields again and again (a SIP2 terminal's login, from its address, with its
+        configured login): the fields are encoded once per (event, source, client), bounded
+        like the decision fragments. Short values only (an address, a configured name)."""
+        key = (event, source, client)
+        members = self._client_events.get(key)
+        if members is None:
+            members = logs.audit_members({"source": source, "client": client})
+            if len(self._client_events) >= FRAGMENTS:
+                self._client_events.clear()
+            self._client_events[key] = members
+        if not logs.emit_audit_members(event, "info", members):
+            self.event(event, source=source, client=client)
 
     def event(
         self,

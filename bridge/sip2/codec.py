@@ -458,13 +458,16 @@ _REQUESTS: Final[dict[bytes, tuple[str, int]]] = {
 
 
 _VALUE: Final = "[ -{}~]*"  # printable ASCII but `|`
+#: The trailer is matched, not captured: its digit and hex are read off the frame's end.
 _FIELDS: Final = (
     f"AO({_VALUE})\\|AA({_VALUE})\\|(?:AC{_VALUE}\\|)?(?:AD({_VALUE})\\|)?(?:B[PQ]{_VALUE}\\|)*"
-    "(?:AY([0-9])AZ([0-9A-F]{4}))?"
+    "(?:AY[0-9]AZ[0-9A-F]{4})?"
 )
-#: Wire code → (code, the usual shape of that request: see `read_request`).
-_PLAIN: Final[dict[bytes, tuple[str, re.Pattern[str]]]] = {
-    code.encode("ascii"): (code, re.compile(f"{code}[ -~]{{{FIXED_END[code] - 2}}}{_FIELDS}"))
+#: The first byte of a 63, 23 or 35 (`6`, `2`, `3`: one each; the pattern checks the second)
+#: → (code, the usual shape of that request: see `read_request`). An int key: no slice and
+#: no bytes hash per request.
+_PLAIN: Final[dict[int, tuple[str, re.Pattern[str]]]] = {
+    ord(code[0]): (code, re.compile(f"{code}[ -~]{{{FIXED_END[code] - 2}}}{_FIELDS}"))
     for code in ("63", "23", "35")
 }
 
@@ -475,7 +478,7 @@ Login = tuple[str, str, str, Secret, int | None, bool]
 
 _LOGIN: Final = re.compile(
     f"93([ -~])([ -~])CN({_VALUE})\\|CO({_VALUE})\\|(?:CP{_VALUE}\\|)?"
-    "(?:AY([0-9])AZ([0-9A-F]{4}))?"
+    "(?:AY[0-9]AZ[0-9A-F]{4})?"  # matched, not captured, as in `_FIELDS`
 )
 
 
@@ -487,14 +490,14 @@ def read_login(frame: bytes) -> Login | None:
     match = _LOGIN.fullmatch(frame.decode("latin-1"))  # no error: non-ASCII fails the match
     if match is None:
         return None
-    uid, pwd, login, text, sequence_digit, _ = match.groups()
+    uid, pwd, login, text = match.groups()
     password = Secret(text)
-    if sequence_digit is None:
+    if frame[-1] == 0x7C:  # ends with a field's `|`: no trailer
         return (uid, pwd, login, password, None, False)
     data = frame[:-4]
     value = (1 - zlib.adler32(data) if len(data) <= _ADLER_EXACT else -sum(data)) & 0xFFFF
     if _HEX_PAIRS[value >> 8] + _HEX_PAIRS[value & 0xFF] == frame[-4:]:
-        return (uid, pwd, login, password, ord(sequence_digit) - 48, True)
+        return (uid, pwd, login, password, frame[-7] - 48, True)  # `AYnAZxxxx` ends it
     return None  # a wrong checksum: decode raises it
 
 
@@ -507,7 +510,7 @@ def read_request(frame: bytes) -> Request | None:
     Only ASCII frames with a printable body, a good or absent trailer and no AY among the
     variable fields are read here; for those `decode` would give the same code, AY, AZ and
     first values (tests/sip2/test_codec.py checks both readers on mutated frames)."""
-    plain = _PLAIN.get(frame[:2])
+    plain = _PLAIN.get(frame[0]) if frame else None
     if plain is None:
         return None
     # The shape self-checks send, in one regular expression: printable ASCII, the fixed part,
@@ -515,14 +518,15 @@ def read_request(frame: bytes) -> Request | None:
     # case) or nothing; each tag once, so the groups are the first values.
     match = plain[1].fullmatch(frame.decode("latin-1"))  # no error: non-ASCII fails the match
     if match is not None:
-        institution, barcode, text, sequence_digit, _ = match.groups()
+        institution, barcode, text = match.groups()
         pin = None if text is None else Secret(text)
-        if sequence_digit is None:
+        if frame[-1] == 0x7C:  # ends with a field's `|`: no trailer
             return (plain[0], None, False, institution, barcode, pin)
         data = frame[:-4]  # `_checksum_bytes`, inline
         value = (1 - zlib.adler32(data) if len(data) <= _ADLER_EXACT else -sum(data)) & 0xFFFF
         if _HEX_PAIRS[value >> 8] + _HEX_PAIRS[value & 0xFF] == frame[-4:]:
-            return (plain[0], ord(sequence_digit) - 48, True, institution, barcode, pin)
+            # `AYnAZxxxx` ends the frame: n is its seventh byte from the end
+            return (plain[0], frame[-7] - 48, True, institution, barcode, pin)
         return None  # a wrong checksum: decode raises it
     spec = _REQUESTS.get(frame[:2])
     if spec is None or not frame.isascii():
@@ -723,20 +727,24 @@ class Framer:
     def single(self, data: bytes) -> bytes | None:
         """`feed` for the usual read: when `data` is exactly one CR-terminated message and
         nothing is buffered before it, that message (the framer left as `feed` would leave
-        it); None for anything else, and then `feed` frames it. A self-check sends one request
-        and waits for its answer, so this is nearly every read: no list is built for it."""
-        if (
-            self._buf
-            or not self._started
-            or data[-1:] != b"\r"
-            or data.count(b"\r") != 1
-            or b"\n" in data
-            or len(data) == 1
-            or len(data) > self.max_length + 1
-        ):
+        it); None for anything else, and then `feed` frames it (or raises). A self-check sends
+        one request and waits for its answer, and a discovery layer's session opens with one
+        login, so this is nearly every read: no list is built for it."""
+        # Bytes tested as ints (`13 in frame` is one memchr): `b"\n" in data` first tries the
+        # needle as an index and formats a TypeError, and `count` parses its arguments the
+        # slow way, together about 3,500 instructions a read.
+        size = len(data)
+        if self._buf or size < 2 or size > self.max_length + 1 or data[-1] != 13:
             return None
+        frame = data[:-1]
+        if 13 in frame or 10 in frame:
+            return None
+        if not self._started:  # a connection's first read (every session's login)
+            if data[0] == 0x16 and data[1] == 0x03:
+                return None  # a TLS ClientHello: `feed` raises TlsOnPlainPort
+            self._started = True
         self.terminator = b"\r"
-        return data[:-1]
+        return frame
 
     def feed(self, data: bytes) -> list[bytes]:
         if not self._started and data:
@@ -745,7 +753,7 @@ class Framer:
                 raise TlsOnPlainPort("TLS ClientHello on a plain-text port")
         buf = self._buf + data if self._buf else data
         # Fast path: exactly one CR-terminated message and nothing else.
-        if buf and buf[-1] == 0x0D and buf.count(b"\r") == 1 and b"\n" not in buf:
+        if buf and buf[-1] == 0x0D and buf.count(b"\r") == 1 and 10 not in buf:  # an int: memchr
             self._buf = b""
             self.pending = 0
             if len(buf) - 1 > self.max_length:

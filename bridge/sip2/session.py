@@ -150,7 +150,7 @@ WRONG_NETWORK = "source not in the account's networks"
 ALGORITHM = "unsupported uid/pwd algorithm (only 0, plain text)"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per login: not frozen (a frozen __init__ costs three times as much)
 class LoginCheck:
     """The outcome of a login: the account, or the reason and (when it names a configured
     account) the login to log."""
@@ -166,7 +166,7 @@ class SessionOptions:
     login_attempts: int = 3
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per login or refusal: not frozen (cheaper to build); never changed
 class Reply:
     """Bytes to write now. `event` names what happened for the log; `close` ends the
     connection after writing."""
@@ -198,6 +198,8 @@ _AY_AZ: Final = tuple(f"AY{digit}AZ" for digit in range(10))
 #: The two 94s as text, rendered once (every login answers one of them).
 _LOGIN_OK: Final = Prepared(render(template(LoginResponse(True).to_message()), {}))
 _LOGIN_REFUSED: Final = render(template(LoginResponse(False).to_message()), {})
+#: The 941 as sent, per (AY digit or None, AZ or not, terminator): `_login` fills it.
+_LOGIN_OK_SENT: Final[dict[tuple[int | None, bool, bytes], bytes]] = {}
 
 
 class Session:
@@ -384,9 +386,18 @@ class Session:
             return Reply(data, "login_failed", close=close, login=check.login, reason=reason)
         self.account = account
         self.login_failures = 0
-        self._pending = frame
-        data = self._answer(sequence, checksummed, _LOGIN_OK)
-        return Reply(data, "login", login=account.login)
+        # `_answer(sequence, checksummed, _LOGIN_OK)`, its bytes kept per trailer and
+        # terminator (a few dozen at most): every session's login answers one of them
+        key = (sequence, checksummed, account.terminator)
+        sent = _LOGIN_OK_SENT.get(key)
+        if sent is None:
+            sent = _LOGIN_OK_SENT[key] = encode_rendered(
+                _LOGIN_OK.text, sequence=sequence, checksum=checksummed, terminator=key[2]
+            )
+        self._last_response = sent
+        self._last_request = frame if checksummed else b""
+        self._pending = b""
+        return Reply(sent, "login", login=account.login)
 
     def resend(self, client_terminator: bytes = b"\r") -> bytes:
         """96 for a request that decoded but whose content could not be acted on."""

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable
 
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from bridge.core.secret import Secret
 from bridge.sip2 import codec
 from bridge.sip2.codec import (
     ACS_RESEND,
@@ -374,11 +376,50 @@ def test_property_framer_single_agrees_with_feed(reads: list[list[bytes]], limit
         assert _framer_state(fast) == _framer_state(general)
 
 
+def _first_single(framer: Framer, data: bytes) -> bytes | None:
+    """`Framer.single` as first written (bytes counted and searched as bytes), but taking a
+    first read too unless it opens like TLS (`feed`'s check; the property against `feed`
+    above shows that first reads come out as `feed` gives them)."""
+    if (
+        framer._buf
+        or (not framer._started and data[:2] == b"\x16\x03")
+        or data[-1:] != b"\r"
+        or data.count(b"\r") != 1
+        or b"\n" in data
+        or len(data) == 1
+        or len(data) > framer.max_length + 1
+    ):
+        return None
+    framer._started = True
+    framer.terminator = b"\r"
+    return data[:-1]
+
+
+@given(
+    st.lists(st.lists(_FRAMER_PIECES | st.binary(max_size=8), max_size=6), max_size=5),
+    st.integers(0, 60),
+)
+def test_property_framer_single_agrees_with_the_first_single(
+    reads: list[list[bytes]], limit: int
+) -> None:
+    """The int-tested `single` takes exactly the reads the first one took, with the same frame
+    and state, whatever came before (each read the general way after)."""
+    fast, first = Framer(max_length=limit), Framer(max_length=limit)
+    for pieces in reads:
+        data = b"".join(pieces)
+        assert fast.single(data) == _first_single(first, data)
+        assert _framer_state(fast) == _framer_state(first)
+        with contextlib.suppress(ProtocolError):
+            fast.feed(data)
+        with contextlib.suppress(ProtocolError):
+            first.feed(data)
+
+
 def test_framer_single_takes_the_usual_read_only() -> None:
     framer = Framer(max_length=10)
-    assert framer.single(b"9900802.00\r") is None  # the first read goes through `feed`
-    assert framer.feed(b"9900802.00\r") == [b"9900802.00"]
-    assert framer.single(b"9900802.00\r") == b"9900802.00"
+    assert framer.single(b"\x16\x03\x01\x02\r") is None  # TLS opening: `feed` raises
+    assert framer.single(b"9900802.00\r") == b"9900802.00"  # the first read too
+    assert framer._started and framer.single(b"9900802.00\r") == b"9900802.00"
     assert framer.single(b"99008\r02.00\r") is None  # two frames
     assert framer.single(b"9900802.00\r\n") is None  # CRLF
     assert framer.single(b"9900802.001\r") is None  # over the limit: `feed` raises
@@ -512,6 +553,128 @@ def test_read_request_leaves_the_unusual_to_decode() -> None:
     assert codec.read_request(b"9300CNa|COb|") is None
 
 
+# The fast reader as first written (the plain shape's pattern chosen by the code's two bytes,
+# its trailer captured, then the general fallback): the reference `read_request` must agree
+# with, field for field, now that it picks the pattern by the first byte and reads the
+# trailer's digit off the frame.
+_REGEX_VALUE = "[ -{}~]*"
+_REGEX_FIELDS = (
+    f"AO({_REGEX_VALUE})\\|AA({_REGEX_VALUE})\\|(?:AC{_REGEX_VALUE}\\|)?"
+    f"(?:AD({_REGEX_VALUE})\\|)?(?:B[PQ]{_REGEX_VALUE}\\|)*(?:AY([0-9])AZ([0-9A-F]{{4}}))?"
+)
+_REGEX_PLAIN = {
+    code.encode(): (code, re.compile(f"{code}[ -~]{{{codec.FIXED_END[code] - 2}}}{_REGEX_FIELDS}"))
+    for code in ("63", "23", "35")
+}
+
+
+def _regex_read_request(frame: bytes) -> codec.Request | None:
+    plain = _REGEX_PLAIN.get(frame[:2])
+    if plain is None:
+        return None
+    match = plain[1].fullmatch(frame.decode("latin-1"))
+    if match is not None:
+        institution, barcode, text, sequence_digit, _ = match.groups()
+        pin = None if text is None else Secret(text)
+        if sequence_digit is None:
+            return (plain[0], None, False, institution, barcode, pin)
+        if checksum(frame[:-4]).encode() == frame[-4:]:
+            return (plain[0], ord(sequence_digit) - 48, True, institution, barcode, pin)
+        return None
+    code, fixed_end = plain[0], codec.FIXED_END[plain[0]]
+    if not frame.isascii() or len(frame) < fixed_end:
+        return None
+    try:
+        body_end, sequence, checksummed = codec._trailer(frame, fixed_end)
+    except ChecksumError:
+        return None
+    body = frame[:body_end].decode("ascii")
+    if not body.isprintable():
+        return None
+    text = "|" + body[fixed_end:]
+    if "AY" in text:
+        return None
+    values: list[str | None] = []
+    for tag in ("|AO", "|AA", "|AD"):
+        at = text.find(tag)
+        if at < 0:
+            values.append(None)
+            continue
+        end = text.find("|", at + 3)
+        values.append(text[at + 3 :] if end < 0 else text[at + 3 : end])
+    institution, barcode, text = values
+    pin = None if text is None else Secret(text)
+    return (code, sequence, checksummed, institution or "", barcode or "", pin)
+
+
+_SHAPE_PIECES = st.sampled_from(
+    [b"AO", b"AA", b"AC", b"AD", b"BP", b"BQ", b"B", b"BX", b"AY", b"AZ", b"|", b"MAIN", b"1", b"x"]
+)
+
+
+@st.composite
+def shaped_requests(draw: st.DrawFn) -> bytes:
+    """A 23/63/35 fixed part, then fields built from tags, values and `|` in any order, with a
+    good, a broken or no trailer: every branch of the plain-shape reader."""
+    code = draw(st.sampled_from([b"63", b"23", b"35"]))
+    fixed = b"0" * (codec.FIXED_END[code.decode()] - 2 + draw(st.integers(-2, 1)))
+    frame = code + fixed + b"".join(draw(st.lists(_SHAPE_PIECES, max_size=16)))
+    frame = _with_trailer(frame, draw(st.none() | st.integers(0, 9)), draw(st.booleans()))
+    if draw(st.booleans()):  # a good checksum in lower case: only the general reader takes it
+        frame = frame[:-4] + frame[-4:].lower()
+    return frame
+
+
+def _lower_trailer(frame: bytes) -> bytes:
+    """The same frame with its AZ's hex digits in lower case (same checksum value)."""
+    assert frame[-6:-4] == b"AZ" and frame[-4:].lower() != frame[-4:], frame
+    return frame[:-4] + frame[-4:].lower()
+
+
+def _same_read(frame: bytes) -> None:
+    new, old = codec.read_request(frame), _regex_read_request(frame)
+    assert (new is None) == (old is None)
+    if new is not None and old is not None:
+        assert _shown(new) == _shown(old)
+
+
+@given(request_frames() | shaped_requests() | st.binary(max_size=80))
+@example(_with_trailer(_REQUEST_FRAMES[0], 3, True))
+@example(_REQUEST_FRAMES[0] + b"AY3AZabcd")
+@example(_REQUEST_FRAMES[0] + b"AY3AZ0000")
+@example(_REQUEST_FRAMES[0] + b"AY3AZ000")
+@example(_REQUEST_FRAMES[3])
+def test_read_request_agrees_with_the_regex_reader(frame: bytes) -> None:
+    """`read_request` gives what the first-written reader gave: the same fields and PIN, or
+    None (for `decode` to read or refuse) for the same frames."""
+    _same_read(frame)
+
+
+def test_read_request_shape_cases() -> None:
+    base = _REQUEST_FRAMES[0]
+    for frame in (
+        base,
+        base[:-1],  # no last `|`
+        base.replace(b"AC|", b""),
+        base.replace(b"AD1234|", b""),
+        base.replace(b"AC|AD1234|", b"AD1234|AC|"),
+        base + b"BP1|BQ2|",
+        base + b"BP1|AD9|",
+        base + b"BXAY1|",  # an AY among the fields: the general reader declines it
+        base + b"BPAY1|",
+        base + b"AD9|",
+        _with_trailer(base, 0, True).replace(b"AZ", b"AZ "),
+        _with_trailer(base, 9, True)[:-1] + b"g",
+        _lower_trailer(_with_trailer(base, 9, True)),
+        _lower_trailer(_with_trailer(base + b"BP1|", 2, True)),
+        base + b"AY1AZ",
+        base.replace(b"0", b"|", 1),  # a `|` in the fixed part
+        base[:20],
+    ):
+        for variant in (frame, _with_trailer(frame, 4, True), _with_trailer(frame, 5, False)):
+            _same_read(variant)
+
+
 _LOGIN_FRAMES = (
     b"9300CNselfcheck|COsc-secret-1|CPdesk|",
     b"9300CNselfcheck|COsc-secret-1|",
@@ -538,6 +701,35 @@ def test_read_login_agrees_with_decode(frame: bytes) -> None:
     assert read[:3] == (request.uid_algorithm, request.pwd_algorithm, request.login)
     assert read[3].reveal() == request.password.reveal()
     assert read[4:] == (m.sequence, m.checksummed)
+
+
+_REGEX_LOGIN = re.compile(
+    f"93([ -~])([ -~])CN({_REGEX_VALUE})\\|CO({_REGEX_VALUE})\\|(?:CP{_REGEX_VALUE}\\|)?"
+    "(?:AY([0-9])AZ([0-9A-F]{4}))?"
+)
+
+
+def _regex_read_login(frame: bytes) -> tuple[object, ...] | None:
+    """`read_login` as first written (the trailer captured), its password revealed."""
+    match = _REGEX_LOGIN.fullmatch(frame.decode("latin-1"))
+    if match is None:
+        return None
+    uid, pwd, login, text, digit, _ = match.groups()
+    if digit is None:
+        return (uid, pwd, login, text.encode(), None, False)
+    if checksum(frame[:-4]).encode() == frame[-4:]:
+        return (uid, pwd, login, text.encode(), int(digit), True)
+    return None
+
+
+@given(login_frames() | st.binary(max_size=60))
+@example(_with_trailer(_LOGIN_FRAMES[0], 0, True))
+@example(_with_trailer(_LOGIN_FRAMES[1], None, False))
+@example(_with_trailer(_LOGIN_FRAMES[0], 7, False))
+def test_read_login_agrees_with_the_regex_reader(frame: bytes) -> None:
+    read = codec.read_login(frame)
+    shown = None if read is None else (*read[:3], read[3].reveal(), *read[4:])
+    assert shown == _regex_read_login(frame)
 
 
 def test_read_login_reads_the_usual_login() -> None:

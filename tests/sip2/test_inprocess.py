@@ -256,7 +256,7 @@ async def test_one_request_per_read_answers_like_the_queue(monkeypatch: pytest.M
         for end in ends:
             writer.write(end)
             one_by_one.append(decode((await reader.readuntil(b"\r"))[:-1]))
-        assert [frame + b"\r" for frame in taken] == ends
+        assert [frame + b"\r" for frame in taken] == [login_msg() + b"\r", *ends]  # first read too
         writer.write(b"".join(ends))
         queued = [decode((await reader.readuntil(b"\r"))[:-1]) for _ in ends]
         writer.close()

@@ -315,3 +315,29 @@ def test_a_login_read_off_the_frame_is_answered_as_decoded(
     with mock.patch("bridge.sip2.session.read_login", return_value=None):
         general = _conversation(frames, required)
     assert fast == general
+
+
+@pytest.mark.parametrize("terminator", ["CR", "CRLF"])
+def test_the_kept_login_answers_are_the_encoded_ones(terminator: str) -> None:
+    """Every 941 comes from a table of sent bytes per trailer and terminator: each is what
+    encoding the 94 for that login gives, and it is remembered for a 97 and for replaying a
+    duplicate exactly as before."""
+    from bridge.sip2.codec import encode
+    from bridge.sip2.messages import LoginResponse
+
+    end = b"\r\n" if terminator == "CRLF" else b"\r"
+    for sequence in (None, *range(10)):
+        for az in (False, True):
+            for _ in range(2):  # the second time from the table
+                s = session(terminator=terminator)
+                frame = trailer(login_msg(), sequence, az=az)
+                sent = reply(s.receive(frame))
+                expected = encode(
+                    LoginResponse(True).to_message(), sequence=sequence, checksum=az, terminator=end
+                )
+                assert sent == expected
+                assert reply(s.receive(b"97AZFEF5")) == sent  # a 97 replays it
+                if az:  # a checksummed duplicate is replayed, not logged in again
+                    again = s.receive(frame)
+                    assert isinstance(again, Reply) and again.event == "duplicate_replayed"
+                    assert again.data == sent
