@@ -18,14 +18,15 @@ attaches this program, which picks the worker from the datagram itself:
 - any other datagram with a Calling-Station-Id (the device's MAC address, which access points
   send) goes to worker (its last 4 bytes) mod N: a device's conversations, and so its TLS
   session resumptions, meet the worker that holds its session, from any access point;
-- any other datagram goes to worker (first 4 bytes of the Request Authenticator) mod N: the
-  Authenticator is 16 random bytes chosen per request, so requests spread evenly.
+- any other datagram goes to worker (the Request Authenticator's four 32-bit words XORed) mod
+  N: the Authenticator is 16 random bytes chosen per request, so requests spread evenly (and
+  still spread from a NAS that fills part of it with a constant and counts in the rest).
 
 Every rule reads only the datagram, so every copy of one request reaches the same worker.
 
 The program runs on the UDP payload (the RADIUS packet). It looks at most `MAX_ATTRIBUTES`
 attributes for State (beyond that, or on a malformed attribute, it falls back to the
-Authenticator); a packet shorter than 8 bytes gives worker 0 (a load past the end ends a
+Authenticator); a packet shorter than 20 bytes gives worker 0 (a load past the end ends a
 classic BPF program with 0), which drops it like any other worker would. Pure: the program as
 data; `bridge.runtime.listeners` attaches it. The tests run it in an interpreter against
 `expected_worker` and in the kernel.
@@ -43,6 +44,7 @@ LDX_IMM: Final = 0x01  # X = k
 LD_MEM: Final = 0x60  # A = M[k]
 SUB_K: Final = 0x14  # A -= k
 ADD_X: Final = 0x0C  # A += X
+XOR_X: Final = 0xAC  # A ^= X
 MOD_K: Final = 0x94  # A %= k
 TAX: Final = 0x07  # X = A
 JA: Final = 0x05  # pc += k
@@ -141,12 +143,26 @@ def program(workers: int) -> list[Instruction]:
         (RET_A, 0, 0, 0),
     ]
     fallback = len(code)
+    # The Request Authenticator's four 32-bit words XORed: a NAS that fills part of it with a
+    # constant (a run or boot id) and counts in another part still spreads over the workers.
+    authenticator = [
+        (LD_W_ABS, 0, 0, 4),
+        (TAX, 0, 0, 0),
+        (LD_W_ABS, 0, 0, 8),
+        (XOR_X, 0, 0, 0),
+        (TAX, 0, 0, 0),
+        (LD_W_ABS, 0, 0, 12),
+        (XOR_X, 0, 0, 0),
+        (TAX, 0, 0, 0),
+        (LD_W_ABS, 0, 0, 16),
+        (XOR_X, 0, 0, 0),
+    ]
     code += [
         (LD_MEM, 0, 0, 2),
         (JEQ_K, 2, 0, 0),  # no Calling-Station-Id: by the Authenticator
         (LD_MEM, 0, 0, 1),
-        (JA, 0, 0, 1),
-        (LD_W_ABS, 0, 0, 4),  # the Request Authenticator's first 4 bytes
+        (JA, 0, 0, len(authenticator)),
+        *authenticator,
         (MOD_K, 0, 0, workers),
         (RET_A, 0, 0, 0),
     ]
@@ -187,6 +203,7 @@ def expected_worker(packet: bytes, workers: int) -> int:
         at += length
     if station is not None:
         return station % workers
-    if len(packet) < 8:
-        return 0
-    return int.from_bytes(packet[4:8], "big") % workers
+    if len(packet) < HEADER:
+        return 0  # the Authenticator's last word is past the end
+    words = [int.from_bytes(packet[at : at + 4], "big") for at in (4, 8, 12, 16)]
+    return (words[0] ^ words[1] ^ words[2] ^ words[3]) % workers

@@ -42,6 +42,8 @@ def run(code: list[s.Instruction], packet: bytes) -> int:
                 a = (a - k) & MASK
             elif op == s.ADD_X:
                 a = (a + x) & MASK
+            elif op == s.XOR_X:
+                a ^= x
             elif op == s.MOD_K:
                 a = a % k
             elif op == s.TAX:

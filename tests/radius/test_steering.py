@@ -64,6 +64,16 @@ def test_a_device_goes_by_its_calling_station_id() -> None:
     assert worker(packet(short, authenticator=bytes(3) + b"\x05" + bytes(12)), 3) == 5 % 3
 
 
+def test_a_nas_that_counts_in_its_authenticator_still_spreads() -> None:
+    """A constant first half (a boot id) and a counter after it: all four words count."""
+    boot = os.urandom(8)
+    seen = {
+        worker(packet((1, b"x"), authenticator=boot + bytes(4) + n.to_bytes(4, "big")), 2)
+        for n in range(8)
+    }
+    assert seen == {0, 1}
+
+
 def test_requests_spread_and_copies_agree() -> None:
     seen = [worker(packet((1, b"x"), authenticator=os.urandom(16)), 2) for _ in range(400)]
     assert 120 < seen.count(0) < 280  # 16 random bytes a request: about half each
