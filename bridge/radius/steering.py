@@ -18,6 +18,10 @@ attaches this program, which picks the worker from the datagram itself:
 - any other datagram with a Calling-Station-Id (the device's MAC address, which access points
   send) goes to worker (its last 4 bytes) mod N: a device's conversations, and so its TLS
   session resumptions, meet the worker that holds its session, from any access point;
+- any other with a User-Name (the card number, for PAP) goes to worker (its last 4 bytes)
+  mod N: one card's requests meet the worker whose verified cache holds it, and identical
+  requests join the check in flight there (an EAP conversation's first packet carries the
+  outer identity, often the same for everyone, which is why the device comes first);
 - any other datagram goes to worker (the Request Authenticator's four 32-bit words XORed) mod
   N: the Authenticator is 16 random bytes chosen per request, so requests spread evenly (and
   still spread from a NAS that fills part of it with a constant and counts in the rest).
@@ -61,6 +65,7 @@ RET_K: Final = 0x06  # return k
 
 Instruction = tuple[int, int, int, int]  # (code, jt, jf, k): struct sock_filter
 
+USER_NAME: Final = 1
 STATE: Final = 24
 CALLING_STATION_ID: Final = 31
 HEADER: Final = 20  # Code, Identifier, Length, Authenticator
@@ -68,26 +73,10 @@ MAX_ATTRIBUTES: Final = 64
 MAX_WORKERS: Final = 255  # a State's first byte names the worker
 
 
-def program(workers: int) -> list[Instruction]:
-    """The steering program for `workers` sockets (2 to MAX_WORKERS)."""
-    if not 2 <= workers <= MAX_WORKERS:
-        raise ValueError(f"steering needs 2 to {MAX_WORKERS} workers, not {workers}")
-    # M[0]: the packet's length; M[1]: the last Calling-Station-Id's last 4 bytes; M[2]: 1 once
-    # one was seen; M[3], M[4]: scratch. (The kernel refuses a program that reads M[k] before
-    # writing it.)
-    code: list[Instruction] = [
-        (LD_W_LEN, 0, 0, 0),
-        (ST, 0, 0, 0),
-        (LD_IMM, 0, 0, 0),
-        (ST, 0, 0, 1),
-        (ST, 0, 0, 2),
-        (LDX_IMM, 0, 0, HEADER),  # X: the attribute being looked at
-    ]
-    # Jumps to the two exits are written as `JA` (32-bit offset) once the exits' places are
-    # known; conditional jumps only ever skip a few instructions (their offsets are 8-bit).
-    to_found: list[int] = []
-    to_fallback: list[int] = []
-    station = [
+def _tail(kind: int, value: int, seen: int) -> list[Instruction]:
+    """For the attribute at X, if it is `kind` with at least 4 bytes of value: M[value] = its
+    last 4 bytes, M[seen] = 1. X is kept (through M[4]); A is not."""
+    block: list[Instruction] = [
         (LDB_IND, 0, 0, 1),  # A = its length
         (JGE_K, 0, 13, 6),  # at least 4 bytes of value? else skip the rest of this block
         (ADD_X, 0, 0, 0),
@@ -98,13 +87,37 @@ def program(workers: int) -> list[Instruction]:
         (LD_MEM, 0, 0, 3),
         (TAX, 0, 0, 0),
         (LD_W_IND, 0, 0, 0),
-        (ST, 0, 0, 1),
+        (ST, 0, 0, value),
         (LD_IMM, 0, 0, 1),
-        (ST, 0, 0, 2),
+        (ST, 0, 0, seen),
         (LD_MEM, 0, 0, 4),
         (TAX, 0, 0, 0),  # X back on the attribute
     ]
-    assert station[1][2] == len(station) - 2
+    assert block[1][2] == len(block) - 2
+    return [(LDB_IND, 0, 0, 0), (JEQ_K, 0, len(block), kind), *block]
+
+
+def program(workers: int) -> list[Instruction]:
+    """The steering program for `workers` sockets (2 to MAX_WORKERS)."""
+    if not 2 <= workers <= MAX_WORKERS:
+        raise ValueError(f"steering needs 2 to {MAX_WORKERS} workers, not {workers}")
+    # M[0]: the packet's length; M[1]: the last Calling-Station-Id's last 4 bytes, M[2]: 1 once
+    # one was seen; M[5], M[6]: the same for User-Name; M[3], M[4]: scratch. (The kernel
+    # refuses a program that reads M[k] before writing it.)
+    code: list[Instruction] = [
+        (LD_W_LEN, 0, 0, 0),
+        (ST, 0, 0, 0),
+        (LD_IMM, 0, 0, 0),
+        (ST, 0, 0, 1),
+        (ST, 0, 0, 2),
+        (ST, 0, 0, 5),
+        (ST, 0, 0, 6),
+        (LDX_IMM, 0, 0, HEADER),  # X: the attribute being looked at
+    ]
+    # Jumps to the two exits are written as `JA` (32-bit offset) once the exits' places are
+    # known; conditional jumps only ever skip a few instructions (their offsets are 8-bit).
+    to_found: list[int] = []
+    to_fallback: list[int] = []
     for _ in range(MAX_ATTRIBUTES):
         code += [
             (LD_MEM, 0, 0, 0),  # A = length of the packet
@@ -120,8 +133,8 @@ def program(workers: int) -> list[Instruction]:
         to_found.append(len(code))
         code += [
             (JA, 0, 0, 0),
-            (JEQ_K, 0, len(station), CALLING_STATION_ID),
-            *station,
+            *_tail(CALLING_STATION_ID, 1, 2),
+            *_tail(USER_NAME, 5, 6),
             (LDB_IND, 0, 0, 1),  # A = this attribute's length
             (JGE_K, 1, 0, 2),
         ]
@@ -159,8 +172,12 @@ def program(workers: int) -> list[Instruction]:
     ]
     code += [
         (LD_MEM, 0, 0, 2),
-        (JEQ_K, 2, 0, 0),  # no Calling-Station-Id: by the Authenticator
+        (JEQ_K, 2, 0, 0),  # no Calling-Station-Id: try User-Name
         (LD_MEM, 0, 0, 1),
+        (JA, 0, 0, 4 + len(authenticator)),
+        (LD_MEM, 0, 0, 6),
+        (JEQ_K, 2, 0, 0),  # no User-Name either: by the Authenticator
+        (LD_MEM, 0, 0, 5),
         (JA, 0, 0, len(authenticator)),
         *authenticator,
         (MOD_K, 0, 0, workers),
@@ -181,7 +198,7 @@ def encode(code: list[Instruction]) -> bytes:
 def expected_worker(packet: bytes, workers: int) -> int:
     """What `program(workers)` answers for `packet`, written plainly (the tests' reference)."""
     at = HEADER
-    station: int | None = None
+    tails: dict[int, int] = {}  # attribute type -> the last such attribute's last 4 bytes
     for _ in range(MAX_ATTRIBUTES):
         if at + 2 > len(packet):
             break
@@ -194,15 +211,16 @@ def expected_worker(packet: bytes, workers: int) -> int:
             if packet[at + 2] < workers:
                 return packet[at + 2]
             break
-        if kind == CALLING_STATION_ID and length >= 6:
+        if kind in (CALLING_STATION_ID, USER_NAME) and length >= 6:
             if at + length > len(packet):
                 return 0  # its last 4 bytes are past the end
-            station = int.from_bytes(packet[at + length - 4 : at + length], "big")
+            tails[kind] = int.from_bytes(packet[at + length - 4 : at + length], "big")
         if length < 2:
             break
         at += length
-    if station is not None:
-        return station % workers
+    for kind in (CALLING_STATION_ID, USER_NAME):
+        if kind in tails:
+            return tails[kind] % workers
     if len(packet) < HEADER:
         return 0  # the Authenticator's last word is past the end
     words = [int.from_bytes(packet[at : at + 4], "big") for at in (4, 8, 12, 16)]

@@ -1,7 +1,7 @@
 """The steering program in the kernel: three SO_REUSEPORT sockets bound in order, the program
 attached (`bridge.runtime.listeners.steer`); every datagram, each from a new source port,
-arrives at the socket `expected_worker` names (by State, Calling-Station-Id or Request
-Authenticator)."""
+arrives at the socket `expected_worker` names (by State, Calling-Station-Id, User-Name or
+Request Authenticator)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,12 @@ from bridge.radius import steering
 from bridge.runtime import listeners
 
 
-def packet(authenticator: bytes, state: bytes | None, station: bytes = b"") -> bytes:
-    attributes = b"\x01\x10" + b"21234000000001" + b"\x4f\x08" + os.urandom(6)
+def packet(
+    authenticator: bytes, state: bytes | None, station: bytes = b"", user: bytes = b""
+) -> bytes:
+    attributes = b"\x4f\x08" + os.urandom(6)
+    if user:
+        attributes += bytes((1, len(user) + 2)) + user
     if station:
         attributes += bytes((31, len(station) + 2)) + station
     if state is not None:
@@ -39,7 +43,8 @@ def test_the_kernel_steers_by_state_and_authenticator() -> None:
         for n in range(90):
             state = None if n % 3 == 0 else bytes([n % 4]) + os.urandom(16)  # 3: no worker
             station = b"" if n % 2 else f"02-00-00-00-{n:02X}-{n * 7 % 256:02X}".encode()
-            data = packet(os.urandom(16), state, station)
+            user = b"" if n % 5 == 0 else b"2123400000%04d" % n
+            data = packet(os.urandom(16), state, station, user)
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as nas:  # a new port each
                 nas.sendto(data, address)
             readable, _, _ = select.select(group, [], [], 5)

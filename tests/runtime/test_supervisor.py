@@ -115,14 +115,15 @@ def test_killed_worker_is_restarted_and_service_keeps_answering(daemon: Daemon) 
     assert scenario.within(30, lambda: "worker_restarted" in daemon.stderr_path.read_text())
     answered = [scenario.bind(daemon, DEMO["active"], DEMO_PIN) for _ in range(10)]
     assert answered == [0] * 10
-    # RADIUS is steered by the Request Authenticator over the sockets the supervisor holds: the
+    # RADIUS is steered by the card (User-Name) over the sockets the supervisor holds: the
     # restarted worker has its predecessor's, so requests for worker 0 and 1 are all answered.
     steered = {0: 0, 1: 0}
     while min(steered.values()) < 3:
         assert sum(steered.values()) < 60, steered
         nas = Nas(daemon.address("radius"), SECRET.encode())
         try:
-            request = nas.access(DEMO["active"].encode(), DEMO_PIN.encode())
+            card = DEMO["active"] if sum(steered.values()) % 2 else DEMO["minor"]
+            request = nas.access(card.encode(), DEMO_PIN.encode())
             assert nas.ask(request).code == rp.ACCESS_ACCEPT
             steered[steering.expected_worker(request[0], 2)] += 1
         finally:

@@ -2,8 +2,9 @@
 (no `hash` line). nginx forwards every datagram from a new port of its own, so the kernel's
 default SO_REUSEPORT choice (a hash of the source port) would send a retransmission, or the next
 round of an EAP conversation, to either worker. The workers' RADIUS sockets are steered
-(bridge.radius.steering): a request's copies go by its Request Authenticator, an EAP round by
-the worker index its State starts with. So copies are decided once and EAP-TTLS conversations
+(bridge.radius.steering) by the datagram itself: an EAP round by the worker index its State
+starts with, a conversation's first packet by the device (Calling-Station-Id), PAP by the card
+(User-Name). So copies are decided once and EAP-TTLS conversations
 finish, through nginx, on two workers."""
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ def test_copies_and_eap_rounds_through_nginx_reach_one_worker(tmp_path: Path) ->
             nases = [Nas(front, SECRET.encode()) for _ in range(16)]
             workers = set()
             try:
-                for nas in nases:
-                    raw, _ = request = nas.access(DEMO["active"].encode(), DEMO_PIN.encode())
+                for n, nas in enumerate(nases):
+                    card = DEMO["active"] if n % 2 else DEMO["minor"]  # one per worker (User-Name)
+                    raw, _ = request = nas.access(card.encode(), DEMO_PIN.encode())
                     workers.add(steering.expected_worker(raw, 2))
                     answers = {nas.ask(request).code for _ in range(3)}  # 3 copies, 3 ports
                     assert answers == {2}  # Access-Accept
@@ -59,7 +61,7 @@ def test_copies_and_eap_rounds_through_nginx_reach_one_worker(tmp_path: Path) ->
         d.stop()  # every line on disk
     radius = [e for e in scenario.auth_lines([d]) if e["protocol"] == "radius"]
     assert len(radius) == 16, len(radius)  # one decision per request: copies replayed
-    assert workers == {0, 1}  # both workers had requests (by their Authenticators)
+    assert workers == {0, 1}  # both workers had requests
     eap = [e for e in scenario.auth_lines([d]) if e["protocol"] == "radius-eap"]
     assert [e["outcome"] for e in eap] == ["accepted"] * 20
 
