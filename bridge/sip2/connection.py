@@ -11,9 +11,10 @@ queue up, or when the peer stops reading our answers.
 
 Timeouts: until login, the listener's `login_timeout` counts from connect; after it, the
 account's `idle_timeout` counts from the last bytes received; and half a message must be
-completed within `message_timeout` of its first byte, however slowly it trickles. One timer per
-connection, re-armed lazily (earlier only when half a message begins), so a busy connection
-costs no timer work per message.
+completed within `message_timeout` of its first byte, however slowly it trickles. One deadline
+per connection, re-armed lazily (earlier only when half a message begins), so a busy connection
+costs no timer work per message; the deadlines share the listener's ticks (`deadlines`: one
+timer per 1/32 s, not one per connection, so a deadline is met up to a tick late).
 
 Denial of service: the listener's `Gate` admits each connection when it is accepted (caps per
 source and in total, the descriptor reserve) and may evict one that has not logged in yet to make
@@ -71,7 +72,7 @@ class Connection(asyncio.Protocol):
     eof = False
     counted = False
     task: asyncio.Task[bytes] | None = None  # the request waiting on the core, if any
-    _timer: asyncio.TimerHandle | None = None
+    _tick: int | None = None  # the listener's deadline tick this connection waits in
     _reading_paused = False
     _writing_paused = False
 
@@ -269,18 +270,17 @@ class Connection(asyncio.Protocol):
         """(Re)schedule the timer when the earliest deadline moved before it."""
         deadline, _ = self._deadline()
         when = deadline if deadline is not None else self.loop.time() + 60.0
-        if self._timer is not None:
+        deadlines = self.listener.deadlines
+        if self._tick is not None:
             if self._timer_at <= when:
                 return
-            self._timer.cancel()
+            deadlines.discard(self, self._tick)
         self._timer_at = when
-        # `call_at(when)`, spelt as uvloop implements it: its call_at is call_later(when -
-        # time()) behind a Python-level wrapper (about 2,000 instructions a connection)
-        loop = self.loop
-        self._timer = loop.call_later(when - loop.time(), self._check)
+        self._tick = deadlines.add(self, when)
 
-    def _check(self) -> None:
-        self._timer = None
+    def check_deadline(self) -> None:
+        """The listener's tick this connection waited in has come (`Deadlines`)."""
+        self._tick = None
         if self.closed:
             return
         deadline, kind = self._deadline()
@@ -298,9 +298,9 @@ class Connection(asyncio.Protocol):
         self._arm()
 
     def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._tick is not None:
+            self.listener.deadlines.discard(self, self._tick)
+            self._tick = None
 
     # -- answering --------------------------------------------------------------------------
     def _pump(self) -> None:

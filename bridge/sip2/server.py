@@ -24,6 +24,7 @@ from bridge.services import Services
 from bridge.settings import parse_listen
 from bridge.sip2.circulation import Circulation, CirculationProvider, RefuseCirculation
 from bridge.sip2.connection import Connection
+from bridge.sip2.deadlines import Deadlines
 from bridge.sip2.handler import Handler
 from bridge.sip2.session import Account, Accounts, SessionOptions
 from bridge.sip2.settings import Sip2Settings
@@ -65,6 +66,7 @@ class Sip2Listener:
         self.tls_addresses: list[str] = []
         self._servers: list[asyncio.Server] = []
         self._connections: set[Connection] = set()
+        self.deadlines = Deadlines()  # every connection's login/idle/message deadline
         self.tls_context: ssl.SSLContext | None = None
         self.refusals = services.refusals
         self.gate = Gate(
@@ -137,6 +139,7 @@ class Sip2Listener:
             await asyncio.gather(*tasks, return_exceptions=True)
         for server in self._servers:
             await server.wait_closed()
+        self.deadlines.close()
 
 
 def _bound(server: asyncio.Server) -> list[str]:

@@ -268,3 +268,51 @@ async def test_one_request_per_read_answers_like_the_queue(monkeypatch: pytest.M
             assert fast.fixed["end_session"] == general.fixed["end_session"]
     finally:
         await listener.aclose()
+
+
+# the login deadline first (0.2 s), then the idle one: the timer is re-armed only when it fires
+IDLE_CONFIG = CONFIG.replace("[[sip2.accounts]]", "login_timeout = 0.2\n[[sip2.accounts]]")
+IDLE_CONFIG += "idle_timeout = 0.4\n"
+
+
+async def test_an_idle_connection_is_closed_on_time_and_a_busy_one_is_not() -> None:
+    """The idle deadline (shared ticks, `bridge.sip2.deadlines`) closes a silent connection no
+    earlier than `idle_timeout` after its last request and soon after; one that keeps asking
+    outlives several idle timeouts."""
+    config = loads(IDLE_CONFIG)
+    store = DownStore()
+    authenticator = Authenticator(
+        store, throttle=Throttle(ThrottleRules()), cache=VerifiedCache(), audit=Audit()
+    )
+    assert config.sip2 is not None
+    listener = await start(config.sip2, Services(config, authenticator, authenticator.audit))
+    loop = asyncio.get_running_loop()
+    host, _, port = listener.addresses[0].rpartition(":")
+    try:
+        idle_reader, idle_writer = await asyncio.open_connection(host, int(port))
+        busy_reader, busy_writer = await asyncio.open_connection(host, int(port))
+        busy_writer.write(login_msg() + b"\r")
+        assert await busy_reader.readuntil(b"\r") == b"941\r"
+        sent = loop.time()
+        idle_writer.write(login_msg() + b"\r")
+        assert await idle_reader.readuntil(b"\r") == b"941\r"
+        closed_at: list[float] = []
+
+        async def wait_for_close() -> None:
+            assert await idle_reader.read() == b""
+            closed_at.append(loop.time())
+
+        watcher = asyncio.ensure_future(wait_for_close())
+        for _ in range(15):  # 1.5 s of a request every 0.1 s: well past the idle timeout
+            busy_writer.write(b"9900302.00\r")
+            assert (await busy_reader.readuntil(b"\r")).startswith(b"98")
+            await asyncio.sleep(0.1)
+        await asyncio.wait_for(watcher, 1)
+        assert 0.4 <= closed_at[0] - sent < 0.4 + 0.3
+        busy_writer.write(b"9900302.00\r")
+        assert (await busy_reader.readuntil(b"\r")).startswith(b"98")
+        assert len(listener.deadlines) == 1  # the busy connection's; the idle one's is gone
+        for writer in (idle_writer, busy_writer):
+            writer.close()
+    finally:
+        await listener.aclose()
