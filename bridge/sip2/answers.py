@@ -271,4 +271,7 @@ def end_session_text(barcode: str, institution: str, date: str) -> str:
     (tests/sip2/test_answers.py holds it to `encode(end_session(...).to_message())`)."""
     if len(date) != 18:
         date = date[:18].ljust(18)
-    return f"36Y{clean(date)}AO{clean(institution)}|AA{clean(barcode)}|"
+    joined = date + institution + barcode
+    if "|" in joined or not joined.isprintable():  # what `clean` would change: it must
+        return f"36Y{clean(date)}AO{clean(institution)}|AA{clean(barcode)}|"
+    return f"36Y{date}AO{institution}|AA{barcode}|"  # one check, not three `clean` calls

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from bridge.core.patron import ClientPolicy, Decision, Outcome, Patron
 from bridge.core.secret import Secret
 from bridge.sip2 import answers
-from bridge.sip2.codec import decode, encode, encode_rendered
+from bridge.sip2.codec import clean, decode, encode, encode_rendered
 from bridge.sip2.messages import PatronRequest, PatronResponse
 from tests.pins import DEMO_PIN
 
@@ -148,3 +148,17 @@ def test_end_session_text_is_what_encode_writes(barcode: str, institution: str, 
         assert encode_rendered(text, sequence=4, checksum=True, charset=charset) == encode(
             message, sequence=4, checksum=True, charset=charset
         )
+
+
+@given(
+    st.text(max_size=12),
+    st.text(max_size=12),
+    st.one_of(st.text(max_size=20), st.just("20240101    101010")),
+)
+def test_end_session_text_one_check_equals_three_cleans(
+    barcode: str, institution: str, date: str
+) -> None:
+    """The 36's single printable check gives what cleaning each value did."""
+    padded = date if len(date) == 18 else date[:18].ljust(18)
+    old = f"36Y{clean(padded)}AO{clean(institution)}|AA{clean(barcode)}|"
+    assert answers.end_session_text(barcode, institution, date) == old
