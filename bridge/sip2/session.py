@@ -109,8 +109,11 @@ class Accounts:
     says nothing about which logins exist."""
 
     def __init__(self, accounts: list[Account]) -> None:
+        # each with its successful `LoginCheck`, built once (it is never changed): one fewer
+        # object per session's login
         self._accounts = [
-            (a, a.login.encode("utf-8"), a.settings.password.encode("utf-8")) for a in accounts
+            (a, a.login.encode("utf-8"), a.settings.password.encode("utf-8"), _accepted(a))
+            for a in accounts
         ]
 
     def check(self, login: str, password: Secret, source: str) -> Account | None:
@@ -121,22 +124,23 @@ class Accounts:
         the reason is worked out, so the answer's timing still says nothing."""
         given_login = login.encode("utf-8")
         given_password = password.reveal()
-        found: Account | None = None
+        found: LoginCheck | None = None
         named: Account | None = None
-        for account, name, secret in self._accounts:
+        for account, name, secret, accepted in self._accounts:
             name_ok = hmac.compare_digest(name, given_login)
             secret_ok = hmac.compare_digest(secret, given_password)
             if name_ok and named is None:
                 named = account
             if name_ok and secret_ok and found is None:
-                found = account
+                found = accepted
         if named is None:
             return LoginCheck(None, UNKNOWN_LOGIN, "")
         if found is None:
             return LoginCheck(None, WRONG_PASSWORD, named.login)
-        if not found.allows(source):
+        assert found.account is not None
+        if not found.account.allows(source):
             return LoginCheck(None, WRONG_NETWORK, found.login)
-        return LoginCheck(found, "", found.login)
+        return found
 
     def __len__(self) -> int:
         return len(self._accounts)
@@ -158,6 +162,10 @@ class LoginCheck:
     account: Account | None
     reason: str
     login: str
+
+
+def _accepted(account: Account) -> LoginCheck:
+    return LoginCheck(account, "", account.login)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,8 +206,9 @@ _AY_AZ: Final = tuple(f"AY{digit}AZ" for digit in range(10))
 #: The two 94s as text, rendered once (every login answers one of them).
 _LOGIN_OK: Final = Prepared(render(template(LoginResponse(True).to_message()), {}))
 _LOGIN_REFUSED: Final = render(template(LoginResponse(False).to_message()), {})
-#: The 941 as sent, per (AY digit or None, AZ or not, terminator): `_login` fills it.
-_LOGIN_OK_SENT: Final[dict[tuple[int | None, bool, bytes], bytes]] = {}
+#: The 941 as sent, as a `Reply` (never changed), per (AY digit or None, AZ or not,
+#: terminator, configured login): `_login` fills it (a few dozen per account at most).
+_LOGIN_OK_SENT: Final[dict[tuple[int | None, bool, bytes, str], Reply]] = {}
 
 
 class Session:
@@ -388,16 +397,17 @@ class Session:
         self.login_failures = 0
         # `_answer(sequence, checksummed, _LOGIN_OK)`, its bytes kept per trailer and
         # terminator (a few dozen at most): every session's login answers one of them
-        key = (sequence, checksummed, account.terminator)
-        sent = _LOGIN_OK_SENT.get(key)
-        if sent is None:
-            sent = _LOGIN_OK_SENT[key] = encode_rendered(
+        key = (sequence, checksummed, account.terminator, account.login)
+        reply = _LOGIN_OK_SENT.get(key)
+        if reply is None:
+            sent = encode_rendered(
                 _LOGIN_OK.text, sequence=sequence, checksum=checksummed, terminator=key[2]
             )
-        self._last_response = sent
+            reply = _LOGIN_OK_SENT[key] = Reply(sent, "login", login=account.login)
+        self._last_response = reply.data
         self._last_request = frame if checksummed else b""
         self._pending = b""
-        return Reply(sent, "login", login=account.login)
+        return reply
 
     def resend(self, client_terminator: bytes = b"\r") -> bytes:
         """96 for a request that decoded but whose content could not be acted on."""
