@@ -335,6 +335,13 @@ class RadiusServer:
             reason = result.message or "store unavailable"  # SHED says "busy"
             log.info("radius_silent", client=pending.client.name, reason=reason)
             return
+        self.respond(pending, code, attributes)
+
+    def respond(self, pending: Pending, code: int, attributes: bytes) -> None:
+        """Send reply `code` with `attributes` (pre-encoded) plus the request's Proxy-States,
+        and record it for retransmissions; a reject waits out `reject_delay`. Every answer to
+        an Access-Request goes through here (PAP, and each EAP round)."""
+        packet = pending.packet
         if pending.proxy_state:
             proxy_states = packet.all(PROXY_STATE)
             attributes += encode_attributes((PROXY_STATE, value) for value in proxy_states)

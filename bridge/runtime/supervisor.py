@@ -164,6 +164,7 @@ class Supervisor:
                 log.error("worker_start_failed", worker=exc.index, code=exc.code)
                 self._stop(signal.SIGTERM)
                 await self._wait_all()
+                self._close_radius()
                 return exc.code if exc.code > 0 else 1
         finally:
             for sock in held:
@@ -175,11 +176,15 @@ class Supervisor:
         while not self.stopping:
             await self._done.wait()
         await self._wait_all()
+        self._close_radius()
+        log.info("stopped")
+        return 0
+
+    def _close_radius(self) -> None:
         for group in self.radius:
             for sock in group:
                 sock.close()
-        log.info("stopped")
-        return 0
+        self.radius = []
 
     def _stop(self, sig: int) -> None:
         """SIGINT/SIGTERM: pass it on to every worker; they finish their work and exit."""

@@ -49,12 +49,10 @@ from bridge.radius.packet import (
     ACCESS_CHALLENGE,
     ACCESS_REJECT,
     EAP_MESSAGE,
-    PROXY_STATE,
     REPLY_MESSAGE,
     USER_NAME,
     ProtocolError,
     encode_attributes,
-    encode_reply,
 )
 
 if TYPE_CHECKING:
@@ -201,7 +199,7 @@ class EapFrontEnd:
     ) -> None:
         state = conversation.state
         attributes = codec.message_attributes(eap) + bytes((STATE, len(state) + 2)) + state
-        self.send(server, pending, ACCESS_CHALLENGE, attributes)
+        server.respond(pending, ACCESS_CHALLENGE, attributes)
 
     # -- TTLS resumption ----------------------------------------------------------------------
     def resumable(self, conversation: Conversation, barcode: str, now: float) -> None:
@@ -374,7 +372,7 @@ class EapFrontEnd:
         encoded = b"".join(
             (codec.message_attributes(success.eap), keys, encode_attributes(attributes), extra)
         )
-        self.send(server, pending, ACCESS_ACCEPT, encoded)
+        server.respond(pending, ACCESS_ACCEPT, encoded)
 
     def reject(
         self,
@@ -391,30 +389,7 @@ class EapFrontEnd:
             identifier = raw[1] if len(raw) > 1 else 0
             eap = codec.Eap(codec.FAILURE, identifier).encode()
         reply = encode_attributes([(REPLY_MESSAGE, message.encode("utf-8"))])
-        self.send(server, pending, ACCESS_REJECT, codec.message_attributes(eap) + reply)
-
-    def send(
-        self,
-        server: RadiusServer,
-        pending: Pending,
-        code: int,
-        encoded: bytes,
-    ) -> None:
-        """Reply with these encoded attributes (Proxy-State copied after them)."""
-        if pending.proxy_state:
-            proxy = pending.packet.all(PROXY_STATE)
-            encoded += encode_attributes((PROXY_STATE, value) for value in proxy)
-        data = encode_reply(code, pending.packet, encoded, pending.client.secret)
-        delay = server.settings.reject_delay
-        if code == ACCESS_REJECT and delay > 0:
-            server.loop.call_later(delay, server.send, pending, data)
-            return
-        # server.send, inlined as in RadiusServer.reply: every round of every conversation
-        endpoint = pending.endpoint
-        transport = endpoint.transport
-        if transport is not None and not transport.is_closing():
-            transport.sendto(data, pending.addr)
-        endpoint.dedup.complete(pending.key, pending.packet.authenticator, data, server.loop.time())
+        server.respond(pending, ACCESS_REJECT, codec.message_attributes(eap) + reply)
 
     def start_sweeper(self, loop: asyncio.AbstractEventLoop) -> None:
         """Forget idle conversations even when no packet arrives to expire them."""
