@@ -482,14 +482,11 @@ def emit_audit_members(event: str, level: str, members: str) -> bool:
     escaped). False when the chain must write it, as for `emit_audit`."""
     if _writer is None or _console is not None or _journal[0]:
         return False
-    # `emit_members`' timestamp, the same text as `timestamp()`
-    digits = str(time.time_ns() // 1000)
-    whole = digits[:-6]
-    if whole != _line_second[0]:
-        _line_second[0] = whole
-        _line_second[1] = time.strftime('{"timestamp":"%Y-%m-%dT%H:%M:%S.', time.gmtime(int(whole)))
     _BUFFER.append(
-        (True, f'{_line_second[1]}{digits[-6:]}Z","level":"{level}","event":"{event}",{members}}}')
+        (
+            True,
+            f'{{"timestamp":"{timestamp()}","level":"{level}","event":"{event}",{members}}}',
+        )
     )
     return True
 
