@@ -52,8 +52,10 @@ _BUFFER: deque[tuple[bool, str]] = deque()
 
 # Seconds between drains while lines are flowing. Every wake-up of the writer costs the event
 # loop a GIL hand-off (futex calls in both threads): at 5 ms a busy LDAP listener spent about
-# 2 µs of system time per bind on them; at 20 ms lines still reach the disk within a blink.
-BATCH_WINDOW = 0.02
+# 2 µs of system time per bind on them, and at 20 ms one saturated worker still spent 1 to
+# 2 µs per cached RADIUS request (bridge/runtime/interpreter.py says why a saturated loop pays
+# most). At 50 ms lines still reach the disk within a blink, and `stop` drains the rest.
+BATCH_WINDOW = 0.05
 IDLE_WINDOW = 0.05  # seconds between drains once the buffer has been empty a while
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
