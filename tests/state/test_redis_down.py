@@ -19,7 +19,7 @@ from bridge.state.redis_client import UNAVAILABLE, connect
 from bridge.state.redis_throttle import RedisGuard, StateUnavailable, local_rules
 from bridge.state.settings import StateSettings
 from tests.harness import DEMO, Daemon
-from tests.pins import DEMO_PIN, WRONG_PIN
+from tests.pins import DEMO_PIN, NEW_PIN, WRONG_PIN
 from tests.state import scenario
 from tests.state.redis_server import PrivateRedis, shared_prefix
 
@@ -315,3 +315,44 @@ async def test_redis_connection_forms(tmp_path: Path, kind: str) -> None:
         finally:
             await guard.aclose()
             await client.aclose()
+
+
+PAGES = '\n[portal]\nlisten = "127.0.0.1:0"\nbase_url = "http://127.0.0.1:8080"\n'
+
+
+def test_a_pin_change_while_redis_is_down(tmp_path: Path, private_redis: PrivateRedis) -> None:
+    """The change waits for its invalidation work (the portal's sessions live in Redis here)
+    before it answers; with Redis away that work fails, is logged, and the change still answers
+    in "local" mode: the old PIN is refused at once and the new one accepted, then and after
+    Redis returns (the cache was off while the bus was deaf)."""
+    card = DEMO["active"]
+    sections = daemon_sections(private_redis.url, "local") + PAGES
+    with Daemon(tmp_path, sections) as daemon:
+        assert scenario.bind(daemon, card, DEMO_PIN) == 0  # cached
+        private_redis.stop()
+        assert scenario.within(5, lambda: "state_bus_lost" in daemon.logs())
+        assert scenario.change_pin(daemon, card, DEMO_PIN, NEW_PIN)
+        assert scenario.bind(daemon, card, DEMO_PIN) == 49
+        assert scenario.bind(daemon, card, NEW_PIN) == 0
+        private_redis.start()
+        assert scenario.within(20, lambda: "verified_cache_on" in daemon.logs())
+        assert scenario.bind(daemon, card, DEMO_PIN) == 49
+        assert scenario.bind(daemon, card, NEW_PIN) == 0
+    events = [e["event"] for e in daemon.audit_events()]
+    assert "pin_changed" in events
+    assert '"event":"portal_session_end_failed"' in daemon.logs()  # the hook's work did fail
+
+
+def test_a_pin_change_is_refused_while_redis_is_down_in_refuse_mode(
+    tmp_path: Path, private_redis: PrivateRedis
+) -> None:
+    """ "refuse": the change's own check cannot take a guess from the shared budget, so the
+    bind before it is refused and the PIN stays as it was."""
+    card = DEMO["active"]
+    with Daemon(tmp_path, daemon_sections(private_redis.url, "refuse") + PAGES) as daemon:
+        private_redis.stop()
+        assert scenario.within(5, lambda: scenario.bind(daemon, card, DEMO_PIN) != 0)
+        assert scenario.bind(daemon, card, DEMO_PIN) not in (0, 49)  # unavailable, not wrong
+        private_redis.start()
+        assert scenario.within(20, lambda: scenario.bind(daemon, card, DEMO_PIN) == 0)
+        assert scenario.bind(daemon, card, NEW_PIN) == 49
