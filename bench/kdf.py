@@ -23,6 +23,7 @@ import os
 import random
 import sqlite3
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +37,7 @@ from bridge.core.pin import KdfParams, PinHasher
 from bridge.core.secret import Secret
 from bridge.core.store import NewPatron
 from bridge.core.throttle import Throttle, ThrottleRules
+from bridge.runtime.interpreter import SWITCH_INTERVAL
 from plugins.sqlite import SqliteStore
 
 PIN = "5961"  # the demo PIN (tests/pins.py DEMO_PIN)
@@ -343,8 +345,10 @@ async def run(sizes: tuple[int, ...]) -> None:
 def main(argv: list[str] | None = None) -> None:
     from bridge import logs
 
-    # Audit lines are written as in the daemon (same queue and writer thread), to nowhere.
+    # Audit lines are written as in the daemon (same queue and writer thread), to nowhere,
+    # and threads hand the GIL over on the daemon's switch interval.
     logs.configure("info", "json", os.devnull)
+    sys.setswitchinterval(SWITCH_INTERVAL)
     parser = argparse.ArgumentParser(prog="bench.kdf", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--patrons",
