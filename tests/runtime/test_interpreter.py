@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bridge.runtime.interpreter import SWITCH_INTERVAL
 from tests.harness import Daemon
+from tests.state.scenario import LDAP
 
 PROBE = """
 import gc, sys
@@ -28,15 +29,6 @@ def test_settling_shortens_the_switch_interval_and_freezes_start_up() -> None:
     assert int(frozen) > 1000  # the modules start-up imported are out of the collector's walk
 
 
-RADIUS = """
-[radius]
-listen = ["127.0.0.1:0"]
-[[radius.clients]]
-name = "probe"
-network = "127.0.0.1/32"
-secret = "probe-secret"
-"""
-
 SITE = """
 import atexit, sys
 def _report():
@@ -53,6 +45,6 @@ def test_a_serving_daemon_runs_with_the_settled_interval(tmp_path: Path) -> None
     site.mkdir()
     (site / "sitecustomize.py").write_text(SITE)
     path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
-    daemon = Daemon(tmp_path, RADIUS, env={"PYTHONPATH": path}).start()
+    daemon = Daemon(tmp_path, LDAP, env={"PYTHONPATH": path}).start()
     assert daemon.stop() == 0
     assert float((tmp_path / "interpreter.txt").read_text()) == SWITCH_INTERVAL
