@@ -27,7 +27,7 @@ from bridge.runtime.settings import ServerSettings
 from bridge.settings import SECRET_KEYS, PolicySettings, Section, parse_listen
 from bridge.sip2.settings import Sip2Settings
 from bridge.staff.settings import StaffSettings
-from bridge.state.settings import Backend, StateSettings
+from bridge.state.settings import Backend, StateSettings, sentinel_address
 
 DEFAULT_CONFIG = "conf/bridge.toml"
 
@@ -305,6 +305,16 @@ def _check_scale_out(config: Config) -> None:
                 f"{src}: state.url: no credentials in the URL; use state.password_file or"
                 " state.password_env"
             )
+        if state.sentinels:
+            if scheme == "unix":
+                raise ConfigError(
+                    f"{src}: state.sentinels: want redis:// or rediss:// in state.url"
+                )
+            for entry in state.sentinels:
+                try:
+                    sentinel_address(entry)
+                except ValueError as exc:
+                    raise ConfigError(f"{src}: state.sentinels: {exc}") from None
 
 
 def decode_section(config: Config, table: dict[str, Any], kind: type[Any], where: str) -> Any:

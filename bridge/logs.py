@@ -41,6 +41,7 @@ REDACT_KEYS = frozenset(
         "co",
         "cookie",
         "authorization",
+        "sentinel_password",
     }
 )
 

@@ -20,7 +20,7 @@ class Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
 
 
 # Field names whose values are secrets: masked by check-config, resolvable as NAME_file/NAME_env.
-SECRET_KEYS = frozenset({"password", "secret", "api_key", "token_key"})
+SECRET_KEYS = frozenset({"password", "secret", "api_key", "token_key", "sentinel_password"})
 
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 

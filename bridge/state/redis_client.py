@@ -13,12 +13,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 import structlog
+from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisError
 
-from bridge.state.settings import StateSettings
+from bridge.state.settings import StateSettings, sentinel_address
 
 log = structlog.get_logger("bridge.state")
 
@@ -33,6 +35,8 @@ def connect(settings: StateSettings, ca_file: Path | None = None) -> aioredis.Re
     tls: dict[str, Any] = {}
     if settings.url.startswith("rediss://") and ca_file is not None:
         tls["ssl_ca_certs"] = str(ca_file)
+    if settings.sentinels:
+        return _through_sentinels(settings, tls)
     return aioredis.Redis.from_url(
         settings.url,
         **tls,
@@ -43,6 +47,36 @@ def connect(settings: StateSettings, ca_file: Path | None = None) -> aioredis.Re
         health_check_interval=30,
         decode_responses=False,
     )
+
+
+def _through_sentinels(settings: StateSettings, tls: dict[str, Any]) -> aioredis.Redis:
+    """A client whose connections go to the primary the sentinels name for
+    `sentinel_service`; after a failover the next connection asks them again (and a command
+    on the demoted primary, now read-only, drops its connection and asks again too). Scripts
+    are loaded again on the new primary when it does not know them."""
+    parsed = urlsplit(settings.url)
+    db = int(parsed.path.strip("/") or 0)
+    common: dict[str, Any] = {
+        "socket_connect_timeout": settings.connect_timeout,
+        "socket_timeout": settings.command_timeout,
+    }
+    if parsed.scheme == "rediss":
+        common.update(ssl=True, **tls)
+    sentinel = Sentinel(
+        [sentinel_address(entry) for entry in settings.sentinels],
+        sentinel_kwargs={**common, "password": settings.sentinel_password},
+        **common,
+    )
+    client: aioredis.Redis = sentinel.master_for(
+        settings.sentinel_service,
+        redis_class=aioredis.Redis,
+        db=db,
+        username=settings.username,
+        password=settings.password,
+        health_check_interval=30,
+        decode_responses=False,
+    )
+    return client
 
 
 class Availability:

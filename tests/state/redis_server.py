@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -131,6 +132,103 @@ class PrivateRedis:
             self.proc = None
 
     def __enter__(self) -> PrivateRedis:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class PrivateSentinelSet:
+    """A primary, one replica and one sentinel (quorum 1) of the test's own, each a real
+    redis-server on a free loopback port in its own directory: enough for a real failover."""
+
+    SERVICE = "pb-test"
+
+    def __init__(self, directory: Path) -> None:
+        for name in ("primary", "replica", "sentinel"):
+            (directory / name).mkdir()
+        self.directory = directory
+        self.primary = PrivateRedis(directory / "primary")
+        self.replica = PrivateRedis(
+            directory / "replica", "--replicaof", "127.0.0.1", str(self.primary.port)
+        )
+        self.sentinel_port = free_port()
+        self.sentinel: subprocess.Popen[bytes] | None = None
+
+    @property
+    def sentinel_log(self) -> str:
+        path = self.directory / "sentinel" / "sentinel.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def start(self) -> PrivateSentinelSet:
+        self.primary.start()
+        self.replica.start()
+        conf = self.directory / "sentinel" / "sentinel.conf"  # sentinel rewrites it: its own
+        conf.write_text(
+            f"port {self.sentinel_port}\nbind 127.0.0.1\n"
+            f"dir {self.directory / 'sentinel'}\n"
+            f"logfile {self.directory / 'sentinel' / 'sentinel.log'}\n"
+            f"sentinel monitor {self.SERVICE} 127.0.0.1 {self.primary.port} 1\n"
+            f"sentinel down-after-milliseconds {self.SERVICE} 500\n"
+            f"sentinel failover-timeout {self.SERVICE} 5000\n"
+        )
+        self.sentinel = subprocess.Popen(
+            [self.primary.binary, str(conf), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self._until(lambda: "+slave slave" in self.sentinel_log, "the sentinel saw no replica")
+        self._until(self.replica_in_sync, "the replica did not sync")
+        return self
+
+    def replica_in_sync(self) -> bool:
+        client = redis.Redis(port=self.replica.port, socket_timeout=2)
+        try:
+            return bool(client.info("replication").get("master_link_status") == "up")
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    def _until(self, condition: Any, what: str, seconds: float = 30) -> None:
+        deadline = time.monotonic() + seconds
+        while not condition():
+            if time.monotonic() > deadline:
+                raise RuntimeError(what)
+            time.sleep(0.05)
+
+    def replicated(self) -> int:
+        """WAIT on the primary until the replica has every write so far: the replicas that
+        acknowledged (1 here)."""
+        client = redis.Redis(port=self.primary.port, socket_timeout=10)
+        try:
+            return int(client.execute_command("WAIT", 1, 5000))
+        finally:
+            client.close()
+
+    def kill_primary(self) -> None:
+        assert self.primary.proc is not None
+        self.primary.proc.kill()
+        self.primary.proc.wait(timeout=20)
+        self.primary.proc = None
+
+    def named_primary(self) -> tuple[str, int]:
+        client = redis.Redis(port=self.sentinel_port, socket_timeout=2)
+        try:
+            host, port = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.SERVICE)
+            return host.decode(), int(port)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self.sentinel is not None:
+            self.sentinel.terminate()
+            self.sentinel.wait(timeout=20)
+            self.sentinel = None
+        self.replica.stop()
+        self.primary.stop()
+
+    def __enter__(self) -> PrivateSentinelSet:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -1,0 +1,108 @@
+"""Redis Sentinel: the daemon finds the primary through a sentinel, and after a real failover
+(the primary SIGKILLed, the replica promoted) it finds the new one by itself, with the lock
+budget carried over. A private primary, replica and sentinel of the test's own (never the
+machine's shared Redis)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bridge.config import ConfigError, load, masked
+from tests.harness import DEMO, Daemon, base_config
+from tests.pins import DEMO_PIN, WRONG_PIN
+from tests.state import scenario
+from tests.state.redis_server import PrivateSentinelSet
+
+
+def sentinel_state(port: int, service: str) -> str:
+    return f"""
+[state]
+backend = "redis"
+url = "redis:///0"
+sentinels = ["127.0.0.1:{port}"]
+sentinel_service = "{service}"
+key_prefix = "pbsentinel:"
+on_state_unavailable = "refuse"
+retry_seconds = 0.2
+connect_timeout = 0.5
+command_timeout = 0.5
+"""
+
+
+def bad_pins(daemon: Daemon, lines: int) -> int:
+    """Evaluated wrong PINs among the first `lines` audited decisions (waited for)."""
+    return [e["outcome"] for e in scenario.audited([daemon], lines)].count("bad_pin")
+
+
+def test_the_lock_budget_survives_a_failover(tmp_path: Path) -> None:
+    (tmp_path / "daemon").mkdir()
+    (tmp_path / "redis").mkdir()
+    card, other = DEMO["minor"], DEMO["active"]
+    with PrivateSentinelSet(tmp_path / "redis") as cluster:
+        sections = scenario.LDAP + sentinel_state(cluster.sentinel_port, cluster.SERVICE)
+        with Daemon(tmp_path / "daemon", sections, throttle=scenario.THROTTLE) as daemon:
+            assert scenario.bind(daemon, card, DEMO_PIN) == 0  # the card's PIN works
+            assert scenario.bind(daemon, other, DEMO_PIN) == 0
+            for _ in range(3):
+                assert scenario.bind(daemon, card, WRONG_PIN) == 49
+            assert cluster.replicated() == 1  # the replica holds the three failures
+            first = cluster.named_primary()
+            cluster.kill_primary()
+            promoted = ("127.0.0.1", cluster.replica.port)
+            assert scenario.within(30, lambda: cluster.named_primary() == promoted != first)
+            # The daemon finds the new primary by asking the sentinel again, with no restart
+            # (its pub/sub listener too: the verified cache comes back on).
+            assert scenario.within(30, lambda: "verified_cache_on" in daemon.logs())
+            assert scenario.bind(daemon, other, DEMO_PIN) == 0
+            for _ in range(scenario.LOCK_AFTER + 2):
+                assert scenario.bind(daemon, card, WRONG_PIN) != 0
+            # Three failures before the failover and two after lock the card: the budget
+            # was not reset by the failover (it would have allowed five more).
+            assert bad_pins(daemon, 6 + scenario.LOCK_AFTER + 2) == scenario.LOCK_AFTER
+            assert scenario.bind(daemon, card, DEMO_PIN) != 0  # locked: the right PIN too
+        log = daemon.stderr_path.read_text()
+        assert '"event":"state_bus_lost"' in log and '"event":"verified_cache_on"' in log
+
+
+@pytest.mark.parametrize(
+    ("entries", "url", "error"),
+    [
+        ('["127.0.0.1"]', "redis://127.0.0.1/0", "bad sentinel address"),
+        ('["127.0.0.1:0"]', "redis://127.0.0.1/0", "bad sentinel address"),
+        ('["[::1:26379"]', "redis://127.0.0.1/0", "bad sentinel address"),
+        ('["127.0.0.1:26379"]', "unix:///run/redis.sock", "want redis:// or rediss://"),
+    ],
+)
+def test_bad_sentinel_settings_are_refused(
+    tmp_path: Path, entries: str, url: str, error: str
+) -> None:
+    config = tmp_path / "bridge.toml"
+    config.write_text(
+        base_config(tmp_path)
+        + f'\n[state]\nbackend = "redis"\nurl = "{url}"\nsentinels = {entries}\n'
+    )
+    with pytest.raises(ConfigError, match=error):
+        load(config)
+
+
+def test_sentinel_settings_are_accepted(tmp_path: Path) -> None:
+    config = tmp_path / "bridge.toml"
+    config.write_text(
+        base_config(tmp_path)
+        + '\n[state]\nbackend = "redis"\nurl = "rediss://ignored/2"\n'
+        + 'sentinels = ["10.0.0.5:26379", "[2001:db8::7]:26379"]\nsentinel_service = "pb"\n'
+        + 'sentinel_password_env = "PB_SENTINEL_TEST"\n'
+    )
+    import os
+
+    os.environ["PB_SENTINEL_TEST"] = "s3ntinel-pass"
+    try:
+        loaded = load(config)
+    finally:
+        del os.environ["PB_SENTINEL_TEST"]
+    state = loaded.state
+    assert masked(loaded)["state"]["sentinel_password"] == "***"  # `check-config` prints it masked
+    assert state.sentinels == ["10.0.0.5:26379", "[2001:db8::7]:26379"]
+    assert state.sentinel_service == "pb" and state.sentinel_password == "s3ntinel-pass"
