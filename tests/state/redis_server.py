@@ -139,47 +139,65 @@ class PrivateRedis:
 
 
 class PrivateSentinelSet:
-    """A primary, one replica and one sentinel (quorum 1) of the test's own, each a real
-    redis-server on a free loopback port in its own directory: enough for a real failover."""
+    """A primary, one replica and `count` sentinels (failover at `quorum` of them) of the
+    test's own, each a real redis-server on a free loopback port in its own directory: enough
+    for a real failover."""
 
     SERVICE = "pb-test"
 
-    def __init__(self, directory: Path) -> None:
-        for name in ("primary", "replica", "sentinel"):
+    def __init__(self, directory: Path, count: int = 1, quorum: int = 1) -> None:
+        for name in ("primary", "replica", *(f"sentinel-{i}" for i in range(count))):
             (directory / name).mkdir()
         self.directory = directory
+        self.quorum = quorum
         self.primary = PrivateRedis(directory / "primary")
         self.replica = PrivateRedis(
             directory / "replica", "--replicaof", "127.0.0.1", str(self.primary.port)
         )
-        self.sentinel_port = free_port()
-        self.sentinel: subprocess.Popen[bytes] | None = None
+        self.sentinel_ports = [free_port() for _ in range(count)]
+        self.sentinels: list[subprocess.Popen[bytes] | None] = [None] * count
 
     @property
-    def sentinel_log(self) -> str:
-        path = self.directory / "sentinel" / "sentinel.log"
+    def sentinel_port(self) -> int:
+        return self.sentinel_ports[0]
+
+    def sentinel_log(self, index: int = 0) -> str:
+        path = self.directory / f"sentinel-{index}" / "sentinel.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
     def start(self) -> PrivateSentinelSet:
         self.primary.start()
         self.replica.start()
-        conf = self.directory / "sentinel" / "sentinel.conf"  # sentinel rewrites it: its own
-        conf.write_text(
-            f"port {self.sentinel_port}\nbind 127.0.0.1\n"
-            f"dir {self.directory / 'sentinel'}\n"
-            f"logfile {self.directory / 'sentinel' / 'sentinel.log'}\n"
-            f"sentinel monitor {self.SERVICE} 127.0.0.1 {self.primary.port} 1\n"
-            f"sentinel down-after-milliseconds {self.SERVICE} 500\n"
-            f"sentinel failover-timeout {self.SERVICE} 5000\n"
-        )
-        self.sentinel = subprocess.Popen(
-            [self.primary.binary, str(conf), "--sentinel"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self._until(lambda: "+slave slave" in self.sentinel_log, "the sentinel saw no replica")
+        for i, port in enumerate(self.sentinel_ports):
+            home = self.directory / f"sentinel-{i}"
+            conf = home / "sentinel.conf"  # each sentinel rewrites its own
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {home}\nlogfile {home / 'sentinel.log'}\n"
+                f"sentinel monitor {self.SERVICE} 127.0.0.1 {self.primary.port} {self.quorum}\n"
+                f"sentinel down-after-milliseconds {self.SERVICE} 500\n"
+                f"sentinel failover-timeout {self.SERVICE} 5000\n"
+            )
+            self.sentinels[i] = subprocess.Popen(
+                [self.primary.binary, str(conf), "--sentinel"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        others = len(self.sentinel_ports) - 1
+        for i in range(len(self.sentinel_ports)):  # each knows the replica and the others
+            self._until(lambda i=i: "+slave slave" in self.sentinel_log(i), "no replica seen")
+            self._until(
+                lambda i=i: self.sentinel_log(i).count("+sentinel sentinel") >= others,
+                "the sentinels did not find each other",
+            )
         self._until(self.replica_in_sync, "the replica did not sync")
         return self
+
+    def kill_sentinel(self, index: int) -> None:
+        proc = self.sentinels[index]
+        assert proc is not None
+        proc.kill()
+        proc.wait(timeout=20)
+        self.sentinels[index] = None
 
     def replica_in_sync(self) -> bool:
         client = redis.Redis(port=self.replica.port, socket_timeout=2)
@@ -212,8 +230,8 @@ class PrivateSentinelSet:
         self.primary.proc.wait(timeout=20)
         self.primary.proc = None
 
-    def named_primary(self) -> tuple[str, int]:
-        client = redis.Redis(port=self.sentinel_port, socket_timeout=2)
+    def named_primary(self, index: int = 0) -> tuple[str, int]:
+        client = redis.Redis(port=self.sentinel_ports[index], socket_timeout=2)
         try:
             host, port = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.SERVICE)
             return host.decode(), int(port)
@@ -221,10 +239,11 @@ class PrivateSentinelSet:
             client.close()
 
     def stop(self) -> None:
-        if self.sentinel is not None:
-            self.sentinel.terminate()
-            self.sentinel.wait(timeout=20)
-            self.sentinel = None
+        for i, proc in enumerate(self.sentinels):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=20)
+                self.sentinels[i] = None
         self.replica.stop()
         self.primary.stop()
 

@@ -16,12 +16,13 @@ from tests.state import scenario
 from tests.state.redis_server import PrivateSentinelSet
 
 
-def sentinel_state(port: int, service: str) -> str:
+def sentinel_state(ports: list[int], service: str) -> str:
+    listed = ", ".join(f'"127.0.0.1:{port}"' for port in ports)
     return f"""
 [state]
 backend = "redis"
 url = "redis:///0"
-sentinels = ["127.0.0.1:{port}"]
+sentinels = [{listed}]
 sentinel_service = "{service}"
 key_prefix = "pbsentinel:"
 on_state_unavailable = "refuse"
@@ -36,12 +37,21 @@ def bad_pins(daemon: Daemon, lines: int) -> int:
     return [e["outcome"] for e in scenario.audited([daemon], lines)].count("bad_pin")
 
 
-def test_the_lock_budget_survives_a_failover(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("count", "quorum", "first_dies"),
+    [(1, 1, False), (3, 2, True)],
+    ids=["one-sentinel", "three-sentinels-first-listed-dies-too"],
+)
+def test_the_lock_budget_survives_a_failover(
+    tmp_path: Path, count: int, quorum: int, first_dies: bool
+) -> None:
+    """With three sentinels (quorum 2) the first one listed dies with the primary: the other
+    two elect, and the daemon asks the next sentinel in its list."""
     (tmp_path / "daemon").mkdir()
     (tmp_path / "redis").mkdir()
     card, other = DEMO["minor"], DEMO["active"]
-    with PrivateSentinelSet(tmp_path / "redis") as cluster:
-        sections = scenario.LDAP + sentinel_state(cluster.sentinel_port, cluster.SERVICE)
+    with PrivateSentinelSet(tmp_path / "redis", count, quorum) as cluster:
+        sections = scenario.LDAP + sentinel_state(cluster.sentinel_ports, cluster.SERVICE)
         with Daemon(tmp_path / "daemon", sections, throttle=scenario.THROTTLE) as daemon:
             assert scenario.bind(daemon, card, DEMO_PIN) == 0  # the card's PIN works
             assert scenario.bind(daemon, other, DEMO_PIN) == 0
@@ -50,8 +60,11 @@ def test_the_lock_budget_survives_a_failover(tmp_path: Path) -> None:
             assert cluster.replicated() == 1  # the replica holds the three failures
             first = cluster.named_primary()
             cluster.kill_primary()
+            if first_dies:
+                cluster.kill_sentinel(0)
+            alive = count - 1 if first_dies else 0
             promoted = ("127.0.0.1", cluster.replica.port)
-            assert scenario.within(30, lambda: cluster.named_primary() == promoted != first)
+            assert scenario.within(30, lambda: cluster.named_primary(alive) == promoted != first)
             # The daemon finds the new primary by asking the sentinel again, with no restart
             # (its pub/sub listener too: the verified cache comes back on).
             assert scenario.within(30, lambda: "verified_cache_on" in daemon.logs())
