@@ -145,14 +145,33 @@ class PrivateSentinelSet:
 
     SERVICE = "pb-test"
 
-    def __init__(self, directory: Path, count: int = 1, quorum: int = 1) -> None:
+    def __init__(
+        self, directory: Path, count: int = 1, quorum: int = 1, *, tls: bool = False
+    ) -> None:
+        """`tls`: every server and sentinel speaks TLS only, each with the same self-signed
+        certificate for 127.0.0.1 (`ca_file`), replication and sentinel links included."""
         for name in ("primary", "replica", *(f"sentinel-{i}" for i in range(count))):
             (directory / name).mkdir()
         self.directory = directory
         self.quorum = quorum
-        self.primary = PrivateRedis(directory / "primary")
+        self.tls = tls
+        self.ca_file = directory / "cert.pem"
+        if tls:
+            import shutil
+
+            from bridge.tls import generate_self_signed
+
+            generate_self_signed(self.ca_file, directory / "key.pem", ["127.0.0.1", "localhost"])
+            for name in ("primary", "replica"):  # PrivateRedis uses what it finds there
+                shutil.copy(self.ca_file, directory / name / "cert.pem")
+                shutil.copy(directory / "key.pem", directory / name / "key.pem")
+        links = ["--tls-replication", "yes", "--tls-ca-cert-file", str(self.ca_file)]
+        self.primary = PrivateRedis(directory / "primary", *(links if tls else []), tls=tls)
         self.replica = PrivateRedis(
-            directory / "replica", "--replicaof", "127.0.0.1", str(self.primary.port)
+            directory / "replica",
+            *("--replicaof", "127.0.0.1", str(self.primary.port)),
+            *(links if tls else []),
+            tls=tls,
         )
         self.sentinel_ports = [free_port() for _ in range(count)]
         self.sentinels: list[subprocess.Popen[bytes] | None] = [None] * count
@@ -171,8 +190,16 @@ class PrivateSentinelSet:
         for i, port in enumerate(self.sentinel_ports):
             home = self.directory / f"sentinel-{i}"
             conf = home / "sentinel.conf"  # each sentinel rewrites its own
+            listen = f"port {port}\n"
+            if self.tls:
+                key = self.directory / "key.pem"
+                listen = (
+                    f"port 0\ntls-port {port}\ntls-cert-file {self.ca_file}\n"
+                    f"tls-key-file {key}\ntls-ca-cert-file {self.ca_file}\n"
+                    "tls-auth-clients no\ntls-replication yes\n"
+                )
             conf.write_text(
-                f"port {port}\nbind 127.0.0.1\ndir {home}\nlogfile {home / 'sentinel.log'}\n"
+                f"{listen}bind 127.0.0.1\ndir {home}\nlogfile {home / 'sentinel.log'}\n"
                 f"sentinel monitor {self.SERVICE} 127.0.0.1 {self.primary.port} {self.quorum}\n"
                 f"sentinel down-after-milliseconds {self.SERVICE} 500\n"
                 f"sentinel failover-timeout {self.SERVICE} 5000\n"
@@ -199,8 +226,15 @@ class PrivateSentinelSet:
         proc.wait(timeout=20)
         self.sentinels[index] = None
 
+    def _client(self, port: int, timeout: float) -> redis.Redis:
+        if not self.tls:
+            return redis.Redis(port=port, socket_timeout=timeout)
+        return redis.Redis(
+            port=port, socket_timeout=timeout, ssl=True, ssl_ca_certs=str(self.ca_file)
+        )
+
     def replica_in_sync(self) -> bool:
-        client = redis.Redis(port=self.replica.port, socket_timeout=2)
+        client = self._client(self.replica.port, 2)
         try:
             return bool(client.info("replication").get("master_link_status") == "up")
         except redis.RedisError:
@@ -218,7 +252,7 @@ class PrivateSentinelSet:
     def replicated(self) -> int:
         """WAIT on the primary until the replica has every write so far: the replicas that
         acknowledged (1 here)."""
-        client = redis.Redis(port=self.primary.port, socket_timeout=10)
+        client = self._client(self.primary.port, 10)
         try:
             return int(client.execute_command("WAIT", 1, 5000))
         finally:
@@ -231,7 +265,7 @@ class PrivateSentinelSet:
         self.primary.proc = None
 
     def named_primary(self, index: int = 0) -> tuple[str, int]:
-        client = redis.Redis(port=self.sentinel_ports[index], socket_timeout=2)
+        client = self._client(self.sentinel_ports[index], 2)
         try:
             host, port = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.SERVICE)
             return host.decode(), int(port)

@@ -16,12 +16,13 @@ from tests.state import scenario
 from tests.state.redis_server import PrivateSentinelSet
 
 
-def sentinel_state(ports: list[int], service: str) -> str:
+def sentinel_state(ports: list[int], service: str, ca_file: Path | None = None) -> str:
     listed = ", ".join(f'"127.0.0.1:{port}"' for port in ports)
+    tls = f'url = "rediss:///0"\ntls_ca_file = "{ca_file}"' if ca_file else 'url = "redis:///0"'
     return f"""
 [state]
 backend = "redis"
-url = "redis:///0"
+{tls}
 sentinels = [{listed}]
 sentinel_service = "{service}"
 key_prefix = "pbsentinel:"
@@ -38,20 +39,22 @@ def bad_pins(daemon: Daemon, lines: int) -> int:
 
 
 @pytest.mark.parametrize(
-    ("count", "quorum", "first_dies"),
-    [(1, 1, False), (3, 2, True)],
-    ids=["one-sentinel", "three-sentinels-first-listed-dies-too"],
+    ("count", "quorum", "first_dies", "tls"),
+    [(1, 1, False, False), (3, 2, True, False), (1, 1, False, True)],
+    ids=["one-sentinel", "three-sentinels-first-listed-dies-too", "tls-everywhere"],
 )
 def test_the_lock_budget_survives_a_failover(
-    tmp_path: Path, count: int, quorum: int, first_dies: bool
+    tmp_path: Path, count: int, quorum: int, first_dies: bool, tls: bool
 ) -> None:
     """With three sentinels (quorum 2) the first one listed dies with the primary: the other
-    two elect, and the daemon asks the next sentinel in its list."""
+    two elect, and the daemon asks the next sentinel in its list. With TLS, the sentinels,
+    the data nodes and replication speak TLS only, verified against `tls_ca_file`."""
     (tmp_path / "daemon").mkdir()
     (tmp_path / "redis").mkdir()
     card, other = DEMO["minor"], DEMO["active"]
-    with PrivateSentinelSet(tmp_path / "redis", count, quorum) as cluster:
-        sections = scenario.LDAP + sentinel_state(cluster.sentinel_ports, cluster.SERVICE)
+    with PrivateSentinelSet(tmp_path / "redis", count, quorum, tls=tls) as cluster:
+        ca_file = cluster.ca_file if tls else None
+        sections = scenario.LDAP + sentinel_state(cluster.sentinel_ports, cluster.SERVICE, ca_file)
         with Daemon(tmp_path / "daemon", sections, throttle=scenario.THROTTLE) as daemon:
             assert scenario.bind(daemon, card, DEMO_PIN) == 0  # the card's PIN works
             assert scenario.bind(daemon, other, DEMO_PIN) == 0
