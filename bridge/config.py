@@ -315,6 +315,12 @@ def _check_scale_out(config: Config) -> None:
                     sentinel_address(entry)
                 except ValueError as exc:
                     raise ConfigError(f"{src}: state.sentinels: {exc}") from None
+            database = rest.partition("/")[2].partition("?")[0]
+            if database and not database.isdigit():
+                raise ConfigError(
+                    f"{src}: state.url: with sentinels, want redis:///N or rediss:///N"
+                    " (N: the database number)"
+                )
 
 
 def decode_section(config: Config, table: dict[str, Any], kind: type[Any], where: str) -> Any:

@@ -13,9 +13,9 @@
   full load) that wait is where the CPU went: one saturated worker answering cached RADIUS PAP
   spent 26-30 µs of CPU per request, against 21-23 µs for each of two workers that were not
   saturated, and its log writer made about 3,000 context switches a second
-  (docs/performance.md, "Sixth session"). A shorter wait makes each hand-off cheap; the event
-  loop gives up the GIL to a helper at most once a millisecond, which costs it nothing it
-  would notice.
+  (docs/scale-out.md, "Why one saturated worker cost more per request"). A shorter wait
+  makes each hand-off cheap; the event loop gives up the GIL to a helper at most once a
+  millisecond, which costs it nothing it would notice.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ def _through_sentinels(settings: StateSettings, tls: dict[str, Any]) -> aioredis
     on the demoted primary, now read-only, drops its connection and asks again too). Scripts
     are loaded again on the new primary when it does not know them."""
     parsed = urlsplit(settings.url)
-    db = int(parsed.path.strip("/") or 0)
+    db = int(parsed.path.strip("/") or 0)  # config.load checked it is a number
     common: dict[str, Any] = {
         "socket_connect_timeout": settings.connect_timeout,
         "socket_timeout": settings.command_timeout,

@@ -89,6 +89,7 @@ def test_the_lock_budget_survives_a_failover(
         ('["127.0.0.1:0"]', "redis://127.0.0.1/0", "bad sentinel address"),
         ('["[::1:26379"]', "redis://127.0.0.1/0", "bad sentinel address"),
         ('["127.0.0.1:26379"]', "unix:///run/redis.sock", "want redis:// or rediss://"),
+        ('["127.0.0.1:26379"]', "redis:///zero", "the database number"),
     ],
 )
 def test_bad_sentinel_settings_are_refused(
