@@ -37,7 +37,7 @@ from bridge.core import one_time
 from bridge.core.audit import Audit
 from bridge.core.cache import VerifiedCache
 from bridge.core.gate import Busy, Gate, GateLimits
-from bridge.core.patron import ClientPolicy, Context, Decision, Outcome, Patron
+from bridge.core.patron import ACCEPTED, ClientPolicy, Context, Decision, Outcome, Patron
 from bridge.core.pin import HashFormatError, PinPolicy, PolicyResult
 from bridge.core.secret import Secret
 from bridge.core.store import (
@@ -73,7 +73,6 @@ async def in_task() -> None:
         await asyncio.sleep(0)
 
 
-_ACCEPTED = Outcome.ACCEPTED  # a global: an Enum member read through its class is slow
 _MALFORMED_BARCODE = Decision(Outcome.BAD_INPUT, reason="malformed barcode")
 _MALFORMED_PIN = Decision(Outcome.BAD_INPUT, reason="missing or malformed PIN")
 _SHED = Decision(Outcome.BUSY, reason="too many PIN checks pending")
@@ -472,7 +471,7 @@ class Authenticator:
                 f"fines {patron.fines} over limit {policy.fines_limit}",
                 pin_ok=True,
             )
-        return Decision(_ACCEPTED, patron, how, pin_ok=True)
+        return Decision(ACCEPTED, patron, how, pin_ok=True)
 
     async def _rehash(self, patron: Patron, pin: Secret) -> None:
         try:

@@ -6,6 +6,7 @@ import datetime as dt
 import enum
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Final
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +70,11 @@ class Outcome(enum.Enum):
     __hash__ = object.__hash__
 
 
-# Read per decision: an Enum member read through its class is a Python-level lookup on 3.11
-# (about 270 ns against 17 for a module global).
-_ACCEPTED = Outcome.ACCEPTED
+# The outcomes the per-request paths test, as module globals for them to import: an Enum
+# member read through its class is a Python-level lookup on 3.11 (about 270 ns, against 17 for a
+# global), paid on every request that reads one.
+ACCEPTED: Final = Outcome.ACCEPTED
+BAD_INPUT: Final = Outcome.BAD_INPUT
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,4 +122,4 @@ class Decision:
 
     @property
     def accepted(self) -> bool:
-        return self.outcome is _ACCEPTED
+        return self.outcome is ACCEPTED

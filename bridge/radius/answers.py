@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, assert_never
 
-from bridge.core.patron import Decision, Outcome
+from bridge.core.patron import ACCEPTED, Decision, Outcome
 from bridge.radius.packet import ACCESS_ACCEPT, ACCESS_REJECT
 
 
@@ -40,6 +40,8 @@ REFUSED = Answer(ACCESS_REJECT, "This network accepts a library card number and 
 
 
 def answer(decision: Decision, store_unavailable: Literal["silent", "reject"]) -> Answer:
+    if decision.outcome is ACCEPTED:  # the common case, before the match reads `Outcome.X`
+        return WELCOME
     match decision.outcome:
         case Outcome.ACCEPTED:
             return WELCOME

@@ -526,12 +526,12 @@ async def start(settings: RadiusSettings, services: Services) -> RadiusListener:
     if not settings.clients:
         log.warning("radius_no_clients", detail="every packet will be dropped")
     try:
-        for spec in settings.listen:
+        for index, spec in enumerate(settings.listen):
             host, port = parse_listen(spec)
             endpoint = Endpoint(
                 server, DuplicateCache(settings.duplicate_window, settings.duplicate_max_entries)
             )
-            fd = services.radius_fds.get(len(server.endpoints))
+            fd = services.radius_fds.get(index)
             if fd is not None:  # bound and steered by the supervisor
                 transport, _ = await loop.create_datagram_endpoint(
                     partial(_same, endpoint), sock=socket.socket(fileno=fd)

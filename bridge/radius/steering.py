@@ -158,18 +158,9 @@ def program(workers: int) -> list[Instruction]:
     fallback = len(code)
     # The Request Authenticator's four 32-bit words XORed: a NAS that fills part of it with a
     # constant (a run or boot id) and counts in another part still spreads over the workers.
-    authenticator = [
-        (LD_W_ABS, 0, 0, 4),
-        (TAX, 0, 0, 0),
-        (LD_W_ABS, 0, 0, 8),
-        (XOR_X, 0, 0, 0),
-        (TAX, 0, 0, 0),
-        (LD_W_ABS, 0, 0, 12),
-        (XOR_X, 0, 0, 0),
-        (TAX, 0, 0, 0),
-        (LD_W_ABS, 0, 0, 16),
-        (XOR_X, 0, 0, 0),
-    ]
+    authenticator: list[Instruction] = [(LD_W_ABS, 0, 0, 4)]
+    for offset in (8, 12, 16):
+        authenticator += [(TAX, 0, 0, 0), (LD_W_ABS, 0, 0, offset), (XOR_X, 0, 0, 0)]
     code += [
         (LD_MEM, 0, 0, 2),
         (JEQ_K, 2, 0, 0),  # no Calling-Station-Id: try User-Name

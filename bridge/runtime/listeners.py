@@ -144,19 +144,19 @@ def radius_sockets(
     try:
         for i, address in enumerate(radius.listen):
             host, port = parse_listen(address)
+            family, *_, bind_to = socket.getaddrinfo(
+                host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
+            )[0]
             group: list[socket.socket] = []
             groups.append(group)
             for _ in range(workers):
-                info = socket.getaddrinfo(
-                    host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
-                )[0]
-                sock = socket.socket(info[0], socket.SOCK_DGRAM)
+                sock = socket.socket(family, socket.SOCK_DGRAM)
                 group.append(sock)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                sock.bind(info[4])
-                if port == 0:  # the first chose it; the others join it
-                    port = sock.getsockname()[1]
-                    mapping[f"radius.listen.{i}"] = _format(host, port)
+                sock.bind(bind_to)
+                bind_to = sock.getsockname()  # port 0: the first chose it; the others join it
+            if port == 0:
+                mapping[f"radius.listen.{i}"] = _format(host, group[0].getsockname()[1])
             steer(group[0], workers)
     except BaseException:
         for group in groups:

@@ -14,12 +14,11 @@ import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
 
 import structlog
 
 from bridge.core.auth import valid_barcode
-from bridge.core.patron import Context, Decision, Outcome, Patron
+from bridge.core.patron import BAD_INPUT, Context, Decision, Patron
 from bridge.core.store import NotSupported, StoreError, StoreUnavailable
 from bridge.services import Services
 from bridge.sip2 import answers
@@ -44,9 +43,6 @@ log = structlog.get_logger("bridge.sip2")
 #: Requests the bridge itself always answers.
 OWN_CODES = frozenset({"23", "63", "99", "97", "93", "35"})
 HEALTH_TIMEOUT = 3.0
-#: `Outcome.BAD_INPUT` as a module global: a member read through its Enum class runs
-#: EnumType.__getattr__'s hook (about 900 instructions on 3.11), once per cached PIN check.
-_BAD_INPUT: Final = Outcome.BAD_INPUT
 #: Serialised answers kept for repeat checks of the same patron (bounded; cleared when full).
 TEMPLATE_CACHE = 10_000
 
@@ -265,7 +261,7 @@ class Handler:
             self._dates()
             memo = self._date_memo
         _, date, today = memo
-        if decision.outcome is _BAD_INPUT:
+        if decision.outcome is BAD_INPUT:
             # answered and forgotten: a hostile barcode or institution must not fill the table
             answer = answers.check_answer(
                 _asked(code, barcode, institution),

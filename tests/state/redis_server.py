@@ -5,6 +5,7 @@ the shared one: other engineers' tests use it)."""
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
 import subprocess
 import time
@@ -157,8 +158,6 @@ class PrivateSentinelSet:
         self.tls = tls
         self.ca_file = directory / "cert.pem"
         if tls:
-            import shutil
-
             from bridge.tls import generate_self_signed
 
             generate_self_signed(self.ca_file, directory / "key.pem", ["127.0.0.1", "localhost"])

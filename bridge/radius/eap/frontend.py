@@ -23,9 +23,9 @@ import structlog
 from OpenSSL import SSL
 
 from bridge.config import Config, ConfigError
-from bridge.core.patron import Context, Decision, Outcome
+from bridge.core.patron import ACCEPTED, Context, Decision
 from bridge.core.secret import Secret
-from bridge.radius.answers import WELCOME, Answer, answer
+from bridge.radius.answers import Answer, answer
 from bridge.radius.eap import codec
 from bridge.radius.eap.conversation import (
     Authenticate,
@@ -67,7 +67,6 @@ REFUSED_MESSAGE: Final = (
     "This network accepts EAP-TTLS with PAP (card number and PIN) only; MSCHAPv2 cannot work."
 )
 BUSY_MESSAGE: Final = "Service busy. Please try again shortly."
-_ACCEPTED: Final = Outcome.ACCEPTED  # a global: an Enum member read through its class is slow
 
 
 @dataclass(slots=True)
@@ -332,20 +331,14 @@ class EapFrontEnd:
         barcode: str,
         decision: Decision,
     ) -> None:
-        result: Answer = (
-            WELCOME  # `answer`'s first case, without its match
-            if decision.outcome is _ACCEPTED
-            else answer(decision, server.settings.store_unavailable)
-        )
+        result: Answer = answer(decision, server.settings.store_unavailable)
         if result.code is None:  # store unavailable, silent: the NAS fails over
             self.table.remove(conversation.state)
             pending.endpoint.dedup.forget(pending.key, pending.packet.authenticator)
             log.info("radius_silent", client=pending.client.name, reason="store unavailable")
             return
         try:
-            outcome = conversation.finish(
-                decision.outcome is _ACCEPTED, (result, decision, barcode)
-            )
+            outcome = conversation.finish(decision.outcome is ACCEPTED, (result, decision, barcode))
         except ProtocolError as exc:
             self.table.remove(conversation.state)
             self.reject(server, pending, None, exc.kind, result.message)
