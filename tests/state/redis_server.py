@@ -147,15 +147,26 @@ class PrivateSentinelSet:
     SERVICE = "pb-test"
 
     def __init__(
-        self, directory: Path, count: int = 1, quorum: int = 1, *, tls: bool = False
+        self,
+        directory: Path,
+        count: int = 1,
+        quorum: int = 1,
+        *,
+        tls: bool = False,
+        password: str | None = None,
+        sentinel_password: str | None = None,
     ) -> None:
         """`tls`: every server and sentinel speaks TLS only, each with the same self-signed
-        certificate for 127.0.0.1 (`ca_file`), replication and sentinel links included."""
+        certificate for 127.0.0.1 (`ca_file`), replication and sentinel links included.
+        `password`: the data nodes' requirepass (and replication's); `sentinel_password`: the
+        sentinels' own requirepass."""
         for name in ("primary", "replica", *(f"sentinel-{i}" for i in range(count))):
             (directory / name).mkdir()
         self.directory = directory
         self.quorum = quorum
         self.tls = tls
+        self.password = password
+        self.sentinel_password = sentinel_password
         self.ca_file = directory / "cert.pem"
         if tls:
             from bridge.tls import generate_self_signed
@@ -164,12 +175,14 @@ class PrivateSentinelSet:
             for name in ("primary", "replica"):  # PrivateRedis uses what it finds there
                 shutil.copy(self.ca_file, directory / name / "cert.pem")
                 shutil.copy(directory / "key.pem", directory / name / "key.pem")
-        links = ["--tls-replication", "yes", "--tls-ca-cert-file", str(self.ca_file)]
-        self.primary = PrivateRedis(directory / "primary", *(links if tls else []), tls=tls)
+        links = ["--tls-replication", "yes", "--tls-ca-cert-file", str(self.ca_file)] if tls else []
+        if password:  # both: after a failover the old primary comes back as a replica
+            links += ["--requirepass", password, "--masterauth", password]
+        self.primary = PrivateRedis(directory / "primary", *links, tls=tls)
         self.replica = PrivateRedis(
             directory / "replica",
             *("--replicaof", "127.0.0.1", str(self.primary.port)),
-            *(links if tls else []),
+            *links,
             tls=tls,
         )
         self.sentinel_ports = [free_port() for _ in range(count)]
@@ -197,6 +210,11 @@ class PrivateSentinelSet:
                     f"tls-key-file {key}\ntls-ca-cert-file {self.ca_file}\n"
                     "tls-auth-clients no\ntls-replication yes\n"
                 )
+            if self.password:
+                listen += f"sentinel auth-pass {self.SERVICE} {self.password}\n"
+            if self.sentinel_password:  # their own, and what they ask of each other
+                listen += f"requirepass {self.sentinel_password}\n"
+                listen += f"sentinel sentinel-pass {self.sentinel_password}\n"
             conf.write_text(
                 f"{listen}bind 127.0.0.1\ndir {home}\nlogfile {home / 'sentinel.log'}\n"
                 f"sentinel monitor {self.SERVICE} 127.0.0.1 {self.primary.port} {self.quorum}\n"
@@ -226,10 +244,16 @@ class PrivateSentinelSet:
         self.sentinels[index] = None
 
     def _client(self, port: int, timeout: float) -> redis.Redis:
+        sentinel = port in self.sentinel_ports
+        password = self.sentinel_password if sentinel else self.password
         if not self.tls:
-            return redis.Redis(port=port, socket_timeout=timeout)
+            return redis.Redis(port=port, socket_timeout=timeout, password=password)
         return redis.Redis(
-            port=port, socket_timeout=timeout, ssl=True, ssl_ca_certs=str(self.ca_file)
+            port=port,
+            socket_timeout=timeout,
+            password=password,
+            ssl=True,
+            ssl_ca_certs=str(self.ca_file),
         )
 
     def replica_in_sync(self) -> bool:

@@ -39,12 +39,22 @@ def bad_pins(daemon: Daemon, lines: int) -> int:
 
 
 @pytest.mark.parametrize(
-    ("count", "quorum", "first_dies", "tls"),
-    [(1, 1, False, False), (3, 2, True, False), (1, 1, False, True)],
-    ids=["one-sentinel", "three-sentinels-first-listed-dies-too", "tls-everywhere"],
+    ("count", "quorum", "first_dies", "tls", "passwords"),
+    [
+        (1, 1, False, False, False),
+        (3, 2, True, False, False),
+        (1, 1, False, True, False),
+        (3, 2, False, False, True),
+    ],
+    ids=[
+        "one-sentinel",
+        "three-sentinels-first-listed-dies-too",
+        "tls-everywhere",
+        "passwords-on-data-nodes-and-sentinels",
+    ],
 )
 def test_the_lock_budget_survives_a_failover(
-    tmp_path: Path, count: int, quorum: int, first_dies: bool, tls: bool
+    tmp_path: Path, count: int, quorum: int, first_dies: bool, tls: bool, passwords: bool
 ) -> None:
     """With three sentinels (quorum 2) the first one listed dies with the primary: the other
     two elect, and the daemon asks the next sentinel in its list. With TLS, the sentinels,
@@ -52,9 +62,14 @@ def test_the_lock_budget_survives_a_failover(
     (tmp_path / "daemon").mkdir()
     (tmp_path / "redis").mkdir()
     card, other = DEMO["minor"], DEMO["active"]
-    with PrivateSentinelSet(tmp_path / "redis", count, quorum, tls=tls) as cluster:
+    secrets = {"password": "data-nodes-pass-1", "sentinel_password": "sentinels-pass-1"}
+    chosen = secrets if passwords else {}
+    with PrivateSentinelSet(tmp_path / "redis", count, quorum, tls=tls, **chosen) as cluster:
         ca_file = cluster.ca_file if tls else None
         sections = scenario.LDAP + sentinel_state(cluster.sentinel_ports, cluster.SERVICE, ca_file)
+        for name, value in chosen.items():  # as the docs show: each from a file of its own
+            (tmp_path / "daemon" / f"{name}.txt").write_text(value + "\n")
+            sections += f'{name}_file = "{name}.txt"\n'
         with Daemon(tmp_path / "daemon", sections, throttle=scenario.THROTTLE) as daemon:
             assert scenario.bind(daemon, card, DEMO_PIN) == 0  # the card's PIN works
             assert scenario.bind(daemon, other, DEMO_PIN) == 0
